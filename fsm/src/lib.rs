@@ -1,0 +1,1 @@
+//! parlo-fsm: the call state machine.

@@ -1,0 +1,2 @@
+//! parlo-tests: end-to-end tests against the real binaries, the spec replayer, and the
+//! harness code they share.
