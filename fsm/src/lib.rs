@@ -1,1 +1,42 @@
-//! parlo-fsm: the call state machine.
+//! parlo-fsm: the call state machine of a Parlo phone.
+//!
+//! The machine is a table ([`TABLE`]): one row per `(state, event, guard) -> (next
+//! state, steps)`, every (state, event) pair either a row or an explicit "ignored,
+//! because …". [`Machine`] classifies each event against the current call, finds its
+//! row, logs `from -(event)-> to`, and returns the resulting [`Action`]s — requests for
+//! the shell (look up a name, send a message, start media, tell the user). It is pure:
+//! no I/O, no clock (every entry point takes `now`), no threads, no allocation; call ids
+//! come from an injected [`CallIds`] source.
+//!
+//! # Contract
+//! ```text
+//! shell                                   machine
+//!   Machine::new(config, ids, now)
+//!   handle(now, &event)          ─────▶   classify, apply one row
+//!                                ◀─────   Actions (execute in order)
+//!   poll_timeout()               ◀─────   earliest deadline
+//!   handle_timeout(now)          ─────▶   fire one due timer (repeat while due)
+//! ```
+//!
+//! # Glare
+//! When two phones dial each other at the same moment, each sees a START from the very
+//! phone it is dialling. The call with the lower call id wins (on equal ids, the one
+//! whose caller name sorts first); a START without call id (a phone of the original
+//! project, which cannot yield) always wins. The loser drops its own call and answers
+//! the winner's at once — its user asked to talk to that very peer — so exactly one
+//! call connects, the same one on both sides.
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+mod machine;
+pub mod table;
+mod types;
+
+pub use machine::{Actions, Config, Counters, MAX_ACTIONS, Machine};
+pub use table::{EventKind, Guard, State, TABLE};
+pub use types::{
+    Action, CallId, CallIds, Dialect, EndReason, Event, Instant, Kind, Message, NAME_MAX, Name,
+    Note, Refusal, SplitMix64, Timer,
+};

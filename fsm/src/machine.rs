@@ -1,0 +1,549 @@
+//! The machine that applies [`TABLE`] to a phone's events.
+
+use core::net::SocketAddr;
+
+use crate::table::{Entry, EventKind, Guard, Next, Outcome, Say, State, Step, TABLE, Tell};
+use crate::types::{
+    Action, CallId, CallIds, Dialect, Event, Instant, Kind, Message, Name, Note, Timer,
+};
+
+/// Most actions one transition can produce (the longest row, plus the timer
+/// cancellations of a state change, fits with room to spare).
+pub const MAX_ACTIONS: usize = 16;
+
+/// The actions of one transition, in order.
+pub type Actions = heapless::Vec<Action, MAX_ACTIONS>;
+
+/// Timing and identity of a phone. Durations are in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This phone's user name (sent in START; calling it is refused).
+    pub name: Name,
+    /// How long a caller waits for an answer (the original's 7 s).
+    pub answer_timeout: u64,
+    /// How much longer than `answer_timeout` a callee rings before giving up by itself,
+    /// in case the caller's CLOSE is lost.
+    pub ring_grace: u64,
+    /// First retransmission delay; it doubles on each attempt...
+    pub retransmit_initial: u64,
+    /// ...up to this cap.
+    pub retransmit_cap: u64,
+    /// Retransmissions of one message before giving up.
+    pub retransmit_attempts: u8,
+    /// How long `Closing` waits for acknowledgements and late duplicates.
+    pub linger: u64,
+    /// Peer silence (no media) that ends a call as peer-lost.
+    pub peer_silence: u64,
+}
+
+impl Config {
+    /// The defaults for a phone named `name`.
+    pub fn new(name: Name) -> Config {
+        Config {
+            name,
+            answer_timeout: 7_000,
+            ring_grace: 2_000,
+            retransmit_initial: 500,
+            retransmit_cap: 2_000,
+            retransmit_attempts: 5,
+            linger: 3_000,
+            peer_silence: 5_000,
+        }
+    }
+}
+
+/// The call in progress (absent exactly when the machine is `Idle`).
+#[derive(Debug, Clone)]
+struct Call {
+    /// The call id; `None` for a call from a peer speaking the original protocol.
+    id: Option<CallId>,
+    /// The other side's name.
+    peer: Name,
+    /// The other side's address, once known.
+    addr: Option<SocketAddr>,
+    /// The protocol the other side speaks.
+    dialect: Dialect,
+    /// Whether this phone placed the call.
+    outgoing: bool,
+    /// The message being retransmitted until acknowledged.
+    awaiting: Option<Say>,
+    /// Retransmissions of `awaiting` so far.
+    resends: u8,
+}
+
+/// Counters the machine keeps for the phone's `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages and media ignored because they belonged to another call or address.
+    pub foreign: u64,
+    /// Signalling messages resent.
+    pub retransmissions: u64,
+}
+
+/// A phone's call state machine.
+///
+/// Contract: the shell turns everything that happens into an [`Event`] and calls
+/// [`Machine::handle`] with the current time; it asks [`Machine::poll_timeout`] when to
+/// call [`Machine::handle_timeout`] next. Each call returns the [`Actions`] to execute, in
+/// order. Time is in milliseconds from any origin; a time earlier than one seen before is
+/// treated as that earlier-seen time.
+///
+/// Before the table is consulted, an event is classified against the current call: a
+/// peer message belongs to the call when it comes from the peer's address and carries
+/// the call's id (or no id: the original protocol has none). One that does not belong is
+/// [`EventKind::Foreign`]. A START is a repeat of the current call's, a crossing call
+/// (glare) when it comes from the very phone being dialled, or else a new call request.
+#[derive(Debug)]
+pub struct Machine<R> {
+    config: Config,
+    ids: R,
+    state: State,
+    call: Option<Call>,
+    timers: [Option<Instant>; Timer::ALL.len()],
+    now: Instant,
+    counters: Counters,
+}
+
+impl<R: CallIds> Machine<R> {
+    /// An idle phone.
+    pub fn new(config: Config, ids: R, now: Instant) -> Machine<R> {
+        Machine {
+            config,
+            ids,
+            state: State::Idle,
+            call: None,
+            timers: [None; Timer::ALL.len()],
+            now,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The other side of the current call.
+    pub fn peer(&self) -> Option<&Name> {
+        self.call.as_ref().map(|c| &c.peer)
+    }
+
+    /// The other side's address, once known.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.call.as_ref().and_then(|c| c.addr)
+    }
+
+    /// The current call's id (`None` without a call, or with an original-protocol peer).
+    pub fn call_id(&self) -> Option<CallId> {
+        self.call.as_ref().and_then(|c| c.id)
+    }
+
+    /// The protocol the current peer speaks.
+    pub fn dialect(&self) -> Option<Dialect> {
+        self.call.as_ref().map(|c| c.dialect)
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The deadline of `timer`, if armed.
+    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
+        self.timers[timer as usize]
+    }
+
+    /// The earliest timer deadline: when [`Machine::handle_timeout`] is due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    /// Feeds one event.
+    #[must_use]
+    pub fn handle(&mut self, now: Instant, event: &Event) -> Actions {
+        self.advance(now);
+        let kind = self.classify(event);
+        self.apply(kind, Some(event))
+    }
+
+    /// Fires the earliest timer that is due at `now`, if any. Call it until
+    /// [`Machine::poll_timeout`] is later than `now`.
+    #[must_use]
+    pub fn handle_timeout(&mut self, now: Instant) -> Actions {
+        self.advance(now);
+        let due = Timer::ALL
+            .iter()
+            .copied()
+            .filter(|&t| self.timers[t as usize].is_some_and(|at| at <= self.now))
+            .min_by_key(|&t| self.timers[t as usize]);
+        let Some(timer) = due else {
+            return Actions::new();
+        };
+        self.timers[timer as usize] = None;
+        let mut kind = EventKind::of_timer(timer);
+        if timer == Timer::Retransmit
+            && self
+                .call
+                .as_ref()
+                .is_some_and(|c| c.resends >= self.config.retransmit_attempts)
+        {
+            kind = EventKind::RetransmitExhausted;
+        }
+        self.apply(kind, None)
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn classify(&self, event: &Event) -> EventKind {
+        let call = self.call.as_ref();
+        match event {
+            Event::Dial(_) => EventKind::Dial,
+            Event::Accept => EventKind::Accept,
+            Event::Reject => EventKind::Reject,
+            Event::Hangup => EventKind::Hangup,
+            Event::Resolved { name, .. } | Event::Unknown { name } => {
+                let wanted = self.state == State::Dialing
+                    && call.is_some_and(|c| c.addr.is_none() && &c.peer == name);
+                if self.state == State::Dialing && !wanted {
+                    EventKind::Foreign
+                } else if matches!(event, Event::Resolved { .. }) {
+                    EventKind::Resolved
+                } else {
+                    EventKind::Unknown
+                }
+            }
+            Event::Media { from } => match call {
+                Some(c) if c.addr != Some(*from) => EventKind::Foreign,
+                _ => EventKind::Media,
+            },
+            Event::Peer { from, message } => {
+                let Some(c) = call else {
+                    return peer_kind(&message.kind);
+                };
+                if let Kind::Start { caller } = &message.kind {
+                    if !c.outgoing
+                        && c.addr == Some(*from)
+                        && c.id == message.call
+                        && &c.peer == caller
+                    {
+                        EventKind::StartRepeat
+                    } else if self.state == State::Dialing
+                        && &c.peer == caller
+                        && c.addr.is_none_or(|a| a == *from)
+                    {
+                        EventKind::StartCrossing
+                    } else {
+                        EventKind::Start
+                    }
+                } else if c.addr == Some(*from) && message.call.is_none_or(|id| c.id == Some(id)) {
+                    peer_kind(&message.kind)
+                } else {
+                    EventKind::Foreign
+                }
+            }
+        }
+    }
+
+    fn guard_holds(&self, guard: Guard, event: Option<&Event>) -> bool {
+        let call = self.call.as_ref();
+        match guard {
+            Guard::Always => true,
+            Guard::ToSelf | Guard::ToOther => {
+                let to_self = matches!(event, Some(Event::Dial(n)) if *n == self.config.name);
+                to_self == (guard == Guard::ToSelf)
+            }
+            Guard::PeerKnown => call.is_some_and(|c| c.addr.is_some()),
+            Guard::PeerUnknown => call.is_none_or(|c| c.addr.is_none()),
+            Guard::TheyWin | Guard::WeWin => {
+                let they_win = match (event, call) {
+                    (
+                        Some(Event::Peer {
+                            message:
+                                Message {
+                                    kind: Kind::Start { caller },
+                                    call: theirs,
+                                },
+                            ..
+                        }),
+                        Some(ours),
+                    ) => match (theirs, ours.id) {
+                        (None, _) => true,
+                        (Some(t), Some(o)) if *t != o => *t < o,
+                        _ => caller.as_str() < self.config.name.as_str(),
+                    },
+                    _ => false,
+                };
+                they_win == (guard == Guard::TheyWin)
+            }
+            Guard::Awaiting => call.is_some_and(|c| c.awaiting.is_some()),
+            Guard::NotAwaiting => call.is_none_or(|c| c.awaiting.is_none()),
+        }
+    }
+
+    /// The one place transitions happen: finds the entry, logs `from -(event)-> to`,
+    /// runs its steps.
+    fn apply(&mut self, kind: EventKind, event: Option<&Event>) -> Actions {
+        let mut out = Actions::new();
+        let from = self.state;
+        let entry = TABLE
+            .iter()
+            .filter(|e| e.state == from && e.event == kind)
+            .find(|e| self.guard_holds(e.guard, event));
+        let Some(&Entry { outcome, .. }) = entry else {
+            log::error!("{from:?}: no table entry for {}; ignored", kind.name());
+            return out;
+        };
+        let (next, steps) = match outcome {
+            Outcome::Ignore(why) => {
+                log::debug!("{from:?} -({})-> ignored: {why}", kind.name());
+                return out;
+            }
+            Outcome::Row { next, steps } => (next, steps),
+        };
+        let to = match next {
+            Next::Stay => from,
+            Next::To(to) => to,
+        };
+        log::debug!("{from:?} -({})-> {to:?}", kind.name());
+        if to != from {
+            for timer in Timer::ALL {
+                self.cancel(timer, &mut out);
+            }
+        }
+        for &step in steps {
+            self.run(step, event, &mut out);
+        }
+        self.state = to;
+        if to == State::Idle {
+            self.call = None;
+        }
+        out
+    }
+
+    fn run(&mut self, step: Step, event: Option<&Event>, out: &mut Actions) {
+        match step {
+            Step::BeginOutgoing => {
+                if let Some(Event::Dial(name)) = event {
+                    let id = self.ids.next_call_id();
+                    self.call = Some(Call {
+                        id: Some(id),
+                        peer: name.clone(),
+                        addr: None,
+                        dialect: Dialect::Parlo,
+                        outgoing: true,
+                        awaiting: None,
+                        resends: 0,
+                    });
+                }
+            }
+            Step::BeginIncoming => {
+                if let Some(Event::Peer {
+                    from,
+                    message:
+                        Message {
+                            kind: Kind::Start { caller },
+                            call,
+                        },
+                }) = event
+                {
+                    self.call = Some(Call {
+                        id: *call,
+                        peer: caller.clone(),
+                        addr: Some(*from),
+                        dialect: if call.is_some() {
+                            Dialect::Parlo
+                        } else {
+                            Dialect::Original
+                        },
+                        outgoing: false,
+                        awaiting: None,
+                        resends: 0,
+                    });
+                }
+            }
+            Step::Lookup => {
+                if let Some(c) = &self.call {
+                    push(out, Action::Lookup(c.peer.clone()));
+                }
+            }
+            Step::LearnAddress => {
+                if let (Some(c), Some(Event::Resolved { addr, .. })) = (&mut self.call, event) {
+                    c.addr = Some(*addr);
+                }
+            }
+            Step::LearnDialect => {
+                if let (Some(c), Some(Event::Peer { message, .. })) = (&mut self.call, event) {
+                    if message.call.is_none() {
+                        c.dialect = Dialect::Original;
+                    }
+                }
+            }
+            Step::Send(say) => self.send(say, out),
+            Step::SendReliably(say) => {
+                self.send(say, out);
+                if let Some(c) = &mut self.call {
+                    c.awaiting = Some(say);
+                    c.resends = 0;
+                }
+                let at = self.now.after(self.config.retransmit_initial);
+                self.arm(Timer::Retransmit, at, out);
+            }
+            Step::Resend => {
+                let Some(say) = self.call.as_ref().and_then(|c| c.awaiting) else {
+                    return;
+                };
+                self.send(say, out);
+                self.counters.retransmissions += 1;
+                let mut resends = 0;
+                if let Some(c) = &mut self.call {
+                    c.resends = c.resends.saturating_add(1);
+                    resends = c.resends;
+                }
+                let delay = self
+                    .config
+                    .retransmit_initial
+                    .saturating_mul(1u64 << resends.min(32))
+                    .min(self.config.retransmit_cap);
+                self.arm(Timer::Retransmit, self.now.after(delay), out);
+            }
+            Step::StopRetransmitting => {
+                if let Some(c) = &mut self.call {
+                    c.awaiting = None;
+                }
+                self.cancel(Timer::Retransmit, out);
+            }
+            Step::ReplyBusy => {
+                if let Some(Event::Peer { from, message }) = event {
+                    // The original protocol has no BUSY; its callers understand REJECT.
+                    let kind = if message.call.is_some() {
+                        Kind::Busy
+                    } else {
+                        Kind::Reject
+                    };
+                    let message = Message {
+                        kind,
+                        call: message.call,
+                    };
+                    push(out, Action::Send { to: *from, message });
+                }
+            }
+            Step::Arm(timer) => {
+                let ms = match timer {
+                    Timer::Retransmit => self.config.retransmit_initial,
+                    Timer::NoAnswer => {
+                        let callee = self.call.as_ref().is_some_and(|c| !c.outgoing);
+                        self.config.answer_timeout + if callee { self.config.ring_grace } else { 0 }
+                    }
+                    Timer::Linger => self.config.linger,
+                    Timer::PeerSilence => self.config.peer_silence,
+                };
+                self.arm(timer, self.now.after(ms), out);
+            }
+            Step::StartMedia => {
+                if let Some(Call {
+                    addr: Some(peer),
+                    dialect,
+                    ..
+                }) = self.call
+                {
+                    push(out, Action::StartMedia { peer, dialect });
+                }
+            }
+            Step::StopMedia => push(out, Action::StopMedia),
+            Step::Tell(tell) => {
+                if let Some(note) = self.note(tell) {
+                    push(out, Action::Notify(note));
+                }
+            }
+            Step::CountForeign => self.counters.foreign += 1,
+        }
+    }
+
+    fn note(&self, tell: Tell) -> Option<Note> {
+        if let Tell::Refused(why) = tell {
+            return Some(Note::Refused(why));
+        }
+        let c = self.call.as_ref()?;
+        let peer = c.peer.clone();
+        Some(match tell {
+            Tell::Calling => Note::Calling { peer },
+            Tell::Ringing => Note::Ringing { peer },
+            Tell::Incoming => Note::Incoming {
+                peer,
+                from: c.addr?,
+            },
+            Tell::Connected => Note::Connected { peer },
+            Tell::Ended(reason) => Note::Ended { peer, reason },
+            Tell::Refused(why) => Note::Refused(why),
+        })
+    }
+
+    fn send(&self, say: Say, out: &mut Actions) {
+        let Some(c) = &self.call else { return };
+        let Some(to) = c.addr else {
+            log::debug!("no address for {:?} yet: not sent", say);
+            return;
+        };
+        let kind = match say {
+            Say::Start => Kind::Start {
+                caller: self.config.name.clone(),
+            },
+            Say::Ringing => Kind::Ringing,
+            Say::Accept => Kind::Accept,
+            Say::Reject => Kind::Reject,
+            Say::Close => Kind::Close,
+            Say::Closed => Kind::Closed,
+            Say::Ack => Kind::Ack,
+        };
+        // A peer speaking the original protocol knows nothing of our extensions.
+        if c.dialect == Dialect::Original && !kind.in_original_protocol() {
+            return;
+        }
+        let call = match c.dialect {
+            Dialect::Parlo => c.id,
+            Dialect::Original => None,
+        };
+        let message = Message { kind, call };
+        push(out, Action::Send { to, message });
+    }
+
+    fn arm(&mut self, timer: Timer, at: Instant, out: &mut Actions) {
+        self.timers[timer as usize] = Some(at);
+        push(out, Action::ArmTimer { timer, at });
+    }
+
+    fn cancel(&mut self, timer: Timer, out: &mut Actions) {
+        if self.timers[timer as usize].take().is_some() {
+            push(out, Action::CancelTimer(timer));
+        }
+    }
+}
+
+fn peer_kind(kind: &Kind) -> EventKind {
+    match kind {
+        Kind::Start { .. } => EventKind::Start,
+        Kind::Ringing => EventKind::Ringing,
+        Kind::Accept => EventKind::PeerAccept,
+        Kind::Reject => EventKind::PeerReject,
+        Kind::Busy => EventKind::Busy,
+        Kind::Close => EventKind::Close,
+        Kind::Closed => EventKind::Closed,
+        Kind::Ack => EventKind::Ack,
+    }
+}
+
+fn push(out: &mut Actions, action: Action) {
+    if let Err(dropped) = out.push(action) {
+        // Unreachable by construction (MAX_ACTIONS exceeds the longest row plus the
+        // cancellations); the property tests check it.
+        log::error!("action list full: {dropped} dropped");
+    }
+}

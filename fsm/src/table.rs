@@ -1,0 +1,575 @@
+//! The transition table: the specification of the call machine, one row per line.
+//!
+//! Every (state, event) pair appears here, either as one or more rows
+//! `(state, event, guard) -> (next state, steps)` or as an explicit `ignore` with the
+//! reason. A test proves the table complete; `specs/transitions.txt` is its rendering.
+//!
+//! Two rules hold for every row and are not repeated in it:
+//! - leaving a state cancels every timer armed in it (a state's timers never outlive it);
+//! - entering `Idle` forgets the call.
+
+use crate::types::{EndReason, Refusal, Timer};
+
+/// The states of a phone (the design card's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    /// No call.
+    Idle,
+    /// Placing a call: looking the callee up, then waiting for its answer.
+    Dialing,
+    /// An incoming call is alerting the user.
+    Ringing,
+    /// Connected; media flows.
+    InCall,
+    /// The call has ended; waiting briefly for acknowledgements and late duplicates.
+    Closing,
+}
+
+impl State {
+    /// Every state, in table order.
+    pub const ALL: [State; 5] = [
+        State::Idle,
+        State::Dialing,
+        State::Ringing,
+        State::InCall,
+        State::Closing,
+    ];
+
+    /// The timers that may be armed in this state.
+    pub fn timers(self) -> &'static [Timer] {
+        match self {
+            State::Idle => &[],
+            State::Dialing => &[Timer::Retransmit, Timer::NoAnswer],
+            State::Ringing => &[Timer::NoAnswer],
+            State::InCall => &[Timer::Retransmit, Timer::PeerSilence],
+            State::Closing => &[Timer::Retransmit, Timer::Linger],
+        }
+    }
+}
+
+/// The table's columns: an [`crate::Event`] or a timer, classified against the current
+/// call (see [`crate::Machine`] for the classification rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// The user dials a name.
+    Dial,
+    /// The user accepts.
+    Accept,
+    /// The user rejects.
+    Reject,
+    /// The user hangs up.
+    Hangup,
+    /// The directory resolved the name being dialled.
+    Resolved,
+    /// The directory does not know the name being dialled.
+    Unknown,
+    /// A START that is a new call request (not ours, not a repeat).
+    Start,
+    /// A repeat of the START of the current call (same caller, address and call id).
+    StartRepeat,
+    /// While dialling X, a START from X: both called each other at once (glare).
+    StartCrossing,
+    /// RINGING for the current call.
+    Ringing,
+    /// ACCEPT for the current call.
+    PeerAccept,
+    /// REJECT for the current call.
+    PeerReject,
+    /// BUSY for the current call.
+    Busy,
+    /// CLOSE for the current call.
+    Close,
+    /// CLOSED for the current call.
+    Closed,
+    /// ACK for the current call.
+    Ack,
+    /// Media from the peer of the current call.
+    Media,
+    /// A message or media that does not belong to the current call (another call id or
+    /// another address): ignored and counted.
+    Foreign,
+    /// The retransmission timer fired and attempts remain.
+    Retransmit,
+    /// The retransmission timer fired with every attempt used.
+    RetransmitExhausted,
+    /// The answer timer fired.
+    NoAnswer,
+    /// The closing linger ended.
+    Linger,
+    /// The peer has been silent too long.
+    PeerSilence,
+}
+
+impl EventKind {
+    /// Every event kind, in table order.
+    pub const ALL: [EventKind; 23] = [
+        EventKind::Dial,
+        EventKind::Accept,
+        EventKind::Reject,
+        EventKind::Hangup,
+        EventKind::Resolved,
+        EventKind::Unknown,
+        EventKind::Start,
+        EventKind::StartRepeat,
+        EventKind::StartCrossing,
+        EventKind::Ringing,
+        EventKind::PeerAccept,
+        EventKind::PeerReject,
+        EventKind::Busy,
+        EventKind::Close,
+        EventKind::Closed,
+        EventKind::Ack,
+        EventKind::Media,
+        EventKind::Foreign,
+        EventKind::Retransmit,
+        EventKind::RetransmitExhausted,
+        EventKind::NoAnswer,
+        EventKind::Linger,
+        EventKind::PeerSilence,
+    ];
+
+    /// The event's name in the matrix, specs and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Dial => "dial",
+            EventKind::Accept => "accept",
+            EventKind::Reject => "reject",
+            EventKind::Hangup => "hangup",
+            EventKind::Resolved => "resolved",
+            EventKind::Unknown => "unknown",
+            EventKind::Start => "START",
+            EventKind::StartRepeat => "START again",
+            EventKind::StartCrossing => "START crossing",
+            EventKind::Ringing => "RINGING",
+            EventKind::PeerAccept => "ACCEPT",
+            EventKind::PeerReject => "REJECT",
+            EventKind::Busy => "BUSY",
+            EventKind::Close => "CLOSE",
+            EventKind::Closed => "CLOSED",
+            EventKind::Ack => "ACK",
+            EventKind::Media => "media",
+            EventKind::Foreign => "foreign",
+            EventKind::Retransmit => "retransmit timer",
+            EventKind::RetransmitExhausted => "retransmit exhausted",
+            EventKind::NoAnswer => "no-answer timer",
+            EventKind::Linger => "linger timer",
+            EventKind::PeerSilence => "peer-silence timer",
+        }
+    }
+
+    /// The event a firing timer becomes (retransmission exhaustion is decided by the
+    /// machine, which counts attempts).
+    pub fn of_timer(timer: Timer) -> EventKind {
+        match timer {
+            Timer::Retransmit => EventKind::Retransmit,
+            Timer::NoAnswer => EventKind::NoAnswer,
+            Timer::Linger => EventKind::Linger,
+            Timer::PeerSilence => EventKind::PeerSilence,
+        }
+    }
+}
+
+/// A condition on the call that picks between rows of the same (state, event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Guard {
+    /// No condition.
+    Always,
+    /// The name dialled is this phone's own.
+    ToSelf,
+    /// The name dialled is another phone's.
+    ToOther,
+    /// The peer's address is known (the lookup has answered).
+    PeerKnown,
+    /// The lookup has not answered yet.
+    PeerUnknown,
+    /// Glare: the crossing call wins (its call id is lower, or it speaks the original
+    /// protocol, which cannot yield).
+    TheyWin,
+    /// Glare: our call wins.
+    WeWin,
+    /// A message is still awaiting acknowledgement.
+    Awaiting,
+    /// Nothing awaits acknowledgement.
+    NotAwaiting,
+}
+
+impl Guard {
+    /// The guard as the matrix prints it (empty for [`Guard::Always`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Guard::Always => "",
+            Guard::ToSelf => "to self",
+            Guard::ToOther => "to another",
+            Guard::PeerKnown => "peer known",
+            Guard::PeerUnknown => "peer unknown",
+            Guard::TheyWin => "they win",
+            Guard::WeWin => "we win",
+            Guard::Awaiting => "awaiting ack",
+            Guard::NotAwaiting => "nothing awaited",
+        }
+    }
+
+    /// The guards that together cover every case when one of them is used.
+    pub fn family(self) -> &'static [Guard] {
+        match self {
+            Guard::Always => &[Guard::Always],
+            Guard::ToSelf | Guard::ToOther => &[Guard::ToSelf, Guard::ToOther],
+            Guard::PeerKnown | Guard::PeerUnknown => &[Guard::PeerKnown, Guard::PeerUnknown],
+            Guard::TheyWin | Guard::WeWin => &[Guard::TheyWin, Guard::WeWin],
+            Guard::Awaiting | Guard::NotAwaiting => &[Guard::Awaiting, Guard::NotAwaiting],
+        }
+    }
+}
+
+/// A message the machine sends to the peer of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Say {
+    /// `START <me> call=<id> v=2`.
+    Start,
+    /// `RINGING`.
+    Ringing,
+    /// `ACCEPT`.
+    Accept,
+    /// `REJECT`.
+    Reject,
+    /// `CLOSE`.
+    Close,
+    /// `CLOSED`.
+    Closed,
+    /// `ACK`.
+    Ack,
+}
+
+/// What the user is told, as a row writes it (the machine fills in names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tell {
+    /// `calling <peer>`.
+    Calling,
+    /// `ringing <peer>`.
+    Ringing,
+    /// `incoming <peer> from <addr>`.
+    Incoming,
+    /// `connected <peer>`.
+    Connected,
+    /// `ended <peer>: <reason>`.
+    Ended(EndReason),
+    /// `refused: <why>`.
+    Refused(Refusal),
+}
+
+/// One step of a row, executed in order by [`crate::Machine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Begin a call to the name dialled, with a fresh call id.
+    BeginOutgoing,
+    /// Begin a call from the sender of the START (replacing any call being closed, or
+    /// ours on glare).
+    BeginIncoming,
+    /// Ask the directory for the callee's address.
+    Lookup,
+    /// Remember the address the directory gave.
+    LearnAddress,
+    /// An answer without call id means the callee speaks the original protocol: use it
+    /// from now on.
+    LearnDialect,
+    /// Send once.
+    Send(Say),
+    /// Send, and resend on the retransmission timer until acknowledged.
+    SendReliably(Say),
+    /// Resend the message awaiting acknowledgement, if any, and back off.
+    Resend,
+    /// Stop retransmitting: the message was acknowledged or is given up.
+    StopRetransmitting,
+    /// Answer the sender of a START (not our peer) with BUSY.
+    ReplyBusy,
+    /// Arm a timer.
+    Arm(Timer),
+    /// Start media with the peer.
+    StartMedia,
+    /// Stop media.
+    StopMedia,
+    /// Tell the user.
+    Tell(Tell),
+    /// Count a message that did not belong to the call.
+    CountForeign,
+}
+
+/// Where a row leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Next {
+    /// Stay in the current state (its timers keep running).
+    Stay,
+    /// Go to the state.
+    To(State),
+}
+
+/// What a table entry does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Run `steps`, then go to `next`.
+    Row {
+        /// The state after the steps.
+        next: Next,
+        /// The steps, in order.
+        steps: &'static [Step],
+    },
+    /// Nothing happens, for the reason given.
+    Ignore(&'static str),
+}
+
+/// One entry of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// The state the entry applies in.
+    pub state: State,
+    /// The event it applies to.
+    pub event: EventKind,
+    /// Condition picking this entry among the entries of the same state and event.
+    pub guard: Guard,
+    /// What happens.
+    pub outcome: Outcome,
+}
+
+const fn row(
+    state: State,
+    event: EventKind,
+    guard: Guard,
+    next: Next,
+    steps: &'static [Step],
+) -> Entry {
+    Entry {
+        state,
+        event,
+        guard,
+        outcome: Outcome::Row { next, steps },
+    }
+}
+
+const fn ignore(state: State, event: EventKind, why: &'static str) -> Entry {
+    ignore_when(state, event, Guard::Always, why)
+}
+
+const fn ignore_when(state: State, event: EventKind, guard: Guard, why: &'static str) -> Entry {
+    Entry {
+        state,
+        event,
+        guard,
+        outcome: Outcome::Ignore(why),
+    }
+}
+
+use EventKind as E;
+use Guard::*;
+use Next::{Stay, To};
+use State::*;
+use Step::*;
+
+const NO_CALL: &str = "no call in progress";
+const NOT_ARMED: &str = "this timer is never armed in this state";
+const NOT_DIALLING: &str = "no lookup is pending";
+
+/// The transition table of the call machine.
+#[rustfmt::skip]
+pub static TABLE: &[Entry] = &[
+    // ---- Idle: no call ------------------------------------------------------------
+    row(Idle, E::Dial, ToOther, To(Dialing), &[BeginOutgoing, Lookup, Tell(Tell::Calling)]),
+    row(Idle, E::Dial, ToSelf, Stay, &[Tell(Tell::Refused(Refusal::CallingSelf))]),
+    row(Idle, E::Accept, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
+    row(Idle, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
+    row(Idle, E::Hangup, Always, Stay, &[Tell(Tell::Refused(Refusal::NoCall))]),
+    ignore(Idle, E::Resolved, NOT_DIALLING),
+    ignore(Idle, E::Unknown, NOT_DIALLING),
+    row(Idle, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), Tell(Tell::Incoming)]),
+    ignore(Idle, E::StartRepeat, "a repeat needs a current call"),
+    ignore(Idle, E::StartCrossing, "a crossing START needs a call being dialled"),
+    ignore(Idle, E::Ringing, NO_CALL),
+    ignore(Idle, E::PeerAccept, NO_CALL),
+    ignore(Idle, E::PeerReject, NO_CALL),
+    ignore(Idle, E::Busy, NO_CALL),
+    ignore(Idle, E::Close, "no call to close (a late duplicate of an ended call)"),
+    ignore(Idle, E::Closed, NO_CALL),
+    ignore(Idle, E::Ack, NO_CALL),
+    ignore(Idle, E::Media, "no call: stray media is dropped"),
+    ignore(Idle, E::Foreign, "nothing is foreign without a call"),
+    ignore(Idle, E::Retransmit, NOT_ARMED),
+    ignore(Idle, E::RetransmitExhausted, NOT_ARMED),
+    ignore(Idle, E::NoAnswer, NOT_ARMED),
+    ignore(Idle, E::Linger, NOT_ARMED),
+    ignore(Idle, E::PeerSilence, NOT_ARMED),
+
+    // ---- Dialing: looking the callee up, then waiting for its answer -------------------
+    row(Dialing, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
+    row(Dialing, E::Accept, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
+    row(Dialing, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
+    row(Dialing, E::Hangup, PeerKnown, To(Closing), &[SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
+    row(Dialing, E::Hangup, PeerUnknown, To(Idle), &[Tell(Tell::Ended(EndReason::Cancelled))]),
+    row(Dialing, E::Resolved, Always, Stay, &[LearnAddress, SendReliably(Say::Start), Arm(Timer::NoAnswer)]),
+    row(Dialing, E::Unknown, Always, To(Idle), &[Tell(Tell::Ended(EndReason::UnknownUser))]),
+    row(Dialing, E::Start, Always, Stay, &[ReplyBusy]),
+    ignore(Dialing, E::StartRepeat, "only the callee receives START, and the callee is not dialling"),
+    row(Dialing, E::StartCrossing, TheyWin, To(InCall), &[BeginIncoming, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    ignore_when(Dialing, E::StartCrossing, WeWin, "our call wins the glare: the peer yields to our START"),
+    row(Dialing, E::Ringing, Awaiting, Stay, &[StopRetransmitting, Tell(Tell::Ringing)]),
+    ignore_when(Dialing, E::Ringing, NotAwaiting, "a duplicate: the user was told already"),
+    row(Dialing, E::PeerAccept, Always, To(InCall), &[LearnDialect, Send(Say::Ack), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Dialing, E::PeerReject, Always, To(Idle), &[LearnDialect, Send(Say::Ack), Tell(Tell::Ended(EndReason::Rejected))]),
+    row(Dialing, E::Busy, Always, To(Idle), &[Tell(Tell::Ended(EndReason::Busy))]),
+    row(Dialing, E::Close, Always, To(Closing), &[Send(Say::Closed), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::RemoteHangup))]),
+    ignore(Dialing, E::Closed, "we sent no CLOSE"),
+    ignore(Dialing, E::Ack, "we sent nothing that is acknowledged by ACK"),
+    ignore(Dialing, E::Media, "no media before the answer"),
+    row(Dialing, E::Foreign, Always, Stay, &[CountForeign]),
+    row(Dialing, E::Retransmit, Always, Stay, &[Resend]),
+    row(Dialing, E::RetransmitExhausted, Always, To(Idle), &[Tell(Tell::Ended(EndReason::NoAnswer))]),
+    row(Dialing, E::NoAnswer, Always, To(Closing), &[SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::NoAnswer))]),
+    ignore(Dialing, E::Linger, NOT_ARMED),
+    ignore(Dialing, E::PeerSilence, NOT_ARMED),
+
+    // ---- Ringing: an incoming call alerts the user ---------------------------------
+    row(Ringing, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
+    row(Ringing, E::Accept, Always, To(InCall), &[SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Ringing, E::Reject, Always, To(Closing), &[SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
+    row(Ringing, E::Hangup, Always, To(Closing), &[SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
+    ignore(Ringing, E::Resolved, NOT_DIALLING),
+    ignore(Ringing, E::Unknown, NOT_DIALLING),
+    row(Ringing, E::Start, Always, Stay, &[ReplyBusy]),
+    row(Ringing, E::StartRepeat, Always, Stay, &[Send(Say::Ringing)]),
+    ignore(Ringing, E::StartCrossing, "a crossing START needs a call being dialled"),
+    ignore(Ringing, E::Ringing, "we are the callee: RINGING is ours to send"),
+    ignore(Ringing, E::PeerAccept, "we are the callee: ACCEPT is ours to send"),
+    ignore(Ringing, E::PeerReject, "we are the callee: REJECT is ours to send"),
+    ignore(Ringing, E::Busy, "we are the callee: BUSY is ours to send"),
+    row(Ringing, E::Close, Always, To(Closing), &[Send(Say::Closed), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
+    ignore(Ringing, E::Closed, "we sent no CLOSE"),
+    ignore(Ringing, E::Ack, "we sent nothing that is acknowledged by ACK"),
+    ignore(Ringing, E::Media, "no media before the answer"),
+    row(Ringing, E::Foreign, Always, Stay, &[CountForeign]),
+    ignore(Ringing, E::Retransmit, NOT_ARMED),
+    ignore(Ringing, E::RetransmitExhausted, NOT_ARMED),
+    row(Ringing, E::NoAnswer, Always, To(Idle), &[Tell(Tell::Ended(EndReason::NoAnswer))]),
+    ignore(Ringing, E::Linger, NOT_ARMED),
+    ignore(Ringing, E::PeerSilence, NOT_ARMED),
+
+    // ---- InCall: connected -----------------------------------------------------------
+    row(InCall, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
+    row(InCall, E::Accept, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
+    row(InCall, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
+    row(InCall, E::Hangup, Always, To(Closing), &[StopMedia, SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Hangup))]),
+    ignore(InCall, E::Resolved, "a late answer to a lookup that glare made useless"),
+    ignore(InCall, E::Unknown, "a late answer to a lookup that glare made useless"),
+    row(InCall, E::Start, Always, Stay, &[ReplyBusy]),
+    row(InCall, E::StartRepeat, Always, Stay, &[Send(Say::Accept)]),
+    ignore(InCall, E::StartCrossing, "a crossing START needs a call being dialled"),
+    ignore(InCall, E::Ringing, "a late duplicate: the call is answered"),
+    row(InCall, E::PeerAccept, Always, Stay, &[Send(Say::Ack)]),
+    ignore(InCall, E::PeerReject, "a late REJECT cannot undo an answered call"),
+    ignore(InCall, E::Busy, "a late BUSY cannot undo an answered call"),
+    row(InCall, E::Close, Always, To(Closing), &[StopMedia, Send(Say::Closed), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::RemoteHangup))]),
+    ignore(InCall, E::Closed, "we sent no CLOSE"),
+    row(InCall, E::Ack, Always, Stay, &[StopRetransmitting]),
+    row(InCall, E::Media, Always, Stay, &[StopRetransmitting, Arm(Timer::PeerSilence)]),
+    row(InCall, E::Foreign, Always, Stay, &[CountForeign]),
+    row(InCall, E::Retransmit, Always, Stay, &[Resend]),
+    row(InCall, E::RetransmitExhausted, Always, Stay, &[StopRetransmitting]),
+    ignore(InCall, E::NoAnswer, NOT_ARMED),
+    ignore(InCall, E::Linger, NOT_ARMED),
+    row(InCall, E::PeerSilence, Always, To(Idle), &[StopMedia, Send(Say::Close), Tell(Tell::Ended(EndReason::PeerLost))]),
+
+    // ---- Closing: the call has ended; acknowledgements and late duplicates ----------
+    row(Closing, E::Dial, ToOther, To(Dialing), &[BeginOutgoing, Lookup, Tell(Tell::Calling)]),
+    row(Closing, E::Dial, ToSelf, Stay, &[Tell(Tell::Refused(Refusal::CallingSelf))]),
+    row(Closing, E::Accept, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
+    row(Closing, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
+    row(Closing, E::Hangup, Always, Stay, &[Tell(Tell::Refused(Refusal::NoCall))]),
+    ignore(Closing, E::Resolved, NOT_DIALLING),
+    ignore(Closing, E::Unknown, NOT_DIALLING),
+    row(Closing, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), Tell(Tell::Incoming)]),
+    row(Closing, E::StartRepeat, Always, Stay, &[Resend]),
+    ignore(Closing, E::StartCrossing, "a crossing START needs a call being dialled"),
+    ignore(Closing, E::Ringing, "the call is over"),
+    row(Closing, E::PeerAccept, Always, Stay, &[Resend]),
+    ignore(Closing, E::PeerReject, "the call is over"),
+    ignore(Closing, E::Busy, "the call is over"),
+    row(Closing, E::Close, Always, Stay, &[Send(Say::Closed)]),
+    row(Closing, E::Closed, Always, To(Idle), &[]),
+    row(Closing, E::Ack, Always, To(Idle), &[]),
+    ignore(Closing, E::Media, "the call is over: late media is dropped"),
+    row(Closing, E::Foreign, Always, Stay, &[CountForeign]),
+    row(Closing, E::Retransmit, Always, Stay, &[Resend]),
+    row(Closing, E::RetransmitExhausted, Always, To(Idle), &[]),
+    ignore(Closing, E::NoAnswer, NOT_ARMED),
+    row(Closing, E::Linger, Always, To(Idle), &[]),
+    ignore(Closing, E::PeerSilence, NOT_ARMED),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn entries(state: State, event: EventKind) -> Vec<&'static Entry> {
+        TABLE
+            .iter()
+            .filter(|e| e.state == state && e.event == event)
+            .collect()
+    }
+
+    /// Every (state, event) pair is decided: one entry with no guard, or one entry for
+    /// each guard of a single family — never a gap, never two entries for one case.
+    #[test]
+    fn table_is_complete_and_unambiguous() {
+        let mut problems = Vec::new();
+        for state in State::ALL {
+            for event in EventKind::ALL {
+                let found = entries(state, event);
+                let Some(first) = found.first() else {
+                    problems.push(std::format!("{state:?} × {}: no entry", event.name()));
+                    continue;
+                };
+                let family = first.guard.family();
+                let mut guards: Vec<Guard> = found.iter().map(|e| e.guard).collect();
+                guards.sort_by_key(|g| family.iter().position(|f| f == g));
+                if guards != family {
+                    problems.push(std::format!(
+                        "{state:?} × {}: guards {guards:?} do not cover {family:?} exactly once",
+                        event.name()
+                    ));
+                }
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "incomplete table:\n{}",
+            problems.join("\n")
+        );
+    }
+
+    /// A row never arms a timer its next state may not hold.
+    #[test]
+    fn rows_arm_only_timers_of_their_next_state() {
+        for e in TABLE {
+            if let Outcome::Row { next, steps } = e.outcome {
+                let to = match next {
+                    Next::Stay => e.state,
+                    Next::To(s) => s,
+                };
+                for step in steps {
+                    let armed = match step {
+                        Step::Arm(t) => Some(*t),
+                        Step::SendReliably(_) | Step::Resend => Some(Timer::Retransmit),
+                        _ => None,
+                    };
+                    if let Some(t) = armed {
+                        assert!(
+                            to.timers().contains(&t),
+                            "{:?} × {}: arms {t:?} but {to:?} holds only {:?}",
+                            e.state,
+                            e.event.name(),
+                            to.timers()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
