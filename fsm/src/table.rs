@@ -372,7 +372,7 @@ const NOT_DIALLING: &str = "no lookup is pending";
 #[rustfmt::skip]
 pub static TABLE: &[Entry] = &[
     // ---- Idle: no call ------------------------------------------------------------
-    row(Idle, E::Dial, ToOther, To(Dialing), &[BeginOutgoing, Lookup, Tell(Tell::Calling)]),
+    row(Idle, E::Dial, ToOther, To(Dialing), &[BeginOutgoing, Lookup, Arm(Timer::NoAnswer), Tell(Tell::Calling)]),
     row(Idle, E::Dial, ToSelf, Stay, &[Tell(Tell::Refused(Refusal::CallingSelf))]),
     row(Idle, E::Accept, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(Idle, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
@@ -403,7 +403,7 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(Dialing, E::Hangup, PeerKnown, To(Closing), &[SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
     row(Dialing, E::Hangup, PeerUnknown, To(Idle), &[Tell(Tell::Ended(EndReason::Cancelled))]),
-    row(Dialing, E::Resolved, Always, Stay, &[LearnAddress, SendReliably(Say::Start), Arm(Timer::NoAnswer)]),
+    row(Dialing, E::Resolved, Always, Stay, &[LearnAddress, SendReliably(Say::Start)]),
     row(Dialing, E::Unknown, Always, To(Idle), &[Tell(Tell::Ended(EndReason::UnknownUser))]),
     row(Dialing, E::Start, Always, Stay, &[ReplyBusy]),
     ignore(Dialing, E::StartRepeat, "only the callee receives START, and the callee is not dialling"),
@@ -421,7 +421,8 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::Foreign, Always, Stay, &[CountForeign]),
     row(Dialing, E::Retransmit, Always, Stay, &[Resend]),
     row(Dialing, E::RetransmitExhausted, Always, To(Idle), &[Tell(Tell::Ended(EndReason::NoAnswer))]),
-    row(Dialing, E::NoAnswer, Always, To(Closing), &[SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::NoAnswer))]),
+    row(Dialing, E::NoAnswer, PeerKnown, To(Closing), &[SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::NoAnswer))]),
+    row(Dialing, E::NoAnswer, PeerUnknown, To(Idle), &[Tell(Tell::Ended(EndReason::NoAnswer))]),
     ignore(Dialing, E::Linger, NOT_ARMED),
     ignore(Dialing, E::PeerSilence, NOT_ARMED),
 
@@ -476,7 +477,7 @@ pub static TABLE: &[Entry] = &[
     row(InCall, E::PeerSilence, Always, To(Idle), &[StopMedia, Send(Say::Close), Tell(Tell::Ended(EndReason::PeerLost))]),
 
     // ---- Closing: the call has ended; acknowledgements and late duplicates ----------
-    row(Closing, E::Dial, ToOther, To(Dialing), &[BeginOutgoing, Lookup, Tell(Tell::Calling)]),
+    row(Closing, E::Dial, ToOther, To(Dialing), &[BeginOutgoing, Lookup, Arm(Timer::NoAnswer), Tell(Tell::Calling)]),
     row(Closing, E::Dial, ToSelf, Stay, &[Tell(Tell::Refused(Refusal::CallingSelf))]),
     row(Closing, E::Accept, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(Closing, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),

@@ -208,8 +208,8 @@ pub enum Event {
 pub enum Timer {
     /// Resend the message awaiting acknowledgement.
     Retransmit,
-    /// The callee has not answered in time (caller), or the ringing has lasted too long
-    /// (callee).
+    /// The call has not been answered in time, counted from the dial (caller: this
+    /// bounds the lookup too), or the ringing has lasted too long (callee).
     NoAnswer,
     /// End of the short wait in `Closing` for acknowledgements and late duplicates.
     Linger,

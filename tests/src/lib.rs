@@ -1,4 +1,5 @@
 //! parlo-tests: end-to-end tests against the real binaries, the spec replayer, and the
 //! harness code they share.
 
+pub mod picture;
 pub mod spec;

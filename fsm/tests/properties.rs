@@ -1,0 +1,260 @@
+//! Property tests: random sequences of events, from every state, never panic and keep
+//! the machine's invariants.
+
+use std::net::SocketAddr;
+
+use parlo_fsm::{
+    Action, CallId, CallIds, Config, Event, Instant, Kind, MAX_ACTIONS, Machine, Message, Name,
+    Note, State, Timer,
+};
+use proptest::prelude::*;
+
+/// Call ids cycle through a small set, so that random messages often match.
+#[derive(Debug)]
+struct FewIds(u32);
+
+impl CallIds for FewIds {
+    fn next_call_id(&mut self) -> CallId {
+        self.0 = self.0 % 3 + 1;
+        CallId(self.0)
+    }
+}
+
+const NAMES: [&str; 3] = ["me", "bob", "carol"];
+
+fn name(i: usize) -> Name {
+    Name::new(NAMES[i % NAMES.len()]).expect("short name")
+}
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 2 + i % 3], 5001))
+}
+
+#[derive(Debug, Clone)]
+enum Input {
+    Event(Event),
+    /// Time passes by this many milliseconds, then due timers fire.
+    Wait(u64),
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    let kind = prop_oneof![
+        (0..3usize).prop_map(|i| Kind::Start { caller: name(i) }),
+        Just(Kind::Ringing),
+        Just(Kind::Accept),
+        Just(Kind::Reject),
+        Just(Kind::Busy),
+        Just(Kind::Close),
+        Just(Kind::Closed),
+        Just(Kind::Ack),
+    ];
+    let call = prop_oneof![Just(None), (1u32..=4).prop_map(|i| Some(CallId(i)))];
+    (kind, call).prop_map(|(kind, call)| Message { kind, call })
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        1 => (0..3usize).prop_map(|i| Input::Event(Event::Dial(name(i)))),
+        1 => Just(Input::Event(Event::Accept)),
+        1 => Just(Input::Event(Event::Reject)),
+        1 => Just(Input::Event(Event::Hangup)),
+        1 => (0..3usize, 0..3u8).prop_map(|(n, a)| Input::Event(Event::Resolved {
+            name: name(n),
+            addr: addr(a)
+        })),
+        1 => (0..3usize).prop_map(|n| Input::Event(Event::Unknown { name: name(n) })),
+        4 => (0..3u8, message()).prop_map(|(a, message)| Input::Event(Event::Peer {
+            from: addr(a),
+            message
+        })),
+        2 => (0..3u8).prop_map(|a| Input::Event(Event::Media { from: addr(a) })),
+        3 => prop_oneof![0..100u64, 0..3_000u64, 0..12_000u64].prop_map(Input::Wait),
+    ]
+}
+
+/// Prefixes that bring a fresh machine into each state.
+fn prefix(state: State) -> Vec<Input> {
+    let dial = || Input::Event(Event::Dial(name(1)));
+    let resolved = || {
+        Input::Event(Event::Resolved {
+            name: name(1),
+            addr: addr(0),
+        })
+    };
+    let from_bob = |kind: Kind, call: Option<u32>| {
+        Input::Event(Event::Peer {
+            from: addr(0),
+            message: Message {
+                kind,
+                call: call.map(CallId),
+            },
+        })
+    };
+    match state {
+        State::Idle => vec![],
+        State::Dialing => vec![dial(), resolved()],
+        State::Ringing => vec![from_bob(Kind::Start { caller: name(1) }, Some(4))],
+        State::InCall => vec![dial(), resolved(), from_bob(Kind::Accept, Some(1))],
+        State::Closing => vec![
+            dial(),
+            resolved(),
+            from_bob(Kind::Accept, Some(1)),
+            Input::Event(Event::Hangup),
+        ],
+    }
+}
+
+/// What the user and the media engine have seen, checked as the actions come.
+#[derive(Debug, Default)]
+struct Observer {
+    media_on: bool,
+    call_open: bool,
+    started: usize,
+    ended: usize,
+}
+
+impl Observer {
+    fn see(&mut self, actions: &[Action]) -> Result<(), String> {
+        if actions.len() >= MAX_ACTIONS {
+            return Err(format!("action list full: {actions:?}"));
+        }
+        for action in actions {
+            match action {
+                Action::StartMedia { .. } => {
+                    if self.media_on {
+                        return Err("media started twice".into());
+                    }
+                    self.media_on = true;
+                }
+                Action::StopMedia => self.media_on = false,
+                Action::Notify(Note::Calling { .. } | Note::Incoming { .. }) => {
+                    if self.call_open {
+                        return Err("a second call began before the first ended".into());
+                    }
+                    self.call_open = true;
+                    self.started += 1;
+                }
+                Action::Notify(Note::Ended { .. }) => {
+                    if !self.call_open {
+                        return Err("`ended` without a call in progress".into());
+                    }
+                    self.call_open = false;
+                    self.ended += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_invariants<R: CallIds>(m: &Machine<R>, seen: &Observer) -> Result<(), String> {
+    let state = m.state();
+    if seen.media_on != (state == State::InCall) {
+        return Err(format!("media on = {} in {state:?}", seen.media_on));
+    }
+    for timer in Timer::ALL {
+        if m.deadline(timer).is_some() && !state.timers().contains(&timer) {
+            return Err(format!("{timer:?} still armed in {state:?}"));
+        }
+    }
+    if m.peer().is_some() != (state != State::Idle) {
+        return Err(format!(
+            "call context present = {} in {state:?}",
+            m.peer().is_some()
+        ));
+    }
+    Ok(())
+}
+
+struct Run {
+    machine: Machine<FewIds>,
+    now: u64,
+    seen: Observer,
+}
+
+impl Run {
+    fn step(&mut self, input: &Input) -> Result<(), String> {
+        match input {
+            Input::Event(e) => {
+                let actions = self.machine.handle(Instant(self.now), e);
+                self.seen.see(&actions)?;
+            }
+            Input::Wait(ms) => {
+                self.now += ms;
+                let now = Instant(self.now);
+                while self.machine.poll_timeout().is_some_and(|t| t <= now) {
+                    let actions = self.machine.handle_timeout(now);
+                    self.seen.see(&actions)?;
+                }
+            }
+        }
+        check_invariants(&self.machine, &self.seen)
+    }
+}
+
+fn run(start: State, inputs: Vec<Input>) -> Result<(), TestCaseError> {
+    let mut run = Run {
+        machine: Machine::new(Config::new(name(0)), FewIds(0), Instant(0)),
+        now: 0,
+        seen: Observer::default(),
+    };
+    for input in prefix(start) {
+        run.step(&input).map_err(TestCaseError::fail)?;
+    }
+    prop_assert_eq!(
+        run.machine.state(),
+        start,
+        "prefix did not reach {:?}",
+        start
+    );
+    for (i, input) in inputs.iter().enumerate() {
+        run.step(input)
+            .map_err(|e| TestCaseError::fail(format!("after input {i} ({input:?}): {e}")))?;
+    }
+    // The events stop; only time passes. Every call must end, in Idle, told once.
+    let mut fired = 0;
+    while let Some(t) = run.machine.poll_timeout() {
+        let wait = t.0.saturating_sub(run.now);
+        run.step(&Input::Wait(wait)).map_err(TestCaseError::fail)?;
+        fired += 1;
+        prop_assert!(fired < 100, "timers keep firing without end");
+    }
+    prop_assert_eq!(
+        run.machine.state(),
+        State::Idle,
+        "still {:?} with no timer left",
+        run.machine.state()
+    );
+    prop_assert_eq!(run.seen.started, run.seen.ended, "calls begun vs ended");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_events_from_idle(inputs in prop::collection::vec(input(), 0..300)) {
+        run(State::Idle, inputs)?;
+    }
+
+    #[test]
+    fn random_events_from_dialing(inputs in prop::collection::vec(input(), 0..300)) {
+        run(State::Dialing, inputs)?;
+    }
+
+    #[test]
+    fn random_events_from_ringing(inputs in prop::collection::vec(input(), 0..300)) {
+        run(State::Ringing, inputs)?;
+    }
+
+    #[test]
+    fn random_events_from_in_call(inputs in prop::collection::vec(input(), 0..300)) {
+        run(State::InCall, inputs)?;
+    }
+
+    #[test]
+    fn random_events_from_closing(inputs in prop::collection::vec(input(), 0..300)) {
+        run(State::Closing, inputs)?;
+    }
+}
