@@ -547,3 +547,155 @@ fn push(out: &mut Actions, action: Action) {
         log::error!("action list full: {dropped} dropped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{EndReason, Note, SplitMix64};
+    use std::vec::Vec;
+
+    const BOB: &str = "127.0.0.2:5001";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("test name")
+    }
+
+    fn from_bob(kind: Kind, call: Option<CallId>) -> Event {
+        Event::Peer {
+            from: addr(BOB),
+            message: Message { kind, call },
+        }
+    }
+
+    fn idle() -> Machine<SplitMix64> {
+        Machine::new(Config::new(name("alice")), SplitMix64(7), Instant(0))
+    }
+
+    fn dialing() -> Machine<SplitMix64> {
+        let mut m = idle();
+        let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
+        let _ = m.handle(
+            Instant(0),
+            &Event::Resolved {
+                name: name("bob"),
+                addr: addr(BOB),
+            },
+        );
+        m
+    }
+
+    fn in_call() -> Machine<SplitMix64> {
+        let mut m = dialing();
+        let id = m.call_id();
+        let _ = m.handle(Instant(10), &from_bob(Kind::Accept, id));
+        assert_eq!(m.state(), State::InCall);
+        m
+    }
+
+    fn notes(actions: &Actions) -> Vec<&Note> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Notify(n) => Some(n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    // ---- Idle ----
+
+    #[test]
+    fn idle_has_no_deadline() {
+        assert_eq!(idle().poll_timeout(), None);
+    }
+
+    #[test]
+    fn call_ids_come_from_the_injected_source() {
+        let mut a = idle();
+        let mut b = idle();
+        let _ = a.handle(Instant(0), &Event::Dial(name("bob")));
+        let _ = b.handle(Instant(0), &Event::Dial(name("bob")));
+        assert_eq!(a.call_id(), b.call_id(), "same seed, same id");
+        assert_eq!(a.call_id(), Some(SplitMix64(7).next_call_id()));
+    }
+
+    // ---- Dialing ----
+
+    #[test]
+    fn dialing_retransmits_with_doubling_capped_delays() {
+        let mut m = dialing();
+        let mut deadlines = Vec::new();
+        while let Some(t) = m.poll_timeout() {
+            if m.state() != State::Dialing || t > Instant(7_000) {
+                break;
+            }
+            deadlines.push(m.deadline(Timer::Retransmit));
+            let _ = m.handle_timeout(t);
+        }
+        let got: Vec<u64> = deadlines.into_iter().flatten().map(|i| i.0).collect();
+        assert_eq!(got, [500, 1_500, 3_500, 5_500, 7_500]);
+        assert_eq!(m.counters().retransmissions, 4);
+    }
+
+    #[test]
+    fn time_going_backwards_is_clamped() {
+        let mut m = dialing();
+        let id = m.call_id();
+        let _ = m.handle(Instant(1_000), &from_bob(Kind::Ringing, id));
+        // A clock that steps back does not bring deadlines forward or fire them late.
+        let actions = m.handle(Instant(100), &from_bob(Kind::Accept, id));
+        assert!(actions.contains(&Action::ArmTimer {
+            timer: Timer::PeerSilence,
+            at: Instant(6_000)
+        }));
+    }
+
+    // ---- InCall ----
+
+    #[test]
+    fn foreign_media_does_not_keep_a_call_alive() {
+        let mut m = in_call();
+        let before = m.deadline(Timer::PeerSilence);
+        let _ = m.handle(
+            Instant(100),
+            &Event::Media {
+                from: addr("127.0.0.9:5001"),
+            },
+        );
+        assert_eq!(m.deadline(Timer::PeerSilence), before);
+        assert_eq!(m.counters().foreign, 1);
+    }
+
+    #[test]
+    fn peer_silence_ends_the_call_as_peer_lost() {
+        let mut m = in_call();
+        let t = m.poll_timeout().expect("peer-silence armed");
+        let actions = m.handle_timeout(t);
+        assert_eq!(m.state(), State::Idle);
+        assert_eq!(
+            notes(&actions),
+            [&Note::Ended {
+                peer: name("bob"),
+                reason: EndReason::PeerLost
+            }]
+        );
+    }
+
+    // ---- Closing ----
+
+    #[test]
+    fn closing_ends_by_itself() {
+        let mut m = in_call();
+        let _ = m.handle(Instant(20), &Event::Hangup);
+        assert_eq!(m.state(), State::Closing);
+        while let Some(t) = m.poll_timeout() {
+            let _ = m.handle_timeout(t);
+        }
+        assert_eq!(m.state(), State::Idle);
+        assert_eq!(m.peer(), None);
+    }
+}
