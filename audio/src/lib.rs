@@ -31,17 +31,16 @@
 //! counts an overrun, an empty playback queue plays silence and counts an underrun. All
 //! allocation happens in [`Audio::start`]. The jitter buffer and the codecs never allocate.
 
-//TMP pub mod device;
+mod cpal_device;
+pub mod device;
 mod error;
-//TMP pub mod jitter;
 pub mod pcmu;
 pub mod queue;
 
 use std::time::Duration;
 
-//TMP pub use device::{Audio, DeviceSpec, devices};
+pub use device::{Audio, DeviceInfo, DeviceSpec, devices};
 pub use error::Error;
-//TMP pub use jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, PutOutcome};
 pub use queue::{DeviceEnd, LoopEnd, QueueStats, Wake, frame_queues};
 
 /// Sample rate of every Parlo frame, in Hz.

@@ -87,10 +87,25 @@ impl Drop for QueueStorage {
 }
 
 /// The device's side: produces captured frames, consumes frames to play.
+///
+/// A device whose capture and playback run on different threads (cpal) splits it with
+/// [`DeviceEnd::split`].
 pub struct DeviceEnd {
-    // Declared before `shared`: these borrow from the queues `shared` keeps alive.
-    capture: Producer<'static, Frame>,
-    playback: Consumer<'static, Frame>,
+    capture: CaptureEnd,
+    playback: PlaybackEnd,
+}
+
+/// The device's capture half: pushes captured frames to the loop.
+pub struct CaptureEnd {
+    // Declared before `shared`: it borrows from the queue `shared` keeps alive.
+    producer: Producer<'static, Frame>,
+    shared: Arc<Shared>,
+}
+
+/// The device's playback half: takes frames to play from the loop.
+pub struct PlaybackEnd {
+    // Declared before `shared`: it borrows from the queue `shared` keeps alive.
+    consumer: Consumer<'static, Frame>,
     shared: Arc<Shared>,
 }
 
@@ -121,9 +136,14 @@ pub fn frame_queues(wake: Wake) -> (DeviceEnd, LoopEnd) {
     let (playback_producer, playback_consumer) = unsafe { (*queues).1.split() };
     (
         DeviceEnd {
-            capture: capture_producer,
-            playback: playback_consumer,
-            shared: Arc::clone(&shared),
+            capture: CaptureEnd {
+                producer: capture_producer,
+                shared: Arc::clone(&shared),
+            },
+            playback: PlaybackEnd {
+                consumer: playback_consumer,
+                shared: Arc::clone(&shared),
+            },
         },
         LoopEnd {
             capture: capture_consumer,
@@ -137,8 +157,44 @@ impl DeviceEnd {
     /// Queues a captured frame for the loop and wakes it. Returns `false` (and counts a
     /// capture overrun) when the queue is full; the frame is then dropped.
     pub fn push_captured(&mut self, frame: &Frame) -> bool {
+        self.capture.push_captured(frame)
+    }
+
+    /// Takes the next frame to play into `out`. Returns `false` (and counts a playback
+    /// underrun) when the loop has queued nothing; `out` is then silence.
+    pub fn pop_playback(&mut self, out: &mut Frame) -> bool {
+        self.playback.pop_playback(out)
+    }
+
+    /// Tells the loop that the input has ended (a file device after its last sample).
+    /// Wakes the loop the first time.
+    pub fn signal_input_ended(&self) {
+        self.capture.signal_input_ended();
+    }
+
+    /// Tells the loop that the device failed or disappeared. Wakes the loop the first time.
+    pub fn signal_failure(&self) {
+        self.capture.shared.signal_failure();
+    }
+
+    /// A handle that can signal failure from another thread (e.g. a sound system's error
+    /// callback), without access to the queues.
+    pub fn failure_signal(&self) -> FailureSignal {
+        FailureSignal(Arc::clone(&self.capture.shared))
+    }
+
+    /// Splits into the capture and playback halves, for devices that run them on
+    /// different threads.
+    pub fn split(self) -> (CaptureEnd, PlaybackEnd) {
+        (self.capture, self.playback)
+    }
+}
+
+impl CaptureEnd {
+    /// See [`DeviceEnd::push_captured`].
+    pub fn push_captured(&mut self, frame: &Frame) -> bool {
         let counters = &self.shared.counters;
-        if self.capture.enqueue(*frame).is_ok() {
+        if self.producer.enqueue(*frame).is_ok() {
             counters.captured.fetch_add(1, Ordering::Relaxed);
             (self.shared.wake)();
             true
@@ -148,11 +204,24 @@ impl DeviceEnd {
         }
     }
 
-    /// Takes the next frame to play into `out`. Returns `false` (and counts a playback
-    /// underrun) when the loop has queued nothing; `out` is then silence.
+    /// See [`DeviceEnd::signal_input_ended`].
+    pub fn signal_input_ended(&self) {
+        if !self
+            .shared
+            .counters
+            .input_ended
+            .swap(true, Ordering::Release)
+        {
+            (self.shared.wake)();
+        }
+    }
+}
+
+impl PlaybackEnd {
+    /// See [`DeviceEnd::pop_playback`].
     pub fn pop_playback(&mut self, out: &mut Frame) -> bool {
         let counters = &self.shared.counters;
-        match self.playback.dequeue() {
+        match self.consumer.dequeue() {
             Some(frame) => {
                 *out = frame;
                 counters.played.fetch_add(1, Ordering::Relaxed);
@@ -164,30 +233,6 @@ impl DeviceEnd {
                 false
             }
         }
-    }
-
-    /// Tells the loop that the input has ended (a file device after its last sample).
-    /// Wakes the loop the first time.
-    pub fn signal_input_ended(&self) {
-        if !self
-            .shared
-            .counters
-            .input_ended
-            .swap(true, Ordering::Release)
-        {
-            (self.shared.wake)();
-        }
-    }
-
-    /// Tells the loop that the device failed or disappeared. Wakes the loop the first time.
-    pub fn signal_failure(&self) {
-        self.shared.signal_failure();
-    }
-
-    /// A handle that can signal failure from another thread (e.g. a sound system's error
-    /// callback), without access to the queues.
-    pub fn failure_signal(&self) -> FailureSignal {
-        FailureSignal(Arc::clone(&self.shared))
     }
 }
 
@@ -259,8 +304,20 @@ impl LoopEnd {
 impl std::fmt::Debug for DeviceEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceEnd")
-            .field("counters", &self.shared.counters)
+            .field("counters", &self.capture.shared.counters)
             .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CaptureEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureEnd").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PlaybackEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlaybackEnd").finish_non_exhaustive()
     }
 }
 

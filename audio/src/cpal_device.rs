@@ -1,0 +1,278 @@
+//! The cpal device: capture and playback on cpal's real-time callback threads.
+//!
+//! Streams are opened at 8000 Hz, mono, `i16` explicitly (cpal's default configuration is
+//! the card's, e.g. 48 kHz stereo f32). On Linux this is ALSA: the `default` PCM normally
+//! converts through `plug`; a raw `hw:` device that cannot do 8 kHz mono 16-bit is refused
+//! with a clear error (use its `plughw:` twin).
+//!
+//! The data callbacks only copy samples between cpal's buffers and a frame being
+//! assembled or played, and push/pop whole frames on the lock-free queues: no allocation,
+//! lock, log or blocking call. The error callback (not real-time) marks the device failed,
+//! keeps the first message (with a `try_lock`, never waiting) and wakes the loop.
+
+use std::sync::{Arc, Mutex};
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+
+use crate::queue::{CaptureEnd, DeviceEnd, FailureSignal, PlaybackEnd};
+use crate::{Error, FRAME_SAMPLES, Frame, SAMPLE_RATE, SILENCE};
+
+/// The running input and output streams of a cpal device.
+pub(crate) struct Streams {
+    input: cpal::Stream,
+    output: cpal::Stream,
+    first_error: Arc<Mutex<Option<String>>>,
+    name: String,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Streams {
+    /// Opens `device` (the default device for `None`) and starts both streams.
+    pub(crate) fn start(device: Option<&str>, end: DeviceEnd) -> Result<Streams, Error> {
+        let host = cpal::default_host();
+        let (input_device, output_device) = match device {
+            None => (
+                host.default_input_device()
+                    .ok_or(Error::NoDefaultDevice { direction: "input" })?,
+                host.default_output_device().ok_or(Error::NoDefaultDevice {
+                    direction: "output",
+                })?,
+            ),
+            Some(name) => {
+                let found = find_device(&host, name)?;
+                (found.clone(), found)
+            }
+        };
+        let name = device.unwrap_or("default").to_owned();
+        let config = cpal::StreamConfig {
+            channels: 1,
+            sample_rate: SAMPLE_RATE,
+            buffer_size: cpal::BufferSize::Default,
+        };
+        let first_error = Arc::new(Mutex::new(None));
+        let input_failure = end.failure_signal();
+        let output_failure = end.failure_signal();
+        let (capture, playback) = end.split();
+
+        let mut capture = Capture {
+            end: capture,
+            frame: SILENCE,
+            filled: 0,
+        };
+        let input = input_device
+            .build_input_stream::<i16, _, _>(
+                config,
+                move |data: &[i16], _: &cpal::InputCallbackInfo| capture.on_data(data),
+                error_callback(input_failure, Arc::clone(&first_error)),
+                None,
+            )
+            .map_err(|e| sound_error(format!("open the input stream of {name:?}"), &e))?;
+
+        let mut playback = Playback {
+            end: playback,
+            frame: SILENCE,
+            position: FRAME_SAMPLES,
+        };
+        let output = output_device
+            .build_output_stream::<i16, _, _>(
+                config,
+                move |data: &mut [i16], _: &cpal::OutputCallbackInfo| playback.on_data(data),
+                error_callback(output_failure, Arc::clone(&first_error)),
+                None,
+            )
+            .map_err(|e| sound_error(format!("open the output stream of {name:?}"), &e))?;
+
+        output
+            .play()
+            .map_err(|e| sound_error(format!("start playback on {name:?}"), &e))?;
+        input
+            .play()
+            .map_err(|e| sound_error(format!("start capture on {name:?}"), &e))?;
+        Ok(Streams {
+            input,
+            output,
+            first_error,
+            name,
+        })
+    }
+
+    /// Stops both streams (joining cpal's threads). Returns the first error the sound
+    /// system reported while running, if any.
+    pub(crate) fn stop(self) -> Result<(), Error> {
+        let Streams {
+            input,
+            output,
+            first_error,
+            name,
+        } = self;
+        drop(input);
+        drop(output);
+        let message = match first_error.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        match message {
+            Some(message) => Err(Error::Sound {
+                action: format!("keep sound device {name:?} running"),
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Assembles cpal's input buffers (any size) into whole frames.
+struct Capture {
+    end: CaptureEnd,
+    frame: Frame,
+    filled: usize,
+}
+
+impl Capture {
+    fn on_data(&mut self, mut data: &[i16]) {
+        while !data.is_empty() {
+            let n = (FRAME_SAMPLES - self.filled).min(data.len());
+            self.frame[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled == FRAME_SAMPLES {
+                self.end.push_captured(&self.frame);
+                self.filled = 0;
+            }
+        }
+    }
+}
+
+/// Plays whole frames into cpal's output buffers (any size).
+struct Playback {
+    end: PlaybackEnd,
+    frame: Frame,
+    position: usize,
+}
+
+impl Playback {
+    fn on_data(&mut self, mut out: &mut [i16]) {
+        while !out.is_empty() {
+            if self.position == FRAME_SAMPLES {
+                self.end.pop_playback(&mut self.frame);
+                self.position = 0;
+            }
+            let n = (FRAME_SAMPLES - self.position).min(out.len());
+            out[..n].copy_from_slice(&self.frame[self.position..self.position + n]);
+            self.position += n;
+            out = &mut out[n..];
+        }
+    }
+}
+
+fn error_callback(
+    failure: FailureSignal,
+    first_error: Arc<Mutex<Option<String>>>,
+) -> impl FnMut(cpal::Error) + Send + 'static {
+    move |error: cpal::Error| {
+        // A rerouted default device keeps working; anything else ends the media.
+        if error.kind() == cpal::ErrorKind::DeviceChanged {
+            return;
+        }
+        if let Ok(mut slot) = first_error.try_lock() {
+            if slot.is_none() {
+                *slot = Some(error.to_string());
+            }
+        }
+        failure.signal();
+    }
+}
+
+fn sound_error(action: String, e: &cpal::Error) -> Error {
+    let mut message = e.to_string();
+    if e.kind() == cpal::ErrorKind::UnsupportedConfig {
+        message.push_str(
+            " (Parlo needs 8000 Hz mono 16-bit; for an ALSA hw: device use its plughw: twin)",
+        );
+    }
+    Error::Sound { action, message }
+}
+
+/// Finds a device by its ALSA PCM name (as `devices()` lists it) or its description.
+fn find_device(host: &cpal::Host, name: &str) -> Result<cpal::Device, Error> {
+    if name == "default" {
+        return host
+            .default_input_device()
+            .ok_or(Error::NoDefaultDevice { direction: "input" });
+    }
+    let devices = host
+        .devices()
+        .map_err(|e| sound_error("list the sound devices".to_owned(), &e))?;
+    let mut available = Vec::new();
+    for device in devices {
+        let id = device.id().map(|id| id.id().to_owned()).ok();
+        let description = device.description().map(|d| d.name().to_owned()).ok();
+        if id.as_deref() == Some(name) || description.as_deref() == Some(name) {
+            return Ok(device);
+        }
+        available.extend(id);
+    }
+    Err(Error::NoSuchDevice {
+        name: name.to_owned(),
+        available,
+    })
+}
+
+/// The sound devices cpal sees, for `parlo-client devices`.
+pub(crate) fn list() -> Result<Vec<DeviceInfo>, Error> {
+    let host = cpal::default_host();
+    let devices = host
+        .devices()
+        .map_err(|e| sound_error("list the sound devices".to_owned(), &e))?;
+    let mut list = Vec::new();
+    for device in devices {
+        let Ok(id) = device.id() else { continue };
+        list.push(DeviceInfo {
+            name: id.id().to_owned(),
+            description: device
+                .description()
+                .map(|d| d.name().to_owned())
+                .unwrap_or_default(),
+            input: device.supports_input(),
+            output: device.supports_output(),
+        });
+    }
+    Ok(list)
+}
+
+/// One sound device, as [`crate::devices`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The name `cpal:NAME` takes (on Linux, the ALSA PCM name).
+    pub name: String,
+    /// A human description, possibly empty.
+    pub description: String,
+    /// Whether it can capture.
+    pub input: bool,
+    /// Whether it can play.
+    pub output: bool,
+}
+
+impl std::fmt::Display for DeviceInfo {
+    /// `NAME  [in/out]  DESCRIPTION`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let directions = match (self.input, self.output) {
+            (true, true) => "in/out",
+            (true, false) => "in",
+            (false, true) => "out",
+            (false, false) => "-",
+        };
+        write!(f, "{}  [{directions}]", self.name)?;
+        if !self.description.is_empty() {
+            write!(f, "  {}", self.description.replace('\n', " "))?;
+        }
+        Ok(())
+    }
+}
