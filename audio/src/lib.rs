@@ -34,6 +34,7 @@
 mod cpal_device;
 pub mod device;
 mod error;
+pub mod jitter;
 pub mod pcmu;
 pub mod queue;
 
@@ -41,6 +42,7 @@ use std::time::Duration;
 
 pub use device::{Audio, DeviceInfo, DeviceSpec, devices};
 pub use error::Error;
+pub use jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, PutOutcome};
 pub use queue::{DeviceEnd, LoopEnd, QueueStats, Wake, frame_queues};
 
 /// Sample rate of every Parlo frame, in Hz.
