@@ -5,24 +5,98 @@
 //! converts through `plug`; a raw `hw:` device that cannot do 8 kHz mono 16-bit is refused
 //! with a clear error (use its `plughw:` twin).
 //!
+//! A watchdog thread (not real-time) marks the device failed when capture delivers nothing
+//! for a second: a sound server that stops or a device that is unplugged does not always
+//! make ALSA report an error.
+//!
 //! The data callbacks only copy samples between cpal's buffers and a frame being
 //! assembled or played, and push/pop whole frames on the lock-free queues: no allocation,
 //! lock, log or blocking call. The error callback (not real-time) marks the device failed,
 //! keeps the first message (with a `try_lock`, never waiting) and wakes the loop.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 
 use crate::queue::{CaptureEnd, DeviceEnd, FailureSignal, PlaybackEnd};
 use crate::{Error, FRAME_SAMPLES, Frame, SAMPLE_RATE, SILENCE};
 
-/// The running input and output streams of a cpal device.
+/// Samples per cpal callback asked for: half a frame (32 ms).
+const PERIOD_SAMPLES: u32 = FRAME_SAMPLES as u32 / 2;
+
+/// Capture silence longer than this means the device is gone.
+const STALL_LIMIT: Duration = Duration::from_secs(1);
+/// How often the watchdog looks.
+const WATCH_PERIOD: Duration = Duration::from_millis(200);
+
+/// The running input and output streams of a cpal device, and their watchdog.
 pub(crate) struct Streams {
     input: cpal::Stream,
     output: cpal::Stream,
+    watchdog: Watchdog,
     first_error: Arc<Mutex<Option<String>>>,
     name: String,
+}
+
+/// A thread that signals failure when capture stops delivering frames: a sound server
+/// that goes away (JACK, for one) or an unplugged device does not always make ALSA report
+/// an error; the stream just goes quiet.
+struct Watchdog {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Watchdog {
+    fn start(
+        failure: FailureSignal,
+        first_error: Arc<Mutex<Option<String>>>,
+    ) -> Result<Watchdog, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("parlo-audio-watchdog".to_owned())
+            .spawn(move || {
+                let mut last_count = failure.captured();
+                let mut last_progress = Instant::now();
+                while !stop_flag.load(Ordering::Acquire) && !failure.failed() {
+                    thread::park_timeout(WATCH_PERIOD);
+                    let count = failure.captured();
+                    if count != last_count {
+                        last_count = count;
+                        last_progress = Instant::now();
+                    } else if last_progress.elapsed() >= STALL_LIMIT {
+                        record_error(
+                            &first_error,
+                            "no audio from the device for 1 s: it was unplugged, or its \
+                             sound server stopped"
+                                .to_owned(),
+                        );
+                        failure.signal();
+                    }
+                }
+            })
+            .map_err(Error::Thread)?;
+        Ok(Watchdog { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.thread().unpark();
+        // The watchdog cannot panic short of a bug; nothing to report to the caller.
+        let _ = self.thread.join();
+    }
+}
+
+fn record_error(slot: &Mutex<Option<String>>, message: String) {
+    // Never wait: if the slot is busy, another error is being recorded.
+    if let Ok(mut slot) = slot.try_lock() {
+        if slot.is_none() {
+            *slot = Some(message);
+        }
+    }
 }
 
 impl std::fmt::Debug for Streams {
@@ -51,14 +125,18 @@ impl Streams {
             }
         };
         let name = device.unwrap_or("default").to_owned();
+        // Half-frame periods: low latency, and whole frames after two callbacks. Left to
+        // its default, ALSA may pick an enormous buffer (the `jack` plugin offers up to
+        // 2^31 frames) and never call back at all.
         let config = cpal::StreamConfig {
             channels: 1,
             sample_rate: SAMPLE_RATE,
-            buffer_size: cpal::BufferSize::Default,
+            buffer_size: cpal::BufferSize::Fixed(PERIOD_SAMPLES),
         };
         let first_error = Arc::new(Mutex::new(None));
         let input_failure = end.failure_signal();
         let output_failure = end.failure_signal();
+        let watch_failure = end.failure_signal();
         let (capture, playback) = end.split();
 
         let mut capture = Capture {
@@ -95,9 +173,11 @@ impl Streams {
         input
             .play()
             .map_err(|e| sound_error(format!("start capture on {name:?}"), &e))?;
+        let watchdog = Watchdog::start(watch_failure, Arc::clone(&first_error))?;
         Ok(Streams {
             input,
             output,
+            watchdog,
             first_error,
             name,
         })
@@ -109,9 +189,11 @@ impl Streams {
         let Streams {
             input,
             output,
+            watchdog,
             first_error,
             name,
         } = self;
+        watchdog.stop();
         drop(input);
         drop(output);
         let message = match first_error.lock() {
@@ -181,11 +263,7 @@ fn error_callback(
         if error.kind() == cpal::ErrorKind::DeviceChanged {
             return;
         }
-        if let Ok(mut slot) = first_error.try_lock() {
-            if slot.is_none() {
-                *slot = Some(error.to_string());
-            }
-        }
+        record_error(&first_error, error.to_string());
         failure.signal();
     }
 }
@@ -231,9 +309,19 @@ pub(crate) fn list() -> Result<Vec<DeviceInfo>, Error> {
     let devices = host
         .devices()
         .map_err(|e| sound_error("list the sound devices".to_owned(), &e))?;
-    let mut list = Vec::new();
+    // The default device is always there by name, even when the configuration gives no
+    // hints to enumerate it.
+    let mut list = vec![DeviceInfo {
+        name: "default".to_owned(),
+        description: "the system's default sound device".to_owned(),
+        input: true,
+        output: true,
+    }];
     for device in devices {
         let Ok(id) = device.id() else { continue };
+        if id.id() == "default" {
+            continue;
+        }
         list.push(DeviceInfo {
             name: id.id().to_owned(),
             description: device

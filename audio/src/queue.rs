@@ -252,6 +252,17 @@ impl FailureSignal {
     pub fn signal(&self) {
         self.0.signal_failure();
     }
+
+    /// Frames captured so far, to watch a device for stalls.
+    pub fn captured(&self) -> u64 {
+        self.0.counters.captured.load(Ordering::Relaxed)
+            + self.0.counters.capture_overruns.load(Ordering::Relaxed)
+    }
+
+    /// Whether failure was already signalled.
+    pub fn failed(&self) -> bool {
+        self.0.counters.failed.load(Ordering::Acquire)
+    }
 }
 
 impl LoopEnd {
