@@ -3,6 +3,9 @@
 //! `plug`, which converts to JACK's float samples) connects to it, and ALSA's `file` plugin
 //! feeds the capture side from a raw file and copies the playback side to another.
 //!
+//! It also counts heap allocations in every thread of the process during 16 steady-state
+//! frames (cpal's callback threads included): there must be none.
+//!
 //! Needs Debian's `jackd2` and `libasound2-plugins`. The test starts its own JACK server
 //! (named after the test's process id) and stops it cleanly.
 
@@ -12,6 +15,39 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use parlo_audio::{Audio, DeviceSpec, Error, FRAME_SAMPLES, Wake};
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Counts allocations in every thread while `COUNTING` is set.
+struct CountingAllocator;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 struct TempDir(PathBuf);
 
@@ -214,7 +250,7 @@ fn cpal_device_through_alsa_on_a_jack_dummy_server() {
     let spec = DeviceSpec::parse("cpal:default").expect("spec");
     let mut audio = Audio::start(&spec, wake).expect("cpal device starts");
     let started = Instant::now();
-    let mut captured: Vec<i16> = Vec::new();
+    let mut captured: Vec<i16> = Vec::with_capacity((frames + 8) * FRAME_SAMPLES);
     while captured.len() < (frames + 4) * FRAME_SAMPLES {
         assert!(
             started.elapsed() < Duration::from_secs(15),
@@ -223,12 +259,22 @@ fn cpal_device_through_alsa_on_a_jack_dummy_server() {
             audio.stats()
         );
         assert!(!audio.failed(), "device failed");
+        let frames_so_far = captured.len() / FRAME_SAMPLES;
+        // Frames 8 to 24: steady state, every thread counted (cpal's callback threads,
+        // ALSA's and JACK's, the watchdog, this loop), but the collecting Vec is sized.
+        COUNTING.store((8..24).contains(&frames_so_far), Ordering::Relaxed);
         wait_a_little(&signal_wakes);
         while let Some(frame) = audio.pop_captured() {
             audio.push_playback(&frame);
             captured.extend_from_slice(&frame);
         }
     }
+    COUNTING.store(false, Ordering::Relaxed);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(
+        allocations, 0,
+        "heap allocations during 16 steady-state frames"
+    );
     let elapsed = started.elapsed();
     let stats = audio.stats();
     audio.stop().expect("cpal device stops cleanly");
