@@ -364,3 +364,68 @@ impl std::fmt::Display for DeviceInfo {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::frame_queues;
+
+    fn ramp(len: usize) -> Vec<i16> {
+        (0..len).map(|i| (i % 30_000) as i16).collect()
+    }
+
+    #[test]
+    fn callbacks_of_any_size_make_whole_frames_in_order() {
+        // Up to a frame per callback (callbacks longer than a frame would underrun here,
+        // since this loop echoes frame by frame).
+        for chunk in [1, 100, 256, 333, 512] {
+            let (device, mut lp) = frame_queues(Arc::new(|| {}));
+            let (capture, playback) = device.split();
+            let mut capture = Capture {
+                end: capture,
+                frame: SILENCE,
+                filled: 0,
+            };
+            let mut playback = Playback {
+                end: playback,
+                frame: SILENCE,
+                position: FRAME_SAMPLES,
+            };
+            let input = ramp(3 * FRAME_SAMPLES + 7);
+            let mut played = Vec::new();
+            let mut out = vec![0i16; chunk];
+            for piece in input.chunks(chunk) {
+                capture.on_data(piece);
+                while let Some(frame) = lp.pop_captured() {
+                    assert!(lp.push_playback(&frame));
+                }
+                playback.on_data(&mut out);
+                played.extend_from_slice(&out);
+            }
+            for _ in 0..(4 * FRAME_SAMPLES / chunk + 1) {
+                playback.on_data(&mut out);
+                played.extend_from_slice(&out);
+            }
+            // Three whole frames were captured (the 7 extra samples wait for more), and
+            // they are played in order after the silence of the first underruns.
+            assert_eq!(lp.stats().captured, 3, "chunk {chunk}");
+            let start = played
+                .iter()
+                .position(|&s| s != 0)
+                .map(|p| p - 1)
+                .unwrap_or_else(|| panic!("chunk {chunk}: nothing played"));
+            assert_eq!(start % FRAME_SAMPLES, 0, "chunk {chunk}");
+            assert!(
+                played[start..start + 3 * FRAME_SAMPLES] == input[..3 * FRAME_SAMPLES],
+                "chunk {chunk}: played out of order"
+            );
+        }
+    }
+
+    #[test]
+    fn audio_handle_can_move_to_the_loop_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<crate::Audio>();
+        assert_send::<Streams>();
+    }
+}
