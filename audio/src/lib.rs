@@ -18,18 +18,38 @@
 //! The loop calls [`Audio::start`] once when media starts, giving a [`Wake`] function that
 //! wakes its poll (typically a closure over a shared `mio::Waker`; this crate does not
 //! depend on mio). The device thread calls that function after each captured frame it
-//! pushes, and when the input ends or the device fails. On each wake the loop drains
-//! [`Audio::pop_captured`] until it returns `None`, and for each captured frame takes one
-//! frame from its [`JitterBuffer`] and hands it to [`Audio::push_playback`]: the capture
-//! clock paces playback, so both directions run at the device's rate. [`Audio::stop`] (or
-//! dropping the handle) stops the device and joins its thread.
+//! pushes, and when the input ends or the device fails. On each wake the loop:
+//!
+//! 1. drains [`Audio::pop_captured`] until it returns `None`; for each captured frame it
+//!    sends a packet, takes one frame from its [`JitterBuffer`] ([`JitterBuffer::get`])
+//!    and hands it to [`Audio::push_playback`]: the capture clock paces playback, so both
+//!    directions run at the device's rate;
+//! 2. checks [`Audio::failed`] (the device failed or disappeared: end media, and
+//!    [`Audio::stop`] returns the reason) and [`Audio::input_ended`] (a file device has
+//!    played all of its input).
+//!
+//! Received packets go to [`JitterBuffer::put`] as they arrive, with the arrival time in
+//! 8 kHz ticks (the loop's clock; the buffer reads none). [`Audio::stop`] (or dropping the
+//! handle) stops the device and joins its threads; [`Audio::stats`] and
+//! [`JitterBuffer::stats`] give the counters for `status`. [`devices`] lists the sound
+//! devices for `parlo-client devices`.
 //!
 //! # Real-time rules
 //!
-//! The device side (cpal's callback, or the paced thread of the file/tone/null devices)
+//! The device side (cpal's callbacks, or the paced thread of the file/tone/null devices)
 //! never allocates, locks, logs or blocks on the queues: a full queue drops the frame and
 //! counts an overrun, an empty playback queue plays silence and counts an underrun. All
 //! allocation happens in [`Audio::start`]. The jitter buffer and the codecs never allocate.
+//! Tests prove it with a counting global allocator (`tests/no_alloc.rs`, and
+//! `tests/cpal_jack.rs` for cpal's threads).
+//!
+//! # Without a sound card
+//!
+//! `tests/cpal_jack.rs` runs the cpal device through ALSA on a JACK server with the dummy
+//! driver (`jackd -n NAME -r -d dummy -r 8000 -p 256 -C 1 -P 1`), with `ALSA_CONFIG_PATH`
+//! pointing at a configuration whose default PCM is `plug` over `jack` (and ALSA's `file`
+//! plugin for capture from and playback to raw files), `JACK_DEFAULT_SERVER=NAME` and
+//! `JACK_NO_START_SERVER=1`.
 
 mod cpal_device;
 pub mod device;

@@ -107,7 +107,9 @@ fn file_device_plays_input_in_real_time_and_records_what_is_played() {
     // Echo every captured frame back to playback, as a loopback call would.
     let mut captured: Vec<i16> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !(audio.input_ended() && captured.len() >= 7 * FRAME_SAMPLES) {
+    // Until the input has ended and its 6 frames (the last one partial) were played back.
+    while !(audio.input_ended() && captured.len() >= 7 * FRAME_SAMPLES && audio.stats().played >= 6)
+    {
         assert!(Instant::now() < deadline, "file device stalled");
         waiter.wait_for(waiter.count() + 1, Duration::from_millis(200));
         while let Some(frame) = audio.pop_captured() {
@@ -122,7 +124,7 @@ fn file_device_plays_input_in_real_time_and_records_what_is_played() {
     // Captured: the file, its last frame padded with silence, then silence.
     assert_eq!(&captured[..signal.len()], &signal[..]);
     assert!(captured[signal.len()..].iter().all(|&s| s == 0));
-    // Real-time pacing: 7 frames are not delivered before 6 × 64 ms.
+    // Real-time pacing: 7 frames are not captured before 6 × 64 ms.
     assert!(
         elapsed >= Duration::from_millis(6 * 64),
         "7 frames in {elapsed:?}: not paced"
