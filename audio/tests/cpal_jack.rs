@@ -248,7 +248,7 @@ fn cpal_device_through_alsa_on_a_jack_dummy_server() {
     // Capture the known signal and echo it to playback, through the real callbacks.
     let (wake, signal_wakes) = waiter();
     let spec = DeviceSpec::parse("cpal:default").expect("spec");
-    let mut audio = Audio::start(&spec, wake).expect("cpal device starts");
+    let mut audio = Audio::start(&spec, Arc::clone(&wake)).expect("cpal device starts");
     let started = Instant::now();
     let mut captured: Vec<i16> = Vec::with_capacity((frames + 8) * FRAME_SAMPLES);
     while captured.len() < (frames + 4) * FRAME_SAMPLES {
@@ -278,6 +278,8 @@ fn cpal_device_through_alsa_on_a_jack_dummy_server() {
     let elapsed = started.elapsed();
     let stats = audio.stats();
     audio.stop().expect("cpal device stops cleanly");
+    // cpal's threads and the watchdog are gone: nothing else holds the wake function.
+    assert_eq!(Arc::strong_count(&wake), 1);
     eprintln!(
         "{} frames in {elapsed:?}; {stats:?}",
         captured.len() / FRAME_SAMPLES
