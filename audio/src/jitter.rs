@@ -1,0 +1,839 @@
+//! The jitter buffer: received frames in, one frame per playback tick out.
+//!
+//! Pure and fixed-capacity: no clock, no allocation, no I/O. The loop calls
+//! [`JitterBuffer::put`] for each received media packet (with its RTP sequence number and
+//! timestamp, and its arrival time in 8 kHz ticks from any origin) and
+//! [`JitterBuffer::get`] once per playback tick (once per captured frame: the device's
+//! clock paces playback).
+//!
+//! # Behaviour
+//!
+//! - **Start.** Frames are held until they span the target depth; then playout begins at
+//!   the oldest. A packet older than the first one received, arriving before playout
+//!   begins, still gets in (reordered start).
+//! - **Order.** Frames play by sequence number, with 16-bit wrap-around; the ring holds
+//!   [`CAPACITY`] frames ahead of the playout point.
+//! - **Duplicates and late packets** are dropped and counted: a packet already buffered or
+//!   played is a duplicate; one whose playout time has passed without it is late.
+//! - **Loss.** A frame missing at its playout tick while later frames are buffered is lost:
+//!   the tick is concealed (the last frame repeated with a linear fade to zero over
+//!   [`FADE_FRAMES`] frames, then silence).
+//! - **Growing.** A frame missing at its tick while the buffer holds no more than the
+//!   target depth may be late (or overtaken) rather than lost: playout *stalls* (conceals
+//!   the tick without moving on), adding one frame of delay, up to the maximum depth. When
+//!   later frames pile up beyond the target, or the maximum is reached, the frame is given
+//!   up as lost; if ticks were already stalled for it, it is skipped without concealing it
+//!   again, reclaiming that delay (so a burst loss leaves no extra delay behind).
+//! - **Shrinking.** Over each window of [`SHRINK_WINDOW`] ticks the smallest depth seen at
+//!   a tick is the delay nobody needed; if it exceeds the target, one frame is dropped.
+//!   The delay therefore follows the network (and the sender's clock, if it runs faster
+//!   or slower than ours) instead of growing without bound.
+//! - **Target depth** = `min + round(4·J / 512)` frames, clamped to `[min, max]`, where J
+//!   is the RFC 3550 §6.4.1 interarrival jitter estimate (in samples) computed from the
+//!   RTP timestamps and the arrival times.
+
+use crate::{FRAME_SAMPLES, Frame, SILENCE};
+
+/// Frames the ring holds; a power of two dividing 65,536 so sequence numbers map to slots
+/// consistently across wrap-around.
+pub const CAPACITY: usize = 16;
+/// Concealed ticks that repeat the last frame (fading) before plain silence.
+pub const FADE_FRAMES: u32 = 2;
+/// Ticks over which the minimum depth is watched before shrinking (about 1 s).
+pub const SHRINK_WINDOW: u32 = 16;
+/// Packets further behind the playout point than this are not "late" but a stray or a
+/// restarted stream.
+const MAX_MISORDER: i32 = 100;
+
+const _: () = assert!(CAPACITY.is_power_of_two() && 65_536 % CAPACITY == 0);
+
+/// Depth bounds, in frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JitterConfig {
+    /// Smallest target depth (at least 1).
+    pub min_depth: usize,
+    /// Largest depth, including delay added by stalls (at most `CAPACITY - 1`).
+    pub max_depth: usize,
+}
+
+impl Default for JitterConfig {
+    /// 1 to 8 frames: 64 ms to 512 ms.
+    fn default() -> Self {
+        JitterConfig {
+            min_depth: 1,
+            max_depth: 8,
+        }
+    }
+}
+
+/// What [`JitterBuffer::put`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Buffered for playout.
+    Accepted,
+    /// Already buffered or played; dropped.
+    Duplicate,
+    /// Its playout time has passed; dropped.
+    Late,
+    /// Far outside the window (a stray, or the first packet of a restarted stream);
+    /// dropped. A second one following it in sequence restarts the buffer.
+    Discarded,
+    /// Confirmed a restarted stream: the buffer was emptied and starts again from this one.
+    Resynced,
+}
+
+/// What [`JitterBuffer::get`] produced for a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Playout {
+    /// A received frame, in order.
+    Received,
+    /// A concealment: the last frame repeated with a fade.
+    Concealed,
+    /// Silence: nothing received yet, buffering, or concealment faded out.
+    Silence,
+}
+
+/// Counters and current state, for `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    /// Packets buffered (not counting duplicates, late or discarded ones).
+    pub received: u64,
+    /// Ticks that played a received frame.
+    pub played: u64,
+    /// Frames missing at their playout time (lost, or later counted late).
+    pub lost: u64,
+    /// Packets dropped because their playout time had passed.
+    pub late: u64,
+    /// Packets dropped because they were already buffered or played.
+    pub duplicate: u64,
+    /// Packets dropped as far outside the window.
+    pub discarded: u64,
+    /// Ticks during playout filled by concealment or silence instead of a received frame.
+    pub concealed: u64,
+    /// Ticks that stalled playout to let a late frame arrive (each adds a frame of delay).
+    pub stalls: u64,
+    /// Received frames dropped to shrink the delay.
+    pub dropped: u64,
+    /// Restarts on a new sequence-number range.
+    pub resyncs: u64,
+    /// Frames buffered now, from the playout point to the newest frame.
+    pub depth: usize,
+    /// Current target depth, in frames.
+    pub target: usize,
+    /// RFC 3550 interarrival jitter estimate, in samples (8 kHz).
+    pub jitter: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing received yet.
+    Idle,
+    /// Holding frames until they span the target depth.
+    Buffering,
+    /// Playing out one frame per tick.
+    Playing,
+}
+
+/// A fixed-capacity jitter buffer; see the module documentation.
+///
+/// About 17 KB: create it (e.g. in a `Box`) when a call's media starts.
+#[derive(Debug, Clone)]
+pub struct JitterBuffer {
+    config: JitterConfig,
+    frames: [Frame; CAPACITY],
+    slots: [Option<u16>; CAPACITY],
+    state: State,
+    /// Sequence number to play at the next tick.
+    next: u16,
+    /// Newest sequence number buffered or played.
+    newest: u16,
+    /// The last frame played, source of concealment.
+    last: Frame,
+    has_last: bool,
+    /// Consecutive concealed ticks.
+    conceal_run: u32,
+    /// Bit i: whether `next - 1 - i` was played from a received frame.
+    played_mask: u64,
+    /// Frames of delay added by stalls and not yet reclaimed.
+    extra: usize,
+    window_min: usize,
+    window_len: u32,
+    /// RFC 3550 jitter, scaled by 16.
+    jitter_x16: u32,
+    prev_transit: Option<i32>,
+    /// A far-off sequence number waiting for confirmation by its successor.
+    probe: Option<u16>,
+    target: usize,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    /// An empty buffer. Bounds are clamped to `1 <= min <= max <= CAPACITY - 1`.
+    pub fn new(config: JitterConfig) -> JitterBuffer {
+        let max_depth = config.max_depth.clamp(1, CAPACITY - 1);
+        let min_depth = config.min_depth.clamp(1, max_depth);
+        JitterBuffer {
+            config: JitterConfig {
+                min_depth,
+                max_depth,
+            },
+            frames: [SILENCE; CAPACITY],
+            slots: [None; CAPACITY],
+            state: State::Idle,
+            next: 0,
+            newest: 0,
+            last: SILENCE,
+            has_last: false,
+            conceal_run: 0,
+            played_mask: 0,
+            extra: 0,
+            window_min: usize::MAX,
+            window_len: 0,
+            jitter_x16: 0,
+            prev_transit: None,
+            probe: None,
+            target: min_depth,
+            stats: JitterStats::default(),
+        }
+    }
+
+    /// The bounds in use (after clamping).
+    pub fn config(&self) -> JitterConfig {
+        self.config
+    }
+
+    /// Offers a received frame. `arrival` is the arrival time in 8 kHz ticks (samples) from
+    /// any fixed origin, wrapping like an RTP timestamp; it only feeds the jitter estimate.
+    pub fn put(&mut self, seq: u16, timestamp: u32, arrival: u32, frame: &Frame) -> PutOutcome {
+        let outcome = self.classify_and_store(seq, frame);
+        match outcome {
+            PutOutcome::Accepted | PutOutcome::Resynced => {
+                self.stats.received += 1;
+                self.update_jitter(timestamp, arrival);
+            }
+            PutOutcome::Late => {
+                self.stats.late += 1;
+                self.update_jitter(timestamp, arrival);
+            }
+            PutOutcome::Duplicate => self.stats.duplicate += 1,
+            PutOutcome::Discarded => self.stats.discarded += 1,
+        }
+        outcome
+    }
+
+    /// Produces the frame for one playback tick into `out`.
+    pub fn get(&mut self, out: &mut Frame) -> Playout {
+        match self.state {
+            State::Idle => {
+                *out = SILENCE;
+                Playout::Silence
+            }
+            State::Buffering if self.depth() < self.target => {
+                *out = SILENCE;
+                Playout::Silence
+            }
+            State::Buffering | State::Playing => {
+                self.state = State::Playing;
+                self.play(out)
+            }
+        }
+    }
+
+    /// Counters and current depth, target and jitter.
+    pub fn stats(&self) -> JitterStats {
+        JitterStats {
+            depth: self.depth(),
+            target: self.target,
+            jitter: self.jitter_x16 >> 4,
+            ..self.stats
+        }
+    }
+
+    /// Frames from the playout point to the newest frame received.
+    fn depth(&self) -> usize {
+        if self.state == State::Idle {
+            return 0;
+        }
+        let span = self.newest.wrapping_sub(self.next) as i16;
+        if span < 0 { 0 } else { span as usize + 1 }
+    }
+
+    fn slot(seq: u16) -> usize {
+        usize::from(seq) % CAPACITY
+    }
+
+    fn is_buffered(&self, seq: u16) -> bool {
+        self.slots[Self::slot(seq)] == Some(seq)
+    }
+
+    fn store(&mut self, seq: u16, frame: &Frame) {
+        let slot = Self::slot(seq);
+        self.frames[slot] = *frame;
+        self.slots[slot] = Some(seq);
+        if seq.wrapping_sub(self.newest) as i16 > 0 {
+            self.newest = seq;
+        }
+    }
+
+    fn classify_and_store(&mut self, seq: u16, frame: &Frame) -> PutOutcome {
+        if self.state == State::Idle {
+            self.restart(seq);
+            self.store(seq, frame);
+            return PutOutcome::Accepted;
+        }
+        let ahead = i32::from(seq.wrapping_sub(self.next) as i16);
+        if ahead < 0 {
+            let behind_newest = usize::from(self.newest.wrapping_sub(seq));
+            if self.state == State::Buffering && behind_newest < CAPACITY {
+                // Playout has not begun: start from this older frame instead.
+                self.next = seq;
+                self.store(seq, frame);
+                return PutOutcome::Accepted;
+            }
+            if -ahead <= MAX_MISORDER {
+                let age = (-ahead - 1) as u32;
+                let played = age < 64 && self.played_mask & (1 << age) != 0;
+                return if played {
+                    PutOutcome::Duplicate
+                } else {
+                    PutOutcome::Late
+                };
+            }
+            return self.probe_or_resync(seq, frame);
+        }
+        if (ahead as usize) < CAPACITY {
+            if self.is_buffered(seq) {
+                return PutOutcome::Duplicate;
+            }
+            self.probe = None;
+            self.store(seq, frame);
+            return PutOutcome::Accepted;
+        }
+        self.probe_or_resync(seq, frame)
+    }
+
+    fn probe_or_resync(&mut self, seq: u16, frame: &Frame) -> PutOutcome {
+        if self.probe == Some(seq.wrapping_sub(1)) {
+            self.restart(seq);
+            self.store(seq, frame);
+            self.stats.resyncs += 1;
+            PutOutcome::Resynced
+        } else {
+            self.probe = Some(seq);
+            PutOutcome::Discarded
+        }
+    }
+
+    /// Empties the ring and waits for `seq` and its successors to span the target.
+    fn restart(&mut self, seq: u16) {
+        self.slots = [None; CAPACITY];
+        self.state = State::Buffering;
+        self.next = seq;
+        self.newest = seq;
+        self.played_mask = 0;
+        self.extra = 0;
+        self.window_min = usize::MAX;
+        self.window_len = 0;
+        self.probe = None;
+        self.prev_transit = None;
+    }
+
+    fn update_jitter(&mut self, timestamp: u32, arrival: u32) {
+        let transit = arrival.wrapping_sub(timestamp) as i32;
+        if let Some(previous) = self.prev_transit {
+            let d = transit.wrapping_sub(previous).unsigned_abs();
+            // RFC 3550 A.8: J += (|D| - J) / 16, kept scaled by 16.
+            let j = self.jitter_x16;
+            self.jitter_x16 = j.saturating_add(d).saturating_sub((j + 8) >> 4);
+        }
+        self.prev_transit = Some(transit);
+        let jitter = (self.jitter_x16 >> 4) as usize;
+        let extra = (4 * jitter + FRAME_SAMPLES / 2) / FRAME_SAMPLES;
+        self.target = (self.config.min_depth + extra).min(self.config.max_depth);
+    }
+
+    /// Moves the playout point past `next`; `played` says whether it was a received frame.
+    fn advance(&mut self, played: bool) {
+        self.slots[Self::slot(self.next)] = None;
+        self.played_mask = (self.played_mask << 1) | u64::from(played);
+        self.next = self.next.wrapping_add(1);
+    }
+
+    fn play(&mut self, out: &mut Frame) -> Playout {
+        let depth = self.depth();
+        self.window_min = self.window_min.min(depth);
+        self.window_len += 1;
+        if self.window_len >= SHRINK_WINDOW {
+            if self.window_min > self.target {
+                self.shrink();
+            }
+            self.window_min = usize::MAX;
+            self.window_len = 0;
+        }
+
+        let mut skipped = false;
+        loop {
+            if self.is_buffered(self.next) {
+                let slot = Self::slot(self.next);
+                *out = self.frames[slot];
+                self.last = *out;
+                self.has_last = true;
+                self.conceal_run = 0;
+                self.stats.played += 1;
+                self.advance(true);
+                return Playout::Received;
+            }
+            let depth = self.depth();
+            if !skipped && depth <= self.target && self.target + self.extra < self.config.max_depth
+            {
+                // Within the delay we expect to need, the frame may just be late (or
+                // overtaken): wait one tick for it, adding a frame of delay.
+                self.stats.stalls += 1;
+                self.extra += 1;
+                return self.conceal(out);
+            }
+            self.stats.lost += 1;
+            self.advance(false);
+            if self.extra > 0 {
+                // We already spent a stalled tick on this frame: skip it without
+                // concealing again, and try the next one in this tick.
+                self.extra -= 1;
+                skipped = true;
+                continue;
+            }
+            return self.conceal(out);
+        }
+    }
+
+    /// Drops the oldest buffered position to cut one frame of delay.
+    fn shrink(&mut self) {
+        if self.is_buffered(self.next) {
+            self.stats.dropped += 1;
+            self.advance(true);
+        } else {
+            self.stats.lost += 1;
+            self.advance(false);
+        }
+        self.extra = self.extra.saturating_sub(1);
+    }
+
+    fn conceal(&mut self, out: &mut Frame) -> Playout {
+        self.stats.concealed += 1;
+        let run = self.conceal_run;
+        self.conceal_run = run.saturating_add(1);
+        if !self.has_last || run >= FADE_FRAMES {
+            *out = SILENCE;
+            return Playout::Silence;
+        }
+        // Gain falls linearly from 1 to 0 across FADE_FRAMES frames.
+        let total = (FADE_FRAMES as usize * FRAME_SAMPLES) as i32;
+        let offset = run as usize * FRAME_SAMPLES;
+        for (i, (o, &s)) in out.iter_mut().zip(self.last.iter()).enumerate() {
+            let gain = total - (offset + i) as i32;
+            *o = (i32::from(s) * gain / total) as i16;
+        }
+        Playout::Concealed
+    }
+}
+
+/// Scripted packet-event tests.
+///
+/// A script is a list of steps separated by `;` or newlines (`#` starts a comment):
+///
+/// | step | meaning |
+/// | --- | --- |
+/// | `config min=A max=B` | a fresh buffer with these bounds (first step only) |
+/// | `put S [@MS]` | packet S arrives (now, or at MS ms); must be accepted |
+/// | `dup S` / `late S` / `stray S` / `resync S` | packet S arrives; must be a duplicate / late / discarded / a resync |
+/// | `lost S` | packet S is lost in the network: the script must never send it |
+/// | `get =S` / `get ~` / `get .` / `get` | a playback tick; must play frame S / conceal / be silent / anything. The clock moves 64 ms after each tick |
+/// | `at MS` / `wait MS` | set / advance the clock |
+/// | `stream A..B [delay=D1,D2,..]` | packets A..=B sent every 64 ms from now, packet i delayed by `D[i mod n]` ms, with a tick 32 ms after each send; outcomes unchecked |
+/// | `expect k=V k>V k<V ..` | check statistics: received played lost late duplicate discarded concealed stalls dropped resyncs depth target jitter |
+///
+/// Packet S carries a frame whose every sample is `S % 30000 + 1`, and RTP timestamp
+/// `512 × S` (sequence numbers unwrapped across 65535 → 0).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(seq: u16) -> i16 {
+        (seq % 30_000) as i16 + 1
+    }
+
+    fn frame_of(seq: u16) -> Frame {
+        [marker(seq); FRAME_SAMPLES]
+    }
+
+    struct Runner {
+        jb: JitterBuffer,
+        clock_ms: u64,
+        /// Unwrapped sequence number of the last packet sent.
+        unwrapped: Option<i64>,
+        sent: Vec<u16>,
+        lost: Vec<u16>,
+        /// Marker of the last frame played, to check concealment against.
+        last_marker: Option<i16>,
+    }
+
+    impl Runner {
+        fn new(config: JitterConfig) -> Runner {
+            Runner {
+                jb: JitterBuffer::new(config),
+                clock_ms: 0,
+                unwrapped: None,
+                sent: Vec::new(),
+                lost: Vec::new(),
+                last_marker: None,
+            }
+        }
+
+        fn timestamp(&mut self, seq: u16) -> u32 {
+            let unwrapped = match self.unwrapped {
+                None => i64::from(seq),
+                Some(last) => last + i64::from(seq.wrapping_sub(last as u16) as i16),
+            };
+            self.unwrapped = Some(unwrapped);
+            (unwrapped * FRAME_SAMPLES as i64) as u32
+        }
+
+        fn send(&mut self, seq: u16, arrival_ms: u64) -> PutOutcome {
+            let ts = self.timestamp(seq);
+            self.sent.push(seq);
+            self.jb
+                .put(seq, ts, (arrival_ms * 8) as u32, &frame_of(seq))
+        }
+
+        fn tick(&mut self) -> (Playout, Frame) {
+            let mut out = [i16::MIN; FRAME_SAMPLES];
+            let playout = self.jb.get(&mut out);
+            if playout == Playout::Received {
+                self.last_marker = Some(out[0]);
+            }
+            (playout, out)
+        }
+
+        fn stream(&mut self, first: u32, last: u32, delays: &[u64]) {
+            let start = self.clock_ms;
+            let mut arrivals: Vec<(u64, u16)> = (first..=last)
+                .enumerate()
+                .map(|(i, s)| {
+                    let delay = delays[i % delays.len()];
+                    (start + 64 * i as u64 + delay, (s % 65_536) as u16)
+                })
+                .collect();
+            arrivals.sort_by_key(|&(at, _)| at);
+            let ticks = (last - first + 1) as u64;
+            let mut pending = arrivals.into_iter().peekable();
+            for j in 0..ticks {
+                let tick_at = start + 32 + 64 * j;
+                while let Some(&(at, seq)) = pending.peek() {
+                    if at > tick_at {
+                        break;
+                    }
+                    self.send(seq, at);
+                    pending.next();
+                }
+                self.tick();
+            }
+            self.clock_ms = start + 64 * ticks;
+            for (at, seq) in pending {
+                self.send(seq, at.max(self.clock_ms));
+            }
+        }
+    }
+
+    fn num<T: std::str::FromStr>(s: &str, step: &str) -> T {
+        s.parse()
+            .unwrap_or_else(|_| panic!("bad number {s:?} in step {step:?}"))
+    }
+
+    fn check_concealment(out: &Frame, last_marker: Option<i16>, step: &str) {
+        let m = i32::from(last_marker.unwrap_or_else(|| panic!("{step}: nothing played yet")));
+        assert!(out.iter().any(|&x| x != 0), "{step}: concealment is silent");
+        let mut previous = i32::MAX;
+        for &x in out.iter() {
+            let x = i32::from(x);
+            assert!(
+                x * m >= 0 && x.abs() <= m.abs(),
+                "{step}: {x} is not a faded {m}"
+            );
+            assert!(x.abs() <= previous, "{step}: not fading");
+            previous = x.abs();
+        }
+    }
+
+    fn run(script: &str) {
+        let mut runner = Runner::new(JitterConfig::default());
+        let steps = script
+            .lines()
+            .map(|line| line.split('#').next().unwrap_or(""))
+            .flat_map(|line| line.split(';'))
+            .map(str::trim)
+            .filter(|step| !step.is_empty());
+        for (index, step) in steps.enumerate() {
+            let words: Vec<&str> = step.split_whitespace().collect();
+            let seq = |i: usize| -> u16 { num(words.get(i).copied().unwrap_or(""), step) };
+            match words[0] {
+                "config" => {
+                    assert_eq!(index, 0, "config must come first");
+                    let mut config = JitterConfig::default();
+                    for kv in &words[1..] {
+                        match kv.split_once('=') {
+                            Some(("min", v)) => config.min_depth = num(v, step),
+                            Some(("max", v)) => config.max_depth = num(v, step),
+                            _ => panic!("bad config {kv:?}"),
+                        }
+                    }
+                    runner = Runner::new(config);
+                }
+                verb @ ("put" | "dup" | "late" | "stray" | "resync") => {
+                    let s = seq(1);
+                    let at = match words.get(2) {
+                        Some(at) => num(at.trim_start_matches('@'), step),
+                        None => runner.clock_ms,
+                    };
+                    let expected = match verb {
+                        "put" => PutOutcome::Accepted,
+                        "dup" => PutOutcome::Duplicate,
+                        "late" => PutOutcome::Late,
+                        "stray" => PutOutcome::Discarded,
+                        _ => PutOutcome::Resynced,
+                    };
+                    assert_eq!(runner.send(s, at), expected, "step {step:?}");
+                }
+                "lost" => runner.lost.push(seq(1)),
+                "get" => {
+                    let (playout, out) = runner.tick();
+                    runner.clock_ms += 64;
+                    match words.get(1) {
+                        None => {}
+                        Some(&".") => {
+                            assert_eq!(playout, Playout::Silence, "step {step:?}");
+                            assert_eq!(out, SILENCE, "step {step:?}");
+                        }
+                        Some(&"~") => {
+                            assert_eq!(playout, Playout::Concealed, "step {step:?}");
+                            check_concealment(&out, runner.last_marker, step);
+                        }
+                        Some(want) => {
+                            let s: u16 = num(want.trim_start_matches('='), step);
+                            assert_eq!(playout, Playout::Received, "step {step:?}");
+                            assert!(out == frame_of(s), "step {step:?}: got frame {}", out[0]);
+                        }
+                    }
+                }
+                "at" => runner.clock_ms = num(words[1], step),
+                "wait" => runner.clock_ms += num::<u64>(words[1], step),
+                "stream" => {
+                    let (a, b) = words[1].split_once("..").expect("stream A..B");
+                    let delays: Vec<u64> = match words.get(2) {
+                        Some(d) => d
+                            .trim_start_matches("delay=")
+                            .split(',')
+                            .map(|v| num(v, step))
+                            .collect(),
+                        None => vec![0],
+                    };
+                    runner.stream(num(a, step), num(b, step), &delays);
+                }
+                "expect" => {
+                    let stats = runner.jb.stats();
+                    for check in &words[1..] {
+                        let (key, op, value) = ["=", "<", ">"]
+                            .iter()
+                            .find_map(|op| {
+                                check
+                                    .split_once(op)
+                                    .map(|(k, v)| (k, *op, num::<u64>(v, step)))
+                            })
+                            .unwrap_or_else(|| panic!("bad check {check:?}"));
+                        let actual = match key {
+                            "received" => stats.received,
+                            "played" => stats.played,
+                            "lost" => stats.lost,
+                            "late" => stats.late,
+                            "duplicate" => stats.duplicate,
+                            "discarded" => stats.discarded,
+                            "concealed" => stats.concealed,
+                            "stalls" => stats.stalls,
+                            "dropped" => stats.dropped,
+                            "resyncs" => stats.resyncs,
+                            "depth" => stats.depth as u64,
+                            "target" => stats.target as u64,
+                            "jitter" => u64::from(stats.jitter),
+                            _ => panic!("unknown statistic {key:?}"),
+                        };
+                        let ok = match op {
+                            "=" => actual == value,
+                            "<" => actual < value,
+                            _ => actual > value,
+                        };
+                        assert!(ok, "step {step:?}: {key} is {actual}\n{stats:?}");
+                    }
+                }
+                other => panic!("unknown step {other:?}"),
+            }
+        }
+        for lost in &runner.lost {
+            assert!(
+                !runner.sent.contains(lost),
+                "packet {lost} is marked lost but was sent"
+            );
+        }
+    }
+
+    #[test]
+    fn in_order() {
+        run("put 1; get =1; put 2; get =2; put 3; get =3
+             expect received=3 played=3 lost=0 concealed=0 stalls=0 depth=0 target=1 jitter=0
+             # Nothing more: the buffer is dry, so it waits one tick for frame 4 ...
+             get ~
+             expect stalls=1 concealed=1 lost=0
+             # ... which comes in the next tick.
+             put 4; get =4
+             expect received=4 played=4 lost=0");
+    }
+
+    #[test]
+    fn reorder_duplicate_and_late_from_the_issue() {
+        // Arrivals at 0 ms with timestamps 512, 1536, 1024: |D| = 1024 then 512, so
+        // J = 1024/16 = 64, then 64 + (512 - 64)/16 = 92 (RFC 3550 integer form). Packet 0
+        // arrives at 192 ms (1536 samples) with timestamp 0: |D| = 2560, J = 246, and the
+        // target becomes 1 + round(4 × 246 / 512) = 3.
+        run(
+            "put 1; put 3; put 2; get =1; get =2; get =3; lost 4; dup 3; late 0
+             expect received=3 played=3 duplicate=1 late=1 lost=0 concealed=0 jitter=246 target=3",
+        );
+    }
+
+    #[test]
+    fn reordered_start() {
+        run("put 5; put 4; get =4; get =5
+             expect received=2 played=2 lost=0 late=0");
+    }
+
+    #[test]
+    fn single_loss_is_concealed_with_a_fade() {
+        run("put 1; get =1; lost 2; put 3; get ~; get =3
+             expect received=2 played=2 lost=1 concealed=1 stalls=0 late=0");
+    }
+
+    #[test]
+    fn duplicates_buffered_and_played() {
+        run("put 1; dup 1; get =1; dup 1; put 2; dup 2; get =2; dup 1
+             expect received=2 duplicate=4 late=0 lost=0");
+    }
+
+    #[test]
+    fn late_packets_are_dropped() {
+        run("put 1; get =1; put 3; get ~; late 2; get =3; late 2
+             expect received=2 late=2 lost=1 concealed=1 played=2");
+    }
+
+    #[test]
+    fn sequence_wrap_around() {
+        // In-order transit is constant; 2 and 1 arrive at 192 ms, |D| = 512 twice:
+        // J = 32 then 62. 65533 arrives at 320 ms, 6 frames late: |D| = 3072, J = 250.
+        run("put 65534; get =65534; put 65535; get =65535; put 0; get =0
+             put 2; put 1; get =1; get =2
+             dup 0; late 65533
+             expect received=5 played=5 duplicate=1 late=1 lost=0 concealed=0 jitter=250");
+    }
+
+    #[test]
+    fn burst_loss_leaves_no_extra_delay() {
+        // The buffer runs dry at 11: four stalled ticks (two fading repeats of 10, then
+        // silence). When 15 arrives, 11..14 are given up without concealing them again.
+        run("put 10; get =10
+             lost 11; lost 12; lost 13; lost 14
+             get ~; get ~; get .; get .
+             put 15; get =15; put 16; get =16
+             expect lost=4 concealed=4 stalls=4 played=3 depth=0
+             # One frame per tick again: no delay left over.
+             get ~
+             expect depth=0 stalls=5");
+    }
+
+    #[test]
+    fn stalls_are_bounded_by_the_maximum_depth() {
+        // With max 2 the buffer may add one frame of delay: the second missing tick gives
+        // up frame 2 (already stalled for) and frame 3 (lost, concealed).
+        run("config min=1 max=2
+             put 1; get =1
+             lost 3
+             get ~; get ~; get .
+             late 2; put 4; get =4
+             expect stalls=2 lost=2 late=1 concealed=3 played=2");
+    }
+
+    #[test]
+    fn buffering_to_the_minimum_depth() {
+        run("config min=2 max=4
+             put 1; get .; put 2; get =1; put 3; get =2; put 4; get =3
+             expect played=3 concealed=0 target=2 depth=1");
+    }
+
+    #[test]
+    fn restarted_stream_resyncs_after_confirmation() {
+        run("put 1; get =1; stray 30000; put 2; get =2
+             stray 40000; resync 40001; get =40001; put 40002; get =40002
+             expect resyncs=1 discarded=2 received=4 played=4 late=0");
+    }
+
+    #[test]
+    fn depth_grows_under_jitter_and_shrinks_after() {
+        // Every 4th packet is 150 ms late, overtaken by the next. Packet 3: the buffer
+        // (target 1) stalls once, then gives 3 up when 4 is there (lost, then late). J jumps
+        // to 75 samples, target 2. Packet 7: stalled for at ticks 7 and 8 (depth ≤ target),
+        // played at tick 9. From then on each frame plays two ticks after it is sent and
+        // every late packet makes it in time: 3 frames buffered at each tick, 2 after it.
+        run("stream 0..199 delay=0,0,0,150
+             expect stalls=3 lost=1 late=1 dropped=0 depth=2 target>2 jitter>400");
+        // The network calms down: J decays by 1/16 per packet, the target falls back to 1,
+        // and the buffer drops one frame per window (16 ticks) until one frame of delay is
+        // left: the two frames added by stalls are dropped.
+        run("stream 0..199 delay=0,0,0,150
+             stream 200..399
+             expect stalls=3 lost=1 late=1 dropped=2 depth=0 target=1 jitter<10");
+    }
+
+    #[test]
+    fn delay_does_not_grow_over_a_long_jittery_call() {
+        // 2,000 frames (over 2 minutes), each delayed by 20 to 50 ms (30 ms of jitter,
+        // seeded LCG), with the playback tick 32 ms after each send: about a third of the
+        // packets arrive after "their" tick. The buffer grows once or twice, then holds:
+        // bounded depth, and late packets only while it adapts.
+        let mut state = 12_345u32;
+        let delays: Vec<String> = (0..97)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (20 + (state >> 16) % 31).to_string()
+            })
+            .collect();
+        run(&format!(
+            "stream 0..1999 delay={}
+             expect depth<3 stalls<5 late<3 lost<3 played>1990",
+            delays.join(",")
+        ));
+    }
+
+    #[test]
+    fn faster_sender_is_followed_by_dropping() {
+        // Packets every 64 ms but two arriving in one tick every 16 ticks (a sender whose
+        // clock runs 1/16 fast): the buffer drops frames instead of growing.
+        let mut script = String::new();
+        for k in 0..40u32 {
+            for j in 0..16u32 {
+                let seq = k * 17 + j;
+                script.push_str(&format!("put {seq}; "));
+                if j == 15 {
+                    script.push_str(&format!("put {}; ", seq + 1));
+                }
+                script.push_str("get; ");
+            }
+        }
+        script.push_str("expect depth<3 dropped>37 lost=0 late=0");
+        run(&script);
+    }
+}

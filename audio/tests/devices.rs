@@ -1,0 +1,290 @@
+//! The file, tone and null devices on their real threads, with real WAV files.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use parlo_audio::{Audio, DeviceSpec, Error, FRAME_SAMPLES, Frame, SILENCE, Wake};
+
+/// A directory of its own under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("parlo-audio-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A wake function the test thread can wait on, counting calls.
+#[derive(Clone)]
+struct Waiter(Arc<(Mutex<usize>, Condvar)>);
+
+impl Waiter {
+    fn new() -> Waiter {
+        Waiter(Arc::new((Mutex::new(0), Condvar::new())))
+    }
+    fn wake_fn(&self) -> Wake {
+        let inner = Arc::clone(&self.0);
+        Arc::new(move || {
+            let (count, cv) = &*inner;
+            *count.lock().expect("waiter lock") += 1;
+            cv.notify_all();
+        })
+    }
+    fn count(&self) -> usize {
+        *self.0.0.lock().expect("waiter lock")
+    }
+    /// Waits until at least `n` wakes happened, or `timeout`.
+    fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        let (count, cv) = &*self.0;
+        let guard = count.lock().expect("waiter lock");
+        let (guard, _) = cv
+            .wait_timeout_while(guard, timeout, |c| *c < n)
+            .expect("waiter lock");
+        *guard >= n
+    }
+}
+
+fn write_wav(path: &PathBuf, spec: hound::WavSpec, samples: &[i16]) {
+    let mut writer = hound::WavWriter::create(path, spec).expect("create wav");
+    for &s in samples {
+        writer.write_sample(s).expect("write sample");
+    }
+    writer.finalize().expect("finalize wav");
+}
+
+fn read_wav(path: &PathBuf) -> (hound::WavSpec, Vec<i16>) {
+    let mut reader = hound::WavReader::open(path).expect("open wav");
+    let samples = reader
+        .samples::<i16>()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read samples");
+    (reader.spec(), samples)
+}
+
+fn spec(s: &str) -> DeviceSpec {
+    DeviceSpec::parse(s).expect("valid spec")
+}
+
+/// A recognisable non-periodic signal: no two consecutive windows look alike.
+fn test_signal(len: usize) -> Vec<i16> {
+    (0..len)
+        .map(|i| ((i * 7919 + i * i * 13) % 60_000) as i32 - 30_000)
+        .map(|v| v as i16)
+        .collect()
+}
+
+#[test]
+fn file_device_plays_input_in_real_time_and_records_what_is_played() {
+    let dir = TempDir::new("file");
+    let input = dir.path("in.wav");
+    let output = dir.path("out.wav");
+    // 5 whole frames and a partial one.
+    let signal = test_signal(5 * FRAME_SAMPLES + 100);
+    write_wav(&input, parlo_audio::device::wav_spec(), &signal);
+
+    let waiter = Waiter::new();
+    let started = Instant::now();
+    let mut audio = Audio::start(
+        &spec(&format!("file:{},{}", input.display(), output.display())),
+        waiter.wake_fn(),
+    )
+    .expect("start file device");
+
+    // Echo every captured frame back to playback, as a loopback call would.
+    let mut captured: Vec<i16> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Until the input has ended and its 6 frames (the last one partial) were played back.
+    while !(audio.input_ended() && captured.len() >= 7 * FRAME_SAMPLES && audio.stats().played >= 6)
+    {
+        assert!(Instant::now() < deadline, "file device stalled");
+        waiter.wait_for(waiter.count() + 1, Duration::from_millis(200));
+        while let Some(frame) = audio.pop_captured() {
+            assert!(audio.push_playback(&frame));
+            captured.extend_from_slice(&frame);
+        }
+    }
+    let elapsed = started.elapsed();
+    let stats = audio.stats();
+    audio.stop().expect("stop file device");
+
+    // Captured: the file, its last frame padded with silence, then silence.
+    assert_eq!(&captured[..signal.len()], &signal[..]);
+    assert!(captured[signal.len()..].iter().all(|&s| s == 0));
+    // Real-time pacing: 7 frames are not captured before 6 × 64 ms.
+    assert!(
+        elapsed >= Duration::from_millis(6 * 64),
+        "7 frames in {elapsed:?}: not paced"
+    );
+    assert_eq!(stats.capture_overruns, 0);
+
+    // OUT holds what was played: silence while the first echo was on its way, then the
+    // input sample for sample.
+    let (out_spec, played) = read_wav(&output);
+    assert_eq!(out_spec, parlo_audio::device::wav_spec());
+    let start = played
+        .windows(signal.len())
+        .position(|w| w == &signal[..])
+        .expect("the input appears intact in OUT");
+    assert!(played[..start].iter().all(|&s| s == 0));
+    assert_eq!(start % FRAME_SAMPLES, 0, "played on frame boundaries");
+    assert!(
+        start <= 2 * FRAME_SAMPLES,
+        "initial latency {start} samples"
+    );
+}
+
+#[test]
+fn file_device_refuses_wrong_formats_and_missing_files() {
+    let dir = TempDir::new("formats");
+    let stereo = dir.path("stereo.wav");
+    write_wav(
+        &stereo,
+        hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        },
+        &[0; 64],
+    );
+    let wake: Wake = Arc::new(|| {});
+    match Audio::start(&spec(&format!("file:{}", stereo.display())), wake.clone()) {
+        Err(e @ Error::WavFormat { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("44100 Hz, 2 channel(s), 16-bit PCM"),
+                "{message}"
+            );
+            assert!(message.contains("needs 8000 Hz mono 16-bit"), "{message}");
+        }
+        other => panic!("expected a format error, got {other:?}"),
+    }
+    let missing = dir.path("missing.wav");
+    match Audio::start(&spec(&format!("file:{}", missing.display())), wake.clone()) {
+        Err(e @ Error::Wav { action: "open", .. }) => {
+            assert!(e.to_string().contains("missing.wav"), "{e}");
+        }
+        other => panic!("expected an open error, got {other:?}"),
+    }
+    // An OUT that cannot be created is refused before anything runs.
+    let good = dir.path("good.wav");
+    write_wav(&good, parlo_audio::device::wav_spec(), &[1, 2, 3]);
+    let bad_out = dir.path("no/such/dir/out.wav");
+    match Audio::start(
+        &spec(&format!("file:{},{}", good.display(), bad_out.display())),
+        wake.clone(),
+    ) {
+        Err(Error::Wav {
+            action: "create", ..
+        }) => {}
+        other => panic!("expected a create error, got {other:?}"),
+    }
+    // Nothing is left holding the wake function: no thread was left running.
+    assert_eq!(Arc::strong_count(&wake), 1);
+}
+
+#[test]
+fn tone_device_captures_a_sine_at_the_requested_frequency() {
+    let waiter = Waiter::new();
+    let mut audio = Audio::start(&spec("tone:1000"), waiter.wake_fn()).expect("start tone");
+    let mut samples = Vec::new();
+    while samples.len() < 4 * FRAME_SAMPLES {
+        assert!(waiter.wait_for(waiter.count() + 1, Duration::from_secs(2)));
+        while let Some(frame) = audio.pop_captured() {
+            samples.extend_from_slice(&frame);
+        }
+    }
+    audio.stop().expect("stop tone");
+    // 1000 Hz at 8 kHz: 2 zero crossings (sign changes) per 8 samples.
+    let crossings = samples
+        .windows(2)
+        .filter(|w| (w[0] >= 0) != (w[1] >= 0))
+        .count();
+    let expected = samples.len() / 4;
+    assert!(
+        crossings.abs_diff(expected) <= 2,
+        "{crossings} crossings, expected about {expected}"
+    );
+    assert_eq!(samples.iter().map(|s| s.unsigned_abs()).max(), Some(16_000));
+}
+
+#[test]
+fn null_device_is_paced_without_drift_and_stops_cleanly() {
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&wakes);
+    let wake: Wake = Arc::new(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let started = Instant::now();
+    let mut audio = Audio::start(&spec("null"), Arc::clone(&wake)).expect("start null");
+    let mut frames = 0u64;
+    let run = Duration::from_millis(20 * 64 + 32);
+    while started.elapsed() < run {
+        std::thread::sleep(Duration::from_millis(20));
+        while let Some(frame) = audio.pop_captured() {
+            assert_eq!(frame, SILENCE);
+            frames += 1;
+        }
+    }
+    let stats = audio.stats();
+    audio.stop().expect("stop null");
+    // Ticks at 0, 64, ..., 20 × 64 ms: 21 frames by 1312 ms. Absolute deadlines keep the
+    // count exact; a thread descheduled at the wrong moment can be one or two behind.
+    assert!(
+        (19..=22).contains(&stats.captured),
+        "{} frames in {run:?}",
+        stats.captured
+    );
+    assert!(frames <= stats.captured);
+    // Nothing queued for playback: every tick was an underrun, played as silence.
+    assert_eq!(stats.playback_underruns, stats.captured);
+    // The device thread is gone: nothing but this test holds the wake function.
+    assert_eq!(Arc::strong_count(&wake), 1);
+}
+
+#[test]
+fn dropping_a_running_device_stops_it_and_finalizes_out() {
+    let dir = TempDir::new("drop");
+    let input = dir.path("in.wav");
+    let output = dir.path("out.wav");
+    write_wav(
+        &input,
+        parlo_audio::device::wav_spec(),
+        &test_signal(10 * FRAME_SAMPLES),
+    );
+    let wake: Wake = Arc::new(|| {});
+    let audio = Audio::start(
+        &spec(&format!("file:{},{}", input.display(), output.display())),
+        Arc::clone(&wake),
+    )
+    .expect("start file device");
+    std::thread::sleep(Duration::from_millis(150));
+    drop(audio);
+    assert_eq!(Arc::strong_count(&wake), 1, "device thread left behind");
+    // OUT is a valid, finalized WAV of whole frames (nothing was queued: silence).
+    let (_, played) = read_wav(&output);
+    assert!(!played.is_empty());
+    assert_eq!(played.len() % FRAME_SAMPLES, 0);
+    assert!(played.iter().all(|&s| s == 0));
+}
+
+#[test]
+fn frames_are_512_samples_of_64_ms() {
+    let frame: Frame = SILENCE;
+    assert_eq!(frame.len(), 512);
+    assert_eq!(parlo_audio::FRAME_DURATION, Duration::from_millis(64));
+}
