@@ -729,3 +729,593 @@ impl<'a> Datagram<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::CallId;
+    use std::vec::Vec;
+
+    /// A frame whose samples are all different, extremes included.
+    fn ramp() -> Frame {
+        let mut frame = [0i16; FRAME_SAMPLES];
+        for (index, sample) in frame.iter_mut().enumerate() {
+            *sample = (index as i16).wrapping_mul(127).wrapping_sub(300);
+        }
+        frame[0] = 0;
+        frame[1] = 1;
+        frame[2] = -1;
+        frame[3] = 0x1234;
+        frame[4] = i16::MIN;
+        frame[5] = i16::MAX;
+        frame
+    }
+
+    fn l16_header() -> RtpHeader {
+        RtpHeader {
+            payload_type: PayloadType::L16,
+            marker: true,
+            sequence: 0x1234,
+            timestamp: 0x0000_0200,
+            ssrc: 0xdead_beef,
+        }
+    }
+
+    fn l16_packet() -> Vec<u8> {
+        let mut buf = [0u8; MAX_RTP_LEN];
+        let len = l16_header()
+            .emit_l16(&ramp(), &mut buf)
+            .expect("buffer is large enough");
+        buf[..len].to_vec()
+    }
+
+    /// An RTP packet built by hand: `first` byte, then PT `payload_type`, sequence 7,
+    /// timestamp 0x01020304, SSRC 0x0a0b0c0d, then `rest`.
+    fn raw_rtp(first: u8, payload_type: u8, rest: &[u8]) -> Vec<u8> {
+        let mut packet = vec![
+            first,
+            payload_type,
+            0,
+            7,
+            1,
+            2,
+            3,
+            4,
+            0x0a,
+            0x0b,
+            0x0c,
+            0x0d,
+        ];
+        packet.extend_from_slice(rest);
+        packet
+    }
+
+    // --- RTP: exact bytes --------------------------------------------------------------
+
+    #[test]
+    fn an_l16_packet_has_fixed_bytes() {
+        let packet = l16_packet();
+        assert_eq!(packet.len(), 1036);
+        assert_eq!(
+            packet[..24],
+            [
+                0x80, 0xe0, 0x12, 0x34, // V=2, M=1, PT=96, sequence
+                0x00, 0x00, 0x02, 0x00, // timestamp
+                0xde, 0xad, 0xbe, 0xef, // SSRC
+                0x00, 0x00, 0x00, 0x01, 0xff, 0xff, 0x12, 0x34, 0x80, 0x00, 0x7f, 0xff,
+            ]
+        );
+        let repr = RtpRepr::parse(&packet).expect("valid");
+        assert_eq!(repr.header, l16_header());
+        let mut frame = [0; FRAME_SAMPLES];
+        repr.read_l16(&mut frame).expect("L16");
+        assert_eq!(frame, ramp());
+    }
+
+    #[test]
+    fn a_pcmu_packet_parses_and_emits_the_same_bytes() {
+        let payload: Vec<u8> = (0..PCMU_PAYLOAD_LEN).map(|index| index as u8).collect();
+        let packet = raw_rtp(0x80, 0x00, &payload);
+        let repr = RtpRepr::parse(&packet).expect("valid");
+        assert_eq!(
+            repr.header,
+            RtpHeader {
+                payload_type: PayloadType::Pcmu,
+                marker: false,
+                sequence: 7,
+                timestamp: 0x0102_0304,
+                ssrc: 0x0a0b_0c0d,
+            }
+        );
+        assert_eq!(repr.payload, &payload[..]);
+        let mut buf = [0u8; MAX_RTP_LEN];
+        let len = repr.emit(&mut buf).expect("large enough");
+        assert_eq!(len, 524);
+        assert_eq!(buf[..len], packet[..]);
+        let mut frame = [0; FRAME_SAMPLES];
+        assert_eq!(
+            repr.read_l16(&mut frame),
+            Err(Error::PayloadTypeMismatch {
+                expected: PayloadType::L16,
+                found: PayloadType::Pcmu
+            })
+        );
+    }
+
+    #[test]
+    fn csrcs_extension_and_padding_are_skipped() {
+        let mut rest = Vec::new();
+        rest.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]); // two CSRCs
+        rest.extend_from_slice(&[0xbe, 0xde, 0, 1, 9, 9, 9, 9]); // extension, one word
+        let payload = [0x55u8; PCMU_PAYLOAD_LEN];
+        rest.extend_from_slice(&payload);
+        rest.extend_from_slice(&[0, 0, 0, 4]); // padding of 4, count included
+        let packet = raw_rtp(0x80 | 0x20 | 0x10 | 2, 0x80, &rest); // P, X, CC=2; M set, PT 0
+        let view = RtpPacket::new_checked(&packet[..]).expect("well-formed");
+        assert_eq!(view.csrc_count(), 2);
+        assert_eq!(view.csrc(0), Some(1));
+        assert_eq!(view.csrc(1), Some(2));
+        assert_eq!(view.csrc(2), None);
+        assert_eq!(view.extension_profile(), Some(0xbede));
+        assert_eq!(view.extension_data(), Some(&[9u8, 9, 9, 9][..]));
+        assert_eq!(view.header_len(), 12 + 8 + 8);
+        assert_eq!(view.padding_len(), 4);
+        assert_eq!(view.payload(), &payload[..]);
+        let repr = RtpRepr::parse(&packet).expect("valid");
+        assert!(repr.header.marker);
+        assert_eq!(repr.header.payload_type, PayloadType::Pcmu);
+        assert_eq!(repr.payload, &payload[..]);
+        // Emitting writes the minimal header.
+        let mut buf = [0u8; MAX_RTP_LEN];
+        let len = repr.emit(&mut buf).expect("large enough");
+        assert_eq!(len, RTP_HEADER_LEN + PCMU_PAYLOAD_LEN);
+        assert_eq!(buf[0], 0x80);
+        assert_eq!(RtpRepr::parse(&buf[..len]), Ok(repr));
+    }
+
+    // --- RTP: errors -------------------------------------------------------------------
+
+    #[test]
+    fn malformed_rtp_is_refused_with_the_reason() {
+        let pcmu = [0u8; PCMU_PAYLOAD_LEN];
+        let cases: Vec<(Vec<u8>, Error)> = vec![
+            (
+                vec![0x80; 11],
+                Error::RtpTruncated {
+                    needed: 12,
+                    len: 11,
+                },
+            ),
+            (raw_rtp(0x40, 0, &pcmu), Error::RtpVersion { version: 1 }),
+            (raw_rtp(0x00, 0, &pcmu), Error::RtpVersion { version: 0 }),
+            (raw_rtp(0xc0, 0, &pcmu), Error::RtpVersion { version: 3 }),
+            // 15 CSRCs announced, 8 bytes present.
+            (
+                raw_rtp(0x8f, 0, &[0; 8]),
+                Error::RtpTruncated {
+                    needed: 72,
+                    len: 20,
+                },
+            ),
+            // Extension bit without room for its preamble.
+            (
+                raw_rtp(0x90, 0, &[0xbe, 0xde]),
+                Error::RtpTruncated {
+                    needed: 16,
+                    len: 14,
+                },
+            ),
+            // Extension announcing 0xffff words.
+            (
+                raw_rtp(0x90, 0, &[0xbe, 0xde, 0xff, 0xff, 1, 2]),
+                Error::RtpTruncated {
+                    needed: 16 + 4 * 0xffff,
+                    len: 18,
+                },
+            ),
+            // Padding count of zero, and larger than what follows the header.
+            (
+                raw_rtp(0xa0, 0, &[1, 2, 0]),
+                Error::RtpPadding {
+                    padding: 0,
+                    available: 3,
+                },
+            ),
+            (
+                raw_rtp(0xa0, 0, &[1, 2, 4]),
+                Error::RtpPadding {
+                    padding: 4,
+                    available: 3,
+                },
+            ),
+            (
+                raw_rtp(0xa0, 0, &[]),
+                Error::RtpPadding {
+                    padding: 0x0d,
+                    available: 0,
+                },
+            ),
+            (
+                raw_rtp(0x80, 8, &pcmu),
+                Error::UnknownPayloadType { payload_type: 8 },
+            ),
+            (
+                raw_rtp(0x80, 11, &[0; 1024]),
+                Error::UnknownPayloadType { payload_type: 11 },
+            ),
+            (
+                raw_rtp(0x80, 96, &[0; 1023]),
+                Error::PayloadLength {
+                    payload_type: PayloadType::L16,
+                    len: 1023,
+                },
+            ),
+            (
+                raw_rtp(0x80, 96, &[0; 1026]),
+                Error::PayloadLength {
+                    payload_type: PayloadType::L16,
+                    len: 1026,
+                },
+            ),
+            (
+                raw_rtp(0x80, 0, &[0; 513]),
+                Error::PayloadLength {
+                    payload_type: PayloadType::Pcmu,
+                    len: 513,
+                },
+            ),
+            (
+                raw_rtp(0x80, 0, &[]),
+                Error::PayloadLength {
+                    payload_type: PayloadType::Pcmu,
+                    len: 0,
+                },
+            ),
+        ];
+        for (packet, error) in cases {
+            assert_eq!(RtpRepr::parse(&packet), Err(error.clone()), "{error}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_was_expected() {
+        let error = RtpRepr::parse(&raw_rtp(0x80, 96, &[0; 10])).expect_err("short payload");
+        assert_eq!(
+            error.to_string(),
+            "L16 payload of 10 bytes: expected 1024 bytes (512 samples)"
+        );
+        let error = classify(&[0x01, 0x02], None).expect_err("garbage");
+        assert!(error.to_string().contains("starting with 0x01"), "{error}");
+    }
+
+    #[test]
+    fn emit_checks_the_payload_and_the_buffer() {
+        let short = [0u8; 10];
+        let repr = RtpRepr {
+            header: l16_header(),
+            payload: &short,
+        };
+        assert_eq!(
+            repr.emit(&mut [0; MAX_RTP_LEN]),
+            Err(Error::PayloadLength {
+                payload_type: PayloadType::L16,
+                len: 10
+            })
+        );
+        let packet = l16_packet();
+        let repr = RtpRepr::parse(&packet).expect("valid");
+        assert_eq!(
+            repr.emit(&mut [0; MAX_RTP_LEN - 1]),
+            Err(Error::BufferTooSmall {
+                needed: MAX_RTP_LEN,
+                available: MAX_RTP_LEN - 1
+            })
+        );
+        assert_eq!(
+            l16_header().emit_l16(&ramp(), &mut [0; 12]),
+            Err(Error::BufferTooSmall {
+                needed: MAX_RTP_LEN,
+                available: 12
+            })
+        );
+        let pcmu_header = RtpHeader {
+            payload_type: PayloadType::Pcmu,
+            ..l16_header()
+        };
+        assert_eq!(
+            pcmu_header.emit_l16(&ramp(), &mut [0; MAX_RTP_LEN]),
+            Err(Error::PayloadTypeMismatch {
+                expected: PayloadType::L16,
+                found: PayloadType::Pcmu
+            })
+        );
+    }
+
+    #[test]
+    fn the_next_frame_advances_sequence_and_timestamp_with_wrapping() {
+        let header = RtpHeader {
+            sequence: 0xfffe,
+            timestamp: u32::MAX - 511,
+            ..l16_header()
+        };
+        let next = header.next_frame();
+        assert_eq!(
+            (next.sequence, next.timestamp, next.marker),
+            (0xffff, 0, false)
+        );
+        let after = next.next_frame();
+        assert_eq!((after.sequence, after.timestamp), (0, 512));
+        assert_eq!(
+            (after.ssrc, after.payload_type),
+            (header.ssrc, header.payload_type)
+        );
+    }
+
+    #[test]
+    fn l16_payloads_are_big_endian() {
+        let mut payload = [0u8; L16_PAYLOAD_LEN];
+        assert_eq!(write_l16(&ramp(), &mut payload), Ok(L16_PAYLOAD_LEN));
+        assert_eq!(payload[6..12], [0x12, 0x34, 0x80, 0x00, 0x7f, 0xff]);
+        let mut frame = [0; FRAME_SAMPLES];
+        assert_eq!(read_l16(&payload, &mut frame), Ok(()));
+        assert_eq!(frame, ramp());
+        assert_eq!(
+            read_l16(&payload[1..], &mut frame),
+            Err(Error::PayloadLength {
+                payload_type: PayloadType::L16,
+                len: 1023
+            })
+        );
+        assert_eq!(
+            write_l16(&ramp(), &mut payload[1..]),
+            Err(Error::BufferTooSmall {
+                needed: 1024,
+                available: 1023
+            })
+        );
+    }
+
+    #[test]
+    fn payload_types_map_to_codecs() {
+        assert_eq!(PayloadType::from_number(96), Some(PayloadType::L16));
+        assert_eq!(PayloadType::from_number(0), Some(PayloadType::Pcmu));
+        assert_eq!(PayloadType::from_number(11), None);
+        for codec in Codec::ALL {
+            assert_eq!(Codec::from(PayloadType::from(codec)), codec);
+        }
+    }
+
+    // --- raw PCM -----------------------------------------------------------------------
+
+    #[test]
+    fn raw_pcm_is_little_endian_and_exactly_1024_bytes() {
+        let mut buf = [0u8; RAW_PCM_LEN];
+        assert_eq!(RawPcm::emit_frame(&ramp(), &mut buf), Ok(RAW_PCM_LEN));
+        assert_eq!(
+            buf[..12],
+            [
+                0x00, 0x00, 0x01, 0x00, 0xff, 0xff, 0x34, 0x12, 0x00, 0x80, 0xff, 0x7f
+            ]
+        );
+        let raw = RawPcm::parse(&buf).expect("1024 bytes");
+        assert_eq!(raw.as_bytes(), &buf);
+        let mut frame = [0; FRAME_SAMPLES];
+        raw.read_frame(&mut frame);
+        assert_eq!(frame, ramp());
+        assert_eq!(
+            RawPcm::parse(&buf[1..]),
+            Err(Error::RawPcmLength { len: 1023 })
+        );
+        assert_eq!(
+            RawPcm::parse(&[0; 1025]),
+            Err(Error::RawPcmLength { len: 1025 })
+        );
+        assert_eq!(
+            RawPcm::emit_frame(&ramp(), &mut [0; 100]),
+            Err(Error::BufferTooSmall {
+                needed: 1024,
+                available: 100
+            })
+        );
+    }
+
+    // --- demultiplexing ----------------------------------------------------------------
+
+    #[test]
+    fn datagrams_are_sorted_by_first_byte_and_by_the_calls_dialect() {
+        let original = Some(Dialect::Original);
+        let parlo = Some(Dialect::Parlo);
+        let mut pcm_s = [0u8; RAW_PCM_LEN];
+        pcm_s[0] = b'S';
+        let mut pcm_rtp_like = [0u8; RAW_PCM_LEN];
+        pcm_rtp_like[0] = 0x80;
+        let pcm_zero = [0u8; RAW_PCM_LEN];
+        type Case<'a> = (&'a [u8], Option<Dialect>, Result<DatagramKind, Error>);
+        let cases: &[Case<'_>] = &[
+            (b"START alice", None, Ok(DatagramKind::Signalling)),
+            (b"CLOSE", original, Ok(DatagramKind::Signalling)),
+            (b"ZZZ", parlo, Ok(DatagramKind::Signalling)),
+            (b"ACK call=00000001", parlo, Ok(DatagramKind::Signalling)),
+            (&[0x80, 0], None, Ok(DatagramKind::Rtp)),
+            (&[0xbf], parlo, Ok(DatagramKind::Rtp)),
+            (
+                &[0xc0, 0, 0],
+                None,
+                Err(Error::Unrecognised {
+                    first_byte: 0xc0,
+                    len: 3,
+                }),
+            ),
+            (
+                &[0x7f],
+                parlo,
+                Err(Error::Unrecognised {
+                    first_byte: 0x7f,
+                    len: 1,
+                }),
+            ),
+            (
+                b"close",
+                None,
+                Err(Error::Unrecognised {
+                    first_byte: b'c',
+                    len: 5,
+                }),
+            ),
+            (b"", original, Err(Error::Empty)),
+            // In a call with an original peer, 1024 bytes are audio whatever they start with.
+            (&pcm_s, original, Ok(DatagramKind::RawPcm)),
+            (&pcm_rtp_like, original, Ok(DatagramKind::RawPcm)),
+            (&pcm_zero, original, Ok(DatagramKind::RawPcm)),
+            // Elsewhere the first byte decides when it can; 1024 bytes are audio otherwise.
+            (&pcm_s, parlo, Ok(DatagramKind::Signalling)),
+            (&pcm_s, None, Ok(DatagramKind::Signalling)),
+            (&pcm_rtp_like, parlo, Ok(DatagramKind::Rtp)),
+            (&pcm_zero, parlo, Ok(DatagramKind::RawPcm)),
+            (&pcm_zero, None, Ok(DatagramKind::RawPcm)),
+            (
+                &pcm_zero[..1023],
+                original,
+                Err(Error::Unrecognised {
+                    first_byte: 0,
+                    len: 1023,
+                }),
+            ),
+        ];
+        for (datagram, call, kind) in cases {
+            assert_eq!(
+                &classify(datagram, *call),
+                kind,
+                "{:?}.. ({} bytes) in {call:?}",
+                datagram.first(),
+                datagram.len()
+            );
+        }
+    }
+
+    #[test]
+    fn datagrams_parse_as_what_they_are() {
+        let packet = l16_packet();
+        assert!(
+            matches!(Datagram::parse(&packet, Some(Dialect::Parlo)), Ok(Datagram::Rtp(repr)) if repr.header == l16_header())
+        );
+        assert_eq!(
+            Datagram::parse(b"CLOSE call=00000009\n", Some(Dialect::Parlo)),
+            Ok(Datagram::Signalling(Message::Close {
+                call: Some(CallId::new(9))
+            }))
+        );
+        let mut pcm = [0u8; RAW_PCM_LEN];
+        pcm[..5].copy_from_slice(b"CLOSE");
+        assert!(
+            matches!(Datagram::parse(&pcm, Some(Dialect::Original)), Ok(Datagram::RawPcm(raw)) if raw.as_bytes() == &pcm)
+        );
+        // The same bytes outside such a call are a signalling line too long to be one.
+        assert_eq!(
+            Datagram::parse(&pcm, None),
+            Err(Error::Signalling(peer::Error::TooLong { len: RAW_PCM_LEN }))
+        );
+        assert_eq!(
+            Datagram::parse(b"HELLO", None),
+            Err(Error::Signalling(peer::Error::UnknownKeyword(
+                Message::parse(b"HELLO")
+                    .err()
+                    .and_then(|e| match e {
+                        peer::Error::UnknownKeyword(word) => Some(word),
+                        _ => None,
+                    })
+                    .expect("unknown keyword")
+            )))
+        );
+        assert_eq!(
+            Datagram::parse(&packet[..100], None),
+            Err(Error::PayloadLength {
+                payload_type: PayloadType::L16,
+                len: 88
+            })
+        );
+    }
+
+    // --- properties --------------------------------------------------------------------
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn headers() -> impl Strategy<Value = RtpHeader> {
+            (
+                any::<bool>(),
+                any::<bool>(),
+                any::<u16>(),
+                any::<u32>(),
+                any::<u32>(),
+            )
+                .prop_map(|(l16, marker, sequence, timestamp, ssrc)| RtpHeader {
+                    payload_type: if l16 {
+                        PayloadType::L16
+                    } else {
+                        PayloadType::Pcmu
+                    },
+                    marker,
+                    sequence,
+                    timestamp,
+                    ssrc,
+                })
+        }
+
+        fn frames() -> impl Strategy<Value = Frame> {
+            proptest::collection::vec(any::<i16>(), FRAME_SAMPLES).prop_map(|samples| {
+                let mut frame = [0; FRAME_SAMPLES];
+                frame.copy_from_slice(&samples);
+                frame
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn l16_frames_survive_rtp(header in headers(), frame in frames()) {
+                let header = RtpHeader { payload_type: PayloadType::L16, ..header };
+                let mut buf = [0u8; MAX_RTP_LEN];
+                let len = header.emit_l16(&frame, &mut buf).expect("large enough");
+                let repr = RtpRepr::parse(&buf[..len]).expect("valid");
+                prop_assert_eq!(repr.header, header);
+                let mut back = [0; FRAME_SAMPLES];
+                repr.read_l16(&mut back).expect("L16");
+                prop_assert_eq!(back, frame);
+                prop_assert_eq!(classify(&buf[..len], Some(Dialect::Parlo)), Ok(DatagramKind::Rtp));
+            }
+
+            #[test]
+            fn any_rtp_repr_round_trips(header in headers(), byte in any::<u8>()) {
+                let payload = [byte; L16_PAYLOAD_LEN];
+                let repr = RtpRepr { header, payload: &payload[..header.payload_type.payload_len()] };
+                let mut buf = [0u8; MAX_RTP_LEN];
+                let len = repr.emit(&mut buf).expect("large enough");
+                prop_assert_eq!(len, repr.buffer_len());
+                prop_assert_eq!(RtpRepr::parse(&buf[..len]), Ok(repr));
+            }
+
+            #[test]
+            fn raw_pcm_frames_round_trip(frame in frames()) {
+                let mut buf = [0u8; RAW_PCM_LEN];
+                RawPcm::emit_frame(&frame, &mut buf).expect("large enough");
+                prop_assert_eq!(classify(&buf, Some(Dialect::Original)), Ok(DatagramKind::RawPcm));
+                let mut back = [0; FRAME_SAMPLES];
+                RawPcm::parse(&buf).expect("1024 bytes").read_frame(&mut back);
+                prop_assert_eq!(back, frame);
+            }
+
+            #[test]
+            fn any_datagram_parses_or_fails_without_panicking(
+                bytes in proptest::collection::vec(any::<u8>(), 0..1100),
+                call in proptest::option::of(prop_oneof![Just(Dialect::Original), Just(Dialect::Parlo)]),
+            ) {
+                let _ = Datagram::parse(&bytes, call);
+                if let Ok(view) = RtpPacket::new_checked(&bytes[..]) {
+                    prop_assert!(view.header_len() <= bytes.len());
+                    prop_assert!(view.payload().len() <= bytes.len());
+                }
+            }
+        }
+    }
+}

@@ -891,3 +891,612 @@ impl fmt::Write for LenCounter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> Name {
+        Name::new(text).expect("test names are valid")
+    }
+
+    fn emitted(message: &Message) -> std::vec::Vec<u8> {
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let len = message.emit(&mut buf).expect("MAX_MESSAGE_LEN suffices");
+        buf[..len].to_vec()
+    }
+
+    fn parse(line: &str) -> Result<Message, Error> {
+        Message::parse(line.as_bytes())
+    }
+
+    const CALL: CallId = CallId::new(0x0bad_cafe);
+
+    // --- the original dialect: exact bytes both ways -------------------------------------
+
+    #[test]
+    fn original_messages_parse_and_emit_the_originals_bytes() {
+        let cases = [
+            (
+                "START alice",
+                Message::Start {
+                    caller: name("alice"),
+                    call: None,
+                    version: None,
+                    codecs: None,
+                },
+            ),
+            (
+                "ACCEPT",
+                Message::Accept {
+                    call: None,
+                    codec: None,
+                },
+            ),
+            ("REJECT", Message::Reject { call: None }),
+            ("CLOSE", Message::Close { call: None }),
+            ("BUSY", Message::Busy { call: None }),
+        ];
+        for (line, message) in cases {
+            assert_eq!(parse(line), Ok(message.clone()), "{line}");
+            assert_eq!(emitted(&message), line.as_bytes(), "{line}");
+            assert_eq!(message.dialect(), Dialect::Original, "{line}");
+            assert!(message.is_original(), "{line}");
+            assert_eq!(message.call_id(), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn line_terminators_and_trailing_spaces_are_tolerated() {
+        let expected = Ok(Message::Start {
+            caller: name("alice"),
+            call: None,
+            version: None,
+            codecs: None,
+        });
+        for line in [
+            "START alice\n",
+            "START alice\r\n",
+            "START alice ",
+            "START alice  \r\n",
+        ] {
+            assert_eq!(parse(line), expected, "{line:?}");
+        }
+        assert_eq!(
+            parse("ACCEPT\r\n"),
+            Ok(Message::Accept {
+                call: None,
+                codec: None
+            })
+        );
+        assert_eq!(parse("CLOSE\n"), Ok(Message::Close { call: None }));
+    }
+
+    // --- the Parlo dialect --------------------------------------------------------------
+
+    #[test]
+    fn parlo_messages_have_fixed_bytes() {
+        let cases = [
+            (
+                "START alice call=0badcafe v=2 codecs=L16,PCMU",
+                Message::Start {
+                    caller: name("alice"),
+                    call: Some(CALL),
+                    version: Some(VERSION),
+                    codecs: Some(CodecSet::ALL),
+                },
+            ),
+            ("RINGING call=0badcafe", Message::Ringing { call: CALL }),
+            (
+                "ACCEPT call=0badcafe codec=PCMU",
+                Message::Accept {
+                    call: Some(CALL),
+                    codec: Some(Codec::Pcmu),
+                },
+            ),
+            (
+                "ACCEPT call=0badcafe",
+                Message::Accept {
+                    call: Some(CALL),
+                    codec: None,
+                },
+            ),
+            ("REJECT call=0badcafe", Message::Reject { call: Some(CALL) }),
+            ("BUSY call=0badcafe", Message::Busy { call: Some(CALL) }),
+            ("CLOSE call=0badcafe", Message::Close { call: Some(CALL) }),
+            ("CLOSED call=0badcafe", Message::Closed { call: CALL }),
+            (
+                "ACK call=00000000",
+                Message::Ack {
+                    call: CallId::new(0),
+                },
+            ),
+            (
+                "ACK call=ffffffff",
+                Message::Ack {
+                    call: CallId::new(u32::MAX),
+                },
+            ),
+        ];
+        for (line, message) in cases {
+            assert_eq!(parse(line), Ok(message.clone()), "{line}");
+            assert_eq!(emitted(&message), line.as_bytes(), "{line}");
+            assert_eq!(message.to_string(), line);
+            assert_eq!(message.buffer_len(), line.len(), "{line}");
+            assert_eq!(message.dialect(), Dialect::Parlo, "{line}");
+            assert_eq!(
+                message.keyword(),
+                line.split(' ').next().unwrap_or_default()
+            );
+        }
+    }
+
+    #[test]
+    fn a_version_alone_or_a_call_id_alone_makes_a_parlo_message() {
+        let version_only = parse("START bob v=2").expect("valid");
+        assert_eq!(version_only.dialect(), Dialect::Parlo);
+        assert_eq!(version_only.call_id(), None);
+        let call_only = parse("START bob call=00000001").expect("valid");
+        assert_eq!(call_only.dialect(), Dialect::Parlo);
+        assert_eq!(call_only.call_id(), Some(CallId::new(1)));
+        // A later version is still a Parlo peer.
+        let later = parse("START bob v=3").expect("valid");
+        assert!(matches!(
+            later,
+            Message::Start {
+                version: Some(3),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn call_ids_parse_in_either_case_and_emit_in_lower_case() {
+        let message = parse("CLOSE call=0BADCAFE").expect("valid");
+        assert_eq!(message, Message::Close { call: Some(CALL) });
+        assert_eq!(emitted(&message), b"CLOSE call=0badcafe");
+        assert_eq!(CallId::parse("0BaDcAfE"), Ok(CALL));
+        assert_eq!(CALL.to_string(), "0badcafe");
+        assert_eq!(CallId::new(1).to_string(), "00000001");
+    }
+
+    #[test]
+    fn codec_names_match_without_case_and_emit_canonically() {
+        let message = parse("START bob codecs=pcmu,l16").expect("valid");
+        assert!(matches!(
+            message,
+            Message::Start {
+                codecs: Some(CodecSet::ALL),
+                ..
+            }
+        ));
+        assert_eq!(emitted(&message), b"START bob codecs=L16,PCMU");
+        assert_eq!(
+            parse("ACCEPT call=00000001 codec=l16"),
+            Ok(Message::Accept {
+                call: Some(CallId::new(1)),
+                codec: Some(Codec::L16)
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        assert_eq!(
+            parse("CLOSE call=00000001 reason=hangup"),
+            Ok(Message::Close {
+                call: Some(CallId::new(1))
+            })
+        );
+        assert_eq!(
+            parse("START bob x=1 v=2 y="),
+            Ok(Message::Start {
+                caller: name("bob"),
+                call: None,
+                version: Some(2),
+                codecs: None
+            })
+        );
+        // A field known to another message is unknown to this one.
+        assert_eq!(
+            parse("REJECT codec=OPUS v=9"),
+            Ok(Message::Reject { call: None })
+        );
+        // Unknown fields do not change the dialect.
+        assert!(parse("ACCEPT future=1").expect("valid").is_original());
+    }
+
+    #[test]
+    fn unknown_codecs_in_an_offer_are_skipped() {
+        let message = parse("START bob codecs=OPUS,L16,G722").expect("valid");
+        assert!(
+            matches!(message, Message::Start { codecs: Some(set), .. } if set == CodecSet::only(Codec::L16))
+        );
+        let nothing_known = parse("START bob codecs=OPUS").expect("valid");
+        assert!(matches!(
+            nothing_known,
+            Message::Start {
+                codecs: Some(CodecSet::EMPTY),
+                ..
+            }
+        ));
+        // An empty offer is written back as an empty list, which parses to the same.
+        assert_eq!(emitted(&nothing_known), b"START bob codecs=");
+        assert_eq!(parse("START bob codecs="), Ok(nothing_known));
+        // Duplicates collapse.
+        let twice = parse("START bob codecs=L16,L16").expect("valid");
+        assert!(
+            matches!(twice, Message::Start { codecs: Some(set), .. } if set == CodecSet::only(Codec::L16))
+        );
+    }
+
+    #[test]
+    fn the_longest_message_fits_max_message_len() {
+        let longest = Message::Start {
+            caller: name(&"x".repeat(MAX_NAME_LEN)),
+            call: Some(CallId::new(u32::MAX)),
+            version: Some(u8::MAX),
+            codecs: Some(CodecSet::ALL),
+        };
+        assert_eq!(longest.buffer_len(), MAX_MESSAGE_LEN);
+        assert_eq!(parse(&longest.to_string()), Ok(longest));
+    }
+
+    #[test]
+    fn a_line_of_max_line_len_is_accepted_and_one_more_byte_is_not() {
+        let mut line = std::string::String::from("CLOSE pad=");
+        line.push_str(&"p".repeat(MAX_LINE_LEN - line.len()));
+        assert_eq!(line.len(), MAX_LINE_LEN);
+        assert_eq!(parse(&line), Ok(Message::Close { call: None }));
+        line.push('p');
+        assert_eq!(
+            parse(&line),
+            Err(Error::TooLong {
+                len: MAX_LINE_LEN + 1
+            })
+        );
+    }
+
+    // --- errors ------------------------------------------------------------------------
+
+    #[test]
+    fn empty_lines_are_refused() {
+        assert_eq!(parse(""), Err(Error::Empty));
+        assert_eq!(parse(" \r\n"), Err(Error::Empty));
+    }
+
+    #[test]
+    fn unknown_keywords_are_named_in_the_error() {
+        let error = parse("HELLO world").expect_err("unknown keyword");
+        assert_eq!(error, Error::UnknownKeyword(Excerpt::of("HELLO")));
+        assert!(error.to_string().contains("\"HELLO\""), "{error}");
+        // Keywords are upper case, as the original sends them.
+        assert!(
+            matches!(parse("start alice"), Err(Error::UnknownKeyword(word)) if word.as_str() == "start")
+        );
+        assert!(matches!(parse("CLOSEX"), Err(Error::UnknownKeyword(_))));
+    }
+
+    #[test]
+    fn long_tokens_are_cut_in_errors() {
+        let error = parse(&"Z".repeat(40)).expect_err("unknown keyword");
+        let Error::UnknownKeyword(word) = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(word.as_str(), "Z".repeat(20));
+        assert!(word.is_truncated());
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("\"{}...\"", "Z".repeat(20))),
+            "{error}"
+        );
+        // Multi-byte characters are cut at a character boundary, within 24 bytes.
+        let wide = Excerpt::of(&"€".repeat(30));
+        assert_eq!(wide.as_str(), "€".repeat(8));
+        assert!(wide.is_truncated());
+    }
+
+    #[test]
+    fn malformed_lines_are_refused_with_the_reason() {
+        let cases: &[(&[u8], Error)] = &[
+            (b"START", Error::MissingCaller),
+            (b"START ", Error::MissingCaller),
+            (b"START  alice", Error::EmptyField { offset: 6 }),
+            (b" START alice", Error::EmptyField { offset: 0 }),
+            (b"START alice\tv=2", Error::ControlCharacter { offset: 11 }),
+            (b"CLOSE\nCLOSE", Error::ControlCharacter { offset: 5 }),
+            (b"CLOSE\0", Error::ControlCharacter { offset: 5 }),
+            (b"START \xffbob", Error::NotUtf8 { offset: 6 }),
+            (
+                b"RINGING",
+                Error::MissingField {
+                    keyword: "RINGING",
+                    field: "call",
+                },
+            ),
+            (
+                b"CLOSED x=1",
+                Error::MissingField {
+                    keyword: "CLOSED",
+                    field: "call",
+                },
+            ),
+            (
+                b"ACK",
+                Error::MissingField {
+                    keyword: "ACK",
+                    field: "call",
+                },
+            ),
+            (b"ACK call=123", Error::InvalidCallId(Excerpt::of("123"))),
+            (
+                b"ACK call=0000000g",
+                Error::InvalidCallId(Excerpt::of("0000000g")),
+            ),
+            (
+                b"ACK call=000000001",
+                Error::InvalidCallId(Excerpt::of("000000001")),
+            ),
+            (
+                b"ACK call=+0000001",
+                Error::InvalidCallId(Excerpt::of("+0000001")),
+            ),
+            (b"ACK call=", Error::InvalidCallId(Excerpt::of(""))),
+            (
+                b"CLOSE call=00000001 call=00000002",
+                Error::DuplicateField { field: "call" },
+            ),
+            (b"START a v=2 v=2", Error::DuplicateField { field: "v" }),
+            (b"CLOSE now", Error::NotAField(Excerpt::of("now"))),
+            (b"CLOSE =x", Error::NotAField(Excerpt::of("=x"))),
+            (b"START alice bob", Error::NotAField(Excerpt::of("bob"))),
+            (b"START alice v=1", Error::InvalidVersion(Excerpt::of("1"))),
+            (
+                b"START alice v=256",
+                Error::InvalidVersion(Excerpt::of("256")),
+            ),
+            (b"START alice v=", Error::InvalidVersion(Excerpt::of(""))),
+            (
+                b"START alice v=2.0",
+                Error::InvalidVersion(Excerpt::of("2.0")),
+            ),
+            (
+                b"START alice v=0002",
+                Error::InvalidVersion(Excerpt::of("0002")),
+            ),
+            (
+                b"ACCEPT codec=OPUS",
+                Error::UnknownCodec(Excerpt::of("OPUS")),
+            ),
+            (b"ACCEPT codec=", Error::UnknownCodec(Excerpt::of(""))),
+            (
+                b"ACCEPT codec=L16,PCMU",
+                Error::UnknownCodec(Excerpt::of("L16,PCMU")),
+            ),
+            (
+                b"START a codecs=L16,,PCMU",
+                Error::InvalidCodecList(Excerpt::of("L16,,PCMU")),
+            ),
+            (
+                b"START a codecs=L16,",
+                Error::InvalidCodecList(Excerpt::of("L16,")),
+            ),
+        ];
+        for (line, error) in cases {
+            assert_eq!(
+                Message::parse(line).as_ref(),
+                Err(error),
+                "{}",
+                std::string::String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn emit_reports_a_short_buffer() {
+        let message = Message::Start {
+            caller: name("alice"),
+            call: None,
+            version: None,
+            codecs: None,
+        };
+        let mut buf = [0u8; 5];
+        assert_eq!(
+            message.emit(&mut buf),
+            Err(Error::BufferTooSmall {
+                needed: 11,
+                available: 5
+            })
+        );
+        let mut exact = [0u8; 11];
+        assert_eq!(message.emit(&mut exact), Ok(11));
+        assert_eq!(&exact, b"START alice");
+        assert_eq!(
+            Message::Close { call: None }.emit(&mut []),
+            Err(Error::BufferTooSmall {
+                needed: 5,
+                available: 0
+            })
+        );
+    }
+
+    // --- names -------------------------------------------------------------------------
+
+    #[test]
+    fn names_follow_the_directory_rule() {
+        for valid in [
+            "alice",
+            "a",
+            "Zoë",
+            "名前",
+            "a=b",
+            "o'brien",
+            "x-y_z.1",
+            &"n".repeat(32),
+            &"é".repeat(16),
+        ] {
+            let checked = Name::new(valid).expect(valid);
+            assert_eq!(checked.as_str(), valid);
+            assert_eq!(checked, *valid);
+            assert_eq!(Name::from_bytes(valid.as_bytes()), Ok(checked.clone()));
+            assert_eq!(valid.parse::<Name>(), Ok(checked));
+        }
+        assert_eq!(Name::new(""), Err(Error::NameEmpty));
+        assert_eq!(
+            Name::new(&"n".repeat(33)),
+            Err(Error::NameTooLong { len: 33 })
+        );
+        // 17 two-byte characters: 17 characters but 34 bytes.
+        assert_eq!(
+            Name::new(&"é".repeat(17)),
+            Err(Error::NameTooLong { len: 34 })
+        );
+        let refused = [
+            ("al ice", ' '),
+            ("al\tice", '\t'),
+            ("alice\n", '\n'),
+            ("al\u{0}ice", '\0'),
+            ("al\u{7f}ice", '\u{7f}'),
+            ("al\u{a0}ice", '\u{a0}'),     // no-break space
+            ("al\u{3000}ice", '\u{3000}'), // ideographic space
+            ("al\u{200b}ice", '\u{200b}'), // zero-width space
+            ("al\u{202e}ice", '\u{202e}'), // right-to-left override
+            ("\u{feff}alice", '\u{feff}'), // byte-order mark
+            ("al\u{85}ice", '\u{85}'),     // next line (C1 control)
+        ];
+        for (text, ch) in refused {
+            assert_eq!(
+                Name::new(text),
+                Err(Error::NameInvalidChar { ch }),
+                "{text:?}"
+            );
+        }
+        assert_eq!(Name::from_bytes(b"al\xffce"), Err(Error::NameNotUtf8));
+        assert_eq!(
+            Name::from_bytes(&[b'n'; 40]),
+            Err(Error::NameTooLong { len: 40 })
+        );
+    }
+
+    #[test]
+    fn name_errors_say_the_rule() {
+        let error = Name::new("al ice").expect_err("space");
+        assert_eq!(
+            error.to_string(),
+            "the name contains ' ' (U+0020), which is not allowed: a name is 1 to 32 bytes of printable UTF-8 without whitespace"
+        );
+        assert!(Error::NameEmpty.to_string().contains("1 to 32 bytes"));
+    }
+
+    #[test]
+    fn start_applies_the_name_rule() {
+        let long = format!("START {}", "n".repeat(33));
+        assert_eq!(parse(&long), Err(Error::NameTooLong { len: 33 }));
+        assert_eq!(
+            parse("START al\u{200b}ice"),
+            Err(Error::NameInvalidChar { ch: '\u{200b}' })
+        );
+        // The caller is positional: a name that looks like a field is still the caller.
+        assert!(
+            matches!(parse("START call=x"), Ok(Message::Start { caller, call: None, .. }) if caller == "call=x")
+        );
+    }
+
+    #[test]
+    fn codec_sets_list_codecs_in_canonical_order() {
+        assert_eq!(CodecSet::ALL.to_string(), "L16,PCMU");
+        assert_eq!(CodecSet::only(Codec::Pcmu).to_string(), "PCMU");
+        assert_eq!(CodecSet::EMPTY.to_string(), "");
+        let set: CodecSet = [Codec::Pcmu, Codec::L16].into_iter().collect();
+        assert_eq!(set, CodecSet::ALL);
+        assert_eq!(
+            set.iter().collect::<std::vec::Vec<_>>(),
+            [Codec::L16, Codec::Pcmu]
+        );
+        assert!(CodecSet::EMPTY.is_empty());
+        assert!(!CodecSet::only(Codec::L16).contains(Codec::Pcmu));
+    }
+
+    // --- properties --------------------------------------------------------------------
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn names() -> impl Strategy<Value = Name> {
+            "[a-zA-Z0-9=._'éß中\u{1F600}-]{1,32}"
+                .prop_filter_map("too long", |text| Name::new(&text).ok())
+        }
+
+        fn call_ids() -> impl Strategy<Value = CallId> {
+            any::<u32>().prop_map(CallId::new)
+        }
+
+        fn codec_sets() -> impl Strategy<Value = CodecSet> {
+            (any::<bool>(), any::<bool>()).prop_map(|(l16, pcmu)| {
+                let mut set = CodecSet::EMPTY;
+                if l16 {
+                    set.insert(Codec::L16);
+                }
+                if pcmu {
+                    set.insert(Codec::Pcmu);
+                }
+                set
+            })
+        }
+
+        fn codecs() -> impl Strategy<Value = Codec> {
+            prop_oneof![Just(Codec::L16), Just(Codec::Pcmu)]
+        }
+
+        fn messages() -> impl Strategy<Value = Message> {
+            let call = || proptest::option::of(call_ids());
+            prop_oneof![
+                (
+                    names(),
+                    call(),
+                    proptest::option::of(2u8..),
+                    proptest::option::of(codec_sets())
+                )
+                    .prop_map(|(caller, call, version, codecs)| Message::Start {
+                        caller,
+                        call,
+                        version,
+                        codecs
+                    }),
+                call_ids().prop_map(|call| Message::Ringing { call }),
+                (call(), proptest::option::of(codecs()))
+                    .prop_map(|(call, codec)| Message::Accept { call, codec }),
+                call().prop_map(|call| Message::Reject { call }),
+                call().prop_map(|call| Message::Busy { call }),
+                call().prop_map(|call| Message::Close { call }),
+                call_ids().prop_map(|call| Message::Closed { call }),
+                call_ids().prop_map(|call| Message::Ack { call }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn emit_then_parse_gives_the_message_back(message in messages()) {
+                let mut buf = [0u8; MAX_MESSAGE_LEN];
+                let len = message.emit(&mut buf).expect("MAX_MESSAGE_LEN suffices");
+                prop_assert_eq!(len, message.buffer_len());
+                prop_assert_eq!(Message::parse(&buf[..len]), Ok(message.clone()));
+                // With the original's line terminator too.
+                let mut line = buf[..len].to_vec();
+                line.extend_from_slice(b"\r\n");
+                prop_assert_eq!(Message::parse(&line), Ok(message));
+            }
+
+            #[test]
+            fn parse_never_panics_and_what_it_accepts_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+                if let Ok(message) = Message::parse(&bytes) {
+                    let mut buf = [0u8; MAX_MESSAGE_LEN];
+                    let len = message.emit(&mut buf).expect("MAX_MESSAGE_LEN suffices");
+                    prop_assert_eq!(Message::parse(&buf[..len]), Ok(message));
+                }
+            }
+        }
+    }
+}
