@@ -227,7 +227,9 @@ impl core::error::Error for Error {}
 /// The first characters of an offending token, kept in an error without allocating.
 ///
 /// Holds at most 20 characters of the token; a longer token is cut at a character
-/// boundary and shown with a trailing `...`.
+/// boundary and shown with a trailing `...`. Characters a [`Name`] may not hold (control,
+/// invisible and formatting characters) are replaced by `?`, so that an excerpt is safe to
+/// print.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Excerpt {
     text: heapless::String<24>,
@@ -241,6 +243,9 @@ impl Excerpt {
         let mut text = heapless::String::new();
         let mut truncated = false;
         for (count, ch) in token.chars().enumerate() {
+            // Errors end up in logs and on the user's terminal: invisible and formatting
+            // characters (bidirectional overrides, C1 controls) are not copied there.
+            let ch = if is_name_char(ch) { ch } else { '?' };
             // 20 chars of up to 4 bytes would not fit in 24 bytes: stop on either bound.
             if count == Self::MAX_CHARS || text.push(ch).is_err() {
                 truncated = true;
@@ -1195,6 +1200,12 @@ mod tests {
         let wide = Excerpt::of(&"€".repeat(30));
         assert_eq!(wide.as_str(), "€".repeat(8));
         assert!(wide.is_truncated());
+        // Invisible characters are not copied into errors.
+        let error = parse("HI\u{202e}\u{85}").expect_err("unknown keyword");
+        let Error::UnknownKeyword(word) = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(word.as_str(), "HI??");
     }
 
     #[test]
