@@ -702,6 +702,26 @@ fn trim_line_end(datagram: &[u8]) -> &[u8] {
 }
 
 impl Message {
+    /// A Parlo call request: `START <caller> call=<id> v=2 codecs=<offer>`.
+    pub fn start(caller: Name, call: CallId, offer: CodecSet) -> Message {
+        Message::Start {
+            caller,
+            call: Some(call),
+            version: Some(VERSION),
+            codecs: Some(offer),
+        }
+    }
+
+    /// A call request as the original sends it: `START <caller>`.
+    pub fn start_original(caller: Name) -> Message {
+        Message::Start {
+            caller,
+            call: None,
+            version: None,
+            codecs: None,
+        }
+    }
+
     /// Parses one signalling datagram.
     pub fn parse(datagram: &[u8]) -> Result<Message, Error> {
         if datagram.len() > MAX_LINE_LEN {
@@ -1034,6 +1054,19 @@ mod tests {
                 line.split(' ').next().unwrap_or_default()
             );
         }
+    }
+
+    #[test]
+    fn start_constructors_build_both_dialects() {
+        let parlo = Message::start(name("bob"), CALL, CodecSet::ALL);
+        assert_eq!(
+            parlo.to_string(),
+            "START bob call=0badcafe v=2 codecs=L16,PCMU"
+        );
+        assert_eq!(parlo.dialect(), Dialect::Parlo);
+        let original = Message::start_original(name("bob"));
+        assert_eq!(emitted(&original), b"START bob");
+        assert!(original.is_original());
     }
 
     #[test]
