@@ -1,1 +1,1546 @@
-//! Not written yet.
+//! Peer signalling: the one-line datagrams two phones exchange to set up and end a call.
+//!
+//! # Grammar
+//!
+//! A signalling datagram is one line of UTF-8: a keyword, then fields separated by single
+//! spaces.
+//!
+//! ```text
+//! START <caller> [call=<id>] [v=<n>] [codecs=<codec>,<codec>...]
+//! RINGING call=<id>
+//! ACCEPT [call=<id>] [codec=<codec>]
+//! REJECT [call=<id>]
+//! BUSY [call=<id>]
+//! CLOSE [call=<id>]
+//! CLOSED call=<id>
+//! ACK call=<id>
+//! ```
+//!
+//! - `<caller>` is a [`Name`]: 1 to [`MAX_NAME_LEN`] bytes of printable UTF-8 without
+//!   whitespace. It is positional (always the token after `START`), so a name may contain
+//!   `=`.
+//! - `<id>` is a [`CallId`]: a 32-bit number written as exactly 8 hexadecimal digits
+//!   (emitted in lower case, parsed in either case).
+//! - `v=<n>` is the protocol version, a decimal number from 2 to 255. Parlo sends `v=2`.
+//!   The original project sends no version (there is no `v=1` on the wire).
+//! - `<codec>` is `L16` or `PCMU` ([`Codec`]), matched without regard to case.
+//!
+//! # Dialects
+//!
+//! A message that carries neither a call id nor a version is in the
+//! [`Dialect::Original`] dialect: it is what a phone of the original project sends (`START
+//! alice`, `ACCEPT`, `REJECT`, `CLOSE`), and a phone answering such a peer must use the
+//! original media format (raw PCM datagrams, see [`crate::media`]). Every other message is
+//! [`Dialect::Parlo`]. [`Message::emit`] writes an original-dialect message byte for byte as
+//! the original does, without a line terminator.
+//!
+//! # What the parser tolerates
+//!
+//! - At the end of the line, any run of spaces, `\r` and `\n` (the original's peers may
+//!   send a newline, `\r\n` or a trailing space).
+//! - Fields it does not know, written `key=value`: they are ignored, so that a later
+//!   version can add fields that older phones skip. Codec names it does not know inside
+//!   `codecs=` are skipped for the same reason.
+//!
+//! Everything else is an error naming what was wrong: an unknown keyword (keywords are
+//! upper case), a leading space or two spaces in a row, a control character, invalid
+//! UTF-8, a token without `=` where a field is expected, a known field given twice or with
+//! an invalid value, a missing required field, a line longer than [`MAX_LINE_LEN`].
+//!
+//! Parsing and emitting never allocate and never panic, whatever the input.
+
+use core::fmt;
+
+/// Longest name, in bytes (UTF-8), the directory and the peer protocol accept.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// Longest signalling datagram [`Message::parse`] accepts, in bytes, terminator included.
+///
+/// Parlo's own messages are at most [`MAX_MESSAGE_LEN`] bytes; the rest leaves room for
+/// fields of later versions. It is also well below the original's 1024-byte audio
+/// datagrams, so a line can never be mistaken for one of those by its length.
+pub const MAX_LINE_LEN: usize = 512;
+
+/// Longest message [`Message::emit`] writes: a buffer of this size always suffices.
+///
+/// `START` + a 32-byte name + `call=` + `v=255` + `codecs=L16,PCMU`, with separators.
+pub const MAX_MESSAGE_LEN: usize = 74;
+
+/// The protocol version Parlo speaks, sent as `v=2` in `START`.
+pub const VERSION: u8 = 2;
+
+/// What went wrong while parsing or emitting a signalling message, or validating a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The datagram is empty, or holds only spaces and line terminators.
+    Empty,
+    /// The datagram is longer than [`MAX_LINE_LEN`].
+    TooLong {
+        /// Length of the datagram, in bytes.
+        len: usize,
+    },
+    /// The datagram is not valid UTF-8.
+    NotUtf8 {
+        /// Offset of the first invalid byte.
+        offset: usize,
+    },
+    /// The line contains a control character (tab, NUL, a newline before the end, ...).
+    ControlCharacter {
+        /// Offset of the control character.
+        offset: usize,
+    },
+    /// The line starts with a space or has two spaces in a row.
+    EmptyField {
+        /// Offset of the extra space.
+        offset: usize,
+    },
+    /// The first word is not one of the protocol's keywords.
+    UnknownKeyword(Excerpt),
+    /// `START` without the caller's name.
+    MissingCaller,
+    /// A token where a `key=value` field was expected.
+    NotAField(Excerpt),
+    /// A required field is absent.
+    MissingField {
+        /// The message's keyword.
+        keyword: &'static str,
+        /// The missing field's key.
+        field: &'static str,
+    },
+    /// A field appears twice.
+    DuplicateField {
+        /// The repeated field's key.
+        field: &'static str,
+    },
+    /// `call=` does not hold exactly 8 hexadecimal digits.
+    InvalidCallId(Excerpt),
+    /// `v=` does not hold a version from 2 to 255.
+    InvalidVersion(Excerpt),
+    /// `codec=` names a codec Parlo does not know.
+    UnknownCodec(Excerpt),
+    /// `codecs=` has an empty item (`L16,,PCMU`, a trailing comma).
+    InvalidCodecList(Excerpt),
+    /// A name is empty.
+    NameEmpty,
+    /// A name is longer than [`MAX_NAME_LEN`] bytes.
+    NameTooLong {
+        /// Length of the name, in bytes.
+        len: usize,
+    },
+    /// A name is not valid UTF-8.
+    NameNotUtf8,
+    /// A name contains whitespace, a control character or an invisible formatting
+    /// character.
+    NameInvalidChar {
+        /// The offending character.
+        ch: char,
+    },
+    /// The output buffer is too small for the message.
+    BufferTooSmall {
+        /// Bytes the message needs.
+        needed: usize,
+        /// Bytes the buffer has.
+        available: usize,
+    },
+}
+
+const NAME_RULE: &str = "a name is 1 to 32 bytes of printable UTF-8 without whitespace";
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Empty => write!(
+                f,
+                "empty signalling message: expected a keyword such as START or CLOSE"
+            ),
+            Error::TooLong { len } => write!(
+                f,
+                "signalling message of {len} bytes is longer than the {MAX_LINE_LEN}-byte limit"
+            ),
+            Error::NotUtf8 { offset } => {
+                write!(
+                    f,
+                    "signalling message is not valid UTF-8 (at byte {offset})"
+                )
+            }
+            Error::ControlCharacter { offset } => write!(
+                f,
+                "signalling message contains a control character at byte {offset}: only a line terminator at the end is allowed"
+            ),
+            Error::EmptyField { offset } => write!(
+                f,
+                "signalling message has an extra space at byte {offset}: fields are separated by single spaces"
+            ),
+            Error::UnknownKeyword(word) => write!(
+                f,
+                "unknown signalling keyword \"{word}\": expected START, RINGING, ACCEPT, REJECT, BUSY, CLOSE, CLOSED or ACK"
+            ),
+            Error::MissingCaller => write!(
+                f,
+                "START without the caller's name: expected \"START <name>\""
+            ),
+            Error::NotAField(token) => write!(
+                f,
+                "unexpected \"{token}\" in signalling message: expected a field written key=value"
+            ),
+            Error::MissingField { keyword, field } => {
+                write!(f, "{keyword} without its {field}= field")
+            }
+            Error::DuplicateField { field } => {
+                write!(f, "field {field}= appears twice in signalling message")
+            }
+            Error::InvalidCallId(value) => write!(
+                f,
+                "invalid call id \"{value}\": expected exactly 8 hexadecimal digits"
+            ),
+            Error::InvalidVersion(value) => write!(
+                f,
+                "invalid protocol version \"{value}\": expected a number from 2 to 255"
+            ),
+            Error::UnknownCodec(value) => {
+                write!(f, "unknown codec \"{value}\": expected L16 or PCMU")
+            }
+            Error::InvalidCodecList(value) => write!(
+                f,
+                "invalid codec list \"{value}\": expected codec names separated by single commas"
+            ),
+            Error::NameEmpty => write!(f, "the name is empty: {NAME_RULE}"),
+            Error::NameTooLong { len } => {
+                write!(f, "the name is {len} bytes long: {NAME_RULE}")
+            }
+            Error::NameNotUtf8 => write!(f, "the name is not valid UTF-8: {NAME_RULE}"),
+            Error::NameInvalidChar { ch } => write!(
+                f,
+                "the name contains {ch:?} (U+{:04X}), which is not allowed: {NAME_RULE}",
+                u32::from(*ch)
+            ),
+            Error::BufferTooSmall { needed, available } => write!(
+                f,
+                "signalling message needs {needed} bytes but the buffer holds {available}"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// The first characters of an offending token, kept in an error without allocating.
+///
+/// Holds at most 20 characters of the token; a longer token is cut at a character
+/// boundary and shown with a trailing `...`. Characters a [`Name`] may not hold (control,
+/// invisible and formatting characters) are replaced by `?`, so that an excerpt is safe to
+/// print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excerpt {
+    text: heapless::String<24>,
+    truncated: bool,
+}
+
+impl Excerpt {
+    const MAX_CHARS: usize = 20;
+
+    fn of(token: &str) -> Excerpt {
+        let mut text = heapless::String::new();
+        let mut truncated = false;
+        for (count, ch) in token.chars().enumerate() {
+            // Errors end up in logs and on the user's terminal: invisible and formatting
+            // characters (bidirectional overrides, C1 controls) are not copied there.
+            let ch = if is_name_char(ch) { ch } else { '?' };
+            // 20 chars of up to 4 bytes would not fit in 24 bytes: stop on either bound.
+            if count == Self::MAX_CHARS || text.push(ch).is_err() {
+                truncated = true;
+                break;
+            }
+        }
+        Excerpt { text, truncated }
+    }
+
+    /// The kept characters, without the `...` of a truncated token.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the token was longer than what is kept.
+    pub fn is_truncated(&self) -> bool {
+        self.truncated
+    }
+}
+
+impl fmt::Display for Excerpt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)?;
+        if self.truncated {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
+}
+
+/// Identifies one call between two phones, so that a message about another call (late,
+/// duplicated or forged) is recognised and ignored.
+///
+/// A 32-bit number chosen at random by the caller, written on the wire as exactly 8
+/// hexadecimal digits (`call=0badcafe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(u32);
+
+impl CallId {
+    /// Wraps a number.
+    pub const fn new(id: u32) -> CallId {
+        CallId(id)
+    }
+
+    /// The number.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Parses exactly 8 hexadecimal digits, in either case.
+    pub fn parse(text: &str) -> Result<CallId, Error> {
+        let invalid = || Error::InvalidCallId(Excerpt::of(text));
+        if text.len() != 8 {
+            return Err(invalid());
+        }
+        let mut id = 0u32;
+        for byte in text.bytes() {
+            let digit = char::from(byte).to_digit(16).ok_or_else(invalid)?;
+            id = (id << 4) | digit;
+        }
+        Ok(CallId(id))
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+/// A user's name, as registered in the directory and sent in `START`.
+///
+/// 1 to [`MAX_NAME_LEN`] bytes of UTF-8, every character printable: no whitespace (the peer
+/// protocol separates fields with spaces), no control character, and none of the invisible
+/// formatting characters that would let two different names look the same (zero-width
+/// spaces and joiners, bidirectional overrides, soft hyphen, byte-order mark). Other
+/// characters, `=` included, are allowed. The directory server and the phone share this
+/// rule through [`Name::new`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(heapless::String<MAX_NAME_LEN>);
+
+impl Name {
+    /// Validates a name.
+    pub fn new(name: &str) -> Result<Name, Error> {
+        if name.is_empty() {
+            return Err(Error::NameEmpty);
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(Error::NameTooLong { len: name.len() });
+        }
+        if let Some(ch) = name.chars().find(|&ch| !is_name_char(ch)) {
+            return Err(Error::NameInvalidChar { ch });
+        }
+        let mut text = heapless::String::new();
+        text.push_str(name)
+            .map_err(|_| Error::NameTooLong { len: name.len() })?;
+        Ok(Name(text))
+    }
+
+    /// Validates a name received as bytes.
+    pub fn from_bytes(name: &[u8]) -> Result<Name, Error> {
+        // Length first, so that a long name is reported as too long even when it is also
+        // cut in the middle of a character.
+        if name.len() > MAX_NAME_LEN {
+            return Err(Error::NameTooLong { len: name.len() });
+        }
+        let text = core::str::from_utf8(name).map_err(|_| Error::NameNotUtf8)?;
+        Name::new(text)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_name_char(ch: char) -> bool {
+    !ch.is_whitespace()
+        && !ch.is_control()
+        && !matches!(
+            ch,
+            '\u{00AD}'                  // soft hyphen
+                | '\u{180E}'            // Mongolian vowel separator
+                | '\u{200B}'..='\u{200F}' // zero-width space, joiners, direction marks
+                | '\u{202A}'..='\u{202E}' // bidirectional embeddings and overrides
+                | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, isolates
+                | '\u{FEFF}'            // byte-order mark
+                | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
+        )
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for Name {
+    type Error = Error;
+
+    fn try_from(name: &str) -> Result<Name, Error> {
+        Name::new(name)
+    }
+}
+
+impl core::str::FromStr for Name {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Name, Error> {
+        Name::new(name)
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// An audio codec a call can use. Both carry 8 kHz mono audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Codec {
+    /// Linear 16-bit PCM, network byte order (RFC 3551 L16).
+    L16,
+    /// G.711 µ-law, 8 bits per sample (RFC 3551 PCMU).
+    Pcmu,
+}
+
+impl Codec {
+    /// Every codec, in the order [`CodecSet`] lists them.
+    pub const ALL: [Codec; 2] = [Codec::L16, Codec::Pcmu];
+
+    /// The codec's name on the wire.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Codec::L16 => "L16",
+            Codec::Pcmu => "PCMU",
+        }
+    }
+
+    /// The codec of that name, matched without regard to case.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        Codec::ALL
+            .into_iter()
+            .find(|codec| codec.name().eq_ignore_ascii_case(name))
+    }
+
+    const fn bit(self) -> u8 {
+        match self {
+            Codec::L16 => 1,
+            Codec::Pcmu => 2,
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The codecs a caller offers in `codecs=`.
+///
+/// A set: the order on the wire carries no preference (the callee picks, by its own
+/// preference, among those offered) and is always written L16 first. A set parsed from an
+/// offer that names no codec Parlo knows (`codecs=OPUS`) is empty, and written back as
+/// `codecs=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CodecSet(u8);
+
+impl CodecSet {
+    /// No codec.
+    pub const EMPTY: CodecSet = CodecSet(0);
+    /// Every codec Parlo knows.
+    pub const ALL: CodecSet = CodecSet(Codec::L16.bit() | Codec::Pcmu.bit());
+
+    /// The set holding only `codec`.
+    pub const fn only(codec: Codec) -> CodecSet {
+        CodecSet(codec.bit())
+    }
+
+    /// This set with `codec` added.
+    #[must_use]
+    pub const fn with(self, codec: Codec) -> CodecSet {
+        CodecSet(self.0 | codec.bit())
+    }
+
+    /// Adds `codec`.
+    pub fn insert(&mut self, codec: Codec) {
+        self.0 |= codec.bit();
+    }
+
+    /// Whether the set holds `codec`.
+    pub const fn contains(self, codec: Codec) -> bool {
+        self.0 & codec.bit() != 0
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The codecs in the set, L16 first.
+    pub fn iter(self) -> impl Iterator<Item = Codec> {
+        Codec::ALL
+            .into_iter()
+            .filter(move |codec| self.contains(*codec))
+    }
+}
+
+impl FromIterator<Codec> for CodecSet {
+    fn from_iter<I: IntoIterator<Item = Codec>>(iter: I) -> CodecSet {
+        iter.into_iter().fold(CodecSet::EMPTY, CodecSet::with)
+    }
+}
+
+impl fmt::Display for CodecSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, codec) in self.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(codec.name())?;
+        }
+        Ok(())
+    }
+}
+
+/// Which protocol a peer speaks, as told by a message it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// The original project's: no call ids, no acknowledgements, raw PCM media.
+    Original,
+    /// Parlo's: call ids, acknowledgements, RTP media.
+    Parlo,
+}
+
+/// One signalling message (see the [module documentation](self) for the grammar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A call request.
+    Start {
+        /// Who is calling, as the caller registered in the directory.
+        caller: Name,
+        /// The new call's id; `None` from an original peer.
+        call: Option<CallId>,
+        /// The caller's protocol version ([`VERSION`] for Parlo); `None` from an original
+        /// peer.
+        version: Option<u8>,
+        /// The codecs the caller offers; `None` when it does not say.
+        codecs: Option<CodecSet>,
+    },
+    /// The callee is alerting its user; the caller stops retransmitting `START`.
+    Ringing {
+        /// The call.
+        call: CallId,
+    },
+    /// The callee answers.
+    Accept {
+        /// The call; `None` from an original peer.
+        call: Option<CallId>,
+        /// The codec the callee chose among those offered; `None` when it does not say.
+        codec: Option<Codec>,
+    },
+    /// The callee declines.
+    Reject {
+        /// The call; `None` from (or to) an original peer.
+        call: Option<CallId>,
+    },
+    /// The callee is already in a call.
+    Busy {
+        /// The call; `None` when answering an original peer's `START`.
+        call: Option<CallId>,
+    },
+    /// Hang up, or cancel a call not yet answered.
+    Close {
+        /// The call; `None` from (or to) an original peer.
+        call: Option<CallId>,
+    },
+    /// Acknowledges `CLOSE`.
+    Closed {
+        /// The call.
+        call: CallId,
+    },
+    /// Acknowledges `ACCEPT`.
+    Ack {
+        /// The call.
+        call: CallId,
+    },
+}
+
+/// Keys of the fields the parser knows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Call,
+    Version,
+    Codecs,
+    Codec,
+}
+
+impl Key {
+    fn as_str(self) -> &'static str {
+        match self {
+            Key::Call => "call",
+            Key::Version => "v",
+            Key::Codecs => "codecs",
+            Key::Codec => "codec",
+        }
+    }
+}
+
+/// The fields of one line, as far as the message's keyword knows them.
+#[derive(Default)]
+struct Fields {
+    call: Option<CallId>,
+    version: Option<u8>,
+    codecs: Option<CodecSet>,
+    codec: Option<Codec>,
+}
+
+impl Fields {
+    /// Reads `key=value` tokens; `known` lists the keys this message uses, the others are
+    /// skipped.
+    fn parse<'a>(tokens: impl Iterator<Item = &'a str>, known: &[Key]) -> Result<Fields, Error> {
+        let mut fields = Fields::default();
+        for token in tokens {
+            let Some((key, value)) = token.split_once('=') else {
+                return Err(Error::NotAField(Excerpt::of(token)));
+            };
+            if key.is_empty() {
+                return Err(Error::NotAField(Excerpt::of(token)));
+            }
+            let Some(&key) = known.iter().find(|known| known.as_str() == key) else {
+                continue;
+            };
+            let duplicate = match key {
+                Key::Call => fields.call.replace(CallId::parse(value)?).is_some(),
+                Key::Version => fields.version.replace(parse_version(value)?).is_some(),
+                Key::Codecs => fields.codecs.replace(parse_codecs(value)?).is_some(),
+                Key::Codec => {
+                    let codec = Codec::from_name(value)
+                        .ok_or_else(|| Error::UnknownCodec(Excerpt::of(value)))?;
+                    fields.codec.replace(codec).is_some()
+                }
+            };
+            if duplicate {
+                return Err(Error::DuplicateField {
+                    field: key.as_str(),
+                });
+            }
+        }
+        Ok(fields)
+    }
+
+    fn required_call(&self, keyword: &'static str) -> Result<CallId, Error> {
+        self.call.ok_or(Error::MissingField {
+            keyword,
+            field: "call",
+        })
+    }
+}
+
+fn parse_version(value: &str) -> Result<u8, Error> {
+    let invalid = || Error::InvalidVersion(Excerpt::of(value));
+    if value.is_empty() || value.len() > 3 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let version = value
+        .bytes()
+        .fold(0u16, |acc, digit| acc * 10 + u16::from(digit - b'0'));
+    match u8::try_from(version) {
+        Ok(version) if version >= 2 => Ok(version),
+        _ => Err(invalid()),
+    }
+}
+
+fn parse_codecs(value: &str) -> Result<CodecSet, Error> {
+    let mut set = CodecSet::EMPTY;
+    if value.is_empty() {
+        return Ok(set);
+    }
+    for item in value.split(',') {
+        if item.is_empty() {
+            return Err(Error::InvalidCodecList(Excerpt::of(value)));
+        }
+        // A codec this version does not know is skipped: a later phone may offer more.
+        if let Some(codec) = Codec::from_name(item) {
+            set.insert(codec);
+        }
+    }
+    Ok(set)
+}
+
+/// Removes the line terminator the original's peers may add: any run of spaces, `\r` and
+/// `\n` at the end.
+fn trim_line_end(datagram: &[u8]) -> &[u8] {
+    let end = datagram
+        .iter()
+        .rposition(|byte| !matches!(byte, b' ' | b'\r' | b'\n'))
+        .map_or(0, |last| last + 1);
+    &datagram[..end]
+}
+
+impl Message {
+    /// A Parlo call request: `START <caller> call=<id> v=2 codecs=<offer>`.
+    pub fn start(caller: Name, call: CallId, offer: CodecSet) -> Message {
+        Message::Start {
+            caller,
+            call: Some(call),
+            version: Some(VERSION),
+            codecs: Some(offer),
+        }
+    }
+
+    /// A call request as the original sends it: `START <caller>`.
+    pub fn start_original(caller: Name) -> Message {
+        Message::Start {
+            caller,
+            call: None,
+            version: None,
+            codecs: None,
+        }
+    }
+
+    /// Parses one signalling datagram.
+    pub fn parse(datagram: &[u8]) -> Result<Message, Error> {
+        if datagram.len() > MAX_LINE_LEN {
+            return Err(Error::TooLong {
+                len: datagram.len(),
+            });
+        }
+        let line = trim_line_end(datagram);
+        if line.is_empty() {
+            return Err(Error::Empty);
+        }
+        let line = core::str::from_utf8(line).map_err(|error| Error::NotUtf8 {
+            offset: error.valid_up_to(),
+        })?;
+        if let Some(offset) = line.bytes().position(|byte| byte.is_ascii_control()) {
+            return Err(Error::ControlCharacter { offset });
+        }
+        if let Some(offset) = line.find("  ") {
+            return Err(Error::EmptyField { offset: offset + 1 });
+        }
+        if line.starts_with(' ') {
+            return Err(Error::EmptyField { offset: 0 });
+        }
+
+        let mut tokens = line.split(' ');
+        let keyword = tokens.next().unwrap_or_default();
+        let message = match keyword {
+            "START" => {
+                let caller = tokens.next().ok_or(Error::MissingCaller)?;
+                let caller = Name::new(caller)?;
+                let fields = Fields::parse(tokens, &[Key::Call, Key::Version, Key::Codecs])?;
+                Message::Start {
+                    caller,
+                    call: fields.call,
+                    version: fields.version,
+                    codecs: fields.codecs,
+                }
+            }
+            "RINGING" => Message::Ringing {
+                call: Fields::parse(tokens, &[Key::Call])?.required_call("RINGING")?,
+            },
+            "ACCEPT" => {
+                let fields = Fields::parse(tokens, &[Key::Call, Key::Codec])?;
+                Message::Accept {
+                    call: fields.call,
+                    codec: fields.codec,
+                }
+            }
+            "REJECT" => Message::Reject {
+                call: Fields::parse(tokens, &[Key::Call])?.call,
+            },
+            "BUSY" => Message::Busy {
+                call: Fields::parse(tokens, &[Key::Call])?.call,
+            },
+            "CLOSE" => Message::Close {
+                call: Fields::parse(tokens, &[Key::Call])?.call,
+            },
+            "CLOSED" => Message::Closed {
+                call: Fields::parse(tokens, &[Key::Call])?.required_call("CLOSED")?,
+            },
+            "ACK" => Message::Ack {
+                call: Fields::parse(tokens, &[Key::Call])?.required_call("ACK")?,
+            },
+            other => return Err(Error::UnknownKeyword(Excerpt::of(other))),
+        };
+        Ok(message)
+    }
+
+    /// Writes the message into `buf`, without a line terminator, and returns its length.
+    ///
+    /// A buffer of [`MAX_MESSAGE_LEN`] bytes always suffices.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        let available = buf.len();
+        let mut writer = SliceWriter { buf, len: 0 };
+        match fmt::write(&mut writer, format_args!("{self}")) {
+            Ok(()) => Ok(writer.len),
+            Err(fmt::Error) => Err(Error::BufferTooSmall {
+                needed: self.buffer_len(),
+                available,
+            }),
+        }
+    }
+
+    /// The number of bytes [`Message::emit`] writes.
+    pub fn buffer_len(&self) -> usize {
+        let mut counter = LenCounter(0);
+        // Counting cannot fail: LenCounter::write_str always returns Ok.
+        let _ = fmt::write(&mut counter, format_args!("{self}"));
+        counter.0
+    }
+
+    /// The message's keyword.
+    pub const fn keyword(&self) -> &'static str {
+        match self {
+            Message::Start { .. } => "START",
+            Message::Ringing { .. } => "RINGING",
+            Message::Accept { .. } => "ACCEPT",
+            Message::Reject { .. } => "REJECT",
+            Message::Busy { .. } => "BUSY",
+            Message::Close { .. } => "CLOSE",
+            Message::Closed { .. } => "CLOSED",
+            Message::Ack { .. } => "ACK",
+        }
+    }
+
+    /// The call the message is about, when it says.
+    pub const fn call_id(&self) -> Option<CallId> {
+        match self {
+            Message::Start { call, .. }
+            | Message::Accept { call, .. }
+            | Message::Reject { call }
+            | Message::Busy { call }
+            | Message::Close { call } => *call,
+            Message::Ringing { call } | Message::Closed { call } | Message::Ack { call } => {
+                Some(*call)
+            }
+        }
+    }
+
+    /// The dialect of the message: [`Dialect::Original`] when it carries neither a call id
+    /// nor a version.
+    pub const fn dialect(&self) -> Dialect {
+        let version = match self {
+            Message::Start { version, .. } => *version,
+            _ => None,
+        };
+        if self.call_id().is_none() && version.is_none() {
+            Dialect::Original
+        } else {
+            Dialect::Parlo
+        }
+    }
+
+    /// Whether the message is in the original project's dialect.
+    pub const fn is_original(&self) -> bool {
+        matches!(self.dialect(), Dialect::Original)
+    }
+}
+
+impl fmt::Display for Message {
+    /// Writes the message as it goes on the wire, without a line terminator.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.keyword())?;
+        if let Message::Start { caller, .. } = self {
+            write!(f, " {caller}")?;
+        }
+        if let Some(call) = self.call_id() {
+            write!(f, " call={call}")?;
+        }
+        match self {
+            Message::Start {
+                version, codecs, ..
+            } => {
+                if let Some(version) = version {
+                    write!(f, " v={version}")?;
+                }
+                if let Some(codecs) = codecs {
+                    write!(f, " codecs={codecs}")?;
+                }
+            }
+            Message::Accept {
+                codec: Some(codec), ..
+            } => write!(f, " codec={codec}")?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Writes into a borrowed buffer; fails instead of growing when it is full.
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl fmt::Write for SliceWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        let target = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        target.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Counts the bytes written through it.
+struct LenCounter(usize);
+
+impl fmt::Write for LenCounter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> Name {
+        Name::new(text).expect("test names are valid")
+    }
+
+    fn emitted(message: &Message) -> std::vec::Vec<u8> {
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let len = message.emit(&mut buf).expect("MAX_MESSAGE_LEN suffices");
+        buf[..len].to_vec()
+    }
+
+    fn parse(line: &str) -> Result<Message, Error> {
+        Message::parse(line.as_bytes())
+    }
+
+    const CALL: CallId = CallId::new(0x0bad_cafe);
+
+    // --- the original dialect: exact bytes both ways -------------------------------------
+
+    #[test]
+    fn original_messages_parse_and_emit_the_originals_bytes() {
+        let cases = [
+            (
+                "START alice",
+                Message::Start {
+                    caller: name("alice"),
+                    call: None,
+                    version: None,
+                    codecs: None,
+                },
+            ),
+            (
+                "ACCEPT",
+                Message::Accept {
+                    call: None,
+                    codec: None,
+                },
+            ),
+            ("REJECT", Message::Reject { call: None }),
+            ("CLOSE", Message::Close { call: None }),
+            ("BUSY", Message::Busy { call: None }),
+        ];
+        for (line, message) in cases {
+            assert_eq!(parse(line), Ok(message.clone()), "{line}");
+            assert_eq!(emitted(&message), line.as_bytes(), "{line}");
+            assert_eq!(message.dialect(), Dialect::Original, "{line}");
+            assert!(message.is_original(), "{line}");
+            assert_eq!(message.call_id(), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn line_terminators_and_trailing_spaces_are_tolerated() {
+        let expected = Ok(Message::Start {
+            caller: name("alice"),
+            call: None,
+            version: None,
+            codecs: None,
+        });
+        for line in [
+            "START alice\n",
+            "START alice\r\n",
+            "START alice ",
+            "START alice  \r\n",
+        ] {
+            assert_eq!(parse(line), expected, "{line:?}");
+        }
+        assert_eq!(
+            parse("ACCEPT\r\n"),
+            Ok(Message::Accept {
+                call: None,
+                codec: None
+            })
+        );
+        assert_eq!(parse("CLOSE\n"), Ok(Message::Close { call: None }));
+    }
+
+    // --- the Parlo dialect --------------------------------------------------------------
+
+    #[test]
+    fn parlo_messages_have_fixed_bytes() {
+        let cases = [
+            (
+                "START alice call=0badcafe v=2 codecs=L16,PCMU",
+                Message::Start {
+                    caller: name("alice"),
+                    call: Some(CALL),
+                    version: Some(VERSION),
+                    codecs: Some(CodecSet::ALL),
+                },
+            ),
+            ("RINGING call=0badcafe", Message::Ringing { call: CALL }),
+            (
+                "ACCEPT call=0badcafe codec=PCMU",
+                Message::Accept {
+                    call: Some(CALL),
+                    codec: Some(Codec::Pcmu),
+                },
+            ),
+            (
+                "ACCEPT call=0badcafe",
+                Message::Accept {
+                    call: Some(CALL),
+                    codec: None,
+                },
+            ),
+            ("REJECT call=0badcafe", Message::Reject { call: Some(CALL) }),
+            ("BUSY call=0badcafe", Message::Busy { call: Some(CALL) }),
+            ("CLOSE call=0badcafe", Message::Close { call: Some(CALL) }),
+            ("CLOSED call=0badcafe", Message::Closed { call: CALL }),
+            (
+                "ACK call=00000000",
+                Message::Ack {
+                    call: CallId::new(0),
+                },
+            ),
+            (
+                "ACK call=ffffffff",
+                Message::Ack {
+                    call: CallId::new(u32::MAX),
+                },
+            ),
+        ];
+        for (line, message) in cases {
+            assert_eq!(parse(line), Ok(message.clone()), "{line}");
+            assert_eq!(emitted(&message), line.as_bytes(), "{line}");
+            assert_eq!(message.to_string(), line);
+            assert_eq!(message.buffer_len(), line.len(), "{line}");
+            assert_eq!(message.dialect(), Dialect::Parlo, "{line}");
+            assert_eq!(
+                message.keyword(),
+                line.split(' ').next().unwrap_or_default()
+            );
+        }
+    }
+
+    #[test]
+    fn start_constructors_build_both_dialects() {
+        let parlo = Message::start(name("bob"), CALL, CodecSet::ALL);
+        assert_eq!(
+            parlo.to_string(),
+            "START bob call=0badcafe v=2 codecs=L16,PCMU"
+        );
+        assert_eq!(parlo.dialect(), Dialect::Parlo);
+        let original = Message::start_original(name("bob"));
+        assert_eq!(emitted(&original), b"START bob");
+        assert!(original.is_original());
+    }
+
+    #[test]
+    fn a_version_alone_or_a_call_id_alone_makes_a_parlo_message() {
+        let version_only = parse("START bob v=2").expect("valid");
+        assert_eq!(version_only.dialect(), Dialect::Parlo);
+        assert_eq!(version_only.call_id(), None);
+        let call_only = parse("START bob call=00000001").expect("valid");
+        assert_eq!(call_only.dialect(), Dialect::Parlo);
+        assert_eq!(call_only.call_id(), Some(CallId::new(1)));
+        // A later version is still a Parlo peer.
+        let later = parse("START bob v=3").expect("valid");
+        assert!(matches!(
+            later,
+            Message::Start {
+                version: Some(3),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn call_ids_parse_in_either_case_and_emit_in_lower_case() {
+        let message = parse("CLOSE call=0BADCAFE").expect("valid");
+        assert_eq!(message, Message::Close { call: Some(CALL) });
+        assert_eq!(emitted(&message), b"CLOSE call=0badcafe");
+        assert_eq!(CallId::parse("0BaDcAfE"), Ok(CALL));
+        assert_eq!(CALL.to_string(), "0badcafe");
+        assert_eq!(CallId::new(1).to_string(), "00000001");
+    }
+
+    #[test]
+    fn codec_names_match_without_case_and_emit_canonically() {
+        let message = parse("START bob codecs=pcmu,l16").expect("valid");
+        assert!(matches!(
+            message,
+            Message::Start {
+                codecs: Some(CodecSet::ALL),
+                ..
+            }
+        ));
+        assert_eq!(emitted(&message), b"START bob codecs=L16,PCMU");
+        assert_eq!(
+            parse("ACCEPT call=00000001 codec=l16"),
+            Ok(Message::Accept {
+                call: Some(CallId::new(1)),
+                codec: Some(Codec::L16)
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        assert_eq!(
+            parse("CLOSE call=00000001 reason=hangup"),
+            Ok(Message::Close {
+                call: Some(CallId::new(1))
+            })
+        );
+        assert_eq!(
+            parse("START bob x=1 v=2 y="),
+            Ok(Message::Start {
+                caller: name("bob"),
+                call: None,
+                version: Some(2),
+                codecs: None
+            })
+        );
+        // A field known to another message is unknown to this one.
+        assert_eq!(
+            parse("REJECT codec=OPUS v=9"),
+            Ok(Message::Reject { call: None })
+        );
+        // Unknown fields do not change the dialect.
+        assert!(parse("ACCEPT future=1").expect("valid").is_original());
+    }
+
+    #[test]
+    fn unknown_codecs_in_an_offer_are_skipped() {
+        let message = parse("START bob codecs=OPUS,L16,G722").expect("valid");
+        assert!(
+            matches!(message, Message::Start { codecs: Some(set), .. } if set == CodecSet::only(Codec::L16))
+        );
+        let nothing_known = parse("START bob codecs=OPUS").expect("valid");
+        assert!(matches!(
+            nothing_known,
+            Message::Start {
+                codecs: Some(CodecSet::EMPTY),
+                ..
+            }
+        ));
+        // An empty offer is written back as an empty list, which parses to the same.
+        assert_eq!(emitted(&nothing_known), b"START bob codecs=");
+        assert_eq!(parse("START bob codecs="), Ok(nothing_known));
+        // Duplicates collapse.
+        let twice = parse("START bob codecs=L16,L16").expect("valid");
+        assert!(
+            matches!(twice, Message::Start { codecs: Some(set), .. } if set == CodecSet::only(Codec::L16))
+        );
+    }
+
+    #[test]
+    fn the_longest_message_fits_max_message_len() {
+        let longest = Message::Start {
+            caller: name(&"x".repeat(MAX_NAME_LEN)),
+            call: Some(CallId::new(u32::MAX)),
+            version: Some(u8::MAX),
+            codecs: Some(CodecSet::ALL),
+        };
+        assert_eq!(longest.buffer_len(), MAX_MESSAGE_LEN);
+        assert_eq!(parse(&longest.to_string()), Ok(longest));
+    }
+
+    #[test]
+    fn a_line_of_max_line_len_is_accepted_and_one_more_byte_is_not() {
+        let mut line = std::string::String::from("CLOSE pad=");
+        line.push_str(&"p".repeat(MAX_LINE_LEN - line.len()));
+        assert_eq!(line.len(), MAX_LINE_LEN);
+        assert_eq!(parse(&line), Ok(Message::Close { call: None }));
+        line.push('p');
+        assert_eq!(
+            parse(&line),
+            Err(Error::TooLong {
+                len: MAX_LINE_LEN + 1
+            })
+        );
+    }
+
+    // --- errors ------------------------------------------------------------------------
+
+    #[test]
+    fn empty_lines_are_refused() {
+        assert_eq!(parse(""), Err(Error::Empty));
+        assert_eq!(parse(" \r\n"), Err(Error::Empty));
+    }
+
+    #[test]
+    fn unknown_keywords_are_named_in_the_error() {
+        let error = parse("HELLO world").expect_err("unknown keyword");
+        assert_eq!(error, Error::UnknownKeyword(Excerpt::of("HELLO")));
+        assert!(error.to_string().contains("\"HELLO\""), "{error}");
+        // Keywords are upper case, as the original sends them.
+        assert!(
+            matches!(parse("start alice"), Err(Error::UnknownKeyword(word)) if word.as_str() == "start")
+        );
+        assert!(matches!(parse("CLOSEX"), Err(Error::UnknownKeyword(_))));
+    }
+
+    #[test]
+    fn long_tokens_are_cut_in_errors() {
+        let error = parse(&"Z".repeat(40)).expect_err("unknown keyword");
+        let Error::UnknownKeyword(word) = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(word.as_str(), "Z".repeat(20));
+        assert!(word.is_truncated());
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("\"{}...\"", "Z".repeat(20))),
+            "{error}"
+        );
+        // Multi-byte characters are cut at a character boundary, within 24 bytes.
+        let wide = Excerpt::of(&"€".repeat(30));
+        assert_eq!(wide.as_str(), "€".repeat(8));
+        assert!(wide.is_truncated());
+        // Invisible characters are not copied into errors.
+        let error = parse("HI\u{202e}\u{85}").expect_err("unknown keyword");
+        let Error::UnknownKeyword(word) = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(word.as_str(), "HI??");
+    }
+
+    #[test]
+    fn malformed_lines_are_refused_with_the_reason() {
+        let cases: &[(&[u8], Error)] = &[
+            (b"START", Error::MissingCaller),
+            (b"START ", Error::MissingCaller),
+            (b"START  alice", Error::EmptyField { offset: 6 }),
+            (b" START alice", Error::EmptyField { offset: 0 }),
+            (b"START alice\tv=2", Error::ControlCharacter { offset: 11 }),
+            (b"CLOSE\nCLOSE", Error::ControlCharacter { offset: 5 }),
+            (b"CLOSE\0", Error::ControlCharacter { offset: 5 }),
+            (b"START \xffbob", Error::NotUtf8 { offset: 6 }),
+            (
+                b"RINGING",
+                Error::MissingField {
+                    keyword: "RINGING",
+                    field: "call",
+                },
+            ),
+            (
+                b"CLOSED x=1",
+                Error::MissingField {
+                    keyword: "CLOSED",
+                    field: "call",
+                },
+            ),
+            (
+                b"ACK",
+                Error::MissingField {
+                    keyword: "ACK",
+                    field: "call",
+                },
+            ),
+            (b"ACK call=123", Error::InvalidCallId(Excerpt::of("123"))),
+            (
+                b"ACK call=0000000g",
+                Error::InvalidCallId(Excerpt::of("0000000g")),
+            ),
+            (
+                b"ACK call=000000001",
+                Error::InvalidCallId(Excerpt::of("000000001")),
+            ),
+            (
+                b"ACK call=+0000001",
+                Error::InvalidCallId(Excerpt::of("+0000001")),
+            ),
+            (b"ACK call=", Error::InvalidCallId(Excerpt::of(""))),
+            (
+                b"CLOSE call=00000001 call=00000002",
+                Error::DuplicateField { field: "call" },
+            ),
+            (b"START a v=2 v=2", Error::DuplicateField { field: "v" }),
+            (b"CLOSE now", Error::NotAField(Excerpt::of("now"))),
+            (b"CLOSE =x", Error::NotAField(Excerpt::of("=x"))),
+            (b"START alice bob", Error::NotAField(Excerpt::of("bob"))),
+            (b"START alice v=1", Error::InvalidVersion(Excerpt::of("1"))),
+            (
+                b"START alice v=256",
+                Error::InvalidVersion(Excerpt::of("256")),
+            ),
+            (b"START alice v=", Error::InvalidVersion(Excerpt::of(""))),
+            (
+                b"START alice v=2.0",
+                Error::InvalidVersion(Excerpt::of("2.0")),
+            ),
+            (
+                b"START alice v=0002",
+                Error::InvalidVersion(Excerpt::of("0002")),
+            ),
+            (
+                b"ACCEPT codec=OPUS",
+                Error::UnknownCodec(Excerpt::of("OPUS")),
+            ),
+            (b"ACCEPT codec=", Error::UnknownCodec(Excerpt::of(""))),
+            (
+                b"ACCEPT codec=L16,PCMU",
+                Error::UnknownCodec(Excerpt::of("L16,PCMU")),
+            ),
+            (
+                b"START a codecs=L16,,PCMU",
+                Error::InvalidCodecList(Excerpt::of("L16,,PCMU")),
+            ),
+            (
+                b"START a codecs=L16,",
+                Error::InvalidCodecList(Excerpt::of("L16,")),
+            ),
+        ];
+        for (line, error) in cases {
+            assert_eq!(
+                Message::parse(line).as_ref(),
+                Err(error),
+                "{}",
+                std::string::String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn emit_reports_a_short_buffer() {
+        let message = Message::Start {
+            caller: name("alice"),
+            call: None,
+            version: None,
+            codecs: None,
+        };
+        let mut buf = [0u8; 5];
+        assert_eq!(
+            message.emit(&mut buf),
+            Err(Error::BufferTooSmall {
+                needed: 11,
+                available: 5
+            })
+        );
+        let mut exact = [0u8; 11];
+        assert_eq!(message.emit(&mut exact), Ok(11));
+        assert_eq!(&exact, b"START alice");
+        assert_eq!(
+            Message::Close { call: None }.emit(&mut []),
+            Err(Error::BufferTooSmall {
+                needed: 5,
+                available: 0
+            })
+        );
+    }
+
+    // --- names -------------------------------------------------------------------------
+
+    #[test]
+    fn names_follow_the_directory_rule() {
+        for valid in [
+            "alice",
+            "a",
+            "Zoë",
+            "名前",
+            "a=b",
+            "o'brien",
+            "x-y_z.1",
+            &"n".repeat(32),
+            &"é".repeat(16),
+        ] {
+            let checked = Name::new(valid).expect(valid);
+            assert_eq!(checked.as_str(), valid);
+            assert_eq!(checked, *valid);
+            assert_eq!(Name::from_bytes(valid.as_bytes()), Ok(checked.clone()));
+            assert_eq!(valid.parse::<Name>(), Ok(checked));
+        }
+        assert_eq!(Name::new(""), Err(Error::NameEmpty));
+        assert_eq!(
+            Name::new(&"n".repeat(33)),
+            Err(Error::NameTooLong { len: 33 })
+        );
+        // 17 two-byte characters: 17 characters but 34 bytes.
+        assert_eq!(
+            Name::new(&"é".repeat(17)),
+            Err(Error::NameTooLong { len: 34 })
+        );
+        let refused = [
+            ("al ice", ' '),
+            ("al\tice", '\t'),
+            ("alice\n", '\n'),
+            ("al\u{0}ice", '\0'),
+            ("al\u{7f}ice", '\u{7f}'),
+            ("al\u{a0}ice", '\u{a0}'),     // no-break space
+            ("al\u{3000}ice", '\u{3000}'), // ideographic space
+            ("al\u{200b}ice", '\u{200b}'), // zero-width space
+            ("al\u{202e}ice", '\u{202e}'), // right-to-left override
+            ("\u{feff}alice", '\u{feff}'), // byte-order mark
+            ("al\u{85}ice", '\u{85}'),     // next line (C1 control)
+        ];
+        for (text, ch) in refused {
+            assert_eq!(
+                Name::new(text),
+                Err(Error::NameInvalidChar { ch }),
+                "{text:?}"
+            );
+        }
+        assert_eq!(Name::from_bytes(b"al\xffce"), Err(Error::NameNotUtf8));
+        assert_eq!(
+            Name::from_bytes(&[b'n'; 40]),
+            Err(Error::NameTooLong { len: 40 })
+        );
+    }
+
+    #[test]
+    fn name_errors_say_the_rule() {
+        let error = Name::new("al ice").expect_err("space");
+        assert_eq!(
+            error.to_string(),
+            "the name contains ' ' (U+0020), which is not allowed: a name is 1 to 32 bytes of printable UTF-8 without whitespace"
+        );
+        assert!(Error::NameEmpty.to_string().contains("1 to 32 bytes"));
+    }
+
+    #[test]
+    fn start_applies_the_name_rule() {
+        let long = format!("START {}", "n".repeat(33));
+        assert_eq!(parse(&long), Err(Error::NameTooLong { len: 33 }));
+        assert_eq!(
+            parse("START al\u{200b}ice"),
+            Err(Error::NameInvalidChar { ch: '\u{200b}' })
+        );
+        // The caller is positional: a name that looks like a field is still the caller.
+        assert!(
+            matches!(parse("START call=x"), Ok(Message::Start { caller, call: None, .. }) if caller == "call=x")
+        );
+    }
+
+    #[test]
+    fn codec_sets_list_codecs_in_canonical_order() {
+        assert_eq!(CodecSet::ALL.to_string(), "L16,PCMU");
+        assert_eq!(CodecSet::only(Codec::Pcmu).to_string(), "PCMU");
+        assert_eq!(CodecSet::EMPTY.to_string(), "");
+        let set: CodecSet = [Codec::Pcmu, Codec::L16].into_iter().collect();
+        assert_eq!(set, CodecSet::ALL);
+        assert_eq!(
+            set.iter().collect::<std::vec::Vec<_>>(),
+            [Codec::L16, Codec::Pcmu]
+        );
+        assert!(CodecSet::EMPTY.is_empty());
+        assert!(!CodecSet::only(Codec::L16).contains(Codec::Pcmu));
+    }
+
+    // --- properties --------------------------------------------------------------------
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn names() -> impl Strategy<Value = Name> {
+            "[a-zA-Z0-9=._'éß中\u{1F600}-]{1,32}"
+                .prop_filter_map("too long", |text| Name::new(&text).ok())
+        }
+
+        fn call_ids() -> impl Strategy<Value = CallId> {
+            any::<u32>().prop_map(CallId::new)
+        }
+
+        fn codec_sets() -> impl Strategy<Value = CodecSet> {
+            (any::<bool>(), any::<bool>()).prop_map(|(l16, pcmu)| {
+                let mut set = CodecSet::EMPTY;
+                if l16 {
+                    set.insert(Codec::L16);
+                }
+                if pcmu {
+                    set.insert(Codec::Pcmu);
+                }
+                set
+            })
+        }
+
+        fn codecs() -> impl Strategy<Value = Codec> {
+            prop_oneof![Just(Codec::L16), Just(Codec::Pcmu)]
+        }
+
+        fn messages() -> impl Strategy<Value = Message> {
+            let call = || proptest::option::of(call_ids());
+            prop_oneof![
+                (
+                    names(),
+                    call(),
+                    proptest::option::of(2u8..),
+                    proptest::option::of(codec_sets())
+                )
+                    .prop_map(|(caller, call, version, codecs)| Message::Start {
+                        caller,
+                        call,
+                        version,
+                        codecs
+                    }),
+                call_ids().prop_map(|call| Message::Ringing { call }),
+                (call(), proptest::option::of(codecs()))
+                    .prop_map(|(call, codec)| Message::Accept { call, codec }),
+                call().prop_map(|call| Message::Reject { call }),
+                call().prop_map(|call| Message::Busy { call }),
+                call().prop_map(|call| Message::Close { call }),
+                call_ids().prop_map(|call| Message::Closed { call }),
+                call_ids().prop_map(|call| Message::Ack { call }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn emit_then_parse_gives_the_message_back(message in messages()) {
+                let mut buf = [0u8; MAX_MESSAGE_LEN];
+                let len = message.emit(&mut buf).expect("MAX_MESSAGE_LEN suffices");
+                prop_assert_eq!(len, message.buffer_len());
+                prop_assert_eq!(Message::parse(&buf[..len]), Ok(message.clone()));
+                // With the original's line terminator too.
+                let mut line = buf[..len].to_vec();
+                line.extend_from_slice(b"\r\n");
+                prop_assert_eq!(Message::parse(&line), Ok(message));
+            }
+
+            #[test]
+            fn parse_never_panics_and_what_it_accepts_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+                if let Ok(message) = Message::parse(&bytes) {
+                    let mut buf = [0u8; MAX_MESSAGE_LEN];
+                    let len = message.emit(&mut buf).expect("MAX_MESSAGE_LEN suffices");
+                    prop_assert_eq!(Message::parse(&buf[..len]), Ok(message));
+                }
+            }
+        }
+    }
+}
