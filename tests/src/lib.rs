@@ -1,2 +1,4 @@
 //! parlo-tests: end-to-end tests against the real binaries, the spec replayer, and the
 //! harness code they share.
+
+pub mod server_harness;
