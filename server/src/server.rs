@@ -529,7 +529,7 @@ impl Server {
         }
         self.open -= 1;
         self.freed.push(index);
-        self.retry_accept = self.accept_paused;
+        self.retry_accept |= self.accept_paused;
     }
 
     /// Once a second: timeouts, and the count of connections refused as full.

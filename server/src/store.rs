@@ -10,6 +10,11 @@
 //! `synchronous=NORMAL` (a commit per write costs ~15 µs, a write inside a transaction ~2).
 //! The database lags the map by at most [`COMMIT_EVERY`].
 //!
+//! The one write that can stall on the disk is the WAL checkpoint, which fsyncs (a few
+//! milliseconds here). It is taken off the event loop: automatic checkpoints are disabled
+//! on the loop's connection and a [`Checkpointer`] thread, with its own connection, runs a
+//! passive checkpoint every [`CHECKPOINT_EVERY`] (passive: it never blocks the writer).
+//!
 //! A failed write (disk full, file deleted...) never stops the directory: it is logged,
 //! the transaction is dropped, and the table is rewritten from the map at the next commit
 //! (retried every [`RESYNC_EVERY`] while it keeps failing).
@@ -17,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parlo_net::directory::{Contact, Name, Page, Registry};
@@ -26,6 +32,9 @@ use crate::error::Error;
 
 /// Longest time a change waits in an open transaction before it is committed.
 pub const COMMIT_EVERY: Duration = Duration::from_millis(10);
+
+/// How often the WAL is copied back into the database file, off the event loop.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a database that failed is rewritten from memory.
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
@@ -65,6 +74,7 @@ pub struct Store {
     failures: u64,
     /// The time of the current loop iteration.
     now: Instant,
+    checkpointer: Option<Checkpointer>,
 }
 
 /// Opens `path` for writing, in WAL mode, with the schema in place.
@@ -96,8 +106,55 @@ fn open(path: &Path) -> Result<Connection, Error> {
         .map_err(failed("set a busy timeout"))?;
     db.execute_batch(SCHEMA)
         .map_err(failed("create the presence table"))?;
+    // The checkpointer thread does it instead (see the module docs).
+    db.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(failed("turn off automatic checkpoints"))?;
     db.set_prepared_statement_cache_capacity(8);
     Ok(db)
+}
+
+/// The thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] (see the module docs).
+#[derive(Debug)]
+struct Checkpointer {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    /// Starts the thread, or says why it could not.
+    fn start(path: &Path) -> std::io::Result<Checkpointer> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let path = path.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("parlo-checkpoint".into())
+            .spawn(move || {
+                let mut failing = false;
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    // A fresh connection each time follows the file through a reopen.
+                    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                    let result = Connection::open_with_flags(&path, flags).and_then(|db| {
+                        db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    });
+                    match result {
+                        Err(e) if !failing => {
+                            log::warn!("database {}: checkpoint failed: {e}", path.display());
+                            failing = true;
+                        }
+                        Err(_) => {}
+                        Ok(()) => failing = false,
+                    }
+                }
+            })?;
+        Ok(Checkpointer { stop, thread })
+    }
+
+    /// Stops the thread and waits for it (at most one checkpoint).
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 fn unix_now() -> i64 {
@@ -116,6 +173,14 @@ impl Store {
                 doing: "clear the presence of the previous run",
                 source,
             })?;
+        let checkpointer = match Checkpointer::start(path) {
+            Ok(checkpointer) => Some(checkpointer),
+            Err(e) => {
+                log::warn!("cannot start the checkpoint thread ({e}); checkpointing inline");
+                let _ = db.pragma_update(None, "wal_autocheckpoint", 1000);
+                None
+            }
+        };
         Ok(Store {
             path: path.to_owned(),
             db,
@@ -124,6 +189,7 @@ impl Store {
             stale_since: None,
             failures: 0,
             now,
+            checkpointer,
         })
     }
 
@@ -256,6 +322,9 @@ impl Store {
     pub fn reopen(&mut self) -> Result<(), Error> {
         self.commit();
         let db = open(&self.path)?;
+        if self.checkpointer.is_none() {
+            let _ = db.pragma_update(None, "wal_autocheckpoint", 1000);
+        }
         self.db = db;
         self.stale_since = None;
         self.rewrite().map_err(|source| Error::Database {
@@ -269,6 +338,9 @@ impl Store {
     /// the WAL into the database file.
     pub fn close(mut self) -> Result<(), Error> {
         self.commit();
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
         let failed = |doing| {
             let path = self.path.clone();
             move |source| Error::Database {
