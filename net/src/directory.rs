@@ -1,1 +1,1264 @@
-//! Not written yet.
+//! The directory protocol: requests, responses, and the rules that decide between them.
+//!
+//! A phone keeps one TCP connection to the directory server, registers its name on it, and
+//! looks other names up (DESIGN.md §3). The wire format is the original project's: one JSON
+//! object per request, one JSON object per response.
+//!
+//! | request | responses |
+//! | --- | --- |
+//! | `{"command":"REG","name":N}` (+ `"port":P`, default 5001) | `{"ack":"Registered successfully"}` · `{"ack":"Error Registering","reason":..}` · `{"ack":"Error","reason":..}` |
+//! | `{"command":"GET","name":N}` | `{"ip":"A.B.C.D","port":P}` · `{"ip":"None"}` |
+//! | `{"command":"DISCONNECT","name":N}` | `{"ack":"Disconnected"}` · `{"ack":"Error","reason":..}` |
+//! | `{"command":"LIST"}` (+ `"offset":K`) | `{"users":[N,..],"more":bool}` |
+//! | `{"command":"PING"}` | `{"ack":"PONG"}` |
+//!
+//! Who calls what, in order, for each connection (the server is the shell around this):
+//! 1. [`crate::framing::FrameBuffer`] cuts the stream into frames;
+//! 2. [`Request::parse`] turns a frame into a [`Request`] or a [`RequestError`];
+//! 3. [`Session::handle_request`] applies the request to the [`Registry`] (the server's
+//!    store) and returns the [`Response`]; errors become [`Response::Error`];
+//! 4. [`Response::encode`] writes the response bytes, at most [`MAX_RESPONSE`];
+//! 5. when the connection ends for any reason, [`Session::handle_close`] removes its name.
+//!
+//! The rules live here and nowhere else: one registration per connection; a name belongs
+//! to the connection that registered it until that connection says DISCONNECT or ends; a
+//! name is 1–32 bytes of UTF-8 without whitespace or control characters; LIST answers in
+//! pages that fit one response. Nothing here reads a clock, a socket or allocates, and no
+//! input can make it panic (the parser has a fuzz target).
+
+use core::fmt;
+use core::net::IpAddr;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, Visitor};
+
+use crate::framing::MAX_REQUEST;
+
+/// The longest name, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// The UDP port a phone listens on when its REG does not say (the original's fixed port).
+pub const DEFAULT_PEER_PORT: u16 = 5001;
+
+/// The most names one LIST response carries (fewer when long names fill the response).
+pub const LIST_PAGE: usize = 32;
+
+/// The longest encoded response, `\n` included: fits the original client's `recv(1024)`.
+pub const MAX_RESPONSE: usize = 1024;
+
+/// How many bytes of an unknown command are echoed back in the error.
+const COMMAND_ECHO: usize = 16;
+
+/// Everything that can be wrong with a request, from the bytes up to its fields.
+///
+/// `Display` gives the text sent back as the response's `"reason"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// Bytes outside a JSON object: a request starts with `{`.
+    NotAnObject,
+    /// The request is longer than [`MAX_REQUEST`] bytes.
+    TooLong,
+    /// A raw newline inside a string: the client's line ended before the string did.
+    UnterminatedString,
+    /// The object is not valid JSON, or a field has the wrong type; says what was found.
+    Malformed(&'static str),
+    /// The object has no `"command"` field.
+    MissingCommand,
+    /// `"command"` is none of REG, GET, DISCONNECT, LIST, PING (echoes the first bytes).
+    UnknownCommand(heapless::String<COMMAND_ECHO>),
+    /// REG, GET or DISCONNECT without a `"name"` field.
+    MissingName,
+    /// The name is the empty string.
+    EmptyName,
+    /// The name is longer than [`MAX_NAME_LEN`] bytes (its length in bytes).
+    NameTooLong(usize),
+    /// The name contains whitespace (the peer protocol separates fields with spaces).
+    NameHasWhitespace,
+    /// The name contains a control character.
+    NameHasControl,
+    /// `"port"` is not between 1 and 65535 (the value sent).
+    BadPort(i64),
+    /// `"offset"` is negative or beyond 2^32 (the value sent).
+    BadOffset(i64),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::NotAnObject => {
+                f.write_str("not a JSON object (a request starts with '{')")
+            }
+            RequestError::TooLong => write!(f, "request longer than {MAX_REQUEST} bytes"),
+            RequestError::UnterminatedString => f.write_str("line ended inside a string"),
+            RequestError::Malformed(what) => write!(f, "malformed JSON: {what}"),
+            RequestError::MissingCommand => f.write_str("missing \"command\""),
+            RequestError::UnknownCommand(command) => write!(
+                f,
+                "unknown command \"{command}\" (expected REG, GET, DISCONNECT, LIST or PING)"
+            ),
+            RequestError::MissingName => f.write_str("missing \"name\""),
+            RequestError::EmptyName => f.write_str("name is empty"),
+            RequestError::NameTooLong(len) => {
+                write!(
+                    f,
+                    "name is {len} bytes long, at most {MAX_NAME_LEN} allowed"
+                )
+            }
+            RequestError::NameHasWhitespace => f.write_str("name contains whitespace"),
+            RequestError::NameHasControl => f.write_str("name contains a control character"),
+            RequestError::BadPort(port) => write!(f, "port {port} is not between 1 and 65535"),
+            RequestError::BadOffset(offset) => {
+                write!(f, "offset {offset} is not between 0 and 4294967295")
+            }
+        }
+    }
+}
+
+impl core::error::Error for RequestError {}
+
+/// A registered name: 1–[`MAX_NAME_LEN`] bytes of UTF-8, no whitespace, no control character.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(heapless::String<MAX_NAME_LEN>);
+
+impl Name {
+    /// Checks `name` against the naming rules.
+    pub fn new(name: &str) -> Result<Name, RequestError> {
+        if name.is_empty() {
+            return Err(RequestError::EmptyName);
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(RequestError::NameTooLong(name.len()));
+        }
+        if name.chars().any(char::is_whitespace) {
+            return Err(RequestError::NameHasWhitespace);
+        }
+        if name.chars().any(char::is_control) {
+            return Err(RequestError::NameHasControl);
+        }
+        let mut inner = heapless::String::new();
+        inner
+            .push_str(name)
+            .map_err(|_| RequestError::NameTooLong(name.len()))?;
+        Ok(Name(inner))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Where a registered phone can be reached: the address its TCP connection comes from and
+/// the UDP port it announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contact {
+    /// The connection's peer address as the server sees it.
+    pub ip: IpAddr,
+    /// The phone's UDP port for calls.
+    pub port: u16,
+}
+
+/// One request, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Register `name` for this connection, reachable on UDP `port`.
+    Reg { name: Name, port: u16 },
+    /// Where is `name`?
+    Get { name: Name },
+    /// Remove this connection's registration of `name`.
+    Disconnect { name: Name },
+    /// The registered names, from the `offset`-th on (in name order).
+    List { offset: u32 },
+    /// Are you there?
+    Ping,
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Reg { name, port } => write!(f, "REG {name:?} port {port}"),
+            Request::Get { name } => write!(f, "GET {name:?}"),
+            Request::Disconnect { name } => write!(f, "DISCONNECT {name:?}"),
+            Request::List { offset } => write!(f, "LIST from {offset}"),
+            Request::Ping => f.write_str("PING"),
+        }
+    }
+}
+
+/// A string field copied out of the JSON, unescaped, keeping at most `N` bytes but
+/// remembering how long it really was.
+#[derive(Debug, Default)]
+struct Text<const N: usize> {
+    kept: heapless::String<N>,
+    len: usize,
+}
+
+impl<const N: usize> Text<N> {
+    /// The whole string, or its length when it did not fit.
+    fn whole(&self) -> Result<&str, usize> {
+        if self.len == self.kept.len() {
+            Ok(self.kept.as_str())
+        } else {
+            Err(self.len)
+        }
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for Text<N> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor<const N: usize>;
+        impl<'de, const N: usize> Visitor<'de> for TextVisitor<N> {
+            type Value = Text<N>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Text<N>, E> {
+                let mut kept = heapless::String::new();
+                for c in s.chars() {
+                    if kept.push(c).is_err() {
+                        break;
+                    }
+                }
+                Ok(Text { kept, len: s.len() })
+            }
+        }
+        deserializer.deserialize_str(TextVisitor::<N>)
+    }
+}
+
+/// The fields of a request object as they arrive; unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+struct Wire {
+    command: Option<Text<COMMAND_ECHO>>,
+    name: Option<Text<MAX_NAME_LEN>>,
+    port: Option<i64>,
+    offset: Option<i64>,
+}
+
+impl Request {
+    /// Parses one JSON object (a [`crate::framing::Frame::Object`]).
+    ///
+    /// Strings are unescaped (`"\u00e9"` is `é`); fields other than `command`, `name`,
+    /// `port` and `offset` are ignored, so clients may add their own.
+    pub fn parse(bytes: &[u8]) -> Result<Request, RequestError> {
+        let mut unescaped = [0u8; MAX_REQUEST];
+        let (wire, _) = serde_json_core::from_slice_escaped::<Wire>(bytes, &mut unescaped)
+            .map_err(|e| RequestError::Malformed(describe(&e)))?;
+        let command = wire.command.ok_or(RequestError::MissingCommand)?;
+        let name = || -> Result<Name, RequestError> {
+            let text = wire.name.as_ref().ok_or(RequestError::MissingName)?;
+            Name::new(text.whole().map_err(RequestError::NameTooLong)?)
+        };
+        match command.whole() {
+            Ok("REG") => {
+                let port = match wire.port {
+                    None => DEFAULT_PEER_PORT,
+                    Some(port) => match u16::try_from(port) {
+                        Ok(port) if port != 0 => port,
+                        _ => return Err(RequestError::BadPort(port)),
+                    },
+                };
+                Ok(Request::Reg {
+                    name: name()?,
+                    port,
+                })
+            }
+            Ok("GET") => Ok(Request::Get { name: name()? }),
+            Ok("DISCONNECT") => Ok(Request::Disconnect { name: name()? }),
+            Ok("LIST") => {
+                let offset = match wire.offset {
+                    None => 0,
+                    Some(offset) => {
+                        u32::try_from(offset).map_err(|_| RequestError::BadOffset(offset))?
+                    }
+                };
+                Ok(Request::List { offset })
+            }
+            Ok("PING") => Ok(Request::Ping),
+            _ => Err(RequestError::UnknownCommand(command.kept)),
+        }
+    }
+}
+
+/// A short, user-facing description of a JSON error.
+fn describe(error: &serde_json_core::de::Error) -> &'static str {
+    use serde_json_core::de::Error as E;
+    match error {
+        E::EofWhileParsingList
+        | E::EofWhileParsingObject
+        | E::EofWhileParsingString
+        | E::EofWhileParsingNumber
+        | E::EofWhileParsingValue => "unexpected end of the object",
+        E::ExpectedColon => "expected ':' after a key",
+        E::ExpectedListCommaOrEnd => "expected ',' or ']'",
+        E::ExpectedObjectCommaOrEnd => "expected ',' or '}'",
+        E::ExpectedSomeIdent => "expected true, false or null",
+        E::ExpectedSomeValue => "expected a value",
+        E::InvalidNumber => "invalid number (port and offset are whole numbers)",
+        E::InvalidType => "wrong type (command and name are strings, port and offset numbers)",
+        E::InvalidUnicodeCodePoint => "invalid UTF-8 or unicode escape",
+        E::InvalidEscapeSequence => "invalid escape sequence",
+        E::EscapedStringIsTooLong => "string too long",
+        E::KeyMustBeAString => "object key is not a string",
+        E::TrailingCharacters => "trailing characters after the object",
+        E::TrailingComma => "trailing comma",
+        E::CustomError => "duplicate or unexpected field",
+        _ => "invalid JSON",
+    }
+}
+
+/// Why a request was refused: the `"reason"` of an error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The request itself is wrong.
+    Request(RequestError),
+    /// REG of another name on a connection that already holds this one.
+    AlreadyRegistered(Name),
+    /// DISCONNECT of a name another connection registered.
+    NotOwner(Name),
+    /// DISCONNECT of a name nobody registered.
+    NotRegistered(Name),
+    /// The server holds as many connections as it may; this one is closed.
+    ServerFull,
+    /// A request began and did not end within this many seconds; the connection is closed.
+    RequestTimeout(u32),
+    /// Nothing arrived for this many seconds; the connection is closed.
+    IdleTimeout(u32),
+}
+
+impl From<RequestError> for Reason {
+    fn from(error: RequestError) -> Self {
+        Reason::Request(error)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Request(error) => error.fmt(f),
+            Reason::AlreadyRegistered(name) => write!(
+                f,
+                "this connection is already registered as \"{name}\" (DISCONNECT it first)"
+            ),
+            Reason::NotOwner(name) => {
+                write!(f, "\"{name}\" was registered by another connection")
+            }
+            Reason::NotRegistered(name) => write!(f, "\"{name}\" is not registered"),
+            Reason::ServerFull => f.write_str("server full, try again later"),
+            Reason::RequestTimeout(secs) => {
+                write!(f, "request incomplete after {secs} s, closing")
+            }
+            Reason::IdleTimeout(secs) => write!(f, "nothing received for {secs} s, closing"),
+        }
+    }
+}
+
+/// One response. `'p` is the LIST page it may borrow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response<'p> {
+    /// `{"ack":"Registered successfully"}`
+    Registered,
+    /// `{"ack":"Error Registering","reason":..}`: another connection holds the name.
+    NameTaken(Name),
+    /// `{"ip":"A.B.C.D","port":P}`
+    Found(Contact),
+    /// `{"ip":"None"}`
+    NotFound,
+    /// `{"ack":"Disconnected"}`
+    Disconnected,
+    /// `{"users":[..],"more":bool}`
+    Users { names: &'p [Name], more: bool },
+    /// `{"ack":"PONG"}`
+    Pong,
+    /// `{"ack":"Error","reason":..}`
+    Error(Reason),
+}
+
+impl fmt::Display for Response<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Response::Registered => f.write_str("registered"),
+            Response::NameTaken(name) => write!(f, "refused: {name:?} is taken"),
+            Response::Found(contact) => write!(f, "found at {}:{}", contact.ip, contact.port),
+            Response::NotFound => f.write_str("not found"),
+            Response::Disconnected => f.write_str("disconnected"),
+            Response::Users { names, more } => {
+                write!(
+                    f,
+                    "{} names{}",
+                    names.len(),
+                    if *more { ", more" } else { "" }
+                )
+            }
+            Response::Pong => f.write_str("pong"),
+            Response::Error(reason) => write!(f, "error: {reason}"),
+        }
+    }
+}
+
+/// The output buffer was too small for the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferTooSmall;
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "response buffer smaller than {MAX_RESPONSE} bytes")
+    }
+}
+
+impl Response<'_> {
+    /// Writes the response as one JSON object and a `\n` into `out`; returns the length.
+    ///
+    /// Never longer than [`MAX_RESPONSE`]: an `out` of that size always suffices.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let mut w = Out { buf: out, len: 0 };
+        self.write(&mut w).map_err(|_| BufferTooSmall)?;
+        w.raw("\n")?;
+        Ok(w.len)
+    }
+
+    fn write(&self, w: &mut Out<'_>) -> Result<(), BufferTooSmall> {
+        match self {
+            Response::Registered => w.raw(r#"{"ack":"Registered successfully"}"#),
+            Response::NameTaken(name) => {
+                w.raw(r#"{"ack":"Error Registering","reason":""#)?;
+                w.escaped(format_args!("\"{name}\" is already registered"))?;
+                w.raw(r#""}"#)
+            }
+            Response::Found(contact) => {
+                // A v4 peer seen through a dual-stack socket is reported as plain v4.
+                let ip = match contact.ip {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(contact.ip, IpAddr::V4),
+                    v4 => v4,
+                };
+                w.fmt(format_args!(r#"{{"ip":"{ip}","port":{}}}"#, contact.port))
+            }
+            Response::NotFound => w.raw(r#"{"ip":"None"}"#),
+            Response::Disconnected => w.raw(r#"{"ack":"Disconnected"}"#),
+            Response::Users { names, more } => {
+                w.raw(r#"{"users":["#)?;
+                for (i, name) in names.iter().enumerate() {
+                    if i > 0 {
+                        w.raw(",")?;
+                    }
+                    w.raw("\"")?;
+                    w.escaped(format_args!("{name}"))?;
+                    w.raw("\"")?;
+                }
+                w.raw(if *more {
+                    r#"],"more":true}"#
+                } else {
+                    r#"],"more":false}"#
+                })
+            }
+            Response::Pong => w.raw(r#"{"ack":"PONG"}"#),
+            Response::Error(reason) => {
+                w.raw(r#"{"ack":"Error","reason":""#)?;
+                w.escaped(format_args!("{reason}"))?;
+                w.raw(r#""}"#)
+            }
+        }
+    }
+}
+
+/// Bytes of `{"users":[],"more":false}\n`: a LIST response without names.
+const USERS_OVERHEAD: usize = 26;
+
+/// Encoded length of `name` in a JSON list: its quotes and escapes (not the comma).
+fn listed_len(name: &Name) -> usize {
+    2 + name
+        .as_str()
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum::<usize>()
+}
+
+/// A cursor over the caller's output slice.
+struct Out<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl Out<'_> {
+    fn raw(&mut self, s: &str) -> Result<(), BufferTooSmall> {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(BufferTooSmall)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+
+    fn fmt(&mut self, args: fmt::Arguments<'_>) -> Result<(), BufferTooSmall> {
+        fmt::write(&mut Plain(self), args).map_err(|_| BufferTooSmall)
+    }
+
+    /// Writes `args` as the inside of a JSON string.
+    fn escaped(&mut self, args: fmt::Arguments<'_>) -> Result<(), BufferTooSmall> {
+        fmt::write(&mut Escaping(self), args).map_err(|_| BufferTooSmall)
+    }
+}
+
+struct Plain<'o, 'a>(&'o mut Out<'a>);
+
+impl fmt::Write for Plain<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.raw(s).map_err(|_| fmt::Error)
+    }
+}
+
+struct Escaping<'o, 'a>(&'o mut Out<'a>);
+
+impl fmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let out = &mut *self.0;
+        let mut plain_from = 0;
+        for (i, c) in s.char_indices() {
+            let escape: Option<&str> = match c {
+                '"' => Some("\\\""),
+                '\\' => Some("\\\\"),
+                '\n' => Some("\\n"),
+                '\r' => Some("\\r"),
+                '\t' => Some("\\t"),
+                c if (c as u32) < 0x20 => None,
+                _ => continue,
+            };
+            out.raw(&s[plain_from..i]).map_err(|_| fmt::Error)?;
+            match escape {
+                Some(e) => out.raw(e).map_err(|_| fmt::Error)?,
+                None => fmt::write(&mut Plain(out), format_args!("\\u{:04x}", c as u32))?,
+            }
+            plain_from = i + c.len_utf8();
+        }
+        out.raw(&s[plain_from..]).map_err(|_| fmt::Error)
+    }
+}
+
+/// The server's store of live registrations, as the protocol rules see it.
+///
+/// The rules in [`Session`] guarantee that `insert` is only called for a name that is free
+/// or already this connection's, and `remove` only by the name's owner.
+pub trait Registry {
+    /// Where `name` can be reached, if it is registered.
+    fn find(&self, name: &Name) -> Option<Contact>;
+    /// Registers `name` at `contact`, replacing this connection's previous contact for it.
+    fn insert(&mut self, name: &Name, contact: Contact);
+    /// Removes `name`.
+    fn remove(&mut self, name: &Name);
+    /// Fills `page` with registered names in name order, skipping the first `offset`;
+    /// returns whether more names follow the page.
+    fn page(&self, offset: u32, page: &mut Page) -> bool;
+}
+
+/// A LIST page, borrowed by [`Response::Users`].
+pub type Page = heapless::Vec<Name, LIST_PAGE>;
+
+/// The protocol state of one connection: which name it registered, if any.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Session {
+    registered: Option<Name>,
+}
+
+impl Session {
+    /// A new connection's state: nothing registered.
+    pub fn new() -> Self {
+        Session::default()
+    }
+
+    /// The name this connection registered, if any.
+    pub fn registered(&self) -> Option<&Name> {
+        self.registered.as_ref()
+    }
+
+    /// Applies one request from this connection, whose peer address is `peer`.
+    ///
+    /// `page` is scratch space for a LIST answer, which borrows it.
+    #[must_use]
+    pub fn handle_request<'p, R: Registry>(
+        &mut self,
+        request: Request,
+        peer: IpAddr,
+        registry: &mut R,
+        page: &'p mut Page,
+    ) -> Response<'p> {
+        match request {
+            Request::Reg { name, port } => {
+                let contact = Contact { ip: peer, port };
+                match &self.registered {
+                    Some(mine) if *mine == name => {
+                        registry.insert(&name, contact);
+                        Response::Registered
+                    }
+                    Some(mine) => Response::Error(Reason::AlreadyRegistered(mine.clone())),
+                    None if registry.find(&name).is_some() => Response::NameTaken(name),
+                    None => {
+                        registry.insert(&name, contact);
+                        self.registered = Some(name);
+                        Response::Registered
+                    }
+                }
+            }
+            Request::Get { name } => match registry.find(&name) {
+                Some(contact) => Response::Found(contact),
+                None => Response::NotFound,
+            },
+            Request::Disconnect { name } => {
+                if self.registered.as_ref() == Some(&name) {
+                    registry.remove(&name);
+                    self.registered = None;
+                    Response::Disconnected
+                } else if registry.find(&name).is_some() {
+                    Response::Error(Reason::NotOwner(name))
+                } else {
+                    Response::Error(Reason::NotRegistered(name))
+                }
+            }
+            Request::List { offset } => {
+                page.clear();
+                let mut more = registry.page(offset, page);
+                let mut room = MAX_RESPONSE - USERS_OVERHEAD;
+                let mut fits = 0;
+                for name in page.iter() {
+                    let len = listed_len(name) + usize::from(fits > 0);
+                    if len > room {
+                        break;
+                    }
+                    room -= len;
+                    fits += 1;
+                }
+                if fits < page.len() {
+                    page.truncate(fits);
+                    more = true;
+                }
+                Response::Users { names: page, more }
+            }
+            Request::Ping => Response::Pong,
+        }
+    }
+
+    /// The connection ended (closed, reset, timed out): frees its name, if it had one.
+    pub fn handle_close<R: Registry>(&mut self, registry: &mut R) -> Option<Name> {
+        let name = self.registered.take()?;
+        registry.remove(&name);
+        Some(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    /// A registry in a map: the simplest store that obeys the trait.
+    #[derive(Default)]
+    struct MapRegistry(BTreeMap<Name, Contact>);
+
+    impl Registry for MapRegistry {
+        fn find(&self, name: &Name) -> Option<Contact> {
+            self.0.get(name).copied()
+        }
+        fn insert(&mut self, name: &Name, contact: Contact) {
+            self.0.insert(name.clone(), contact);
+        }
+        fn remove(&mut self, name: &Name) {
+            self.0.remove(name);
+        }
+        fn page(&self, offset: u32, page: &mut Page) -> bool {
+            let mut names = self.0.keys().skip(offset as usize);
+            for name in names.by_ref() {
+                if page.push(name.clone()).is_err() {
+                    return true;
+                }
+            }
+            false
+        }
+    }
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("test names are valid")
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+    }
+
+    fn encoded(response: &Response<'_>) -> String {
+        let mut buf = [0u8; MAX_RESPONSE];
+        let len = response
+            .encode(&mut buf)
+            .expect("MAX_RESPONSE always suffices");
+        String::from_utf8(buf[..len].to_vec()).expect("responses are UTF-8")
+    }
+
+    fn parse(s: &str) -> Result<Request, RequestError> {
+        Request::parse(s.as_bytes())
+    }
+
+    /// Applies a request given as JSON and returns the encoded response.
+    fn exchange(session: &mut Session, registry: &mut MapRegistry, peer: u8, json: &str) -> String {
+        let mut page = Page::new();
+        let response = match parse(json) {
+            Ok(request) => session.handle_request(request, ip(peer), registry, &mut page),
+            Err(error) => Response::Error(error.into()),
+        };
+        encoded(&response)
+    }
+
+    mod parsing {
+        use super::*;
+
+        #[test]
+        fn original_client_requests_with_python_spacing() {
+            assert_eq!(
+                parse(r#"{"command": "REG", "name": "alice"}"#),
+                Ok(Request::Reg {
+                    name: name("alice"),
+                    port: DEFAULT_PEER_PORT
+                })
+            );
+            assert_eq!(
+                parse(r#"{"command": "GET", "name": "bob"}"#),
+                Ok(Request::Get { name: name("bob") })
+            );
+            assert_eq!(
+                parse(r#"{"command": "DISCONNECT", "name": "alice"}"#),
+                Ok(Request::Disconnect {
+                    name: name("alice")
+                })
+            );
+        }
+
+        #[test]
+        fn compact_requests_and_extensions() {
+            assert_eq!(
+                parse(r#"{"command":"REG","name":"door","port":6000}"#),
+                Ok(Request::Reg {
+                    name: name("door"),
+                    port: 6000
+                })
+            );
+            assert_eq!(
+                parse(r#"{"command":"LIST"}"#),
+                Ok(Request::List { offset: 0 })
+            );
+            assert_eq!(
+                parse(r#"{"offset":40,"command":"LIST"}"#),
+                Ok(Request::List { offset: 40 })
+            );
+            assert_eq!(parse(r#"{"command":"PING"}"#), Ok(Request::Ping));
+        }
+
+        #[test]
+        fn unknown_fields_and_null_options_are_ignored() {
+            assert_eq!(
+                parse(
+                    r#"{"v":2,"extra":{"a":[1,"}",null]},"command":"GET","name":"bob","port":null}"#
+                ),
+                Ok(Request::Get { name: name("bob") })
+            );
+        }
+
+        #[test]
+        fn escapes_are_unescaped() {
+            assert_eq!(
+                parse(r#"{"command":"GET","name":"caf\u00e9"}"#),
+                Ok(Request::Get {
+                    name: name("café")
+                })
+            );
+            assert_eq!(
+                parse(r#"{"command":"GET","name":"a\"b\\c\/d"}"#),
+                Ok(Request::Get {
+                    name: name(r#"a"b\c/d"#)
+                })
+            );
+            assert_eq!(parse(r#"{"command":"P\u0049NG"}"#), Ok(Request::Ping));
+        }
+
+        #[test]
+        fn escaped_name_length_is_counted_after_unescaping() {
+            // 32 escaped characters: 192 bytes on the wire, 32 bytes of name.
+            let json = format!(r#"{{"command":"GET","name":"{}"}}"#, r"\u0061".repeat(32));
+            assert_eq!(
+                parse(&json),
+                Ok(Request::Get {
+                    name: name(&"a".repeat(32))
+                })
+            );
+        }
+
+        #[test]
+        fn sql_looking_name_is_just_a_name() {
+            assert_eq!(
+                parse(r#"{"command":"REG","name":"x\"OR\"1\"=\"1"}"#),
+                Ok(Request::Reg {
+                    name: name(r#"x"OR"1"="1"#),
+                    port: DEFAULT_PEER_PORT
+                })
+            );
+        }
+
+        #[test]
+        fn missing_and_unknown_commands() {
+            assert_eq!(
+                parse(r#"{"name":"bob"}"#),
+                Err(RequestError::MissingCommand)
+            );
+            assert_eq!(
+                parse(r#"{"command":"reg","name":"bob"}"#),
+                Err(RequestError::UnknownCommand(
+                    "reg".try_into().expect("fits")
+                ))
+            );
+            let Err(RequestError::UnknownCommand(echo)) =
+                parse(r#"{"command":"AVERYVERYLONGCOMMANDNAME"}"#)
+            else {
+                panic!("expected an unknown command");
+            };
+            assert_eq!(echo.as_str(), "AVERYVERYLONGCOM");
+        }
+
+        #[test]
+        fn name_rules() {
+            let get = |n: &str| parse(&format!(r#"{{"command":"GET","name":"{n}"}}"#));
+            assert_eq!(
+                parse(r#"{"command":"GET"}"#),
+                Err(RequestError::MissingName)
+            );
+            assert_eq!(get(""), Err(RequestError::EmptyName));
+            assert_eq!(get(&"n".repeat(33)), Err(RequestError::NameTooLong(33)));
+            assert_eq!(get(&"é".repeat(17)), Err(RequestError::NameTooLong(34)));
+            assert_eq!(get(&"n".repeat(900)), Err(RequestError::NameTooLong(900)));
+            assert_eq!(get("bob smith"), Err(RequestError::NameHasWhitespace));
+            assert_eq!(get(r"bob\tsmith"), Err(RequestError::NameHasWhitespace));
+            assert_eq!(get("bob\u{a0}"), Err(RequestError::NameHasWhitespace));
+            assert_eq!(get(r"bob\u0007"), Err(RequestError::NameHasControl));
+            assert_eq!(
+                get(&"n".repeat(32)),
+                Ok(Request::Get {
+                    name: name(&"n".repeat(32))
+                })
+            );
+            assert_eq!(
+                get("日本"),
+                Ok(Request::Get {
+                    name: name("日本")
+                })
+            );
+        }
+
+        #[test]
+        fn port_and_offset_ranges() {
+            let reg = |p: &str| parse(&format!(r#"{{"command":"REG","name":"a","port":{p}}}"#));
+            assert_eq!(reg("0"), Err(RequestError::BadPort(0)));
+            assert_eq!(reg("65536"), Err(RequestError::BadPort(65536)));
+            assert_eq!(reg("-5"), Err(RequestError::BadPort(-5)));
+            assert_eq!(
+                reg("65535"),
+                Ok(Request::Reg {
+                    name: name("a"),
+                    port: 65535
+                })
+            );
+            assert!(matches!(reg("50.5"), Err(RequestError::Malformed(_))));
+            assert!(matches!(reg("\"5001\""), Err(RequestError::Malformed(_))));
+            assert_eq!(
+                parse(r#"{"command":"LIST","offset":-1}"#),
+                Err(RequestError::BadOffset(-1))
+            );
+        }
+
+        #[test]
+        fn malformed_json() {
+            for bad in [
+                "{",
+                "{}}",
+                r#"{"command" "PING"}"#,
+                r#"{"command":"PING",}"#,
+                r#"{"command":PING}"#,
+                r#"{command:"PING"}"#,
+                r#"{"command":"PI\qNG"}"#,
+                r#"{"command":5}"#,
+                r#"{"command":"GET","name":["bob"]}"#,
+                r#"{"command":"PING","command":"PING"}"#,
+            ] {
+                assert!(
+                    matches!(parse(bad), Err(RequestError::Malformed(_))),
+                    "{bad} gave {:?}",
+                    parse(bad)
+                );
+            }
+        }
+
+        #[test]
+        fn invalid_utf8_is_malformed() {
+            let mut bytes = br#"{"command":"GET","name":"bo"#.to_vec();
+            bytes.extend_from_slice(&[0xff, 0xfe]);
+            bytes.extend_from_slice(br#""}"#);
+            assert!(matches!(
+                Request::parse(&bytes),
+                Err(RequestError::Malformed(_))
+            ));
+        }
+
+        #[test]
+        fn deeply_nested_unknown_field_does_not_overflow() {
+            let depth = MAX_REQUEST / 2 - 10;
+            let json = format!(r#"{{"x":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+            assert!(json.len() <= MAX_REQUEST);
+            let _ = parse(&json);
+        }
+    }
+
+    mod encoding {
+        use super::*;
+
+        #[test]
+        fn the_original_acks_exactly() {
+            assert_eq!(
+                encoded(&Response::Registered),
+                "{\"ack\":\"Registered successfully\"}\n"
+            );
+            assert_eq!(
+                encoded(&Response::Disconnected),
+                "{\"ack\":\"Disconnected\"}\n"
+            );
+            assert_eq!(encoded(&Response::NotFound), "{\"ip\":\"None\"}\n");
+            assert_eq!(encoded(&Response::Pong), "{\"ack\":\"PONG\"}\n");
+            assert_eq!(
+                encoded(&Response::NameTaken(name("bob"))),
+                "{\"ack\":\"Error Registering\",\"reason\":\"\\\"bob\\\" is already registered\"}\n"
+            );
+        }
+
+        #[test]
+        fn found_gives_ip_and_port() {
+            let contact = Contact {
+                ip: ip(7),
+                port: 5001,
+            };
+            assert_eq!(
+                encoded(&Response::Found(contact)),
+                "{\"ip\":\"127.0.0.7\",\"port\":5001}\n"
+            );
+        }
+
+        #[test]
+        fn v4_mapped_v6_peer_is_reported_as_v4() {
+            let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("valid literal");
+            let native: IpAddr = "2001:db8::1".parse().expect("valid literal");
+            assert_eq!(
+                encoded(&Response::Found(Contact {
+                    ip: mapped,
+                    port: 1
+                })),
+                "{\"ip\":\"10.1.2.3\",\"port\":1}\n"
+            );
+            assert_eq!(
+                encoded(&Response::Found(Contact {
+                    ip: native,
+                    port: 1
+                })),
+                "{\"ip\":\"2001:db8::1\",\"port\":1}\n"
+            );
+        }
+
+        #[test]
+        fn error_reasons_are_escaped_json() {
+            let unknown = Response::Error(
+                RequestError::UnknownCommand("a\"\\\u{1}".try_into().expect("fits")).into(),
+            );
+            assert_eq!(
+                encoded(&unknown),
+                "{\"ack\":\"Error\",\"reason\":\"unknown command \\\"a\\\"\\\\\\u0001\\\" \
+                 (expected REG, GET, DISCONNECT, LIST or PING)\"}\n"
+            );
+        }
+
+        #[test]
+        fn users_list() {
+            let names = [name("a\"b"), name("bob")];
+            assert_eq!(
+                encoded(&Response::Users {
+                    names: &names,
+                    more: true
+                }),
+                "{\"users\":[\"a\\\"b\",\"bob\"],\"more\":true}\n"
+            );
+            assert_eq!(
+                encoded(&Response::Users {
+                    names: &[],
+                    more: false
+                })
+                .len(),
+                USERS_OVERHEAD
+            );
+        }
+
+        #[test]
+        fn buffer_too_small_is_an_error_not_a_panic() {
+            let mut small = [0u8; 10];
+            assert_eq!(Response::Registered.encode(&mut small), Err(BufferTooSmall));
+        }
+
+        #[test]
+        fn every_reason_fits_with_the_longest_names() {
+            let worst = name(&"\"".repeat(32));
+            let reasons = [
+                Reason::AlreadyRegistered(worst.clone()),
+                Reason::NotOwner(worst.clone()),
+                Reason::NotRegistered(worst.clone()),
+                Reason::ServerFull,
+                Reason::RequestTimeout(u32::MAX),
+                Reason::IdleTimeout(u32::MAX),
+                RequestError::UnknownCommand("\u{1}".repeat(16).as_str().try_into().expect("fits"))
+                    .into(),
+                RequestError::BadPort(i64::MIN).into(),
+                RequestError::NameTooLong(usize::MAX).into(),
+            ];
+            for reason in reasons {
+                let mut buf = [0u8; MAX_RESPONSE];
+                assert!(Response::Error(reason).encode(&mut buf).is_ok());
+            }
+            let mut buf = [0u8; MAX_RESPONSE];
+            assert!(Response::NameTaken(worst).encode(&mut buf).is_ok());
+        }
+    }
+
+    mod rules {
+        use super::*;
+
+        const REG_ALICE: &str = r#"{"command": "REG", "name": "alice"}"#;
+        const OK: &str = "{\"ack\":\"Registered successfully\"}\n";
+
+        fn registered_alice() -> (Session, MapRegistry) {
+            let mut session = Session::new();
+            let mut registry = MapRegistry::default();
+            assert_eq!(exchange(&mut session, &mut registry, 1, REG_ALICE), OK);
+            (session, registry)
+        }
+
+        #[test]
+        fn register_then_others_find_you_at_your_peer_address() {
+            let (session, mut registry) = registered_alice();
+            assert_eq!(session.registered(), Some(&name("alice")));
+            let mut other = Session::new();
+            assert_eq!(
+                exchange(
+                    &mut other,
+                    &mut registry,
+                    2,
+                    r#"{"command":"GET","name":"alice"}"#
+                ),
+                "{\"ip\":\"127.0.0.1\",\"port\":5001}\n"
+            );
+            assert_eq!(
+                exchange(
+                    &mut other,
+                    &mut registry,
+                    2,
+                    r#"{"command":"GET","name":"nobody"}"#
+                ),
+                "{\"ip\":\"None\"}\n"
+            );
+        }
+
+        #[test]
+        fn name_taken_by_another_connection() {
+            let (_, mut registry) = registered_alice();
+            let mut other = Session::new();
+            assert!(
+                exchange(&mut other, &mut registry, 2, REG_ALICE)
+                    .starts_with("{\"ack\":\"Error Registering\",\"reason\":")
+            );
+            assert_eq!(other.registered(), None);
+            assert_eq!(registry.find(&name("alice")).map(|c| c.ip), Some(ip(1)));
+        }
+
+        #[test]
+        fn register_again_same_name_updates_the_port() {
+            let (mut session, mut registry) = registered_alice();
+            let again = r#"{"command":"REG","name":"alice","port":7000}"#;
+            assert_eq!(exchange(&mut session, &mut registry, 1, again), OK);
+            assert_eq!(registry.find(&name("alice")).map(|c| c.port), Some(7000));
+        }
+
+        #[test]
+        fn one_registration_per_connection() {
+            let (mut session, mut registry) = registered_alice();
+            let reply = exchange(
+                &mut session,
+                &mut registry,
+                1,
+                r#"{"command":"REG","name":"bob"}"#,
+            );
+            assert!(
+                reply.contains("already registered as \\\"alice\\\""),
+                "{reply}"
+            );
+            assert_eq!(registry.find(&name("bob")), None);
+        }
+
+        #[test]
+        fn disconnect_own_name_frees_it_for_others() {
+            let (mut session, mut registry) = registered_alice();
+            let bye = r#"{"command": "DISCONNECT", "name": "alice"}"#;
+            assert_eq!(
+                exchange(&mut session, &mut registry, 1, bye),
+                "{\"ack\":\"Disconnected\"}\n"
+            );
+            assert_eq!(session.registered(), None);
+            let mut other = Session::new();
+            assert_eq!(exchange(&mut other, &mut registry, 2, REG_ALICE), OK);
+        }
+
+        #[test]
+        fn disconnect_of_someone_elses_name_is_refused() {
+            let (_, mut registry) = registered_alice();
+            let mut mallory = Session::new();
+            let bye = r#"{"command":"DISCONNECT","name":"alice"}"#;
+            let reply = exchange(&mut mallory, &mut registry, 9, bye);
+            assert!(
+                reply.starts_with("{\"ack\":\"Error\",\"reason\":"),
+                "{reply}"
+            );
+            assert!(reply.contains("another connection"), "{reply}");
+            assert!(registry.find(&name("alice")).is_some());
+        }
+
+        #[test]
+        fn disconnect_of_an_unknown_name_is_an_error() {
+            let mut session = Session::new();
+            let mut registry = MapRegistry::default();
+            let reply = exchange(
+                &mut session,
+                &mut registry,
+                1,
+                r#"{"command":"DISCONNECT","name":"ghost"}"#,
+            );
+            assert!(reply.contains("is not registered"), "{reply}");
+        }
+
+        #[test]
+        fn close_frees_the_name_once() {
+            let (mut session, mut registry) = registered_alice();
+            assert_eq!(session.handle_close(&mut registry), Some(name("alice")));
+            assert_eq!(registry.find(&name("alice")), None);
+            assert_eq!(session.handle_close(&mut registry), None);
+        }
+
+        #[test]
+        fn close_of_a_refused_connection_leaves_the_owner_alone() {
+            let (_, mut registry) = registered_alice();
+            let mut other = Session::new();
+            let _ = exchange(&mut other, &mut registry, 2, REG_ALICE);
+            assert_eq!(other.handle_close(&mut registry), None);
+            assert!(registry.find(&name("alice")).is_some());
+        }
+
+        #[test]
+        fn errors_change_nothing() {
+            let (mut session, mut registry) = registered_alice();
+            for bad in [
+                r#"{"command":"NOPE"}"#,
+                r#"{"command":"REG","name":""}"#,
+                "{]",
+            ] {
+                let reply = exchange(&mut session, &mut registry, 1, bad);
+                assert!(
+                    reply.starts_with("{\"ack\":\"Error\",\"reason\":"),
+                    "{reply}"
+                );
+            }
+            assert_eq!(session.registered(), Some(&name("alice")));
+            assert_eq!(registry.0.len(), 1);
+        }
+
+        #[test]
+        fn ping() {
+            let mut session = Session::new();
+            let mut registry = MapRegistry::default();
+            assert_eq!(
+                exchange(&mut session, &mut registry, 1, r#"{"command":"PING"}"#),
+                "{\"ack\":\"PONG\"}\n"
+            );
+        }
+
+        #[test]
+        fn list_pages_through_everyone() {
+            let mut registry = MapRegistry::default();
+            for i in 0..70 {
+                registry.insert(
+                    &name(&format!("user{i:03}")),
+                    Contact { ip: ip(1), port: 1 },
+                );
+            }
+            let mut session = Session::new();
+            let mut page = Page::new();
+            let mut seen = Vec::new();
+            let mut offset = 0;
+            loop {
+                let response = session.handle_request(
+                    Request::List { offset },
+                    ip(1),
+                    &mut registry,
+                    &mut page,
+                );
+                let Response::Users { names, more } = response else {
+                    panic!("LIST answers with users");
+                };
+                seen.extend(names.iter().cloned());
+                offset += names.len() as u32;
+                if !more {
+                    break;
+                }
+            }
+            let all: Vec<Name> = registry.0.keys().cloned().collect();
+            assert_eq!(seen, all);
+        }
+
+        #[test]
+        fn list_page_of_longest_escaped_names_fits_one_response() {
+            let mut registry = MapRegistry::default();
+            for i in 0..40u8 {
+                let mut n = "\\".repeat(30);
+                n.push_str(&format!("{i:02}"));
+                registry.insert(&name(&n), Contact { ip: ip(1), port: 1 });
+            }
+            let mut page = Page::new();
+            let response = Session::new().handle_request(
+                Request::List { offset: 0 },
+                ip(1),
+                &mut registry,
+                &mut page,
+            );
+            let Response::Users { names, more } = &response else {
+                panic!("LIST answers with users");
+            };
+            assert!(*more);
+            assert!(!names.is_empty() && names.len() < LIST_PAGE);
+            let text = encoded(&response);
+            assert!(text.len() <= MAX_RESPONSE);
+            // One more name would not have fitted.
+            assert!(text.len() + 1 + listed_len(&names[0]) > MAX_RESPONSE);
+        }
+    }
+}

@@ -1,5 +1,75 @@
-//! parlo-server: the directory daemon (not built yet).
-fn main() {
-    eprintln!("parlo-server: the directory daemon is not built yet");
-    std::process::exit(1);
+//! parlo-server: the Parlo directory daemon.
+//!
+//! Phones keep a TCP connection to it, register their name and look each other up
+//! (DESIGN.md §3; the protocol, its rules and its wire format live in
+//! `parlo_net::directory` and `parlo_net::framing`). This crate is the shell around them:
+//! the event loop and sockets ([`server`]), the store ([`store`]), the command line
+//! ([`cli`]), logging ([`logging`]) and `parlo-server users` ([`users`]).
+//!
+//! Shape, chosen for thousands of boxes on a small machine:
+//! - one thread, one `mio` loop, every socket non-blocking; per connection a fixed
+//!   1024-byte receive buffer and a protocol session, nothing else unless its peer stops
+//!   reading (then its unsent answers are parked until it does);
+//! - answers are gathered in one shared buffer and written with one `write` per read;
+//! - the live directory is an in-memory map, which answers every lookup, mirrored into
+//!   SQLite (WAL, `synchronous=NORMAL`, cached prepared statements, parameters only) in
+//!   transactions committed every 10 ms: one commit carries a whole burst of registrations,
+//!   so the disk never paces the protocol. The database holds exactly the live directory
+//!   (give or take those 10 ms) for `parlo-server users` and anything else that reads it;
+//!   presence is cleared at start-up and at shutdown, as in the original;
+//! - dead peers: TCP keepalive (and a matching TCP_USER_TIMEOUT) by default, an optional
+//!   idle limit, and a limit on how long a request may stay half-sent.
+//!
+//! Exit codes are the original's: 0 done, 1 warning, 2 critical error, 3 unknown error.
+
+mod cli;
+mod error;
+mod logging;
+mod server;
+mod store;
+mod users;
+
+use std::process::ExitCode;
+
+use cli::Command;
+use error::{Error, Exit};
+use server::Stopped;
+
+fn run() -> Result<Exit, Error> {
+    match cli::parse(std::env::args_os().skip(1))? {
+        Command::Help(text) => {
+            print!("{text}");
+            Ok(Exit::Done)
+        }
+        Command::Version => {
+            println!("parlo-server {}", env!("CARGO_PKG_VERSION"));
+            Ok(Exit::Done)
+        }
+        Command::Users { db, watch } => {
+            users::run(&db, watch)?;
+            Ok(Exit::Done)
+        }
+        Command::Serve(config) => {
+            logging::init(config.log_level);
+            match server::serve(&config)? {
+                Stopped::Cleanly => Ok(Exit::Done),
+                Stopped::WithDatabaseErrors => Ok(Exit::Warning),
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let outcome = std::panic::catch_unwind(run);
+    logging::flush();
+    let exit = match outcome {
+        Ok(Ok(exit)) => exit,
+        Ok(Err(error)) => {
+            eprintln!("parlo-server: {error}");
+            error.exit()
+        }
+        // The panic message is already on stderr (default hook).
+        Err(_) => Exit::Unknown,
+    };
+    ExitCode::from(exit as u8)
 }

@@ -2,4 +2,5 @@
 //! harness code they share.
 
 pub mod picture;
+pub mod server_harness;
 pub mod spec;

@@ -1,0 +1,297 @@
+//! The command line: `parlo-server [OPTIONS]` and `parlo-server users [--db PATH] [--watch]`.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::error::Error;
+
+/// `--help` text of the daemon.
+pub const HELP: &str = "\
+parlo-server: the Parlo directory server. Phones register their name on a TCP connection
+and look each other up; a registration lives as long as its connection.
+
+USAGE:
+    parlo-server [OPTIONS]
+    parlo-server users [--db PATH] [--watch]
+
+OPTIONS:
+    --listen ADDR:PORT      Address and TCP port to listen on.          [default: 0.0.0.0:10000]
+    --db PATH               SQLite database holding the live directory (read by `users`).
+                            [default: $STATE_DIRECTORY/directory.db under systemd,
+                             else ./parlo-directory.db]
+    --max-clients N         Connections held at once; the next ones get an error and are
+                            closed. Capped by the open-files limit.      [default: 16384]
+    --log-level LEVEL       off, error, warn, info (registrations, disconnections, errors),
+                            debug (also every lookup), trace.            [default: info]
+    --idle-timeout SECS     Close a connection that sends nothing for SECS seconds, which
+                            removes its registration; 0 = never. Original clients are
+                            silent between calls: keep 0 for them.       [default: 0]
+    --request-timeout SECS  Close a connection that starts a request and does not finish
+                            it within SECS seconds; 0 = never.           [default: 10]
+    --keepalive SECS        TCP keepalive: probe a peer silent for SECS seconds and drop it
+                            (and its registration) when 3 probes 10 s apart go unanswered,
+                            e.g. a box that lost power; 0 = off.          [default: 60]
+    -h, --help              Print this help.
+    -V, --version           Print the version.
+
+SIGNALS:
+    SIGTERM, SIGINT         Stop: close every connection, clear the directory in the
+                            database, exit 0.
+    SIGHUP                  Log a status line (connections, registrations, counters) and
+                            reopen the database file, rewriting the live directory into it
+                            (use after moving, deleting or restoring the file).
+
+EXIT CODES:
+    0 stopped on request    1 stopped, but the database could not always be written
+    2 critical error (bad option, port in use, database unusable)    3 unknown error (bug)
+";
+
+/// `--help` text of `users`.
+pub const USERS_HELP: &str = "\
+parlo-server users: print the live directory (name, ip, port, since) from the database of a
+running parlo-server.
+
+USAGE:
+    parlo-server users [--db PATH] [--watch]
+
+OPTIONS:
+    --db PATH       The server's database.  [default: as for the server]
+    --watch         Print again every second until interrupted.
+    -h, --help      Print this help.
+";
+
+/// What the daemon needs to run.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The SQLite database file.
+    pub db: PathBuf,
+    /// Most connections held at once.
+    pub max_clients: usize,
+    /// Log verbosity.
+    pub log_level: LevelFilter,
+    /// Close connections silent for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close connections whose request stays incomplete for this long.
+    pub request_timeout: Option<Duration>,
+    /// Idle time before TCP keepalive probes start.
+    pub keepalive: Option<Duration>,
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Run the directory server.
+    Serve(ServeConfig),
+    /// Print the live directory from a database.
+    Users { db: PathBuf, watch: bool },
+    /// Print this text and exit.
+    Help(&'static str),
+    /// Print the version and exit.
+    Version,
+}
+
+/// The default database: in systemd's state directory when there is one.
+fn default_db() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        // systemd may pass several directories separated by ':'; the first is ours.
+        Some(dirs) if !dirs.is_empty() => {
+            let dirs = dirs.to_string_lossy().into_owned();
+            let first = dirs.split(':').next().unwrap_or_default();
+            PathBuf::from(first).join("directory.db")
+        }
+        _ => PathBuf::from("parlo-directory.db"),
+    }
+}
+
+fn usage(text: impl Into<String>) -> Error {
+    Error::Usage(text.into())
+}
+
+fn from_lexopt(error: lexopt::Error) -> Error {
+    usage(error.to_string())
+}
+
+/// The value of `--flag` as text.
+fn text(parser: &mut lexopt::Parser, flag: &str) -> Result<String, Error> {
+    let value = parser.value().map_err(from_lexopt)?;
+    value.into_string().map_err(|v| {
+        usage(format!(
+            "{flag}: {} is not valid UTF-8",
+            v.to_string_lossy()
+        ))
+    })
+}
+
+fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Option<Duration>, Error> {
+    let value = text(parser, flag)?;
+    let secs: u32 = value.parse().map_err(|_| {
+        usage(format!(
+            "{flag}: expected a whole number of seconds, got {value:?}"
+        ))
+    })?;
+    Ok((secs > 0).then(|| Duration::from_secs(secs.into())))
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error> {
+    use lexopt::prelude::*;
+
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut config = ServeConfig {
+        listen: SocketAddr::from(([0, 0, 0, 0], 10000)),
+        db: default_db(),
+        max_clients: 16384,
+        log_level: LevelFilter::Info,
+        idle_timeout: None,
+        request_timeout: Some(Duration::from_secs(10)),
+        keepalive: Some(Duration::from_secs(60)),
+    };
+    while let Some(arg) = parser.next().map_err(from_lexopt)? {
+        match arg {
+            Long("listen") => {
+                let value = text(&mut parser, "--listen")?;
+                config.listen = value.parse().map_err(|_| {
+                    usage(format!(
+                        "--listen: expected ADDR:PORT such as 0.0.0.0:10000 or [::]:10000, \
+                         got {value:?}"
+                    ))
+                })?;
+            }
+            Long("db") => config.db = parser.value().map_err(from_lexopt)?.into(),
+            Long("max-clients") => {
+                let value = text(&mut parser, "--max-clients")?;
+                config.max_clients = match value.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(usage(format!(
+                            "--max-clients: expected a number above 0, got {value:?}"
+                        )));
+                    }
+                };
+            }
+            Long("log-level") => {
+                let value = text(&mut parser, "--log-level")?;
+                config.log_level = value.parse().map_err(|_| {
+                    usage(format!(
+                        "--log-level: expected off, error, warn, info, debug or trace, \
+                         got {value:?}"
+                    ))
+                })?;
+            }
+            Long("idle-timeout") => config.idle_timeout = seconds(&mut parser, "--idle-timeout")?,
+            Long("request-timeout") => {
+                config.request_timeout = seconds(&mut parser, "--request-timeout")?;
+            }
+            Long("keepalive") => config.keepalive = seconds(&mut parser, "--keepalive")?,
+            Short('h') | Long("help") => return Ok(Command::Help(HELP)),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Value(word) if word == "users" => return parse_users(parser, config.db),
+            _ => return Err(from_lexopt(arg.unexpected())),
+        }
+    }
+    Ok(Command::Serve(config))
+}
+
+fn parse_users(mut parser: lexopt::Parser, mut db: PathBuf) -> Result<Command, Error> {
+    use lexopt::prelude::*;
+
+    let mut watch = false;
+    while let Some(arg) = parser.next().map_err(from_lexopt)? {
+        match arg {
+            Long("db") => db = parser.value().map_err(from_lexopt)?.into(),
+            Long("watch") => watch = true,
+            Short('h') | Long("help") => return Ok(Command::Help(USERS_HELP)),
+            _ => return Err(from_lexopt(arg.unexpected())),
+        }
+    }
+    Ok(Command::Users { db, watch })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_words(words: &str) -> Result<Command, Error> {
+        parse(words.split_whitespace().map(OsString::from))
+    }
+
+    #[test]
+    fn defaults() {
+        let Ok(Command::Serve(config)) = parse_words("") else {
+            panic!("no arguments means serve");
+        };
+        assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], 10000)));
+        assert_eq!(config.max_clients, 16384);
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.keepalive, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn every_flag() {
+        let Ok(Command::Serve(config)) = parse_words(
+            "--listen 127.0.0.5:4000 --db /tmp/x.db --max-clients 7 --log-level debug \
+             --idle-timeout 30 --request-timeout 0 --keepalive 0",
+        ) else {
+            panic!("valid flags");
+        };
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 5], 4000)));
+        assert_eq!(config.db, PathBuf::from("/tmp/x.db"));
+        assert_eq!(config.max_clients, 7);
+        assert_eq!(config.log_level, LevelFilter::Debug);
+        assert_eq!(config.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(config.request_timeout, None);
+        assert_eq!(config.keepalive, None);
+    }
+
+    #[test]
+    fn users_subcommand_inherits_db() {
+        let Ok(Command::Users { db, watch }) = parse_words("--db a.db users --watch") else {
+            panic!("users");
+        };
+        assert_eq!((db, watch), (PathBuf::from("a.db"), true));
+        assert!(matches!(
+            parse_words("users --db b.db"),
+            Ok(Command::Users { watch: false, .. })
+        ));
+    }
+
+    #[test]
+    fn bad_values_say_what_was_expected() {
+        for (words, expected) in [
+            ("--listen 10000", "expected ADDR:PORT"),
+            ("--max-clients 0", "above 0"),
+            ("--log-level loud", "expected off, error"),
+            ("--idle-timeout -1", "whole number of seconds"),
+            ("--frobnicate", "frobnicate"),
+            ("users --bogus", "bogus"),
+        ] {
+            let Err(Error::Usage(text)) = parse_words(words) else {
+                panic!("{words} must be refused");
+            };
+            assert!(text.contains(expected), "{words}: {text}");
+        }
+    }
+
+    #[test]
+    fn help_mentions_every_flag() {
+        for flag in [
+            "--listen",
+            "--db",
+            "--max-clients",
+            "--log-level",
+            "--idle-timeout",
+            "--request-timeout",
+            "--keepalive",
+            "SIGHUP",
+        ] {
+            assert!(HELP.contains(flag), "{flag}");
+        }
+        assert!(matches!(parse_words("--help"), Ok(Command::Help(HELP))));
+    }
+}

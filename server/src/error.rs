@@ -1,0 +1,110 @@
+//! The one error type of parlo-server, and the exit code each error maps to.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Exit codes, the original project's: 0 done, 1 warning, 2 critical error, 3 unknown error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Completed: stopped on request, or the command did what was asked.
+    Done = 0,
+    /// Completed, but something went wrong on the way that the operator should look at.
+    Warning = 1,
+    /// Could not run: bad command line, port in use, database unusable.
+    Critical = 2,
+    /// A bug: the program panicked.
+    Unknown = 3,
+}
+
+/// Everything that stops parlo-server.
+#[derive(Debug)]
+pub enum Error {
+    /// The command line is wrong; the text says how.
+    Usage(String),
+    /// The listening socket could not be set up on this address.
+    Listen { addr: SocketAddr, source: io::Error },
+    /// The database could not be opened, set up or written (`doing` says which).
+    Database {
+        path: PathBuf,
+        doing: &'static str,
+        source: rusqlite::Error,
+    },
+    /// `users` was pointed at a database file that does not exist.
+    NoDatabase(PathBuf),
+    /// The event loop's own machinery (epoll, signal handlers) failed.
+    Poll {
+        doing: &'static str,
+        source: io::Error,
+    },
+    /// Writing the `users` table to stdout failed.
+    Output(io::Error),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Usage(_)
+            | Error::Listen { .. }
+            | Error::Database { .. }
+            | Error::NoDatabase(_)
+            | Error::Poll { .. } => Exit::Critical,
+            Error::Output(_) => Exit::Warning,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(text) => write!(f, "{text} (see --help)"),
+            Error::Listen { addr, source } => {
+                write!(f, "cannot listen on {addr}: {source}")?;
+                match source.kind() {
+                    io::ErrorKind::AddrInUse => f.write_str(
+                        " (another parlo-server, or another program, holds the port: \
+                         stop it or choose another with --listen)",
+                    ),
+                    io::ErrorKind::PermissionDenied => {
+                        f.write_str(" (ports below 1024 need privileges: choose a port above 1023)")
+                    }
+                    io::ErrorKind::AddrNotAvailable => {
+                        f.write_str(" (no interface of this machine has that address)")
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Error::Database {
+                path,
+                doing,
+                source,
+            } => write!(
+                f,
+                "database {}: cannot {doing}: {source} (check that the directory exists \
+                 and is writable by this user, or choose another file with --db)",
+                path.display()
+            ),
+            Error::NoDatabase(path) => write!(
+                f,
+                "no database at {} (give the server's --db path with --db)",
+                path.display()
+            ),
+            Error::Poll { doing, source } => write!(f, "cannot {doing}: {source}"),
+            Error::Output(source) => write!(f, "cannot write to stdout: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Usage(_) | Error::NoDatabase(_) => None,
+            Error::Listen { source, .. } | Error::Poll { source, .. } | Error::Output(source) => {
+                Some(source)
+            }
+            Error::Database { source, .. } => Some(source),
+        }
+    }
+}

@@ -1,0 +1,729 @@
+//! The event loop: one thread, one `mio::Poll`, every socket non-blocking.
+//!
+//! Each iteration waits for events (or the next deadline: a commit of the store, the
+//! once-a-second sweep), reads the clock once, then drains every ready source:
+//! - the listener: accept until `WouldBlock`; past `--max-clients` a connection gets a
+//!   "server full" error and is closed;
+//! - a connection: read into its 1024-byte [`FrameBuffer`], hand every complete request
+//!   to parlo-net ([`Request::parse`], [`Session::handle_request`]) and encode the answers
+//!   into one shared output buffer, written with one `write` per batch;
+//! - signals: SIGTERM/SIGINT stop the loop, SIGHUP logs a status line and reopens the
+//!   database.
+//!
+//! Flow control: a connection whose peer does not read its answers gets its unsent bytes
+//! parked in its own buffer, is watched for writability, and is not read from again until
+//! they are gone, so a slow or hostile reader costs at most one output buffer of memory.
+//!
+//! Reading: after a read that returned fewer bytes than asked, the socket is known to be
+//! drained, so the loop does not spend a second `read` to see `WouldBlock`; edge-triggered
+//! epoll reports any byte that arrives later. (When the peer's FIN was already reported,
+//! the loop reads on until it sees end of file.)
+//!
+//! Connections live in a slab (`Vec<Option<Conn>>`) indexed by their token. A slot freed
+//! while events are being handled is only reused after the batch, so a stale event of a
+//! closed connection can never reach a new one.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use parlo_net::directory::{MAX_RESPONSE, Page, Reason, Request, Response, Session};
+use parlo_net::framing::{Frame, FrameBuffer};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
+
+use crate::cli::ServeConfig;
+use crate::error::Error;
+use crate::logging;
+use crate::store::Store;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// Output gathered for one connection before it is written; a multiple of the largest
+/// response so a pipelining client gets its answers in few writes.
+const OUT_CAPACITY: usize = 16 * MAX_RESPONSE;
+
+/// Pending connections the kernel queues for us (capped by net.core.somaxconn).
+const BACKLOG: i32 = 4096;
+
+/// File descriptors kept for things other than client connections (listener, epoll,
+/// signal pipe, database, WAL, stdio...).
+const RESERVED_FDS: u64 = 32;
+
+/// Keepalive probes sent, and their spacing, once a peer has been silent for `--keepalive`.
+const KEEPALIVE_PROBES: u32 = 3;
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often timeouts are checked and the "server full" counter is reported.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// How the daemon ended, when it ended on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Everything went well.
+    Cleanly,
+    /// Stopped as asked, but the database could not always be written (see the log).
+    WithDatabaseErrors,
+}
+
+/// Why a connection was closed (for the log).
+#[derive(Debug)]
+enum CloseReason {
+    PeerClosed,
+    Failed(io::Error),
+    Timeout(Reason),
+    Shutdown,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("closed by the peer"),
+            CloseReason::Failed(e) => write!(f, "connection lost: {e}"),
+            CloseReason::Timeout(reason) => reason.fmt(f),
+            CloseReason::Shutdown => f.write_str("server stopping"),
+        }
+    }
+}
+
+/// One client connection.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    input: FrameBuffer,
+    session: Session,
+    /// Answers the socket did not take yet; empty (and unallocated) nearly always.
+    unsent: Vec<u8>,
+    /// Whether the socket is registered for writability (only while `unsent` is not empty).
+    watching_writable: bool,
+    /// The peer sent end of file: close once everything buffered is answered and sent.
+    peer_done: bool,
+    last_input: Instant,
+    /// When the request now in the buffer began, if one is incomplete.
+    request_began: Option<Instant>,
+}
+
+/// Counters since start-up, for the SIGHUP status line.
+#[derive(Debug, Default)]
+struct Stats {
+    accepted: u64,
+    refused: u64,
+    refused_unreported: u64,
+    requests: u64,
+    errors: u64,
+}
+
+/// The running daemon.
+struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    signals: Signals,
+    store: Store,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Slots emptied during the current batch of events (see the module docs).
+    freed: Vec<usize>,
+    open: usize,
+    max_clients: usize,
+    /// accept() failed for lack of file descriptors: retry when one is released.
+    accept_paused: bool,
+    idle_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    /// Silence before TCP keepalive probes start; `None` when keepalive is off.
+    keepalive: Option<Duration>,
+    /// A connection was released while accept() was paused for lack of descriptors.
+    retry_accept: bool,
+    next_sweep: Instant,
+    out: Box<[u8; OUT_CAPACITY]>,
+    page: Page,
+    stats: Stats,
+    now: Instant,
+}
+
+/// Raises the soft open-files limit to what `max_clients` needs (up to the hard limit)
+/// and returns how many clients the final limit allows.
+fn raise_fd_limit(max_clients: usize) -> usize {
+    let wanted = max_clients as u64 + RESERVED_FDS;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        log::warn!(
+            "cannot read the open-files limit: {}",
+            io::Error::last_os_error()
+        );
+        return max_clients;
+    }
+    if limit.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass, which lives for the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = raised.rlim_cur;
+        } else {
+            log::warn!(
+                "cannot raise the open-files limit: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    let allowed =
+        usize::try_from(limit.rlim_cur.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    if allowed < max_clients {
+        log::warn!(
+            "the open-files limit ({}, hard limit {}) allows only {allowed} clients, not the \
+             {max_clients} of --max-clients: raise it (LimitNOFILE= under systemd, ulimit -n)",
+            limit.rlim_cur,
+            limit.rlim_max
+        );
+        allowed.max(1)
+    } else {
+        max_clients
+    }
+}
+
+/// Binds the listening socket with a long accept queue.
+fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let failed = |source| Error::Listen { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(failed)?;
+    socket.set_reuse_address(true).map_err(failed)?;
+    if addr.is_ipv6() {
+        // [::] also accepts IPv4 clients, as on most systems by default.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into()).map_err(failed)?;
+    socket.listen(BACKLOG).map_err(failed)?;
+    socket.set_nonblocking(true).map_err(failed)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Runs the directory server until SIGTERM or SIGINT.
+pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
+    let now = Instant::now();
+    let max_clients = raise_fd_limit(config.max_clients);
+    let poll_failed = |doing| move |source| Error::Poll { doing, source };
+    let poll = Poll::new().map_err(poll_failed("create the event queue"))?;
+    let mut listener = listen(config.listen)?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(poll_failed("install signal handlers"))?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .map_err(poll_failed("watch the listening socket"))?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(poll_failed("watch signals"))?;
+    let store = Store::open(&config.db, now)?;
+    let mut server = Server {
+        poll,
+        listener,
+        signals,
+        store,
+        conns: Vec::new(),
+        free: Vec::new(),
+        freed: Vec::new(),
+        open: 0,
+        max_clients,
+        accept_paused: false,
+        idle_timeout: config.idle_timeout,
+        request_timeout: config.request_timeout,
+        keepalive: config.keepalive,
+        retry_accept: false,
+        next_sweep: now + SWEEP_EVERY,
+        out: Box::new([0; OUT_CAPACITY]),
+        page: Page::new(),
+        stats: Stats::default(),
+        now,
+    };
+    let local = server.listener.local_addr().unwrap_or(config.listen);
+    log::info!(
+        "listening on {local}, database {}, up to {max_clients} clients",
+        config.db.display()
+    );
+    let result = server.run();
+    server.shutdown(result)
+}
+
+impl Server {
+    fn run(&mut self) -> Result<(), Error> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            logging::flush();
+            let timeout = self
+                .next_deadline()
+                .map(|t| t.saturating_duration_since(self.now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::Poll {
+                    doing: "wait for events",
+                    source: e,
+                });
+            }
+            self.now = Instant::now();
+            self.store.set_now(self.now);
+            let mut stop = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    SIGNALS => stop |= self.handle_signals(),
+                    Token(index) => self.handle_conn_event(index, event),
+                }
+            }
+            self.free.append(&mut self.freed);
+            if self.retry_accept {
+                self.accept_all();
+            }
+            if self.now >= self.next_sweep {
+                self.sweep();
+            }
+            self.store.commit_if_due();
+            if stop {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The earliest time the loop must wake up without events.
+    fn next_deadline(&self) -> Option<Instant> {
+        let sweep = (self.idle_timeout.is_some()
+            || self.request_timeout.is_some()
+            || self.accept_paused
+            || self.stats.refused_unreported > 0)
+            .then_some(self.next_sweep);
+        match (sweep, self.store.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Handles pending signals; returns whether to stop.
+    fn handle_signals(&mut self) -> bool {
+        let mut stop = false;
+        for signal in self.signals.pending() {
+            match signal {
+                SIGTERM | SIGINT => {
+                    log::info!(
+                        "stopping on {}",
+                        if signal == SIGTERM {
+                            "SIGTERM"
+                        } else {
+                            "SIGINT"
+                        }
+                    );
+                    stop = true;
+                }
+                SIGHUP => self.reload(),
+                _ => {}
+            }
+        }
+        stop
+    }
+
+    /// SIGHUP: a status line, then the database file reopened and rewritten.
+    fn reload(&mut self) {
+        let s = &self.stats;
+        log::info!(
+            "status: {} connections (max {}), {} registered; since start {} accepted, {} \
+             refused as full, {} requests, {} errors, {} database write failures",
+            self.open,
+            self.max_clients,
+            self.store.len(),
+            s.accepted,
+            s.refused,
+            s.requests,
+            s.errors,
+            self.store.failures()
+        );
+        match self.store.reopen() {
+            Ok(()) => log::info!(
+                "database reopened, {} registrations written",
+                self.store.len()
+            ),
+            Err(e) => log::error!("SIGHUP: {e}; keeping the database open before"),
+        }
+    }
+
+    fn accept_all(&mut self) {
+        self.accept_paused = false;
+        self.retry_accept = false;
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // EMFILE and friends: the pending connection stays queued; try again
+                    // when a connection closes or at the next sweep.
+                    log::warn!("cannot accept a connection: {e}; retrying shortly");
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if self.open >= self.max_clients {
+            let mut buf = [0u8; MAX_RESPONSE];
+            // Read what the client already sent, so that closing sends a FIN after the
+            // error rather than a reset that could destroy it.
+            let _ = stream.read(&mut buf);
+            if let Ok(len) = Response::Error(Reason::ServerFull).encode(&mut buf) {
+                // Best effort: a fresh socket's send buffer is empty, and we do not wait.
+                let _ = stream.write(&buf[..len]);
+            }
+            self.stats.refused += 1;
+            if self.stats.refused_unreported == 0 {
+                log::warn!("{peer} refused: server full ({} clients)", self.max_clients);
+            }
+            self.stats.refused_unreported += 1;
+            return;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("{peer} cannot disable Nagle: {e}");
+        }
+        if let Some(idle) = self.keepalive {
+            let probes = TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(KEEPALIVE_INTERVAL)
+                .with_retries(KEEPALIVE_PROBES);
+            // Unacknowledged answers to a dead peer give up on the same schedule.
+            let give_up = idle + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES;
+            let socket = SockRef::from(&stream);
+            if let Err(e) = socket
+                .set_tcp_keepalive(&probes)
+                .and_then(|()| socket.set_tcp_user_timeout(Some(give_up)))
+            {
+                log::warn!("{peer} cannot enable TCP keepalive: {e}");
+            }
+        }
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(index), Interest::READABLE)
+        {
+            log::error!("{peer} cannot watch the connection: {e}");
+            self.free.push(index);
+            return;
+        }
+        self.conns[index] = Some(Conn {
+            stream,
+            peer,
+            input: FrameBuffer::new(),
+            session: Session::new(),
+            unsent: Vec::new(),
+            watching_writable: false,
+            peer_done: false,
+            last_input: self.now,
+            request_began: None,
+        });
+        self.open += 1;
+        self.stats.accepted += 1;
+        log::debug!("{peer} connected ({} open)", self.open);
+    }
+
+    fn handle_conn_event(&mut self, index: usize, event: &Event) {
+        let Some(Some(conn)) = self.conns.get_mut(index) else {
+            return; // closed earlier in this batch
+        };
+        if event.is_writable() && !conn.unsent.is_empty() {
+            if let Err(e) = send_unsent(conn) {
+                self.close(index, CloseReason::Failed(e));
+                return;
+            }
+        }
+        if conn.unsent.is_empty() {
+            self.serve_conn(index, event.is_read_closed() || event.is_error());
+        }
+    }
+
+    /// Reads, answers and writes for one connection until it would block, is throttled by
+    /// a peer that does not read, or ends. `read_to_end`: the peer's FIN (or an error) was
+    /// reported, so read until end of file rather than stopping at a short read.
+    fn serve_conn(&mut self, index: usize, read_to_end: bool) {
+        let Server {
+            conns,
+            store,
+            out,
+            page,
+            stats,
+            now,
+            ..
+        } = self;
+        let Some(Some(conn)) = conns.get_mut(index) else {
+            return;
+        };
+        let mut out_len = 0;
+        let mut drained = false;
+        let failure = loop {
+            match answer_buffered(conn, store, page, stats, out, &mut out_len) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Throttled) => break None,
+                Err(e) => break Some(e),
+            }
+            conn.request_began = if conn.input.is_mid_request() {
+                conn.request_began.or(Some(*now))
+            } else {
+                None
+            };
+            if conn.peer_done || drained {
+                break None;
+            }
+            let spare = conn.input.spare();
+            let asked = spare.len();
+            match conn.stream.read(spare) {
+                Ok(0) => conn.peer_done = true,
+                Ok(n) => {
+                    conn.input.filled(n);
+                    conn.last_input = *now;
+                    // Drained (see the module docs): answer what came, then stop.
+                    drained = n < asked && !read_to_end;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e),
+            }
+        };
+        let failure = match failure {
+            None if out_len > 0 => send(conn, &out[..out_len]).err(),
+            other => other,
+        };
+        if let Some(e) = failure {
+            self.close(index, CloseReason::Failed(e));
+        } else if conn.peer_done && conn.unsent.is_empty() {
+            self.close(index, CloseReason::PeerClosed);
+        } else if let Err(e) = watch_writable(&self.poll, conn, index) {
+            self.close(index, CloseReason::Failed(e));
+        }
+    }
+
+    /// Closes a connection, removing its registration.
+    fn close(&mut self, index: usize, why: CloseReason) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        // Dropping the stream closes the socket, which also removes it from epoll.
+        let mut session = conn.session;
+        match session.handle_close(&mut self.store) {
+            Some(name) => log::info!("{} {name:?} unregistered: {why}", conn.peer),
+            None => log::debug!("{} {why}", conn.peer),
+        }
+        self.open -= 1;
+        self.freed.push(index);
+        self.retry_accept |= self.accept_paused;
+    }
+
+    /// Once a second: timeouts, and the count of connections refused as full.
+    fn sweep(&mut self) {
+        self.next_sweep = self.now + SWEEP_EVERY;
+        if self.stats.refused_unreported > 1 {
+            log::warn!(
+                "{} more connections refused: server full ({} clients)",
+                self.stats.refused_unreported - 1,
+                self.max_clients
+            );
+        }
+        self.stats.refused_unreported = 0;
+        if self.accept_paused {
+            self.retry_accept = true;
+        }
+        if self.idle_timeout.is_none() && self.request_timeout.is_none() {
+            return;
+        }
+        for index in 0..self.conns.len() {
+            let Some(conn) = &self.conns[index] else {
+                continue;
+            };
+            let reason = if let Some(limit) = self.request_timeout
+                && conn
+                    .request_began
+                    .is_some_and(|began| self.now.duration_since(began) >= limit)
+            {
+                Reason::RequestTimeout(secs(limit))
+            } else if let Some(limit) = self.idle_timeout
+                && self.now.duration_since(conn.last_input) >= limit
+            {
+                Reason::IdleTimeout(secs(limit))
+            } else {
+                continue;
+            };
+            if let Some(Some(conn)) = self.conns.get_mut(index) {
+                let mut buf = [0u8; MAX_RESPONSE];
+                if let Ok(len) = Response::Error(reason.clone()).encode(&mut buf) {
+                    let _ = send(conn, &buf[..len]);
+                }
+            }
+            self.close(index, CloseReason::Timeout(reason));
+        }
+        self.free.append(&mut self.freed);
+    }
+
+    /// Closes everything and finishes the database; maps the loop's result to the outcome.
+    fn shutdown(mut self, result: Result<(), Error>) -> Result<Stopped, Error> {
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        for index in 0..self.conns.len() {
+            if self.conns[index].is_some() {
+                self.close(index, CloseReason::Shutdown);
+            }
+        }
+        let failures = self.store.failures();
+        let closed = self.store.close();
+        result?;
+        match closed {
+            Ok(()) if failures == 0 => {
+                log::info!("stopped");
+                Ok(Stopped::Cleanly)
+            }
+            Ok(()) => {
+                log::warn!("stopped; {failures} database writes failed during the run");
+                Ok(Stopped::WithDatabaseErrors)
+            }
+            Err(e) => {
+                log::error!("stopped, but {e}");
+                Ok(Stopped::WithDatabaseErrors)
+            }
+        }
+    }
+}
+
+/// Whether a connection may go on being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// Answers are waiting in `unsent`: stop reading until the peer takes them.
+    Throttled,
+}
+
+/// Answers every complete request in the connection's buffer, gathering the answers in
+/// `out` and writing them out whenever another answer might not fit.
+fn answer_buffered(
+    conn: &mut Conn,
+    store: &mut Store,
+    page: &mut Page,
+    stats: &mut Stats,
+    out: &mut [u8; OUT_CAPACITY],
+    out_len: &mut usize,
+) -> io::Result<Flow> {
+    let peer_ip = conn.peer.ip().to_canonical();
+    loop {
+        if *out_len + MAX_RESPONSE > OUT_CAPACITY {
+            send(conn, &out[..*out_len])?;
+            *out_len = 0;
+        }
+        if !conn.unsent.is_empty() {
+            return Ok(Flow::Throttled);
+        }
+        let Some(frame) = conn.input.next_frame() else {
+            return Ok(Flow::Continue);
+        };
+        stats.requests += 1;
+        let (request, response) = match frame {
+            Frame::Object(bytes) => match Request::parse(bytes) {
+                Ok(request) => {
+                    // A copy for the log line: the session consumes the request.
+                    let logged = request.clone();
+                    let response = conn.session.handle_request(request, peer_ip, store, page);
+                    (Some(logged), response)
+                }
+                Err(error) => (None, Response::Error(error.into())),
+            },
+            Frame::Invalid(error) => (None, Response::Error(error.into())),
+        };
+        let level = match (&request, &response) {
+            (_, Response::Error(_) | Response::NameTaken(_)) => {
+                stats.errors += 1;
+                log::Level::Warn
+            }
+            (Some(Request::Reg { .. } | Request::Disconnect { .. }), _) => log::Level::Info,
+            _ => log::Level::Debug,
+        };
+        match &request {
+            Some(request) => log::log!(level, "{} {request}: {response}", conn.peer),
+            None => log::log!(level, "{} {response}", conn.peer),
+        }
+        match response.encode(&mut out[*out_len..]) {
+            Ok(len) => *out_len += len,
+            Err(e) => log::error!("{} answer lost: {e}", conn.peer),
+        }
+    }
+}
+
+fn secs(duration: Duration) -> u32 {
+    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// Writes `bytes` after whatever is already waiting; what the socket does not take waits
+/// in `unsent`.
+fn send(conn: &mut Conn, bytes: &[u8]) -> io::Result<()> {
+    if !conn.unsent.is_empty() {
+        conn.unsent.extend_from_slice(bytes);
+        return send_unsent(conn);
+    }
+    let mut written = 0;
+    while written < bytes.len() {
+        match conn.stream.write(&bytes[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    conn.unsent.extend_from_slice(&bytes[written..]);
+    Ok(())
+}
+
+/// Writes as much of `unsent` as the socket takes.
+fn send_unsent(conn: &mut Conn) -> io::Result<()> {
+    let mut written = 0;
+    while written < conn.unsent.len() {
+        match conn.stream.write(&conn.unsent[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    conn.unsent.drain(..written);
+    if conn.unsent.is_empty() {
+        // Give the memory back: a throttled connection is the exception.
+        conn.unsent = Vec::new();
+    }
+    Ok(())
+}
+
+/// Watches for writability exactly while answers are waiting.
+fn watch_writable(poll: &Poll, conn: &mut Conn, index: usize) -> io::Result<()> {
+    let wanted = !conn.unsent.is_empty();
+    if wanted != conn.watching_writable {
+        let interest = if wanted {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        poll.registry()
+            .reregister(&mut conn.stream, Token(index), interest)?;
+        conn.watching_writable = wanted;
+    }
+    Ok(())
+}

@@ -1,0 +1,569 @@
+//! The live directory: an in-memory map that answers the protocol, mirrored into SQLite.
+//!
+//! Why two copies: lookups are the hot path (tens of thousands a second) and must not wait
+//! on a disk; the database is for the outside world (`parlo-server users`, a dashboard)
+//! and for nothing the protocol depends on, since presence is cleared at every start-up
+//! anyway. So the map is the truth and every change is also written to the `presence`
+//! table with cached prepared statements, inside one transaction that stays open for at
+//! most [`COMMIT_EVERY`]: under registration churn one commit carries hundreds of writes,
+//! which is what makes tens of thousands of writes a second possible with WAL and
+//! `synchronous=NORMAL` (a commit per write costs ~15 µs, a write inside a transaction ~2).
+//! The database lags the map by at most [`COMMIT_EVERY`].
+//!
+//! The one write that can stall on the disk is the WAL checkpoint, which fsyncs (a few
+//! milliseconds here). It is taken off the event loop: automatic checkpoints are disabled
+//! on the loop's connection and a [`Checkpointer`] thread, with its own connection, runs a
+//! passive checkpoint every [`CHECKPOINT_EVERY`] (passive: it never blocks the writer).
+//!
+//! A failed write (disk full, file deleted...) never stops the directory: it is logged,
+//! the transaction is dropped, and the table is rewritten from the map at the next commit
+//! (retried every [`RESYNC_EVERY`] while it keeps failing).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parlo_net::directory::{Contact, Name, Page, Registry};
+use rusqlite::{Connection, OpenFlags, params};
+
+use crate::error::Error;
+
+/// Longest time a change waits in an open transaction before it is committed.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(10);
+
+/// How often the WAL is copied back into the database file, off the event loop.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a database that failed is rewritten from memory.
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS presence (
+        name  TEXT    NOT NULL PRIMARY KEY,  -- registered name
+        ip    TEXT    NOT NULL,              -- the connection's peer address
+        port  INTEGER NOT NULL,              -- the phone's UDP port
+        since INTEGER NOT NULL               -- registration time, seconds since 1970 UTC
+    ) WITHOUT ROWID;
+";
+
+const INSERT: &str = "INSERT INTO presence (name, ip, port, since) VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (name) DO UPDATE SET ip = excluded.ip, port = excluded.port";
+const DELETE: &str = "DELETE FROM presence WHERE name = ?1";
+
+/// One registration as the store keeps it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    contact: Contact,
+    /// Seconds since 1970 UTC.
+    since: i64,
+}
+
+/// The live directory (see the module docs).
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    db: Connection,
+    live: BTreeMap<Name, Entry>,
+    /// When the open transaction began, if one is open.
+    open_since: Option<Instant>,
+    /// When the database last failed, if it is out of step with `live`.
+    stale_since: Option<Instant>,
+    /// Writes that failed since start-up.
+    failures: u64,
+    /// The time of the current loop iteration.
+    now: Instant,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Opens `path` for writing, in WAL mode, with the schema in place.
+fn open(path: &Path) -> Result<Connection, Error> {
+    let failed = |doing| {
+        move |source| Error::Database {
+            path: path.to_owned(),
+            doing,
+            source,
+        }
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = Connection::open_with_flags(path, flags).map_err(failed("open it"))?;
+    let mode: String = db
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(failed("switch it to WAL mode"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        log::warn!(
+            "database {}: WAL mode unavailable here (journal mode {mode}); writes will be slower",
+            path.display()
+        );
+    }
+    db.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(failed("set synchronous=NORMAL"))?;
+    // `users` readers never block a WAL writer, but a checkpoint may wait for them briefly.
+    db.busy_timeout(Duration::from_millis(200))
+        .map_err(failed("set a busy timeout"))?;
+    db.execute_batch(SCHEMA)
+        .map_err(failed("create the presence table"))?;
+    // The checkpointer thread does it instead (see the module docs).
+    db.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(failed("turn off automatic checkpoints"))?;
+    db.set_prepared_statement_cache_capacity(8);
+    Ok(db)
+}
+
+/// The thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] (see the module docs).
+#[derive(Debug)]
+struct Checkpointer {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    /// Starts the thread, or says why it could not.
+    fn start(path: &Path) -> std::io::Result<Checkpointer> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let path = path.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("parlo-checkpoint".into())
+            .spawn(move || {
+                let mut failing = false;
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    // A fresh connection each time follows the file through a reopen.
+                    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                    let result = Connection::open_with_flags(&path, flags).and_then(|db| {
+                        db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    });
+                    match result {
+                        Err(e) if !failing => {
+                            log::warn!("database {}: checkpoint failed: {e}", path.display());
+                            failing = true;
+                        }
+                        Err(_) => {}
+                        Ok(()) => failing = false,
+                    }
+                }
+            })?;
+        Ok(Checkpointer { stop, thread })
+    }
+
+    /// Stops the thread and waits for it (at most one checkpoint).
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Opens (or creates) the database and clears the presence left by a previous run.
+    pub fn open(path: &Path, now: Instant) -> Result<Store, Error> {
+        let db = open(path)?;
+        db.execute("DELETE FROM presence", [])
+            .map_err(|source| Error::Database {
+                path: path.to_owned(),
+                doing: "clear the presence of the previous run",
+                source,
+            })?;
+        let checkpointer = match Checkpointer::start(path) {
+            Ok(checkpointer) => Some(checkpointer),
+            Err(e) => {
+                log::warn!("cannot start the checkpoint thread ({e}); checkpointing inline");
+                let _ = db.pragma_update(None, "wal_autocheckpoint", 1000);
+                None
+            }
+        };
+        Ok(Store {
+            path: path.to_owned(),
+            db,
+            live: BTreeMap::new(),
+            open_since: None,
+            stale_since: None,
+            failures: 0,
+            now,
+            checkpointer,
+        })
+    }
+
+    /// Sets the time of the current loop iteration.
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Registered names.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Writes that failed since start-up.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// When [`Store::commit_if_due`] next has work to do, if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.open_since, self.stale_since) {
+            (Some(open), _) => Some(open + COMMIT_EVERY),
+            (None, Some(failed)) => Some(failed + RESYNC_EVERY),
+            (None, None) => None,
+        }
+    }
+
+    /// Commits the open transaction once it is [`COMMIT_EVERY`] old, and retries a
+    /// failed database once it has rested [`RESYNC_EVERY`].
+    pub fn commit_if_due(&mut self) {
+        if let Some(since) = self.open_since
+            && self.now >= since + COMMIT_EVERY
+        {
+            self.commit();
+        }
+        if let Some(failed) = self.stale_since
+            && self.now >= failed + RESYNC_EVERY
+        {
+            self.resync();
+        }
+    }
+
+    /// Commits the open transaction now.
+    pub fn commit(&mut self) {
+        if self.open_since.take().is_some()
+            && let Err(e) = self.db.execute_batch("COMMIT")
+        {
+            self.failed("commit", &e);
+        }
+    }
+
+    /// Runs one write inside the open transaction, opening it if needed.
+    fn write(
+        &mut self,
+        doing: &'static str,
+        run: impl FnOnce(&Connection) -> rusqlite::Result<()>,
+    ) {
+        if self.stale_since.is_some() {
+            return; // the whole table is rewritten at the next resync
+        }
+        if self.open_since.is_none() {
+            if let Err(e) = self.db.execute_batch("BEGIN") {
+                self.failed("begin a transaction", &e);
+                return;
+            }
+            self.open_since = Some(self.now);
+        }
+        if let Err(e) = run(&self.db) {
+            self.failed(doing, &e);
+        }
+    }
+
+    fn failed(&mut self, doing: &str, error: &rusqlite::Error) {
+        self.failures += 1;
+        if self.stale_since.is_none() {
+            log::error!(
+                "database {}: cannot {doing}: {error}; lookups go on from memory and the \
+                 database will be rewritten in {} s",
+                self.path.display(),
+                RESYNC_EVERY.as_secs()
+            );
+        }
+        if self.open_since.take().is_some() {
+            let _ = self.db.execute_batch("ROLLBACK");
+        }
+        self.stale_since = Some(self.now);
+    }
+
+    /// Rewrites the whole presence table from memory in one transaction.
+    fn rewrite(&mut self) -> rusqlite::Result<()> {
+        self.commit();
+        let tx = self.db.transaction()?;
+        tx.execute("DELETE FROM presence", [])?;
+        {
+            let mut insert = tx.prepare_cached(INSERT)?;
+            for (name, entry) in &self.live {
+                insert.execute(params![
+                    name.as_str(),
+                    ip_text(entry.contact.ip),
+                    entry.contact.port,
+                    entry.since
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    fn resync(&mut self) {
+        self.stale_since = None;
+        match self.rewrite() {
+            Ok(()) => log::info!(
+                "database {}: rewritten with the {} live registrations",
+                self.path.display(),
+                self.live.len()
+            ),
+            Err(e) => {
+                self.failures += 1;
+                log::error!(
+                    "database {}: still cannot write: {e}; next try in {} s",
+                    self.path.display(),
+                    RESYNC_EVERY.as_secs()
+                );
+                self.stale_since = Some(self.now);
+            }
+        }
+    }
+
+    /// Closes and reopens the database file, then rewrites the live directory into it.
+    /// On failure the old connection stays in use.
+    pub fn reopen(&mut self) -> Result<(), Error> {
+        self.commit();
+        let db = open(&self.path)?;
+        if self.checkpointer.is_none() {
+            let _ = db.pragma_update(None, "wal_autocheckpoint", 1000);
+        }
+        self.db = db;
+        self.stale_since = None;
+        self.rewrite().map_err(|source| Error::Database {
+            path: self.path.clone(),
+            doing: "rewrite the live directory",
+            source,
+        })
+    }
+
+    /// Empties the presence table (nobody is online once the server stops) and checkpoints
+    /// the WAL into the database file.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.commit();
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
+        let failed = |doing| {
+            let path = self.path.clone();
+            move |source| Error::Database {
+                path,
+                doing,
+                source,
+            }
+        };
+        self.db
+            .execute("DELETE FROM presence", [])
+            .map_err(failed("clear the presence table"))?;
+        self.db
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(failed("checkpoint the write-ahead log"))?;
+        self.db
+            .close()
+            .map_err(|(_, source)| failed("close it")(source))
+    }
+}
+
+/// How an address is stored: v4 peers seen through a dual-stack socket as plain v4.
+fn ip_text(ip: IpAddr) -> String {
+    ip.to_canonical().to_string()
+}
+
+impl Registry for Store {
+    fn find(&self, name: &Name) -> Option<Contact> {
+        self.live.get(name).map(|entry| entry.contact)
+    }
+
+    fn insert(&mut self, name: &Name, contact: Contact) {
+        let since = match self.live.get(name) {
+            Some(entry) => entry.since,
+            None => unix_now(),
+        };
+        self.live.insert(name.clone(), Entry { contact, since });
+        self.write("record a registration", |db| {
+            db.prepare_cached(INSERT)?.execute(params![
+                name.as_str(),
+                ip_text(contact.ip),
+                contact.port,
+                since
+            ])?;
+            Ok(())
+        });
+    }
+
+    fn remove(&mut self, name: &Name) {
+        if self.live.remove(name).is_some() {
+            self.write("remove a registration", |db| {
+                db.prepare_cached(DELETE)?.execute(params![name.as_str()])?;
+                Ok(())
+            });
+        }
+    }
+
+    fn page(&self, offset: u32, page: &mut Page) -> bool {
+        let mut names = self.live.keys().skip(offset as usize);
+        for name in names.by_ref() {
+            if page.push(name.clone()).is_err() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("test names are valid")
+    }
+
+    fn contact(last: u8, port: u16) -> Contact {
+        Contact {
+            ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
+            port,
+        }
+    }
+
+    /// A fresh temporary directory for one test, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!(
+                "parlo-store-{tag}-{}-{:?}",
+                std::process::id(),
+                Instant::now()
+            ));
+            std::fs::create_dir_all(&dir).expect("temp dir is writable");
+            TempDir(dir)
+        }
+        fn db(&self) -> PathBuf {
+            self.0.join("directory.db")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rows(path: &Path) -> Vec<(String, String, u16)> {
+        let db = Connection::open(path).expect("database exists");
+        let mut stmt = db
+            .prepare("SELECT name, ip, port FROM presence ORDER BY name")
+            .expect("valid query");
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .expect("query runs")
+            .collect::<Result<_, _>>()
+            .expect("rows decode")
+    }
+
+    #[test]
+    fn writes_reach_the_table_at_commit_and_lookups_are_immediate() {
+        let dir = TempDir::new("commit");
+        let start = Instant::now();
+        let mut store = Store::open(&dir.db(), start).expect("open");
+        store.insert(&name("alice"), contact(1, 5001));
+        store.insert(&name("bob"), contact(2, 6000));
+        assert_eq!(store.find(&name("bob")), Some(contact(2, 6000)));
+        assert_eq!(rows(&dir.db()), [], "not committed yet");
+        assert_eq!(store.next_deadline(), Some(start + COMMIT_EVERY));
+        store.set_now(start + COMMIT_EVERY);
+        store.commit_if_due();
+        assert_eq!(store.next_deadline(), None);
+        assert_eq!(
+            rows(&dir.db()),
+            [
+                ("alice".into(), "127.0.0.1".into(), 5001),
+                ("bob".into(), "127.0.0.2".into(), 6000)
+            ]
+        );
+        store.remove(&name("alice"));
+        store.commit();
+        assert_eq!(rows(&dir.db()), [("bob".into(), "127.0.0.2".into(), 6000)]);
+    }
+
+    #[test]
+    fn names_are_parameters_never_sql() {
+        let dir = TempDir::new("inject");
+        let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+        store.insert(&name("x\"OR\"1\"=\"1"), contact(1, 1));
+        store.insert(&name("x');DROP_TABLE_presence;--"), contact(1, 2));
+        store.commit();
+        assert_eq!(rows(&dir.db()).len(), 2);
+        store.remove(&name("x\"OR\"1\"=\"1"));
+        store.commit();
+        assert_eq!(rows(&dir.db()).len(), 1);
+    }
+
+    #[test]
+    fn start_up_clears_and_close_empties_presence() {
+        let dir = TempDir::new("clear");
+        let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+        store.insert(&name("alice"), contact(1, 5001));
+        store.commit();
+        drop(store); // a crash: no close
+        assert_eq!(rows(&dir.db()).len(), 1);
+        let mut store = Store::open(&dir.db(), Instant::now()).expect("reopen");
+        assert_eq!(rows(&dir.db()), []);
+        store.insert(&name("bob"), contact(2, 5001));
+        store.commit();
+        store.close().expect("close");
+        assert_eq!(rows(&dir.db()), []);
+    }
+
+    #[test]
+    fn reopen_rewrites_a_deleted_file() {
+        let dir = TempDir::new("reopen");
+        let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+        store.insert(&name("alice"), contact(1, 5001));
+        store.commit();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", dir.db().display()));
+        }
+        store.reopen().expect("reopen");
+        assert_eq!(
+            rows(&dir.db()),
+            [("alice".into(), "127.0.0.1".into(), 5001)]
+        );
+    }
+
+    #[test]
+    fn reregistering_keeps_since_and_updates_port() {
+        let dir = TempDir::new("since");
+        let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+        store.insert(&name("alice"), contact(1, 5001));
+        let since = store.live[&name("alice")].since;
+        store.insert(&name("alice"), contact(1, 7000));
+        assert_eq!(store.live[&name("alice")].since, since);
+        store.commit();
+        assert_eq!(
+            rows(&dir.db()),
+            [("alice".into(), "127.0.0.1".into(), 7000)]
+        );
+    }
+
+    #[test]
+    fn unwritable_database_is_a_start_up_error() {
+        let dir = TempDir::new("missing");
+        let path = dir.0.join("no-such-dir").join("directory.db");
+        let error = Store::open(&path, Instant::now()).expect_err("cannot create");
+        assert!(error.to_string().contains("no-such-dir"), "{error}");
+    }
+
+    #[test]
+    fn page_skips_and_reports_more() {
+        let dir = TempDir::new("page");
+        let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+        for i in 0..40 {
+            store.insert(&name(&format!("n{i:02}")), contact(1, 1));
+        }
+        let mut page = Page::new();
+        assert!(store.page(0, &mut page));
+        assert_eq!(page.first().map(Name::as_str), Some("n00"));
+        page.clear();
+        assert!(!store.page(35, &mut page));
+        assert_eq!(page.len(), 5);
+    }
+}

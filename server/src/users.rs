@@ -1,0 +1,160 @@
+//! `parlo-server users`: the live directory from the database, as a table (the original
+//! server window's live view, for a headless box).
+
+use std::io::{self, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::Error;
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct User {
+    name: String,
+    ip: String,
+    port: u16,
+    /// `YYYY-MM-DD HH:MM:SS`, UTC.
+    since: String,
+}
+
+fn read(db: &Connection, path: &Path) -> Result<Vec<User>, Error> {
+    let failed = |source| Error::Database {
+        path: path.to_owned(),
+        doing: "read the presence table (is this a parlo-server database?)",
+        source,
+    };
+    let mut stmt = db
+        .prepare_cached(
+            "SELECT name, ip, port, strftime('%Y-%m-%d %H:%M:%S', since, 'unixepoch')
+             FROM presence ORDER BY name",
+        )
+        .map_err(failed)?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok(User {
+                name: row.get(0)?,
+                ip: row.get(1)?,
+                port: row.get(2)?,
+                since: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+            })
+        })
+        .map_err(failed)?;
+    rows.collect::<Result<_, _>>().map_err(failed)
+}
+
+/// The table as text: a header, one line per user, and a count.
+fn render(users: &[User]) -> String {
+    let width = |title: &str, column: &dyn Fn(&User) -> usize| {
+        users.iter().map(column).max().unwrap_or(0).max(title.len())
+    };
+    let name_w = width("NAME", &|u| u.name.chars().count());
+    let ip_w = width("IP", &|u| u.ip.len());
+    let mut text = format!(
+        "{:name_w$}  {:ip_w$}  {:>5}  SINCE (UTC)\n",
+        "NAME", "IP", "PORT"
+    );
+    for u in users {
+        text.push_str(&format!(
+            "{:name_w$}  {:ip_w$}  {:>5}  {}\n",
+            u.name, u.ip, u.port, u.since
+        ));
+    }
+    text.push_str(&match users.len() {
+        0 => "nobody online\n".to_owned(),
+        1 => "1 online\n".to_owned(),
+        n => format!("{n} online\n"),
+    });
+    text
+}
+
+/// Prints the directory once, or every second with `watch` until SIGINT/SIGTERM.
+pub fn run(path: &Path, watch: bool) -> Result<(), Error> {
+    if !path.exists() {
+        return Err(Error::NoDatabase(path.to_owned()));
+    }
+    let db = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| Error::Database {
+        path: path.to_owned(),
+        doing: "open it for reading",
+        source,
+    })?;
+    let _ = db.busy_timeout(Duration::from_millis(500));
+    let stop = Arc::new(AtomicBool::new(false));
+    if watch {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| {
+                Error::Poll {
+                    doing: "install signal handlers",
+                    source,
+                }
+            })?;
+        }
+    }
+    let tty = io::stdout().is_terminal();
+    loop {
+        let table = render(&read(&db, path)?);
+        let mut stdout = io::stdout().lock();
+        if watch && tty {
+            // Home the cursor and clear the screen: a live view like `watch(1)`.
+            write!(stdout, "\x1b[H\x1b[2J").map_err(Error::Output)?;
+        }
+        stdout.write_all(table.as_bytes()).map_err(Error::Output)?;
+        if watch && !tty {
+            writeln!(stdout).map_err(Error::Output)?;
+        }
+        stdout.flush().map_err(Error::Output)?;
+        drop(stdout);
+        if !watch {
+            return Ok(());
+        }
+        let next = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < next {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns_and_counts() {
+        let users = [
+            User {
+                name: "alice".into(),
+                ip: "192.168.1.20".into(),
+                port: 5001,
+                since: "2026-11-25 19:40:01".into(),
+            },
+            User {
+                name: "door-phone-kitchen".into(),
+                ip: "10.0.0.3".into(),
+                port: 6000,
+                since: "2026-11-25 19:41:00".into(),
+            },
+        ];
+        assert_eq!(
+            render(&users),
+            "NAME                IP             PORT  SINCE (UTC)\n\
+             alice               192.168.1.20   5001  2026-11-25 19:40:01\n\
+             door-phone-kitchen  10.0.0.3       6000  2026-11-25 19:41:00\n\
+             2 online\n"
+        );
+    }
+
+    #[test]
+    fn empty_table() {
+        assert_eq!(render(&[]), "NAME  IP   PORT  SINCE (UTC)\nnobody online\n");
+    }
+}

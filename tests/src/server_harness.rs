@@ -1,0 +1,393 @@
+//! Starting the real `parlo-server` binary for end-to-end tests, and talking to it.
+//!
+//! Each [`Server`] gets its own temporary directory (database and nothing else), listens on
+//! its own loopback address with a port chosen by the kernel (read back from its log), and
+//! is stopped (SIGKILL if still running) and cleaned up when dropped, so tests run in
+//! parallel and leave no process, port or file behind.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long any wait in these tests may last before the test fails instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The `parlo-server` binary of this build profile, built first if needed (so that
+/// `cargo test -p parlo-tests` never runs a stale binary).
+pub fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // Test binaries live in target/<profile>/deps/; the server in target/<profile>/.
+        let exe = std::env::current_exe().expect("the test binary knows its path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binaries live in target/<profile>/deps");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|p| p.to_str())
+            .unwrap_or("debug");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "parlo-server"]);
+        match profile {
+            "debug" => {}
+            "release" => {
+                build.arg("--release");
+            }
+            other => {
+                build.args(["--profile", other]);
+            }
+        }
+        let status = build
+            .status()
+            .expect("cargo can be run to build parlo-server");
+        assert!(status.success(), "building parlo-server failed: {status}");
+        let binary = profile_dir.join("parlo-server");
+        assert!(binary.exists(), "{} missing after build", binary.display());
+        binary
+    })
+}
+
+/// A fresh loopback address in 127.0.0.0/8, never 127.0.0.1 (clients' default source
+/// address), unique within the test process; ports are left to the kernel.
+pub fn loopback() -> std::net::IpAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // The second byte keeps test processes that run at the same time apart.
+    let process = (std::process::id() % 250) as u8;
+    std::net::Ipv4Addr::new(127, 1 + process, (n / 250 % 250) as u8, 2 + (n % 250) as u8).into()
+}
+
+/// A temporary directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a new empty directory under the system's temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "parlo-test-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("the temp dir is writable");
+        TempDir(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The server's stderr, collected by a thread, with a way to wait for a line.
+#[derive(Debug, Default)]
+struct Log {
+    text: Mutex<String>,
+    grew: Condvar,
+}
+
+/// A running `parlo-server`.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its database file.
+    pub db: PathBuf,
+    log: Arc<Log>,
+    dir: TempDir,
+}
+
+impl Server {
+    /// Starts a server with these extra flags on a fresh address and database, and waits
+    /// until it listens.
+    pub fn start(flags: &[&str]) -> Server {
+        let dir = TempDir::new("server");
+        let db = dir.path().join("directory.db");
+        Server::start_in(dir, db, flags)
+    }
+
+    /// Like [`Server::start`], with the database at `db` (which may be anywhere).
+    pub fn start_in(dir: TempDir, db: PathBuf, flags: &[&str]) -> Server {
+        let listen = SocketAddr::new(loopback(), 0);
+        let (child, log) = spawn(&listen.to_string(), &db, flags);
+        let mut server = Server {
+            child,
+            addr: listen,
+            db,
+            log,
+            dir,
+        };
+        let line = server.wait_for_log("listening on ");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read the address from {line:?}"));
+        server.addr = addr;
+        server
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A new client connection, with a read timeout so a test fails rather than hangs.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("the server accepts connections");
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("timeouts can be set");
+        stream
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Waits for a log line containing `needle` and returns that line.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        wait_for_line(&self.log, needle, &mut self.child)
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`, `"HUP"`, `"KILL"`) to the server.
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
+    /// Waits for the process to exit, failing the test after [`PATIENCE`].
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_exit(&mut self.child, PATIENCE).expect("the server exits in time")
+    }
+
+    /// Runs `parlo-server users --db <this db>` once and returns its stdout.
+    pub fn users(&self) -> String {
+        let output = Command::new(server_binary())
+            .args(["users", "--db"])
+            .arg(&self.db)
+            .output()
+            .expect("parlo-server users runs");
+        assert!(output.status.success(), "users failed: {output:?}");
+        String::from_utf8(output.stdout).expect("users prints UTF-8")
+    }
+
+    /// The temporary directory holding the database.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `parlo-server --listen <listen> --db <db> <flags>` with stderr collected.
+fn spawn(listen: &str, db: &Path, flags: &[&str]) -> (Child, Arc<Log>) {
+    let mut child = Command::new(server_binary())
+        .args(["--listen", listen, "--db"])
+        .arg(db)
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("parlo-server starts");
+    let log = Arc::new(Log::default());
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut text) = sink.text.lock() {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            sink.grew.notify_all();
+        }
+        sink.grew.notify_all();
+    });
+    (child, log)
+}
+
+/// Runs the server binary with exactly these arguments and waits for it to exit;
+/// returns its exit status and stderr.
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let output = Command::new(server_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("parlo-server runs");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn wait_for_line(log: &Log, needle: &str, child: &mut Child) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    let mut text = log.text.lock().expect("log lock");
+    loop {
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            drop(text);
+            // Give the reader thread a moment to collect the last words.
+            std::thread::sleep(Duration::from_millis(100));
+            let text = log.text.lock().map(|t| t.clone()).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            panic!("parlo-server exited ({status}) before logging {needle:?}:\n{text}");
+        }
+        let now = Instant::now();
+        assert!(
+            now < deadline,
+            "no {needle:?} in the log within {PATIENCE:?}:\n{text}"
+        );
+        let wait = (deadline - now).min(Duration::from_millis(100));
+        text = log.grew.wait_timeout(text, wait).expect("log lock").0;
+    }
+}
+
+/// Sends signal `name` to process `pid` with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill(1) runs");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Waits up to `patience` for `child` to exit.
+pub fn wait_exit(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true; fails the test after [`PATIENCE`].
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client speaking newline-separated JSON: one line out, one line back.
+#[derive(Debug)]
+pub struct LineClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl LineClient {
+    /// Wraps a connected stream.
+    pub fn new(stream: TcpStream) -> LineClient {
+        let writer = stream.try_clone().expect("streams can be cloned");
+        LineClient {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    /// Sends raw bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("the server reads");
+    }
+
+    /// Reads one response line (without its `\n`); panics on end of file.
+    pub fn line(&mut self) -> String {
+        self.try_line().expect("the server answers before closing")
+    }
+
+    /// Reads one response line, or `None` at end of file.
+    pub fn try_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                assert!(
+                    line.ends_with('\n'),
+                    "every response ends with a newline: {line:?}"
+                );
+                line.pop();
+                Some(line)
+            }
+            Err(e) => panic!("reading a response: {e}"),
+        }
+    }
+
+    /// Sends `json` and a newline, returns the response line.
+    pub fn ask(&mut self, json: &str) -> String {
+        self.send_raw(format!("{json}\n").as_bytes());
+        self.line()
+    }
+
+    /// Whether the server closed the connection (end of file or reset) within [`PATIENCE`].
+    pub fn is_closed_by_server(&mut self) -> bool {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+        }
+    }
+}
+
+/// A client that behaves exactly like the original Python client: `json.dumps` with
+/// `", "` and `": "` spacing, one `send` per request, one `recv(1024)` per response.
+#[derive(Debug)]
+pub struct OriginalClient {
+    stream: TcpStream,
+}
+
+impl OriginalClient {
+    /// Wraps a connected stream.
+    pub fn new(stream: TcpStream) -> OriginalClient {
+        OriginalClient { stream }
+    }
+
+    /// `json.dumps({"command": command, "name": name})`, sent, then one `recv(1024)`.
+    pub fn request(&mut self, command: &str, name: &str) -> String {
+        let request = format!("{{\"command\": \"{command}\", \"name\": \"{name}\"}}");
+        let sent = self.stream.write(request.as_bytes()).expect("send");
+        assert_eq!(sent, request.len(), "one send carries the whole request");
+        let mut buf = [0u8; 1024];
+        let n = self.stream.read(&mut buf).expect("recv(1024)");
+        String::from_utf8(buf[..n].to_vec()).expect("responses are UTF-8")
+    }
+}
