@@ -322,6 +322,13 @@ impl LineClient {
         }
     }
 
+    /// The client side's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.writer
+            .local_addr()
+            .expect("a connected socket has an address")
+    }
+
     /// Sends raw bytes as they are.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).expect("the server reads");
