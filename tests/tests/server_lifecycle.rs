@@ -55,7 +55,7 @@ fn sigint_stops_cleanly_too() {
 
 #[test]
 fn sighup_logs_a_status_line_and_rewrites_a_deleted_database() {
-    let mut server = Server::start(&[]);
+    let server = Server::start(&[]);
     let _a = register(&server, "alpha");
     let _b = register(&server, "beta");
     eventually("both in the database", || {
