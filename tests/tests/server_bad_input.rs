@@ -79,7 +79,7 @@ fn every_kind_of_bad_request_gets_its_reason_and_the_connection_goes_on() {
         ),
         (
             br#"{"command":"REG","name":"bob\u0000"}"#.to_vec(),
-            "name contains a control character",
+            "name contains a control or invisible character",
         ),
         (
             br#"{"command":"REG","name":"bob","port":70000}"#.to_vec(),
