@@ -45,6 +45,25 @@ fn sigterm_stops_within_a_second_with_exit_0_and_an_empty_directory() {
 }
 
 #[test]
+fn presence_left_by_a_crash_is_cleared_at_the_next_start() {
+    let dir = TempDir::new("crash");
+    let db = dir.path().join("directory.db");
+    let mut crashed = Server::start_in(TempDir::new("unused"), db.clone(), &[]);
+    let _client = register(&crashed, "ghost");
+    eventually("ghost reaches the database", || {
+        crashed.users().contains("ghost")
+    });
+    crashed.signal("KILL");
+    crashed.wait();
+    assert!(
+        crashed.users().contains("ghost"),
+        "a crash leaves the row behind"
+    );
+    let restarted = Server::start_in(dir, db, &[]);
+    assert!(restarted.users().ends_with("nobody online\n"));
+}
+
+#[test]
 fn sigint_stops_cleanly_too() {
     let mut server = Server::start(&[]);
     let _client = register(&server, "someone");
