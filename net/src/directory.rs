@@ -22,7 +22,8 @@
 //!
 //! The rules live here and nowhere else: one registration per connection; a name belongs
 //! to the connection that registered it until that connection says DISCONNECT or ends; a
-//! name is 1–32 bytes of UTF-8 without whitespace or control characters; LIST answers in
+//! name is 1–32 bytes of printable UTF-8 (no whitespace, control or invisible
+//! formatting character, so two names never look alike by an invisible difference); LIST answers in
 //! pages that fit one response. Nothing here reads a clock, a socket or allocates, and no
 //! input can make it panic (the parser has a fuzz target).
 
@@ -74,7 +75,8 @@ pub enum RequestError {
     NameTooLong(usize),
     /// The name contains whitespace (the peer protocol separates fields with spaces).
     NameHasWhitespace,
-    /// The name contains a control character.
+    /// The name contains a control character or an invisible formatting character
+    /// (zero-width space, bidirectional override, byte order mark...).
     NameHasControl,
     /// `"port"` is not between 1 and 65535 (the value sent).
     BadPort(i64),
@@ -105,7 +107,9 @@ impl fmt::Display for RequestError {
                 )
             }
             RequestError::NameHasWhitespace => f.write_str("name contains whitespace"),
-            RequestError::NameHasControl => f.write_str("name contains a control character"),
+            RequestError::NameHasControl => {
+                f.write_str("name contains a control or invisible character")
+            }
             RequestError::BadPort(port) => write!(f, "port {port} is not between 1 and 65535"),
             RequestError::BadOffset(offset) => {
                 write!(f, "offset {offset} is not between 0 and 4294967295")
@@ -116,7 +120,8 @@ impl fmt::Display for RequestError {
 
 impl core::error::Error for RequestError {}
 
-/// A registered name: 1–[`MAX_NAME_LEN`] bytes of UTF-8, no whitespace, no control character.
+/// A registered name: 1–[`MAX_NAME_LEN`] bytes of UTF-8, no whitespace, no control or
+/// invisible formatting character.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(heapless::String<MAX_NAME_LEN>);
 
@@ -132,7 +137,7 @@ impl Name {
         if name.chars().any(char::is_whitespace) {
             return Err(RequestError::NameHasWhitespace);
         }
-        if name.chars().any(char::is_control) {
+        if name.chars().any(|c| c.is_control() || is_invisible(c)) {
             return Err(RequestError::NameHasControl);
         }
         let mut inner = heapless::String::new();
@@ -146,6 +151,24 @@ impl Name {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+}
+
+/// Characters that print as nothing or reorder text: zero-width spaces and joiners,
+/// bidirectional marks, embeddings, overrides and isolates, invisible operators, the
+/// byte order mark, interlinear annotation marks, tag characters.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
 }
 
 impl fmt::Display for Name {
@@ -851,6 +874,15 @@ mod tests {
             assert_eq!(get(r"bob\tsmith"), Err(RequestError::NameHasWhitespace));
             assert_eq!(get("bob\u{a0}"), Err(RequestError::NameHasWhitespace));
             assert_eq!(get(r"bob\u0007"), Err(RequestError::NameHasControl));
+            assert_eq!(get("ali\u{200b}ce"), Err(RequestError::NameHasControl));
+            assert_eq!(get(r"\u202eecila"), Err(RequestError::NameHasControl));
+            assert_eq!(get(r"\ufeffalice"), Err(RequestError::NameHasControl));
+            assert_eq!(
+                get("café-ß-Ω-☎"),
+                Ok(Request::Get {
+                    name: name("café-ß-Ω-☎")
+                })
+            );
             assert_eq!(
                 get(&"n".repeat(32)),
                 Ok(Request::Get {

@@ -16,7 +16,9 @@
 //!   transactions committed every 10 ms: one commit carries a whole burst of registrations,
 //!   so the disk never paces the protocol. The database holds exactly the live directory
 //!   (give or take those 10 ms) for `parlo-server users` and anything else that reads it;
-//!   presence is cleared at start-up and at shutdown, as in the original;
+//!   presence is cleared at start-up and at shutdown, as in the original. The WAL
+//!   checkpoint, the one database step that waits for the disk (fsync), runs once a second
+//!   in a small helper thread with its own connection, never in the loop;
 //! - dead peers: TCP keepalive (and a matching TCP_USER_TIMEOUT) by default, an optional
 //!   idle limit, and a limit on how long a request may stay half-sent.
 //!

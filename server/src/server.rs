@@ -260,7 +260,7 @@ impl Server {
             logging::flush();
             let timeout = self
                 .next_deadline()
-                .map(|t| t.saturating_duration_since(self.now));
+                .map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -350,7 +350,7 @@ impl Server {
                 "database reopened, {} registrations written",
                 self.store.len()
             ),
-            Err(e) => log::error!("SIGHUP: {e}; keeping the database open before"),
+            Err(e) => log::error!("SIGHUP: {e}; keeping the database connection open before"),
         }
     }
 

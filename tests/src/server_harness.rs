@@ -96,7 +96,8 @@ impl Drop for TempDir {
 /// The server's stderr, collected by a thread, with a way to wait for a line.
 #[derive(Debug, Default)]
 struct Log {
-    text: Mutex<String>,
+    /// The lines so far, and whether stderr reached end of file.
+    text: Mutex<(String, bool)>,
     grew: Condvar,
 }
 
@@ -125,7 +126,7 @@ impl Server {
     pub fn start_in(dir: TempDir, db: PathBuf, flags: &[&str]) -> Server {
         let listen = SocketAddr::new(loopback(), 0);
         let (child, log) = spawn(&listen.to_string(), &db, flags);
-        let mut server = Server {
+        let server = Server {
             child,
             addr: listen,
             db,
@@ -133,6 +134,7 @@ impl Server {
             dir,
         };
         let line = server.wait_for_log("listening on ");
+        let mut server = server;
         let addr = line
             .split("listening on ")
             .nth(1)
@@ -157,14 +159,20 @@ impl Server {
         stream
     }
 
-    /// Everything the server logged so far.
+    /// Everything the server logged so far (it writes its log out before it waits for
+    /// events, so a line may lag an answer slightly: use [`Server::wait_for_log`] to
+    /// check that something was logged).
     pub fn log(&self) -> String {
-        self.log.text.lock().map(|t| t.clone()).unwrap_or_default()
+        self.log
+            .text
+            .lock()
+            .map(|t| t.0.clone())
+            .unwrap_or_default()
     }
 
     /// Waits for a log line containing `needle` and returns that line.
-    pub fn wait_for_log(&mut self, needle: &str) -> String {
-        wait_for_line(&self.log, needle, &mut self.child)
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        wait_for_line(&self.log, needle)
     }
 
     /// Sends a signal (`"TERM"`, `"INT"`, `"HUP"`, `"KILL"`) to the server.
@@ -172,9 +180,21 @@ impl Server {
         signal(self.child.id(), name);
     }
 
-    /// Waits for the process to exit, failing the test after [`PATIENCE`].
+    /// Waits for the process to exit and its whole log to be collected, failing the test
+    /// after [`PATIENCE`].
     pub fn wait(&mut self) -> ExitStatus {
-        wait_exit(&mut self.child, PATIENCE).expect("the server exits in time")
+        let status = wait_exit(&mut self.child, PATIENCE).expect("the server exits in time");
+        let deadline = Instant::now() + PATIENCE;
+        let mut text = self.log.text.lock().expect("log lock");
+        while !text.1 && Instant::now() < deadline {
+            text = self
+                .log
+                .grew
+                .wait_timeout(text, Duration::from_millis(50))
+                .expect("log lock")
+                .0;
+        }
+        status
     }
 
     /// Runs `parlo-server users --db <this db>` once and returns its stdout.
@@ -221,10 +241,13 @@ fn spawn(listen: &str, db: &Path, flags: &[&str]) -> (Child, Arc<Log>) {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Ok(mut text) = sink.text.lock() {
-                text.push_str(&line);
-                text.push('\n');
+                text.0.push_str(&line);
+                text.0.push('\n');
             }
             sink.grew.notify_all();
+        }
+        if let Ok(mut text) = sink.text.lock() {
+            text.1 = true;
         }
         sink.grew.notify_all();
     });
@@ -245,27 +268,24 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
     )
 }
 
-fn wait_for_line(log: &Log, needle: &str, child: &mut Child) -> String {
+fn wait_for_line(log: &Log, needle: &str) -> String {
     let deadline = Instant::now() + PATIENCE;
     let mut text = log.text.lock().expect("log lock");
     loop {
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+        if let Some(line) = text.0.lines().find(|l| l.contains(needle)) {
             return line.to_owned();
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            drop(text);
-            // Give the reader thread a moment to collect the last words.
-            std::thread::sleep(Duration::from_millis(100));
-            let text = log.text.lock().map(|t| t.clone()).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
-            }
-            panic!("parlo-server exited ({status}) before logging {needle:?}:\n{text}");
+        if text.1 {
+            panic!(
+                "parlo-server exited without logging {needle:?}:\n{}",
+                text.0
+            );
         }
         let now = Instant::now();
         assert!(
             now < deadline,
-            "no {needle:?} in the log within {PATIENCE:?}:\n{text}"
+            "no {needle:?} in the log within {PATIENCE:?}:\n{}",
+            text.0
         );
         let wait = (deadline - now).min(Duration::from_millis(100));
         text = log.grew.wait_timeout(text, wait).expect("log lock").0;
@@ -320,6 +340,13 @@ impl LineClient {
             reader: BufReader::new(stream),
             writer,
         }
+    }
+
+    /// The client side's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.writer
+            .local_addr()
+            .expect("a connected socket has an address")
     }
 
     /// Sends raw bytes as they are.

@@ -1,6 +1,6 @@
 //! parlo-server end to end: start-up errors, signals, exit codes, `users`.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,25 @@ fn sigterm_stops_within_a_second_with_exit_0_and_an_empty_directory() {
 }
 
 #[test]
+fn presence_left_by_a_crash_is_cleared_at_the_next_start() {
+    let dir = TempDir::new("crash");
+    let db = dir.path().join("directory.db");
+    let mut crashed = Server::start_in(TempDir::new("unused"), db.clone(), &[]);
+    let _client = register(&crashed, "ghost");
+    eventually("ghost reaches the database", || {
+        crashed.users().contains("ghost")
+    });
+    crashed.signal("KILL");
+    crashed.wait();
+    assert!(
+        crashed.users().contains("ghost"),
+        "a crash leaves the row behind"
+    );
+    let restarted = Server::start_in(dir, db, &[]);
+    assert!(restarted.users().ends_with("nobody online\n"));
+}
+
+#[test]
 fn sigint_stops_cleanly_too() {
     let mut server = Server::start(&[]);
     let _client = register(&server, "someone");
@@ -55,7 +74,7 @@ fn sigint_stops_cleanly_too() {
 
 #[test]
 fn sighup_logs_a_status_line_and_rewrites_a_deleted_database() {
-    let mut server = Server::start(&[]);
+    let server = Server::start(&[]);
     let _a = register(&server, "alpha");
     let _b = register(&server, "beta");
     eventually("both in the database", || {
@@ -150,6 +169,53 @@ fn users_without_a_database_is_a_critical_error() {
     let (status, stderr) = run_to_exit(&["users", "--db", &db.to_string_lossy()]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no database at"), "{stderr}");
+}
+
+/// `/proc/net/tcp`'s spelling of an IPv4 socket address (the address as a native integer).
+fn proc_net_tcp_addr(addr: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only: {addr}");
+    };
+    format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    )
+}
+
+/// The kernel timer armed on the server's side of connection `client` (the
+/// `tr:tm->when` column of /proc/net/tcp): `(kind, ticks left)`, kind 2 being keepalive.
+fn server_side_timer(server: SocketAddr, client: SocketAddr) -> (u32, u64) {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("procfs");
+    let (local, remote) = (proc_net_tcp_addr(server), proc_net_tcp_addr(client));
+    let row = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[1] == local && f[2] == remote)
+        .unwrap_or_else(|| panic!("no socket {local} -> {remote} in /proc/net/tcp"));
+    let (kind, when) = row[5].split_once(':').expect("tr:tm->when");
+    (
+        u32::from_str_radix(kind, 16).expect("hex"),
+        u64::from_str_radix(when, 16).expect("hex"),
+    )
+}
+
+#[test]
+fn dead_peer_detection_arms_tcp_keepalive_on_every_connection() {
+    // A box that loses power never sends a FIN: only keepalive probes can find out.
+    let ticks_per_second = 100; // USER_HZ, as /proc/net/tcp reports it
+    let server = Server::start(&["--keepalive", "30"]);
+    let client = register(&server, "powered");
+    let client_addr = client.local_addr();
+    let (kind, left) = server_side_timer(server.addr, client_addr);
+    assert_eq!(kind, 2, "keepalive timer armed");
+    assert!(
+        (25 * ticks_per_second..=30 * ticks_per_second).contains(&left),
+        "first probe in {left} ticks, expected about 30 s"
+    );
+    let quiet = Server::start(&["--keepalive", "0"]);
+    let client = register(&quiet, "unprobed");
+    assert_eq!(server_side_timer(quiet.addr, client.local_addr()).0, 0);
 }
 
 #[test]
