@@ -622,7 +622,12 @@ impl<'p> Worker<'p> {
     /// DISCONNECT): open another and go on. Otherwise the connection is lost.
     fn drop_conn(&mut self, i: usize, now: Instant) {
         let conn = &mut self.conns[i];
-        if self.plan.mode == Mode::Churn && conn.after_disconnect && now < self.end {
+        if now >= self.end {
+            // The load is over: whatever happens now is not the server's failure to serve.
+            conn.close(State::Dead);
+            return;
+        }
+        if self.plan.mode == Mode::Churn && conn.after_disconnect {
             conn.close(State::Idle);
             conn.after_disconnect = false;
             self.reconnects += 1;

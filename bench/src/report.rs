@@ -92,20 +92,22 @@ impl Report {
         let secs = self.duration.as_secs_f64();
         let _ = writeln!(
             out,
-            "parlo-bench: {} mode, {} connections, {} thread{}, server {}",
+            "parlo-bench: {} mode, {} connection{}, {} thread{}, server {}",
             match self.mode {
                 Mode::Lookup => "lookup",
                 Mode::Churn => "churn (REG + DISCONNECT pairs)",
             },
             self.connections,
+            if self.connections == 1 { "" } else { "s" },
             self.threads,
             if self.threads == 1 { "" } else { "s" },
             self.server_addr
         );
         let _ = writeln!(
             out,
-            "  set-up     {} connections {} in {:.2} s",
+            "  set-up     {} connection{} {} in {:.2} s",
             self.connections,
+            if self.connections == 1 { "" } else { "s" },
             match self.mode {
                 Mode::Lookup => "connected and registered",
                 Mode::Churn => "connected",
