@@ -7,6 +7,8 @@
 # Usage: bench/run.sh            (from the repository root or anywhere)
 # Settings, from the environment:
 #   CONNS="1 100 1000 10000"   lookup runs, one per connection count
+#   HOLD_CONNS="10000" HOLD_ACTIVE=100   lookup runs where only HOLD_ACTIVE of the
+#                              connections look up and the rest hold registrations
 #   CHURN_CONNS="100"          churn runs, one per connection count ("" for none)
 #   DURATION=10 WARMUP=2       seconds measured, seconds of warm-up, per run
 #   THREADS=1                  load-generator threads
@@ -19,6 +21,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 conns=${CONNS-"1 100 1000 10000"}
+hold_conns=${HOLD_CONNS-"10000"}
+hold_active=${HOLD_ACTIVE:-100}
 churn_conns=${CHURN_CONNS-"100"}
 duration=${DURATION:-10}
 warmup=${WARMUP:-2}
@@ -73,15 +77,15 @@ echo "parlo-server pid $server_pid listening on $addr:$port (options: $server_ar
 
 : >"$results"
 run() {
-    local mode=$1 c=$2
-    local extra=()
+    local mode=$1 c=$2 active=${3:-$2}
+    local extra=(--active "$active")
     [[ -n $bind ]] && extra+=(--bind "$bind")
     # Let the server finish closing the previous run's connections first.
     sleep 2
     echo
     "$bench_bin" --server "$addr:$port" --server-pid "$server_pid" --mode "$mode" \
         --connections "$c" --threads "$threads" --duration "$duration" --warmup "$warmup" \
-        --prefix "$mode$c-" "${extra[@]}" | tee -a "$results" || true
+        --prefix "$mode$c-$active-" "${extra[@]}" | tee -a "$results" || true
     if ! kill -0 "$server_pid" 2>/dev/null; then
         echo "parlo-server died during the run; its last log lines:" >&2
         tail -n 20 "$tmp/server.log" >&2
@@ -89,6 +93,7 @@ run() {
     fi
 }
 for c in $conns; do run lookup "$c"; done
+for c in $hold_conns; do run lookup "$c" "$hold_active"; done
 for c in $churn_conns; do run churn "$c"; done
 echo
 stop_server

@@ -47,6 +47,9 @@ pub struct Plan {
     pub prefix: String,
     /// Total connections, over all threads.
     pub connections: u32,
+    /// Connections that send requests (those of index below it); the others only hold
+    /// their registration (lookup mode) or stay connected (churn mode).
+    pub active: u32,
     /// Load threads.
     pub threads: u32,
     /// Load before measuring.
@@ -574,7 +577,9 @@ impl<'p> Worker<'p> {
     /// The closed loop, from `now` to `self.end`, measuring from `self.warm_end`.
     fn load(&mut self, now: Instant) -> Result<(), Error> {
         for i in 0..self.conns.len() {
-            self.next_request(i, now);
+            if self.conns[i].index < self.plan.active {
+                self.next_request(i, now);
+            }
         }
         let mut now = Instant::now();
         while now < self.end {

@@ -37,6 +37,9 @@ OPTIONS:
     --server ADDR:PORT    Directory server to load [default: 127.0.0.1:10000]
     --connections C       Concurrent connections [default: 100]. In lookup mode each
                           registers a name and holds it for the whole run.
+    --active A            Only the first A connections send requests; the others just hold
+                          their registration (e.g. 10000 registered, 100 looking up)
+                          [default: all]
     --mode MODE           lookup: each connection looks up random registered names in a
                           closed loop (send, wait for the answer, send again) and checks
                           each answer (the name's port must come back).
@@ -105,6 +108,7 @@ fn parse_args() -> Result<Option<Options>, Error> {
     let mut parser = lexopt::Parser::from_env();
     let mut server: SocketAddr = ([127, 0, 0, 1], 10000).into();
     let mut connections: u32 = 100;
+    let mut active = None;
     let mut mode = Mode::Lookup;
     let mut duration = Duration::from_secs(10);
     let mut warmup = Duration::from_secs(2);
@@ -119,6 +123,9 @@ fn parse_args() -> Result<Option<Options>, Error> {
             Long("server") => server = parser.value().map_err(usage)?.parse().map_err(usage)?,
             Long("connections") => {
                 connections = parser.value().map_err(usage)?.parse().map_err(usage)?;
+            }
+            Long("active") => {
+                active = Some(parser.value().map_err(usage)?.parse().map_err(usage)?);
             }
             Long("mode") => {
                 let value: String = parser.value().map_err(usage)?.parse().map_err(usage)?;
@@ -159,6 +166,12 @@ fn parse_args() -> Result<Option<Options>, Error> {
     if connections == 0 {
         return Err(Error::Usage("--connections must be at least 1".into()));
     }
+    let active = active.unwrap_or(connections);
+    if active == 0 || active > connections {
+        return Err(Error::Usage(format!(
+            "--active {active}: use 1 to {connections} (the number of connections)"
+        )));
+    }
     if threads == 0 || threads > connections {
         return Err(Error::Usage(format!(
             "--threads {threads}: use 1 to {connections} (the number of connections)"
@@ -181,6 +194,7 @@ fn parse_args() -> Result<Option<Options>, Error> {
             mode,
             prefix,
             connections,
+            active,
             threads,
             warmup,
             duration,

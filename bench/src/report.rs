@@ -28,6 +28,7 @@ pub struct Report {
     mode: Mode,
     server_addr: SocketAddr,
     connections: u32,
+    active: u32,
     threads: u32,
     warmup: Duration,
     duration: Duration,
@@ -50,6 +51,7 @@ impl Report {
             mode: plan.mode,
             server_addr: plan.server,
             connections: plan.connections,
+            active: plan.active,
             threads: plan.threads,
             warmup: plan.warmup,
             duration: plan.duration,
@@ -114,6 +116,14 @@ impl Report {
             },
             self.setup.as_secs_f64()
         );
+        if self.active < self.connections {
+            let _ = writeln!(
+                out,
+                "  active     {} connection{} send requests, the others hold their registration",
+                self.active,
+                if self.active == 1 { "" } else { "s" },
+            );
+        }
         let _ = writeln!(
             out,
             "  measured   {secs:.1} s after {:.1} s of warm-up",
@@ -186,13 +196,14 @@ impl Report {
         let mut out = String::new();
         let _ = write!(
             out,
-            r#"{{"mode":"{}","server":"{}","connections":{},"threads":{},"warmup_s":{},"duration_s":{},"setup_s":{:.3},"#,
+            r#"{{"mode":"{}","server":"{}","connections":{},"active":{},"threads":{},"warmup_s":{},"duration_s":{},"setup_s":{:.3},"#,
             match self.mode {
                 Mode::Lookup => "lookup",
                 Mode::Churn => "churn",
             },
             self.server_addr,
             self.connections,
+            self.active,
             self.threads,
             self.warmup.as_secs_f64(),
             self.duration.as_secs_f64(),
@@ -274,6 +285,7 @@ mod tests {
             mode,
             prefix: "t-".into(),
             connections: 100,
+            active: 100,
             threads: 2,
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(4),
