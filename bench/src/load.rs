@@ -149,6 +149,8 @@ const SETUP_BATCH: u32 = 128;
 const CONNECT_ATTEMPTS: u32 = 50;
 /// Pause before a failed connect is tried again.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// How long the answers still outstanding at the end of the load are waited for.
+const DRAIN: Duration = Duration::from_secs(1);
 /// Set-up fails when no connection progresses for this long.
 const SETUP_STALL: Duration = Duration::from_secs(15);
 
@@ -280,6 +282,14 @@ impl Conn {
     fn consume(&mut self, len: usize) {
         self.rbuf.copy_within(len + 1..self.rlen, 0);
         self.rlen -= len + 1;
+    }
+
+    /// Whether a request of this connection awaits its answer.
+    fn waiting(&self) -> bool {
+        matches!(
+            self.state,
+            State::Looking | State::Registering | State::Disconnecting
+        )
     }
 
     fn close(&mut self, state: State) {
@@ -590,6 +600,17 @@ impl<'p> Worker<'p> {
             }
             now = Instant::now();
         }
+        // Read the answers still on their way, so that closing sends the server a FIN, as a
+        // client leaving politely does, rather than a reset for unread data.
+        let deadline = now + DRAIN;
+        while now < deadline && self.conns.iter().any(Conn::waiting) {
+            self.wait(Some(deadline - now))?;
+            for k in 0..self.ready.len() {
+                let (i, writable) = self.ready[k];
+                self.load_event(i, writable);
+            }
+            now = Instant::now();
+        }
         Ok(())
     }
 
@@ -688,6 +709,8 @@ impl<'p> Worker<'p> {
             }
             conn.consume(len);
             if now >= self.end {
+                // Answered, and nothing more to send: the connection can close cleanly.
+                conn.state = State::Ready;
                 continue;
             }
             if verdict.complete {
