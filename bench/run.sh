@@ -13,7 +13,7 @@
 #   DURATION=10 WARMUP=2       seconds measured, seconds of warm-up, per run
 #   THREADS=1                  load-generator threads
 #   BIND=""                    local addresses to connect from, e.g. 127.0.0.2,127.0.0.3
-#   SERVER_ARGS="--log-level warn --max-clients 20000"   extra parlo-server options
+#   SERVER_ARGS=""             extra parlo-server options, e.g. "--log-level warn"
 #   NO_BUILD=1                 use the binaries already in target/release
 #   SERVER_BIN=PATH            measure another server binary taking --listen and --db
 #   RESULTS=FILE               where to keep the reports [default: bench-results.txt]
@@ -28,7 +28,7 @@ duration=${DURATION:-10}
 warmup=${WARMUP:-2}
 threads=${THREADS:-1}
 bind=${BIND:-}
-server_args=${SERVER_ARGS-"--log-level warn --max-clients 20000"}
+server_args=${SERVER_ARGS-}
 results=${RESULTS:-bench-results.txt}
 
 if [[ -z ${NO_BUILD:-} ]]; then
