@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use error::Error;
 use load::{Mode, Plan, StartLine};
-use report::{Report, ServerUse};
+use report::{MachineUse, Report, ServerUse};
 
 const HELP: &str = "\
 parlo-bench: load generator for the Parlo directory server
@@ -266,11 +266,24 @@ fn run(options: Options) -> Result<Report, Error> {
     if go {
         std::thread::sleep(warm_end.saturating_duration_since(Instant::now()));
         let own_start = system::own_cpu();
+        let machine_start = system::sample_machine().ok();
         let server_start = server_pid.map(sample).transpose()?;
         std::thread::sleep(end.saturating_duration_since(Instant::now()));
         let own_end = system::own_cpu();
+        let machine_end = system::sample_machine().ok();
         let server_end = server_pid.map(sample).transpose()?;
-        during = Some((own_end.saturating_sub(own_start), server_start, server_end));
+        let machine = machine_start
+            .zip(machine_end)
+            .map(|(start, end)| MachineUse {
+                cores: end.cores,
+                busy: end.busy.saturating_sub(start.busy),
+            });
+        during = Some((
+            own_end.saturating_sub(own_start),
+            machine,
+            server_start,
+            server_end,
+        ));
     }
 
     let mut outcomes = Vec::new();
@@ -286,11 +299,12 @@ fn run(options: Options) -> Result<Report, Error> {
     if let Some(e) = failure {
         return Err(e);
     }
-    let Some((bench_cpu, server_start, server_end)) = during else {
+    let Some((bench_cpu, machine, server_start, server_end)) = during else {
         return Err(Error::Aborted);
     };
 
     let mut report = Report::new(&plan, setup, bench_cpu);
+    report.machine = machine;
     for outcome in &outcomes {
         report.add(outcome);
     }

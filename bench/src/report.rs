@@ -22,6 +22,16 @@ pub struct ServerUse {
     pub cpu: Duration,
 }
 
+/// The whole machine's CPU use during the run: shows whether other programs took CPU
+/// time from the server or the load generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineUse {
+    /// Processors.
+    pub cores: u32,
+    /// Busy time in the measured window, summed over processors.
+    pub busy: Duration,
+}
+
 /// Everything a run measured.
 #[derive(Debug)]
 pub struct Report {
@@ -42,6 +52,8 @@ pub struct Report {
     bench_cpu: Duration,
     /// The server's resource use, when its pid was given.
     pub server: Option<ServerUse>,
+    /// The machine's CPU use, when /proc/stat could be read.
+    pub machine: Option<MachineUse>,
 }
 
 impl Report {
@@ -61,6 +73,7 @@ impl Report {
             reconnects: 0,
             bench_cpu,
             server: None,
+            machine: None,
         }
     }
 
@@ -187,6 +200,17 @@ impl Report {
             self.bench_cpu.as_secs_f64(),
             100.0 * self.bench_cpu.as_secs_f64() / secs
         );
+        if let Some(m) = &self.machine {
+            let server = self.server.map_or(Duration::ZERO, |s| s.cpu);
+            let others = m.busy.saturating_sub(server + self.bench_cpu);
+            let _ = writeln!(
+                out,
+                "  machine    {} cores, busy {:.0} % of a core; other processes {:.0} %",
+                m.cores,
+                100.0 * m.busy.as_secs_f64() / secs,
+                100.0 * others.as_secs_f64() / secs
+            );
+        }
         out
     }
 
@@ -240,6 +264,14 @@ impl Report {
             self.reconnects,
             self.bench_cpu.as_secs_f64()
         );
+        if let Some(m) = &self.machine {
+            let _ = write!(
+                out,
+                r#","machine":{{"cores":{},"busy_cpu_s":{:.3}}}"#,
+                m.cores,
+                m.busy.as_secs_f64()
+            );
+        }
         if let Some(s) = &self.server {
             let _ = write!(
                 out,
@@ -345,7 +377,20 @@ mod tests {
             text.contains("bench      CPU 2.00 s in 4.0 s (50 % of a core)"),
             "{text}"
         );
+        report.machine = Some(MachineUse {
+            cores: 2,
+            busy: Duration::from_secs(6),
+        });
+        let text = report.text();
+        assert!(
+            text.contains("machine    2 cores, busy 150 % of a core; other processes 25 %"),
+            "{text}"
+        );
         let json = report.json();
+        assert!(
+            json.contains(r#""machine":{"cores":2,"busy_cpu_s":6.000}"#),
+            "{json}"
+        );
         assert!(json.contains(r#""writes_per_second":20.0"#), "{json}");
         assert!(json.contains(r#""server_process":{"pid":7,"rss_before_kib":2048,"rss_kib":4096,"peak_rss_kib":5120,"cpu_s":3.000}}"#), "{json}");
     }

@@ -71,6 +71,58 @@ pub fn sample_process(pid: u32) -> std::io::Result<ProcessSample> {
     })
 }
 
+/// CPU time the whole machine has spent busy (any process, kernel included) and idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MachineSample {
+    /// Processors.
+    pub cores: u32,
+    /// Busy time, summed over processors.
+    pub busy: Duration,
+    /// Idle time (waiting for input/output included), summed over processors.
+    pub idle: Duration,
+}
+
+/// Reads `/proc/stat`.
+pub fn sample_machine() -> std::io::Result<MachineSample> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    machine_ticks(&stat)
+        .map(|(cores, busy, idle)| {
+            let secs = |ticks: u64| {
+                Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64)
+            };
+            MachineSample {
+                cores,
+                busy: secs(busy),
+                idle: secs(idle),
+            }
+        })
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "/proc/stat: no cpu line")
+        })
+}
+
+/// Processors, busy and idle ticks from the text of `/proc/stat`.
+fn machine_ticks(stat: &str) -> Option<(u32, u64, u64)> {
+    let total = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<u64> = total
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let tick = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    let busy = tick(0) + tick(1) + tick(2) + tick(5) + tick(6) + tick(7);
+    let idle = tick(3) + tick(4);
+    let cores = stat
+        .lines()
+        .filter(|line| {
+            line.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    Some((u32::try_from(cores).ok()?, busy, idle))
+}
+
 fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -114,6 +166,18 @@ mod tests {
         assert_eq!(cpu_ticks(stat), Some(1234 + 567));
         assert_eq!(cpu_ticks("4242 (short) S 1 2"), None);
         assert_eq!(cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn machine_ticks_sum_busy_and_idle_fields() {
+        let stat = "cpu  100 5 50 1000 20 3 7 1 0 0\ncpu0 50 0 25 500 10 1 3 0 0 0\ncpu1 50 5 25 500 10 2 4 1 0 0\nintr 12345\n";
+        assert_eq!(
+            machine_ticks(stat),
+            Some((2, 100 + 5 + 50 + 3 + 7 + 1, 1020))
+        );
+        assert_eq!(machine_ticks("intr 1\n"), None);
+        let sample = sample_machine().expect("/proc/stat of this machine");
+        assert!(sample.cores >= 1);
     }
 
     #[test]
