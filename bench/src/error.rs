@@ -79,7 +79,7 @@ impl fmt::Display for Error {
             Error::Io { doing, cause } => write!(f, "{doing}: {cause}"),
             Error::ServerProcess { pid, cause } => write!(
                 f,
-                "cannot read /proc/{pid} for --server-pid: {cause}; is that the server's process id?"
+                "cannot read /proc/{pid} for --server-pid: {cause}; is that the server's process id, and is it still running?"
             ),
             Error::Aborted => write!(f, "stopped because another load thread failed"),
             Error::ThreadPanicked => write!(f, "a load thread panicked (a bug in parlo-bench)"),
