@@ -445,9 +445,11 @@ impl<'p> Worker<'p> {
         while ready < total {
             let now = Instant::now();
             while in_flight < batch && next < total {
-                retries.push_back((now, next));
-                next += 1;
                 in_flight += 1;
+                if let Err(cause) = self.connect(next) {
+                    self.retry(next, cause, &mut retries)?;
+                }
+                next += 1;
             }
             while let Some(&(at, i)) = retries.front() {
                 if at > now {
