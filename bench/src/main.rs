@@ -63,8 +63,10 @@ OPTIONS:
 
 Connections are opened in batches of 128 (refused connects are retried), then the load
 starts on all of them at once. Latency is measured from sending a request to reading its
-whole answer. The soft limit on open files is raised to the hard limit at start-up; each
-connection needs one.
+whole answer. The report also gives the CPU time the load generator and the whole machine
+used while measuring: when the server uses a whole core and the load generator less, the
+server is the limit. The soft limit on open files is raised to the hard limit at start-up;
+each connection needs one.
 
 EXIT STATUS:
     0 the run completed without errors, 1 it completed but some answers were wrong or
