@@ -20,37 +20,42 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// `cargo test -p parlo-tests` never runs a stale binary).
 pub fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        // Test binaries live in target/<profile>/deps/; the server in target/<profile>/.
-        let exe = std::env::current_exe().expect("the test binary knows its path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binaries live in target/<profile>/deps");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|p| p.to_str())
-            .unwrap_or("debug");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "parlo-server"]);
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
+    BINARY.get_or_init(|| workspace_binary("parlo-server"))
+}
+
+/// The binary of the workspace package `package` (whose binary has the same name), in
+/// this test's build profile, built first so that it is never stale.
+pub fn workspace_binary(package: &str) -> PathBuf {
+    // Test binaries live in target/<profile>/deps/; the workspace's binaries in
+    // target/<profile>/.
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|p| p.to_str())
+        .unwrap_or("debug");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", package]);
+    match profile {
+        "debug" => {}
+        "release" => {
+            build.arg("--release");
         }
-        let status = build
-            .status()
-            .expect("cargo can be run to build parlo-server");
-        assert!(status.success(), "building parlo-server failed: {status}");
-        let binary = profile_dir.join("parlo-server");
-        assert!(binary.exists(), "{} missing after build", binary.display());
-        binary
-    })
+        other => {
+            build.args(["--profile", other]);
+        }
+    }
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("cargo cannot be run to build {package}: {e}"));
+    assert!(status.success(), "building {package} failed: {status}");
+    let binary = profile_dir.join(package);
+    assert!(binary.exists(), "{} missing after build", binary.display());
+    binary
 }
 
 /// A fresh loopback address in 127.0.0.0/8, never 127.0.0.1 (clients' default source
