@@ -100,17 +100,12 @@ pub fn run(path: &Path, watch: bool) -> Result<(), Error> {
     let tty = io::stdout().is_terminal();
     loop {
         let table = render(&read(&db, path)?);
-        let mut stdout = io::stdout().lock();
-        if watch && tty {
-            // Home the cursor and clear the screen: a live view like `watch(1)`.
-            write!(stdout, "\x1b[H\x1b[2J").map_err(Error::Output)?;
+        match show(&table, watch, tty) {
+            Ok(()) => {}
+            // The reader went away (`users | head`): done, as any Unix filter would be.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(Error::Output(e)),
         }
-        stdout.write_all(table.as_bytes()).map_err(Error::Output)?;
-        if watch && !tty {
-            writeln!(stdout).map_err(Error::Output)?;
-        }
-        stdout.flush().map_err(Error::Output)?;
-        drop(stdout);
         if !watch {
             return Ok(());
         }
@@ -122,6 +117,20 @@ pub fn run(path: &Path, watch: bool) -> Result<(), Error> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Writes one rendering of the table to stdout.
+fn show(table: &str, watch: bool, tty: bool) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    if watch && tty {
+        // Home the cursor and clear the screen: a live view like `watch(1)`.
+        write!(stdout, "\x1b[H\x1b[2J")?;
+    }
+    stdout.write_all(table.as_bytes())?;
+    if watch && !tty {
+        writeln!(stdout)?;
+    }
+    stdout.flush()
 }
 
 #[cfg(test)]
