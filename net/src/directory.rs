@@ -1314,6 +1314,9 @@ pub const MAX_REASON_LEN: usize = 256;
 ///
 /// Responses carry no request id: a client matches them to its requests in order, one
 /// response per request.
+// A LIST page makes `Users` about 1 KB; a reply lives on the stack for one response and is
+// never stored, and boxing it would allocate per response.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// `{"ack":"Registered successfully"}`
