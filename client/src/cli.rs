@@ -575,7 +575,7 @@ mod tests {
             "a..b",
             "-x",
             "a b",
-            "::1:2000",
+            "h:0",
             "host:",
         ] {
             assert!(parse_server(bad).is_err(), "{bad}");
