@@ -59,12 +59,12 @@ impl Control {
             }
             std::fs::remove_file(path).map_err(|e| control_error("remove the stale socket", e))?;
         }
-        let mut listener = UnixListener::bind(path).map_err(|e| control_error("create", e))?;
+        let mut listener = UnixListener::bind(path).map_err(|e| control_error("create it", e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-            .map_err(|e| control_error("set the permissions of", e))?;
+            .map_err(|e| control_error("set its permissions", e))?;
         registry
             .register(&mut listener, listener_token, Interest::READABLE)
-            .map_err(|e| control_error("watch", e))?;
+            .map_err(|e| control_error("watch it", e))?;
         let mut connections = Vec::with_capacity(MAX_CONNECTIONS);
         connections.resize_with(MAX_CONNECTIONS, || None);
         Ok(Control {
@@ -266,7 +266,7 @@ pub fn ctl(path: &Path, command: Option<&str>) -> Result<Exit, Error> {
         doing,
         source,
     };
-    let stream = StdUnixStream::connect(path).map_err(|e| control_error("connect to", e))?;
+    let stream = StdUnixStream::connect(path).map_err(|e| control_error("connect to it", e))?;
     stream
         .set_read_timeout(Some(CTL_TIMEOUT))
         .map_err(|e| control_error("configure", e))?;
@@ -281,11 +281,11 @@ pub fn ctl(path: &Path, command: Option<&str>) -> Result<Exit, Error> {
         }
         writer
             .write_all(format!("{}\n", line.trim_end()).as_bytes())
-            .map_err(|e| control_error("send to", e))?;
+            .map_err(|e| control_error("send a command through it", e))?;
         let mut answer = String::new();
         let n = reader
             .read_line(&mut answer)
-            .map_err(|e| control_error("read an answer from", e))?;
+            .map_err(|e| control_error("read an answer from it", e))?;
         if n == 0 {
             return Ok(false);
         }

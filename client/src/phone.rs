@@ -525,6 +525,7 @@ impl Phone {
                 | Out::Connected { .. }
                 | Out::Ended { .. }
                 | Out::Incoming { .. }
+                | Out::Error { .. }
         ) {
             self.flush_pending_incoming();
         }
