@@ -568,6 +568,7 @@ impl Phone {
             foreign: counters.foreign,
             garbage: self.garbage,
             retransmissions: counters.retransmissions,
+            allocations: crate::alloc_count::allocations(),
         }
     }
 
