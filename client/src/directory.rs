@@ -182,8 +182,8 @@ impl Directory {
             Link::Waiting { retry_at } if *retry_at <= now => self.connect(registry, now, out),
             Link::Connecting { deadline, addr, .. } if *deadline <= now => {
                 let reason = format!(
-                    "cannot reach the directory server {} ({addr}): no answer within {} s",
-                    self.server,
+                    "cannot reach the directory server {}: no answer within {} s",
+                    self.describe(*addr),
                     CONNECT_TIMEOUT.as_secs()
                 );
                 self.fail(registry, reason, now, out);
@@ -219,11 +219,20 @@ impl Directory {
             }
             Err(e) => {
                 let reason = format!(
-                    "cannot reach the directory server {} ({addr}): {e}",
-                    self.server
+                    "cannot reach the directory server {}: {e}",
+                    self.describe(addr)
                 );
                 self.fail(registry, reason, now, out);
             }
+        }
+    }
+
+    /// The server as given, with the address it resolved to when that says more.
+    fn describe(&self, addr: SocketAddr) -> String {
+        if addr.ip().to_string() == self.server.host {
+            self.server.to_string()
+        } else {
+            format!("{} ({addr})", self.server)
         }
     }
 
@@ -391,8 +400,8 @@ impl Directory {
             };
             if let Some(e) = failure {
                 let reason = format!(
-                    "cannot reach the directory server {} ({addr}): {e}",
-                    self.server
+                    "cannot reach the directory server {}: {e}",
+                    self.describe(addr)
                 );
                 return self.fail(registry, reason, now, out);
             }
