@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use log::LevelFilter;
 use parlo_audio::DeviceSpec;
+use parlo_fsm::{Codec, Preference};
 use parlo_net::peer::Name;
 
 use crate::error::Error;
@@ -35,6 +36,11 @@ OPTIONS:
                             (IN, 8 kHz mono 16-bit, played in real time as the microphone;
                             what is received is written to OUT), tone[:HZ], null.
                             [default: cpal]                         env: PARLO_AUDIO
+    --codecs LIST           The codecs this phone accepts, most preferred first, comma
+                            separated: L16 (lossless, 128 kbit/s), PCMU (G.711 u-law,
+                            64 kbit/s). A caller offers them all; a callee answers with
+                            its first one the caller offers (L16 if none).
+                            [default: L16,PCMU]                     env: PARLO_CODECS
     --control PATH          Also read commands from a Unix socket at PATH (for systemd,
                             where stdin is /dev/null); `ctl` talks to it.
                                                                     env: PARLO_CONTROL
@@ -54,7 +60,7 @@ COMMANDS (one per line, on stdin and on the control socket; each gets one answer
 EVENTS (stdout, one per line; with --json the same as objects with an \"event\" field):
     registered NAME server=ADDR          unregistered reason=TEXT
     calling PEER    ringing PEER         incoming PEER from=ADDR verified=yes|no|unknown
-    connected PEER dialect=parlo|original
+    connected PEER dialect=parlo|original codec=L16|PCMU
     ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled
     users NAME...    status state=... (counters)    help ...    bye    error reason=TEXT
 
@@ -129,6 +135,8 @@ pub struct PhoneConfig {
     pub listen: SocketAddr,
     /// The audio device.
     pub audio: DeviceSpec,
+    /// The codecs accepted, most preferred first.
+    pub codecs: Preference,
     /// The control socket, if any.
     pub control: Option<PathBuf>,
     /// Events as JSON lines.
@@ -281,6 +289,19 @@ fn parse_audio(text: &str) -> Result<DeviceSpec, Error> {
     DeviceSpec::parse(text).map_err(|e| usage(format!("--audio: {e}")))
 }
 
+fn parse_codecs(text: &str) -> Result<Preference, Error> {
+    let mut list = Vec::new();
+    for item in text.split(',') {
+        let codec = Codec::from_name(item.trim()).ok_or_else(|| {
+            usage(format!(
+                "--codecs: unknown codec \"{item}\": expected L16 or PCMU, comma separated"
+            ))
+        })?;
+        list.push(codec);
+    }
+    Preference::new(&list).ok_or_else(|| usage(format!("--codecs: {text} names a codec twice")))
+}
+
 fn parse_answer_timeout(text: &str) -> Result<u64, Error> {
     match text.parse::<u64>() {
         Ok(secs) if (1..=600).contains(&secs) => Ok(secs * 1000),
@@ -336,6 +357,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
     let mut name = None;
     let mut listen = None;
     let mut audio = None;
+    let mut codecs = None;
     let mut control: Option<PathBuf> = None;
     let mut json = false;
     let mut auto_answer = false;
@@ -355,6 +377,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
             Long("name") => name = Some(parse_name(&text(&mut parser, "--name")?)?),
             Long("listen") => listen = Some(parse_listen(&text(&mut parser, "--listen")?)?),
             Long("audio") => audio = Some(parse_audio(&text(&mut parser, "--audio")?)?),
+            Long("codecs") => codecs = Some(parse_codecs(&text(&mut parser, "--codecs")?)?),
             Long("control") => control = Some(parser.value().map_err(from_lexopt)?.into()),
             Long("json") => json = true,
             Long("auto-answer") => auto_answer = true,
@@ -427,6 +450,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
             }
         }
     }
+    let codecs = match codecs {
+        Some(codecs) => codecs,
+        None => match env.var("PARLO_CODECS") {
+            Some(v) => from_env("PARLO_CODECS", parse_codecs(&v))?,
+            None => Preference::default(),
+        },
+    };
     let control = control.or_else(|| env.var("PARLO_CONTROL").map(PathBuf::from));
     let json = json
         || match env.var("PARLO_JSON") {
@@ -457,6 +487,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
         name,
         listen,
         audio,
+        codecs,
         control,
         json,
         auto_answer,
@@ -544,6 +575,34 @@ mod tests {
         assert!(!c.json && !c.auto_answer);
         assert_eq!(c.answer_timeout_ms, 7_000);
         assert_eq!(c.log_level, LevelFilter::Info);
+        assert_eq!(c.codecs.to_string(), "L16,PCMU");
+    }
+
+    #[test]
+    fn codecs_in_preference_order() {
+        let c = config("--server 127.0.0.1 --name a --codecs pcmu,L16", &no_env());
+        assert_eq!(c.codecs.to_string(), "PCMU,L16");
+        let c = config("--server 127.0.0.1 --name a --codecs PCMU", &no_env());
+        assert_eq!(c.codecs.to_string(), "PCMU");
+        let env = FakeEnv(HashMap::from([("PARLO_CODECS", "PCMU")]));
+        assert_eq!(
+            config("--server 127.0.0.1 --name a", &env)
+                .codecs
+                .to_string(),
+            "PCMU"
+        );
+        assert!(
+            usage_error("--server 127.0.0.1 --name a --codecs OPUS", &no_env())
+                .contains("unknown codec \"OPUS\"")
+        );
+        assert!(
+            usage_error("--server 127.0.0.1 --name a --codecs L16,,PCMU", &no_env())
+                .contains("unknown codec")
+        );
+        assert!(
+            usage_error("--server 127.0.0.1 --name a --codecs L16,L16", &no_env())
+                .contains("twice")
+        );
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! Mechanical conversions between parlo-net's wire types and parlo-fsm's machine types.
 //!
-//! The machine carries only what it decides on (kind, call id, caller); the codec carries
-//! what the wire has (versions, codec offers). Nothing here decides anything: a START this
-//! phone sends offers the one codec it sends (L16), an ACCEPT names none.
+//! The machine carries what it decides on (kind, call id, caller, codec offer and choice);
+//! the wire carries a little more (the protocol version). Nothing here decides anything.
 
 use parlo_fsm as fsm;
 use parlo_net::peer::{self, Codec, CodecSet};
@@ -18,6 +17,30 @@ pub fn name_to_net(name: &fsm::Name) -> Option<peer::Name> {
     peer::Name::new(name.as_str()).ok()
 }
 
+/// A wire codec as the machine's.
+pub fn codec_to_fsm(codec: Codec) -> fsm::Codec {
+    match codec {
+        Codec::L16 => fsm::Codec::L16,
+        Codec::Pcmu => fsm::Codec::Pcmu,
+    }
+}
+
+/// A machine codec as the wire's.
+pub fn codec_to_net(codec: fsm::Codec) -> Codec {
+    match codec {
+        fsm::Codec::L16 => Codec::L16,
+        fsm::Codec::Pcmu => Codec::Pcmu,
+    }
+}
+
+fn set_to_fsm(set: CodecSet) -> fsm::CodecSet {
+    set.iter().map(codec_to_fsm).collect()
+}
+
+fn set_to_net(set: fsm::CodecSet) -> CodecSet {
+    set.iter().map(codec_to_net).collect()
+}
+
 fn id_to_fsm(id: peer::CallId) -> fsm::CallId {
     fsm::CallId(id.get())
 }
@@ -30,11 +53,14 @@ fn id_to_net(id: fsm::CallId) -> peer::CallId {
 pub fn message_to_fsm(message: &peer::Message) -> Option<fsm::Message> {
     let call = message.call_id().map(id_to_fsm);
     let kind = match message {
-        peer::Message::Start { caller, .. } => fsm::Kind::Start {
+        peer::Message::Start { caller, codecs, .. } => fsm::Kind::Start {
             caller: name_to_fsm(caller)?,
+            codecs: codecs.map(set_to_fsm),
         },
         peer::Message::Ringing { .. } => fsm::Kind::Ringing,
-        peer::Message::Accept { .. } => fsm::Kind::Accept,
+        peer::Message::Accept { codec, .. } => fsm::Kind::Accept {
+            codec: codec.map(codec_to_fsm),
+        },
         peer::Message::Reject { .. } => fsm::Kind::Reject,
         peer::Message::Busy { .. } => fsm::Kind::Busy,
         peer::Message::Close { .. } => fsm::Kind::Close,
@@ -49,15 +75,23 @@ pub fn message_to_fsm(message: &peer::Message) -> Option<fsm::Message> {
 pub fn message_to_net(message: &fsm::Message) -> Option<peer::Message> {
     let call = message.call.map(id_to_net);
     Some(match &message.kind {
-        fsm::Kind::Start { caller } => {
+        fsm::Kind::Start { caller, codecs } => {
             let caller = name_to_net(caller)?;
             match call {
-                Some(id) => peer::Message::start(caller, id, CodecSet::only(Codec::L16)),
+                Some(id) => peer::Message::Start {
+                    caller,
+                    call: Some(id),
+                    version: Some(peer::VERSION),
+                    codecs: codecs.map(set_to_net),
+                },
                 None => peer::Message::start_original(caller),
             }
         }
         fsm::Kind::Ringing => peer::Message::Ringing { call: call? },
-        fsm::Kind::Accept => peer::Message::Accept { call, codec: None },
+        fsm::Kind::Accept { codec } => peer::Message::Accept {
+            call,
+            codec: codec.map(codec_to_net),
+        },
         fsm::Kind::Reject => peer::Message::Reject { call },
         fsm::Kind::Busy => peer::Message::Busy { call },
         fsm::Kind::Close => peer::Message::Close { call },
@@ -86,7 +120,13 @@ mod tests {
     fn every_message_round_trips_through_the_machine_types() {
         for text in [
             "START alice",
+            "START alice call=0000002a v=2 codecs=L16,PCMU",
+            "START alice call=0000002a v=2 codecs=PCMU",
+            "START alice call=0000002a v=2 codecs=",
+            "START alice call=0000002a v=2",
             "RINGING call=0000002a",
+            "ACCEPT call=0000002a codec=PCMU",
+            "ACCEPT call=0000002a codec=L16",
             "ACCEPT call=0000002a",
             "ACCEPT",
             "REJECT call=0000002a",
@@ -107,13 +147,24 @@ mod tests {
     }
 
     #[test]
-    fn parlo_start_offers_l16_and_keeps_the_call_id() {
-        let fsm = message_to_fsm(&wire("START alice call=0000002a v=2 codecs=L16,PCMU"))
+    fn an_offer_is_a_set_and_unknown_codecs_are_dropped() {
+        let fsm = message_to_fsm(&wire("START alice call=0000002a v=2 codecs=OPUS,PCMU,L16"))
             .expect("converts");
         assert_eq!(fsm.call, Some(fsm::CallId(0x2a)));
-        assert_eq!(fsm.to_string(), "START alice call=0000002a v=2");
+        assert_eq!(
+            fsm.to_string(),
+            "START alice call=0000002a v=2 codecs=L16,PCMU"
+        );
         let back = message_to_net(&fsm).expect("converts back");
-        assert_eq!(back.to_string(), "START alice call=0000002a v=2 codecs=L16");
+        assert_eq!(back.to_string(), fsm.to_string());
+    }
+
+    #[test]
+    fn codecs_convert_both_ways() {
+        for codec in Codec::ALL {
+            assert_eq!(codec_to_net(codec_to_fsm(codec)), codec);
+            assert_eq!(codec_to_fsm(codec).name(), codec.name());
+        }
     }
 
     #[test]

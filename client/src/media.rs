@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use mio::net::UdpSocket;
 use parlo_audio::{Audio, DeviceSpec, Frame, JitterBuffer, JitterConfig, SILENCE, Wake, pcmu};
 use parlo_net::media::{MAX_RTP_LEN, PayloadType, RAW_PCM_LEN, RawPcm, RtpHeader, RtpRepr};
-use parlo_net::peer::Dialect;
+use parlo_net::peer::{Codec, Dialect};
 
 /// Jitter-buffer depth: at least two frames (128 ms). With one, a peer whose frames
 /// arrive right at our capture ticks (two devices started together, as on a LAN) makes
@@ -25,6 +25,8 @@ const JITTER: JitterConfig = JitterConfig {
 /// Counters of one call's media, kept after it ends for `status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MediaStats {
+    /// The codec sent (`None` before the first call).
+    pub codec: Option<Codec>,
     /// Packets sent.
     pub sent: u64,
     /// Packets that could not be sent (the socket refused them).
@@ -41,16 +43,23 @@ pub struct MediaStats {
     pub duplicate: u64,
     /// Ticks concealed or silent during playout.
     pub concealed: u64,
-    /// Playback underruns at the device.
+    /// Playback underruns at the device (it found nothing to play).
     pub underruns: u64,
+    /// Playback overruns (the loop found the playback queue full; frame dropped).
+    pub playback_overruns: u64,
+    /// Capture overruns (the device found the capture queue full: the loop fell behind).
+    pub capture_overruns: u64,
     /// Jitter-buffer depth, in frames.
     pub depth: usize,
+    /// Estimated interarrival jitter (RFC 3550), in microseconds.
+    pub jitter_us: u64,
 }
 
 struct Session {
     audio: Audio,
     peer: SocketAddr,
     dialect: Dialect,
+    codec: Codec,
     header: RtpHeader,
     /// Sequence numbers given to raw PCM frames, which carry none, in arrival order.
     raw_seq: u16,
@@ -64,6 +73,8 @@ pub struct Media {
     session: Option<Session>,
     jitter: Box<JitterBuffer>,
     packet: Box<[u8; MAX_RTP_LEN]>,
+    /// A frame's µ-law payload, before it is copied behind the RTP header.
+    pcmu: Box<[u8; pcmu::FRAME_BYTES]>,
     frame: Box<Frame>,
     last: MediaStats,
 }
@@ -85,6 +96,7 @@ impl Media {
             session: None,
             jitter: Box::new(JitterBuffer::new(JITTER)),
             packet: Box::new([0; MAX_RTP_LEN]),
+            pcmu: Box::new([0; pcmu::FRAME_BYTES]),
             frame: Box::new(SILENCE),
             last: MediaStats::default(),
         }
@@ -95,12 +107,13 @@ impl Media {
         self.session.is_some()
     }
 
-    /// Starts the device and media with `peer`. `random` seeds the RTP SSRC, sequence
-    /// number and timestamp.
+    /// Starts the device and media with `peer`, sending `codec` (always L16, as raw PCM,
+    /// to an original peer). `random` seeds the RTP SSRC, sequence number and timestamp.
     pub fn start(
         &mut self,
         peer: SocketAddr,
         dialect: Dialect,
+        codec: Codec,
         wake: Wake,
         random: u64,
     ) -> Result<(), parlo_audio::Error> {
@@ -110,8 +123,12 @@ impl Media {
         let audio = Audio::start(&self.spec, wake)?;
         *self.jitter = JitterBuffer::new(JITTER);
         self.last = MediaStats::default();
+        let codec = match dialect {
+            Dialect::Parlo => codec,
+            Dialect::Original => Codec::L16,
+        };
         let header = RtpHeader {
-            payload_type: PayloadType::L16,
+            payload_type: PayloadType::of_codec(codec),
             marker: true,
             sequence: random as u16,
             timestamp: (random >> 16) as u32,
@@ -120,7 +137,10 @@ impl Media {
         log::info!(
             "media with {peer} ({}) on {}",
             match dialect {
-                Dialect::Parlo => "RTP L16",
+                Dialect::Parlo => match codec {
+                    Codec::L16 => "RTP L16",
+                    Codec::Pcmu => "RTP PCMU",
+                },
                 Dialect::Original => "raw PCM, original protocol",
             },
             self.spec
@@ -129,6 +149,7 @@ impl Media {
             audio,
             peer,
             dialect,
+            codec,
             header,
             raw_seq: 0,
             sent: 0,
@@ -162,9 +183,19 @@ impl Media {
             return false;
         };
         while let Some(captured) = session.audio.pop_captured() {
-            let len = match session.dialect {
-                Dialect::Parlo => session.header.emit_l16(&captured, &mut self.packet[..]),
-                Dialect::Original => RawPcm::emit_frame(&captured, &mut self.packet[..]),
+            let len = match (session.dialect, session.codec) {
+                (Dialect::Original, _) => RawPcm::emit_frame(&captured, &mut self.packet[..]),
+                (Dialect::Parlo, Codec::L16) => {
+                    session.header.emit_l16(&captured, &mut self.packet[..])
+                }
+                (Dialect::Parlo, Codec::Pcmu) => {
+                    pcmu::encode_frame(&captured, &mut self.pcmu);
+                    RtpRepr {
+                        header: session.header,
+                        payload: &self.pcmu[..],
+                    }
+                    .emit(&mut self.packet[..])
+                }
             };
             match len {
                 Ok(len) => match udp.send_to(&self.packet[..len], session.peer) {
@@ -243,6 +274,7 @@ impl Media {
         let jitter = self.jitter.stats();
         let queues = session.audio.stats();
         MediaStats {
+            codec: Some(session.codec),
             sent: session.sent,
             send_errors: session.send_errors,
             received: jitter.received + jitter.late + jitter.duplicate + jitter.discarded,
@@ -252,7 +284,11 @@ impl Media {
             duplicate: jitter.duplicate,
             concealed: jitter.concealed,
             underruns: queues.playback_underruns,
+            playback_overruns: queues.playback_overruns,
+            capture_overruns: queues.capture_overruns,
             depth: jitter.depth,
+            // Samples at 8 kHz: 125 µs each.
+            jitter_us: u64::from(jitter.jitter) * 125,
         }
     }
 }
@@ -311,7 +347,13 @@ mod tests {
         let mut media = Media::new(DeviceSpec::Null);
         let (wake, wakes) = wake_counter();
         media
-            .start(peer_addr, Dialect::Parlo, wake, 0x1234_5678_9abc_def0)
+            .start(
+                peer_addr,
+                Dialect::Parlo,
+                Codec::L16,
+                wake,
+                0x1234_5678_9abc_def0,
+            )
             .expect("the null device starts");
         pump(&mut media, &udp, 3);
         assert!(wakes.load(Ordering::Relaxed) >= 3);
@@ -367,6 +409,35 @@ mod tests {
     }
 
     #[test]
+    fn pcmu_media_is_rtp_payload_type_0_with_512_mu_law_bytes() {
+        let udp = UdpSocket::bind("127.0.0.216:0".parse().expect("address")).expect("bind");
+        let peer = peer_socket("127.0.0.217:0");
+        let peer_addr = peer.local_addr().expect("address");
+        let mut media = Media::new(DeviceSpec::Tone { hz: 1000 });
+        let (wake, _) = wake_counter();
+        media
+            .start(peer_addr, Dialect::Parlo, Codec::Pcmu, wake, 5)
+            .expect("the tone device starts");
+        pump(&mut media, &udp, 2);
+        let mut buf = [0u8; 2048];
+        let (len, _) = peer.recv_from(&mut buf).expect("a packet");
+        assert_eq!(len, 12 + 512);
+        assert_eq!(buf[1] & 0x7f, 0, "payload type 0 is PCMU");
+        let packet = RtpRepr::parse(&buf[..len]).expect("RTP");
+        assert_eq!(packet.header.payload_type, PayloadType::Pcmu);
+        // The tone's second sample, µ-law coded, decodes close to the sine's rise.
+        let first = pcmu::decode(packet.payload[1]);
+        assert!(first > 0, "a sine starting at phase 0 rises: {first}");
+
+        // What we send, we play back when it comes in.
+        let repr = RtpRepr::parse(&buf[..len]).expect("RTP");
+        media.handle_rtp(peer_addr, &repr, 0);
+        assert_eq!(media.stats().received, 1);
+        assert_eq!(media.stats().codec, Some(Codec::Pcmu));
+        media.stop().expect("stops cleanly");
+    }
+
+    #[test]
     fn original_media_is_raw_little_endian_pcm() {
         let udp = UdpSocket::bind("127.0.0.214:0".parse().expect("address")).expect("bind");
         let peer = peer_socket("127.0.0.215:0");
@@ -374,7 +445,7 @@ mod tests {
         let mut media = Media::new(DeviceSpec::Tone { hz: 1000 });
         let (wake, _) = wake_counter();
         media
-            .start(peer_addr, Dialect::Original, wake, 1)
+            .start(peer_addr, Dialect::Original, Codec::Pcmu, wake, 1)
             .expect("the tone device starts");
         pump(&mut media, &udp, 1);
         let mut buf = [0u8; 2048];
@@ -383,6 +454,11 @@ mod tests {
         let first = i16::from_le_bytes([buf[2], buf[3]]);
         assert!(first > 0, "a sine starting at phase 0 rises: {first}");
 
+        assert_eq!(
+            media.stats().codec,
+            Some(Codec::L16),
+            "original peers get PCM"
+        );
         let raw = RawPcm::parse(&buf[..len]).expect("raw PCM");
         media.handle_raw(peer_addr, &raw, 0);
         media.handle_raw(peer_addr, &raw, 512);

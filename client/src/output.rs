@@ -47,6 +47,8 @@ pub struct Status {
     pub peer_addr: Option<SocketAddr>,
     /// `parlo` or `original`, during a call.
     pub dialect: Option<&'static str>,
+    /// The codec of the current or last call's media (`L16`, `PCMU`).
+    pub codec: Option<&'static str>,
     /// Whether the directory holds our registration.
     pub registered: bool,
     /// Media packets sent (current or last call).
@@ -67,6 +69,12 @@ pub struct Status {
     pub underruns: u64,
     /// Jitter-buffer depth now, in frames.
     pub depth: usize,
+    /// Estimated interarrival jitter (RFC 3550), in microseconds; shown in milliseconds.
+    pub jitter_us: u64,
+    /// Captured frames dropped because the loop fell behind (capture queue full).
+    pub capture_overruns: u64,
+    /// Frames dropped because the playback queue was full.
+    pub playback_overruns: u64,
     /// Signalling or media ignored as belonging to another call or address.
     pub foreign: u64,
     /// Datagrams that could not be parsed.
@@ -117,6 +125,8 @@ pub enum Event {
         peer: String,
         /// `parlo` or `original`.
         dialect: &'static str,
+        /// The codec of the call's media: `L16` or `PCMU`.
+        codec: &'static str,
     },
     /// The call ended.
     Ended {
@@ -208,7 +218,11 @@ impl Event {
                 };
                 write!(out, " {peer} from={from} verified={verified}")
             }
-            Event::Connected { peer, dialect } => write!(out, " {peer} dialect={dialect}"),
+            Event::Connected {
+                peer,
+                dialect,
+                codec,
+            } => write!(out, " {peer} dialect={dialect} codec={codec}"),
             Event::Ended { peer, reason } => write!(out, " {peer} reason={reason}"),
             Event::Users { names } => {
                 for name in names {
@@ -229,10 +243,14 @@ impl Event {
                 if let Some(dialect) = s.dialect {
                     let _ = write!(out, " dialect={dialect}");
                 }
+                if let Some(codec) = s.codec {
+                    let _ = write!(out, " codec={codec}");
+                }
                 write!(
                     out,
                     " registered={} sent={} received={} played={} lost={} late={} \
-                     duplicate={} concealed={} underruns={} depth={} foreign={} garbage={} \
+                     duplicate={} concealed={} underruns={} depth={} jitter_ms={}.{:03} \
+                     capture_overruns={} playback_overruns={} foreign={} garbage={} \
                      retransmissions={} allocations={}",
                     if s.registered { "yes" } else { "no" },
                     s.sent,
@@ -244,6 +262,10 @@ impl Event {
                     s.concealed,
                     s.underruns,
                     s.depth,
+                    s.jitter_us / 1000,
+                    s.jitter_us % 1000,
+                    s.capture_overruns,
+                    s.playback_overruns,
                     s.foreign,
                     s.garbage,
                     s.retransmissions,
@@ -289,9 +311,14 @@ impl Event {
                     None => "null",
                 });
             }
-            Event::Connected { peer, dialect } => {
+            Event::Connected {
+                peer,
+                dialect,
+                codec,
+            } => {
                 field(&mut out, "peer", peer);
                 field(&mut out, "dialect", dialect);
+                field(&mut out, "codec", codec);
             }
             Event::Ended { peer, reason } => {
                 field(&mut out, "peer", peer);
@@ -318,10 +345,14 @@ impl Event {
                 if let Some(dialect) = s.dialect {
                     field(&mut out, "dialect", dialect);
                 }
+                if let Some(codec) = s.codec {
+                    field(&mut out, "codec", codec);
+                }
                 let _ = write!(
                     out,
                     ",\"registered\":{},\"sent\":{},\"received\":{},\"played\":{},\"lost\":{},\
                      \"late\":{},\"duplicate\":{},\"concealed\":{},\"underruns\":{},\"depth\":{},\
+                     \"jitter_ms\":{}.{:03},\"capture_overruns\":{},\"playback_overruns\":{},\
                      \"foreign\":{},\"garbage\":{},\"retransmissions\":{},\"allocations\":{}",
                     s.registered,
                     s.sent,
@@ -333,6 +364,10 @@ impl Event {
                     s.concealed,
                     s.underruns,
                     s.depth,
+                    s.jitter_us / 1000,
+                    s.jitter_us % 1000,
+                    s.capture_overruns,
+                    s.playback_overruns,
                     s.foreign,
                     s.garbage,
                     s.retransmissions,
@@ -414,8 +449,9 @@ mod tests {
                 Event::Connected {
                     peer: "bob".into(),
                     dialect: "original",
+                    codec: "L16",
                 },
-                "connected bob dialect=original",
+                "connected bob dialect=original codec=L16",
             ),
             (
                 Event::Ended {
@@ -492,15 +528,30 @@ mod tests {
             status.json(),
             "{\"event\":\"status\",\"state\":\"idle\",\"registered\":true,\"sent\":0,\
              \"received\":0,\"played\":0,\"lost\":0,\"late\":0,\"duplicate\":0,\
-             \"concealed\":0,\"underruns\":0,\"depth\":0,\"foreign\":0,\"garbage\":0,\
+             \"concealed\":0,\"underruns\":0,\"depth\":0,\"jitter_ms\":0.000,\
+             \"capture_overruns\":0,\"playback_overruns\":0,\"foreign\":0,\"garbage\":0,\
              \"retransmissions\":0,\"allocations\":0}"
         );
         assert_eq!(
             status.text(),
             "status state=idle registered=yes sent=0 received=0 played=0 lost=0 late=0 \
-             duplicate=0 concealed=0 underruns=0 depth=0 foreign=0 garbage=0 retransmissions=0 \
-             allocations=0"
+             duplicate=0 concealed=0 underruns=0 depth=0 jitter_ms=0.000 capture_overruns=0 \
+             playback_overruns=0 foreign=0 garbage=0 retransmissions=0 allocations=0"
         );
+        let in_call = Event::Status(Box::new(Status {
+            state: "in-call",
+            codec: Some("PCMU"),
+            jitter_us: 12_375,
+            capture_overruns: 2,
+            playback_overruns: 3,
+            ..Status::default()
+        }));
+        let text = in_call.text();
+        assert!(text.contains(" codec=PCMU "), "{text}");
+        assert!(text.contains(" jitter_ms=12.375 capture_overruns=2 playback_overruns=3 "));
+        let json = in_call.json();
+        assert!(json.contains(r#""codec":"PCMU""#), "{json}");
+        assert!(json.contains(r#""jitter_ms":12.375,"capture_overruns":2,"playback_overruns":3"#));
     }
 
     #[test]

@@ -170,6 +170,7 @@ impl Phone {
                 Error::Usage(format!("--name: {} is too long", config.name.as_str()))
             })?);
         machine_config.answer_timeout = config.answer_timeout_ms;
+        machine_config.codecs = config.codecs.clone();
         let machine = Machine::new(machine_config, SplitMix64(seed), fsm::Instant(0));
         let directory_name = dir::Name::new(config.name.as_str())
             .map_err(|e| Error::Usage(format!("--name: {e}")))?;
@@ -339,7 +340,11 @@ impl Phone {
                 Action::Lookup(name) => self.lookup(name),
                 Action::Send { to, message } => self.send(to, &message),
                 Action::ArmTimer { .. } | Action::CancelTimer(_) => {}
-                Action::StartMedia { peer, dialect } => self.start_media(peer, dialect, origin),
+                Action::StartMedia {
+                    peer,
+                    dialect,
+                    codec,
+                } => self.start_media(peer, dialect, codec, origin),
                 Action::StopMedia => {
                     if let Err(e) = self.media.stop() {
                         log::warn!("audio device: {e}");
@@ -401,6 +406,7 @@ impl Phone {
         &mut self,
         peer: SocketAddr,
         dialect: fsm::Dialect,
+        codec: fsm::Codec,
         origin: &mut Option<Origin>,
     ) {
         let waker = Arc::clone(&self.waker);
@@ -409,10 +415,13 @@ impl Phone {
         });
         let random = u64::from(fsm::CallIds::next_call_id(&mut self.random).0) << 32
             | u64::from(fsm::CallIds::next_call_id(&mut self.random).0);
-        if let Err(e) = self
-            .media
-            .start(peer, convert::dialect_to_net(dialect), wake, random)
-        {
+        if let Err(e) = self.media.start(
+            peer,
+            convert::dialect_to_net(dialect),
+            convert::codec_to_net(codec),
+            wake,
+            random,
+        ) {
             self.emit(
                 Out::Error {
                     reason: format!("audio device {}: {e}; hanging up", self.config.audio),
@@ -436,6 +445,7 @@ impl Phone {
             Note::Connected { peer } => Out::Connected {
                 peer: peer.to_string(),
                 dialect: self.machine.dialect().map_or("parlo", dialect_name),
+                codec: self.machine.codec().map_or("L16", fsm::Codec::name),
             },
             Note::Ended { peer, reason } => Out::Ended {
                 peer: peer.to_string(),
@@ -565,6 +575,10 @@ impl Phone {
             concealed: stats.concealed,
             underruns: stats.underruns,
             depth: stats.depth,
+            codec: stats.codec.map(parlo_net::peer::Codec::name),
+            jitter_us: stats.jitter_us,
+            capture_overruns: stats.capture_overruns,
+            playback_overruns: stats.playback_overruns,
             foreign: counters.foreign,
             garbage: self.garbage,
             retransmissions: counters.retransmissions,

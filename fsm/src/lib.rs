@@ -25,6 +25,17 @@
 //! project, which cannot yield) always wins. The loser drops its own call and answers
 //! the winner's at once — its user asked to talk to that very peer — so exactly one
 //! call connects, the same one on both sides.
+//!
+//! # Codecs
+//! The caller offers the codecs of its [`Config::codecs`] in START (`codecs=L16,PCMU`,
+//! a set: its order means nothing). The callee picks the first codec of its own
+//! preference that the offer holds and names it in every ACCEPT (`codec=PCMU`); when the
+//! offer shares none with its list, or says nothing (`START` without `codecs=`, an
+//! older or original phone), the choice is L16, the baseline every phone receives. The
+//! caller uses the codec the ACCEPT names, L16 when it names none — even a codec it did
+//! not offer: the callee decides, every Parlo phone decodes every codec, and dropping a
+//! call over a preference would help nobody. An original peer always gets raw PCM (L16).
+//! [`Action::StartMedia`] carries the outcome.
 #![no_std]
 
 #[cfg(test)]
@@ -37,6 +48,6 @@ mod types;
 pub use machine::{Actions, Config, Counters, MAX_ACTIONS, Machine};
 pub use table::{EventKind, Guard, State, TABLE};
 pub use types::{
-    Action, CallId, CallIds, Dialect, EndReason, Event, Instant, Kind, Message, NAME_MAX, Name,
-    Note, Refusal, SplitMix64, Timer,
+    Action, CallId, CallIds, Codec, CodecSet, Dialect, EndReason, Event, Instant, Kind, Message,
+    NAME_MAX, Name, Note, Preference, Refusal, SplitMix64, Timer,
 };

@@ -4,7 +4,8 @@ use core::net::SocketAddr;
 
 use crate::table::{Entry, EventKind, Guard, Next, Outcome, Say, State, Step, TABLE, Tell};
 use crate::types::{
-    Action, CallId, CallIds, Dialect, Event, Instant, Kind, Message, Name, Note, Timer,
+    Action, CallId, CallIds, Codec, Dialect, Event, Instant, Kind, Message, Name, Note, Preference,
+    Timer,
 };
 
 /// Most actions one transition can produce (the longest row, plus the timer
@@ -34,6 +35,9 @@ pub struct Config {
     pub linger: u64,
     /// Peer silence (no media) that ends a call as peer-lost.
     pub peer_silence: u64,
+    /// The codecs this phone accepts, most preferred first: offered in START (as a set),
+    /// and chosen from by preference when answering one.
+    pub codecs: Preference,
 }
 
 impl Config {
@@ -48,6 +52,7 @@ impl Config {
             retransmit_attempts: 5,
             linger: 3_000,
             peer_silence: 5_000,
+            codecs: Preference::default(),
         }
     }
 }
@@ -63,6 +68,8 @@ struct Call {
     addr: Option<SocketAddr>,
     /// The protocol the other side speaks.
     dialect: Dialect,
+    /// The codec of the call: chosen by the callee (L16 until the caller hears which).
+    codec: Codec,
     /// Whether this phone placed the call.
     outgoing: bool,
     /// The message being retransmitted until acknowledged.
@@ -148,6 +155,12 @@ impl<R: CallIds> Machine<R> {
         self.call.as_ref().map(|c| c.dialect)
     }
 
+    /// The codec of the current call (the callee's choice; on the caller's side, L16
+    /// until the ACCEPT says otherwise).
+    pub fn codec(&self) -> Option<Codec> {
+        self.call.as_ref().map(|c| c.codec)
+    }
+
     /// The counters.
     pub fn counters(&self) -> Counters {
         self.counters
@@ -228,7 +241,7 @@ impl<R: CallIds> Machine<R> {
                 let Some(c) = call else {
                     return peer_kind(&message.kind);
                 };
-                if let Kind::Start { caller } = &message.kind {
+                if let Kind::Start { caller, .. } = &message.kind {
                     if !c.outgoing
                         && c.addr == Some(*from)
                         && c.id == message.call
@@ -268,7 +281,7 @@ impl<R: CallIds> Machine<R> {
                         Some(Event::Peer {
                             message:
                                 Message {
-                                    kind: Kind::Start { caller },
+                                    kind: Kind::Start { caller, .. },
                                     call: theirs,
                                 },
                             ..
@@ -338,6 +351,7 @@ impl<R: CallIds> Machine<R> {
                         peer: name.clone(),
                         addr: None,
                         dialect: Dialect::Parlo,
+                        codec: Codec::L16,
                         outgoing: true,
                         awaiting: None,
                         resends: 0,
@@ -349,20 +363,22 @@ impl<R: CallIds> Machine<R> {
                     from,
                     message:
                         Message {
-                            kind: Kind::Start { caller },
+                            kind: Kind::Start { caller, codecs },
                             call,
                         },
                 }) = event
                 {
+                    // An original caller (no call id) sends raw PCM, i.e. L16.
+                    let (dialect, codec) = match call {
+                        Some(_) => (Dialect::Parlo, self.config.codecs.choose(*codecs)),
+                        None => (Dialect::Original, Codec::L16),
+                    };
                     self.call = Some(Call {
                         id: *call,
                         peer: caller.clone(),
                         addr: Some(*from),
-                        dialect: if call.is_some() {
-                            Dialect::Parlo
-                        } else {
-                            Dialect::Original
-                        },
+                        dialect,
+                        codec,
                         outgoing: false,
                         awaiting: None,
                         resends: 0,
@@ -384,6 +400,16 @@ impl<R: CallIds> Machine<R> {
                     if message.call.is_none() {
                         c.dialect = Dialect::Original;
                     }
+                }
+            }
+            Step::LearnCodec => {
+                if let (Some(c), Some(Event::Peer { message, .. })) = (&mut self.call, event) {
+                    // The callee decides: its choice stands even if we did not offer it
+                    // (both ends decode every codec; a call is not dropped over this).
+                    c.codec = match message.kind {
+                        Kind::Accept { codec: Some(codec) } if message.call.is_some() => codec,
+                        _ => Codec::L16,
+                    };
                 }
             }
             Step::Send(say) => self.send(say, out),
@@ -451,10 +477,18 @@ impl<R: CallIds> Machine<R> {
                 if let Some(Call {
                     addr: Some(peer),
                     dialect,
+                    codec,
                     ..
                 }) = self.call
                 {
-                    push(out, Action::StartMedia { peer, dialect });
+                    push(
+                        out,
+                        Action::StartMedia {
+                            peer,
+                            dialect,
+                            codec,
+                        },
+                    );
                 }
             }
             Step::StopMedia => push(out, Action::StopMedia),
@@ -492,12 +526,16 @@ impl<R: CallIds> Machine<R> {
             log::debug!("no address for {:?} yet: not sent", say);
             return;
         };
+        let parlo = c.dialect == Dialect::Parlo;
         let kind = match say {
             Say::Start => Kind::Start {
                 caller: self.config.name.clone(),
+                codecs: parlo.then(|| self.config.codecs.set()),
             },
             Say::Ringing => Kind::Ringing,
-            Say::Accept => Kind::Accept,
+            Say::Accept => Kind::Accept {
+                codec: parlo.then_some(c.codec),
+            },
             Say::Reject => Kind::Reject,
             Say::Close => Kind::Close,
             Say::Closed => Kind::Closed,
@@ -531,7 +569,7 @@ fn peer_kind(kind: &Kind) -> EventKind {
     match kind {
         Kind::Start { .. } => EventKind::Start,
         Kind::Ringing => EventKind::Ringing,
-        Kind::Accept => EventKind::PeerAccept,
+        Kind::Accept { .. } => EventKind::PeerAccept,
         Kind::Reject => EventKind::PeerReject,
         Kind::Busy => EventKind::Busy,
         Kind::Close => EventKind::Close,
@@ -552,6 +590,7 @@ fn push(out: &mut Actions, action: Action) {
 mod tests {
     use super::*;
     use crate::types::{EndReason, Note, SplitMix64};
+    use std::string::ToString;
     use std::vec::Vec;
 
     const BOB: &str = "127.0.0.2:5001";
@@ -591,7 +630,7 @@ mod tests {
     fn in_call() -> Machine<SplitMix64> {
         let mut m = dialing();
         let id = m.call_id();
-        let _ = m.handle(Instant(10), &from_bob(Kind::Accept, id));
+        let _ = m.handle(Instant(10), &from_bob(Kind::Accept { codec: None }, id));
         assert_eq!(m.state(), State::InCall);
         m
     }
@@ -647,11 +686,138 @@ mod tests {
         let id = m.call_id();
         let _ = m.handle(Instant(1_000), &from_bob(Kind::Ringing, id));
         // A clock that steps back does not bring deadlines forward or fire them late.
-        let actions = m.handle(Instant(100), &from_bob(Kind::Accept, id));
+        let actions = m.handle(Instant(100), &from_bob(Kind::Accept { codec: None }, id));
         assert!(actions.contains(&Action::ArmTimer {
             timer: Timer::PeerSilence,
             at: Instant(6_000)
         }));
+    }
+
+    // ---- codecs ----
+
+    fn start_from_bob(codecs: Option<crate::types::CodecSet>, call: Option<CallId>) -> Event {
+        from_bob(
+            Kind::Start {
+                caller: name("bob"),
+                codecs,
+            },
+            call,
+        )
+    }
+
+    fn callee_with(preference: &[Codec], start: &Event) -> Machine<SplitMix64> {
+        let mut config = Config::new(name("alice"));
+        config.codecs = Preference::new(preference).expect("valid preference");
+        let mut m = Machine::new(config, SplitMix64(7), Instant(0));
+        let _ = m.handle(Instant(0), start);
+        assert_eq!(m.state(), State::Ringing);
+        m
+    }
+
+    #[test]
+    fn the_callee_chooses_by_its_own_preference() {
+        use crate::types::CodecSet;
+        let both = Some(CodecSet::only(Codec::Pcmu).with(Codec::L16));
+        let id = Some(CallId(9));
+        let cases: [(&[Codec], Option<CodecSet>, Codec); 6] = [
+            (&[Codec::Pcmu, Codec::L16], both, Codec::Pcmu),
+            (&[Codec::L16, Codec::Pcmu], both, Codec::L16),
+            (
+                &[Codec::L16, Codec::Pcmu],
+                Some(CodecSet::only(Codec::Pcmu)),
+                Codec::Pcmu,
+            ),
+            (&[Codec::Pcmu], None, Codec::L16),
+            (&[Codec::Pcmu], Some(CodecSet::EMPTY), Codec::L16),
+            (&[Codec::L16], Some(CodecSet::only(Codec::Pcmu)), Codec::L16),
+        ];
+        for (preference, offer, want) in cases {
+            let mut m = callee_with(preference, &start_from_bob(offer, id));
+            assert_eq!(m.codec(), Some(want), "{preference:?} for {offer:?}");
+            let actions = m.handle(Instant(10), &Event::Accept);
+            assert!(actions.contains(&Action::Send {
+                to: addr(BOB),
+                message: Message {
+                    kind: Kind::Accept { codec: Some(want) },
+                    call: id
+                }
+            }));
+            assert!(actions.contains(&Action::StartMedia {
+                peer: addr(BOB),
+                dialect: Dialect::Parlo,
+                codec: want
+            }));
+        }
+    }
+
+    #[test]
+    fn an_original_caller_gets_a_bare_accept_and_l16() {
+        let mut m = callee_with(&[Codec::Pcmu], &start_from_bob(None, None));
+        let actions = m.handle(Instant(10), &Event::Accept);
+        assert!(actions.contains(&Action::Send {
+            to: addr(BOB),
+            message: Message {
+                kind: Kind::Accept { codec: None },
+                call: None
+            }
+        }));
+        assert_eq!(m.codec(), Some(Codec::L16));
+    }
+
+    #[test]
+    fn the_caller_offers_its_preference_and_follows_the_answer() {
+        let mut config = Config::new(name("alice"));
+        config.codecs = Preference::new(&[Codec::L16]).expect("valid preference");
+        let mut m = Machine::new(config, SplitMix64(7), Instant(0));
+        let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
+        let actions = m.handle(
+            Instant(0),
+            &Event::Resolved {
+                name: name("bob"),
+                addr: addr(BOB),
+            },
+        );
+        let id = m.call_id();
+        assert!(actions.contains(&Action::Send {
+            to: addr(BOB),
+            message: Message {
+                kind: Kind::Start {
+                    caller: name("alice"),
+                    codecs: Some(crate::types::CodecSet::only(Codec::L16))
+                },
+                call: id
+            }
+        }));
+        // Not offered, but the callee decides and both ends decode every codec.
+        let actions = m.handle(
+            Instant(5),
+            &from_bob(
+                Kind::Accept {
+                    codec: Some(Codec::Pcmu),
+                },
+                id,
+            ),
+        );
+        assert_eq!(m.codec(), Some(Codec::Pcmu));
+        assert!(actions.contains(&Action::StartMedia {
+            peer: addr(BOB),
+            dialect: Dialect::Parlo,
+            codec: Codec::Pcmu
+        }));
+    }
+
+    #[test]
+    fn preferences_are_non_empty_without_repeats() {
+        assert_eq!(Preference::new(&[]), None);
+        assert_eq!(Preference::new(&[Codec::L16, Codec::L16]), None);
+        assert_eq!(Preference::default().to_string(), "L16,PCMU");
+        let pcmu_first = Preference::new(&[Codec::Pcmu, Codec::L16]).expect("valid");
+        assert_eq!(pcmu_first.to_string(), "PCMU,L16");
+        assert_eq!(
+            pcmu_first.set().to_string(),
+            "L16,PCMU",
+            "a set is unordered"
+        );
     }
 
     // ---- InCall ----

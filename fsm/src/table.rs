@@ -224,11 +224,11 @@ impl Guard {
 /// A message the machine sends to the peer of the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Say {
-    /// `START <me> call=<id> v=2`.
+    /// `START <me> call=<id> v=2 codecs=<ours>`.
     Start,
     /// `RINGING`.
     Ringing,
-    /// `ACCEPT`.
+    /// `ACCEPT codec=<chosen>`.
     Accept,
     /// `REJECT`.
     Reject,
@@ -272,6 +272,8 @@ pub enum Step {
     /// An answer without call id means the callee speaks the original protocol: use it
     /// from now on.
     LearnDialect,
+    /// Take the codec the ACCEPT names (L16 when it names none).
+    LearnCodec,
     /// Send once.
     Send(Say),
     /// Send, and resend on the retransmission timer until acknowledged.
@@ -411,7 +413,7 @@ pub static TABLE: &[Entry] = &[
     ignore_when(Dialing, E::StartCrossing, WeWin, "our call wins the glare: the peer yields to our START"),
     row(Dialing, E::Ringing, Awaiting, Stay, &[StopRetransmitting, Tell(Tell::Ringing)]),
     ignore_when(Dialing, E::Ringing, NotAwaiting, "a duplicate: the user was told already"),
-    row(Dialing, E::PeerAccept, Always, To(InCall), &[LearnDialect, Send(Say::Ack), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Dialing, E::PeerAccept, Always, To(InCall), &[LearnDialect, LearnCodec, Send(Say::Ack), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
     row(Dialing, E::PeerReject, Always, To(Idle), &[LearnDialect, Send(Say::Ack), Tell(Tell::Ended(EndReason::Rejected))]),
     row(Dialing, E::Busy, Always, To(Idle), &[Tell(Tell::Ended(EndReason::Busy))]),
     row(Dialing, E::Close, Always, To(Closing), &[Send(Say::Closed), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::RemoteHangup))]),

@@ -92,6 +92,165 @@ pub enum Dialect {
     Original,
 }
 
+/// An audio codec a call can use; both carry 8 kHz mono audio in 512-sample frames.
+///
+/// L16 is the baseline every phone speaks (the original's raw PCM is L16 too): a START
+/// that offers nothing, or an ACCEPT that names nothing, means L16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Codec {
+    /// 16-bit linear PCM (RTP payload L16; raw PCM with an original peer).
+    L16,
+    /// G.711 µ-law (RTP payload type 0): half the bandwidth, lossy.
+    Pcmu,
+}
+
+impl Codec {
+    /// Every codec, in the order a [`CodecSet`] lists them.
+    pub const ALL: [Codec; 2] = [Codec::L16, Codec::Pcmu];
+
+    /// The codec's name on the wire and in specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::L16 => "L16",
+            Codec::Pcmu => "PCMU",
+        }
+    }
+
+    /// The codec of that name, matched without regard to case.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        Codec::ALL
+            .into_iter()
+            .find(|codec| codec.name().eq_ignore_ascii_case(name))
+    }
+
+    const fn bit(self) -> u8 {
+        match self {
+            Codec::L16 => 1,
+            Codec::Pcmu => 2,
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of codecs: what a caller offers in START. Unordered: the callee's preference
+/// decides, not the order of the offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CodecSet(u8);
+
+impl CodecSet {
+    /// No codec (an offer naming only codecs Parlo does not know).
+    pub const EMPTY: CodecSet = CodecSet(0);
+
+    /// The set holding only `codec`.
+    pub const fn only(codec: Codec) -> CodecSet {
+        CodecSet(codec.bit())
+    }
+
+    /// This set with `codec` added.
+    #[must_use]
+    pub const fn with(self, codec: Codec) -> CodecSet {
+        CodecSet(self.0 | codec.bit())
+    }
+
+    /// Whether the set holds `codec`.
+    pub const fn contains(self, codec: Codec) -> bool {
+        self.0 & codec.bit() != 0
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The codecs in the set, in [`Codec::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Codec> {
+        Codec::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+}
+
+impl FromIterator<Codec> for CodecSet {
+    fn from_iter<I: IntoIterator<Item = Codec>>(iter: I) -> CodecSet {
+        iter.into_iter().fold(CodecSet::EMPTY, CodecSet::with)
+    }
+}
+
+impl fmt::Display for CodecSet {
+    /// The wire form of the list: `L16,PCMU` (empty for the empty set).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, codec) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(codec.name())?;
+        }
+        Ok(())
+    }
+}
+
+/// The codecs a phone accepts, most preferred first: never empty, no repeats.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Preference(heapless::Vec<Codec, { Codec::ALL.len() }>);
+
+impl Preference {
+    /// `codecs` in that order, or `None` if the list is empty or names a codec twice.
+    pub fn new(codecs: &[Codec]) -> Option<Preference> {
+        let mut list = heapless::Vec::new();
+        for &codec in codecs {
+            if list.contains(&codec) {
+                return None;
+            }
+            list.push(codec).ok()?;
+        }
+        (!list.is_empty()).then_some(Preference(list))
+    }
+
+    /// The codecs, most preferred first.
+    pub fn iter(&self) -> impl Iterator<Item = Codec> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// The codecs as a set (what a caller offers).
+    pub fn set(&self) -> CodecSet {
+        self.iter().collect()
+    }
+
+    /// The callee's choice for `offer` (`None`: the caller said nothing, i.e. L16): the
+    /// first codec of this preference that the offer holds, or L16 — the baseline every
+    /// phone receives — when they share none.
+    pub fn choose(&self, offer: Option<CodecSet>) -> Codec {
+        let offer = offer.unwrap_or(CodecSet::only(Codec::L16));
+        self.iter()
+            .find(|c| offer.contains(*c))
+            .unwrap_or(Codec::L16)
+    }
+}
+
+impl Default for Preference {
+    /// `L16,PCMU`: lossless first (the bandwidth of one call, 128 kbit/s, is nothing on
+    /// a LAN), µ-law when the caller asks for it alone.
+    fn default() -> Preference {
+        Preference(heapless::Vec::from_iter(Codec::ALL))
+    }
+}
+
+impl fmt::Display for Preference {
+    /// `L16,PCMU`, in preference order.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, codec) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(codec.name())?;
+        }
+        Ok(())
+    }
+}
+
 /// What a peer message says, without its call id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -99,11 +258,16 @@ pub enum Kind {
     Start {
         /// The caller's user name.
         caller: Name,
+        /// The codecs the caller offers; `None` when it says nothing (L16).
+        codecs: Option<CodecSet>,
     },
     /// The callee is alerting its user.
     Ringing,
     /// The callee answered.
-    Accept,
+    Accept {
+        /// The codec the callee chose; `None` when it says nothing (L16).
+        codec: Option<Codec>,
+    },
     /// The callee declined.
     Reject,
     /// The callee is already in a call.
@@ -122,7 +286,7 @@ impl Kind {
         match self {
             Kind::Start { .. } => "START",
             Kind::Ringing => "RINGING",
-            Kind::Accept => "ACCEPT",
+            Kind::Accept { .. } => "ACCEPT",
             Kind::Reject => "REJECT",
             Kind::Busy => "BUSY",
             Kind::Close => "CLOSE",
@@ -135,7 +299,7 @@ impl Kind {
     pub fn in_original_protocol(&self) -> bool {
         matches!(
             self,
-            Kind::Start { .. } | Kind::Accept | Kind::Reject | Kind::Close
+            Kind::Start { .. } | Kind::Accept { .. } | Kind::Reject | Kind::Close
         )
     }
 }
@@ -150,10 +314,11 @@ pub struct Message {
 }
 
 impl fmt::Display for Message {
-    /// The wire form of the message (`START alice call=0000002a v=2`, `ACCEPT`, ...).
+    /// The wire form of the message (`START alice call=0000002a v=2 codecs=L16,PCMU`,
+    /// `ACCEPT call=0000002a codec=PCMU`, `ACCEPT`, ...).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kind.keyword())?;
-        if let Kind::Start { caller } = &self.kind {
+        if let Kind::Start { caller, .. } = &self.kind {
             write!(f, " {caller}")?;
         }
         if let Some(call) = self.call {
@@ -161,6 +326,14 @@ impl fmt::Display for Message {
             if matches!(self.kind, Kind::Start { .. }) {
                 f.write_str(" v=2")?;
             }
+        }
+        match &self.kind {
+            Kind::Start {
+                codecs: Some(codecs),
+                ..
+            } => write!(f, " codecs={codecs}")?,
+            Kind::Accept { codec: Some(codec) } => write!(f, " codec={codec}")?,
+            _ => {}
         }
         Ok(())
     }
@@ -357,12 +530,15 @@ pub enum Action {
     },
     /// `0` is no longer armed. Informational, as [`Action::ArmTimer`].
     CancelTimer(Timer),
-    /// Start sending and playing media with `peer`, in the format of `dialect`.
+    /// Start sending and playing media with `peer`, in the format of `dialect`, with
+    /// `codec`.
     StartMedia {
         /// The peer's address.
         peer: SocketAddr,
         /// RTP for Parlo peers, raw PCM for original ones.
         dialect: Dialect,
+        /// The codec the call uses (always L16 with an original peer).
+        codec: Codec,
     },
     /// Stop media.
     StopMedia,
@@ -391,13 +567,14 @@ impl fmt::Display for Action {
             Action::Send { to, message } => write!(f, "send {message} to {to}"),
             Action::ArmTimer { timer, at } => write!(f, "arm {} at {at}", timer.name()),
             Action::CancelTimer(timer) => write!(f, "cancel {}", timer.name()),
-            Action::StartMedia { peer, dialect } => {
-                write!(f, "start media with {peer}")?;
-                if *dialect == Dialect::Original {
-                    f.write_str(" (original)")?;
-                }
-                Ok(())
-            }
+            Action::StartMedia {
+                peer,
+                dialect,
+                codec,
+            } => match dialect {
+                Dialect::Original => write!(f, "start media with {peer} (original)"),
+                Dialect::Parlo => write!(f, "start media with {peer} ({codec})"),
+            },
             Action::StopMedia => f.write_str("stop media"),
             Action::Notify(note) => write!(f, "notify {note}"),
         }

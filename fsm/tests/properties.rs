@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use parlo_fsm::{
-    Action, CallId, CallIds, Config, Event, Instant, Kind, MAX_ACTIONS, Machine, Message, Name,
-    Note, State, Timer,
+    Action, CallId, CallIds, Codec, CodecSet, Config, Dialect, Event, Instant, Kind, MAX_ACTIONS,
+    Machine, Message, Name, Note, Preference, State, Timer,
 };
 use proptest::prelude::*;
 
@@ -37,11 +37,41 @@ enum Input {
     Wait(u64),
 }
 
+fn codec() -> impl Strategy<Value = Codec> {
+    prop_oneof![Just(Codec::L16), Just(Codec::Pcmu)]
+}
+
+/// Offers: none (an original or older caller), or any subset, the empty one included.
+fn offer() -> impl Strategy<Value = Option<CodecSet>> {
+    prop::option::of((0u8..4).prop_map(|bits| {
+        Codec::ALL
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, c)| c)
+            .collect()
+    }))
+}
+
+/// A phone's preference: one codec or both, in either order.
+fn preference() -> impl Strategy<Value = Preference> {
+    prop_oneof![
+        Just(vec![Codec::L16, Codec::Pcmu]),
+        Just(vec![Codec::Pcmu, Codec::L16]),
+        Just(vec![Codec::L16]),
+        Just(vec![Codec::Pcmu]),
+    ]
+    .prop_map(|list| Preference::new(&list).expect("valid preference"))
+}
+
 fn message() -> impl Strategy<Value = Message> {
     let kind = prop_oneof![
-        (0..3usize).prop_map(|i| Kind::Start { caller: name(i) }),
+        (0..3usize, offer()).prop_map(|(i, codecs)| Kind::Start {
+            caller: name(i),
+            codecs
+        }),
         Just(Kind::Ringing),
-        Just(Kind::Accept),
+        prop::option::of(codec()).prop_map(|codec| Kind::Accept { codec }),
         Just(Kind::Reject),
         Just(Kind::Busy),
         Just(Kind::Close),
@@ -93,12 +123,22 @@ fn prefix(state: State) -> Vec<Input> {
     match state {
         State::Idle => vec![],
         State::Dialing => vec![dial(), resolved()],
-        State::Ringing => vec![from_bob(Kind::Start { caller: name(1) }, Some(4))],
-        State::InCall => vec![dial(), resolved(), from_bob(Kind::Accept, Some(1))],
+        State::Ringing => vec![from_bob(
+            Kind::Start {
+                caller: name(1),
+                codecs: None,
+            },
+            Some(4),
+        )],
+        State::InCall => vec![
+            dial(),
+            resolved(),
+            from_bob(Kind::Accept { codec: None }, Some(1)),
+        ],
         State::Closing => vec![
             dial(),
             resolved(),
-            from_bob(Kind::Accept, Some(1)),
+            from_bob(Kind::Accept { codec: None }, Some(1)),
             Input::Event(Event::Hangup),
         ],
     }
@@ -173,12 +213,77 @@ struct Run {
     seen: Observer,
 }
 
+/// The codec rules, checked on every action: a START offers exactly this phone's
+/// preference; an ACCEPT names the call's codec when it has a call id and nothing for an
+/// original peer; media starts with the call's codec, L16 with an original peer, and on
+/// the callee's side a codec of its own preference or the L16 baseline.
+fn check_codecs<R: CallIds>(m: &Machine<R>, actions: &[Action]) -> Result<(), String> {
+    let preference = &m.config().codecs;
+    for action in actions {
+        match action {
+            Action::Send { message, .. } => match &message.kind {
+                Kind::Start { codecs, .. }
+                    if message.call.is_some() && *codecs != Some(preference.set()) =>
+                {
+                    return Err(format!("START offers {codecs:?}, not {preference}"));
+                }
+                Kind::Accept { codec } => {
+                    let want = message.call.and(m.codec());
+                    if *codec != want {
+                        return Err(format!("{message} names {codec:?}, expected {want:?}"));
+                    }
+                }
+                _ => {}
+            },
+            Action::StartMedia { dialect, codec, .. } => {
+                if Some(*codec) != m.codec() {
+                    return Err(format!("media with {codec}, the call has {:?}", m.codec()));
+                }
+                if *dialect == Dialect::Original && *codec != Codec::L16 {
+                    return Err(format!("original peer with {codec}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Run {
     fn step(&mut self, input: &Input) -> Result<(), String> {
         match input {
             Input::Event(e) => {
                 let actions = self.machine.handle(Instant(self.now), e);
                 self.seen.see(&actions)?;
+                check_codecs(&self.machine, &actions)?;
+                if let Event::Peer {
+                    message:
+                        Message {
+                            kind: Kind::Start { codecs, .. },
+                            call: Some(_),
+                        },
+                    ..
+                } = e
+                {
+                    // A callee's choice: its most preferred codec among those offered.
+                    if self.machine.state() == State::Ringing && self.machine.peer().is_some() {
+                        let chosen = self.machine.codec();
+                        let offer = codecs.unwrap_or(CodecSet::only(Codec::L16));
+                        let best = self
+                            .machine
+                            .config()
+                            .codecs
+                            .iter()
+                            .find(|c| offer.contains(*c));
+                        if actions
+                            .iter()
+                            .any(|a| matches!(a, Action::Notify(Note::Incoming { .. })))
+                            && chosen != Some(best.unwrap_or(Codec::L16))
+                        {
+                            return Err(format!("chose {chosen:?} for offer {offer}"));
+                        }
+                    }
+                }
             }
             Input::Wait(ms) => {
                 self.now += ms;
@@ -186,6 +291,7 @@ impl Run {
                 while self.machine.poll_timeout().is_some_and(|t| t <= now) {
                     let actions = self.machine.handle_timeout(now);
                     self.seen.see(&actions)?;
+                    check_codecs(&self.machine, &actions)?;
                 }
             }
         }
@@ -193,9 +299,11 @@ impl Run {
     }
 }
 
-fn run(start: State, inputs: Vec<Input>) -> Result<(), TestCaseError> {
+fn run(start: State, codecs: Preference, inputs: Vec<Input>) -> Result<(), TestCaseError> {
+    let mut config = Config::new(name(0));
+    config.codecs = codecs;
     let mut run = Run {
-        machine: Machine::new(Config::new(name(0)), FewIds(0), Instant(0)),
+        machine: Machine::new(config, FewIds(0), Instant(0)),
         now: 0,
         seen: Observer::default(),
     };
@@ -234,27 +342,42 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn random_events_from_idle(inputs in prop::collection::vec(input(), 0..300)) {
-        run(State::Idle, inputs)?;
+    fn random_events_from_idle(
+        codecs in preference(),
+        inputs in prop::collection::vec(input(), 0..300),
+    ) {
+        run(State::Idle, codecs, inputs)?;
     }
 
     #[test]
-    fn random_events_from_dialing(inputs in prop::collection::vec(input(), 0..300)) {
-        run(State::Dialing, inputs)?;
+    fn random_events_from_dialing(
+        codecs in preference(),
+        inputs in prop::collection::vec(input(), 0..300),
+    ) {
+        run(State::Dialing, codecs, inputs)?;
     }
 
     #[test]
-    fn random_events_from_ringing(inputs in prop::collection::vec(input(), 0..300)) {
-        run(State::Ringing, inputs)?;
+    fn random_events_from_ringing(
+        codecs in preference(),
+        inputs in prop::collection::vec(input(), 0..300),
+    ) {
+        run(State::Ringing, codecs, inputs)?;
     }
 
     #[test]
-    fn random_events_from_in_call(inputs in prop::collection::vec(input(), 0..300)) {
-        run(State::InCall, inputs)?;
+    fn random_events_from_in_call(
+        codecs in preference(),
+        inputs in prop::collection::vec(input(), 0..300),
+    ) {
+        run(State::InCall, codecs, inputs)?;
     }
 
     #[test]
-    fn random_events_from_closing(inputs in prop::collection::vec(input(), 0..300)) {
-        run(State::Closing, inputs)?;
+    fn random_events_from_closing(
+        codecs in preference(),
+        inputs in prop::collection::vec(input(), 0..300),
+    ) {
+        run(State::Closing, codecs, inputs)?;
     }
 }

@@ -26,6 +26,7 @@ fn step(s: Step) -> String {
         Step::Lookup => "look up".into(),
         Step::LearnAddress => "learn address".into(),
         Step::LearnDialect => "learn dialect".into(),
+        Step::LearnCodec => "learn codec".into(),
         Step::Send(m) => format!("send {}", say(m)),
         Step::SendReliably(m) => format!("send {} reliably", say(m)),
         Step::Resend => "resend".into(),

@@ -6,7 +6,8 @@
 //! # Alice calls Bob.                      comments start with '#'
 //! me alice                                this phone's name
 //! ids 0000002a                            the call ids its random source will give
-//! config answer-timeout=7000              optional timing overrides (milliseconds)
+//! config answer-timeout=7000              optional overrides: timings (milliseconds),
+//!                                         and codecs=PCMU,L16 (the phone's preference)
 //!
 //! at 0 dial bob                           an event, at a time in milliseconds
 //!   state Dialing                         the state expected after it...
@@ -16,7 +17,8 @@
 //!
 //! Events: `dial NAME`, `accept`, `reject`, `hangup`, `resolved NAME ADDR`,
 //! `unknown NAME`, `from ADDR: MESSAGE` (the message as on the wire, e.g.
-//! `RINGING call=0000002a`), `media from ADDR`, and `tick` (fire every timer due by
+//! `RINGING call=0000002a`; `codecs=L16,PCMU` in START and `codec=PCMU` in ACCEPT are
+//! read, `v=2` is not), `media from ADDR`, and `tick` (fire every timer due by
 //! then). Besides actions, the expectations may say `foreign N` (messages ignored as
 //! belonging to another call so far) and `deadline T` or `deadline none` (the next timer
 //! deadline). An event followed by `state` alone expects no action at all.
@@ -26,7 +28,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use parlo_fsm::{
-    Action, CallId, CallIds, Config, Event, Instant, Kind, Machine, Message, Name, State,
+    Action, CallId, CallIds, Codec, CodecSet, Config, Event, Instant, Kind, Machine, Message, Name,
+    Preference, State,
 };
 
 /// Call ids listed by the spec, handed out in order.
@@ -65,6 +68,18 @@ fn addr(line: usize, text: &str) -> Result<SocketAddr, Failure> {
         .or_else(|_| fail(line, format!("not an address: {text}")))
 }
 
+fn codec(line: usize, text: &str) -> Result<Codec, Failure> {
+    Codec::from_name(text).map_or_else(|| fail(line, format!("no such codec: {text}")), Ok)
+}
+
+/// A comma-separated codec list (empty allowed: an offer of nothing known).
+fn codecs(line: usize, text: &str) -> Result<Vec<Codec>, Failure> {
+    text.split(',')
+        .filter(|c| !c.is_empty())
+        .map(|c| codec(line, c))
+        .collect()
+}
+
 fn state(line: usize, text: &str) -> Result<State, Failure> {
     State::ALL
         .into_iter()
@@ -78,13 +93,19 @@ fn message(line: usize, text: &str) -> Result<Message, Failure> {
     let keyword = words.next().unwrap_or("");
     let mut call = None;
     let mut caller = None;
+    let mut offer = None;
+    let mut chosen = None;
     for word in words {
         if let Some(hex) = word.strip_prefix("call=") {
             let id = u32::from_str_radix(hex, 16)
                 .or_else(|_| fail(line, format!("bad call id: {hex}")))?;
             call = Some(CallId(id));
+        } else if let Some(list) = word.strip_prefix("codecs=") {
+            offer = Some(codecs(line, list)?.into_iter().collect::<CodecSet>());
+        } else if let Some(name) = word.strip_prefix("codec=") {
+            chosen = Some(codec(line, name)?);
         } else if word.contains('=') {
-            // v=2 and codec fields do not concern the machine.
+            // v=2 does not concern the machine.
         } else if keyword == "START" && caller.is_none() {
             caller = Some(name(line, word)?);
         } else {
@@ -94,9 +115,10 @@ fn message(line: usize, text: &str) -> Result<Message, Failure> {
     let kind = match keyword {
         "START" => Kind::Start {
             caller: caller.map_or_else(|| fail(line, "START without a caller"), Ok)?,
+            codecs: offer,
         },
         "RINGING" => Kind::Ringing,
-        "ACCEPT" => Kind::Accept,
+        "ACCEPT" => Kind::Accept { codec: chosen },
         "REJECT" => Kind::Reject,
         "BUSY" => Kind::Busy,
         "CLOSE" => Kind::Close,
@@ -146,6 +168,13 @@ fn config(line: usize, me: &Name, settings: &str) -> Result<Config, Failure> {
         let Some((key, value)) = setting.split_once('=') else {
             return fail(line, format!("expected key=value, got {setting}"));
         };
+        if key == "codecs" {
+            config.codecs = Preference::new(&codecs(line, value)?).map_or_else(
+                || fail(line, "codecs= needs at least one codec, none twice"),
+                Ok,
+            )?;
+            continue;
+        }
         let value: u64 = value
             .parse()
             .or_else(|_| fail(line, format!("not a number: {value}")))?;
