@@ -101,7 +101,11 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Poll { doing, source } => write!(f, "cannot {doing}: {source}"),
-            Error::Audio(error) => write!(f, "audio: {error}"),
+            Error::Audio(error) => write!(
+                f,
+                "audio: {error} (`parlo-client devices` lists the sound devices; \
+                 --audio file:IN.wav, tone or null need none)"
+            ),
             Error::Output(source) => write!(f, "cannot write to stdout: {source}"),
         }
     }

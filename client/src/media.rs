@@ -102,6 +102,16 @@ impl Media {
         }
     }
 
+    /// Opens and closes a sound card at once, so that a missing or broken one is
+    /// reported when the phone starts, not at its first call. Other devices are checked
+    /// by the command line (files) or cannot fail to open (tone, null).
+    pub fn check_device(spec: &DeviceSpec) -> Result<(), parlo_audio::Error> {
+        if !matches!(spec, DeviceSpec::Cpal { .. }) {
+            return Ok(());
+        }
+        Audio::start(spec, std::sync::Arc::new(|| {}))?.stop()
+    }
+
     /// Whether a call's media is running.
     pub fn is_active(&self) -> bool {
         self.session.is_some()
@@ -435,6 +445,61 @@ mod tests {
         assert_eq!(media.stats().received, 1);
         assert_eq!(media.stats().codec, Some(Codec::Pcmu));
         media.stop().expect("stops cleanly");
+    }
+
+    #[test]
+    fn a_device_that_fails_mid_call_is_reported_and_says_why() {
+        // Writing the received audio to /dev/full fails once the writer's buffer fills,
+        // a few frames into the call: a device failing mid-call, on demand.
+        let dir = std::env::temp_dir().join(format!("parlo-media-fail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let input = dir.join("in.wav");
+        let mut wav =
+            hound::WavWriter::create(&input, parlo_audio::device::wav_spec()).expect("wav");
+        for i in 0..16_000 {
+            wav.write_sample(((i % 40) * 100) as i16).expect("sample");
+        }
+        wav.finalize().expect("finalize");
+
+        let udp = UdpSocket::bind("127.0.0.218:0".parse().expect("address")).expect("bind");
+        let peer = peer_socket("127.0.0.219:0");
+        let spec = DeviceSpec::File {
+            input: input.clone(),
+            output: Some("/dev/full".into()),
+        };
+        let mut media = Media::new(spec);
+        let (wake, _) = wake_counter();
+        media
+            .start(
+                peer.local_addr().expect("address"),
+                Dialect::Parlo,
+                Codec::L16,
+                wake,
+                3,
+            )
+            .expect("the file device starts");
+        let limit = Instant::now() + Duration::from_secs(10);
+        while !media.handle_wake(&udp) {
+            assert!(
+                Instant::now() < limit,
+                "the device never reported its failure"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let error = media.stop().expect_err("the device says what failed");
+        assert!(error.to_string().contains("/dev/full"), "{error}");
+        assert!(!media.is_active());
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn a_missing_sound_card_is_an_error_at_start() {
+        let spec = DeviceSpec::Cpal {
+            device: Some("no-such-card".into()),
+        };
+        let error = Media::check_device(&spec).expect_err("no such card");
+        assert!(error.to_string().contains("no-such-card"), "{error}");
+        assert!(Media::check_device(&DeviceSpec::Null).is_ok());
     }
 
     #[test]

@@ -143,6 +143,7 @@ fn dialect_name(dialect: fsm::Dialect) -> &'static str {
 impl Phone {
     /// Binds the sockets and sets every source up. Nothing is sent yet.
     pub fn new(config: PhoneConfig) -> Result<Phone, Error> {
+        Media::check_device(&config.audio).map_err(Error::Audio)?;
         let started = Instant::now();
         let poll = Poll::new().map_err(poll_error("create the event loop"))?;
         let registry = poll.registry();
@@ -636,18 +637,24 @@ impl Phone {
 
     fn handle_wake(&mut self) {
         if self.media.handle_wake(&self.udp) {
+            // A call without sound is no use to either side: stop the device (its error
+            // says what went wrong), say so, and hang up so the peer is told at once
+            // rather than by peer silence.
+            let why = match self.media.stop() {
+                Err(e) => e.to_string(),
+                Ok(()) => "it stopped delivering audio".to_owned(),
+            };
             self.emit(
                 Out::Error {
-                    reason: format!("audio device {} failed; hanging up", self.config.audio),
+                    reason: format!(
+                        "audio device {} failed: {why}; media stopped, hanging up",
+                        self.config.audio
+                    ),
                 },
                 &mut None,
             );
             self.warnings = true;
             self.feed(&fsm::Event::Hangup, None);
-            // The machine may not stop media (the call was already closing): stop it here.
-            if self.media.is_active() {
-                let _ = self.media.stop();
-            }
         }
         if !self.stdin.is_polled() {
             self.handle_stdin();
