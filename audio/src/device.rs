@@ -196,6 +196,16 @@ impl Audio {
         Ok(Audio { end, runner })
     }
 
+    /// The loop's end of queues whose device end the caller drives itself (from
+    /// [`crate::frame_queues`]): no thread, no sound card. For tests and benchmarks that
+    /// play the device's part at their own pace; [`Audio::stop`] has nothing to stop.
+    pub fn from_queues(end: LoopEnd) -> Audio {
+        Audio {
+            end,
+            runner: Runner::Stopped,
+        }
+    }
+
     /// Takes the oldest captured frame, if any. Drain until `None` on each wake.
     pub fn pop_captured(&mut self) -> Option<Frame> {
         self.end.pop_captured()

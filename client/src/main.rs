@@ -1,30 +1,12 @@
-//! parlo-client: the Parlo phone daemon.
-//!
-//! Registers its name with the directory server, places and answers calls peer to peer
-//! over UDP, and carries the audio (DESIGN.md §2, §4, §6, §7). The call protocol is
-//! parlo-fsm's machine and the wire formats are parlo-net's; this crate is the shell
-//! around them: the event loop and sockets ([`phone`]), the directory connection
-//! ([`directory`]), the media path ([`media`]), commands ([`command`], [`stdin`],
-//! [`control`]), events ([`output`]) and the command line ([`cli`]).
+//! parlo-client: the Parlo phone daemon (see the library's documentation).
 //!
 //! Exit codes are the original's: 0 done, 1 warning, 2 critical error, 3 unknown error.
 
-mod alloc_count;
-mod cli;
-mod command;
-mod control;
-mod convert;
-mod directory;
-mod error;
-mod media;
-mod output;
-mod phone;
-mod stdin;
-
 use std::process::ExitCode;
 
-use cli::Command;
-use error::{Error, Exit};
+use parlo_client::cli::{self, Command};
+use parlo_client::error::{Error, Exit};
+use parlo_client::{alloc_count, control, phone};
 use simplelog::{ConfigBuilder, WriteLogger};
 
 #[global_allocator]

@@ -131,6 +131,24 @@ impl Media {
             log::warn!("audio device of the previous call: {e}");
         }
         let audio = Audio::start(&self.spec, wake)?;
+        self.start_on(audio, peer, dialect, codec, random);
+        Ok(())
+    }
+
+    /// Starts media with `peer` on an audio device already running (what
+    /// [`Media::start`] does once the device is open; tests drive a device's queues
+    /// themselves through [`Audio::from_queues`]).
+    pub fn start_on(
+        &mut self,
+        audio: Audio,
+        peer: SocketAddr,
+        dialect: Dialect,
+        codec: Codec,
+        random: u64,
+    ) {
+        if let Err(e) = self.stop() {
+            log::warn!("audio device of the previous call: {e}");
+        }
         *self.jitter = JitterBuffer::new(JITTER);
         self.last = MediaStats::default();
         let codec = match dialect {
@@ -165,7 +183,6 @@ impl Media {
             sent: 0,
             send_errors: 0,
         });
-        Ok(())
     }
 
     /// Stops the device (joining its thread, finishing an output file). Returns the
