@@ -239,6 +239,11 @@ impl JitterBuffer {
         }
     }
 
+    /// The sequence number the next tick plays, once playout has begun (`None` before).
+    pub fn playout_seq(&self) -> Option<u16> {
+        (self.state == State::Playing).then_some(self.next)
+    }
+
     /// Counters and current depth, target and jitter.
     pub fn stats(&self) -> JitterStats {
         JitterStats {
@@ -765,6 +770,20 @@ mod tests {
              get ~; get ~; get .
              late 2; put 4; get =4
              expect stalls=2 lost=2 late=1 concealed=3 played=2");
+    }
+
+    #[test]
+    fn the_playout_point_is_known_once_playing() {
+        let mut jb = JitterBuffer::new(JitterConfig {
+            min_depth: 1,
+            max_depth: 4,
+        });
+        let mut out = SILENCE;
+        assert_eq!(jb.playout_seq(), None);
+        let _ = jb.put(10, 0, 0, &frame_of(10));
+        assert_eq!(jb.playout_seq(), None, "still buffering");
+        assert_eq!(jb.get(&mut out), Playout::Received);
+        assert_eq!(jb.playout_seq(), Some(11));
     }
 
     #[test]

@@ -21,4 +21,3 @@ pub mod media;
 pub mod output;
 pub mod phone;
 pub mod stdin;
-

@@ -280,7 +280,16 @@ impl Media {
             return;
         }
         raw.read_frame(&mut self.frame);
-        let seq = session.raw_seq;
+        let mut seq = session.raw_seq;
+        // Raw PCM carries no sequence number, so a lost datagram is invisible: numbered
+        // by arrival alone, every later frame would fall behind the playout point and be
+        // dropped as late for the rest of the call. A frame that would be behind takes
+        // the next slot to play instead.
+        if let Some(next) = self.jitter.playout_seq() {
+            if (seq.wrapping_sub(next) as i16) < 0 {
+                seq = next;
+            }
+        }
         session.raw_seq = seq.wrapping_add(1);
         let timestamp = u32::from(seq).wrapping_mul(RAW_PCM_LEN as u32 / 2);
         self.jitter.put(seq, timestamp, arrival, &self.frame);

@@ -1,0 +1,378 @@
+//! The media path allocates nothing per frame, on either side of a call.
+//!
+//! Two media sessions, a caller's and a callee's, talk over real UDP sockets on loopback
+//! through a relay that drops, duplicates and reorders packets (seeded). The test plays
+//! both audio devices itself, through the same lock-free queues a device thread uses
+//! ([`Audio::from_queues`]), so 1,000+ frames take milliseconds instead of 64 ms each.
+//! Each tick, on each side: a captured frame goes in, the loop's wake handler sends it
+//! and moves one frame from the jitter buffer to playback, then every datagram that
+//! arrived is parsed, shown to the call machine (`Event::Media`) and given to the jitter
+//! buffer — what the phone's loop does. After a warm-up, the process-wide allocation
+//! counter of the phone (`alloc_count`, installed here as the global allocator) must not
+//! move, for L16, PCMU and the original protocol's raw PCM.
+//!
+//! One test function: the counter is process-wide, so nothing else may run beside it.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket as StdUdp};
+
+use mio::net::UdpSocket;
+use parlo_audio::{Audio, DeviceEnd, Frame, SILENCE, frame_queues};
+use parlo_client::alloc_count::{self, Counting};
+use parlo_client::media::Media;
+use parlo_fsm::{self as fsm, Machine, SplitMix64};
+use parlo_net::media::Datagram;
+use parlo_net::peer::{Codec, Dialect};
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Ticks before counting: the jitter buffer fills, sockets and queues settle.
+const WARM_UP: u32 = 100;
+/// Ticks counted: each is one frame sent and one played, on each side.
+const MEASURED: u32 = 1_200;
+
+/// A tiny seeded generator (xorshift64*), allocation-free.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// The frame captured at `tick`: a ramp of step 100 whose start depends on the tick, so
+/// that a frame played intact is recognisable (every step +100, or the wrap -19,900).
+fn captured(tick: u32, out: &mut Frame) {
+    for (i, sample) in out.iter_mut().enumerate() {
+        let phase = (tick as usize * 7 + i) % 200;
+        *sample = (phase as i16 - 100) * 100;
+    }
+}
+
+fn is_intact_ramp(frame: &Frame) -> bool {
+    frame
+        .windows(2)
+        .all(|w| matches!(i32::from(w[1]) - i32::from(w[0]), 100 | -19_900))
+}
+
+/// One side of the call: its media, its socket, the device end the test plays, and its
+/// call machine (which sees every media packet, as in the phone).
+struct Side {
+    media: Media,
+    udp: UdpSocket,
+    device: DeviceEnd,
+    machine: Machine<SplitMix64>,
+    dialect: Dialect,
+    frame: Frame,
+    played: Frame,
+    buf: [u8; 2048],
+    intact: u64,
+    nonsilent: u64,
+}
+
+impl Side {
+    fn new(
+        name: &str,
+        addr: &str,
+        peer: SocketAddr,
+        dialect: Dialect,
+        codec: Codec,
+        caller: bool,
+    ) -> Side {
+        let udp = UdpSocket::bind(addr.parse().expect("address")).expect("bind");
+        let (device, end) = frame_queues(std::sync::Arc::new(|| {}));
+        let mut media = Media::new(parlo_audio::DeviceSpec::Null);
+        media.start_on(Audio::from_queues(end), peer, dialect, codec, 0x1234_5678);
+        let config = fsm::Config::new(fsm::Name::new(name).expect("name"));
+        let mut machine = Machine::new(config, SplitMix64(1), fsm::Instant(0));
+        let now = fsm::Instant(0);
+        let other = fsm::Name::new(if caller { "callee" } else { "caller" }).expect("name");
+        if caller {
+            let _ = machine.handle(now, &fsm::Event::Dial(other.clone()));
+            let _ = machine.handle(
+                now,
+                &fsm::Event::Resolved {
+                    name: other,
+                    addr: peer,
+                },
+            );
+            let call = machine.call_id();
+            let message = fsm::Message {
+                kind: fsm::Kind::Accept { codec: None },
+                call,
+            };
+            let _ = machine.handle(
+                now,
+                &fsm::Event::Peer {
+                    from: peer,
+                    message,
+                },
+            );
+        } else {
+            let message = fsm::Message {
+                kind: fsm::Kind::Start {
+                    caller: other,
+                    codecs: None,
+                },
+                call: Some(fsm::CallId(7)),
+            };
+            let _ = machine.handle(
+                now,
+                &fsm::Event::Peer {
+                    from: peer,
+                    message,
+                },
+            );
+            let _ = machine.handle(now, &fsm::Event::Accept);
+        }
+        assert_eq!(machine.state(), fsm::State::InCall);
+        Side {
+            media,
+            udp,
+            device,
+            machine,
+            dialect,
+            frame: SILENCE,
+            played: SILENCE,
+            buf: [0; 2048],
+            intact: 0,
+            nonsilent: 0,
+        }
+    }
+
+    /// The device's tick: capture one frame, let the loop handle the wake, play one.
+    fn tick(&mut self, tick: u32) {
+        captured(tick, &mut self.frame);
+        assert!(self.device.push_captured(&self.frame), "capture queue full");
+        assert!(!self.media.handle_wake(&self.udp), "the device failed");
+        assert!(self.device.pop_playback(&mut self.played), "nothing played");
+        if self.played != SILENCE {
+            self.nonsilent += 1;
+        }
+        if is_intact_ramp(&self.played) {
+            self.intact += 1;
+        }
+    }
+
+    /// Everything that arrived, as the phone's UDP handler takes it.
+    fn receive(&mut self, now_ms: u64, arrival: u32) {
+        loop {
+            let (len, from) = match self.udp.recv_from(&mut self.buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("receive: {e}"),
+            };
+            match Datagram::parse(&self.buf[..len], Some(self.dialect)) {
+                Ok(Datagram::Rtp(packet)) => {
+                    let _ = self
+                        .machine
+                        .handle(fsm::Instant(now_ms), &fsm::Event::Media { from });
+                    self.media.handle_rtp(from, &packet, arrival);
+                }
+                Ok(Datagram::RawPcm(raw)) => {
+                    let _ = self
+                        .machine
+                        .handle(fsm::Instant(now_ms), &fsm::Event::Media { from });
+                    self.media.handle_raw(from, &raw, arrival);
+                }
+                other => panic!("unexpected datagram: {other:?}"),
+            }
+        }
+    }
+}
+
+/// One direction of the relay: what one side sends arrives on `inbound` and leaves from
+/// `outbound` (the socket the other side knows as its peer) towards `to`.
+struct Lane {
+    held: [u8; 2048],
+    held_len: Option<usize>,
+    buf: [u8; 2048],
+    dropped: u64,
+    duplicated: u64,
+    reordered: u64,
+}
+
+impl Lane {
+    fn new() -> Lane {
+        Lane {
+            held: [0; 2048],
+            held_len: None,
+            buf: [0; 2048],
+            dropped: 0,
+            duplicated: 0,
+            reordered: 0,
+        }
+    }
+
+    /// Forwards what waits on `inbound`: 3 % dropped and, with `shuffle`, 2 % sent twice
+    /// and 3 % held back and sent after the next packet (swapping the two).
+    fn pump(
+        &mut self,
+        inbound: &StdUdp,
+        outbound: &StdUdp,
+        to: SocketAddr,
+        rng: &mut Rng,
+        shuffle: bool,
+    ) {
+        loop {
+            let len = match inbound.recv_from(&mut self.buf) {
+                Ok((len, _)) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("relay: {e}"),
+            };
+            let roll = match rng.below(100) {
+                3..8 if !shuffle => 8,
+                roll => roll,
+            };
+            if roll < 3 {
+                self.dropped += 1;
+                continue;
+            }
+            if roll < 6 && self.held_len.is_none() {
+                self.held[..len].copy_from_slice(&self.buf[..len]);
+                self.held_len = Some(len);
+                self.reordered += 1;
+                continue;
+            }
+            outbound.send_to(&self.buf[..len], to).expect("relay send");
+            if roll < 8 {
+                outbound.send_to(&self.buf[..len], to).expect("relay send");
+                self.duplicated += 1;
+            }
+            if let Some(held) = self.held_len.take() {
+                outbound
+                    .send_to(&self.held[..held], to)
+                    .expect("relay send");
+            }
+        }
+    }
+}
+
+fn relay_socket(addr: &str) -> StdUdp {
+    let socket = StdUdp::bind(addr).expect("bind the relay");
+    socket.set_nonblocking(true).expect("non-blocking");
+    socket
+}
+
+struct Report {
+    allocations: u64,
+    ticks: u32,
+}
+
+/// Runs a call of `WARM_UP + MEASURED` ticks; returns the allocations counted after the
+/// warm-up. `net` is the loopback address block of this run (127.0.<net>.x).
+fn call(net: u8, dialect: Dialect, codec: Codec) -> Report {
+    // The relay: the caller's peer address is `for_caller`, the callee's `for_callee`.
+    let for_caller = relay_socket(&format!("127.0.{net}.3:0"));
+    let for_callee = relay_socket(&format!("127.0.{net}.4:0"));
+    let mut a = Side::new(
+        "caller",
+        &format!("127.0.{net}.1:0"),
+        for_caller.local_addr().expect("address"),
+        dialect,
+        codec,
+        true,
+    );
+    let mut b = Side::new(
+        "callee",
+        &format!("127.0.{net}.2:0"),
+        for_callee.local_addr().expect("address"),
+        dialect,
+        codec,
+        false,
+    );
+    let a_addr = a.udp.local_addr().expect("address");
+    let b_addr = b.udp.local_addr().expect("address");
+    let mut to_b = Lane::new();
+    let mut to_a = Lane::new();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(net));
+
+    let mut before = 0;
+    for tick in 0..WARM_UP + MEASURED {
+        if tick == WARM_UP {
+            before = alloc_count::allocations();
+        }
+        a.tick(tick);
+        b.tick(tick);
+        // Raw PCM has no sequence numbers: duplicates and reordering would be played as
+        // they come, so the original protocol only gets loss.
+        let shuffle = dialect == Dialect::Parlo;
+        to_b.pump(&for_caller, &for_callee, b_addr, &mut rng, shuffle);
+        to_a.pump(&for_callee, &for_caller, a_addr, &mut rng, shuffle);
+        // Virtual time: 64 ms per tick, arrivals jittered by up to 30 ms (240 samples).
+        let now_ms = u64::from(tick) * 64;
+        let arrival = tick * 512 + rng.below(240) as u32;
+        a.receive(now_ms, arrival);
+        b.receive(now_ms, arrival);
+    }
+    let allocations = alloc_count::allocations() - before;
+
+    for (side, lane, name) in [(&a, &to_a, "caller"), (&b, &to_b, "callee")] {
+        let stats = side.media.stats();
+        let ticks = u64::from(WARM_UP + MEASURED);
+        assert_eq!(stats.sent, ticks, "{name}: {stats:?}");
+        assert_eq!(stats.codec, Some(codec), "{name}: {stats:?}");
+        assert!(lane.dropped > 0, "{name}: the relay dropped nothing");
+        assert!(
+            side.nonsilent >= ticks * 9 / 10,
+            "{name}: only {} of {ticks} frames played sound: {stats:?}",
+            side.nonsilent
+        );
+        if dialect == Dialect::Parlo {
+            // The jitter buffer saw the impairments the relay made.
+            assert!(lane.duplicated > 0 && lane.reordered > 0);
+            assert!(stats.lost > 0 && stats.duplicate > 0, "{name}: {stats:?}");
+        }
+        if codec == Codec::L16 || dialect == Dialect::Original {
+            // Lossless: every frame played from a packet is the frame sent, bit for bit.
+            assert!(
+                side.intact >= stats.played,
+                "{name}: {} intact, {stats:?}",
+                side.intact
+            );
+        }
+        eprintln!(
+            "{dialect:?}/{codec}: {name} sent {} received {} played {} lost {} late {} \
+             duplicate {} concealed {}; relay dropped {} duplicated {} reordered {}",
+            stats.sent,
+            stats.received,
+            stats.played,
+            stats.lost,
+            stats.late,
+            stats.duplicate,
+            stats.concealed,
+            lane.dropped,
+            lane.duplicated,
+            lane.reordered
+        );
+    }
+    a.media.stop().expect("stops");
+    b.media.stop().expect("stops");
+    Report {
+        allocations,
+        ticks: MEASURED,
+    }
+}
+
+#[test]
+fn media_allocates_nothing_per_frame_on_either_side() {
+    for (net, dialect, codec) in [
+        (221, Dialect::Parlo, Codec::L16),
+        (222, Dialect::Parlo, Codec::Pcmu),
+        (223, Dialect::Original, Codec::L16),
+    ] {
+        let report = call(net, dialect, codec);
+        eprintln!(
+            "{dialect:?}/{codec}: {} allocations over {} frames each way",
+            report.allocations, report.ticks
+        );
+        assert_eq!(
+            report.allocations, 0,
+            "{dialect:?}/{codec}: the media path allocated"
+        );
+    }
+}
