@@ -1,9 +1,10 @@
-//! End to end: two real phones negotiate PCMU and carry a sweep through it.
-//!
-//! Alice offers the default `L16,PCMU`; Bob, with `--codecs PCMU,L16 --auto-answer`,
-//! picks PCMU. Both announce `codec=PCMU`, `status` reports it, and the WAV Bob writes
-//! holds Alice's sweep as µ-law carries it: every sample a µ-law value, and close to the
-//! original (SNR measured at the best alignment).
+//! End to end, two real phones on loopback:
+//! - they negotiate PCMU and carry a sweep through it. Alice offers the default
+//!   `L16,PCMU`; Bob, with `--codecs PCMU,L16 --auto-answer`, picks PCMU. Both announce
+//!   `codec=PCMU`, `status` reports it, and the WAV Bob writes holds Alice's sweep as
+//!   µ-law carries it: every sample a µ-law value, and close to the original (SNR
+//!   measured at the best alignment);
+//! - a sound device that fails mid-call ends the call cleanly and says why.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -73,12 +74,22 @@ struct Phone {
 
 impl Phone {
     fn start(server: SocketAddr, name: &str, dir: &Path, flags: &[&str]) -> Phone {
+        let output = dir.join(format!("{name}-out.wav"));
+        Phone::start_with_output(server, name, dir, &output, flags)
+    }
+
+    fn start_with_output(
+        server: SocketAddr,
+        name: &str,
+        dir: &Path,
+        output: &Path,
+        flags: &[&str],
+    ) -> Phone {
         // A free UDP port on a fresh loopback address.
         let listen = UdpSocket::bind((loopback(), 0))
             .and_then(|s| s.local_addr())
             .expect("a free port");
         let input = dir.join("in.wav");
-        let output = dir.join(format!("{name}-out.wav"));
         let audio = format!("file:{},{}", input.display(), output.display());
         let mut child = Command::new(workspace_binary("parlo-client"))
             .args(["--server", &server.to_string(), "--name", name])
@@ -233,4 +244,60 @@ fn phones_negotiate_pcmu_and_the_sweep_arrives_mu_law_coded() {
     );
     // µ-law on a -12 dBFS sine gives about 38 dB; far below that, something else broke.
     assert!(snr > 30.0, "SNR {snr:.1} dB");
+}
+
+#[test]
+fn a_device_failing_mid_call_ends_the_call_and_says_why() {
+    let server = Server::start(&[]);
+    let dir = TempDir::new("device-fails");
+    let sound: Vec<i16> = (0..2 * RATE).map(|n| (n % 100) as i16 * 50).collect();
+    write_wav(&dir.path().join("in.wav"), &sound);
+
+    let mut alice = Phone::start(server.addr, "alice", dir.path(), &[]);
+    // Bob's received audio goes to /dev/full: writing it fails a few frames into the
+    // call, once the WAV writer's buffer is flushed.
+    let mut bob = Phone::start_with_output(
+        server.addr,
+        "bob",
+        dir.path(),
+        Path::new("/dev/full"),
+        &["--auto-answer"],
+    );
+    alice.expect("registered");
+    bob.expect("registered");
+    alice.send("call bob");
+    alice.expect("connected");
+    bob.expect("connected");
+
+    let error = bob.expect("error");
+    eprintln!("Bob: {error}");
+    assert!(error.contains("audio device"), "{error}");
+    assert!(
+        error.contains("/dev/full"),
+        "the device problem is named: {error}"
+    );
+    assert!(error.contains("hanging up"), "{error}");
+    let ended = bob.expect("ended");
+    assert_eq!(field(&ended, "reason"), Some("hangup"), "{ended}");
+    let ended = alice.expect("ended");
+    assert_eq!(field(&ended, "reason"), Some("remote-hangup"), "{ended}");
+
+    // Bob's phone stays up: called again, it answers, and fails again, as cleanly.
+    bob.send("status");
+    let status = bob.expect("status");
+    assert!(
+        matches!(field(&status, "state"), Some("idle" | "closing")),
+        "{status}"
+    );
+    alice.send("call bob");
+    alice.expect("connected");
+    let error = bob.expect("error");
+    assert!(error.contains("/dev/full"), "{error}");
+    alice.expect("ended");
+    alice.send("quit");
+    bob.send("quit");
+    let status = wait_exit(&mut alice.child, PATIENCE).expect("Alice quits");
+    assert!(status.success(), "Alice: exit {status}");
+    let status = wait_exit(&mut bob.child, PATIENCE).expect("Bob quits");
+    assert_eq!(status.code(), Some(1), "a device error is exit 1 (warning)");
 }
