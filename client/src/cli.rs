@@ -75,7 +75,8 @@ SIGNALS:
 
 EXIT CODES:
     0 stopped on request    1 stopped, but the audio device reported an error
-    2 critical error (bad option, port in use, control socket in use)    3 unknown error
+    2 critical error (bad option, port in use, control socket in use, no such sound card)
+    3 unknown error
 ";
 
 /// `--help` text of `ctl`.
