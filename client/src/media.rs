@@ -4,7 +4,8 @@
 //! Started and stopped by the call machine's `StartMedia`/`StopMedia`. The capture clock
 //! paces everything (parlo-audio's contract): for each captured frame, one packet goes to
 //! the peer and one frame moves from the jitter buffer to playback. Nothing here allocates
-//! per frame: the packet buffer, the frames and the jitter buffer are allocated once.
+//! per frame: the packet buffer, the frames and the jitter buffer are allocated once
+//! (`tests/media_no_alloc.rs` counts, over 1,200 frames each way through a lossy relay).
 
 use std::io;
 use std::net::SocketAddr;
