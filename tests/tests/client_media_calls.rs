@@ -4,7 +4,8 @@
 //!   `codec=PCMU`, `status` reports it, and the WAV Bob writes holds Alice's sweep as
 //!   µ-law carries it: every sample a µ-law value, and close to the original (SNR
 //!   measured at the best alignment);
-//! - a sound device that fails mid-call ends the call cleanly and says why.
+//! - a sound device that fails mid-call ends the call cleanly and says why;
+//! - a sound card that is not there stops the phone at start, exit 2.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -300,4 +301,31 @@ fn a_device_failing_mid_call_ends_the_call_and_says_why() {
     assert!(status.success(), "Alice: exit {status}");
     let status = wait_exit(&mut bob.child, PATIENCE).expect("Bob quits");
     assert_eq!(status.code(), Some(1), "a device error is exit 1 (warning)");
+}
+
+#[test]
+fn a_missing_sound_card_is_a_clear_error_at_start() {
+    let listen = UdpSocket::bind((loopback(), 0))
+        .and_then(|s| s.local_addr())
+        .expect("a free port");
+    let output = Command::new(workspace_binary("parlo-client"))
+        .args(["--server", "127.0.0.1:10000", "--name", "alice"])
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--audio",
+            "cpal:no-such-card",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("parlo-client runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no sound device named \"no-such-card\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("parlo-client devices"), "a hint: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing started");
 }
