@@ -518,6 +518,15 @@ mod tests {
             .json(),
             r#"{"event":"error","reason":"x\ty"}"#
         );
+        assert_eq!(
+            Event::Connected {
+                peer: "bob".into(),
+                dialect: "parlo",
+                codec: "PCMU"
+            }
+            .json(),
+            r#"{"event":"connected","peer":"bob","dialect":"parlo","codec":"PCMU"}"#
+        );
         assert_eq!(Event::Bye.json(), r#"{"event":"bye"}"#);
         let status = Event::Status(Box::new(Status {
             state: "idle",
