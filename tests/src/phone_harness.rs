@@ -9,7 +9,6 @@
 //! never hangs. The process is killed and reaped when the `Phone` is dropped, panicking
 //! test included, and dies with the test process if that is killed.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -146,34 +145,51 @@ impl Event {
         }
     }
 
-    /// A string field of a JSON event.
-    pub fn field(&self, name: &str) -> Option<&str> {
-        self.json.as_ref()?.get(name)?.as_str()
+    /// A field as text: in JSON the member `key` (a string as is, other values as JSON:
+    /// `true`, `null`, `12`); in text the `key=value` word, except `reason`, which runs to
+    /// the end of the line.
+    pub fn field(&self, key: &str) -> Option<String> {
+        match &self.json {
+            Some(value) => match value.get(key)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            },
+            None => {
+                let prefix = format!("{key}=");
+                if key == "reason" {
+                    let at = self.line.find(" reason=")?;
+                    return Some(self.line[at + " reason=".len()..].to_owned());
+                }
+                self.line
+                    .split(' ')
+                    .skip(1)
+                    .find_map(|w| w.strip_prefix(&prefix))
+                    .map(str::to_owned)
+            }
+        }
     }
 
-    /// The peer's name: the `"peer"` field in JSON, else the word after the event's name.
+    /// The peer's name: `"peer"` in JSON, else the word after the event's name (when it is
+    /// not a `key=value` field).
     pub fn peer(&self) -> Option<&str> {
         match &self.json {
-            Some(_) => self.field("peer"),
+            Some(value) => value.get("peer")?.as_str(),
             None => self
                 .line
-                .split_whitespace()
+                .split(' ')
                 .nth(1)
-                .map(|w| w.trim_end_matches([':', ','])),
+                .filter(|w| !w.contains('=') && !w.is_empty()),
         }
     }
 
-    /// Why a call ended: the `"reason"` field in JSON, else the last word of the line.
-    pub fn reason(&self) -> Option<&str> {
-        match &self.json {
-            Some(_) => self.field("reason"),
-            None => self
-                .line
-                .split_whitespace()
-                .skip(1)
-                .last()
-                .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '-')),
-        }
+    /// Why a call ended, or what an error says: the `reason` field.
+    pub fn reason(&self) -> Option<String> {
+        self.field("reason")
+    }
+
+    /// A numeric field (`status` counters).
+    pub fn number(&self, key: &str) -> Option<u64> {
+        self.field(key)?.parse().ok()
     }
 }
 
@@ -503,7 +519,6 @@ impl Phone {
     /// `patience` or when stdout closes, with the whole transcript.
     fn wait_line(
         &mut self,
-        what: &str,
         patience: Duration,
         mut pick: impl FnMut(&str) -> bool,
     ) -> Option<(String, Instant)> {
@@ -518,7 +533,6 @@ impl Phone {
             }
             self.read = lines.len().max(self.read);
             if self.stdout.closed.load(Ordering::SeqCst) || now >= deadline {
-                let _ = what;
                 return None;
             }
             let wait = (deadline - now).min(Duration::from_millis(50));
@@ -536,7 +550,7 @@ impl Phone {
     pub fn expect_event_within(&mut self, kind: &str, patience: Duration) -> Event {
         let json = self.json;
         let start = self.read;
-        match self.wait_line(kind, patience, |l| {
+        match self.wait_line(patience, |l| {
             Event::parse(l, json, Instant::now()).is_some_and(|e| e.kind == kind)
         }) {
             Some((line, at)) => {
@@ -563,7 +577,7 @@ impl Phone {
     pub fn expect_ended(&mut self, reason: &str) -> Event {
         let event = self.expect_event("ended");
         assert_eq!(
-            event.reason(),
+            event.reason().as_deref(),
             Some(reason),
             "{}: ended for another reason: {event}\n{}",
             self.name,
@@ -575,7 +589,7 @@ impl Phone {
     /// Waits for the next event, whatever it is.
     pub fn next_event(&mut self) -> Event {
         let json = self.json;
-        match self.wait_line("any event", PATIENCE, |l| {
+        match self.wait_line(PATIENCE, |l| {
             Event::parse(l, json, Instant::now()).is_some()
         }) {
             Some((line, at)) => Event::parse(&line, json, at).expect("picked as an event"),
@@ -660,7 +674,7 @@ impl Phone {
         let _ = self.child.wait();
     }
 
-    /// The `status` field or line of the phone's answer to `status`.
+    /// The phone's answer to `status`.
     pub fn status(&mut self) -> Event {
         self.ask("status", "status")
     }
@@ -674,6 +688,19 @@ impl Drop for Phone {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Places a call from `caller` to `callee` and answers it by `accept`: both phones report
+/// `connected` with each other's name.
+pub fn connect_call(caller: &mut Phone, callee: &mut Phone) {
+    caller.send(&format!("call {}", callee.name));
+    let incoming = callee.expect_event("incoming");
+    assert_eq!(incoming.peer(), Some(caller.name.as_str()), "{incoming}");
+    callee.send("accept");
+    let connected = caller.expect_event("connected");
+    assert_eq!(connected.peer(), Some(callee.name.as_str()), "{connected}");
+    let connected = callee.expect_event("connected");
+    assert_eq!(connected.peer(), Some(caller.name.as_str()), "{connected}");
 }
 
 /// Runs `parlo-client ctl --control PATH <args>` with `input` on its stdin and returns its
@@ -1097,14 +1124,6 @@ pub fn align(sent: &[i16], received: &[i16]) -> Option<Alignment> {
     })
 }
 
-/// Key-value pairs of a text line such as `status: in-call peer=bob sent=12`.
-pub fn fields(line: &str) -> HashMap<String, String> {
-    line.split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_end_matches(',').to_owned()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1166,12 +1185,30 @@ mod tests {
         )
         .expect("an event");
         assert_eq!(
-            (e.kind.as_str(), e.peer(), e.reason()),
+            (e.kind.as_str(), e.peer(), e.reason().as_deref()),
             ("ended", Some("bob"), Some("hangup"))
         );
         assert_eq!(Event::parse("not json", true, now), None);
         assert_eq!(Event::parse(r#"{"peer":"bob"}"#, true, now), None);
-        let t = Event::parse("connected bob", false, now).expect("an event");
-        assert_eq!((t.kind.as_str(), t.peer()), ("connected", Some("bob")));
+        let t = Event::parse("ended bob reason=hangup", false, now).expect("an event");
+        assert_eq!(
+            (t.kind.as_str(), t.peer(), t.reason().as_deref()),
+            ("ended", Some("bob"), Some("hangup"))
+        );
+        let t = Event::parse("error reason=no call to hang up", false, now).expect("event");
+        assert_eq!(t.peer(), None);
+        assert_eq!(t.reason().as_deref(), Some("no call to hang up"));
+        let t = Event::parse("status state=in-call peer=bob sent=12", false, now).expect("e");
+        assert_eq!(
+            (t.number("sent"), t.field("peer")),
+            (Some(12), Some("bob".into()))
+        );
+        let j = Event::parse(
+            r#"{"event":"incoming","peer":"a","verified":true}"#,
+            true,
+            now,
+        )
+        .expect("an event");
+        assert_eq!(j.field("verified").as_deref(), Some("true"));
     }
 }

@@ -1,0 +1,134 @@
+//! parlo-client end to end: audio through a call over loopback. Each phone plays a WAV
+//! file as its microphone and records what it hears into another; what arrives must be
+//! what was sent, sample for sample, after the delay of the path.
+
+use std::path::Path;
+use std::time::Duration;
+
+use parlo_tests::phone_harness::{
+    FRAME_SAMPLES, Phone, SAMPLE_RATE, align, read_wav, speechlike, write_wav,
+};
+use parlo_tests::server_harness::Server;
+
+/// Seconds of audio each phone sends.
+const SECONDS: f64 = 2.5;
+
+fn file_device(dir: &Path, who: &str, samples: &[i16]) -> (String, std::path::PathBuf) {
+    let input = dir.join(format!("{who}-says.wav"));
+    let output = dir.join(format!("{who}-hears.wav"));
+    write_wav(&input, samples);
+    (
+        format!("file:{},{}", input.display(), output.display()),
+        output,
+    )
+}
+
+/// Checks that `recording` holds all of `sent` exactly; returns the offset in samples.
+fn assert_arrived_intact(what: &str, sent: &[i16], recording: &[i16]) -> usize {
+    let found = align(sent, recording).unwrap_or_else(|| {
+        let loud = recording.iter().filter(|s| s.unsigned_abs() > 100).count();
+        panic!(
+            "{what}: the start of what was sent is nowhere in the {} samples recorded \
+             ({loud} of them not near silence)",
+            recording.len()
+        )
+    });
+    assert_eq!(
+        (found.overlap, found.mismatches),
+        (sent.len(), 0),
+        "{what}: {} of {} samples arrived from offset {}, {} of them differ",
+        found.overlap,
+        sent.len(),
+        found.offset,
+        found.mismatches
+    );
+    // What came before the stream is silence (or nothing), not noise.
+    assert!(
+        recording[..found.offset].iter().all(|&s| s == 0),
+        "{what}: something other than silence before the stream"
+    );
+    println!(
+        "{what}: {} samples intact, starting at sample {} ({:.1} ms)",
+        sent.len(),
+        found.offset,
+        found.offset_ms()
+    );
+    found.offset
+}
+
+#[test]
+fn a_wav_sent_through_a_call_arrives_sample_exact_both_ways() {
+    let server = Server::start(&[]);
+    let alice_says = speechlike((SECONDS * f64::from(SAMPLE_RATE)) as usize, 11);
+    let bob_says = speechlike((SECONDS * f64::from(SAMPLE_RATE)) as usize, 12);
+    let dir = parlo_tests::server_harness::TempDir::new("audio");
+    let (alice_audio, alice_hears) = file_device(dir.path(), "alice", &alice_says);
+    let (bob_audio, bob_hears) = file_device(dir.path(), "bob", &bob_says);
+    let mut alice =
+        Phone::start_registered(Phone::builder("alice").server(&server).audio(alice_audio));
+    let mut bob = Phone::start_registered(
+        Phone::builder("bob")
+            .server(&server)
+            .audio(bob_audio)
+            .auto_answer(),
+    );
+    alice.send("call bob");
+    alice.expect_event("connected");
+    bob.expect_event("connected");
+    std::thread::sleep(Duration::from_secs_f64(SECONDS + 1.0));
+    let frames = alice_says.len().div_ceil(FRAME_SAMPLES) as u64;
+    for phone in [&mut alice, &mut bob] {
+        let status = phone.status();
+        assert!(
+            status.number("sent").is_some_and(|n| n >= frames)
+                && status.number("received").is_some_and(|n| n >= frames),
+            "{}: {frames} frames each way expected by now: {status}",
+            phone.name
+        );
+        assert_eq!(status.number("lost"), Some(0), "{status}");
+        assert_eq!(status.number("duplicate"), Some(0), "{status}");
+        assert_eq!(status.number("late"), Some(0), "{status}");
+    }
+    alice.send("hangup");
+    alice.expect_ended("hangup");
+    bob.expect_ended("remote-hangup");
+    // Recordings are finalized when the devices stop: at the latest when the phones quit.
+    assert_eq!(alice.quit().code(), Some(0), "{}", alice.transcript());
+    assert_eq!(bob.quit().code(), Some(0), "{}", bob.transcript());
+
+    assert_arrived_intact("alice -> bob", &alice_says, &read_wav(&bob_hears));
+    assert_arrived_intact("bob -> alice", &bob_says, &read_wav(&alice_hears));
+}
+
+#[test]
+fn a_tone_device_is_heard_at_its_frequency() {
+    let server = Server::start(&[]);
+    let dir = parlo_tests::server_harness::TempDir::new("tone");
+    let (bob_audio, bob_hears) = file_device(dir.path(), "bob", &[0; FRAME_SAMPLES]);
+    let mut alice =
+        Phone::start_registered(Phone::builder("alice").server(&server).audio("tone:1000"));
+    let mut bob = Phone::start_registered(
+        Phone::builder("bob")
+            .server(&server)
+            .audio(bob_audio)
+            .auto_answer(),
+    );
+    alice.send("call bob");
+    bob.expect_event("connected");
+    std::thread::sleep(Duration::from_millis(1500));
+    bob.send("hangup");
+    bob.expect_ended("hangup");
+    assert_eq!(bob.quit().code(), Some(0), "{}", bob.transcript());
+    let heard = read_wav(&bob_hears);
+    let start = heard
+        .iter()
+        .position(|&s| s != 0)
+        .unwrap_or_else(|| panic!("bob heard only silence in {} samples", heard.len()));
+    let tone = &heard[start..];
+    let tone = &tone[..tone.len().min(SAMPLE_RATE as usize / 2)];
+    assert!(tone.len() >= 4000, "only {} samples of tone", tone.len());
+    // A 1 kHz sine crosses zero 2000 times a second.
+    let crossings = tone.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    let hz = crossings as f64 / 2.0 / (tone.len() as f64 / f64::from(SAMPLE_RATE));
+    assert!((950.0..1050.0).contains(&hz), "heard about {hz:.0} Hz");
+}
