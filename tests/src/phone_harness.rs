@@ -77,10 +77,11 @@ pub fn free_udp_port(ip: IpAddr) -> u16 {
         .expect("a loopback UDP port is free")
 }
 
-/// Lines written by a child to one of its pipes, collected by a thread.
+/// Lines written by a child to one of its pipes, collected by a thread, each with the time
+/// it was read.
 #[derive(Debug, Default)]
 struct Lines {
-    lines: Mutex<Vec<String>>,
+    lines: Mutex<Vec<(Instant, String)>>,
     grew: Condvar,
     closed: AtomicBool,
 }
@@ -93,7 +94,7 @@ impl Lines {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
                 if let Ok(mut all) = sink.lines.lock() {
-                    all.push(line);
+                    all.push((Instant::now(), line));
                 }
                 sink.grew.notify_all();
             }
@@ -104,7 +105,10 @@ impl Lines {
     }
 
     fn snapshot(&self) -> Vec<String> {
-        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+        self.lines
+            .lock()
+            .map(|l| l.iter().map(|(_, line)| line.clone()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -515,8 +519,8 @@ impl Phone {
     }
 
     /// Waits for the next unread stdout line for which `pick` returns true, consuming it
-    /// and every line before it, and returns it with the time it was read. Fails after
-    /// `patience` or when stdout closes, with the whole transcript.
+    /// and every line before it, and returns it with the time it was read from the pipe.
+    /// `None` after `patience` or when stdout closes.
     fn wait_line(
         &mut self,
         patience: Duration,
@@ -526,10 +530,11 @@ impl Phone {
         let mut lines = self.stdout.lines.lock().expect("stdout lock");
         loop {
             let now = Instant::now();
-            if let Some(i) = lines[self.read..].iter().position(|l| pick(l)) {
+            if let Some(i) = lines[self.read..].iter().position(|(_, l)| pick(l)) {
                 let index = self.read + i;
                 self.read = index + 1;
-                return Some((lines[index].clone(), now));
+                let (at, line) = &lines[index];
+                return Some((line.clone(), *at));
             }
             self.read = lines.len().max(self.read);
             if self.stdout.closed.load(Ordering::SeqCst) || now >= deadline {
