@@ -1020,6 +1020,173 @@ impl OriginalPeer {
     }
 }
 
+/// What a [`Relay`] does to the media packets (RTP) going from the caller to the callee,
+/// by their index in that stream (0 for the first); signalling passes untouched.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Impairment {
+    /// Every N-th packet (index N-1, 2N-1, ...) is held back and sent after the next one.
+    pub reorder_every: usize,
+    /// Every N-th packet (index N-1, 2N-1, ...) is sent twice.
+    pub duplicate_every: usize,
+    /// Every N-th packet (index N-1, 2N-1, ...) is dropped.
+    pub drop_every: usize,
+}
+
+impl Impairment {
+    fn hits(every: usize, index: usize) -> bool {
+        every > 0 && index % every == every - 1
+    }
+}
+
+/// What a [`Relay`] did.
+#[derive(Debug, Clone, Default)]
+pub struct RelayReport {
+    /// Media packets from the caller.
+    pub media: usize,
+    /// Indices of the media packets dropped.
+    pub dropped: Vec<usize>,
+    /// Media packets sent out of order.
+    pub reordered: usize,
+    /// Media packets sent twice.
+    pub duplicated: usize,
+}
+
+/// A man in the middle for one call: registers `name` in the directory with the address of
+/// its caller-facing socket, forwards everything from the caller to `callee` (from a second
+/// socket) and back, and impairs the media towards the callee as told — the network
+/// impairments this kernel cannot emulate (no netem), done in user space.
+#[derive(Debug)]
+pub struct Relay {
+    /// The address callers reach: what the directory gives for its name.
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<RelayReport>>,
+    _directory: TcpStream,
+}
+
+impl Relay {
+    /// Starts a relay registered as `name` on `server`, forwarding to `callee`.
+    pub fn start(name: &str, server: &Server, callee: SocketAddr, impair: Impairment) -> Relay {
+        let front = UdpSocket::bind((loopback(), 0)).expect("a loopback UDP socket");
+        let back = UdpSocket::bind((loopback(), 0)).expect("a loopback UDP socket");
+        let addr = front.local_addr().expect("bound");
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .expect("a TCP socket");
+        socket
+            .bind(&SocketAddr::new(addr.ip(), 0).into())
+            .expect("binding the relay's address");
+        socket
+            .connect_timeout(&server.addr.into(), Duration::from_secs(1))
+            .expect("the directory accepts connections");
+        let mut directory: TcpStream = socket.into();
+        directory
+            .set_read_timeout(Some(PATIENCE))
+            .expect("timeouts can be set");
+        let request = format!(
+            "{{\"command\":\"REG\",\"name\":\"{name}\",\"port\":{}}}\n",
+            addr.port()
+        );
+        directory
+            .write_all(request.as_bytes())
+            .expect("the directory reads");
+        let mut buf = [0u8; 1024];
+        let n = directory.read(&mut buf).expect("the directory answers");
+        let reply = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            reply.contains("Registered successfully"),
+            "relay {name}: {reply}"
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || relay(&front, &back, callee, impair, &stopping));
+        Relay {
+            addr,
+            stop,
+            thread: Some(thread),
+            _directory: directory,
+        }
+    }
+
+    /// Stops forwarding and says what was done.
+    pub fn finish(mut self) -> RelayReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn relay(
+    front: &UdpSocket,
+    back: &UdpSocket,
+    callee: SocketAddr,
+    impair: Impairment,
+    stop: &AtomicBool,
+) -> RelayReport {
+    let mut report = RelayReport::default();
+    let mut caller: Option<SocketAddr> = None;
+    let mut held: Option<Vec<u8>> = None;
+    let mut buf = [0u8; 2048];
+    let _ = front.set_nonblocking(true);
+    let _ = back.set_nonblocking(true);
+    while !stop.load(Ordering::SeqCst) {
+        let mut busy = false;
+        while let Ok((n, from)) = front.recv_from(&mut buf) {
+            busy = true;
+            caller = Some(from);
+            let datagram = &buf[..n];
+            let is_rtp = datagram.first().is_some_and(|b| (0x80..=0xBF).contains(b));
+            if !is_rtp {
+                let _ = back.send_to(datagram, callee);
+                continue;
+            }
+            let index = report.media;
+            report.media += 1;
+            if Impairment::hits(impair.drop_every, index) {
+                report.dropped.push(index);
+                continue;
+            }
+            if held.is_none() && Impairment::hits(impair.reorder_every, index) {
+                held = Some(datagram.to_vec());
+                report.reordered += 1;
+                continue;
+            }
+            let _ = back.send_to(datagram, callee);
+            if Impairment::hits(impair.duplicate_every, index) {
+                let _ = back.send_to(datagram, callee);
+                report.duplicated += 1;
+            }
+            if let Some(late) = held.take() {
+                let _ = back.send_to(&late, callee);
+            }
+        }
+        while let Ok((n, from)) = back.recv_from(&mut buf) {
+            busy = true;
+            if let (true, Some(caller)) = (from == callee, caller) {
+                let _ = front.send_to(&buf[..n], caller);
+            }
+        }
+        if !busy {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    report
+}
+
 /// A loopback address of its own for a third party (a forger), not used by any phone.
 pub fn third_party() -> UdpSocket {
     UdpSocket::bind((loopback(), 0)).expect("a loopback UDP socket")

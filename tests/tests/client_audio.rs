@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use parlo_tests::phone_harness::{
-    FRAME_SAMPLES, Phone, SAMPLE_RATE, align, read_wav, speechlike, write_wav,
+    Event, FRAME_SAMPLES, Impairment, Phone, Relay, RelayReport, SAMPLE_RATE, align, read_wav,
+    speechlike, write_wav,
 };
 use parlo_tests::server_harness::Server;
 
@@ -131,4 +132,93 @@ fn a_tone_device_is_heard_at_its_frequency() {
     let crossings = tone.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
     let hz = crossings as f64 / 2.0 / (tone.len() as f64 / f64::from(SAMPLE_RATE));
     assert!((950.0..1050.0).contains(&hz), "heard about {hz:.0} Hz");
+}
+
+/// Alice calls "bob", which is a [`Relay`] in front of the real phone (registered as
+/// `bob-phone`), with alice's audio impaired on the way. Returns what alice sent, what
+/// bob's phone recorded, bob's status at the end of the call and the relay's report.
+fn call_through_relay(impair: Impairment) -> (Vec<i16>, Vec<i16>, Event, RelayReport) {
+    let server = Server::start(&[]);
+    let dir = parlo_tests::server_harness::TempDir::new("relay");
+    let alice_says = speechlike((SECONDS * f64::from(SAMPLE_RATE)) as usize, 13);
+    let (alice_audio, _) = file_device(dir.path(), "alice", &alice_says);
+    let (bob_audio, bob_hears) = file_device(dir.path(), "bob", &[0; FRAME_SAMPLES]);
+    let mut bob = Phone::start_registered(
+        Phone::builder("bob-phone")
+            .server(&server)
+            .audio(bob_audio)
+            .auto_answer(),
+    );
+    let relay = Relay::start("bob", &server, bob.addr, impair);
+    let mut alice =
+        Phone::start_registered(Phone::builder("alice").server(&server).audio(alice_audio));
+    alice.send("call bob");
+    alice.expect_event("connected");
+    bob.expect_event("connected");
+    std::thread::sleep(Duration::from_secs_f64(SECONDS + 1.0));
+    let status = bob.status();
+    alice.send("hangup");
+    alice.expect_ended("hangup");
+    bob.expect_ended("remote-hangup");
+    assert_eq!(bob.quit().code(), Some(0), "{}", bob.transcript());
+    let report = relay.finish();
+    (alice_says, read_wav(&bob_hears), status, report)
+}
+
+#[test]
+fn reordered_and_duplicated_packets_are_played_in_order_sample_exact() {
+    let (sent, heard, status, report) = call_through_relay(Impairment {
+        reorder_every: 5,
+        duplicate_every: 7,
+        drop_every: 0,
+    });
+    assert!(
+        report.reordered >= 5 && report.duplicated >= 4,
+        "{report:?}"
+    );
+    assert!(
+        status.number("duplicate").is_some_and(|n| n >= 4),
+        "duplicates are counted: {status}"
+    );
+    assert_eq!(status.number("lost"), Some(0), "{status}");
+    assert_arrived_intact("alice -> relay -> bob", &sent, &heard);
+}
+
+#[test]
+fn lost_packets_are_counted_and_only_their_frames_differ() {
+    let (sent, heard, status, report) = call_through_relay(Impairment {
+        reorder_every: 0,
+        duplicate_every: 0,
+        drop_every: 6,
+    });
+    let frames = sent.len() / FRAME_SAMPLES;
+    let dropped: Vec<usize> = report
+        .dropped
+        .iter()
+        .copied()
+        .filter(|&i| i < frames)
+        .collect();
+    assert!(dropped.len() >= 4, "{report:?}");
+    let lost = status.number("lost").unwrap_or(0) + status.number("concealed").unwrap_or(0);
+    assert!(
+        lost >= dropped.len() as u64,
+        "{} frames dropped, the phone counted: {status}",
+        dropped.len()
+    );
+    let found = align(&sent, &heard).expect("the first frame arrived");
+    for k in 0..frames {
+        let range = k * FRAME_SAMPLES..(k + 1) * FRAME_SAMPLES;
+        let played = &heard[found.offset + range.start..found.offset + range.end];
+        if dropped.contains(&k) {
+            assert_ne!(
+                played, &sent[range],
+                "frame {k} was dropped, yet it was played"
+            );
+        } else {
+            assert_eq!(
+                played, &sent[range],
+                "frame {k} arrived but was not played as sent"
+            );
+        }
+    }
 }
