@@ -1262,3 +1262,480 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The phone's side of the protocol: encoding requests, parsing responses.
+// ---------------------------------------------------------------------------------------
+
+/// A buffer size that always holds what [`Request::encode`] writes, `\n` included (a REG
+/// of a 32-byte name made of escaped quotes and the largest port takes 106 bytes).
+pub const MAX_ENCODED_REQUEST: usize = 128;
+
+impl Request {
+    /// Writes the request as a phone sends it: one compact JSON object and a `\n`.
+    /// Returns the length; a buffer of [`MAX_ENCODED_REQUEST`] bytes always suffices.
+    ///
+    /// `{"command":"REG","name":N,"port":P}`, `{"command":"GET","name":N}`,
+    /// `{"command":"DISCONNECT","name":N}`, `{"command":"LIST"}` (with `"offset":K` when
+    /// K is not 0), `{"command":"PING"}`.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let mut w = Out { buf: out, len: 0 };
+        let (command, name) = match self {
+            Request::Reg { name, .. } => ("REG", Some(name)),
+            Request::Get { name } => ("GET", Some(name)),
+            Request::Disconnect { name } => ("DISCONNECT", Some(name)),
+            Request::List { .. } => ("LIST", None),
+            Request::Ping => ("PING", None),
+        };
+        w.raw(r#"{"command":""#)?;
+        w.raw(command)?;
+        w.raw("\"")?;
+        if let Some(name) = name {
+            w.raw(r#","name":""#)?;
+            w.escaped(format_args!("{name}"))?;
+            w.raw("\"")?;
+        }
+        match self {
+            Request::Reg { port, .. } => w.fmt(format_args!(r#","port":{port}"#))?,
+            Request::List { offset } if *offset > 0 => {
+                w.fmt(format_args!(r#","offset":{offset}"#))?;
+            }
+            _ => {}
+        }
+        w.raw("}\n")?;
+        Ok(w.len)
+    }
+}
+
+/// Longest `"reason"` text a [`Reply`] keeps, in bytes; a longer one is cut.
+pub const MAX_REASON_LEN: usize = 256;
+
+/// A response as the phone reads it: what the server said to one request.
+///
+/// Responses carry no request id: a client matches them to its requests in order, one
+/// response per request.
+// A LIST page makes `Users` about 1 KB; a reply lives on the stack for one response and is
+// never stored, and boxing it would allocate per response.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `{"ack":"Registered successfully"}`
+    Registered,
+    /// `{"ack":"Error Registering"}`: the name is held by another live registration.
+    NameTaken {
+        /// The server's explanation, if it gave one.
+        reason: heapless::String<MAX_REASON_LEN>,
+    },
+    /// `{"ip":"A.B.C.D","port":P}`; an original server sends no port, which means
+    /// [`DEFAULT_PEER_PORT`].
+    Found(Contact),
+    /// `{"ip":"None"}`
+    NotFound,
+    /// `{"ack":"Disconnected"}`
+    Disconnected,
+    /// `{"users":[..],"more":bool}`: one page of the registered names.
+    Users {
+        /// The names of this page.
+        names: Page,
+        /// Whether more names follow (ask again with the offset moved on).
+        more: bool,
+    },
+    /// `{"ack":"PONG"}`
+    Pong,
+    /// `{"ack":"Error","reason":..}`: the request was refused.
+    Error {
+        /// The server's explanation (empty when it gave none).
+        reason: heapless::String<MAX_REASON_LEN>,
+    },
+}
+
+/// Why a response could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyError {
+    /// The bytes are not a JSON object of the expected shape; says what was found.
+    Malformed(&'static str),
+    /// The object has none of `"ack"`, `"ip"`, `"users"`.
+    NotAResponse,
+    /// `"ack"` holds a value this phone does not know (its first bytes).
+    UnknownAck(heapless::String<COMMAND_ECHO>),
+    /// `"ip"` is neither an IP address nor `"None"` (its first bytes).
+    BadIp(heapless::String<COMMAND_ECHO>),
+    /// `"port"` is not between 1 and 65535 (the value sent).
+    BadPort(i64),
+    /// A name in `"users"` breaks the naming rules.
+    BadName(RequestError),
+    /// `"users"` lists more than [`LIST_PAGE`] names.
+    TooManyNames,
+}
+
+impl fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplyError::Malformed(what) => write!(f, "malformed response: {what}"),
+            ReplyError::NotAResponse => {
+                f.write_str("response has none of \"ack\", \"ip\" or \"users\"")
+            }
+            ReplyError::UnknownAck(ack) => write!(f, "unknown \"ack\" value \"{ack}\""),
+            ReplyError::BadIp(ip) => {
+                write!(f, "\"ip\" is \"{ip}\": expected an IP address or \"None\"")
+            }
+            ReplyError::BadPort(port) => write!(f, "port {port} is not between 1 and 65535"),
+            ReplyError::BadName(error) => write!(f, "listed name refused: {error}"),
+            ReplyError::TooManyNames => write!(f, "more than {LIST_PAGE} names in one page"),
+        }
+    }
+}
+
+impl core::error::Error for ReplyError {}
+
+/// The `"users"` array, read name by name into a fixed page (names kept whole or
+/// reported too long).
+#[derive(Debug, Default)]
+struct WireUsers {
+    names: heapless::Vec<Text<MAX_NAME_LEN>, LIST_PAGE>,
+    overflow: bool,
+}
+
+impl<'de> Deserialize<'de> for WireUsers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UsersVisitor;
+        impl<'de> Visitor<'de> for UsersVisitor {
+            type Value = WireUsers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of names")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<WireUsers, A::Error> {
+                let mut users = WireUsers::default();
+                while let Some(name) = seq.next_element::<Text<MAX_NAME_LEN>>()? {
+                    if users.names.push(name).is_err() {
+                        users.overflow = true;
+                    }
+                }
+                Ok(users)
+            }
+        }
+        deserializer.deserialize_seq(UsersVisitor)
+    }
+}
+
+/// The fields of a response object as they arrive; unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+struct WireReply {
+    ack: Option<Text<32>>,
+    reason: Option<Text<MAX_REASON_LEN>>,
+    ip: Option<Text<48>>,
+    port: Option<i64>,
+    users: Option<WireUsers>,
+    more: Option<bool>,
+}
+
+/// The first bytes of `text`, cut at a character boundary.
+fn echo(text: &str) -> heapless::String<COMMAND_ECHO> {
+    let mut out = heapless::String::new();
+    for c in text.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+impl Reply {
+    /// Parses one response object (a [`crate::framing::Frame::Object`] cut from the
+    /// server's stream). Strings are unescaped; unknown fields are ignored.
+    pub fn parse(bytes: &[u8]) -> Result<Reply, ReplyError> {
+        let mut unescaped = [0u8; MAX_RESPONSE];
+        let (wire, _) = serde_json_core::from_slice_escaped::<WireReply>(bytes, &mut unescaped)
+            .map_err(|e| ReplyError::Malformed(describe(&e)))?;
+        let reason = || -> heapless::String<MAX_REASON_LEN> {
+            wire.reason
+                .as_ref()
+                .map(|r| r.kept.clone())
+                .unwrap_or_default()
+        };
+        if let Some(ack) = &wire.ack {
+            return match ack.kept.as_str() {
+                "Registered successfully" => Ok(Reply::Registered),
+                "Error Registering" => Ok(Reply::NameTaken { reason: reason() }),
+                "Disconnected" => Ok(Reply::Disconnected),
+                "PONG" => Ok(Reply::Pong),
+                "Error" => Ok(Reply::Error { reason: reason() }),
+                other => Err(ReplyError::UnknownAck(echo(other))),
+            };
+        }
+        if let Some(ip) = &wire.ip {
+            let text = ip.kept.as_str();
+            if text == "None" {
+                return Ok(Reply::NotFound);
+            }
+            let ip: IpAddr = match ip.whole().map(str::parse) {
+                Ok(Ok(ip)) => ip,
+                _ => return Err(ReplyError::BadIp(echo(text))),
+            };
+            let port = match wire.port {
+                None => DEFAULT_PEER_PORT,
+                Some(port) => match u16::try_from(port) {
+                    Ok(port) if port != 0 => port,
+                    _ => return Err(ReplyError::BadPort(port)),
+                },
+            };
+            return Ok(Reply::Found(Contact { ip, port }));
+        }
+        if let Some(users) = &wire.users {
+            if users.overflow {
+                return Err(ReplyError::TooManyNames);
+            }
+            let mut names = Page::new();
+            for text in &users.names {
+                let name = Name::new(
+                    text.whole()
+                        .map_err(|len| ReplyError::BadName(RequestError::NameTooLong(len)))?,
+                )
+                .map_err(ReplyError::BadName)?;
+                // Cannot overflow: `users.names` has the page's capacity.
+                let _ = names.push(name);
+            }
+            return Ok(Reply::Users {
+                names,
+                more: wire.more.unwrap_or(false),
+            });
+        }
+        Err(ReplyError::NotAResponse)
+    }
+}
+
+#[cfg(test)]
+mod client_side_tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::string::String;
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("test names are valid")
+    }
+
+    fn encoded(request: &Request) -> String {
+        let mut buf = [0u8; MAX_ENCODED_REQUEST];
+        let len = request
+            .encode(&mut buf)
+            .expect("MAX_ENCODED_REQUEST always suffices");
+        String::from_utf8(buf[..len].to_vec()).expect("requests are UTF-8")
+    }
+
+    fn reply(s: &str) -> Result<Reply, ReplyError> {
+        Reply::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn requests_are_encoded_byte_for_byte() {
+        let alice = name("alice");
+        assert_eq!(
+            encoded(&Request::Reg {
+                name: alice.clone(),
+                port: 5001
+            }),
+            "{\"command\":\"REG\",\"name\":\"alice\",\"port\":5001}\n"
+        );
+        assert_eq!(
+            encoded(&Request::Get { name: name("bob") }),
+            "{\"command\":\"GET\",\"name\":\"bob\"}\n"
+        );
+        assert_eq!(
+            encoded(&Request::Disconnect { name: alice }),
+            "{\"command\":\"DISCONNECT\",\"name\":\"alice\"}\n"
+        );
+        assert_eq!(
+            encoded(&Request::List { offset: 0 }),
+            "{\"command\":\"LIST\"}\n"
+        );
+        assert_eq!(
+            encoded(&Request::List { offset: 32 }),
+            "{\"command\":\"LIST\",\"offset\":32}\n"
+        );
+        assert_eq!(encoded(&Request::Ping), "{\"command\":\"PING\"}\n");
+    }
+
+    #[test]
+    fn encoded_requests_parse_back_to_themselves() {
+        for request in [
+            Request::Reg {
+                name: name("d\"o\\or=1"),
+                port: 65535,
+            },
+            Request::Get {
+                name: name("é€")
+            },
+            Request::Disconnect { name: name("x") },
+            Request::List { offset: 7 },
+            Request::List { offset: 0 },
+            Request::Ping,
+        ] {
+            let text = encoded(&request);
+            let object = text.strip_suffix('\n').expect("ends with a newline");
+            assert_eq!(Request::parse(object.as_bytes()), Ok(request));
+        }
+    }
+
+    #[test]
+    fn longest_request_fits_and_short_buffers_fail_cleanly() {
+        let mut buf = [0u8; MAX_ENCODED_REQUEST];
+        let quotes = Request::Reg {
+            name: name(&"\"".repeat(MAX_NAME_LEN)),
+            port: 65535,
+        };
+        let len = quotes.encode(&mut buf).expect("fits");
+        assert!(len <= MAX_ENCODED_REQUEST);
+        let mut small = [0u8; 10];
+        assert_eq!(quotes.encode(&mut small), Err(BufferTooSmall));
+    }
+
+    #[test]
+    fn every_response_of_the_server_is_understood() {
+        assert_eq!(
+            reply(r#"{"ack":"Registered successfully"}"#),
+            Ok(Reply::Registered)
+        );
+        let Ok(Reply::NameTaken { reason }) =
+            reply(r#"{"ack":"Error Registering","reason":"\"bob\" is already registered"}"#)
+        else {
+            panic!("name taken");
+        };
+        assert_eq!(reason.as_str(), "\"bob\" is already registered");
+        assert_eq!(
+            reply(r#"{"ip":"127.0.0.2","port":6000}"#),
+            Ok(Reply::Found(Contact {
+                ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+                port: 6000
+            }))
+        );
+        assert_eq!(reply(r#"{"ip":"None"}"#), Ok(Reply::NotFound));
+        assert_eq!(reply(r#"{"ack":"Disconnected"}"#), Ok(Reply::Disconnected));
+        assert_eq!(reply(r#"{"ack":"PONG"}"#), Ok(Reply::Pong));
+        let Ok(Reply::Error { reason }) = reply(r#"{"ack":"Error","reason":"name is empty"}"#)
+        else {
+            panic!("error");
+        };
+        assert_eq!(reason.as_str(), "name is empty");
+        let Ok(Reply::Users { names, more }) = reply(r#"{"users":["alice","bob"],"more":true}"#)
+        else {
+            panic!("users");
+        };
+        assert_eq!(names.as_slice(), &[name("alice"), name("bob")]);
+        assert!(more);
+        assert_eq!(
+            reply(r#"{"users":[],"more":false}"#),
+            Ok(Reply::Users {
+                names: Page::new(),
+                more: false
+            })
+        );
+    }
+
+    #[test]
+    fn original_server_responses() {
+        // The original answers with Python's spacing, no port and no reason.
+        assert_eq!(
+            reply(r#"{"ip": "192.168.1.20"}"#),
+            Ok(Reply::Found(Contact {
+                ip: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20)),
+                port: DEFAULT_PEER_PORT
+            }))
+        );
+        assert_eq!(
+            reply(r#"{"ack": "Error"}"#),
+            Ok(Reply::Error {
+                reason: heapless::String::new()
+            })
+        );
+        assert_eq!(
+            reply(r#"{"ack": "Error Registering"}"#),
+            Ok(Reply::NameTaken {
+                reason: heapless::String::new()
+            })
+        );
+    }
+
+    #[test]
+    fn what_the_server_encodes_the_phone_parses() {
+        let contact = Contact {
+            ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+            port: 5001,
+        };
+        let names = [name("a\"b"), name("c\\d")];
+        for (response, expected) in [
+            (Response::Registered, Reply::Registered),
+            (Response::Found(contact), Reply::Found(contact)),
+            (Response::NotFound, Reply::NotFound),
+            (Response::Disconnected, Reply::Disconnected),
+            (Response::Pong, Reply::Pong),
+            (
+                Response::Users {
+                    names: &names,
+                    more: false,
+                },
+                Reply::Users {
+                    names: Page::from_slice(&names).expect("fits"),
+                    more: false,
+                },
+            ),
+        ] {
+            let mut buf = [0u8; MAX_RESPONSE];
+            let len = response.encode(&mut buf).expect("fits");
+            let object = &buf[..len - 1];
+            assert_eq!(Reply::parse(object), Ok(expected));
+        }
+        let mut buf = [0u8; MAX_RESPONSE];
+        let len = Response::Error(Reason::ServerFull)
+            .encode(&mut buf)
+            .expect("fits");
+        let Ok(Reply::Error { reason }) = Reply::parse(&buf[..len - 1]) else {
+            panic!("error response");
+        };
+        assert_eq!(reason.as_str(), "server full, try again later");
+    }
+
+    #[test]
+    fn bad_responses_say_what_is_wrong() {
+        assert!(matches!(reply("{\"ack\":"), Err(ReplyError::Malformed(_))));
+        assert!(matches!(reply("[1]"), Err(ReplyError::Malformed(_))));
+        assert_eq!(reply(r#"{"x":1}"#), Err(ReplyError::NotAResponse));
+        assert_eq!(
+            reply(r#"{"ack":"Maybe"}"#),
+            Err(ReplyError::UnknownAck(echo("Maybe")))
+        );
+        assert_eq!(
+            reply(r#"{"ip":"not-an-ip"}"#),
+            Err(ReplyError::BadIp(echo("not-an-ip")))
+        );
+        assert_eq!(
+            reply(r#"{"ip":"127.0.0.1","port":0}"#),
+            Err(ReplyError::BadPort(0))
+        );
+        assert_eq!(
+            reply(r#"{"ip":"127.0.0.1","port":70000}"#),
+            Err(ReplyError::BadPort(70000))
+        );
+        assert!(matches!(
+            reply(r#"{"users":["has space"],"more":false}"#),
+            Err(ReplyError::BadName(RequestError::NameHasWhitespace))
+        ));
+        let long = format!(r#"{{"users":["{}"],"more":false}}"#, "n".repeat(40));
+        assert_eq!(
+            reply(&long),
+            Err(ReplyError::BadName(RequestError::NameTooLong(40)))
+        );
+        let many: std::vec::Vec<String> = (0..=LIST_PAGE).map(|i| format!("\"u{i}\"")).collect();
+        let many = format!(r#"{{"users":[{}],"more":true}}"#, many.join(","));
+        assert_eq!(reply(&many), Err(ReplyError::TooManyNames));
+        for error in [
+            ReplyError::NotAResponse,
+            ReplyError::BadPort(0),
+            ReplyError::TooManyNames,
+        ] {
+            assert!(!error.to_string().is_empty());
+        }
+    }
+}

@@ -1,0 +1,717 @@
+//! The command line: `parlo-client [OPTIONS]`, `parlo-client ctl`, `parlo-client devices`,
+//! with the environment variables a systemd `EnvironmentFile=` sets.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use log::LevelFilter;
+use parlo_audio::DeviceSpec;
+use parlo_net::peer::Name;
+
+use crate::error::Error;
+
+/// `--help` text of the daemon.
+pub const HELP: &str = "\
+parlo-client: the Parlo phone daemon. Registers NAME with the directory server, places and
+answers calls over UDP, and carries the audio. Driven by text commands; reports events.
+
+USAGE:
+    parlo-client --server ADDR[:PORT] --name NAME [OPTIONS]
+    parlo-client ctl [--control PATH] [COMMAND...]
+    parlo-client devices
+
+OPTIONS:
+    --server ADDR[:PORT]    The directory server: an IP address or a host name, and its
+                            TCP port (1024-65535).                 [default port: 10000]
+                            IPv6 with a port: [ADDR]:PORT.          env: PARLO_SERVER
+    --name NAME             This phone's name: 1 to 32 bytes of printable UTF-8 without
+                            whitespace.                             env: PARLO_NAME
+    --listen ADDR:PORT      UDP address for calls (port 1024-65535). With a specific
+                            ADDR, the connection to the server leaves from ADDR too, so
+                            the directory records the address the phone listens on.
+                            [default: 0.0.0.0:5001]                 env: PARLO_LISTEN
+    --audio DEV             cpal[:DEVICE] (sound card; see `devices`), file:IN.wav[,OUT.wav]
+                            (IN, 8 kHz mono 16-bit, played in real time as the microphone;
+                            what is received is written to OUT), tone[:HZ], null.
+                            [default: cpal]                         env: PARLO_AUDIO
+    --control PATH          Also read commands from a Unix socket at PATH (for systemd,
+                            where stdin is /dev/null); `ctl` talks to it.
+                                                                    env: PARLO_CONTROL
+    --json                  Print events as JSON lines.             env: PARLO_JSON=1
+    --auto-answer           Answer incoming calls at once (intercom). env: PARLO_AUTO_ANSWER=1
+    --answer-timeout SECS   How long a call may ring unanswered, 1-600 s.
+                            [default: 7]                            env: PARLO_ANSWER_TIMEOUT
+    --log-level LEVEL       Log to stderr: off, error, warn, info, debug, trace.
+                            [default: info]                         env: PARLO_LOG_LEVEL
+    -h, --help              Print this help.
+    -V, --version           Print the version.
+    Flags override the environment. Boolean variables take 1/true/yes or 0/false/no.
+
+COMMANDS (one per line, on stdin and on the control socket; each gets one answer line):
+    call NAME    accept    reject    hangup    list    status    quit    help
+
+EVENTS (stdout, one per line; with --json the same as objects with an \"event\" field):
+    registered NAME server=ADDR          unregistered reason=TEXT
+    calling PEER    ringing PEER         incoming PEER from=ADDR verified=yes|no|unknown
+    connected PEER dialect=parlo|original
+    ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled
+    users NAME...    status state=... (counters)    help ...    bye    error reason=TEXT
+
+STDIN:
+    When stdin is a terminal, a pipe or a socket and no --control socket is given, the end
+    of stdin quits (as `quit`). Otherwise (stdin is /dev/null or a file, or --control is
+    given) the end of stdin only stops reading it.
+
+SIGNALS:
+    SIGTERM, SIGINT   Hang up any call, DISCONNECT from the server, exit 0.
+    SIGHUP            Log a status line.
+
+EXIT CODES:
+    0 stopped on request    1 stopped, but the audio device reported an error
+    2 critical error (bad option, port in use, control socket in use)    3 unknown error
+";
+
+/// `--help` text of `ctl`.
+pub const CTL_HELP: &str = "\
+parlo-client ctl: send commands to a running parlo-client through its control socket and
+print each answer line.
+
+USAGE:
+    parlo-client ctl [--control PATH] [COMMAND...]
+
+    With a COMMAND (e.g. `ctl --control /run/parlo/control call bob`), sends it and prints
+    the answer. Without, sends each line of stdin and prints each answer.
+
+OPTIONS:
+    --control PATH    The daemon's --control socket.    env: PARLO_CONTROL
+    -h, --help        Print this help.
+
+EXIT CODES:
+    0 every command answered without error    1 some answer was an error event
+    2 the daemon cannot be reached
+";
+
+/// The directory server's default TCP port.
+pub const DEFAULT_SERVER_PORT: u16 = 10000;
+
+/// The default UDP address for calls (the original's fixed port).
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 5001);
+
+/// Where the directory server is: a host name or address, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// An IP address or a host name, as given.
+    pub host: String,
+    /// The TCP port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// What the daemon needs to run.
+#[derive(Debug, Clone)]
+pub struct PhoneConfig {
+    /// The directory server.
+    pub server: ServerAddr,
+    /// This phone's name.
+    pub name: Name,
+    /// UDP address for calls.
+    pub listen: SocketAddr,
+    /// The audio device.
+    pub audio: DeviceSpec,
+    /// The control socket, if any.
+    pub control: Option<PathBuf>,
+    /// Events as JSON lines.
+    pub json: bool,
+    /// Answer incoming calls at once.
+    pub auto_answer: bool,
+    /// Ringing limit, in milliseconds.
+    pub answer_timeout_ms: u64,
+    /// Log verbosity.
+    pub log_level: LevelFilter,
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Run the phone.
+    Run(Box<PhoneConfig>),
+    /// Send commands to a running phone.
+    Ctl {
+        /// The control socket.
+        control: PathBuf,
+        /// The command given on the command line, if any (else stdin's lines).
+        command: Option<String>,
+    },
+    /// List the sound devices.
+    Devices,
+    /// Print this text and exit.
+    Help(&'static str),
+    /// Print the version and exit.
+    Version,
+}
+
+fn usage(text: impl Into<String>) -> Error {
+    Error::Usage(text.into())
+}
+
+fn from_lexopt(error: lexopt::Error) -> Error {
+    usage(error.to_string())
+}
+
+/// Where the environment is read from: the process's, or a fixed list in tests.
+pub trait Env {
+    /// The value of `key`, if set and not empty.
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+/// Checks a port against the original's rule.
+fn check_port(port: u16, what: &str) -> Result<u16, Error> {
+    if port < 1024 {
+        return Err(usage(format!(
+            "{what}: the port must be between 1024 and 65535, got {port}"
+        )));
+    }
+    Ok(port)
+}
+
+fn parse_port(text: &str, what: &str) -> Result<u16, Error> {
+    match text.parse::<u32>() {
+        Ok(port) if (1024..=65535).contains(&port) => Ok(port as u16),
+        _ => Err(usage(format!(
+            "{what}: the port must be between 1024 and 65535, got {text:?}"
+        ))),
+    }
+}
+
+/// Whether `host` is a plausible host name (RFC 1123 labels).
+fn valid_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        // A name made only of digits and dots is a mistyped IPv4 address.
+        && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// Parses `ADDR[:PORT]`: an IPv4 address, `[IPv6]`, a bare IPv6 address or a host name,
+/// with an optional port.
+pub fn parse_server(text: &str) -> Result<ServerAddr, Error> {
+    let what = "--server";
+    let invalid = || {
+        usage(format!(
+            "{what}: the server address is invalid: {text:?} (expected an IP address or a \
+             host name, optionally followed by :PORT)"
+        ))
+    };
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        let port = check_port(addr.port(), what)?;
+        return Ok(ServerAddr {
+            host: addr.ip().to_string(),
+            port,
+        });
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(ServerAddr {
+            host: ip.to_string(),
+            port: DEFAULT_SERVER_PORT,
+        });
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, parse_port(port, what)?),
+        None => (text, DEFAULT_SERVER_PORT),
+    };
+    if host.parse::<IpAddr>().is_ok() || !valid_host_name(host) {
+        // `::1:10000` and the like: IPv6 with a port needs brackets.
+        return Err(invalid());
+    }
+    Ok(ServerAddr {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, Error> {
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        usage(format!(
+            "--listen: expected ADDR:PORT such as 0.0.0.0:5001 or [::]:5001, got {text:?}"
+        ))
+    })?;
+    check_port(addr.port(), "--listen")?;
+    Ok(addr)
+}
+
+fn parse_name(text: &str) -> Result<Name, Error> {
+    if text.is_empty() {
+        return Err(usage("--name: you must give a name"));
+    }
+    Name::new(text).map_err(|e| usage(format!("--name: {e}")))
+}
+
+fn parse_audio(text: &str) -> Result<DeviceSpec, Error> {
+    DeviceSpec::parse(text).map_err(|e| usage(format!("--audio: {e}")))
+}
+
+fn parse_answer_timeout(text: &str) -> Result<u64, Error> {
+    match text.parse::<u64>() {
+        Ok(secs) if (1..=600).contains(&secs) => Ok(secs * 1000),
+        _ => Err(usage(format!(
+            "--answer-timeout: expected a whole number of seconds from 1 to 600, got {text:?}"
+        ))),
+    }
+}
+
+fn parse_log_level(text: &str) -> Result<LevelFilter, Error> {
+    text.parse().map_err(|_| {
+        usage(format!(
+            "--log-level: expected off, error, warn, info, debug or trace, got {text:?}"
+        ))
+    })
+}
+
+fn parse_bool(key: &str, text: &str) -> Result<bool, Error> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(usage(format!(
+            "{key}: expected 1, true, yes or 0, false, no, got {text:?}"
+        ))),
+    }
+}
+
+/// Names the variable in an error about its value.
+fn from_env<T>(key: &str, result: Result<T, Error>) -> Result<T, Error> {
+    result.map_err(|e| match e {
+        Error::Usage(text) => usage(format!("{key} (environment): {text}")),
+        other => other,
+    })
+}
+
+/// The value of `--flag` as text.
+fn text(parser: &mut lexopt::Parser, flag: &str) -> Result<String, Error> {
+    let value = parser.value().map_err(from_lexopt)?;
+    value.into_string().map_err(|v| {
+        usage(format!(
+            "{flag}: {} is not valid UTF-8",
+            v.to_string_lossy()
+        ))
+    })
+}
+
+/// Parses the arguments after the program name, with `env` for the variables.
+pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<Command, Error> {
+    use lexopt::prelude::*;
+
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut server = None;
+    let mut name = None;
+    let mut listen = None;
+    let mut audio = None;
+    let mut control: Option<PathBuf> = None;
+    let mut json = false;
+    let mut auto_answer = false;
+    let mut answer_timeout_ms = None;
+    let mut log_level = None;
+    let mut first = true;
+    while let Some(arg) = parser.next().map_err(from_lexopt)? {
+        match arg {
+            Value(word) if first && word == "ctl" => return parse_ctl(parser, env),
+            Value(word) if first && word == "devices" => {
+                if let Some(arg) = parser.next().map_err(from_lexopt)? {
+                    return Err(from_lexopt(arg.unexpected()));
+                }
+                return Ok(Command::Devices);
+            }
+            Long("server") => server = Some(parse_server(&text(&mut parser, "--server")?)?),
+            Long("name") => name = Some(parse_name(&text(&mut parser, "--name")?)?),
+            Long("listen") => listen = Some(parse_listen(&text(&mut parser, "--listen")?)?),
+            Long("audio") => audio = Some(parse_audio(&text(&mut parser, "--audio")?)?),
+            Long("control") => control = Some(parser.value().map_err(from_lexopt)?.into()),
+            Long("json") => json = true,
+            Long("auto-answer") => auto_answer = true,
+            Long("answer-timeout") => {
+                answer_timeout_ms = Some(parse_answer_timeout(&text(
+                    &mut parser,
+                    "--answer-timeout",
+                )?)?);
+            }
+            Long("log-level") => {
+                log_level = Some(parse_log_level(&text(&mut parser, "--log-level")?)?);
+            }
+            Short('h') | Long("help") => return Ok(Command::Help(HELP)),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            _ => return Err(from_lexopt(arg.unexpected())),
+        }
+        first = false;
+    }
+
+    let server = match server {
+        Some(server) => server,
+        None => match env.var("PARLO_SERVER") {
+            Some(v) => from_env("PARLO_SERVER", parse_server(&v))?,
+            None => {
+                return Err(usage(
+                    "--server is required: the directory server's ADDR[:PORT]",
+                ));
+            }
+        },
+    };
+    let name = match name {
+        Some(name) => name,
+        None => match env.var("PARLO_NAME") {
+            Some(v) => from_env("PARLO_NAME", parse_name(&v))?,
+            None => return Err(usage("--name is required: you must give a name")),
+        },
+    };
+    let listen = match listen {
+        Some(listen) => listen,
+        None => match env.var("PARLO_LISTEN") {
+            Some(v) => from_env("PARLO_LISTEN", parse_listen(&v))?,
+            None => DEFAULT_LISTEN,
+        },
+    };
+    let audio = match audio {
+        Some(audio) => audio,
+        None => match env.var("PARLO_AUDIO") {
+            Some(v) => from_env("PARLO_AUDIO", parse_audio(&v))?,
+            None => DeviceSpec::default(),
+        },
+    };
+    if let DeviceSpec::File { input, .. } = &audio {
+        if let Err(e) = std::fs::File::open(input) {
+            return Err(usage(format!(
+                "--audio: cannot open the input WAV file {}: {e}",
+                input.display()
+            )));
+        }
+    }
+    let control = control.or_else(|| env.var("PARLO_CONTROL").map(PathBuf::from));
+    let json = json
+        || match env.var("PARLO_JSON") {
+            Some(v) => parse_bool("PARLO_JSON", &v)?,
+            None => false,
+        };
+    let auto_answer = auto_answer
+        || match env.var("PARLO_AUTO_ANSWER") {
+            Some(v) => parse_bool("PARLO_AUTO_ANSWER", &v)?,
+            None => false,
+        };
+    let answer_timeout_ms = match answer_timeout_ms {
+        Some(ms) => ms,
+        None => match env.var("PARLO_ANSWER_TIMEOUT") {
+            Some(v) => from_env("PARLO_ANSWER_TIMEOUT", parse_answer_timeout(&v))?,
+            None => 7_000,
+        },
+    };
+    let log_level = match log_level {
+        Some(level) => level,
+        None => match env.var("PARLO_LOG_LEVEL") {
+            Some(v) => from_env("PARLO_LOG_LEVEL", parse_log_level(&v))?,
+            None => LevelFilter::Info,
+        },
+    };
+    Ok(Command::Run(Box::new(PhoneConfig {
+        server,
+        name,
+        listen,
+        audio,
+        control,
+        json,
+        auto_answer,
+        answer_timeout_ms,
+        log_level,
+    })))
+}
+
+fn parse_ctl(mut parser: lexopt::Parser, env: &dyn Env) -> Result<Command, Error> {
+    use lexopt::prelude::*;
+
+    let mut control: Option<PathBuf> = None;
+    let mut words: Vec<String> = Vec::new();
+    while let Some(arg) = parser.next().map_err(from_lexopt)? {
+        match arg {
+            Long("control") if words.is_empty() => {
+                control = Some(parser.value().map_err(from_lexopt)?.into());
+            }
+            Short('h') | Long("help") if words.is_empty() => return Ok(Command::Help(CTL_HELP)),
+            Value(word) => {
+                words.push(word.into_string().map_err(|w| {
+                    usage(format!("ctl: {} is not valid UTF-8", w.to_string_lossy()))
+                })?)
+            }
+            _ => return Err(from_lexopt(arg.unexpected())),
+        }
+    }
+    let control = control
+        .or_else(|| env.var("PARLO_CONTROL").map(PathBuf::from))
+        .ok_or_else(|| usage("ctl: --control PATH is required (or PARLO_CONTROL)"))?;
+    let command = (!words.is_empty()).then(|| words.join(" "));
+    Ok(Command::Ctl { control, command })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    struct FakeEnv(HashMap<&'static str, &'static str>);
+
+    impl Env for FakeEnv {
+        fn var(&self, key: &str) -> Option<String> {
+            self.0.get(key).map(|v| (*v).to_owned())
+        }
+    }
+
+    fn no_env() -> FakeEnv {
+        FakeEnv(HashMap::new())
+    }
+
+    fn parse_words(words: &str, env: &FakeEnv) -> Result<Command, Error> {
+        parse(words.split_whitespace().map(OsString::from), env)
+    }
+
+    fn config(words: &str, env: &FakeEnv) -> PhoneConfig {
+        match parse_words(words, env) {
+            Ok(Command::Run(config)) => *config,
+            other => panic!("{words}: expected a phone config, got {other:?}"),
+        }
+    }
+
+    fn usage_error(words: &str, env: &FakeEnv) -> String {
+        match parse_words(words, env) {
+            Err(Error::Usage(text)) => text,
+            other => panic!("{words}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config("--server 127.0.0.1 --name alice", &no_env());
+        assert_eq!(
+            c.server,
+            ServerAddr {
+                host: "127.0.0.1".into(),
+                port: 10000
+            }
+        );
+        assert_eq!(c.name.as_str(), "alice");
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.audio, DeviceSpec::Cpal { device: None });
+        assert_eq!(c.control, None);
+        assert!(!c.json && !c.auto_answer);
+        assert_eq!(c.answer_timeout_ms, 7_000);
+        assert_eq!(c.log_level, LevelFilter::Info);
+    }
+
+    #[test]
+    fn every_flag() {
+        let c = config(
+            "--server 127.0.0.1:4000 --name bob --listen 127.0.0.3:6000 --audio null \
+             --control /tmp/x.sock --json --auto-answer --answer-timeout 12 --log-level debug",
+            &no_env(),
+        );
+        assert_eq!(c.server.port, 4000);
+        assert_eq!(c.listen, "127.0.0.3:6000".parse().expect("address"));
+        assert_eq!(c.audio, DeviceSpec::Null);
+        assert_eq!(c.control, Some(PathBuf::from("/tmp/x.sock")));
+        assert!(c.json && c.auto_answer);
+        assert_eq!(c.answer_timeout_ms, 12_000);
+        assert_eq!(c.log_level, LevelFilter::Debug);
+    }
+
+    #[test]
+    fn server_addresses() {
+        for (text, host, port) in [
+            ("10.0.0.1", "10.0.0.1", 10000),
+            ("10.0.0.1:2000", "10.0.0.1", 2000),
+            ("::1", "::1", 10000),
+            ("[::1]:2000", "::1", 2000),
+            ("directory.local", "directory.local", 10000),
+            ("dir-1.example.org:12000", "dir-1.example.org", 12000),
+        ] {
+            assert_eq!(
+                parse_server(text).ok(),
+                Some(ServerAddr {
+                    host: host.into(),
+                    port
+                }),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "300.1.1.1",
+            "1.2.3",
+            "a..b",
+            "-x",
+            "a b",
+            "h:0",
+            "host:",
+        ] {
+            assert!(parse_server(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_originals_rules_and_messages() {
+        assert!(
+            usage_error("--server 999.1.1.1 --name a", &no_env())
+                .contains("the server address is invalid")
+        );
+        assert!(
+            usage_error("--server 127.0.0.1:80 --name a", &no_env())
+                .contains("between 1024 and 65535")
+        );
+        assert!(
+            usage_error("--server 127.0.0.1:70000 --name a", &no_env())
+                .contains("between 1024 and 65535")
+        );
+        assert!(
+            usage_error("--server 127.0.0.1 --name a --listen 0.0.0.0:53", &no_env())
+                .contains("between 1024 and 65535")
+        );
+        assert!(usage_error("--server 127.0.0.1", &no_env()).contains("you must give a name"));
+        assert!(
+            parse(
+                ["--server", "127.0.0.1", "--name", ""].map(OsString::from),
+                &no_env()
+            )
+            .is_err()
+        );
+        assert!(usage_error("--server 127.0.0.1 --name a\u{200b}b", &no_env()).contains("--name"));
+        assert!(usage_error("--name a", &no_env()).contains("--server is required"));
+        assert!(
+            usage_error("--server 127.0.0.1 --name a --answer-timeout 0", &no_env())
+                .contains("1 to 600")
+        );
+        assert!(
+            usage_error("--server 127.0.0.1 --name a --audio alsa", &no_env()).contains("--audio")
+        );
+        assert!(
+            usage_error(
+                "--server 127.0.0.1 --name a --audio file:/nonexistent/in.wav",
+                &no_env()
+            )
+            .contains("cannot open the input WAV file")
+        );
+        assert!(usage_error("--server 127.0.0.1 --name a --bogus", &no_env()).contains("bogus"));
+    }
+
+    #[test]
+    fn environment_fills_in_and_flags_override() {
+        let env = FakeEnv(HashMap::from([
+            ("PARLO_SERVER", "127.0.0.9:11000"),
+            ("PARLO_NAME", "door"),
+            ("PARLO_LISTEN", "127.0.0.9:5002"),
+            ("PARLO_AUDIO", "tone:1000"),
+            ("PARLO_CONTROL", "/run/parlo/control"),
+            ("PARLO_JSON", "yes"),
+            ("PARLO_AUTO_ANSWER", "1"),
+            ("PARLO_ANSWER_TIMEOUT", "20"),
+            ("PARLO_LOG_LEVEL", "warn"),
+        ]));
+        let c = config("", &env);
+        assert_eq!(c.server.port, 11000);
+        assert_eq!(c.name.as_str(), "door");
+        assert_eq!(c.listen.port(), 5002);
+        assert_eq!(c.audio, DeviceSpec::Tone { hz: 1000 });
+        assert_eq!(c.control, Some(PathBuf::from("/run/parlo/control")));
+        assert!(c.json && c.auto_answer);
+        assert_eq!(c.answer_timeout_ms, 20_000);
+        assert_eq!(c.log_level, LevelFilter::Warn);
+        let c = config("--name hall --audio null", &env);
+        assert_eq!(c.name.as_str(), "hall");
+        assert_eq!(c.audio, DeviceSpec::Null);
+
+        let bad = FakeEnv(HashMap::from([
+            ("PARLO_SERVER", "127.0.0.1"),
+            ("PARLO_NAME", "x"),
+            ("PARLO_JSON", "maybe"),
+        ]));
+        assert!(usage_error("", &bad).contains("PARLO_JSON"));
+        let bad = FakeEnv(HashMap::from([("PARLO_SERVER", "127.0.0.1:1")]));
+        assert!(usage_error("--name x", &bad).contains("PARLO_SERVER (environment)"));
+    }
+
+    #[test]
+    fn subcommands() {
+        assert!(matches!(
+            parse_words("ctl --control /tmp/c call bob", &no_env()),
+            Ok(Command::Ctl { control, command: Some(c) })
+                if control == Path::new("/tmp/c") && c == "call bob"
+        ));
+        assert!(matches!(
+            parse_words("ctl --control /tmp/c", &no_env()),
+            Ok(Command::Ctl { command: None, .. })
+        ));
+        assert!(usage_error("ctl status", &no_env()).contains("--control"));
+        assert!(matches!(
+            parse_words("devices", &no_env()),
+            Ok(Command::Devices)
+        ));
+        assert!(matches!(
+            parse_words("--help", &no_env()),
+            Ok(Command::Help(HELP))
+        ));
+        assert!(matches!(
+            parse_words("ctl --help", &no_env()),
+            Ok(Command::Help(CTL_HELP))
+        ));
+    }
+
+    #[test]
+    fn help_mentions_every_flag_and_variable() {
+        for word in [
+            "--server",
+            "--name",
+            "--listen",
+            "--audio",
+            "--control",
+            "--json",
+            "--auto-answer",
+            "--answer-timeout",
+            "--log-level",
+            "PARLO_SERVER",
+            "PARLO_NAME",
+            "PARLO_LISTEN",
+            "PARLO_AUDIO",
+            "PARLO_CONTROL",
+            "PARLO_JSON",
+            "PARLO_AUTO_ANSWER",
+            "PARLO_ANSWER_TIMEOUT",
+            "PARLO_LOG_LEVEL",
+        ] {
+            assert!(HELP.contains(word), "{word}");
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! The connection to the directory server: register, look names up, list, disconnect.
+//!
+//! One TCP connection, non-blocking, driven by the phone's loop. It registers as soon as it
+//! is up (with the phone's UDP port); when the server cannot be reached or the connection
+//! drops, it retries with a growing delay (1 s doubling to 30 s) and registers again.
+//! Responses carry no request id: they are matched to requests in order.
+//!
+//! When the phone listens on a specific address, the connection leaves from that address
+//! so that the directory records where the phone really listens.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use parlo_net::directory::{MAX_ENCODED_REQUEST, Name, Reply, Request};
+use parlo_net::framing::{Frame, FrameBuffer};
+use socket2::{Domain, Socket, TcpKeepalive, Type};
+
+use crate::cli::ServerAddr;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// First delay before retrying, doubled after each failure...
+const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// ...up to this.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Unsent request bytes beyond which the server is considered stuck.
+const OUTBOX_LIMIT: usize = 64 * 1024;
+
+/// Why a request was sent: what to do with its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    /// Our registration.
+    Register,
+    /// The call machine asked where this name is.
+    Dial(parlo_fsm::Name),
+    /// Checking an incoming caller's announced name against its address.
+    Verify {
+        /// The name announced.
+        peer: String,
+        /// The address the call came from.
+        from: SocketAddr,
+    },
+    /// A `list` command, gathering pages.
+    List {
+        /// Who asked.
+        origin: crate::phone::Origin,
+        /// The offset of this page.
+        offset: u32,
+        /// The names gathered so far.
+        names: Vec<String>,
+    },
+    /// Our DISCONNECT on quit.
+    Disconnect,
+}
+
+/// What the connection reports to the phone.
+// A LIST answer holds a page of names (about 1 KB); outcomes are few and short-lived.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Outcome {
+    /// The server accepted our registration.
+    Registered,
+    /// The server cannot be reached or went away; a new attempt is scheduled.
+    Lost {
+        /// What happened.
+        reason: String,
+        /// When the next attempt is.
+        retry_in: Duration,
+        /// Whether this is news for the user (the first failure of an outage).
+        announce: bool,
+    },
+    /// The answer to a request (or why there is none: the connection dropped, garbage).
+    Answer(Purpose, Result<Reply, String>),
+}
+
+enum Link {
+    /// Not connected; the next attempt is at `retry_at`.
+    Waiting { retry_at: Instant },
+    /// A connection attempt in progress.
+    Connecting {
+        stream: TcpStream,
+        deadline: Instant,
+        addr: SocketAddr,
+    },
+    /// Connected (registered once the REG is answered).
+    Open { stream: TcpStream },
+    /// Stopped for good (quitting).
+    Stopped,
+}
+
+/// The phone's directory connection.
+pub struct Directory {
+    server: ServerAddr,
+    bind: Option<IpAddr>,
+    name: Name,
+    udp_port: u16,
+    token: Token,
+    link: Link,
+    frames: Box<FrameBuffer>,
+    pending: VecDeque<Purpose>,
+    outbox: Vec<u8>,
+    writable_interest: bool,
+    backoff: Duration,
+    registered: bool,
+    announced_down: bool,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("server", &self.server)
+            .field("registered", &self.registered)
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl Directory {
+    /// A connection to `server` for `name`, whose calls arrive on UDP `listen`. Nothing
+    /// happens until [`Directory::handle_timeout`] runs at or after `now`.
+    pub fn new(
+        server: ServerAddr,
+        name: Name,
+        listen: SocketAddr,
+        token: Token,
+        now: Instant,
+    ) -> Self {
+        let bind = (!listen.ip().is_unspecified()).then(|| listen.ip());
+        Directory {
+            server,
+            bind,
+            name,
+            udp_port: listen.port(),
+            token,
+            link: Link::Waiting { retry_at: now },
+            frames: Box::new(FrameBuffer::new()),
+            pending: VecDeque::with_capacity(8),
+            outbox: Vec::with_capacity(1024),
+            writable_interest: false,
+            backoff: BACKOFF_INITIAL,
+            registered: false,
+            announced_down: false,
+        }
+    }
+
+    /// The server, as given.
+    pub fn server(&self) -> &ServerAddr {
+        &self.server
+    }
+
+    /// Whether requests can be sent now.
+    pub fn is_open(&self) -> bool {
+        matches!(self.link, Link::Open { .. })
+    }
+
+    /// Whether the server holds our registration.
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Whether requests await an answer.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// When [`Directory::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.link {
+            Link::Waiting { retry_at } => Some(*retry_at),
+            Link::Connecting { deadline, .. } => Some(*deadline),
+            Link::Open { .. } | Link::Stopped => None,
+        }
+    }
+
+    /// Starts a connection attempt when one is due, or gives up one that took too long.
+    pub fn handle_timeout(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+        match &self.link {
+            Link::Waiting { retry_at } if *retry_at <= now => self.connect(registry, now, out),
+            Link::Connecting { deadline, addr, .. } if *deadline <= now => {
+                let reason = format!(
+                    "cannot reach the directory server {} ({addr}): no answer within {} s",
+                    self.server,
+                    CONNECT_TIMEOUT.as_secs()
+                );
+                self.fail(registry, reason, now, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn connect(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+        let addr = match self.resolve() {
+            Ok(addr) => addr,
+            Err(reason) => return self.fail(registry, reason, now, out),
+        };
+        match self.open_socket(addr) {
+            Ok(mut stream) => {
+                if let Err(e) = registry.register(
+                    &mut stream,
+                    self.token,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    let reason = format!("cannot watch the directory connection: {e}");
+                    return self.fail(registry, reason, now, out);
+                }
+                log::debug!(
+                    "connecting to the directory server {} ({addr})",
+                    self.server
+                );
+                self.link = Link::Connecting {
+                    stream,
+                    deadline: now + CONNECT_TIMEOUT,
+                    addr,
+                };
+            }
+            Err(e) => {
+                let reason = format!(
+                    "cannot reach the directory server {} ({addr}): {e}",
+                    self.server
+                );
+                self.fail(registry, reason, now, out);
+            }
+        }
+    }
+
+    /// The server's address (a host name is looked up at each attempt).
+    fn resolve(&self) -> Result<SocketAddr, String> {
+        let addrs: Vec<SocketAddr> = (self.server.host.as_str(), self.server.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve the directory server {}: {e}", self.server))?
+            .collect();
+        let same_family = |a: &&SocketAddr| self.bind.is_none_or(|b| b.is_ipv4() == a.is_ipv4());
+        addrs
+            .iter()
+            .find(same_family)
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| format!("the directory server {} has no address", self.server))
+    }
+
+    fn open_socket(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        // A dead server (power cut, cable pulled) is noticed within about 30 s.
+        let keepalive = TcpKeepalive::new()
+            .with_time(Duration::from_secs(15))
+            .with_interval(Duration::from_secs(5))
+            .with_retries(3);
+        socket.set_tcp_keepalive(&keepalive)?;
+        if let Some(ip) = self.bind {
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+        }
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(TcpStream::from_std(socket.into()))
+    }
+
+    /// Drops the connection, fails what awaited an answer and schedules a new attempt.
+    fn fail(&mut self, registry: &Registry, reason: String, now: Instant, out: &mut Vec<Outcome>) {
+        self.close(registry);
+        for purpose in self.pending.drain(..) {
+            out.push(Outcome::Answer(purpose, Err(reason.clone())));
+        }
+        let retry_in = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_CAP);
+        self.registered = false;
+        let announce = !self.announced_down;
+        self.announced_down = true;
+        log::info!("{reason}; retrying in {} s", retry_in.as_secs());
+        self.link = Link::Waiting {
+            retry_at: now + retry_in,
+        };
+        out.push(Outcome::Lost {
+            reason,
+            retry_in,
+            announce,
+        });
+    }
+
+    fn close(&mut self, registry: &Registry) {
+        match std::mem::replace(&mut self.link, Link::Stopped) {
+            Link::Connecting { mut stream, .. } | Link::Open { mut stream } => {
+                let _ = registry.deregister(&mut stream);
+            }
+            Link::Waiting { .. } | Link::Stopped => {}
+        }
+        self.outbox.clear();
+        self.writable_interest = false;
+        *self.frames = FrameBuffer::new();
+    }
+
+    /// Sends `request`; its answer comes back as [`Outcome::Answer`] with `purpose`.
+    /// Gives `purpose` back when the connection is not open.
+    pub fn request(
+        &mut self,
+        registry: &Registry,
+        request: &Request,
+        purpose: Purpose,
+        now: Instant,
+        out: &mut Vec<Outcome>,
+    ) -> Result<(), Purpose> {
+        if !self.is_open() {
+            return Err(purpose);
+        }
+        let mut buf = [0u8; MAX_ENCODED_REQUEST];
+        let Ok(len) = request.encode(&mut buf) else {
+            // Unreachable: MAX_ENCODED_REQUEST holds every request.
+            return Err(purpose);
+        };
+        log::debug!("directory <- {}", String::from_utf8_lossy(&buf[..len - 1]));
+        self.outbox.extend_from_slice(&buf[..len]);
+        self.pending.push_back(purpose);
+        self.flush(registry, now, out);
+        Ok(())
+    }
+
+    /// Unregisters (DISCONNECT) if connected, and stops reconnecting.
+    pub fn disconnect(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+        if self.is_open() {
+            let request = Request::Disconnect {
+                name: self.name.clone(),
+            };
+            let _ = self.request(registry, &request, Purpose::Disconnect, now, out);
+        } else {
+            self.close(registry);
+        }
+    }
+
+    fn flush(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+        let Link::Open { stream } = &mut self.link else {
+            return;
+        };
+        let mut error = None;
+        while !self.outbox.is_empty() {
+            match stream.write(&self.outbox) {
+                Ok(0) => {
+                    error = Some("the directory server stopped reading".to_owned());
+                    break;
+                }
+                Ok(n) => {
+                    self.outbox.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error = Some(format!("lost the directory server {}: {e}", self.server));
+                    break;
+                }
+            }
+        }
+        if error.is_none() && self.outbox.len() > OUTBOX_LIMIT {
+            error = Some("the directory server does not read its requests".to_owned());
+        }
+        if let Some(reason) = error {
+            return self.fail(registry, reason, now, out);
+        }
+        let want_writable = !self.outbox.is_empty();
+        if want_writable != self.writable_interest {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Link::Open { stream } = &mut self.link {
+                if registry.reregister(stream, self.token, interest).is_ok() {
+                    self.writable_interest = want_writable;
+                }
+            }
+        }
+    }
+
+    /// Handles readiness of the connection.
+    pub fn handle_ready(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+        if let Link::Connecting { stream, addr, .. } = &mut self.link {
+            let addr = *addr;
+            let failure = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => match stream.peer_addr() {
+                    Ok(_) => None,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(e) => Some(e),
+                },
+            };
+            if let Some(e) = failure {
+                let reason = format!(
+                    "cannot reach the directory server {} ({addr}): {e}",
+                    self.server
+                );
+                return self.fail(registry, reason, now, out);
+            }
+            let Link::Connecting { stream, .. } = std::mem::replace(&mut self.link, Link::Stopped)
+            else {
+                return;
+            };
+            log::debug!("connected to the directory server {} ({addr})", self.server);
+            self.link = Link::Open { stream };
+            // The registration stays WRITABLE until the first flush settles the interest.
+            self.writable_interest = true;
+            let request = Request::Reg {
+                name: self.name.clone(),
+                port: self.udp_port,
+            };
+            let _ = self.request(registry, &request, Purpose::Register, now, out);
+            return;
+        }
+        if !self.is_open() {
+            return;
+        }
+        self.flush(registry, now, out);
+        self.read(registry, now, out);
+    }
+
+    fn read(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+        loop {
+            let Link::Open { stream } = &mut self.link else {
+                return;
+            };
+            let spare = self.frames.spare();
+            let result = stream.read(spare);
+            match result {
+                Ok(0) => {
+                    let reason =
+                        format!("the directory server {} closed the connection", self.server);
+                    return self.fail(registry, reason, now, out);
+                }
+                Ok(n) => {
+                    self.frames.filled(n);
+                    self.take_replies(out);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let reason = format!("lost the directory server {}: {e}", self.server);
+                    return self.fail(registry, reason, now, out);
+                }
+            }
+        }
+    }
+
+    fn take_replies(&mut self, out: &mut Vec<Outcome>) {
+        while let Some(frame) = self.frames.next_frame() {
+            let result = match frame {
+                Frame::Object(bytes) => {
+                    log::debug!("directory -> {}", String::from_utf8_lossy(bytes));
+                    Reply::parse(bytes).map_err(|e| e.to_string())
+                }
+                Frame::Invalid(e) => Err(format!("garbled response: {e}")),
+            };
+            let Some(purpose) = self.pending.pop_front() else {
+                log::warn!("unexpected response from the directory server: {result:?}");
+                continue;
+            };
+            if purpose == Purpose::Register {
+                match &result {
+                    Ok(Reply::Registered) => {
+                        self.registered = true;
+                        self.announced_down = false;
+                        self.backoff = BACKOFF_INITIAL;
+                        log::info!(
+                            "registered as {} with the directory server {}",
+                            self.name,
+                            self.server
+                        );
+                        out.push(Outcome::Registered);
+                    }
+                    other => {
+                        let why = match other {
+                            Ok(Reply::NameTaken { reason }) if !reason.is_empty() => {
+                                format!("the name is taken: {reason}")
+                            }
+                            Ok(Reply::NameTaken { .. }) => {
+                                format!("the name \"{}\" is registered by another phone", self.name)
+                            }
+                            Ok(Reply::Error { reason }) => format!("refused: {reason}"),
+                            Ok(reply) => format!("unexpected answer {reply:?}"),
+                            Err(e) => e.clone(),
+                        };
+                        // Retried like a lost connection: the other registration may be a
+                        // stale one of ours that the server has not dropped yet.
+                        out.push(Outcome::Answer(Purpose::Register, Err(why)));
+                    }
+                }
+                continue;
+            }
+            out.push(Outcome::Answer(purpose, result));
+        }
+    }
+
+    /// A registration refused: close and retry later.
+    pub fn handle_refused(
+        &mut self,
+        registry: &Registry,
+        reason: String,
+        now: Instant,
+        out: &mut Vec<Outcome>,
+    ) {
+        let reason = format!(
+            "the directory server {} refused to register \"{}\": {reason}",
+            self.server, self.name
+        );
+        self.fail(registry, reason, now, out);
+    }
+}

@@ -1,0 +1,121 @@
+//! The one error type of parlo-client, and the exit code each error maps to.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Exit codes, the original project's: 0 done, 1 warning, 2 critical error, 3 unknown error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Completed: stopped on request, or the command did what was asked.
+    Done = 0,
+    /// Completed, but something went wrong on the way that the user should look at (the
+    /// audio device reported an error, `ctl` got an `error` answer).
+    Warning = 1,
+    /// Could not run: bad command line, port in use, control socket unusable.
+    Critical = 2,
+    /// A bug: the program panicked.
+    Unknown = 3,
+}
+
+/// Everything that stops parlo-client.
+#[derive(Debug)]
+pub enum Error {
+    /// The command line or the environment is wrong; the text says how.
+    Usage(String),
+    /// The UDP socket for calls could not be bound.
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The control socket could not be created or reached.
+    Control {
+        /// Its path.
+        path: PathBuf,
+        /// What was being done.
+        doing: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// Another daemon already answers on the control socket.
+    ControlInUse(PathBuf),
+    /// The event loop's own machinery (epoll, signal handlers, threads) failed.
+    Poll {
+        /// What was being done.
+        doing: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// The audio device cannot be used (bad `--audio`, missing WAV file, no sound card).
+    Audio(parlo_audio::Error),
+    /// Writing to stdout failed.
+    Output(io::Error),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Output(_) => Exit::Warning,
+            _ => Exit::Critical,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(text) => write!(f, "{text} (see --help)"),
+            Error::Listen { addr, source } => {
+                write!(f, "cannot listen for calls on UDP {addr}: {source}")?;
+                match source.kind() {
+                    io::ErrorKind::AddrInUse => f.write_str(
+                        " (another phone, or another program, holds the port: stop it or \
+                         choose another with --listen)",
+                    ),
+                    io::ErrorKind::AddrNotAvailable => {
+                        f.write_str(" (no interface of this machine has that address)")
+                    }
+                    io::ErrorKind::PermissionDenied => {
+                        f.write_str(" (ports below 1024 need privileges)")
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Error::Control {
+                path,
+                doing,
+                source,
+            } => write!(
+                f,
+                "control socket {}: cannot {doing}: {source}",
+                path.display()
+            ),
+            Error::ControlInUse(path) => write!(
+                f,
+                "control socket {} is in use by a running parlo-client: stop it or choose \
+                 another --control path",
+                path.display()
+            ),
+            Error::Poll { doing, source } => write!(f, "cannot {doing}: {source}"),
+            Error::Audio(error) => write!(f, "audio: {error}"),
+            Error::Output(source) => write!(f, "cannot write to stdout: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Usage(_) | Error::ControlInUse(_) => None,
+            Error::Listen { source, .. }
+            | Error::Control { source, .. }
+            | Error::Poll { source, .. }
+            | Error::Output(source) => Some(source),
+            Error::Audio(error) => Some(error),
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The media of a call: the audio device, the RTP (or raw PCM) packets both ways, and the
+//! jitter buffer.
+//!
+//! Started and stopped by the call machine's `StartMedia`/`StopMedia`. The capture clock
+//! paces everything (parlo-audio's contract): for each captured frame, one packet goes to
+//! the peer and one frame moves from the jitter buffer to playback. Nothing here allocates
+//! per frame: the packet buffer, the frames and the jitter buffer are allocated once.
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::UdpSocket;
+use parlo_audio::{Audio, DeviceSpec, Frame, JitterBuffer, JitterConfig, SILENCE, Wake, pcmu};
+use parlo_net::media::{MAX_RTP_LEN, PayloadType, RAW_PCM_LEN, RawPcm, RtpHeader, RtpRepr};
+use parlo_net::peer::Dialect;
+
+/// Counters of one call's media, kept after it ends for `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    /// Packets sent.
+    pub sent: u64,
+    /// Packets that could not be sent (the socket refused them).
+    pub send_errors: u64,
+    /// Packets received from the peer.
+    pub received: u64,
+    /// Frames played from received packets.
+    pub played: u64,
+    /// Frames missing at their playout time.
+    pub lost: u64,
+    /// Packets too late to play.
+    pub late: u64,
+    /// Packets received twice.
+    pub duplicate: u64,
+    /// Ticks concealed or silent during playout.
+    pub concealed: u64,
+    /// Playback underruns at the device.
+    pub underruns: u64,
+    /// Jitter-buffer depth, in frames.
+    pub depth: usize,
+}
+
+struct Session {
+    audio: Audio,
+    peer: SocketAddr,
+    dialect: Dialect,
+    header: RtpHeader,
+    /// Sequence numbers given to raw PCM frames, which carry none, in arrival order.
+    raw_seq: u16,
+    sent: u64,
+    send_errors: u64,
+}
+
+/// The media side of the phone.
+pub struct Media {
+    spec: DeviceSpec,
+    session: Option<Session>,
+    jitter: Box<JitterBuffer>,
+    packet: Box<[u8; MAX_RTP_LEN]>,
+    frame: Box<Frame>,
+    last: MediaStats,
+}
+
+impl std::fmt::Debug for Media {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Media")
+            .field("spec", &self.spec)
+            .field("active", &self.session.is_some())
+            .finish()
+    }
+}
+
+impl Media {
+    /// Media on the device `spec`; nothing runs until [`Media::start`].
+    pub fn new(spec: DeviceSpec) -> Media {
+        Media {
+            spec,
+            session: None,
+            jitter: Box::new(JitterBuffer::new(JitterConfig::default())),
+            packet: Box::new([0; MAX_RTP_LEN]),
+            frame: Box::new(SILENCE),
+            last: MediaStats::default(),
+        }
+    }
+
+    /// Whether a call's media is running.
+    pub fn is_active(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Starts the device and media with `peer`. `random` seeds the RTP SSRC, sequence
+    /// number and timestamp.
+    pub fn start(
+        &mut self,
+        peer: SocketAddr,
+        dialect: Dialect,
+        wake: Wake,
+        random: u64,
+    ) -> Result<(), parlo_audio::Error> {
+        if let Err(e) = self.stop() {
+            log::warn!("audio device of the previous call: {e}");
+        }
+        let audio = Audio::start(&self.spec, wake)?;
+        *self.jitter = JitterBuffer::new(JitterConfig::default());
+        self.last = MediaStats::default();
+        let header = RtpHeader {
+            payload_type: PayloadType::L16,
+            marker: true,
+            sequence: random as u16,
+            timestamp: (random >> 16) as u32,
+            ssrc: (random >> 32) as u32,
+        };
+        log::info!(
+            "media with {peer} ({}) on {}",
+            match dialect {
+                Dialect::Parlo => "RTP L16",
+                Dialect::Original => "raw PCM, original protocol",
+            },
+            self.spec
+        );
+        self.session = Some(Session {
+            audio,
+            peer,
+            dialect,
+            header,
+            raw_seq: 0,
+            sent: 0,
+            send_errors: 0,
+        });
+        Ok(())
+    }
+
+    /// Stops the device (joining its thread, finishing an output file). Returns the
+    /// error the device met while running, if any.
+    pub fn stop(&mut self) -> Result<(), parlo_audio::Error> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        self.last = self.stats_of(Some(&session));
+        log::info!(
+            "media ended: {} sent, {} received, {} lost, {} late, {} duplicate",
+            self.last.sent,
+            self.last.received,
+            self.last.lost,
+            self.last.late,
+            self.last.duplicate
+        );
+        session.audio.stop()
+    }
+
+    /// Drains the captured frames: one packet out and one frame played per frame.
+    /// Returns whether the device failed (media should end).
+    pub fn handle_wake(&mut self, udp: &UdpSocket) -> bool {
+        let Some(session) = self.session.as_mut() else {
+            return false;
+        };
+        while let Some(captured) = session.audio.pop_captured() {
+            let len = match session.dialect {
+                Dialect::Parlo => session.header.emit_l16(&captured, &mut self.packet[..]),
+                Dialect::Original => RawPcm::emit_frame(&captured, &mut self.packet[..]),
+            };
+            match len {
+                Ok(len) => match udp.send_to(&self.packet[..len], session.peer) {
+                    Ok(_) => session.sent += 1,
+                    Err(e) => {
+                        session.send_errors += 1;
+                        if session.send_errors == 1 {
+                            log::warn!("cannot send media to {}: {e}", session.peer);
+                        }
+                    }
+                },
+                Err(e) => log::error!("cannot build a media packet: {e}"),
+            }
+            session.header = session.header.next_frame();
+            self.jitter.get(&mut self.frame);
+            session.audio.push_playback(&self.frame);
+        }
+        if session.audio.input_ended() {
+            log::trace!("audio input ended; sending silence");
+        }
+        session.audio.failed()
+    }
+
+    /// A media packet from the peer. `arrival` is the arrival time in 8 kHz ticks.
+    pub fn handle_rtp(&mut self, from: SocketAddr, packet: &RtpRepr<'_>, arrival: u32) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if from != session.peer {
+            return;
+        }
+        let decoded = match packet.header.payload_type {
+            PayloadType::L16 => packet.read_l16(&mut self.frame).is_ok(),
+            PayloadType::Pcmu => match <&[u8; pcmu::FRAME_BYTES]>::try_from(packet.payload) {
+                Ok(bytes) => {
+                    pcmu::decode_frame(bytes, &mut self.frame);
+                    true
+                }
+                Err(_) => false,
+            },
+        };
+        if decoded {
+            let h = packet.header;
+            self.jitter
+                .put(h.sequence, h.timestamp, arrival, &self.frame);
+        }
+    }
+
+    /// A raw PCM datagram from an original peer. `arrival` as for [`Media::handle_rtp`].
+    pub fn handle_raw(&mut self, from: SocketAddr, raw: &RawPcm<'_>, arrival: u32) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if from != session.peer {
+            return;
+        }
+        raw.read_frame(&mut self.frame);
+        let seq = session.raw_seq;
+        session.raw_seq = seq.wrapping_add(1);
+        let timestamp = u32::from(seq).wrapping_mul(RAW_PCM_LEN as u32 / 2);
+        self.jitter.put(seq, timestamp, arrival, &self.frame);
+    }
+
+    /// The counters of the current call, or of the last one.
+    pub fn stats(&self) -> MediaStats {
+        match &self.session {
+            Some(session) => self.stats_of(Some(session)),
+            None => self.last,
+        }
+    }
+
+    fn stats_of(&self, session: Option<&Session>) -> MediaStats {
+        let Some(session) = session else {
+            return self.last;
+        };
+        let jitter = self.jitter.stats();
+        let queues = session.audio.stats();
+        MediaStats {
+            sent: session.sent,
+            send_errors: session.send_errors,
+            received: jitter.received + jitter.late + jitter.duplicate + jitter.discarded,
+            played: jitter.played,
+            lost: jitter.lost,
+            late: jitter.late,
+            duplicate: jitter.duplicate,
+            concealed: jitter.concealed,
+            underruns: queues.playback_underruns,
+            depth: jitter.depth,
+        }
+    }
+}
+
+/// Whether an error from `recv_from`/`send_to` on the UDP socket is a leftover ICMP
+/// report (a peer that went away) rather than a broken socket.
+pub fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}

@@ -1,0 +1,511 @@
+//! Events: what the phone tells its user, one line each, as text or as JSON.
+//!
+//! Text: the event's name, then the peer's name when there is one, then `key=value`
+//! fields; a free-text `reason=` always comes last and runs to the end of the line.
+//! JSON (`--json`): one object per line, `"event"` first, then `"peer"` and the fields.
+//!
+//! ```text
+//! registered alice server=127.0.0.1:10000     {"event":"registered","name":"alice","server":"127.0.0.1:10000"}
+//! unregistered reason=TEXT                    {"event":"unregistered","reason":"TEXT"}
+//! calling bob                                 {"event":"calling","peer":"bob"}
+//! ringing bob                                 {"event":"ringing","peer":"bob"}
+//! incoming bob from=127.0.0.2:5001 verified=yes
+//!                                             {"event":"incoming","peer":"bob","from":"127.0.0.2:5001","verified":true}
+//! connected bob dialect=parlo                 {"event":"connected","peer":"bob","dialect":"parlo"}
+//! ended bob reason=hangup                     {"event":"ended","peer":"bob","reason":"hangup"}
+//! users alice bob                             {"event":"users","users":["alice","bob"]}
+//! status state=in-call peer=bob ...           {"event":"status","state":"in-call","peer":"bob",...}
+//! help call NAME|accept|...                   {"event":"help","commands":["call NAME",...]}
+//! bye                                         {"event":"bye"}
+//! error reason=TEXT                           {"event":"error","reason":"TEXT"}
+//! ```
+//! `verified` is `unknown` (JSON `null`) when the directory could not be asked.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+/// The commands, as `help` lists them.
+pub const COMMANDS: [&str; 8] = [
+    "call NAME",
+    "accept",
+    "reject",
+    "hangup",
+    "list",
+    "status",
+    "quit",
+    "help",
+];
+
+/// The `status` answer: the call state and the counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// `idle`, `dialing`, `ringing`, `in-call`, `closing`.
+    pub state: &'static str,
+    /// The other side, if any.
+    pub peer: Option<String>,
+    /// The peer's address, once known.
+    pub peer_addr: Option<SocketAddr>,
+    /// `parlo` or `original`, during a call.
+    pub dialect: Option<&'static str>,
+    /// Whether the directory holds our registration.
+    pub registered: bool,
+    /// Media packets sent (current or last call).
+    pub sent: u64,
+    /// Media packets received from the peer and accepted (current or last call).
+    pub received: u64,
+    /// Frames played from received packets.
+    pub played: u64,
+    /// Frames missing at their playout time.
+    pub lost: u64,
+    /// Packets that arrived too late to play.
+    pub late: u64,
+    /// Packets received twice.
+    pub duplicate: u64,
+    /// Playback ticks filled by concealment or silence.
+    pub concealed: u64,
+    /// Playback queue underruns (the device found nothing to play).
+    pub underruns: u64,
+    /// Jitter-buffer depth now, in frames.
+    pub depth: usize,
+    /// Signalling or media ignored as belonging to another call or address.
+    pub foreign: u64,
+    /// Datagrams that could not be parsed.
+    pub garbage: u64,
+    /// Signalling messages resent.
+    pub retransmissions: u64,
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The directory accepted our registration.
+    Registered {
+        /// Our name.
+        name: String,
+        /// The server, as given.
+        server: String,
+    },
+    /// The directory connection is down (retrying).
+    Unregistered {
+        /// Why, and when the next attempt is.
+        reason: String,
+    },
+    /// An outgoing call began.
+    Calling {
+        /// The callee.
+        peer: String,
+    },
+    /// The callee's phone rings.
+    Ringing {
+        /// The callee.
+        peer: String,
+    },
+    /// Someone calls.
+    Incoming {
+        /// The name the caller announced.
+        peer: String,
+        /// Where the call comes from.
+        from: SocketAddr,
+        /// Whether the directory's address for that name is the caller's (None: unknown).
+        verified: Option<bool>,
+    },
+    /// The call is connected.
+    Connected {
+        /// The other side.
+        peer: String,
+        /// `parlo` or `original`.
+        dialect: &'static str,
+    },
+    /// The call ended.
+    Ended {
+        /// The other side.
+        peer: String,
+        /// Why (`hangup`, `remote-hangup`, ...).
+        reason: &'static str,
+    },
+    /// The registered names.
+    Users {
+        /// Every name, in the directory's order.
+        names: Vec<String>,
+    },
+    /// The answer to `status`.
+    Status(Box<Status>),
+    /// The answer to `help`.
+    Help,
+    /// The phone is stopping.
+    Bye,
+    /// A command was refused or something failed.
+    Error {
+        /// What and why.
+        reason: String,
+    },
+}
+
+/// Appends `s` as a JSON string (with quotes).
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Replaces line breaks so that free text stays on one line.
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+impl Event {
+    /// The event's name (the first word of its line).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Registered { .. } => "registered",
+            Event::Unregistered { .. } => "unregistered",
+            Event::Calling { .. } => "calling",
+            Event::Ringing { .. } => "ringing",
+            Event::Incoming { .. } => "incoming",
+            Event::Connected { .. } => "connected",
+            Event::Ended { .. } => "ended",
+            Event::Users { .. } => "users",
+            Event::Status(_) => "status",
+            Event::Help => "help",
+            Event::Bye => "bye",
+            Event::Error { .. } => "error",
+        }
+    }
+
+    /// The event as a text line, without the newline.
+    pub fn text(&self) -> String {
+        let mut out = String::from(self.name());
+        // Writing into a String cannot fail.
+        let _ = match self {
+            Event::Registered { name, server } => write!(out, " {name} server={server}"),
+            Event::Unregistered { reason } | Event::Error { reason } => {
+                write!(out, " reason={}", one_line(reason))
+            }
+            Event::Calling { peer } | Event::Ringing { peer } => write!(out, " {peer}"),
+            Event::Incoming {
+                peer,
+                from,
+                verified,
+            } => {
+                let verified = match verified {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "unknown",
+                };
+                write!(out, " {peer} from={from} verified={verified}")
+            }
+            Event::Connected { peer, dialect } => write!(out, " {peer} dialect={dialect}"),
+            Event::Ended { peer, reason } => write!(out, " {peer} reason={reason}"),
+            Event::Users { names } => {
+                for name in names {
+                    out.push(' ');
+                    out.push_str(name);
+                }
+                Ok(())
+            }
+            Event::Status(status) => {
+                let s = status;
+                let _ = write!(out, " state={}", s.state);
+                if let Some(peer) = &s.peer {
+                    let _ = write!(out, " peer={peer}");
+                }
+                if let Some(addr) = &s.peer_addr {
+                    let _ = write!(out, " peer_addr={addr}");
+                }
+                if let Some(dialect) = s.dialect {
+                    let _ = write!(out, " dialect={dialect}");
+                }
+                write!(
+                    out,
+                    " registered={} sent={} received={} played={} lost={} late={} \
+                     duplicate={} concealed={} underruns={} depth={} foreign={} garbage={} \
+                     retransmissions={}",
+                    if s.registered { "yes" } else { "no" },
+                    s.sent,
+                    s.received,
+                    s.played,
+                    s.lost,
+                    s.late,
+                    s.duplicate,
+                    s.concealed,
+                    s.underruns,
+                    s.depth,
+                    s.foreign,
+                    s.garbage,
+                    s.retransmissions
+                )
+            }
+            Event::Help => write!(out, " {}", COMMANDS.join("|")),
+            Event::Bye => Ok(()),
+        };
+        out
+    }
+
+    /// The event as a JSON object, without the newline.
+    pub fn json(&self) -> String {
+        let mut out = String::from("{\"event\":");
+        json_string(&mut out, self.name());
+        let field = |out: &mut String, key: &str, value: &str| {
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":");
+            json_string(out, value);
+        };
+        match self {
+            Event::Registered { name, server } => {
+                field(&mut out, "name", name);
+                field(&mut out, "server", server);
+            }
+            Event::Unregistered { reason } | Event::Error { reason } => {
+                field(&mut out, "reason", reason);
+            }
+            Event::Calling { peer } | Event::Ringing { peer } => field(&mut out, "peer", peer),
+            Event::Incoming {
+                peer,
+                from,
+                verified,
+            } => {
+                field(&mut out, "peer", peer);
+                field(&mut out, "from", &from.to_string());
+                out.push_str(",\"verified\":");
+                out.push_str(match verified {
+                    Some(true) => "true",
+                    Some(false) => "false",
+                    None => "null",
+                });
+            }
+            Event::Connected { peer, dialect } => {
+                field(&mut out, "peer", peer);
+                field(&mut out, "dialect", dialect);
+            }
+            Event::Ended { peer, reason } => {
+                field(&mut out, "peer", peer);
+                field(&mut out, "reason", reason);
+            }
+            Event::Users { names } => {
+                out.push_str(",\"users\":[");
+                for (i, name) in names.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json_string(&mut out, name);
+                }
+                out.push(']');
+            }
+            Event::Status(s) => {
+                field(&mut out, "state", s.state);
+                if let Some(peer) = &s.peer {
+                    field(&mut out, "peer", peer);
+                }
+                if let Some(addr) = &s.peer_addr {
+                    field(&mut out, "peer_addr", &addr.to_string());
+                }
+                if let Some(dialect) = s.dialect {
+                    field(&mut out, "dialect", dialect);
+                }
+                let _ = write!(
+                    out,
+                    ",\"registered\":{},\"sent\":{},\"received\":{},\"played\":{},\"lost\":{},\
+                     \"late\":{},\"duplicate\":{},\"concealed\":{},\"underruns\":{},\"depth\":{},\
+                     \"foreign\":{},\"garbage\":{},\"retransmissions\":{}",
+                    s.registered,
+                    s.sent,
+                    s.received,
+                    s.played,
+                    s.lost,
+                    s.late,
+                    s.duplicate,
+                    s.concealed,
+                    s.underruns,
+                    s.depth,
+                    s.foreign,
+                    s.garbage,
+                    s.retransmissions
+                );
+            }
+            Event::Help => {
+                out.push_str(",\"commands\":[");
+                for (i, command) in COMMANDS.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json_string(&mut out, command);
+                }
+                out.push(']');
+            }
+            Event::Bye => {}
+        }
+        out.push('}');
+        out
+    }
+
+    /// The event as one line in the chosen format, newline included.
+    pub fn line(&self, json: bool) -> String {
+        let mut line = if json { self.json() } else { self.text() };
+        line.push('\n');
+        line
+    }
+}
+
+/// Whether an answer line (text or JSON) is an `error` event: `ctl` exits 1 on one.
+pub fn is_error_line(line: &str) -> bool {
+    line.starts_with("error ") || line == "error" || line.starts_with("{\"event\":\"error\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.2:5001".parse().expect("address")
+    }
+
+    #[test]
+    fn text_forms() {
+        let cases = [
+            (
+                Event::Registered {
+                    name: "alice".into(),
+                    server: "127.0.0.1:10000".into(),
+                },
+                "registered alice server=127.0.0.1:10000",
+            ),
+            (
+                Event::Unregistered {
+                    reason: "connection refused; retrying in 1 s".into(),
+                },
+                "unregistered reason=connection refused; retrying in 1 s",
+            ),
+            (Event::Calling { peer: "bob".into() }, "calling bob"),
+            (Event::Ringing { peer: "bob".into() }, "ringing bob"),
+            (
+                Event::Incoming {
+                    peer: "bob".into(),
+                    from: addr(),
+                    verified: Some(true),
+                },
+                "incoming bob from=127.0.0.2:5001 verified=yes",
+            ),
+            (
+                Event::Incoming {
+                    peer: "bob".into(),
+                    from: addr(),
+                    verified: None,
+                },
+                "incoming bob from=127.0.0.2:5001 verified=unknown",
+            ),
+            (
+                Event::Connected {
+                    peer: "bob".into(),
+                    dialect: "original",
+                },
+                "connected bob dialect=original",
+            ),
+            (
+                Event::Ended {
+                    peer: "bob".into(),
+                    reason: "remote-hangup",
+                },
+                "ended bob reason=remote-hangup",
+            ),
+            (
+                Event::Users {
+                    names: vec!["alice".into(), "bob".into()],
+                },
+                "users alice bob",
+            ),
+            (Event::Users { names: vec![] }, "users"),
+            (
+                Event::Help,
+                "help call NAME|accept|reject|hangup|list|status|quit|help",
+            ),
+            (Event::Bye, "bye"),
+            (
+                Event::Error {
+                    reason: "two\nlines".into(),
+                },
+                "error reason=two lines",
+            ),
+        ];
+        for (event, text) in cases {
+            assert_eq!(event.text(), text);
+            assert_eq!(event.line(false), format!("{text}\n"));
+        }
+    }
+
+    #[test]
+    fn json_forms() {
+        assert_eq!(
+            Event::Incoming {
+                peer: "b\"ob".into(),
+                from: addr(),
+                verified: Some(false)
+            }
+            .json(),
+            r#"{"event":"incoming","peer":"b\"ob","from":"127.0.0.2:5001","verified":false}"#
+        );
+        assert_eq!(
+            Event::Ended {
+                peer: "bob".into(),
+                reason: "busy"
+            }
+            .json(),
+            r#"{"event":"ended","peer":"bob","reason":"busy"}"#
+        );
+        assert_eq!(
+            Event::Users {
+                names: vec!["a".into(), "b".into()]
+            }
+            .json(),
+            r#"{"event":"users","users":["a","b"]}"#
+        );
+        assert_eq!(
+            Event::Error {
+                reason: "x\ty".into()
+            }
+            .json(),
+            r#"{"event":"error","reason":"x\ty"}"#
+        );
+        assert_eq!(Event::Bye.json(), r#"{"event":"bye"}"#);
+        let status = Event::Status(Box::new(Status {
+            state: "idle",
+            registered: true,
+            ..Status::default()
+        }));
+        assert_eq!(
+            status.json(),
+            "{\"event\":\"status\",\"state\":\"idle\",\"registered\":true,\"sent\":0,\
+             \"received\":0,\"played\":0,\"lost\":0,\"late\":0,\"duplicate\":0,\
+             \"concealed\":0,\"underruns\":0,\"depth\":0,\"foreign\":0,\"garbage\":0,\
+             \"retransmissions\":0}"
+        );
+        assert_eq!(
+            status.text(),
+            "status state=idle registered=yes sent=0 received=0 played=0 lost=0 late=0 \
+             duplicate=0 concealed=0 underruns=0 depth=0 foreign=0 garbage=0 retransmissions=0"
+        );
+    }
+
+    #[test]
+    fn error_lines_are_recognised_in_both_forms() {
+        let error = Event::Error {
+            reason: "no call".into(),
+        };
+        assert!(is_error_line(&error.text()));
+        assert!(is_error_line(&error.json()));
+        assert!(!is_error_line(&Event::Bye.text()));
+        assert!(!is_error_line("errors are fine"));
+    }
+}

@@ -1,0 +1,926 @@
+//! The phone's event loop: one thread, one `mio` poll, the call machine in the middle.
+//!
+//! Sources: the UDP socket (signalling and media), the directory connection, signals,
+//! stdin, the control socket, and a waker shared by the audio device thread and the stdin
+//! reader thread. Each input becomes an event for the machine ([`parlo_fsm::Machine`]),
+//! whose actions are executed here in order: look a name up, send a message, start or
+//! stop media, tell the user. Timers are the machine's (`poll_timeout`) plus the
+//! directory's reconnection, the wait for a caller's verification and the shutdown limit.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use parlo_fsm::{self as fsm, Action, Machine, Note, SplitMix64, State};
+use parlo_net::directory::{self as dir, Reply, Request};
+use parlo_net::media::Datagram;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::cli::PhoneConfig;
+use crate::command::{self, Command};
+use crate::control::Control;
+use crate::convert;
+use crate::directory::{Directory, Outcome, Purpose};
+use crate::error::{Error, Exit};
+use crate::media::{self, Media};
+use crate::output::{Event as Out, Status};
+use crate::stdin::{Input, Stdin};
+
+const UDP: Token = Token(0);
+const DIRECTORY: Token = Token(1);
+const SIGNALS: Token = Token(2);
+const WAKER: Token = Token(3);
+const STDIN: Token = Token(4);
+const CONTROL: Token = Token(5);
+/// Control connections take tokens from here on.
+const FIRST_CONNECTION: usize = 16;
+
+/// How long an incoming call waits for the directory to confirm the caller's address
+/// before it is announced unverified.
+const VERIFY_WAIT: Duration = Duration::from_secs(1);
+/// How long quitting may take (hanging up, DISCONNECT).
+const QUIT_WAIT: Duration = Duration::from_secs(2);
+/// Largest datagram read; anything longer is cut and fails to parse.
+const RECV_BUF: usize = 2048;
+
+/// Where a command came from: its answer goes back there (and to stdout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A line on stdin.
+    Stdin,
+    /// A line on control connection `0`.
+    Control(usize),
+}
+
+/// An incoming call announced once the directory says whether the caller is who it claims.
+#[derive(Debug)]
+struct PendingIncoming {
+    peer: String,
+    from: SocketAddr,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct Quit {
+    deadline: Instant,
+    origin: Option<Origin>,
+}
+
+/// The running phone.
+pub struct Phone {
+    config: PhoneConfig,
+    poll: Poll,
+    waker: Arc<Waker>,
+    started: Instant,
+    udp: UdpSocket,
+    machine: Machine<SplitMix64>,
+    directory: Directory,
+    outcomes: Vec<Outcome>,
+    media: Media,
+    control: Option<Control>,
+    stdin: Stdin,
+    signals: Signals,
+    random: SplitMix64,
+    followups: VecDeque<fsm::Event>,
+    pending_incoming: Option<PendingIncoming>,
+    quitting: Option<Quit>,
+    garbage: u64,
+    warnings: bool,
+}
+
+impl std::fmt::Debug for Phone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Phone")
+            .field("name", &self.config.name)
+            .field("state", &self.machine.state())
+            .finish()
+    }
+}
+
+fn poll_error(doing: &'static str) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Poll { doing, source }
+}
+
+/// A seed from the operating system's randomness (through the standard hasher's keys).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Idle => "idle",
+        State::Dialing => "dialing",
+        State::Ringing => "ringing",
+        State::InCall => "in-call",
+        State::Closing => "closing",
+    }
+}
+
+fn dialect_name(dialect: fsm::Dialect) -> &'static str {
+    match dialect {
+        fsm::Dialect::Parlo => "parlo",
+        fsm::Dialect::Original => "original",
+    }
+}
+
+impl Phone {
+    /// Binds the sockets and sets every source up. Nothing is sent yet.
+    pub fn new(config: PhoneConfig) -> Result<Phone, Error> {
+        let started = Instant::now();
+        let poll = Poll::new().map_err(poll_error("create the event loop"))?;
+        let registry = poll.registry();
+        let waker = Arc::new(Waker::new(registry, WAKER).map_err(poll_error("create a waker"))?);
+        let mut udp = UdpSocket::bind(config.listen).map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        registry
+            .register(&mut udp, UDP, Interest::READABLE)
+            .map_err(poll_error("watch the UDP socket"))?;
+        let mut signals =
+            Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(poll_error("handle signals"))?;
+        registry
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(poll_error("watch signals"))?;
+        let control = match &config.control {
+            Some(path) => Some(Control::bind(path, registry, CONTROL, FIRST_CONNECTION)?),
+            None => None,
+        };
+        let stdin = Stdin::open(registry, STDIN, Arc::clone(&waker));
+        let seed = random_seed();
+        let mut machine_config =
+            fsm::Config::new(fsm::Name::new(config.name.as_str()).ok_or_else(|| {
+                Error::Usage(format!("--name: {} is too long", config.name.as_str()))
+            })?);
+        machine_config.answer_timeout = config.answer_timeout_ms;
+        let machine = Machine::new(machine_config, SplitMix64(seed), fsm::Instant(0));
+        let directory_name = dir::Name::new(config.name.as_str())
+            .map_err(|e| Error::Usage(format!("--name: {e}")))?;
+        let directory = Directory::new(
+            config.server.clone(),
+            directory_name,
+            config.listen,
+            DIRECTORY,
+            started,
+        );
+        log::info!(
+            "{} listening for calls on UDP {}, directory server {}, audio {}",
+            config.name.as_str(),
+            config.listen,
+            config.server,
+            config.audio
+        );
+        Ok(Phone {
+            media: Media::new(config.audio.clone()),
+            config,
+            poll,
+            waker,
+            started,
+            udp,
+            machine,
+            directory,
+            outcomes: Vec::with_capacity(8),
+            control,
+            stdin,
+            signals,
+            random: SplitMix64(seed.rotate_left(17) ^ 0x5eed),
+            followups: VecDeque::with_capacity(8),
+            pending_incoming: None,
+            quitting: None,
+            garbage: 0,
+            warnings: false,
+        })
+    }
+
+    /// The machine's clock: milliseconds since start.
+    fn ms(&self) -> fsm::Instant {
+        fsm::Instant(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn at(&self, instant: fsm::Instant) -> Instant {
+        self.started + Duration::from_millis(instant.0)
+    }
+
+    /// Runs until `quit`, a signal, or the end of stdin (see `--help`).
+    pub fn run(mut self) -> Result<Exit, Error> {
+        let mut events = Events::with_capacity(64);
+        loop {
+            let now = Instant::now();
+            self.handle_timers(now);
+            if self.should_stop(now) {
+                break;
+            }
+            let timeout = self
+                .next_deadline()
+                .map(|deadline| deadline.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::Poll {
+                    doing: "wait for events",
+                    source: e,
+                });
+            }
+            for event in events.iter() {
+                match event.token() {
+                    UDP => self.handle_udp(),
+                    DIRECTORY => {
+                        let now = Instant::now();
+                        self.directory
+                            .handle_ready(self.poll.registry(), now, &mut self.outcomes);
+                    }
+                    SIGNALS => self.handle_signals(),
+                    WAKER => self.handle_wake(),
+                    STDIN => self.handle_stdin(),
+                    CONTROL => {
+                        if let Some(control) = &mut self.control {
+                            control.accept(self.poll.registry());
+                        }
+                    }
+                    token => self.handle_control(token, event.is_readable(), event.is_writable()),
+                }
+                self.drain_outcomes();
+            }
+        }
+        Ok(self.finish())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.machine.poll_timeout().map(|t| self.at(t)),
+            self.directory.poll_timeout(),
+            self.pending_incoming.as_ref().map(|p| p.deadline),
+            self.quitting.as_ref().map(|q| q.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn handle_timers(&mut self, now: Instant) {
+        loop {
+            let ms = self.ms();
+            match self.machine.poll_timeout() {
+                Some(due) if due <= ms => {
+                    let actions = self.machine.handle_timeout(ms);
+                    self.execute(actions, &mut None);
+                    self.run_followups();
+                }
+                _ => break,
+            }
+        }
+        self.directory
+            .handle_timeout(self.poll.registry(), now, &mut self.outcomes);
+        self.drain_outcomes();
+        if self
+            .pending_incoming
+            .as_ref()
+            .is_some_and(|p| p.deadline <= now)
+        {
+            log::info!("the directory did not confirm the caller in time");
+            self.announce_incoming(None);
+        }
+    }
+
+    fn should_stop(&self, now: Instant) -> bool {
+        let Some(quit) = &self.quitting else {
+            return false;
+        };
+        // A call that is only lingering (nothing left to be acknowledged) need not hold
+        // the exit up.
+        let call_done = match self.machine.state() {
+            State::Idle => true,
+            State::Closing => self.machine.deadline(fsm::Timer::Retransmit).is_none(),
+            _ => false,
+        };
+        now >= quit.deadline || (call_done && !self.directory.has_pending())
+    }
+
+    // ---- the call machine ----
+
+    /// Feeds one event to the machine and executes what it asks, then the follow-ups.
+    fn feed(&mut self, event: &fsm::Event, origin: Option<Origin>) {
+        let mut origin = origin;
+        let actions = self.machine.handle(self.ms(), event);
+        self.execute(actions, &mut origin);
+        self.run_followups();
+    }
+
+    /// Events the phone's own user agent adds after a transition (auto-answer, giving up
+    /// a call whose lookup or audio failed), fed once the transition's actions are done.
+    fn run_followups(&mut self) {
+        while let Some(event) = self.followups.pop_front() {
+            let actions = self.machine.handle(self.ms(), &event);
+            self.execute(actions, &mut None);
+        }
+    }
+
+    fn execute(&mut self, actions: fsm::Actions, origin: &mut Option<Origin>) {
+        for action in actions {
+            match action {
+                Action::Lookup(name) => self.lookup(name),
+                Action::Send { to, message } => self.send(to, &message),
+                Action::ArmTimer { .. } | Action::CancelTimer(_) => {}
+                Action::StartMedia { peer, dialect } => self.start_media(peer, dialect, origin),
+                Action::StopMedia => {
+                    if let Err(e) = self.media.stop() {
+                        log::warn!("audio device: {e}");
+                        self.warnings = true;
+                    }
+                }
+                Action::Notify(note) => self.notify(note, origin),
+            }
+        }
+    }
+
+    fn lookup(&mut self, name: fsm::Name) {
+        let request = dir::Name::new(name.as_str()).map(|name| Request::Get { name });
+        let sent = match request {
+            Ok(request) => self
+                .directory
+                .request(
+                    self.poll.registry(),
+                    &request,
+                    Purpose::Dial(name.clone()),
+                    Instant::now(),
+                    &mut self.outcomes,
+                )
+                .is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
+            self.emit(
+                Out::Error {
+                    reason: format!(
+                        "cannot look {name} up: not connected to the directory server {}",
+                        self.directory.server()
+                    ),
+                },
+                &mut None,
+            );
+            self.followups.push_back(fsm::Event::Hangup);
+        }
+    }
+
+    fn send(&mut self, to: SocketAddr, message: &fsm::Message) {
+        let Some(message) = convert::message_to_net(message) else {
+            log::error!("cannot put {message} on the wire");
+            return;
+        };
+        let mut buf = [0u8; parlo_net::peer::MAX_MESSAGE_LEN];
+        match message.emit(&mut buf) {
+            Ok(len) => {
+                log::debug!("-> {to}: {message}");
+                if let Err(e) = self.udp.send_to(&buf[..len], to) {
+                    log::warn!("cannot send {} to {to}: {e}", message.keyword());
+                }
+            }
+            Err(e) => log::error!("cannot encode {}: {e}", message.keyword()),
+        }
+    }
+
+    fn start_media(
+        &mut self,
+        peer: SocketAddr,
+        dialect: fsm::Dialect,
+        origin: &mut Option<Origin>,
+    ) {
+        let waker = Arc::clone(&self.waker);
+        let wake: parlo_audio::Wake = Arc::new(move || {
+            let _ = waker.wake();
+        });
+        let random = u64::from(fsm::CallIds::next_call_id(&mut self.random).0) << 32
+            | u64::from(fsm::CallIds::next_call_id(&mut self.random).0);
+        if let Err(e) = self
+            .media
+            .start(peer, convert::dialect_to_net(dialect), wake, random)
+        {
+            self.emit(
+                Out::Error {
+                    reason: format!("audio device {}: {e}; hanging up", self.config.audio),
+                },
+                origin,
+            );
+            self.warnings = true;
+            self.followups.push_back(fsm::Event::Hangup);
+        }
+    }
+
+    fn notify(&mut self, note: Note, origin: &mut Option<Origin>) {
+        let event = match note {
+            Note::Calling { peer } => Out::Calling {
+                peer: peer.to_string(),
+            },
+            Note::Ringing { peer } => Out::Ringing {
+                peer: peer.to_string(),
+            },
+            Note::Incoming { peer, from } => return self.verify_incoming(peer.to_string(), from),
+            Note::Connected { peer } => Out::Connected {
+                peer: peer.to_string(),
+                dialect: self.machine.dialect().map_or("parlo", dialect_name),
+            },
+            Note::Ended { peer, reason } => Out::Ended {
+                peer: peer.to_string(),
+                reason: reason.name(),
+            },
+            Note::Refused(why) => Out::Error {
+                reason: why.to_string(),
+            },
+        };
+        self.emit(event, origin);
+    }
+
+    /// Asks the directory where the caller's name is registered; the call is announced
+    /// when it answers (or after [`VERIFY_WAIT`]).
+    fn verify_incoming(&mut self, peer: String, from: SocketAddr) {
+        self.flush_pending_incoming();
+        let request = dir::Name::new(&peer).map(|name| Request::Get { name });
+        let purpose = Purpose::Verify {
+            peer: peer.clone(),
+            from,
+        };
+        let asked = match request {
+            Ok(request) => self
+                .directory
+                .request(
+                    self.poll.registry(),
+                    &request,
+                    purpose,
+                    Instant::now(),
+                    &mut self.outcomes,
+                )
+                .is_ok(),
+            Err(_) => false,
+        };
+        self.pending_incoming = Some(PendingIncoming {
+            peer,
+            from,
+            deadline: Instant::now() + VERIFY_WAIT,
+        });
+        if !asked {
+            self.announce_incoming(None);
+        }
+    }
+
+    /// Announces the pending incoming call, and answers it with `--auto-answer`.
+    fn announce_incoming(&mut self, verified: Option<bool>) {
+        let Some(pending) = self.pending_incoming.take() else {
+            return;
+        };
+        self.emit(
+            Out::Incoming {
+                peer: pending.peer,
+                from: pending.from,
+                verified,
+            },
+            &mut None,
+        );
+        if self.config.auto_answer && self.machine.state() == State::Ringing {
+            self.followups.push_back(fsm::Event::Accept);
+            self.run_followups();
+        }
+    }
+
+    /// Announces a pending incoming call unverified, before anything else about calls.
+    fn flush_pending_incoming(&mut self) {
+        if let Some(pending) = self.pending_incoming.take() {
+            self.write(
+                &Out::Incoming {
+                    peer: pending.peer,
+                    from: pending.from,
+                    verified: None,
+                },
+                &mut None,
+            );
+        }
+    }
+
+    // ---- output ----
+
+    /// Prints an event on stdout, and answers the command's origin with it (the first
+    /// event of a command is its answer).
+    fn emit(&mut self, event: Out, origin: &mut Option<Origin>) {
+        if matches!(
+            event,
+            Out::Calling { .. }
+                | Out::Ringing { .. }
+                | Out::Connected { .. }
+                | Out::Ended { .. }
+                | Out::Incoming { .. }
+        ) {
+            self.flush_pending_incoming();
+        }
+        self.write(&event, origin);
+    }
+
+    fn write(&mut self, event: &Out, origin: &mut Option<Origin>) {
+        let line = event.line(self.config.json);
+        let mut stdout = io::stdout().lock();
+        // A closed stdout (a terminal gone) must not stop the phone.
+        let _ = stdout
+            .write_all(line.as_bytes())
+            .and_then(|()| stdout.flush());
+        drop(stdout);
+        if let Some(Origin::Control(index)) = origin.take() {
+            if let Some(control) = &mut self.control {
+                control.send(self.poll.registry(), index, &line);
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let stats = self.media.stats();
+        let counters = self.machine.counters();
+        Status {
+            state: state_name(self.machine.state()),
+            peer: self.machine.peer().map(ToString::to_string),
+            peer_addr: self.machine.peer_addr(),
+            dialect: self.machine.dialect().map(dialect_name),
+            registered: self.directory.is_registered(),
+            sent: stats.sent,
+            received: stats.received,
+            played: stats.played,
+            lost: stats.lost,
+            late: stats.late,
+            duplicate: stats.duplicate,
+            concealed: stats.concealed,
+            underruns: stats.underruns,
+            depth: stats.depth,
+            foreign: counters.foreign,
+            garbage: self.garbage,
+            retransmissions: counters.retransmissions,
+        }
+    }
+
+    // ---- inputs ----
+
+    fn handle_udp(&mut self) {
+        let mut buf = [0u8; RECV_BUF];
+        loop {
+            let (len, from) = match self.udp.recv_from(&mut buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if media::is_transient(&e) => {
+                    log::debug!("UDP: {e} (a peer went away)");
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("UDP socket: {e}");
+                    return;
+                }
+            };
+            let dialect = if self.machine.peer_addr() == Some(from) {
+                self.machine.dialect().map(convert::dialect_to_net)
+            } else {
+                None
+            };
+            let arrival = (self.ms().0 as u32).wrapping_mul(8);
+            match Datagram::parse(&buf[..len], dialect) {
+                Ok(Datagram::Signalling(message)) => {
+                    log::debug!("<- {from}: {message}");
+                    match convert::message_to_fsm(&message) {
+                        Some(message) => self.feed(&fsm::Event::Peer { from, message }, None),
+                        None => self.garbage += 1,
+                    }
+                }
+                Ok(Datagram::Rtp(packet)) => {
+                    self.feed(&fsm::Event::Media { from }, None);
+                    self.media.handle_rtp(from, &packet, arrival);
+                }
+                Ok(Datagram::RawPcm(raw)) => {
+                    self.feed(&fsm::Event::Media { from }, None);
+                    self.media.handle_raw(from, &raw, arrival);
+                }
+                Err(e) => {
+                    self.garbage += 1;
+                    log::debug!("ignored a datagram of {len} bytes from {from}: {e}");
+                }
+            }
+        }
+    }
+
+    fn handle_wake(&mut self) {
+        if self.media.handle_wake(&self.udp) {
+            self.emit(
+                Out::Error {
+                    reason: format!("audio device {} failed; hanging up", self.config.audio),
+                },
+                &mut None,
+            );
+            self.warnings = true;
+            self.feed(&fsm::Event::Hangup, None);
+            // The machine may not stop media (the call was already closing): stop it here.
+            if self.media.is_active() {
+                let _ = self.media.stop();
+            }
+        }
+        if !self.stdin.is_polled() {
+            self.handle_stdin();
+        }
+    }
+
+    fn handle_stdin(&mut self) {
+        // Polled means a terminal, a pipe or a socket: its end means whoever drove the
+        // phone is gone. /dev/null and files are read by the thread and end at once.
+        let polled = self.stdin.is_polled();
+        let inputs = self.stdin.read(self.poll.registry());
+        for input in inputs {
+            match input {
+                Input::Line(line) => self.handle_line(&line, Origin::Stdin),
+                Input::End => {
+                    log::info!("end of stdin");
+                    if polled && self.control.is_none() {
+                        self.quit(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_control(&mut self, token: Token, readable: bool, writable: bool) {
+        let Some(control) = &mut self.control else {
+            return;
+        };
+        let Some(index) = control.index_of(token) else {
+            return;
+        };
+        if writable {
+            control.flush(self.poll.registry(), index);
+        }
+        if readable {
+            let lines = control.read(self.poll.registry(), index);
+            for line in lines {
+                match line {
+                    Ok(line) => self.handle_line(&line, Origin::Control(index)),
+                    Err(reason) => {
+                        self.emit(Out::Error { reason }, &mut Some(Origin::Control(index)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_signals(&mut self) {
+        let signals: Vec<i32> = self.signals.pending().collect();
+        for signal in signals {
+            match signal {
+                SIGHUP => log::info!("{}", Out::Status(Box::new(self.status())).text()),
+                _ => {
+                    log::info!("signal {signal}: stopping");
+                    self.quit(None);
+                }
+            }
+        }
+    }
+
+    // ---- commands ----
+
+    fn handle_line(&mut self, line: &str, origin: Origin) {
+        let mut answer_to = Some(origin);
+        let command = match command::parse(line) {
+            Ok(Some(command)) => command,
+            Ok(None) => return,
+            Err(reason) => return self.emit(Out::Error { reason }, &mut answer_to),
+        };
+        log::debug!("command: {line}");
+        if self.quitting.is_some() && command != Command::Status {
+            return self.emit(
+                Out::Error {
+                    reason: "the phone is stopping".into(),
+                },
+                &mut answer_to,
+            );
+        }
+        match command {
+            Command::Call(name) => match convert::name_to_fsm(&name) {
+                Some(name) => self.feed(&fsm::Event::Dial(name), Some(origin)),
+                None => self.emit(
+                    Out::Error {
+                        reason: format!("call: the name {name} is too long"),
+                    },
+                    &mut answer_to,
+                ),
+            },
+            Command::Accept => self.feed(&fsm::Event::Accept, Some(origin)),
+            Command::Reject => self.feed(&fsm::Event::Reject, Some(origin)),
+            Command::Hangup => self.feed(&fsm::Event::Hangup, Some(origin)),
+            Command::List => self.list(origin, 0, Vec::new()),
+            Command::Status => {
+                let status = Out::Status(Box::new(self.status()));
+                self.emit(status, &mut answer_to);
+            }
+            Command::Quit => self.quit(Some(origin)),
+            Command::Help => self.emit(Out::Help, &mut answer_to),
+        }
+        self.drain_outcomes();
+    }
+
+    fn list(&mut self, origin: Origin, offset: u32, names: Vec<String>) {
+        let purpose = Purpose::List {
+            origin,
+            offset,
+            names,
+        };
+        let sent = self.directory.request(
+            self.poll.registry(),
+            &Request::List { offset },
+            purpose,
+            Instant::now(),
+            &mut self.outcomes,
+        );
+        if sent.is_err() {
+            self.emit(
+                Out::Error {
+                    reason: format!(
+                        "cannot list the users: not connected to the directory server {}",
+                        self.directory.server()
+                    ),
+                },
+                &mut Some(origin),
+            );
+        }
+    }
+
+    fn quit(&mut self, origin: Option<Origin>) {
+        if self.quitting.is_some() {
+            return;
+        }
+        self.quitting = Some(Quit {
+            deadline: Instant::now() + QUIT_WAIT,
+            origin,
+        });
+        if matches!(
+            self.machine.state(),
+            State::Dialing | State::Ringing | State::InCall
+        ) {
+            self.feed(&fsm::Event::Hangup, None);
+        }
+        self.directory
+            .disconnect(self.poll.registry(), Instant::now(), &mut self.outcomes);
+    }
+
+    // ---- the directory ----
+
+    fn drain_outcomes(&mut self) {
+        while !self.outcomes.is_empty() {
+            let outcomes = std::mem::take(&mut self.outcomes);
+            for outcome in outcomes {
+                self.handle_outcome(outcome);
+            }
+        }
+    }
+
+    fn handle_outcome(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Registered => {
+                let event = Out::Registered {
+                    name: self.config.name.as_str().to_owned(),
+                    server: self.directory.server().to_string(),
+                };
+                self.emit(event, &mut None);
+            }
+            Outcome::Lost {
+                reason,
+                retry_in,
+                announce,
+            } => {
+                if announce && self.quitting.is_none() {
+                    let reason = format!("{reason}; retrying in {} s", retry_in.as_secs());
+                    self.emit(Out::Unregistered { reason }, &mut None);
+                }
+            }
+            Outcome::Answer(purpose, result) => self.handle_answer(purpose, result),
+        }
+    }
+
+    fn handle_answer(&mut self, purpose: Purpose, result: Result<Reply, String>) {
+        match purpose {
+            Purpose::Register => {
+                if let Err(reason) = result {
+                    if self.quitting.is_none() {
+                        self.directory.handle_refused(
+                            self.poll.registry(),
+                            reason,
+                            Instant::now(),
+                            &mut self.outcomes,
+                        );
+                    }
+                }
+            }
+            Purpose::Dial(name) => match result {
+                Ok(Reply::Found(contact)) => {
+                    let addr = SocketAddr::new(contact.ip.to_canonical(), contact.port);
+                    self.feed(&fsm::Event::Resolved { name, addr }, None);
+                }
+                Ok(Reply::NotFound) => self.feed(&fsm::Event::Unknown { name }, None),
+                other => {
+                    let why = match other {
+                        Ok(Reply::Error { reason }) => format!("the server refused: {reason}"),
+                        Ok(reply) => format!("unexpected answer {reply:?}"),
+                        Err(e) => e,
+                    };
+                    self.emit(
+                        Out::Error {
+                            reason: format!("cannot look {name} up: {why}"),
+                        },
+                        &mut None,
+                    );
+                    // Give the call up unless it has moved on (glare, or another call).
+                    if self.machine.state() == State::Dialing
+                        && self.machine.peer() == Some(&name)
+                        && self.machine.peer_addr().is_none()
+                    {
+                        self.feed(&fsm::Event::Hangup, None);
+                    }
+                }
+            },
+            Purpose::Verify { peer, from } => {
+                let current = self
+                    .pending_incoming
+                    .as_ref()
+                    .is_some_and(|p| p.peer == peer && p.from == from);
+                if current {
+                    let verified = match result {
+                        Ok(Reply::Found(contact)) => Some(same_ip(contact.ip, from.ip())),
+                        Ok(Reply::NotFound) => Some(false),
+                        _ => None,
+                    };
+                    self.announce_incoming(verified);
+                }
+            }
+            Purpose::List {
+                origin,
+                offset,
+                mut names,
+            } => match result {
+                Ok(Reply::Users { names: page, more }) => {
+                    names.extend(page.iter().map(|n| n.as_str().to_owned()));
+                    if more && !page.is_empty() {
+                        let next = offset.saturating_add(page.len() as u32);
+                        self.list(origin, next, names);
+                    } else {
+                        self.emit(Out::Users { names }, &mut Some(origin));
+                    }
+                }
+                other => {
+                    let why = match other {
+                        Ok(Reply::Error { reason }) => format!("the server refused: {reason}"),
+                        Ok(reply) => format!("unexpected answer {reply:?}"),
+                        Err(e) => e,
+                    };
+                    self.emit(
+                        Out::Error {
+                            reason: format!("cannot list the users: {why}"),
+                        },
+                        &mut Some(origin),
+                    );
+                }
+            },
+            Purpose::Disconnect => match result {
+                Ok(Reply::Disconnected) => log::info!("unregistered from the directory server"),
+                other => log::warn!("DISCONNECT: {other:?}"),
+            },
+        }
+    }
+
+    // ---- the end ----
+
+    fn finish(mut self) -> Exit {
+        if self.media.is_active() {
+            if let Err(e) = self.media.stop() {
+                log::warn!("audio device: {e}");
+                self.warnings = true;
+            }
+        }
+        let origin = self.quitting.as_ref().and_then(|q| q.origin);
+        self.emit(Out::Bye, &mut origin.clone());
+        if let (Some(control), Some(Origin::Control(index))) = (&mut self.control, origin) {
+            control.finish(self.poll.registry(), index);
+        }
+        self.stdin.close(self.poll.registry());
+        if self.warnings {
+            Exit::Warning
+        } else {
+            Exit::Done
+        }
+    }
+}

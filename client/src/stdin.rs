@@ -1,0 +1,171 @@
+//! Commands from stdin: registered with the loop when stdin can be polled (a terminal, a
+//! pipe, a socket), else read by a blocking thread that hands lines over and wakes the
+//! loop (`/dev/null` and regular files, which epoll refuses).
+
+use std::io::{self, BufRead, Read};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token, Waker};
+
+use crate::command::MAX_COMMAND_LEN;
+
+const STDIN_FD: RawFd = 0;
+
+/// What stdin gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// One line, without its terminator.
+    Line(String),
+    /// The end of stdin.
+    End,
+}
+
+/// The phone's stdin.
+#[derive(Debug)]
+pub enum Stdin {
+    /// Registered with the loop; made non-blocking (its flags are restored at the end).
+    Polled {
+        /// Bytes of an unfinished line.
+        partial: Vec<u8>,
+        /// The file status flags before we set `O_NONBLOCK`.
+        saved_flags: libc::c_int,
+    },
+    /// Read by a thread.
+    Thread {
+        /// Lines from the thread; `None` is the end.
+        lines: Receiver<Option<String>>,
+    },
+    /// Ended.
+    Closed,
+}
+
+impl Stdin {
+    /// Sets stdin up; `waker` wakes the loop when the thread has a line.
+    pub fn open(registry: &Registry, token: Token, waker: Arc<Waker>) -> Stdin {
+        // SAFETY: F_GETFL on fd 0 only reads its flags; an invalid fd returns -1.
+        let flags = unsafe { libc::fcntl(STDIN_FD, libc::F_GETFL) };
+        if flags >= 0
+            && registry
+                .register(&mut SourceFd(&STDIN_FD), token, Interest::READABLE)
+                .is_ok()
+        {
+            // SAFETY: F_SETFL on fd 0 with its own flags plus O_NONBLOCK.
+            let set = unsafe { libc::fcntl(STDIN_FD, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+            if set >= 0 {
+                log::debug!("stdin is polled");
+                return Stdin::Polled {
+                    partial: Vec::with_capacity(256),
+                    saved_flags: flags,
+                };
+            }
+            let _ = registry.deregister(&mut SourceFd(&STDIN_FD));
+        }
+        log::debug!("stdin cannot be polled: reading it on a thread");
+        let (sender, lines) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("parlo-stdin".into())
+            .spawn(move || {
+                let stdin = io::stdin();
+                let mut stdin = stdin.lock();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    let message = match stdin.read_line(&mut line) {
+                        Ok(0) | Err(_) => None,
+                        Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_owned()),
+                    };
+                    let end = message.is_none();
+                    if sender.send(message).is_err() {
+                        return;
+                    }
+                    let _ = waker.wake();
+                    if end {
+                        return;
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Stdin::Thread { lines },
+            Err(e) => {
+                log::warn!("cannot start the stdin reader: {e}; stdin is ignored");
+                Stdin::Closed
+            }
+        }
+    }
+
+    /// Whether stdin is registered with the loop (a terminal, a pipe or a socket).
+    pub fn is_polled(&self) -> bool {
+        matches!(self, Stdin::Polled { .. })
+    }
+
+    /// Takes what stdin has now: call on its readiness (polled) or on a wake (thread).
+    pub fn read(&mut self, registry: &Registry) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        match self {
+            Stdin::Polled { partial, .. } => {
+                let mut buf = [0u8; 1024];
+                let mut ended = false;
+                loop {
+                    match io::stdin().lock().read(&mut buf) {
+                        Ok(0) => {
+                            ended = true;
+                            break;
+                        }
+                        Ok(n) => partial.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            log::warn!("stdin: {e}; no longer read");
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = partial.drain(..=end).collect();
+                    let line = String::from_utf8_lossy(&line);
+                    inputs.push(Input::Line(line.trim_end_matches(['\n', '\r']).to_owned()));
+                }
+                if partial.len() > MAX_COMMAND_LEN {
+                    // Answered as an over-long command; the rest of it is dropped.
+                    inputs.push(Input::Line(String::from_utf8_lossy(partial).into_owned()));
+                    partial.clear();
+                }
+                if ended {
+                    if !partial.is_empty() {
+                        let line = String::from_utf8_lossy(partial).into_owned();
+                        inputs.push(Input::Line(line));
+                    }
+                    inputs.push(Input::End);
+                    self.close(registry);
+                }
+            }
+            Stdin::Thread { lines } => loop {
+                match lines.try_recv() {
+                    Ok(Some(line)) => inputs.push(Input::Line(line)),
+                    Ok(None) | Err(TryRecvError::Disconnected) => {
+                        inputs.push(Input::End);
+                        *self = Stdin::Closed;
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                }
+            },
+            Stdin::Closed => {}
+        }
+        inputs
+    }
+
+    /// Stops reading stdin and gives it back its flags.
+    pub fn close(&mut self, registry: &Registry) {
+        if let Stdin::Polled { saved_flags, .. } = self {
+            let _ = registry.deregister(&mut SourceFd(&STDIN_FD));
+            // SAFETY: F_SETFL on fd 0 with the flags it had when we started.
+            unsafe { libc::fcntl(STDIN_FD, libc::F_SETFL, *saved_flags) };
+        }
+        *self = Stdin::Closed;
+    }
+}
