@@ -1296,6 +1296,107 @@ pub fn align(sent: &[i16], received: &[i16]) -> Option<Alignment> {
     })
 }
 
+/// How the frames of a sent stream were played, found by walking the recording frame by
+/// frame (see [`walk_frames`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameWalk {
+    /// Where the first frame found starts in the recording, in samples.
+    pub offset: usize,
+    /// Frames of the sent stream played exactly, in order.
+    pub played: usize,
+    /// Indices of sent frames never played (or played out of order).
+    pub missing: Vec<usize>,
+    /// Frames of something else (concealment, silence) played between sent frames: each
+    /// one is a glitch and adds a frame of delay.
+    pub inserted: usize,
+    /// Indices of sent frames after which something was inserted.
+    pub inserted_after: Vec<usize>,
+}
+
+/// Walks `received` frame by frame against `sent` (both cut in 512-sample frames): each
+/// sent frame must be played exactly, after the previous one, with possibly some other
+/// frames (concealment, silence) in between; a sent frame not found within 8 frames is
+/// missing. The walk starts where the first sent frame is found. Only the sent frames
+/// whose playout fits in the recording are judged.
+pub fn walk_frames(sent: &[i16], received: &[i16]) -> Option<FrameWalk> {
+    const LOOKAHEAD: usize = 8;
+    let frames: Vec<&[i16]> = sent.chunks_exact(FRAME_SAMPLES).collect();
+    let frame_at = |pos: usize| received.get(pos..pos + FRAME_SAMPLES);
+    let (first, offset) = frames.iter().enumerate().find_map(|(k, f)| {
+        received
+            .windows(FRAME_SAMPLES)
+            .position(|w| w == *f)
+            .map(|p| (k, p))
+    })?;
+    let mut walk = FrameWalk {
+        offset,
+        missing: (0..first).collect(),
+        ..FrameWalk::default()
+    };
+    let mut pos = offset;
+    for (k, frame) in frames.iter().enumerate().skip(first) {
+        if frame_at(pos).is_none() {
+            break;
+        }
+        match (0..=LOOKAHEAD).find(|j| frame_at(pos + j * FRAME_SAMPLES) == Some(*frame)) {
+            Some(j) => {
+                if j > 0 {
+                    walk.inserted += j;
+                    walk.inserted_after.push(k.saturating_sub(1));
+                }
+                walk.played += 1;
+                pos += (j + 1) * FRAME_SAMPLES;
+            }
+            None => walk.missing.push(k),
+        }
+    }
+    Some(walk)
+}
+
+/// Frame by frame, what became of `sent` in `received` from `offset` on: for each
+/// 512-sample frame, `=` played as sent, `0` silence, `~` something else; where the
+/// recording slips (a frame of the sent stream shows up at another place), the first such
+/// slip is described. For failure messages.
+pub fn damage_report(sent: &[i16], received: &[i16], offset: usize) -> String {
+    let mut map = String::new();
+    let mut slip = None;
+    for (k, frame) in sent.chunks(FRAME_SAMPLES).enumerate() {
+        let at = offset + k * FRAME_SAMPLES;
+        let Some(played) = received.get(at..at + frame.len()) else {
+            map.push('.');
+            continue;
+        };
+        if played == frame {
+            map.push('=');
+            continue;
+        }
+        map.push(if played.iter().all(|&s| s == 0) {
+            '0'
+        } else {
+            '~'
+        });
+        if slip.is_none() {
+            let first_diff = played
+                .iter()
+                .zip(frame)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            let found = received
+                .windows(frame.len())
+                .position(|w| w == frame)
+                .map(|p| p as i64 - at as i64);
+            slip = Some(format!(
+                "frame {k} first differs at sample {first_diff} of the frame; it shows up {}",
+                match found {
+                    Some(d) => format!("{d:+} samples away"),
+                    None => "nowhere".into(),
+                }
+            ));
+        }
+    }
+    format!("{map}\n{}", slip.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1336,6 +1437,33 @@ mod tests {
             Some(1000)
         );
         assert_eq!(align(&sent, &[0; 5000]), None);
+    }
+
+    #[test]
+    fn walk_frames_sees_insertions_and_losses() {
+        let f = FRAME_SAMPLES;
+        let sent = speechlike(6 * f, 9);
+        let mut received = vec![0i16; 100];
+        received.extend_from_slice(&sent[..2 * f]);
+        received.extend_from_slice(&[0; FRAME_SAMPLES]); // a stall
+        received.extend_from_slice(&sent[2 * f..3 * f]);
+        received.extend_from_slice(&sent[4 * f..]); // frame 3 lost
+        let walk = walk_frames(&sent, &received).expect("found");
+        assert_eq!(
+            walk,
+            FrameWalk {
+                offset: 100,
+                played: 5,
+                missing: vec![3],
+                inserted: 1,
+                inserted_after: vec![1],
+            }
+        );
+        let exact = walk_frames(&sent, &sent).expect("found");
+        assert_eq!(
+            (exact.played, exact.inserted, exact.missing.len()),
+            (6, 0, 0)
+        );
     }
 
     #[test]
