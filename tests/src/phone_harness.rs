@@ -968,7 +968,7 @@ impl OriginalPeer {
         let mut sent = 0usize;
         let mut buf = [0u8; 2048];
         self.udp
-            .set_read_timeout(Some(Duration::from_millis(5)))
+            .set_read_timeout(Some(Duration::from_millis(1)))
             .expect("timeouts can be set");
         while start.elapsed() < duration {
             if Instant::now() >= next_frame {
@@ -1351,6 +1351,38 @@ pub fn walk_frames(sent: &[i16], received: &[i16]) -> Option<FrameWalk> {
         }
     }
     Some(walk)
+}
+
+/// The frames of `sent` are played in order, with at most `glitches` frames missing
+/// (dropped by the jitter buffer to shrink its delay) or inserted (concealment while it
+/// stalls to grow); everything else sample-exact. Returns the walk.
+pub fn assert_in_order(what: &str, sent: &[i16], heard: &[i16], glitches: usize) -> FrameWalk {
+    let walk = walk_frames(sent, heard)
+        .unwrap_or_else(|| panic!("{what}: no frame of what was sent arrived"));
+    let frames = sent.len() / FRAME_SAMPLES;
+    assert_eq!(
+        walk.played + walk.missing.len(),
+        frames,
+        "{what}: the recording ends before the last frame: {walk:?}"
+    );
+    assert!(
+        walk.missing.len() + walk.inserted <= glitches,
+        "{what}: {} frames missing, {} inserted: {walk:?}\n{}",
+        walk.missing.len(),
+        walk.inserted,
+        damage_report(sent, heard, walk.offset)
+    );
+    println!(
+        "{what}: {} of {frames} frames in order from sample {} ({:.1} ms); missing {:?}, {} \
+         inserted after frames {:?}",
+        walk.played,
+        walk.offset,
+        walk.offset as f64 * 1000.0 / f64::from(SAMPLE_RATE),
+        walk.missing,
+        walk.inserted,
+        walk.inserted_after
+    );
+    walk
 }
 
 /// Frame by frame, what became of `sent` in `received` from `offset` on: for each

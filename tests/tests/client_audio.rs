@@ -1,13 +1,16 @@
 //! parlo-client end to end: audio through a call over loopback. Each phone plays a WAV
-//! file as its microphone and records what it hears into another; what arrives must be
-//! what was sent, sample for sample, after the delay of the path.
+//! file as its microphone and records what it hears into another, which is compared with
+//! what was sent frame by frame (512 samples): every frame played exactly and in order,
+//! apart from the delay of the path and the glitches counted (frames the jitter buffer
+//! inserts or drops); the strict sample-exact comparison is the ignored test, for the
+//! reason given there.
 
 use std::path::Path;
 use std::time::Duration;
 
 use parlo_tests::phone_harness::{
-    Event, FRAME_SAMPLES, FrameWalk, Impairment, Phone, Relay, RelayReport, SAMPLE_RATE, align,
-    damage_report, read_wav, speechlike, walk_frames, write_wav,
+    Event, FRAME_SAMPLES, Impairment, Phone, Relay, RelayReport, SAMPLE_RATE, align,
+    assert_in_order, damage_report, read_wav, speechlike, walk_frames, write_wav,
 };
 use parlo_tests::server_harness::Server;
 
@@ -116,38 +119,6 @@ fn two_way_call() -> TwoWay {
         bob_heard: read_wav(&bob_hears),
         statuses,
     }
-}
-
-/// The frames of `sent` are played in order, with at most `glitches` frames missing
-/// (dropped by the jitter buffer to shrink its delay) or inserted (concealment while it
-/// stalls to grow); everything else sample-exact. Returns the walk.
-fn assert_in_order(what: &str, sent: &[i16], heard: &[i16], glitches: usize) -> FrameWalk {
-    let walk = walk_frames(sent, heard)
-        .unwrap_or_else(|| panic!("{what}: no frame of what was sent arrived"));
-    let frames = sent.len() / FRAME_SAMPLES;
-    assert_eq!(
-        walk.played + walk.missing.len(),
-        frames,
-        "{what}: the recording ends before the last frame: {walk:?}"
-    );
-    assert!(
-        walk.missing.len() + walk.inserted <= glitches,
-        "{what}: {} frames missing, {} inserted: {walk:?}\n{}",
-        walk.missing.len(),
-        walk.inserted,
-        damage_report(sent, heard, walk.offset)
-    );
-    println!(
-        "{what}: {} of {frames} frames in order from sample {} ({:.1} ms); missing {:?}, {} \
-         inserted after frames {:?}",
-        walk.played,
-        walk.offset,
-        walk.offset as f64 * 1000.0 / f64::from(SAMPLE_RATE),
-        walk.missing,
-        walk.inserted,
-        walk.inserted_after
-    );
-    walk
 }
 
 #[test]

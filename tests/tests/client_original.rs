@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use parlo_tests::phone_harness::{
-    Answer, ORIGINAL_PORT, OriginalPeer, Phone, SAMPLE_RATE, align, read_wav, speechlike, write_wav,
+    Answer, ORIGINAL_PORT, OriginalPeer, Phone, SAMPLE_RATE, align, assert_in_order, read_wav,
+    speechlike, write_wav,
 };
 use parlo_tests::server_harness::{Server, TempDir, loopback};
 
@@ -95,7 +96,8 @@ fn an_original_phone_calls_a_parlo_phone_and_hangs_up() {
     assert_eq!(bob.quit().code(), Some(0), "{}", bob.transcript());
 
     assert_intact("parlo bob -> original", &bob_says, &media.received);
-    assert_intact("original -> parlo bob", &old_says, &read_wav(&bob_hears));
+    // Through the Parlo phone's jitter buffer: see client_audio.rs for its glitches.
+    assert_in_order("original -> parlo bob", &old_says, &read_wav(&bob_hears), 4);
     old.disconnect();
 }
 
