@@ -1030,6 +1030,10 @@ pub struct Impairment {
     pub duplicate_every: usize,
     /// Every N-th packet (index N-1, 2N-1, ...) is dropped.
     pub drop_every: usize,
+    /// The first N signalling datagrams from the caller are dropped.
+    pub drop_first_requests: usize,
+    /// The first N signalling datagrams from the callee are dropped.
+    pub drop_first_answers: usize,
 }
 
 impl Impairment {
@@ -1049,6 +1053,10 @@ pub struct RelayReport {
     pub reordered: usize,
     /// Media packets sent twice.
     pub duplicated: usize,
+    /// Signalling lines from the caller, as forwarded or dropped (`dropped: ` prefix).
+    pub requests: Vec<String>,
+    /// Signalling lines from the callee, likewise.
+    pub answers: Vec<String>,
 }
 
 /// A man in the middle for one call: registers `name` in the directory with the address of
@@ -1151,7 +1159,13 @@ fn relay(
             let datagram = &buf[..n];
             let is_rtp = datagram.first().is_some_and(|b| (0x80..=0xBF).contains(b));
             if !is_rtp {
-                let _ = back.send_to(datagram, callee);
+                let line = String::from_utf8_lossy(datagram).into_owned();
+                if report.requests.len() < impair.drop_first_requests {
+                    report.requests.push(format!("dropped: {line}"));
+                } else {
+                    report.requests.push(line);
+                    let _ = back.send_to(datagram, callee);
+                }
                 continue;
             }
             let index = report.media;
@@ -1177,7 +1191,17 @@ fn relay(
         while let Ok((n, from)) = back.recv_from(&mut buf) {
             busy = true;
             if let (true, Some(caller)) = (from == callee, caller) {
-                let _ = front.send_to(&buf[..n], caller);
+                let datagram = &buf[..n];
+                let is_rtp = datagram.first().is_some_and(|b| (0x80..=0xBF).contains(b));
+                if !is_rtp {
+                    let line = String::from_utf8_lossy(datagram).into_owned();
+                    if report.answers.len() < impair.drop_first_answers {
+                        report.answers.push(format!("dropped: {line}"));
+                        continue;
+                    }
+                    report.answers.push(line);
+                }
+                let _ = front.send_to(datagram, caller);
             }
         }
         if !busy {

@@ -215,6 +215,7 @@ fn reordered_and_duplicated_packets_are_played_in_order() {
         reorder_every: 5,
         duplicate_every: 7,
         drop_every: 0,
+        ..Impairment::default()
     });
     assert!(
         report.reordered >= 5 && report.duplicated >= 4,
@@ -240,6 +241,7 @@ fn lost_packets_are_counted_and_only_their_frames_are_missing() {
         reorder_every: 0,
         duplicate_every: 0,
         drop_every: 6,
+        ..Impairment::default()
     });
     let frames = sent.len() / FRAME_SAMPLES;
     let dropped: Vec<usize> = report

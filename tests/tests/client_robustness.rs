@@ -4,8 +4,8 @@
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
-use parlo_tests::phone_harness::{Phone, connect_call, third_party};
-use parlo_tests::server_harness::{Server, TempDir, loopback};
+use parlo_tests::phone_harness::{Impairment, Phone, Relay, connect_call, third_party};
+use parlo_tests::server_harness::{Server, TempDir, eventually, loopback};
 
 /// The call id of the phone's current call, as its debug log shows it (`call=<8 hex>`).
 fn call_id_from_log(phone: &Phone) -> Option<String> {
@@ -209,4 +209,65 @@ fn a_call_placed_while_the_server_is_away_fails_clearly() {
         alice.transcript()
     );
     assert_eq!(alice.exit_status(), None);
+}
+
+#[test]
+fn lost_signalling_is_retransmitted_until_acknowledged() {
+    let server = Server::start(&[]);
+    let mut bob = Phone::registered("bob-phone", &server);
+    // The first START and the first two answers (RINGING, ACCEPT or its repeats) vanish.
+    let relay = Relay::start(
+        "bob",
+        &server,
+        bob.addr,
+        Impairment {
+            drop_first_requests: 1,
+            drop_first_answers: 2,
+            ..Impairment::default()
+        },
+    );
+    let mut alice = Phone::registered("alice", &server);
+    alice.send("call bob");
+    bob.expect_event("incoming");
+    bob.send("accept");
+    alice.expect_event("connected");
+    bob.expect_event("connected");
+    alice.send("hangup");
+    alice.expect_ended("hangup");
+    bob.expect_ended("remote-hangup");
+    let retransmitted = |phone: &mut Phone| phone.status().number("retransmissions");
+    assert!(
+        retransmitted(&mut alice).is_some_and(|n| n >= 1),
+        "alice resent START"
+    );
+    assert!(
+        retransmitted(&mut bob).is_some_and(|n| n >= 1),
+        "bob resent what was lost"
+    );
+    let report = relay.finish();
+    let starts = report
+        .requests
+        .iter()
+        .filter(|l| l.contains("START"))
+        .count();
+    assert!(starts >= 2, "START was sent again: {report:?}");
+}
+
+#[test]
+fn the_directory_records_the_address_the_phone_listens_on() {
+    let server = Server::start(&[]);
+    let alice = Phone::registered("alice", &server);
+    eventually("the registration reaches the database", || {
+        server.users().contains("alice")
+    });
+    let table = server.users();
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("alice"))
+        .unwrap_or_else(|| panic!("alice is not in the directory:\n{table}"));
+    assert!(
+        row.contains(&alice.addr.ip().to_string()) && row.contains(&alice.addr.port().to_string()),
+        "directory row {row:?} for a phone listening on {}",
+        alice.addr
+    );
 }
