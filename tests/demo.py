@@ -8,8 +8,9 @@ seconds, alice hangs up. Everything is stopped, then this prints what happened: 
 phone's events, the call set-up time (dial -> connected) and whether each recording
 arrived intact at the other end (sample for sample, apart from the delay of the path).
 
-Exit status: 0 when the call went through and the audio arrived intact both ways, 1 when
-something did not work (the message says what), 2 on bad usage.
+Exit status: 0 when the call went through and each recording arrived (every 512-sample
+frame played exactly and in order; a glitch or two from the jitter buffer is reported but
+tolerated), 1 when something did not work (the message says what), 2 on bad usage.
 
 Only the Python standard library is used. Usage:
     demo.py SERVER_BINARY CLIENT_BINARY [--keep DIR]
@@ -270,8 +271,8 @@ def describe(direction, sent, received_path):
     arrived = played >= frames - 2 and glitches <= 4
     verdict = "arrived with glitches" if arrived else "DAMAGED"
     return arrived, (f"{direction}: {verdict}: {played} of {frames} frames played exactly "
-                     f"and in order starting {delay}; {len(missing)} missing {missing}, "
-                     f"{inserted} frames of concealment inserted (jitter buffer)")
+                     f"and in order starting {delay}; missing: {missing or 'none'}; frames of "
+                     f"concealment inserted by the jitter buffer: {inserted}")
 
 
 def run(server_bin, client_bin, work):
