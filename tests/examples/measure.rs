@@ -10,7 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use parlo_tests::phone_harness::{Phone, SAMPLE_RATE, align, read_wav, speechlike, write_wav};
+use parlo_tests::phone_harness::{
+    FRAME_SAMPLES, Phone, SAMPLE_RATE, align, read_wav, speechlike, walk_frames, write_wav,
+};
 use parlo_tests::server_harness::{Server, TempDir};
 
 /// Clock ticks per second of /proc/PID/stat's times (USER_HZ, 100 on Linux).
@@ -161,18 +163,24 @@ fn main() {
     let _ = bob.quit();
 
     let heard = read_wav(&bob_out);
-    match align(&says, &heard) {
-        Some(found) => println!(
-            "file-to-file path: the recording starts {} samples ({:.1} ms) into the received \
-             file; {} of {} samples compared, {} differ",
-            found.offset,
-            found.offset_ms(),
-            found.overlap,
-            says.len(),
-            found.mismatches
-        ),
+    match walk_frames(&says, &heard) {
+        Some(walk) => {
+            let frames = says.len() / FRAME_SAMPLES;
+            println!(
+                "file-to-file path: the first frame sent starts {} samples ({:.1} ms) into the \
+                 received file; {} of {frames} frames played exactly and in order, missing {:?}, \
+                 {} frames inserted (after frames {:?}); sample-exact overall: {}",
+                walk.offset,
+                walk.offset as f64 * 1000.0 / f64::from(SAMPLE_RATE),
+                walk.played,
+                walk.missing,
+                walk.inserted,
+                walk.inserted_after,
+                align(&says, &heard).is_some_and(|a| a.mismatches == 0 && a.overlap == says.len())
+            );
+        }
         None => println!(
-            "file-to-file path: the sent recording was not found in the {} samples received",
+            "file-to-file path: no frame sent was found in the {} samples received",
             heard.len()
         ),
     }
