@@ -216,6 +216,8 @@ pub struct PhoneBuilder {
     audio: Option<String>,
     control: bool,
     stdin_null: bool,
+    stdin_file: Option<PathBuf>,
+    by_env: bool,
     log_level: String,
     extra: Vec<String>,
 }
@@ -281,6 +283,19 @@ impl PhoneBuilder {
         self
     }
 
+    /// Stdin is this regular file.
+    pub fn stdin_file(mut self, path: &Path) -> Self {
+        self.stdin_file = Some(path.to_owned());
+        self
+    }
+
+    /// Gives every setting through the environment (`PARLO_SERVER`, `PARLO_NAME`, ...), as
+    /// a systemd `EnvironmentFile=` would, instead of flags.
+    pub fn configured_by_environment(mut self) -> Self {
+        self.by_env = true;
+        self
+    }
+
     /// `--log-level LEVEL` (default `debug`, so that a failing test shows what happened).
     pub fn log_level(mut self, level: &str) -> Self {
         level.clone_into(&mut self.log_level);
@@ -303,45 +318,59 @@ impl PhoneBuilder {
         let server = self
             .server
             .expect("a phone needs a server address: PhoneBuilder::server");
-        let mut args: Vec<String> = vec![
-            "--server".into(),
-            server.to_string(),
-            "--name".into(),
-            self.name.clone(),
-            "--listen".into(),
-            listen.to_string(),
-            "--audio".into(),
-            self.audio.unwrap_or_else(|| "null".into()),
-            "--log-level".into(),
-            self.log_level,
+        let mut settings: Vec<(&str, &str, String)> = vec![
+            ("--server", "PARLO_SERVER", server.to_string()),
+            ("--name", "PARLO_NAME", self.name.clone()),
+            ("--listen", "PARLO_LISTEN", listen.to_string()),
+            (
+                "--audio",
+                "PARLO_AUDIO",
+                self.audio.unwrap_or_else(|| "null".into()),
+            ),
+            ("--log-level", "PARLO_LOG_LEVEL", self.log_level),
         ];
-        if self.json {
-            args.push("--json".into());
-        }
-        if self.auto_answer {
-            args.push("--auto-answer".into());
-        }
         if let Some(secs) = self.answer_timeout {
-            args.push("--answer-timeout".into());
-            args.push(secs.to_string());
+            settings.push(("--answer-timeout", "PARLO_ANSWER_TIMEOUT", secs.to_string()));
         }
         if let Some(path) = &control {
-            args.push("--control".into());
-            args.push(path.display().to_string());
+            settings.push(("--control", "PARLO_CONTROL", path.display().to_string()));
+        }
+        let mut args: Vec<String> = Vec::new();
+        let mut env: Vec<(&str, String)> = Vec::new();
+        for (flag, var, value) in settings {
+            if self.by_env {
+                env.push((var, value));
+            } else {
+                args.push(flag.into());
+                args.push(value);
+            }
+        }
+        for (on, flag, var) in [
+            (self.json, "--json", "PARLO_JSON"),
+            (self.auto_answer, "--auto-answer", "PARLO_AUTO_ANSWER"),
+        ] {
+            if on && self.by_env {
+                env.push((var, "1".into()));
+            } else if on {
+                args.push(flag.into());
+            }
         }
         args.extend(self.extra);
 
-        let mut command = Command::new(client_binary());
+        let mut command = client_command();
+        let stdin = match (&self.stdin_file, self.stdin_null) {
+            (Some(path), _) => {
+                Stdio::from(std::fs::File::open(path).expect("the file for stdin can be opened"))
+            }
+            (None, true) => Stdio::null(),
+            (None, false) => Stdio::piped(),
+        };
         command
             .args(&args)
-            .stdin(if self.stdin_null {
-                Stdio::null()
-            } else {
-                Stdio::piped()
-            })
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        die_with_parent(&mut command);
         let started = Instant::now();
         let mut child = command.spawn().expect("parlo-client starts");
         let stdin = child.stdin.take();
@@ -363,6 +392,30 @@ impl PhoneBuilder {
             dir,
         }
     }
+}
+
+/// The environment variables parlo-client reads its settings from.
+const SETTINGS_ENV: [&str; 9] = [
+    "PARLO_SERVER",
+    "PARLO_NAME",
+    "PARLO_LISTEN",
+    "PARLO_AUDIO",
+    "PARLO_CONTROL",
+    "PARLO_JSON",
+    "PARLO_AUTO_ANSWER",
+    "PARLO_ANSWER_TIMEOUT",
+    "PARLO_LOG_LEVEL",
+];
+
+/// A command running parlo-client with none of its settings inherited from the
+/// environment of the tests, dying with the thread that starts it.
+pub fn client_command() -> Command {
+    let mut command = Command::new(client_binary());
+    for var in SETTINGS_ENV {
+        command.env_remove(var);
+    }
+    die_with_parent(&mut command);
+    command
 }
 
 /// Makes the child receive SIGKILL when the thread that started it ends, so that a test
@@ -416,6 +469,8 @@ impl Phone {
             audio: None,
             control: false,
             stdin_null: false,
+            stdin_file: None,
+            by_env: false,
             log_level: "debug".into(),
             extra: Vec::new(),
         }
@@ -711,7 +766,7 @@ pub fn connect_call(caller: &mut Phone, callee: &mut Phone) {
 /// Runs `parlo-client ctl --control PATH <args>` with `input` on its stdin and returns its
 /// output, failing the test after [`PATIENCE`].
 pub fn ctl(control: &Path, args: &[&str], input: &str) -> Output {
-    let mut command = Command::new(client_binary());
+    let mut command = client_command();
     command
         .arg("ctl")
         .arg("--control")
@@ -726,7 +781,7 @@ pub fn ctl(control: &Path, args: &[&str], input: &str) -> Output {
 /// Runs `parlo-client <args>` (no phone started by the harness), with stdin from
 /// `/dev/null`, failing the test after [`PATIENCE`].
 pub fn run_client(args: &[&str]) -> Output {
-    let mut command = Command::new(client_binary());
+    let mut command = client_command();
     command
         .args(args)
         .stdin(Stdio::null())
@@ -736,7 +791,6 @@ pub fn run_client(args: &[&str]) -> Output {
 }
 
 fn run_with_input(mut command: Command, input: &str) -> Output {
-    die_with_parent(&mut command);
     let mut child = command.spawn().expect("parlo-client runs");
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(input.as_bytes());

@@ -315,3 +315,141 @@ fn a_missing_audio_file_is_a_clear_start_up_error() {
     let said = text(&out.stderr);
     assert!(said.contains("/nonexistent/in.wav"), "{said:?}");
 }
+
+#[test]
+fn a_phone_configured_only_by_environment_variables_works() {
+    let server = Server::start(&[]);
+    let mut bob = Phone::registered("bob", &server);
+    let mut door = Phone::start_registered(
+        Phone::builder("door")
+            .server(&server)
+            .json()
+            .auto_answer()
+            .stdin_null()
+            .control()
+            .configured_by_environment(),
+    );
+    let registered = door.events().into_iter().find(|e| e.kind == "registered");
+    assert!(
+        registered.as_ref().is_some_and(|e| e.json.is_some()),
+        "PARLO_JSON=1 gives JSON events: {registered:?}"
+    );
+    bob.send("call door");
+    bob.expect_event("connected");
+    door.expect_event("connected");
+    assert!(door.ctl(&["hangup"], "").status.success());
+    bob.expect_ended("remote-hangup");
+}
+
+#[test]
+fn commands_from_a_regular_file_on_stdin_are_read_and_the_phone_stays() {
+    let server = Server::start(&[]);
+    let dir = TempDir::new("stdin");
+    let commands = dir.path().join("commands");
+    std::fs::write(&commands, "status\nhelp\n").expect("writable");
+    let mut alice = Phone::builder("alice")
+        .server(&server)
+        .stdin_file(&commands)
+        .control()
+        .start();
+    // Read at once, perhaps before the registration.
+    alice.expect_event("status");
+    alice.expect_event("help");
+    alice.skip_unread();
+    assert!(alice.ctl(&["status"], "").status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(alice.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(alice.pid()) - before;
+    assert!(
+        spent <= 5,
+        "{spent} ticks of CPU in 1 s after the file ended"
+    );
+    assert_eq!(alice.exit_status(), None, "{}", alice.transcript());
+}
+
+#[test]
+fn with_stdin_on_dev_null_the_phone_idles_without_spinning() {
+    let server = Server::start(&[]);
+    let alice = Phone::start_registered(
+        Phone::builder("alice")
+            .server(&server)
+            .stdin_null()
+            .control(),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(alice.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(alice.pid()) - before;
+    assert!(
+        spent <= 5,
+        "{spent} ticks of CPU in 1 s with stdin on /dev/null"
+    );
+}
+
+#[test]
+fn a_udp_port_in_use_is_a_critical_error_exit_2() {
+    let server = Server::start(&[]);
+    let alice = Phone::registered("alice", &server);
+    let mut again = Phone::builder("alice2")
+        .server(&server)
+        .ip(alice.addr.ip())
+        .port(alice.addr.port())
+        .start();
+    let status = again.wait();
+    assert_eq!(status.code(), Some(2), "{}", again.transcript());
+    let said = again.stderr_lines().join("\n");
+    assert!(
+        said.contains(&alice.addr.to_string()),
+        "the message names the address: {said}"
+    );
+}
+
+#[test]
+fn a_control_socket_in_use_is_a_critical_error_exit_2() {
+    let server = Server::start(&[]);
+    let alice = Phone::start_registered(Phone::builder("alice").server(&server).control());
+    let path = alice.control_path().display().to_string();
+    let mut again = Phone::builder("alice2")
+        .server(&server)
+        .arg("--control")
+        .arg(path.clone())
+        .start();
+    let status = again.wait();
+    assert_eq!(status.code(), Some(2), "{}", again.transcript());
+    // The first phone's socket still works.
+    assert!(alice.ctl(&["status"], "").status.success());
+}
+
+#[test]
+fn sigint_exits_0_and_sighup_logs_a_status_line() {
+    let server = Server::start(&[]);
+    let mut alice = Phone::registered("alice", &server);
+    alice.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !alice
+        .stderr_lines()
+        .iter()
+        .any(|l| l.contains("status") || l.contains("state="))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status line logged on SIGHUP\n{}",
+            alice.transcript()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(alice.exit_status(), None);
+    alice.signal("INT");
+    assert_eq!(alice.wait().code(), Some(0), "{}", alice.transcript());
+}
+
+#[test]
+fn version_prints_and_exits_0() {
+    let out = run_client(&["--version"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text(&out.stdout).contains(env!("CARGO_PKG_VERSION")),
+        "{out:?}"
+    );
+}
