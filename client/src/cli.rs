@@ -406,12 +406,25 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
             None => DeviceSpec::default(),
         },
     };
-    if let DeviceSpec::File { input, .. } = &audio {
+    if let DeviceSpec::File { input, output } = &audio {
         if let Err(e) = std::fs::File::open(input) {
             return Err(usage(format!(
                 "--audio: cannot open the input WAV file {}: {e}",
                 input.display()
             )));
+        }
+        // The output file is created at each call; its directory must exist now.
+        let dir = output
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .filter(|dir| !dir.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            if !dir.is_dir() {
+                return Err(usage(format!(
+                    "--audio: the directory of the output WAV file, {}, does not exist",
+                    dir.display()
+                )));
+            }
         }
     }
     let control = control.or_else(|| env.var("PARLO_CONTROL").map(PathBuf::from));
@@ -624,6 +637,12 @@ mod tests {
             )
             .contains("cannot open the input WAV file")
         );
+        let input = std::env::current_exe().expect("some existing file");
+        let words = format!(
+            "--server 127.0.0.1 --name a --audio file:{},/nonexistent/out.wav",
+            input.display()
+        );
+        assert!(usage_error(&words, &no_env()).contains("does not exist"));
         assert!(usage_error("--server 127.0.0.1 --name a --bogus", &no_env()).contains("bogus"));
     }
 

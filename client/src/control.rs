@@ -59,12 +59,12 @@ impl Control {
             }
             std::fs::remove_file(path).map_err(|e| control_error("remove the stale socket", e))?;
         }
-        let mut listener = UnixListener::bind(path).map_err(|e| control_error("create", e))?;
+        let mut listener = UnixListener::bind(path).map_err(|e| control_error("create it", e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-            .map_err(|e| control_error("set the permissions of", e))?;
+            .map_err(|e| control_error("set its permissions", e))?;
         registry
             .register(&mut listener, listener_token, Interest::READABLE)
-            .map_err(|e| control_error("watch", e))?;
+            .map_err(|e| control_error("watch it", e))?;
         let mut connections = Vec::with_capacity(MAX_CONNECTIONS);
         connections.resize_with(MAX_CONNECTIONS, || None);
         Ok(Control {
@@ -266,7 +266,7 @@ pub fn ctl(path: &Path, command: Option<&str>) -> Result<Exit, Error> {
         doing,
         source,
     };
-    let stream = StdUnixStream::connect(path).map_err(|e| control_error("connect to", e))?;
+    let stream = StdUnixStream::connect(path).map_err(|e| control_error("connect to it", e))?;
     stream
         .set_read_timeout(Some(CTL_TIMEOUT))
         .map_err(|e| control_error("configure", e))?;
@@ -281,11 +281,11 @@ pub fn ctl(path: &Path, command: Option<&str>) -> Result<Exit, Error> {
         }
         writer
             .write_all(format!("{}\n", line.trim_end()).as_bytes())
-            .map_err(|e| control_error("send to", e))?;
+            .map_err(|e| control_error("send a command through it", e))?;
         let mut answer = String::new();
         let n = reader
             .read_line(&mut answer)
-            .map_err(|e| control_error("read an answer from", e))?;
+            .map_err(|e| control_error("read an answer from it", e))?;
         if n == 0 {
             return Ok(false);
         }
@@ -310,4 +310,99 @@ pub fn ctl(path: &Path, command: Option<&str>) -> Result<Exit, Error> {
         }
     }
     Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll};
+
+    fn socket_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("parlo-control-{}-{tag}.sock", std::process::id()))
+    }
+
+    /// Polls until `token` is ready (or fails after 5 s instead of hanging).
+    fn wait_for(poll: &mut Poll, token: Token) {
+        let mut events = Events::with_capacity(8);
+        let limit = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(
+                std::time::Instant::now() < limit,
+                "{token:?} never became ready"
+            );
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .expect("poll");
+            if events.iter().any(|e| e.token() == token) {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn lines_in_answers_out() {
+        let path = socket_path("lines");
+        let mut poll = Poll::new().expect("poll");
+        let mut control = Control::bind(&path, poll.registry(), Token(5), 16).expect("bind");
+        let mut client = StdUnixStream::connect(&path).expect("connect");
+        wait_for(&mut poll, Token(5));
+        control.accept(poll.registry());
+        client.write_all(b"status\ncall bob\r\nhal").expect("write");
+        wait_for(&mut poll, Token(16));
+        let lines = control.read(poll.registry(), 0);
+        assert_eq!(lines, [Ok("status".to_owned()), Ok("call bob".to_owned())]);
+        client.write_all(b"f\n").expect("write");
+        wait_for(&mut poll, Token(16));
+        assert_eq!(control.read(poll.registry(), 0), [Ok("half".to_owned())]);
+
+        control.send(poll.registry(), 0, "status state=idle\n");
+        let mut answer = String::new();
+        BufReader::new(&client)
+            .read_line(&mut answer)
+            .expect("answer");
+        assert_eq!(answer, "status state=idle\n");
+
+        // A line that never ends is refused once (a complete over-long line is left to
+        // the command parser, which refuses it too), and the connection goes on.
+        client.write_all(&[b'x'; 3000]).expect("write");
+        let mut got = Vec::new();
+        while got.is_empty() {
+            wait_for(&mut poll, Token(16));
+            got.extend(control.read(poll.registry(), 0));
+        }
+        assert!(
+            matches!(&got[..], [Err(e)] if e.contains("longer than")),
+            "{got:?}"
+        );
+        client
+            .write_all(
+                b"x
+help
+",
+            )
+            .expect("write");
+        wait_for(&mut poll, Token(16));
+        assert_eq!(
+            control.read(poll.registry(), 0),
+            [Ok("x".to_owned()), Ok("help".to_owned())]
+        );
+        drop(control);
+        assert!(!path.exists(), "the socket file is removed on drop");
+    }
+
+    #[test]
+    fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
+        let path = socket_path("stale");
+        let poll = Poll::new().expect("poll");
+        let first = Control::bind(&path, poll.registry(), Token(5), 16).expect("bind");
+        assert!(matches!(
+            Control::bind(&path, poll.registry(), Token(6), 32),
+            Err(Error::ControlInUse(_))
+        ));
+        drop(first);
+        // A socket file left behind by a crash: nobody answers on it.
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
+        assert!(path.exists());
+        let again = Control::bind(&path, poll.registry(), Token(5), 16).expect("rebind");
+        drop(again);
+    }
 }

@@ -182,8 +182,8 @@ impl Directory {
             Link::Waiting { retry_at } if *retry_at <= now => self.connect(registry, now, out),
             Link::Connecting { deadline, addr, .. } if *deadline <= now => {
                 let reason = format!(
-                    "cannot reach the directory server {} ({addr}): no answer within {} s",
-                    self.server,
+                    "cannot reach the directory server {}: no answer within {} s",
+                    self.describe(*addr),
                     CONNECT_TIMEOUT.as_secs()
                 );
                 self.fail(registry, reason, now, out);
@@ -219,11 +219,20 @@ impl Directory {
             }
             Err(e) => {
                 let reason = format!(
-                    "cannot reach the directory server {} ({addr}): {e}",
-                    self.server
+                    "cannot reach the directory server {}: {e}",
+                    self.describe(addr)
                 );
                 self.fail(registry, reason, now, out);
             }
+        }
+    }
+
+    /// The server as given, with the address it resolved to when that says more.
+    fn describe(&self, addr: SocketAddr) -> String {
+        if addr.ip().to_string() == self.server.host {
+            self.server.to_string()
+        } else {
+            format!("{} ({addr})", self.server)
         }
     }
 
@@ -391,8 +400,8 @@ impl Directory {
             };
             if let Some(e) = failure {
                 let reason = format!(
-                    "cannot reach the directory server {} ({addr}): {e}",
-                    self.server
+                    "cannot reach the directory server {}: {e}",
+                    self.describe(addr)
                 );
                 return self.fail(registry, reason, now, out);
             }
@@ -507,5 +516,144 @@ impl Directory {
             self.server, self.name
         );
         self.fail(registry, reason, now, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll};
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("test name")
+    }
+
+    /// Runs the loop until `done` says so (or fails after 5 s instead of hanging).
+    fn drive(
+        poll: &mut Poll,
+        directory: &mut Directory,
+        out: &mut Vec<Outcome>,
+        mut done: impl FnMut(&Directory, &[Outcome]) -> bool,
+    ) {
+        let mut events = Events::with_capacity(8);
+        let limit = Instant::now() + Duration::from_secs(5);
+        while !done(directory, out) {
+            assert!(Instant::now() < limit, "gave up waiting; outcomes: {out:?}");
+            let now = Instant::now();
+            directory.handle_timeout(poll.registry(), now, out);
+            let timeout = directory
+                .poll_timeout()
+                .map_or(Duration::from_millis(50), |t| {
+                    t.saturating_duration_since(now)
+                        .min(Duration::from_millis(50))
+                });
+            poll.poll(&mut events, Some(timeout)).expect("poll");
+            if !events.is_empty() {
+                directory.handle_ready(poll.registry(), Instant::now(), out);
+            }
+        }
+    }
+
+    #[test]
+    fn registers_from_the_listen_address_and_notices_the_server_going_away() {
+        let server = TcpListener::bind("127.0.0.201:0").expect("bind the fake server");
+        let port = server.local_addr().expect("address").port();
+        let mut poll = Poll::new().expect("poll");
+        let listen: SocketAddr = "127.0.0.202:6001".parse().expect("address");
+        let server_addr = ServerAddr {
+            host: "127.0.0.201".into(),
+            port,
+        };
+        let mut directory =
+            Directory::new(server_addr, name("alice"), listen, Token(1), Instant::now());
+        let mut out = Vec::new();
+        // Connect; the fake server accepts and checks where the connection comes from.
+        directory.handle_timeout(poll.registry(), Instant::now(), &mut out);
+        let (conn, peer) = server.accept().expect("accept");
+        assert_eq!(
+            peer.ip(),
+            listen.ip(),
+            "the connection leaves from --listen's address"
+        );
+        drive(&mut poll, &mut directory, &mut out, |d, _| d.is_open());
+        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("REG");
+        assert_eq!(
+            line,
+            "{\"command\":\"REG\",\"name\":\"alice\",\"port\":6001}\n"
+        );
+        (&conn)
+            .write_all(b"{\"ack\":\"Registered successfully\"}\n")
+            .expect("answer");
+        drive(&mut poll, &mut directory, &mut out, |_, o| {
+            o.iter().any(|o| matches!(o, Outcome::Registered))
+        });
+        assert!(directory.is_registered());
+
+        // A lookup, answered in two TCP segments.
+        out.clear();
+        let request = Request::Get { name: name("bob") };
+        let bob = parlo_fsm::Name::new("bob").expect("name");
+        directory
+            .request(
+                poll.registry(),
+                &request,
+                Purpose::Dial(bob.clone()),
+                Instant::now(),
+                &mut out,
+            )
+            .expect("open");
+        line.clear();
+        reader.read_line(&mut line).expect("GET");
+        assert_eq!(line, "{\"command\":\"GET\",\"name\":\"bob\"}\n");
+        (&conn).write_all(b"{\"ip\":\"127.0.").expect("answer");
+        (&conn).flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(20));
+        (&conn)
+            .write_all(b"0.9\",\"port\":5001}\n")
+            .expect("answer");
+        drive(&mut poll, &mut directory, &mut out, |_, o| !o.is_empty());
+        assert!(matches!(
+            &out[..],
+            [Outcome::Answer(Purpose::Dial(n), Ok(Reply::Found(c)))]
+                if *n == bob && c.port == 5001 && c.ip.to_string() == "127.0.0.9"
+        ));
+
+        // The server goes away: a pending request fails, the loss is announced once.
+        out.clear();
+        directory
+            .request(
+                poll.registry(),
+                &Request::List { offset: 0 },
+                Purpose::Disconnect,
+                Instant::now(),
+                &mut out,
+            )
+            .expect("open");
+        drop(reader);
+        drop(conn);
+        drop(server);
+        drive(&mut poll, &mut directory, &mut out, |_, o| {
+            o.iter().any(|o| matches!(o, Outcome::Lost { .. }))
+        });
+        assert!(matches!(
+            &out[0],
+            Outcome::Answer(Purpose::Disconnect, Err(_))
+        ));
+        assert!(matches!(
+            &out[1],
+            Outcome::Lost { announce: true, retry_in, .. } if *retry_in == BACKOFF_INITIAL
+        ));
+        assert!(!directory.is_registered() && !directory.is_open());
+        // The next attempt finds nobody listening: not announced again, longer delay.
+        out.clear();
+        drive(&mut poll, &mut directory, &mut out, |_, o| !o.is_empty());
+        assert!(matches!(
+            &out[0],
+            Outcome::Lost { announce: false, retry_in, .. } if *retry_in == BACKOFF_INITIAL * 2
+        ));
     }
 }

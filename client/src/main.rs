@@ -9,6 +9,7 @@
 //!
 //! Exit codes are the original's: 0 done, 1 warning, 2 critical error, 3 unknown error.
 
+mod alloc_count;
 mod cli;
 mod command;
 mod control;
@@ -25,6 +26,9 @@ use std::process::ExitCode;
 use cli::Command;
 use error::{Error, Exit};
 use simplelog::{ConfigBuilder, WriteLogger};
+
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
 fn init_logging(level: log::LevelFilter) {
     let config = ConfigBuilder::new()

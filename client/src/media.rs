@@ -14,6 +14,14 @@ use parlo_audio::{Audio, DeviceSpec, Frame, JitterBuffer, JitterConfig, SILENCE,
 use parlo_net::media::{MAX_RTP_LEN, PayloadType, RAW_PCM_LEN, RawPcm, RtpHeader, RtpRepr};
 use parlo_net::peer::Dialect;
 
+/// Jitter-buffer depth: at least two frames (128 ms). With one, a peer whose frames
+/// arrive right at our capture ticks (two devices started together, as on a LAN) makes
+/// playout stall early in the call and insert a frame of silence; two absorb that phase.
+const JITTER: JitterConfig = JitterConfig {
+    min_depth: 2,
+    max_depth: 8,
+};
+
 /// Counters of one call's media, kept after it ends for `status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MediaStats {
@@ -75,7 +83,7 @@ impl Media {
         Media {
             spec,
             session: None,
-            jitter: Box::new(JitterBuffer::new(JitterConfig::default())),
+            jitter: Box::new(JitterBuffer::new(JITTER)),
             packet: Box::new([0; MAX_RTP_LEN]),
             frame: Box::new(SILENCE),
             last: MediaStats::default(),
@@ -100,7 +108,7 @@ impl Media {
             log::warn!("audio device of the previous call: {e}");
         }
         let audio = Audio::start(&self.spec, wake)?;
-        *self.jitter = JitterBuffer::new(JitterConfig::default());
+        *self.jitter = JitterBuffer::new(JITTER);
         self.last = MediaStats::default();
         let header = RtpHeader {
             payload_type: PayloadType::L16,

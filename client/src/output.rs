@@ -73,6 +73,8 @@ pub struct Status {
     pub garbage: u64,
     /// Signalling messages resent.
     pub retransmissions: u64,
+    /// Heap allocations since the phone started (all threads).
+    pub allocations: u64,
 }
 
 /// One event.
@@ -231,7 +233,7 @@ impl Event {
                     out,
                     " registered={} sent={} received={} played={} lost={} late={} \
                      duplicate={} concealed={} underruns={} depth={} foreign={} garbage={} \
-                     retransmissions={}",
+                     retransmissions={} allocations={}",
                     if s.registered { "yes" } else { "no" },
                     s.sent,
                     s.received,
@@ -244,7 +246,8 @@ impl Event {
                     s.depth,
                     s.foreign,
                     s.garbage,
-                    s.retransmissions
+                    s.retransmissions,
+                    s.allocations
                 )
             }
             Event::Help => write!(out, " {}", COMMANDS.join("|")),
@@ -319,7 +322,7 @@ impl Event {
                     out,
                     ",\"registered\":{},\"sent\":{},\"received\":{},\"played\":{},\"lost\":{},\
                      \"late\":{},\"duplicate\":{},\"concealed\":{},\"underruns\":{},\"depth\":{},\
-                     \"foreign\":{},\"garbage\":{},\"retransmissions\":{}",
+                     \"foreign\":{},\"garbage\":{},\"retransmissions\":{},\"allocations\":{}",
                     s.registered,
                     s.sent,
                     s.received,
@@ -332,7 +335,8 @@ impl Event {
                     s.depth,
                     s.foreign,
                     s.garbage,
-                    s.retransmissions
+                    s.retransmissions,
+                    s.allocations
                 );
             }
             Event::Help => {
@@ -489,12 +493,13 @@ mod tests {
             "{\"event\":\"status\",\"state\":\"idle\",\"registered\":true,\"sent\":0,\
              \"received\":0,\"played\":0,\"lost\":0,\"late\":0,\"duplicate\":0,\
              \"concealed\":0,\"underruns\":0,\"depth\":0,\"foreign\":0,\"garbage\":0,\
-             \"retransmissions\":0}"
+             \"retransmissions\":0,\"allocations\":0}"
         );
         assert_eq!(
             status.text(),
             "status state=idle registered=yes sent=0 received=0 played=0 lost=0 late=0 \
-             duplicate=0 concealed=0 underruns=0 depth=0 foreign=0 garbage=0 retransmissions=0"
+             duplicate=0 concealed=0 underruns=0 depth=0 foreign=0 garbage=0 retransmissions=0 \
+             allocations=0"
         );
     }
 

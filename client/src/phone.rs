@@ -525,6 +525,7 @@ impl Phone {
                 | Out::Connected { .. }
                 | Out::Ended { .. }
                 | Out::Incoming { .. }
+                | Out::Error { .. }
         ) {
             self.flush_pending_incoming();
         }
@@ -567,6 +568,7 @@ impl Phone {
             foreign: counters.foreign,
             garbage: self.garbage,
             retransmissions: counters.retransmissions,
+            allocations: crate::alloc_count::allocations(),
         }
     }
 

@@ -1739,3 +1739,66 @@ mod client_side_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod client_side_properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// Valid names: printable, no whitespace, 1 to 32 bytes.
+    fn names() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_\\-\"\\\\=é]{1,10}"
+    }
+
+    proptest! {
+        #[test]
+        fn reply_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1100)) {
+            let _ = Reply::parse(&bytes);
+        }
+
+        #[test]
+        fn reply_parse_survives_mangled_responses(
+            which in 0usize..4,
+            cut in 0usize..80,
+            flip in any::<u8>(),
+            at in 0usize..80,
+        ) {
+            let valid = [
+                &br#"{"ack":"Registered successfully"}"#[..],
+                br#"{"ip":"127.0.0.2","port":5001}"#,
+                br#"{"users":["alice","b\"ob"],"more":true}"#,
+                br#"{"ack":"Error","reason":"name is empty"}"#,
+            ][which];
+            let mut bytes: Vec<u8> = valid.to_vec();
+            if let Some(byte) = bytes.get_mut(at) {
+                *byte ^= flip;
+            }
+            bytes.truncate(cut.max(1));
+            let _ = Reply::parse(&bytes);
+        }
+
+        #[test]
+        fn listed_names_come_back_as_sent(list in proptest::collection::vec(names(), 0..LIST_PAGE), more: bool) {
+            let names: Vec<Name> = list.iter().map(|n| Name::new(n).expect("valid")).collect();
+            let mut buf = [0u8; MAX_RESPONSE];
+            let response = Response::Users { names: &names, more };
+            if let Ok(len) = response.encode(&mut buf) {
+                let reply = Reply::parse(&buf[..len - 1]);
+                prop_assert_eq!(reply, Ok(Reply::Users {
+                    names: Page::from_slice(&names).expect("fits"),
+                    more,
+                }));
+            }
+        }
+
+        #[test]
+        fn encoded_names_parse_back(name in names(), port in 1u16..) {
+            let request = Request::Reg { name: Name::new(&name).expect("valid"), port };
+            let mut buf = [0u8; MAX_ENCODED_REQUEST];
+            let len = request.encode(&mut buf).expect("fits");
+            prop_assert_eq!(Request::parse(&buf[..len - 1]), Ok(request));
+        }
+    }
+}
