@@ -309,3 +309,21 @@ fn sigterm_hangs_up_and_exits_0() {
     assert_eq!(bob.wait().code(), Some(0), "{}", bob.transcript());
     alice.expect_ended("remote-hangup");
 }
+
+#[test]
+fn calling_each_other_at_once_connects_one_call() {
+    for _ in 0..3 {
+        let (_server, mut alice, mut bob) = alice_and_bob();
+        alice.send("call bob");
+        bob.send("call alice");
+        assert_eq!(alice.expect_event("connected").peer(), Some("bob"));
+        assert_eq!(bob.expect_event("connected").peer(), Some("alice"));
+        alice.expect_no_event("ended", Duration::from_millis(300));
+        bob.expect_no_event("ended", Duration::ZERO);
+        bob.send("hangup");
+        bob.expect_ended("hangup");
+        alice.expect_ended("remote-hangup");
+        // Nothing of the losing call is left: a new call goes through.
+        connect_call(&mut alice, &mut bob);
+    }
+}
