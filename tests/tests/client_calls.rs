@@ -287,8 +287,19 @@ fn help_list_and_status_answer() {
 
 #[test]
 fn quit_disconnects_from_the_directory_and_exits_0() {
-    let (_server, mut alice, mut bob) = alice_and_bob();
+    let (server, mut alice, mut bob) = alice_and_bob();
     assert_eq!(bob.quit().code(), Some(0), "{}", bob.transcript());
+    assert!(
+        bob.events().iter().any(|e| e.kind == "bye"),
+        "{}",
+        bob.transcript()
+    );
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("DISCONNECT") && l.contains("bob")),
+        "the server saw bob's DISCONNECT:\n{log}"
+    );
     alice.send("call bob");
     alice.expect_ended("unknown-user");
 }

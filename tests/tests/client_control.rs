@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use parlo_tests::phone_harness::{Phone, connect_call, ctl, free_udp_port, run_client};
-use parlo_tests::server_harness::{Server, TempDir, loopback};
+use parlo_tests::server_harness::{LineClient, Server, TempDir, loopback};
 
 /// CPU time (user + system) of process `pid` so far, in clock ticks, from /proc.
 fn cpu_ticks(pid: u32) -> u64 {
@@ -452,4 +452,35 @@ fn version_prints_and_exits_0() {
         text(&out.stdout).contains(env!("CARGO_PKG_VERSION")),
         "{out:?}"
     );
+}
+
+#[test]
+fn list_gathers_every_page_of_a_large_directory() {
+    let server = Server::start(&[]);
+    let _others: Vec<LineClient> = (0..100)
+        .map(|i| {
+            let mut client = LineClient::new(server.connect());
+            let reply = client.ask(&format!(r#"{{"command":"REG","name":"user{i:03}"}}"#));
+            assert!(reply.contains("Registered successfully"), "{reply}");
+            client
+        })
+        .collect();
+    let mut alice = Phone::start_registered(Phone::builder("alice").server(&server).json());
+    let users = alice.ask("list", "users");
+    let names: Vec<String> = users
+        .json
+        .as_ref()
+        .and_then(|v| v.get("users"))
+        .and_then(|u| u.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(names.len(), 101, "{users}");
+    for i in 0..100 {
+        assert!(names.contains(&format!("user{i:03}")), "user{i:03} missing");
+    }
+    assert!(names.contains(&"alice".to_owned()));
 }

@@ -163,6 +163,9 @@ fn after_a_server_restart_phones_register_again_and_the_call_in_progress_goes_on
     server.signal("KILL");
     server.wait();
     drop(server);
+    // Each phone says its server went away.
+    alice.expect_event("unregistered");
+    bob.expect_event("unregistered");
     alice.expect_no_event("ended", Duration::from_millis(1000));
     bob.expect_no_event("ended", Duration::ZERO);
     assert!(alice.exit_status().is_none() && bob.exit_status().is_none());
