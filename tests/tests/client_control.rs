@@ -61,6 +61,7 @@ fn a_phone_with_stdin_on_dev_null_is_driven_through_its_control_socket() {
     let refused = alice.ctl(&["accept"], "");
     let said = format!("{}{}", text(&refused.stdout), text(&refused.stderr));
     assert!(said.contains("error"), "ctl accept when idle: {refused:?}");
+    assert_eq!(refused.status.code(), Some(1), "an error answer: exit 1");
 
     let quit = alice.ctl(&["quit"], "");
     assert!(quit.status.success(), "{quit:?}");
@@ -115,7 +116,7 @@ fn two_control_clients_at_once() {
 fn ctl_to_a_socket_nobody_listens_on_fails_clearly() {
     let dir = TempDir::new("ctl");
     let out = ctl(&dir.path().join("nothing.sock"), &["status"], "");
-    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     let said = text(&out.stderr);
     assert!(
         said.contains("nothing.sock"),

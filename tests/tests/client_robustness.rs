@@ -274,3 +274,41 @@ fn the_directory_records_the_address_the_phone_listens_on() {
         alice.addr
     );
 }
+
+#[test]
+fn a_name_already_taken_is_reported_and_the_phone_keeps_trying() {
+    let server = Server::start(&[]);
+    let mut first = Phone::registered("alice", &server);
+    let mut second = Phone::builder("alice").server(&server).start();
+    // Told clearly, without crashing...
+    let said = second.expect_event("unregistered");
+    assert!(
+        said.reason()
+            .is_some_and(|r| r.contains("alice") || r.contains("taken") || r.contains("Error")),
+        "{said}"
+    );
+    assert_eq!(second.exit_status(), None, "{}", second.transcript());
+    // ...and registered once the name is free again.
+    assert_eq!(first.quit().code(), Some(0));
+    second.expect_event("registered");
+}
+
+#[test]
+fn without_a_directory_an_incoming_caller_id_is_unknown() {
+    let mut server = Server::start(&[]);
+    let mut alice = Phone::registered("alice", &server);
+    server.signal("KILL");
+    server.wait();
+    alice.expect_event("unregistered");
+    let mallory = third_party();
+    mallory
+        .send_to(b"START bob call=00c0ffee v=2", alice.addr)
+        .expect("send");
+    let incoming = alice.expect_event("incoming");
+    assert_eq!(incoming.peer(), Some("bob"));
+    assert_eq!(
+        incoming.field("verified").as_deref(),
+        Some("unknown"),
+        "{incoming}"
+    );
+}
