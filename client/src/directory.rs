@@ -29,6 +29,12 @@ const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Unsent request bytes beyond which the server is considered stuck.
 const OUTBOX_LIMIT: usize = 64 * 1024;
+/// A request unanswered this long means the server is stuck: the connection is dropped
+/// and made again.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// After this long without any request, a PING checks that the server still answers
+/// (TCP keepalive alone cannot see a server process that hangs).
+const PING_IDLE: Duration = Duration::from_secs(60);
 
 /// Why a request was sent: what to do with its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +61,8 @@ pub enum Purpose {
     },
     /// Our DISCONNECT on quit.
     Disconnect,
+    /// Checking that an idle server still answers.
+    Ping,
 }
 
 /// What the connection reports to the phone.
@@ -101,7 +109,10 @@ pub struct Directory {
     token: Token,
     link: Link,
     frames: Box<FrameBuffer>,
-    pending: VecDeque<Purpose>,
+    /// Requests awaiting their answer, oldest first, with when each was sent.
+    pending: VecDeque<(Purpose, Instant)>,
+    /// When the last request was sent (or the connection opened).
+    last_request: Instant,
     outbox: Vec<u8>,
     writable_interest: bool,
     backoff: Duration,
@@ -139,6 +150,7 @@ impl Directory {
             link: Link::Waiting { retry_at: now },
             frames: Box::new(FrameBuffer::new()),
             pending: VecDeque::with_capacity(8),
+            last_request: now,
             outbox: Vec::with_capacity(1024),
             writable_interest: false,
             backoff: BACKOFF_INITIAL,
@@ -172,7 +184,11 @@ impl Directory {
         match &self.link {
             Link::Waiting { retry_at } => Some(*retry_at),
             Link::Connecting { deadline, .. } => Some(*deadline),
-            Link::Open { .. } | Link::Stopped => None,
+            Link::Open { .. } => Some(match self.pending.front() {
+                Some((_, sent)) => *sent + ANSWER_TIMEOUT,
+                None => self.last_request + PING_IDLE,
+            }),
+            Link::Stopped => None,
         }
     }
 
@@ -188,6 +204,20 @@ impl Directory {
                 );
                 self.fail(registry, reason, now, out);
             }
+            Link::Open { .. } => match self.pending.front() {
+                Some((_, sent)) if *sent + ANSWER_TIMEOUT <= now => {
+                    let reason = format!(
+                        "the directory server {} did not answer within {} s",
+                        self.server,
+                        ANSWER_TIMEOUT.as_secs()
+                    );
+                    self.fail(registry, reason, now, out);
+                }
+                None if self.last_request + PING_IDLE <= now => {
+                    let _ = self.request(registry, &Request::Ping, Purpose::Ping, now, out);
+                }
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -275,7 +305,7 @@ impl Directory {
     /// Drops the connection, fails what awaited an answer and schedules a new attempt.
     fn fail(&mut self, registry: &Registry, reason: String, now: Instant, out: &mut Vec<Outcome>) {
         self.close(registry);
-        for purpose in self.pending.drain(..) {
+        for (purpose, _) in self.pending.drain(..) {
             out.push(Outcome::Answer(purpose, Err(reason.clone())));
         }
         let retry_in = self.backoff;
@@ -326,7 +356,8 @@ impl Directory {
         };
         log::debug!("directory <- {}", String::from_utf8_lossy(&buf[..len - 1]));
         self.outbox.extend_from_slice(&buf[..len]);
-        self.pending.push_back(purpose);
+        self.pending.push_back((purpose, now));
+        self.last_request = now;
         self.flush(registry, now, out);
         Ok(())
     }
@@ -463,7 +494,7 @@ impl Directory {
                 }
                 Frame::Invalid(e) => Err(format!("garbled response: {e}")),
             };
-            let Some(purpose) = self.pending.pop_front() else {
+            let Some((purpose, _)) = self.pending.pop_front() else {
                 log::warn!("unexpected response from the directory server: {result:?}");
                 continue;
             };

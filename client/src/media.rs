@@ -268,3 +268,125 @@ pub fn is_transient(error: &io::Error) -> bool {
             | io::ErrorKind::NetworkUnreachable
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    fn wake_counter() -> (Wake, Arc<AtomicUsize>) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&count);
+        let wake: Wake = Arc::new(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        (wake, count)
+    }
+
+    /// Calls `handle_wake` until `sent` packets went out (or fails after 5 s).
+    fn pump(media: &mut Media, udp: &UdpSocket, sent: u64) {
+        let limit = Instant::now() + Duration::from_secs(5);
+        while media.stats().sent < sent {
+            assert!(Instant::now() < limit, "the device never captured");
+            std::thread::sleep(Duration::from_millis(10));
+            assert!(!media.handle_wake(udp), "the null device does not fail");
+        }
+    }
+
+    fn peer_socket(addr: &str) -> std::net::UdpSocket {
+        let socket = std::net::UdpSocket::bind(addr).expect("bind the peer");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        socket
+    }
+
+    #[test]
+    fn parlo_media_is_rtp_l16_with_consecutive_headers_and_received_frames_are_played() {
+        let udp = UdpSocket::bind("127.0.0.211:0".parse().expect("address")).expect("bind");
+        let peer = peer_socket("127.0.0.212:0");
+        let peer_addr = peer.local_addr().expect("address");
+        let mut media = Media::new(DeviceSpec::Null);
+        let (wake, wakes) = wake_counter();
+        media
+            .start(peer_addr, Dialect::Parlo, wake, 0x1234_5678_9abc_def0)
+            .expect("the null device starts");
+        pump(&mut media, &udp, 3);
+        assert!(wakes.load(Ordering::Relaxed) >= 3);
+
+        let mut buf = [0u8; 2048];
+        let mut headers = Vec::new();
+        for _ in 0..3 {
+            let (len, from) = peer.recv_from(&mut buf).expect("a packet");
+            assert_eq!(from, udp.local_addr().expect("address"));
+            let packet = RtpRepr::parse(&buf[..len]).expect("RTP");
+            assert_eq!(packet.header.payload_type, PayloadType::L16);
+            assert!(
+                packet.payload.iter().all(|&b| b == 0),
+                "the null device is silent"
+            );
+            headers.push(packet.header);
+        }
+        assert_eq!(headers[0].ssrc, 0x1234_5678);
+        assert_eq!(headers[0].sequence, 0xdef0);
+        assert!(headers[0].marker && !headers[1].marker);
+        assert_eq!(headers[1], headers[0].next_frame());
+        assert_eq!(headers[2], headers[1].next_frame());
+
+        // Frames from the peer go into the jitter buffer; others are not ours to play.
+        let mut frame = SILENCE;
+        frame[0] = 1000;
+        let mut header = RtpHeader {
+            payload_type: PayloadType::L16,
+            marker: true,
+            sequence: 7,
+            timestamp: 0,
+            ssrc: 9,
+        };
+        let mut packet = [0u8; MAX_RTP_LEN];
+        for k in 0..4u32 {
+            let len = header.emit_l16(&frame, &mut packet).expect("emit");
+            let repr = RtpRepr::parse(&packet[..len]).expect("parse");
+            media.handle_rtp(peer_addr, &repr, k * 512);
+            media.handle_rtp("127.0.0.213:5001".parse().expect("address"), &repr, k * 512);
+            header = header.next_frame();
+        }
+        let stats = media.stats();
+        assert_eq!(stats.received, 4, "{stats:?}");
+        pump(&mut media, &udp, stats.sent + 3);
+        assert!(media.stats().played >= 1, "{:?}", media.stats());
+        media.stop().expect("stops cleanly");
+        assert!(!media.is_active());
+        assert_eq!(
+            media.stats().received,
+            4,
+            "the last call's counters stay for status"
+        );
+    }
+
+    #[test]
+    fn original_media_is_raw_little_endian_pcm() {
+        let udp = UdpSocket::bind("127.0.0.214:0".parse().expect("address")).expect("bind");
+        let peer = peer_socket("127.0.0.215:0");
+        let peer_addr = peer.local_addr().expect("address");
+        let mut media = Media::new(DeviceSpec::Tone { hz: 1000 });
+        let (wake, _) = wake_counter();
+        media
+            .start(peer_addr, Dialect::Original, wake, 1)
+            .expect("the tone device starts");
+        pump(&mut media, &udp, 1);
+        let mut buf = [0u8; 2048];
+        let (len, _) = peer.recv_from(&mut buf).expect("a datagram");
+        assert_eq!(len, RAW_PCM_LEN);
+        let first = i16::from_le_bytes([buf[2], buf[3]]);
+        assert!(first > 0, "a sine starting at phase 0 rises: {first}");
+
+        let raw = RawPcm::parse(&buf[..len]).expect("raw PCM");
+        media.handle_raw(peer_addr, &raw, 0);
+        media.handle_raw(peer_addr, &raw, 512);
+        assert_eq!(media.stats().received, 2);
+        media.stop().expect("stops cleanly");
+    }
+}

@@ -897,6 +897,11 @@ impl Phone {
                     );
                 }
             },
+            Purpose::Ping => {
+                if !matches!(result, Ok(Reply::Pong)) {
+                    log::warn!("PING: {result:?}");
+                }
+            }
             Purpose::Disconnect => match result {
                 Ok(Reply::Disconnected) => log::info!("unregistered from the directory server"),
                 other => log::warn!("DISCONNECT: {other:?}"),
