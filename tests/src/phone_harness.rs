@@ -207,7 +207,7 @@ impl fmt::Display for Event {
 #[derive(Debug, Clone)]
 pub struct PhoneBuilder {
     name: String,
-    server: Option<SocketAddr>,
+    server: Option<String>,
     ip: Option<IpAddr>,
     port: Option<u16>,
     json: bool,
@@ -225,13 +225,19 @@ pub struct PhoneBuilder {
 impl PhoneBuilder {
     /// The directory server to register with.
     pub fn server(mut self, server: &Server) -> Self {
-        self.server = Some(server.addr);
+        self.server = Some(server.addr.to_string());
+        self
+    }
+
+    /// The directory server as the user writes it: `HOST[:PORT]`, `IP[:PORT]`.
+    pub fn server_text(mut self, server: &str) -> Self {
+        self.server = Some(server.to_owned());
         self
     }
 
     /// The directory server's address, which need not be listening.
     pub fn server_addr(mut self, addr: SocketAddr) -> Self {
-        self.server = Some(addr);
+        self.server = Some(addr.to_string());
         self
     }
 
@@ -319,7 +325,7 @@ impl PhoneBuilder {
             .server
             .expect("a phone needs a server address: PhoneBuilder::server");
         let mut settings: Vec<(&str, &str, String)> = vec![
-            ("--server", "PARLO_SERVER", server.to_string()),
+            ("--server", "PARLO_SERVER", server),
             ("--name", "PARLO_NAME", self.name.clone()),
             ("--listen", "PARLO_LISTEN", listen.to_string()),
             (

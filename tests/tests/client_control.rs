@@ -485,3 +485,24 @@ fn list_gathers_every_page_of_a_large_directory() {
     }
     assert!(names.contains(&"alice".to_owned()));
 }
+
+#[test]
+fn a_server_given_by_host_name_is_resolved() {
+    // localhost is 127.0.0.1; the kernel picks a free port there.
+    let server = Server::start(&["--listen", "127.0.0.1:0"]);
+    let mut alice = Phone::builder("alice")
+        .server_text(&format!("localhost:{}", server.addr.port()))
+        .start();
+    alice.expect_event("registered");
+}
+
+#[test]
+fn the_server_port_defaults_to_10000_as_the_originals() {
+    // Nothing listens on port 10000 of a fresh address: the phone says it cannot reach
+    // 10000 there, and keeps trying.
+    let ip = loopback();
+    let mut alice = Phone::builder("alice").server_text(&ip.to_string()).start();
+    let said = alice.expect_event("unregistered");
+    assert!(said.line.contains(&format!("{ip}:10000")), "{said}");
+    assert_eq!(alice.exit_status(), None);
+}
