@@ -1115,6 +1115,8 @@ pub struct RelayReport {
     pub duplicated: usize,
     /// Signalling lines from the caller, as forwarded or dropped (`dropped: ` prefix).
     pub requests: Vec<String>,
+    /// The first media packets from the caller, as they arrived (at most 64).
+    pub packets: Vec<Vec<u8>>,
     /// Signalling lines from the callee, likewise.
     pub answers: Vec<String>,
 }
@@ -1230,6 +1232,9 @@ fn relay(
             }
             let index = report.media;
             report.media += 1;
+            if report.packets.len() < 64 {
+                report.packets.push(datagram.to_vec());
+            }
             if Impairment::hits(impair.drop_every, index) {
                 report.dropped.push(index);
                 continue;

@@ -157,3 +157,56 @@ fn lost_packets_are_counted_and_only_their_frames_are_missing() {
     // Each lost frame is concealed in its place; the playout-tick race may add a glitch.
     assert!(walk.inserted <= judged.len() + 2, "{walk:?}");
 }
+
+#[test]
+fn media_on_the_wire_is_rtp_l16_with_consecutive_sequence_numbers_and_timestamps() {
+    let (sent, _, _, report) = call_through_relay(Impairment::default());
+    assert!(
+        report.packets.len() >= 30,
+        "{} packets",
+        report.packets.len()
+    );
+    let header = |p: &[u8]| {
+        (
+            p[0] >> 6,                                      // version
+            p[1] & 0x7f,                                    // payload type
+            u16::from_be_bytes([p[2], p[3]]),               // sequence number
+            u32::from_be_bytes([p[4], p[5], p[6], p[7]]),   // timestamp
+            u32::from_be_bytes([p[8], p[9], p[10], p[11]]), // SSRC
+        )
+    };
+    let first = header(&report.packets[0]);
+    for (k, packet) in report.packets.iter().enumerate() {
+        assert_eq!(
+            packet.len(),
+            12 + 2 * FRAME_SAMPLES,
+            "packet {k}: 12-byte header + L16"
+        );
+        let (version, payload_type, seq, timestamp, ssrc) = header(packet);
+        assert_eq!((version, payload_type), (2, 96), "packet {k}");
+        assert_eq!(ssrc, first.4, "packet {k}: one SSRC per call");
+        assert_eq!(seq, first.2.wrapping_add(k as u16), "packet {k}: sequence");
+        assert_eq!(
+            timestamp,
+            first.3.wrapping_add(512 * k as u32),
+            "packet {k}: timestamp advances by 512 a frame"
+        );
+    }
+    // The payload is the microphone, big-endian, frame k in packet k.
+    for (k, packet) in report
+        .packets
+        .iter()
+        .enumerate()
+        .take(sent.len() / FRAME_SAMPLES)
+    {
+        let samples: Vec<i16> = packet[12..]
+            .chunks_exact(2)
+            .map(|b| i16::from_be_bytes([b[0], b[1]]))
+            .collect();
+        assert_eq!(
+            samples.as_slice(),
+            &sent[k * FRAME_SAMPLES..(k + 1) * FRAME_SAMPLES],
+            "packet {k} carries frame {k}"
+        );
+    }
+}
