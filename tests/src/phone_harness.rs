@@ -538,6 +538,20 @@ impl Phone {
         }
     }
 
+    /// Writes raw bytes to the phone's stdin, as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("the phone's stdin is a pipe (not stdin_null)");
+        let written = stdin.write_all(bytes).and_then(|()| stdin.flush());
+        assert!(
+            written.is_ok(),
+            "{}: writing to stdin: {written:?}",
+            self.name
+        );
+    }
+
     /// Closes the phone's stdin (end of file).
     pub fn close_stdin(&mut self) {
         self.stdin = None;
