@@ -207,7 +207,7 @@ impl fmt::Display for Event {
 #[derive(Debug, Clone)]
 pub struct PhoneBuilder {
     name: String,
-    server: Option<SocketAddr>,
+    server: Option<String>,
     ip: Option<IpAddr>,
     port: Option<u16>,
     json: bool,
@@ -225,13 +225,19 @@ pub struct PhoneBuilder {
 impl PhoneBuilder {
     /// The directory server to register with.
     pub fn server(mut self, server: &Server) -> Self {
-        self.server = Some(server.addr);
+        self.server = Some(server.addr.to_string());
+        self
+    }
+
+    /// The directory server as the user writes it: `HOST[:PORT]`, `IP[:PORT]`.
+    pub fn server_text(mut self, server: &str) -> Self {
+        self.server = Some(server.to_owned());
         self
     }
 
     /// The directory server's address, which need not be listening.
     pub fn server_addr(mut self, addr: SocketAddr) -> Self {
-        self.server = Some(addr);
+        self.server = Some(addr.to_string());
         self
     }
 
@@ -319,7 +325,7 @@ impl PhoneBuilder {
             .server
             .expect("a phone needs a server address: PhoneBuilder::server");
         let mut settings: Vec<(&str, &str, String)> = vec![
-            ("--server", "PARLO_SERVER", server.to_string()),
+            ("--server", "PARLO_SERVER", server),
             ("--name", "PARLO_NAME", self.name.clone()),
             ("--listen", "PARLO_LISTEN", listen.to_string()),
             (
@@ -530,6 +536,20 @@ impl Phone {
                 self.transcript()
             );
         }
+    }
+
+    /// Writes raw bytes to the phone's stdin, as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("the phone's stdin is a pipe (not stdin_null)");
+        let written = stdin.write_all(bytes).and_then(|()| stdin.flush());
+        assert!(
+            written.is_ok(),
+            "{}: writing to stdin: {written:?}",
+            self.name
+        );
     }
 
     /// Closes the phone's stdin (end of file).
@@ -1109,6 +1129,8 @@ pub struct RelayReport {
     pub duplicated: usize,
     /// Signalling lines from the caller, as forwarded or dropped (`dropped: ` prefix).
     pub requests: Vec<String>,
+    /// The first media packets from the caller, as they arrived (at most 64).
+    pub packets: Vec<Vec<u8>>,
     /// Signalling lines from the callee, likewise.
     pub answers: Vec<String>,
 }
@@ -1224,6 +1246,9 @@ fn relay(
             }
             let index = report.media;
             report.media += 1;
+            if report.packets.len() < 64 {
+                report.packets.push(datagram.to_vec());
+            }
             if Impairment::hits(impair.drop_every, index) {
                 report.dropped.push(index);
                 continue;
@@ -1372,6 +1397,123 @@ pub fn align(sent: &[i16], received: &[i16]) -> Option<Alignment> {
         overlap,
         mismatches,
     })
+}
+
+/// Seconds of audio each phone sends in [`two_way_call`].
+pub const SECONDS: f64 = 2.5;
+
+/// A `file:IN,OUT` device spec in `dir`, with IN holding `samples`; returns the spec and
+/// OUT's path.
+pub fn file_device(dir: &Path, who: &str, samples: &[i16]) -> (String, std::path::PathBuf) {
+    let input = dir.join(format!("{who}-says.wav"));
+    let output = dir.join(format!("{who}-hears.wav"));
+    write_wav(&input, samples);
+    (
+        format!("file:{},{}", input.display(), output.display()),
+        output,
+    )
+}
+
+/// Checks that `recording` holds all of `sent` exactly; returns the offset in samples.
+pub fn assert_arrived_intact(what: &str, sent: &[i16], recording: &[i16]) -> usize {
+    let found = align(sent, recording).unwrap_or_else(|| {
+        let loud = recording.iter().filter(|s| s.unsigned_abs() > 100).count();
+        panic!(
+            "{what}: the start of what was sent is nowhere in the {} samples recorded \
+             ({loud} of them not near silence)",
+            recording.len()
+        )
+    });
+    assert_eq!(
+        (found.overlap, found.mismatches),
+        (sent.len(), 0),
+        "{what}: {} of {} samples arrived from offset {}, {} of them differ; frame by \
+         frame:\n{}",
+        found.overlap,
+        sent.len(),
+        found.offset,
+        found.mismatches,
+        damage_report(sent, recording, found.offset)
+    );
+    // What came before the stream is silence (or nothing), not noise.
+    assert!(
+        recording[..found.offset].iter().all(|&s| s == 0),
+        "{what}: something other than silence before the stream"
+    );
+    println!(
+        "{what}: {} samples intact, starting at sample {} ({:.1} ms)",
+        sent.len(),
+        found.offset,
+        found.offset_ms()
+    );
+    found.offset
+}
+
+/// What [`two_way_call`] sent and recorded.
+#[derive(Debug)]
+pub struct TwoWay {
+    /// Alice's microphone.
+    pub alice_says: Vec<i16>,
+    /// Bob's microphone.
+    pub bob_says: Vec<i16>,
+    /// Alice's recording of the call.
+    pub alice_heard: Vec<i16>,
+    /// Bob's recording of the call.
+    pub bob_heard: Vec<i16>,
+    /// Alice's then Bob's answer to `status` at the end of the call.
+    pub statuses: Vec<Event>,
+}
+
+/// Alice calls bob (auto-answer), both with the file device, for [`SECONDS`] of speech-like
+/// audio each way, then hangs up; checks the media counters (no loss, duplicate or late
+/// packet on loopback) and that both phones quit with 0.
+pub fn two_way_call() -> TwoWay {
+    let server = Server::start(&[]);
+    let alice_says = speechlike((SECONDS * f64::from(SAMPLE_RATE)) as usize, 11);
+    let bob_says = speechlike((SECONDS * f64::from(SAMPLE_RATE)) as usize, 12);
+    let dir = TempDir::new("audio");
+    let (alice_audio, alice_hears) = file_device(dir.path(), "alice", &alice_says);
+    let (bob_audio, bob_hears) = file_device(dir.path(), "bob", &bob_says);
+    let mut alice =
+        Phone::start_registered(Phone::builder("alice").server(&server).audio(alice_audio));
+    let mut bob = Phone::start_registered(
+        Phone::builder("bob")
+            .server(&server)
+            .audio(bob_audio)
+            .auto_answer(),
+    );
+    alice.send("call bob");
+    alice.expect_event("connected");
+    bob.expect_event("connected");
+    std::thread::sleep(Duration::from_secs_f64(SECONDS + 1.0));
+    let frames = alice_says.len().div_ceil(FRAME_SAMPLES) as u64;
+    let mut statuses = Vec::new();
+    for phone in [&mut alice, &mut bob] {
+        let status = phone.status();
+        assert!(
+            status.number("sent").is_some_and(|n| n >= frames)
+                && status.number("received").is_some_and(|n| n >= frames),
+            "{}: {frames} frames each way expected by now: {status}",
+            phone.name
+        );
+        assert_eq!(status.number("lost"), Some(0), "{status}");
+        assert_eq!(status.number("duplicate"), Some(0), "{status}");
+        assert_eq!(status.number("late"), Some(0), "{status}");
+        statuses.push(status);
+    }
+    alice.send("hangup");
+    alice.expect_ended("hangup");
+    bob.expect_ended("remote-hangup");
+    // Recordings are finalized when the devices stop: at the latest when the phones quit.
+    assert_eq!(alice.quit().code(), Some(0), "{}", alice.transcript());
+    assert_eq!(bob.quit().code(), Some(0), "{}", bob.transcript());
+    TwoWay {
+        alice_says,
+        bob_says,
+        alice_heard: read_wav(&alice_hears),
+        bob_heard: read_wav(&bob_hears),
+        statuses,
+    }
 }
 
 /// How the frames of a sent stream were played, found by walking the recording frame by

@@ -338,3 +338,29 @@ fn calling_each_other_at_once_connects_one_call() {
         connect_call(&mut alice, &mut bob);
     }
 }
+
+#[test]
+fn a_callee_stopped_while_ringing_ends_the_callers_call_at_once() {
+    let (_server, mut alice, mut bob) = alice_and_bob();
+    alice.send("call bob");
+    bob.expect_event("incoming");
+    alice.expect_event("ringing");
+    let stopped = Instant::now();
+    bob.signal("TERM");
+    assert_eq!(bob.wait().code(), Some(0), "{}", bob.transcript());
+    let ended = alice.expect_event("ended");
+    assert!(
+        ended.at - stopped < Duration::from_secs(2),
+        "the caller learns at once, not after its answer timeout: {ended}"
+    );
+}
+
+#[test]
+fn a_caller_stopped_while_dialing_cancels_the_call() {
+    let (_server, mut alice, mut bob) = alice_and_bob();
+    alice.send("call bob");
+    bob.expect_event("incoming");
+    alice.signal("TERM");
+    assert_eq!(alice.wait().code(), Some(0), "{}", alice.transcript());
+    assert_eq!(bob.expect_ended("cancelled").peer(), Some("alice"));
+}

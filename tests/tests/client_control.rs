@@ -485,3 +485,119 @@ fn list_gathers_every_page_of_a_large_directory() {
     }
     assert!(names.contains(&"alice".to_owned()));
 }
+
+#[test]
+fn a_server_given_by_host_name_is_resolved() {
+    // localhost is 127.0.0.1; the kernel picks a free port there.
+    let server = Server::start(&["--listen", "127.0.0.1:0"]);
+    let mut alice = Phone::builder("alice")
+        .server_text(&format!("localhost:{}", server.addr.port()))
+        .start();
+    alice.expect_event("registered");
+}
+
+#[test]
+fn the_server_port_defaults_to_10000_as_the_originals() {
+    // Nothing listens on port 10000 of a fresh address: the phone says it cannot reach
+    // 10000 there, and keeps trying.
+    let ip = loopback();
+    let mut alice = Phone::builder("alice").server_text(&ip.to_string()).start();
+    let said = alice.expect_event("unregistered");
+    assert!(said.line.contains(&format!("{ip}:10000")), "{said}");
+    assert_eq!(alice.exit_status(), None);
+}
+
+/// Connects to a phone's control socket, writes `bytes` and reads answer lines until
+/// `expected` lines came or 3 s passed; with `half_close`, shuts the writing side down
+/// right after writing, as `nc -N` or `socat` do at the end of their input.
+fn control_exchange(phone: &Phone, bytes: &[u8], expected: usize, half_close: bool) -> String {
+    use std::io::{Read, Write};
+    let mut socket =
+        std::os::unix::net::UnixStream::connect(phone.control_path()).expect("the socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    socket.write_all(bytes).expect("write");
+    if half_close {
+        let _ = socket.shutdown(std::net::Shutdown::Write);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline
+        && answers.iter().filter(|&&b| b == b'\n').count() < expected
+    {
+        match socket.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answers.extend_from_slice(&buf[..n]),
+            Err(_) => continue,
+        }
+    }
+    String::from_utf8_lossy(&answers).into_owned()
+}
+
+#[test]
+fn garbage_on_stdin_and_on_the_control_socket_gets_errors_not_a_crash() {
+    let server = Server::start(&[]);
+    let mut alice = Phone::start_registered(Phone::builder("alice").server(&server).control());
+    // A line far too long, control characters, a NUL (invalid UTF-8: a test below).
+    alice.send_raw(&vec![b'x'; 100_000]);
+    alice.send_raw(b"\n");
+    alice.expect_event("error");
+    alice.send_raw(b"status\0\x07\n");
+    alice.send_raw(b"\x1b[A\x1b[B\n");
+    alice.expect_event("error");
+    assert_eq!(alice.status().field("state").as_deref(), Some("idle"));
+
+    // Longer than a command may be (but not a burst: see below), invalid UTF-8, a command.
+    let mut garbage = vec![b'y'; 2_000];
+    garbage.extend_from_slice(b"\n\xff\xfe\nstatus\n");
+    let answers = control_exchange(&alice, &garbage, 3, false);
+    let lines: Vec<&str> = answers.lines().collect();
+    assert_eq!(lines.len(), 3, "{answers:?}");
+    assert!(
+        lines[0].starts_with("error") && lines[1].starts_with("error"),
+        "{answers:?}"
+    );
+    assert!(lines[2].starts_with("status state=idle"), "{answers:?}");
+    assert_eq!(alice.exit_status(), None, "{}", alice.transcript());
+}
+
+#[test]
+#[ignore = "parlo-client reads stdin lines lossily (String::from_utf8_lossy in \
+            client/src/stdin.rs): `call \\xff\\xfe` becomes a call to a user named \
+            U+FFFD U+FFFD (it prints `calling \u{fffd}\u{fffd}`, looks that name up and \
+            ends unknown-user) instead of an error; the control socket refuses such a line"]
+fn invalid_utf8_on_stdin_is_refused() {
+    let server = Server::start(&[]);
+    let mut alice = Phone::registered("alice", &server);
+    alice.send_raw(b"call \xff\xfe\n");
+    alice.expect_event("error");
+    alice.expect_no_event("calling", Duration::from_millis(200));
+}
+
+#[test]
+#[ignore = "parlo-client drops a control connection whose client half-closes (shutdown of \
+            its writing side, as `nc -U -N` or `socat` do at the end of their input) in the \
+            same read as its commands, before answering them: client/src/control.rs read() \
+            calls settle(), which drops a read-closed connection with an empty outbox, and \
+            the answers then go to stdout only; the client reads nothing"]
+fn answers_reach_a_control_client_that_half_closes_after_its_commands() {
+    let server = Server::start(&[]);
+    let alice = Phone::start_registered(Phone::builder("alice").server(&server).control());
+    let answers = control_exchange(&alice, b"status\nlist\n", 2, true);
+    assert_eq!(answers.lines().count(), 2, "{answers:?}");
+}
+
+#[test]
+#[ignore = "parlo-client stops reading a control connection after about 4 KB in one \
+            readiness event (client/src/control.rs breaks its read loop at 4 x 1024 bytes \
+            instead of draining to WouldBlock); mio is edge-triggered, so the rest waits, \
+            unanswered, until the client writes again: of 1000 `status` lines sent at once, \
+            731 are answered, then nothing (ctl itself, one line at a time, is not affected)"]
+fn a_burst_of_commands_on_the_control_socket_is_all_answered() {
+    let server = Server::start(&[]);
+    let alice = Phone::start_registered(Phone::builder("alice").server(&server).control());
+    let answers = control_exchange(&alice, "status\n".repeat(1000).as_bytes(), 1000, false);
+    assert_eq!(answers.lines().count(), 1000, "answers to 1000 commands");
+}

@@ -213,3 +213,33 @@ fn an_original_phone_calling_a_busy_parlo_phone_is_rejected() {
     alice.send("hangup");
     bob.expect_ended("remote-hangup");
 }
+
+#[test]
+fn an_original_phone_that_goes_silent_is_lost_and_the_parlo_phone_hangs_up_on_it() {
+    let server = Server::start(&[]);
+    let mut bob =
+        Phone::start_registered(Phone::builder("bob").server(&server).port(ORIGINAL_PORT));
+    let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
+    let caller = std::thread::spawn(move || {
+        let answer = old.call("bob");
+        (old, answer)
+    });
+    bob.expect_event("incoming");
+    bob.send("accept");
+    bob.expect_event("connected");
+    let (old, (answer, _)) = caller.join().expect("the original's call");
+    assert_eq!(answer, Answer::Accept);
+    let media = old.talk(bob.addr, &samples(0.5, 41), Duration::from_millis(700));
+    assert!(!media.received.is_empty());
+    // The original's box loses power: nothing more comes from it.
+    let ended = bob.expect_ended("peer-lost");
+    assert_eq!(ended.peer(), Some("oldphone"));
+    // The Parlo phone says CLOSE, in the original's words.
+    let mut closes = 0;
+    while let Some((bytes, _)) = old.recv(Duration::from_millis(300)) {
+        if bytes == b"CLOSE" {
+            closes += 1;
+        }
+    }
+    assert!(closes >= 1, "no bare CLOSE reached the original");
+}
