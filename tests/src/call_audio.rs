@@ -13,6 +13,7 @@
 use std::collections::BinaryHeap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -45,18 +46,30 @@ pub struct JackServer {
 
 impl JackServer {
     /// Starts `jackd -n NAME -r -d dummy -r 8000 -p 256 -C 1 -P 1` and waits until it runs.
+    /// If the thread that starts it dies without stopping it (a test process killed from
+    /// outside), jackd gets SIGTERM and cleans up after itself.
     pub fn start(name: &str) -> JackServer {
-        let child = Command::new("jackd")
+        let mut command = Command::new("jackd");
+        command
             .args([
                 "-n", name, "-r", "-d", "dummy", "-r", "8000", "-p", "256", "-C", "1", "-P", "1",
             ])
             .env("JACK_NO_START_SERVER", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run jackd ({e}): install Debian's jackd2 and libasound2-plugins")
+            .stderr(Stdio::null());
+        // SAFETY: the closure runs between fork and exec and calls only prctl(2), which is
+        // async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
             });
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("cannot run jackd ({e}): install Debian's jackd2 and libasound2-plugins")
+        });
         let mut server = JackServer {
             child: Some(child),
             name: name.to_owned(),
