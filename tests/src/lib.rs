@@ -1,6 +1,8 @@
 //! parlo-tests: end-to-end tests against the real binaries, the spec replayer, and the
 //! harness code they share.
 
+pub mod call_audio;
+pub mod phone_harness;
 pub mod picture;
 pub mod server_harness;
 pub mod spec;

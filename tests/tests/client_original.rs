@@ -1,0 +1,245 @@
+//! parlo-client end to end with a phone of the original project, emulated as its report
+//! describes it (bare `START <name>`, `ACCEPT` ten times, raw little-endian PCM datagrams,
+//! several `CLOSE`, always port 5001). The Parlo phones here listen on port 5001 of their
+//! own address, as the original expects of its peers.
+
+use std::time::Duration;
+
+use parlo_tests::phone_harness::{
+    Answer, ORIGINAL_PORT, OriginalPeer, Phone, SAMPLE_RATE, align, assert_in_order, read_wav,
+    speechlike, write_wav,
+};
+use parlo_tests::server_harness::{Server, TempDir, loopback};
+
+/// A Parlo phone on port 5001 of its own address, its audio from and to WAV files.
+fn parlo_phone(
+    name: &str,
+    server: &Server,
+    dir: &TempDir,
+    says: &[i16],
+) -> (Phone, std::path::PathBuf) {
+    let input = dir.path().join(format!("{name}-says.wav"));
+    let output = dir.path().join(format!("{name}-hears.wav"));
+    write_wav(&input, says);
+    let phone = Phone::start_registered(
+        Phone::builder(name)
+            .server(server)
+            .port(ORIGINAL_PORT)
+            .audio(format!("file:{},{}", input.display(), output.display())),
+    );
+    (phone, output)
+}
+
+/// `recording` holds all of `sent`, exactly.
+fn assert_intact(what: &str, sent: &[i16], recording: &[i16]) {
+    let found = align(sent, recording)
+        .unwrap_or_else(|| panic!("{what}: nothing of what was sent arrived"));
+    assert_eq!(
+        (found.overlap, found.mismatches),
+        (sent.len(), 0),
+        "{what}: {found:?}"
+    );
+    println!(
+        "{what}: {} samples intact, starting {} samples ({:.1} ms) in",
+        sent.len(),
+        found.offset,
+        found.offset_ms()
+    );
+}
+
+const TALK: Duration = Duration::from_millis(2500);
+
+fn samples(seconds: f64, seed: u32) -> Vec<i16> {
+    speechlike((seconds * f64::from(SAMPLE_RATE)) as usize, seed)
+}
+
+#[test]
+fn an_original_phone_calls_a_parlo_phone_and_hangs_up() {
+    let server = Server::start(&[]);
+    let dir = TempDir::new("orig");
+    let bob_says = samples(1.5, 21);
+    let (mut bob, bob_hears) = parlo_phone("bob", &server, &dir, &bob_says);
+    let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
+    let caller = std::thread::spawn(move || {
+        let answer = old.call("bob");
+        (old, answer)
+    });
+    let incoming = bob.expect_event("incoming");
+    assert_eq!(incoming.peer(), Some("oldphone"), "{incoming}");
+    assert_eq!(
+        incoming.field("verified").as_deref(),
+        Some("yes"),
+        "{incoming}"
+    );
+    bob.send("accept");
+    let connected = bob.expect_event("connected");
+    assert_eq!(
+        connected.field("dialect").as_deref(),
+        Some("original"),
+        "{connected}"
+    );
+    let (old, (answer, from)) = caller.join().expect("the original's call");
+    assert_eq!(answer, Answer::Accept, "{}", bob.transcript());
+    assert_eq!(from, Some(bob.addr));
+
+    let old_says = samples(1.5, 22);
+    let media = old.talk(bob.addr, &old_says, TALK);
+    assert!(!media.closed_by_peer, "{media:?}");
+    assert_eq!(
+        media.odd_datagrams, 0,
+        "a Parlo phone sends the original only raw PCM"
+    );
+    old.hangup(bob.addr);
+    assert_eq!(bob.expect_ended("remote-hangup").peer(), Some("oldphone"));
+    // The repeated CLOSEs change nothing more.
+    bob.expect_no_event("ended", Duration::from_millis(300));
+    assert_eq!(bob.quit().code(), Some(0), "{}", bob.transcript());
+
+    assert_intact("parlo bob -> original", &bob_says, &media.received);
+    // Through the Parlo phone's jitter buffer: see client_audio.rs for its glitches.
+    assert_in_order("original -> parlo bob", &old_says, &read_wav(&bob_hears), 4);
+    old.disconnect();
+}
+
+#[test]
+fn a_parlo_phone_calls_an_original_phone_and_hangs_up() {
+    let server = Server::start(&[]);
+    let dir = TempDir::new("orig");
+    let alice_says = samples(1.5, 31);
+    let (mut alice, alice_hears) = parlo_phone("alice", &server, &dir, &alice_says);
+    let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
+
+    alice.send("call oldphone");
+    let (start, from) = old
+        .wait_start(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no START reached the original\n{}", alice.transcript()));
+    assert_eq!(from, alice.addr);
+    // The original takes the caller's name as the word after START.
+    let caller = start.split_whitespace().nth(1).expect("a name after START");
+    assert_eq!(caller, "alice", "{start:?}");
+    let to = old.accept(caller);
+    assert_eq!(to, alice.addr);
+    let connected = alice.expect_event("connected");
+    assert_eq!(connected.peer(), Some("oldphone"));
+    assert_eq!(
+        connected.field("dialect").as_deref(),
+        Some("original"),
+        "{connected}"
+    );
+
+    let old_says = samples(1.5, 32);
+    let talker = std::thread::spawn(move || {
+        let media = old.talk(to, &old_says, Duration::from_secs(8));
+        (old, old_says, media)
+    });
+    std::thread::sleep(TALK);
+    alice.send("hangup");
+    assert_eq!(alice.expect_ended("hangup").peer(), Some("oldphone"));
+    let (old, old_says, media) = talker.join().expect("the original's audio");
+    assert!(
+        media.closed_by_peer,
+        "the original must see CLOSE: {:?}",
+        media.signalling
+    );
+    assert!(
+        media.signalling.iter().all(|l| l == "CLOSE"),
+        "only the original's bare words: {:?}",
+        media.signalling
+    );
+    assert_eq!(media.odd_datagrams, 0);
+    assert_eq!(alice.quit().code(), Some(0), "{}", alice.transcript());
+
+    assert_intact("parlo alice -> original", &alice_says, &media.received);
+    assert_intact(
+        "original -> parlo alice",
+        &old_says,
+        &read_wav(&alice_hears),
+    );
+    old.disconnect();
+}
+
+#[test]
+fn an_original_phone_rejects_a_parlo_call() {
+    let server = Server::start(&[]);
+    let mut alice =
+        Phone::start_registered(Phone::builder("alice").server(&server).port(ORIGINAL_PORT));
+    let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
+    alice.send("call oldphone");
+    let (start, _) = old.wait_start(Duration::from_secs(5)).expect("a START");
+    let caller = start.split_whitespace().nth(1).expect("a name").to_owned();
+    old.reject(&caller);
+    assert_eq!(alice.expect_ended("rejected").peer(), Some("oldphone"));
+    // Retransmissions of the first START may still be queued: the next call has a new id.
+    let first_id = start
+        .split_whitespace()
+        .find(|w| w.starts_with("call="))
+        .map(str::to_owned);
+    while old.recv(Duration::from_millis(200)).is_some() {}
+    alice.send("call oldphone");
+    let (again, _) = old
+        .wait_start(Duration::from_secs(5))
+        .expect("a second START");
+    let second_id = again
+        .split_whitespace()
+        .find(|w| w.starts_with("call="))
+        .map(str::to_owned);
+    assert_ne!(first_id, second_id, "{start:?} then {again:?}");
+}
+
+#[test]
+fn a_parlo_phone_rejects_an_original_call() {
+    let server = Server::start(&[]);
+    let mut bob =
+        Phone::start_registered(Phone::builder("bob").server(&server).port(ORIGINAL_PORT));
+    let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
+    let caller = std::thread::spawn(move || old.call("bob").0);
+    bob.expect_event("incoming");
+    bob.send("reject");
+    assert_eq!(caller.join().expect("the original's call"), Answer::Reject);
+    bob.expect_event("ended");
+}
+
+#[test]
+fn an_original_phone_calling_a_busy_parlo_phone_is_rejected() {
+    let server = Server::start(&[]);
+    let mut alice = Phone::registered("alice", &server);
+    let mut bob =
+        Phone::start_registered(Phone::builder("bob").server(&server).port(ORIGINAL_PORT));
+    parlo_tests::phone_harness::connect_call(&mut alice, &mut bob);
+    let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
+    let (answer, _) = old.call("bob");
+    assert_eq!(answer, Answer::Reject, "{}", bob.transcript());
+    bob.expect_no_event("ended", Duration::from_millis(200));
+    alice.send("hangup");
+    bob.expect_ended("remote-hangup");
+}
+
+#[test]
+fn an_original_phone_that_goes_silent_is_lost_and_the_parlo_phone_hangs_up_on_it() {
+    let server = Server::start(&[]);
+    let mut bob =
+        Phone::start_registered(Phone::builder("bob").server(&server).port(ORIGINAL_PORT));
+    let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
+    let caller = std::thread::spawn(move || {
+        let answer = old.call("bob");
+        (old, answer)
+    });
+    bob.expect_event("incoming");
+    bob.send("accept");
+    bob.expect_event("connected");
+    let (old, (answer, _)) = caller.join().expect("the original's call");
+    assert_eq!(answer, Answer::Accept);
+    let media = old.talk(bob.addr, &samples(0.5, 41), Duration::from_millis(700));
+    assert!(!media.received.is_empty());
+    // The original's box loses power: nothing more comes from it.
+    let ended = bob.expect_ended("peer-lost");
+    assert_eq!(ended.peer(), Some("oldphone"));
+    // The Parlo phone says CLOSE, in the original's words.
+    let mut closes = 0;
+    while let Some((bytes, _)) = old.recv(Duration::from_millis(300)) {
+        if bytes == b"CLOSE" {
+            closes += 1;
+        }
+    }
+    assert!(closes >= 1, "no bare CLOSE reached the original");
+}

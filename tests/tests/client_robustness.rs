@@ -1,0 +1,314 @@
+//! parlo-client end to end: forged and stray datagrams from third parties, a directory
+//! server that goes away and comes back.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::time::Duration;
+
+use parlo_tests::phone_harness::{Impairment, Phone, Relay, connect_call, third_party};
+use parlo_tests::server_harness::{Server, TempDir, eventually, loopback};
+
+/// The call id of the phone's current call, as its debug log shows it (`call=<8 hex>`).
+fn call_id_from_log(phone: &Phone) -> Option<String> {
+    phone.stderr_lines().iter().rev().find_map(|line| {
+        let at = line.find("call=")?;
+        let id = line.get(at + 5..at + 13)?;
+        id.chars()
+            .all(|c| c.is_ascii_hexdigit())
+            .then(|| id.to_owned())
+    })
+}
+
+/// Every datagram a third party might throw at a phone in a call.
+fn forgeries(id: Option<&str>) -> Vec<Vec<u8>> {
+    let mut all: Vec<Vec<u8>> = vec![
+        b"CLOSE".to_vec(),
+        b"CLOSE call=00000000".to_vec(),
+        b"REJECT".to_vec(),
+        b"BUSY".to_vec(),
+        b"START mallory call=12345678 v=2".to_vec(),
+        b"START mallory".to_vec(),
+        b"garbage \x00\xff".to_vec(),
+        vec![0x80; 12 + 1024],
+        vec![0x41; 1024],
+        vec![],
+    ];
+    if let Some(id) = id {
+        for keyword in ["CLOSE", "REJECT", "BUSY", "ACCEPT", "CLOSED", "ACK"] {
+            all.push(format!("{keyword} call={id}").into_bytes());
+        }
+    }
+    all
+}
+
+#[test]
+fn a_forged_close_from_a_third_address_is_ignored() {
+    let server = Server::start(&[]);
+    let mut alice = Phone::registered("alice", &server);
+    let mut bob = Phone::registered("bob", &server);
+    connect_call(&mut alice, &mut bob);
+    let id = call_id_from_log(&alice);
+    assert!(
+        id.is_some(),
+        "the debug log shows the call id\n{}",
+        alice.transcript()
+    );
+    let mallory = third_party();
+    // Also from the right IP but another port: an address is IP and port.
+    let neighbour = UdpSocket::bind((bob.addr.ip(), 0)).expect("bob's IP, another port");
+    for forgery in forgeries(id.as_deref()) {
+        for target in [alice.addr, bob.addr] {
+            mallory.send_to(&forgery, target).expect("send");
+            neighbour.send_to(&forgery, target).expect("send");
+        }
+    }
+    alice.expect_no_event("ended", Duration::from_millis(1500));
+    bob.expect_no_event("ended", Duration::ZERO);
+    // Both still in the call, and it ends normally.
+    for phone in [&mut alice, &mut bob] {
+        let status = phone.status();
+        assert_eq!(
+            status.field("state").as_deref(),
+            Some("in-call"),
+            "{status}"
+        );
+        assert!(
+            status.number("foreign").is_some_and(|n| n > 0),
+            "the forgeries are counted: {status}"
+        );
+    }
+    bob.send("hangup");
+    bob.expect_ended("hangup");
+    alice.expect_ended("remote-hangup");
+    // A phone must not crash on what it got: it still answers.
+    alice.status();
+    bob.status();
+}
+
+#[test]
+fn a_forged_accept_does_not_connect_a_call_that_rings() {
+    let server = Server::start(&[]);
+    let mut alice = Phone::registered("alice", &server);
+    let mut bob = Phone::registered("bob", &server);
+    alice.send("call bob");
+    bob.expect_event("incoming");
+    alice.expect_event("ringing");
+    let id = call_id_from_log(&alice);
+    let mallory = third_party();
+    for forgery in forgeries(id.as_deref()) {
+        mallory.send_to(&forgery, alice.addr).expect("send");
+    }
+    alice.expect_no_event("connected", Duration::from_millis(800));
+    alice.expect_no_event("ended", Duration::ZERO);
+    bob.send("accept");
+    alice.expect_event("connected");
+    bob.expect_event("connected");
+}
+
+#[test]
+fn datagrams_out_of_any_call_are_ignored() {
+    let server = Server::start(&[]);
+    let mut alice = Phone::registered("alice", &server);
+    let mut bob = Phone::registered("bob", &server);
+    let mallory = third_party();
+    for forgery in forgeries(Some("0000002a")) {
+        if forgery.starts_with(b"START") {
+            continue;
+        }
+        mallory.send_to(&forgery, alice.addr).expect("send");
+    }
+    alice.expect_no_event("ended", Duration::from_millis(500));
+    alice.expect_no_event("connected", Duration::ZERO);
+    connect_call(&mut alice, &mut bob);
+}
+
+/// A TCP port nobody listens on, on an address of this test.
+fn silent_server_addr() -> SocketAddr {
+    let listener = TcpListener::bind((loopback(), 0)).expect("a loopback port");
+    listener.local_addr().expect("bound")
+}
+
+#[test]
+fn a_phone_started_before_its_server_registers_when_the_server_comes() {
+    let addr = silent_server_addr();
+    let mut alice = Phone::builder("alice").server_addr(addr).start();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        alice.exit_status(),
+        None,
+        "the phone keeps running without its server\n{}",
+        alice.transcript()
+    );
+    assert!(
+        !alice.stdout_lines().is_empty() || !alice.stderr_lines().is_empty(),
+        "the phone says the server is unreachable"
+    );
+    let dir = TempDir::new("server");
+    let db = dir.path().join("directory.db");
+    let listen = addr.to_string();
+    let server = Server::start_in(dir, db, &["--listen", &listen]);
+    assert_eq!(server.addr, addr);
+    alice.expect_event("registered");
+    // While unregistered, commands still get answers.
+    alice.status();
+}
+
+#[test]
+fn after_a_server_restart_phones_register_again_and_the_call_in_progress_goes_on() {
+    let mut server = Server::start(&[]);
+    let addr = server.addr;
+    let mut alice = Phone::registered("alice", &server);
+    let mut bob = Phone::registered("bob", &server);
+    connect_call(&mut alice, &mut bob);
+
+    server.signal("KILL");
+    server.wait();
+    drop(server);
+    // Each phone says its server went away.
+    alice.expect_event("unregistered");
+    bob.expect_event("unregistered");
+    alice.expect_no_event("ended", Duration::from_millis(1000));
+    bob.expect_no_event("ended", Duration::ZERO);
+    assert!(alice.exit_status().is_none() && bob.exit_status().is_none());
+
+    let dir = TempDir::new("server");
+    let db = dir.path().join("directory.db");
+    let listen = addr.to_string();
+    let server = Server::start_in(dir, db, &["--listen", &listen]);
+    alice.expect_event("registered");
+    bob.expect_event("registered");
+    alice.expect_no_event("ended", Duration::ZERO);
+
+    // The call that was in progress ends normally.
+    alice.send("hangup");
+    alice.expect_ended("hangup");
+    bob.expect_ended("remote-hangup");
+    // The new directory knows them both: a new call finds its callee.
+    connect_call(&mut bob, &mut alice);
+    let listed = alice.ask("list", "users");
+    assert!(listed.line.contains("bob"), "{listed}");
+    drop(server);
+}
+
+#[test]
+fn a_call_placed_while_the_server_is_away_fails_clearly() {
+    let mut server = Server::start(&[]);
+    let mut alice = Phone::registered("alice", &server);
+    let _bob = Phone::registered("bob", &server);
+    server.signal("KILL");
+    server.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.skip_unread();
+    alice.send("call bob");
+    // Either an error right away or an ended call; never silence, never a crash.
+    let answer = alice.next_event();
+    let answer = if answer.kind == "calling" {
+        alice.next_event()
+    } else {
+        answer
+    };
+    assert!(
+        answer.kind == "error" || answer.kind == "ended",
+        "answer to a call without a server: {answer}\n{}",
+        alice.transcript()
+    );
+    assert_eq!(alice.exit_status(), None);
+}
+
+#[test]
+fn lost_signalling_is_retransmitted_until_acknowledged() {
+    let server = Server::start(&[]);
+    let mut bob = Phone::registered("bob-phone", &server);
+    // The first START and the first two answers (RINGING, ACCEPT or its repeats) vanish.
+    let relay = Relay::start(
+        "bob",
+        &server,
+        bob.addr,
+        Impairment {
+            drop_first_requests: 1,
+            drop_first_answers: 2,
+            ..Impairment::default()
+        },
+    );
+    let mut alice = Phone::registered("alice", &server);
+    alice.send("call bob");
+    bob.expect_event("incoming");
+    bob.send("accept");
+    alice.expect_event("connected");
+    bob.expect_event("connected");
+    alice.send("hangup");
+    alice.expect_ended("hangup");
+    bob.expect_ended("remote-hangup");
+    let retransmitted = |phone: &mut Phone| phone.status().number("retransmissions");
+    assert!(
+        retransmitted(&mut alice).is_some_and(|n| n >= 1),
+        "alice resent START"
+    );
+    assert!(
+        retransmitted(&mut bob).is_some_and(|n| n >= 1),
+        "bob resent what was lost"
+    );
+    let report = relay.finish();
+    let starts = report
+        .requests
+        .iter()
+        .filter(|l| l.contains("START"))
+        .count();
+    assert!(starts >= 2, "START was sent again: {report:?}");
+}
+
+#[test]
+fn the_directory_records_the_address_the_phone_listens_on() {
+    let server = Server::start(&[]);
+    let alice = Phone::registered("alice", &server);
+    eventually("the registration reaches the database", || {
+        server.users().contains("alice")
+    });
+    let table = server.users();
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("alice"))
+        .unwrap_or_else(|| panic!("alice is not in the directory:\n{table}"));
+    assert!(
+        row.contains(&alice.addr.ip().to_string()) && row.contains(&alice.addr.port().to_string()),
+        "directory row {row:?} for a phone listening on {}",
+        alice.addr
+    );
+}
+
+#[test]
+fn a_name_already_taken_is_reported_and_the_phone_keeps_trying() {
+    let server = Server::start(&[]);
+    let mut first = Phone::registered("alice", &server);
+    let mut second = Phone::builder("alice").server(&server).start();
+    // Told clearly, without crashing...
+    let said = second.expect_event("unregistered");
+    assert!(
+        said.reason()
+            .is_some_and(|r| r.contains("alice") || r.contains("taken") || r.contains("Error")),
+        "{said}"
+    );
+    assert_eq!(second.exit_status(), None, "{}", second.transcript());
+    // ...and registered once the name is free again.
+    assert_eq!(first.quit().code(), Some(0));
+    second.expect_event("registered");
+}
+
+#[test]
+fn without_a_directory_an_incoming_caller_id_is_unknown() {
+    let mut server = Server::start(&[]);
+    let mut alice = Phone::registered("alice", &server);
+    server.signal("KILL");
+    server.wait();
+    alice.expect_event("unregistered");
+    let mallory = third_party();
+    mallory
+        .send_to(b"START bob call=00c0ffee v=2", alice.addr)
+        .expect("send");
+    let incoming = alice.expect_event("incoming");
+    assert_eq!(incoming.peer(), Some("bob"));
+    assert_eq!(
+        incoming.field("verified").as_deref(),
+        Some("unknown"),
+        "{incoming}"
+    );
+}
