@@ -5,6 +5,72 @@ use parlo_net::peer::Name;
 /// Longest command line accepted, in bytes.
 pub const MAX_COMMAND_LEN: usize = 1024;
 
+/// A command line as read from a byte stream: the text, or why it cannot be a command
+/// (to be answered with an `error` event).
+pub type Line = Result<String, String>;
+
+/// Cuts a byte stream (stdin, a control connection) into command lines. Invalid UTF-8
+/// and over-long lines become errors, never lossy text; the rest of an over-long line is
+/// skipped up to its newline.
+#[derive(Debug, Default)]
+pub struct Lines {
+    partial: Vec<u8>,
+    skipping: bool,
+}
+
+impl Lines {
+    /// Takes `bytes` and appends every line they complete to `out`.
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Line>) {
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+            if self.skipping {
+                self.skipping = false;
+            } else if self.partial.len() + end > MAX_COMMAND_LEN {
+                out.push(Err(too_long()));
+            } else {
+                self.partial.extend_from_slice(&bytes[..end]);
+                out.push(line(&self.partial));
+            }
+            self.partial.clear();
+            bytes = &bytes[end + 1..];
+        }
+        if self.skipping {
+            return;
+        }
+        if self.partial.len() + bytes.len() > MAX_COMMAND_LEN {
+            out.push(Err(too_long()));
+            self.partial.clear();
+            self.skipping = true;
+        } else {
+            self.partial.extend_from_slice(bytes);
+        }
+    }
+
+    /// The end of the stream: a last line without its newline.
+    pub fn finish(&mut self, out: &mut Vec<Line>) {
+        if !self.skipping && !self.partial.is_empty() {
+            out.push(line(&self.partial));
+        }
+        self.partial.clear();
+        self.skipping = false;
+    }
+}
+
+fn too_long() -> String {
+    format!("command longer than {MAX_COMMAND_LEN} bytes")
+}
+
+fn line(bytes: &[u8]) -> Line {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(text.trim_end_matches('\r').to_owned()),
+        Err(_) => Err("command is not valid UTF-8".to_owned()),
+    }
+}
+
+/// Whether `line` asks for an answer (blank lines do not).
+pub fn is_answered(line: &Line) -> bool {
+    line.as_ref().map_or(true, |text| !text.trim().is_empty())
+}
+
 /// One command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -72,6 +138,53 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
 
 #[cfg(test)]
 mod tests {
+
+    fn cut(chunks: &[&[u8]]) -> Vec<Line> {
+        let mut lines = Lines::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            lines.push(chunk, &mut out);
+        }
+        lines.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn lines_are_cut_across_chunks_and_at_the_end() {
+        assert_eq!(
+            cut(&[b"sta", b"tus\r\nli", b"st\n\nquit"]),
+            [
+                Ok("status".into()),
+                Ok("list".into()),
+                Ok(String::new()),
+                Ok("quit".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_not_lossy_text() {
+        assert_eq!(
+            cut(&[b"call \xff\xfe\nstatus\n"]),
+            [
+                Err("command is not valid UTF-8".into()),
+                Ok("status".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn an_over_long_line_is_one_error_and_is_skipped_to_its_newline() {
+        let long = vec![b'x'; 3 * MAX_COMMAND_LEN];
+        let out = cut(&[&long[..1500], &long[1500..], b"\nstatus\n"]);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].is_err());
+        assert_eq!(out[1], Ok("status".into()));
+        let exact = vec![b'y'; MAX_COMMAND_LEN];
+        assert_eq!(cut(&[&exact, b"\n"]).len(), 1);
+        assert!(cut(&[&exact, b"\n"])[0].is_ok());
+    }
+
     use super::*;
 
     #[test]

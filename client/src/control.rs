@@ -10,7 +10,7 @@ use std::time::Duration;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::command::MAX_COMMAND_LEN;
+use crate::command::{Line, Lines, is_answered};
 use crate::error::{Error, Exit};
 use crate::output::is_error_line;
 
@@ -18,13 +18,23 @@ use crate::output::is_error_line;
 pub const MAX_CONNECTIONS: usize = 16;
 /// Answer bytes a connection may leave unread before it is dropped.
 const OUTBOX_LIMIT: usize = 64 * 1024;
+/// Commands taken from one connection before its answers are given a chance to go out.
+const BATCH: usize = 64;
+/// Unsent answer bytes above which a connection's further commands wait.
+const PAUSE_ABOVE: usize = 16 * 1024;
 
 /// One control connection.
 #[derive(Debug)]
 struct Connection {
     stream: UnixStream,
-    inbox: Vec<u8>,
+    lines: Lines,
     outbox: Vec<u8>,
+    /// Commands read and not answered yet (a `list` waits for the directory).
+    unanswered: usize,
+    /// Reading stopped before the socket was drained (a batch was taken, or answers are
+    /// piling up): it resumes when the answers are out, since the readiness event that
+    /// announced the data will not come again.
+    paused: bool,
     /// The peer closed its side; answers still go out.
     read_closed: bool,
     writable_interest: bool,
@@ -101,8 +111,10 @@ impl Control {
                     }
                     self.connections[index] = Some(Connection {
                         stream,
-                        inbox: Vec::with_capacity(256),
+                        lines: Lines::default(),
                         outbox: Vec::new(),
+                        unanswered: 0,
+                        paused: false,
                         read_closed: false,
                         writable_interest: false,
                     });
@@ -117,22 +129,30 @@ impl Control {
         }
     }
 
-    /// Reads what connection `index` sent and returns its complete lines (commands); an
-    /// over-long line is returned as `Err` (to be answered with an error).
-    pub fn read(&mut self, registry: &Registry, index: usize) -> Vec<Result<String, String>> {
+    /// Reads what connection `index` sent and returns its complete lines (commands), at
+    /// most a batch at a time: call again while [`Control::wants_to_read`] says so. Lines
+    /// that are not commands (invalid UTF-8, too long) come as `Err`, to be answered with
+    /// an error.
+    pub fn read(&mut self, registry: &Registry, index: usize) -> Vec<Line> {
         let mut lines = Vec::new();
         let Some(Some(conn)) = self.connections.get_mut(index) else {
             return lines;
         };
         let mut buf = [0u8; 1024];
         let mut broken = false;
+        conn.paused = false;
         loop {
+            if lines.len() >= BATCH || conn.outbox.len() > PAUSE_ABOVE {
+                conn.paused = true;
+                break;
+            }
             match conn.stream.read(&mut buf) {
                 Ok(0) => {
                     conn.read_closed = true;
+                    conn.lines.finish(&mut lines);
                     break;
                 }
-                Ok(n) => conn.inbox.extend_from_slice(&buf[..n]),
+                Ok(n) => conn.lines.push(&buf[..n], &mut lines),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -140,27 +160,8 @@ impl Control {
                     break;
                 }
             }
-            if conn.inbox.len() > 4 * MAX_COMMAND_LEN {
-                break;
-            }
         }
-        while let Some(end) = conn.inbox.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = conn.inbox.drain(..=end).collect();
-            lines.push(match String::from_utf8(line) {
-                Ok(line) => Ok(line.trim_end_matches(['\n', '\r']).to_owned()),
-                Err(_) => Err("command is not valid UTF-8".to_owned()),
-            });
-        }
-        if conn.inbox.len() > MAX_COMMAND_LEN {
-            conn.inbox.clear();
-            lines.push(Err(format!("command longer than {MAX_COMMAND_LEN} bytes")));
-        }
-        if conn.read_closed && !conn.inbox.is_empty() {
-            // A last command without its newline.
-            let line = String::from_utf8_lossy(&conn.inbox).trim_end().to_owned();
-            conn.inbox.clear();
-            lines.push(Ok(line));
-        }
+        conn.unanswered += lines.iter().filter(|l| is_answered(l)).count();
         if broken {
             self.drop_connection(registry, index);
         } else {
@@ -169,12 +170,20 @@ impl Control {
         lines
     }
 
+    /// Whether connection `index` has commands waiting to be read now (its reading was
+    /// paused and its answers have gone out).
+    pub fn wants_to_read(&self, index: usize) -> bool {
+        matches!(self.connections.get(index), Some(Some(conn))
+            if conn.paused && !conn.read_closed && conn.outbox.len() <= PAUSE_ABOVE)
+    }
+
     /// Queues `line` (newline included) for connection `index` and writes what it can.
     pub fn send(&mut self, registry: &Registry, index: usize, line: &str) {
         let Some(Some(conn)) = self.connections.get_mut(index) else {
             return;
         };
         conn.outbox.extend_from_slice(line.as_bytes());
+        conn.unanswered = conn.unanswered.saturating_sub(1);
         self.flush(registry, index);
     }
 
@@ -208,13 +217,14 @@ impl Control {
         }
     }
 
-    /// Closes a connection whose peer is gone and whose answers are all out; keeps the
-    /// interest in writability matching the unsent answers.
+    /// Closes a connection whose peer has finished sending once every command it sent is
+    /// answered and the answers are out; keeps the interest in writability matching the
+    /// unsent answers.
     fn settle(&mut self, registry: &Registry, index: usize) {
         let Some(Some(conn)) = self.connections.get_mut(index) else {
             return;
         };
-        if conn.read_closed && conn.outbox.is_empty() {
+        if conn.read_closed && conn.outbox.is_empty() && conn.unanswered == 0 {
             return self.drop_connection(registry, index);
         }
         let want = !conn.outbox.is_empty();
@@ -244,6 +254,7 @@ impl Control {
     pub fn finish(&mut self, registry: &Registry, index: usize) {
         if let Some(Some(conn)) = self.connections.get_mut(index) {
             conn.read_closed = true;
+            conn.unanswered = 0;
         }
         self.settle(registry, index);
     }
@@ -361,8 +372,8 @@ mod tests {
             .expect("answer");
         assert_eq!(answer, "status state=idle\n");
 
-        // A line that never ends is refused once (a complete over-long line is left to
-        // the command parser, which refuses it too), and the connection goes on.
+        // A line that never ends is refused once, the rest of it up to its newline is
+        // skipped (it is no command), and the connection goes on.
         client.write_all(&[b'x'; 3000]).expect("write");
         let mut got = Vec::new();
         while got.is_empty() {
@@ -381,10 +392,7 @@ help
             )
             .expect("write");
         wait_for(&mut poll, Token(16));
-        assert_eq!(
-            control.read(poll.registry(), 0),
-            [Ok("x".to_owned()), Ok("help".to_owned())]
-        );
+        assert_eq!(control.read(poll.registry(), 0), [Ok("help".to_owned())]);
         drop(control);
         assert!(!path.exists(), "the socket file is removed on drop");
     }

@@ -668,7 +668,10 @@ impl Phone {
         let inputs = self.stdin.read(self.poll.registry());
         for input in inputs {
             match input {
-                Input::Line(line) => self.handle_line(&line, Origin::Stdin),
+                Input::Line(Ok(line)) => self.handle_line(&line, Origin::Stdin),
+                Input::Line(Err(reason)) => {
+                    self.emit(Out::Error { reason }, &mut Some(Origin::Stdin));
+                }
                 Input::End => {
                     log::info!("end of stdin");
                     if polled && self.control.is_none() {
@@ -689,7 +692,13 @@ impl Phone {
         if writable {
             control.flush(self.poll.registry(), index);
         }
-        if readable {
+        if !readable && !control.wants_to_read(index) {
+            return;
+        }
+        loop {
+            let Some(control) = &mut self.control else {
+                return;
+            };
             let lines = control.read(self.poll.registry(), index);
             for line in lines {
                 match line {
@@ -698,6 +707,13 @@ impl Phone {
                         self.emit(Out::Error { reason }, &mut Some(Origin::Control(index)));
                     }
                 }
+            }
+            if !self
+                .control
+                .as_ref()
+                .is_some_and(|c| c.wants_to_read(index))
+            {
+                return;
             }
         }
     }

@@ -2,7 +2,7 @@
 //! pipe, a socket), else read by a blocking thread that hands lines over and wakes the
 //! loop (`/dev/null` and regular files, which epoll refuses).
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -10,15 +10,15 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token, Waker};
 
-use crate::command::MAX_COMMAND_LEN;
+use crate::command::{Line, Lines};
 
 const STDIN_FD: RawFd = 0;
 
 /// What stdin gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// One line, without its terminator.
-    Line(String),
+    /// One line, without its terminator (or why it is not a command).
+    Line(Line),
     /// The end of stdin.
     End,
 }
@@ -28,15 +28,17 @@ pub enum Input {
 pub enum Stdin {
     /// Registered with the loop; made non-blocking (its flags are restored at the end).
     Polled {
-        /// Bytes of an unfinished line.
-        partial: Vec<u8>,
+        /// Cuts what is read into lines.
+        lines: Lines,
         /// The file status flags before we set `O_NONBLOCK`.
         saved_flags: libc::c_int,
     },
     /// Read by a thread.
     Thread {
-        /// Lines from the thread; `None` is the end.
-        lines: Receiver<Option<String>>,
+        /// What the thread read; `None` is the end.
+        chunks: Receiver<Option<Vec<u8>>>,
+        /// Cuts it into lines.
+        lines: Lines,
     },
     /// Ended.
     Closed,
@@ -57,25 +59,24 @@ impl Stdin {
             if set >= 0 {
                 log::debug!("stdin is polled");
                 return Stdin::Polled {
-                    partial: Vec::with_capacity(256),
+                    lines: Lines::default(),
                     saved_flags: flags,
                 };
             }
             let _ = registry.deregister(&mut SourceFd(&STDIN_FD));
         }
         log::debug!("stdin cannot be polled: reading it on a thread");
-        let (sender, lines) = mpsc::channel();
+        let (sender, chunks) = mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("parlo-stdin".into())
             .spawn(move || {
-                let stdin = io::stdin();
-                let mut stdin = stdin.lock();
-                let mut line = String::new();
+                let mut buf = [0u8; 1024];
                 loop {
-                    line.clear();
-                    let message = match stdin.read_line(&mut line) {
-                        Ok(0) | Err(_) => None,
-                        Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_owned()),
+                    let message = match io::stdin().lock().read(&mut buf) {
+                        Ok(0) => None,
+                        Ok(n) => Some(buf[..n].to_vec()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => None,
                     };
                     let end = message.is_none();
                     if sender.send(message).is_err() {
@@ -88,7 +89,10 @@ impl Stdin {
                 }
             });
         match spawned {
-            Ok(_) => Stdin::Thread { lines },
+            Ok(_) => Stdin::Thread {
+                chunks,
+                lines: Lines::default(),
+            },
             Err(e) => {
                 log::warn!("cannot start the stdin reader: {e}; stdin is ignored");
                 Stdin::Closed
@@ -105,16 +109,17 @@ impl Stdin {
     pub fn read(&mut self, registry: &Registry) -> Vec<Input> {
         let mut inputs = Vec::new();
         match self {
-            Stdin::Polled { partial, .. } => {
+            Stdin::Polled { lines, .. } => {
                 let mut buf = [0u8; 1024];
                 let mut ended = false;
+                let mut cut = Vec::new();
                 loop {
                     match io::stdin().lock().read(&mut buf) {
                         Ok(0) => {
                             ended = true;
                             break;
                         }
-                        Ok(n) => partial.extend_from_slice(&buf[..n]),
+                        Ok(n) => lines.push(&buf[..n], &mut cut),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => {
@@ -124,36 +129,33 @@ impl Stdin {
                         }
                     }
                 }
-                while let Some(end) = partial.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = partial.drain(..=end).collect();
-                    let line = String::from_utf8_lossy(&line);
-                    inputs.push(Input::Line(line.trim_end_matches(['\n', '\r']).to_owned()));
-                }
-                if partial.len() > MAX_COMMAND_LEN {
-                    // Answered as an over-long command; the rest of it is dropped.
-                    inputs.push(Input::Line(String::from_utf8_lossy(partial).into_owned()));
-                    partial.clear();
-                }
                 if ended {
-                    if !partial.is_empty() {
-                        let line = String::from_utf8_lossy(partial).into_owned();
-                        inputs.push(Input::Line(line));
-                    }
+                    lines.finish(&mut cut);
+                }
+                inputs.extend(cut.into_iter().map(Input::Line));
+                if ended {
                     inputs.push(Input::End);
                     self.close(registry);
                 }
             }
-            Stdin::Thread { lines } => loop {
-                match lines.try_recv() {
-                    Ok(Some(line)) => inputs.push(Input::Line(line)),
-                    Ok(None) | Err(TryRecvError::Disconnected) => {
-                        inputs.push(Input::End);
-                        *self = Stdin::Closed;
-                        break;
+            Stdin::Thread { chunks, lines } => {
+                let mut cut = Vec::new();
+                let ended = loop {
+                    match chunks.try_recv() {
+                        Ok(Some(chunk)) => lines.push(&chunk, &mut cut),
+                        Ok(None) | Err(TryRecvError::Disconnected) => {
+                            lines.finish(&mut cut);
+                            break true;
+                        }
+                        Err(TryRecvError::Empty) => break false,
                     }
-                    Err(TryRecvError::Empty) => break,
+                };
+                inputs.extend(cut.into_iter().map(Input::Line));
+                if ended {
+                    inputs.push(Input::End);
+                    *self = Stdin::Closed;
                 }
-            },
+            }
             Stdin::Closed => {}
         }
         inputs
