@@ -21,10 +21,48 @@ fn alice_calls_bob_bob_answers_alice_hangs_up() {
     assert_eq!(alice.expect_event("calling").peer(), Some("bob"));
     let incoming = bob.expect_event("incoming");
     assert_eq!(incoming.peer(), Some("alice"), "{incoming}");
+    assert_eq!(
+        incoming.field("from"),
+        Some(alice.addr.to_string()),
+        "{incoming}"
+    );
+    assert_eq!(
+        incoming.field("verified").as_deref(),
+        Some("yes"),
+        "{incoming}"
+    );
     assert_eq!(alice.expect_event("ringing").peer(), Some("bob"));
+    let status = alice.status();
+    assert_eq!(
+        status.field("state").as_deref(),
+        Some("dialing"),
+        "{status}"
+    );
+    let status = bob.status();
+    assert_eq!(
+        status.field("state").as_deref(),
+        Some("ringing"),
+        "{status}"
+    );
     bob.send("accept");
     assert_eq!(alice.expect_event("connected").peer(), Some("bob"));
     assert_eq!(bob.expect_event("connected").peer(), Some("alice"));
+    let status = alice.status();
+    assert_eq!(
+        status.field("state").as_deref(),
+        Some("in-call"),
+        "{status}"
+    );
+    assert_eq!(
+        status.field("peer_addr"),
+        Some(bob.addr.to_string()),
+        "{status}"
+    );
+    assert_eq!(
+        status.field("dialect").as_deref(),
+        Some("parlo"),
+        "{status}"
+    );
     alice.send("hangup");
     assert_eq!(alice.expect_ended("hangup").peer(), Some("bob"));
     assert_eq!(bob.expect_ended("remote-hangup").peer(), Some("alice"));
