@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Parlo's main job on one machine: a directory server and two phones on loopback.
 
-Starts parlo-server on a free 127.0.0.x address with a database in a temporary directory,
+Starts parlo-server on a free 127.x.y.z address with a database in a temporary directory,
 then two phones: bob answers by himself (--auto-answer) and plays a recording of his own,
 alice plays a short synthetic speech-like recording. Alice calls bob, they talk for a few
 seconds, alice hangs up. Everything is stopped, then this prints what happened: each
@@ -161,15 +161,18 @@ class Process:
     def __init__(self, name, argv, pidfile, stdin=True):
         self.name = name
         self.argv = argv
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            preexec_fn=die_with_parent,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                preexec_fn=die_with_parent,
+            )
+        except OSError as e:
+            raise DemoFailed(f"cannot start {argv[0]}: {e}") from e
         with open(pidfile, "a") as f:
             f.write(f"{self.proc.pid}\n")
         self.events = queue.Queue()

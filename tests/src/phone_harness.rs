@@ -1108,11 +1108,26 @@ pub struct Impairment {
     pub drop_first_requests: usize,
     /// The first N signalling datagrams from the callee are dropped.
     pub drop_first_answers: usize,
+    /// Each media packet is delayed by a pseudo-random 0 to N milliseconds (uniform,
+    /// seeded by its index), so packets arrive unevenly and, past 64 ms, out of order.
+    pub jitter_ms: u64,
 }
 
 impl Impairment {
     fn hits(every: usize, index: usize) -> bool {
         every > 0 && index % every == every - 1
+    }
+
+    /// The extra delay of media packet `index`.
+    fn delay(&self, index: usize) -> Duration {
+        if self.jitter_ms == 0 {
+            return Duration::ZERO;
+        }
+        let mut x = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 29;
+        Duration::from_millis(x % (self.jitter_ms + 1))
     }
 }
 
@@ -1224,11 +1239,22 @@ fn relay(
     let mut report = RelayReport::default();
     let mut caller: Option<SocketAddr> = None;
     let mut held: Option<Vec<u8>> = None;
+    // Media waiting for its release time (jitter), in arrival order.
+    let mut delayed: Vec<(Instant, Vec<u8>)> = Vec::new();
     let mut buf = [0u8; 2048];
     let _ = front.set_nonblocking(true);
     let _ = back.set_nonblocking(true);
     while !stop.load(Ordering::SeqCst) {
         let mut busy = false;
+        let now = Instant::now();
+        delayed.retain(|(due, packet)| {
+            if *due <= now {
+                let _ = back.send_to(packet, callee);
+                false
+            } else {
+                true
+            }
+        });
         while let Ok((n, from)) = front.recv_from(&mut buf) {
             busy = true;
             caller = Some(from);
@@ -1256,6 +1282,10 @@ fn relay(
             if held.is_none() && Impairment::hits(impair.reorder_every, index) {
                 held = Some(datagram.to_vec());
                 report.reordered += 1;
+                continue;
+            }
+            if impair.jitter_ms > 0 {
+                delayed.push((Instant::now() + impair.delay(index), datagram.to_vec()));
                 continue;
             }
             let _ = back.send_to(datagram, callee);

@@ -21,10 +21,48 @@ fn alice_calls_bob_bob_answers_alice_hangs_up() {
     assert_eq!(alice.expect_event("calling").peer(), Some("bob"));
     let incoming = bob.expect_event("incoming");
     assert_eq!(incoming.peer(), Some("alice"), "{incoming}");
+    assert_eq!(
+        incoming.field("from"),
+        Some(alice.addr.to_string()),
+        "{incoming}"
+    );
+    assert_eq!(
+        incoming.field("verified").as_deref(),
+        Some("yes"),
+        "{incoming}"
+    );
     assert_eq!(alice.expect_event("ringing").peer(), Some("bob"));
+    let status = alice.status();
+    assert_eq!(
+        status.field("state").as_deref(),
+        Some("dialing"),
+        "{status}"
+    );
+    let status = bob.status();
+    assert_eq!(
+        status.field("state").as_deref(),
+        Some("ringing"),
+        "{status}"
+    );
     bob.send("accept");
     assert_eq!(alice.expect_event("connected").peer(), Some("bob"));
     assert_eq!(bob.expect_event("connected").peer(), Some("alice"));
+    let status = alice.status();
+    assert_eq!(
+        status.field("state").as_deref(),
+        Some("in-call"),
+        "{status}"
+    );
+    assert_eq!(
+        status.field("peer_addr"),
+        Some(bob.addr.to_string()),
+        "{status}"
+    );
+    assert_eq!(
+        status.field("dialect").as_deref(),
+        Some("parlo"),
+        "{status}"
+    );
     alice.send("hangup");
     assert_eq!(alice.expect_ended("hangup").peer(), Some("bob"));
     assert_eq!(bob.expect_ended("remote-hangup").peer(), Some("alice"));
@@ -90,11 +128,12 @@ fn a_callee_that_hears_nothing_more_stops_ringing_on_its_own_timeout() {
 
 #[test]
 fn calling_an_unknown_name() {
-    let (_server, mut alice, _bob) = alice_and_bob();
+    let (_server, mut alice, mut bob) = alice_and_bob();
     alice.send("call nobody");
     let ended = alice.expect_ended("unknown-user");
     assert_eq!(ended.peer(), Some("nobody"), "{ended}");
     // And the phone is idle again: a real call works.
+    connect_call(&mut alice, &mut bob);
 }
 
 #[test]
