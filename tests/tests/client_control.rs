@@ -564,10 +564,6 @@ fn garbage_on_stdin_and_on_the_control_socket_gets_errors_not_a_crash() {
 }
 
 #[test]
-#[ignore = "parlo-client reads stdin lines lossily (String::from_utf8_lossy in \
-            client/src/stdin.rs): `call \\xff\\xfe` becomes a call to a user named \
-            U+FFFD U+FFFD (it prints `calling \u{fffd}\u{fffd}`, looks that name up and \
-            ends unknown-user) instead of an error; the control socket refuses such a line"]
 fn invalid_utf8_on_stdin_is_refused() {
     let server = Server::start(&[]);
     let mut alice = Phone::registered("alice", &server);
@@ -577,11 +573,6 @@ fn invalid_utf8_on_stdin_is_refused() {
 }
 
 #[test]
-#[ignore = "parlo-client drops a control connection whose client half-closes (shutdown of \
-            its writing side, as `nc -U -N` or `socat` do at the end of their input) in the \
-            same read as its commands, before answering them: client/src/control.rs read() \
-            calls settle(), which drops a read-closed connection with an empty outbox, and \
-            the answers then go to stdout only; the client reads nothing"]
 fn answers_reach_a_control_client_that_half_closes_after_its_commands() {
     let server = Server::start(&[]);
     let alice = Phone::start_registered(Phone::builder("alice").server(&server).control());
@@ -590,11 +581,6 @@ fn answers_reach_a_control_client_that_half_closes_after_its_commands() {
 }
 
 #[test]
-#[ignore = "parlo-client stops reading a control connection after about 4 KB in one \
-            readiness event (client/src/control.rs breaks its read loop at 4 x 1024 bytes \
-            instead of draining to WouldBlock); mio is edge-triggered, so the rest waits, \
-            unanswered, until the client writes again: of 1000 `status` lines sent at once, \
-            731 are answered, then nothing (ctl itself, one line at a time, is not affected)"]
 fn a_burst_of_commands_on_the_control_socket_is_all_answered() {
     let server = Server::start(&[]);
     let alice = Phone::start_registered(Phone::builder("alice").server(&server).control());
