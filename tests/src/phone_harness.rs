@@ -12,7 +12,6 @@
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +19,9 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::server_harness::{PATIENCE, Server, TempDir, loopback, signal, wait_exit};
+use crate::server_harness::{
+    PATIENCE, Server, TempDir, die_with_parent, loopback, signal, wait_exit, workspace_binary,
+};
 
 /// Samples per second of every WAV file here and of the phones' audio.
 pub const SAMPLE_RATE: u32 = 8000;
@@ -33,39 +34,7 @@ pub const ORIGINAL_PORT: u16 = 5001;
 /// `cargo test -p parlo-tests` never runs a stale binary).
 pub fn client_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| build_binary("parlo-client"))
-}
-
-/// Builds package `name` (whose binary has the same name) in the profile of the running
-/// executable, which lives in `target/<profile>/deps/` (tests) or
-/// `target/<profile>/examples/`, and returns the binary's path.
-fn build_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the running binary knows its path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
-    let profile = profile_dir
-        .file_name()
-        .and_then(|p| p.to_str())
-        .unwrap_or("debug");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", name]);
-    match profile {
-        "debug" => {}
-        "release" => {
-            build.arg("--release");
-        }
-        other => {
-            build.args(["--profile", other]);
-        }
-    }
-    let status = build.status().expect("cargo can be run");
-    assert!(status.success(), "building {name} failed: {status}");
-    let binary = profile_dir.join(name);
-    assert!(binary.exists(), "{} missing after build", binary.display());
-    binary
+    BINARY.get_or_init(|| workspace_binary("parlo-client"))
 }
 
 /// A free UDP port on `ip`. The address is this test's own, so nobody else takes the port
@@ -422,22 +391,6 @@ pub fn client_command() -> Command {
     }
     die_with_parent(&mut command);
     command
-}
-
-/// Makes the child receive SIGKILL when the thread that started it ends, so that a test
-/// process killed from outside leaves no phone behind. Start phones from the test's own
-/// thread: the signal follows the thread, not the process.
-fn die_with_parent(command: &mut Command) {
-    // SAFETY: the closure runs between fork and exec and calls only prctl(2), which is
-    // async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// A running `parlo-client`.

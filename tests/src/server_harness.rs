@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,10 +25,10 @@ pub fn server_binary() -> &'static Path {
 }
 
 /// The binary of the workspace package `package` (whose binary has the same name), in
-/// this test's build profile, built first so that it is never stale.
+/// the build profile of the running executable, built first so that it is never stale.
 pub fn workspace_binary(package: &str) -> PathBuf {
-    // Test binaries live in target/<profile>/deps/; the workspace's binaries in
-    // target/<profile>/.
+    // Tests live in target/<profile>/deps/ and examples in target/<profile>/examples/;
+    // the workspace's binaries in target/<profile>/.
     let exe = std::env::current_exe().expect("the test binary knows its path");
     let profile_dir = exe
         .parent()
@@ -56,6 +57,22 @@ pub fn workspace_binary(package: &str) -> PathBuf {
     let binary = profile_dir.join(package);
     assert!(binary.exists(), "{} missing after build", binary.display());
     binary
+}
+
+/// Makes the child receive SIGKILL when the thread that started it ends, so that a test
+/// process killed from outside leaves no child behind. Start children from the test's own
+/// thread: the signal follows the thread, not the process.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and calls only prctl(2), which is
+    // async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A fresh loopback address in 127.0.0.0/8, never 127.0.0.1 (clients' default source
@@ -230,7 +247,9 @@ impl Drop for Server {
 
 /// Starts `parlo-server --listen <listen> --db <db> <flags>` with stderr collected.
 fn spawn(listen: &str, db: &Path, flags: &[&str]) -> (Child, Arc<Log>) {
-    let mut child = Command::new(server_binary())
+    let mut command = Command::new(server_binary());
+    die_with_parent(&mut command);
+    let mut child = command
         .args(["--listen", listen, "--db"])
         .arg(db)
         .args(flags)
