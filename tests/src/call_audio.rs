@@ -11,7 +11,6 @@
 //! that start, so the difference is the mouth-to-ear latency of the whole pipeline.
 
 use std::collections::BinaryHeap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -21,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::phone_harness::{FRAME_SAMPLES, SAMPLE_RATE};
-use crate::server_harness::{PATIENCE, Server, loopback};
+use crate::phone_harness::{FRAME_SAMPLES, SAMPLE_RATE, man_in_the_middle};
+use crate::server_harness::Server;
 
 /// Whether `jackd` can be run here (Debian's `jackd2`).
 pub fn jackd_installed() -> bool {
@@ -300,39 +299,8 @@ pub struct ImpairedLink {
 impl ImpairedLink {
     /// Starts a link registered as `name` on `server`, forwarding to `callee`.
     pub fn start(name: &str, server: &Server, callee: SocketAddr, netem: Netem) -> ImpairedLink {
-        let front = UdpSocket::bind((loopback(), 0)).expect("a loopback UDP socket");
-        let back = UdpSocket::bind((loopback(), 0)).expect("a loopback UDP socket");
+        let (front, back, directory) = man_in_the_middle(name, server);
         let addr = front.local_addr().expect("bound");
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .expect("a TCP socket");
-        socket
-            .bind(&SocketAddr::new(addr.ip(), 0).into())
-            .expect("binding the link's address");
-        socket
-            .connect_timeout(&server.addr.into(), Duration::from_secs(1))
-            .expect("the directory accepts connections");
-        let mut directory: TcpStream = socket.into();
-        directory
-            .set_read_timeout(Some(PATIENCE))
-            .expect("timeouts can be set");
-        let request = format!(
-            "{{\"command\":\"REG\",\"name\":\"{name}\",\"port\":{}}}\n",
-            addr.port()
-        );
-        directory
-            .write_all(request.as_bytes())
-            .expect("the directory reads");
-        let mut buf = [0u8; 1024];
-        let n = directory.read(&mut buf).expect("the directory answers");
-        let reply = String::from_utf8_lossy(&buf[..n]);
-        assert!(
-            reply.contains("Registered successfully"),
-            "link {name}: {reply}"
-        );
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()

@@ -1103,6 +1103,47 @@ pub struct RelayReport {
     pub answers: Vec<String>,
 }
 
+/// The sockets of a man in the middle registered as `name` on `server`: the caller-facing
+/// UDP socket (whose address the directory now gives for `name`), a second UDP socket
+/// towards the real callee, and the directory connection that keeps the registration
+/// alive.
+pub fn man_in_the_middle(name: &str, server: &Server) -> (UdpSocket, UdpSocket, TcpStream) {
+    let front = UdpSocket::bind((loopback(), 0)).expect("a loopback UDP socket");
+    let back = UdpSocket::bind((loopback(), 0)).expect("a loopback UDP socket");
+    let addr = front.local_addr().expect("bound");
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .expect("a TCP socket");
+    socket
+        .bind(&SocketAddr::new(addr.ip(), 0).into())
+        .expect("binding the man in the middle's address");
+    socket
+        .connect_timeout(&server.addr.into(), Duration::from_secs(1))
+        .expect("the directory accepts connections");
+    let mut directory: TcpStream = socket.into();
+    directory
+        .set_read_timeout(Some(PATIENCE))
+        .expect("timeouts can be set");
+    let request = format!(
+        "{{\"command\":\"REG\",\"name\":\"{name}\",\"port\":{}}}\n",
+        addr.port()
+    );
+    directory
+        .write_all(request.as_bytes())
+        .expect("the directory reads");
+    let mut buf = [0u8; 1024];
+    let n = directory.read(&mut buf).expect("the directory answers");
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        reply.contains("Registered successfully"),
+        "{name} in the middle: {reply}"
+    );
+    (front, back, directory)
+}
+
 /// A man in the middle for one call: registers `name` in the directory with the address of
 /// its caller-facing socket, forwards everything from the caller to `callee` (from a second
 /// socket) and back, and impairs the media towards the callee as told — the network
@@ -1119,39 +1160,8 @@ pub struct Relay {
 impl Relay {
     /// Starts a relay registered as `name` on `server`, forwarding to `callee`.
     pub fn start(name: &str, server: &Server, callee: SocketAddr, impair: Impairment) -> Relay {
-        let front = UdpSocket::bind((loopback(), 0)).expect("a loopback UDP socket");
-        let back = UdpSocket::bind((loopback(), 0)).expect("a loopback UDP socket");
+        let (front, back, directory) = man_in_the_middle(name, server);
         let addr = front.local_addr().expect("bound");
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .expect("a TCP socket");
-        socket
-            .bind(&SocketAddr::new(addr.ip(), 0).into())
-            .expect("binding the relay's address");
-        socket
-            .connect_timeout(&server.addr.into(), Duration::from_secs(1))
-            .expect("the directory accepts connections");
-        let mut directory: TcpStream = socket.into();
-        directory
-            .set_read_timeout(Some(PATIENCE))
-            .expect("timeouts can be set");
-        let request = format!(
-            "{{\"command\":\"REG\",\"name\":\"{name}\",\"port\":{}}}\n",
-            addr.port()
-        );
-        directory
-            .write_all(request.as_bytes())
-            .expect("the directory reads");
-        let mut buf = [0u8; 1024];
-        let n = directory.read(&mut buf).expect("the directory answers");
-        let reply = String::from_utf8_lossy(&buf[..n]);
-        assert!(
-            reply.contains("Registered successfully"),
-            "relay {name}: {reply}"
-        );
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::spawn(move || relay(&front, &back, callee, impair, &stopping));
