@@ -21,7 +21,7 @@
 //! ```
 //! `verified` is `unknown` (JSON `null`) when the directory could not be asked.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 /// The commands, as `help` lists them.
@@ -83,6 +83,48 @@ pub struct Status {
     pub retransmissions: u64,
     /// Heap allocations since the phone started (all threads).
     pub allocations: u64,
+}
+
+impl Status {
+    /// The numeric fields, in the order `status` prints them (numbers in both the text and
+    /// the JSON form; the jitter in milliseconds with three decimals).
+    fn counters(&self) -> [(&'static str, Counter); 16] {
+        [
+            ("sent", Counter::Count(self.sent)),
+            ("received", Counter::Count(self.received)),
+            ("played", Counter::Count(self.played)),
+            ("lost", Counter::Count(self.lost)),
+            ("late", Counter::Count(self.late)),
+            ("duplicate", Counter::Count(self.duplicate)),
+            ("concealed", Counter::Count(self.concealed)),
+            ("underruns", Counter::Count(self.underruns)),
+            ("depth", Counter::Count(self.depth as u64)),
+            ("jitter_ms", Counter::Micros(self.jitter_us)),
+            ("capture_overruns", Counter::Count(self.capture_overruns)),
+            ("playback_overruns", Counter::Count(self.playback_overruns)),
+            ("foreign", Counter::Count(self.foreign)),
+            ("garbage", Counter::Count(self.garbage)),
+            ("retransmissions", Counter::Count(self.retransmissions)),
+            ("allocations", Counter::Count(self.allocations)),
+        ]
+    }
+}
+
+/// One number of `status`.
+enum Counter {
+    /// A count.
+    Count(u64),
+    /// Microseconds, shown as milliseconds with three decimals.
+    Micros(u64),
+}
+
+impl fmt::Display for Counter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Counter::Count(n) => write!(f, "{n}"),
+            Counter::Micros(us) => write!(f, "{}.{:03}", us / 1000, us % 1000),
+        }
+    }
 }
 
 /// One event.
@@ -246,31 +288,12 @@ impl Event {
                 if let Some(codec) = s.codec {
                     let _ = write!(out, " codec={codec}");
                 }
-                write!(
-                    out,
-                    " registered={} sent={} received={} played={} lost={} late={} \
-                     duplicate={} concealed={} underruns={} depth={} jitter_ms={}.{:03} \
-                     capture_overruns={} playback_overruns={} foreign={} garbage={} \
-                     retransmissions={} allocations={}",
-                    if s.registered { "yes" } else { "no" },
-                    s.sent,
-                    s.received,
-                    s.played,
-                    s.lost,
-                    s.late,
-                    s.duplicate,
-                    s.concealed,
-                    s.underruns,
-                    s.depth,
-                    s.jitter_us / 1000,
-                    s.jitter_us % 1000,
-                    s.capture_overruns,
-                    s.playback_overruns,
-                    s.foreign,
-                    s.garbage,
-                    s.retransmissions,
-                    s.allocations
-                )
+                let registered = if s.registered { "yes" } else { "no" };
+                let _ = write!(out, " registered={registered}");
+                for (key, value) in s.counters() {
+                    let _ = write!(out, " {key}={value}");
+                }
+                Ok(())
             }
             Event::Help => write!(out, " {}", COMMANDS.join("|")),
             Event::Bye => Ok(()),
@@ -348,31 +371,10 @@ impl Event {
                 if let Some(codec) = s.codec {
                     field(&mut out, "codec", codec);
                 }
-                let _ = write!(
-                    out,
-                    ",\"registered\":{},\"sent\":{},\"received\":{},\"played\":{},\"lost\":{},\
-                     \"late\":{},\"duplicate\":{},\"concealed\":{},\"underruns\":{},\"depth\":{},\
-                     \"jitter_ms\":{}.{:03},\"capture_overruns\":{},\"playback_overruns\":{},\
-                     \"foreign\":{},\"garbage\":{},\"retransmissions\":{},\"allocations\":{}",
-                    s.registered,
-                    s.sent,
-                    s.received,
-                    s.played,
-                    s.lost,
-                    s.late,
-                    s.duplicate,
-                    s.concealed,
-                    s.underruns,
-                    s.depth,
-                    s.jitter_us / 1000,
-                    s.jitter_us % 1000,
-                    s.capture_overruns,
-                    s.playback_overruns,
-                    s.foreign,
-                    s.garbage,
-                    s.retransmissions,
-                    s.allocations
-                );
+                let _ = write!(out, ",\"registered\":{}", s.registered);
+                for (key, value) in s.counters() {
+                    let _ = write!(out, ",\"{key}\":{value}");
+                }
             }
             Event::Help => {
                 out.push_str(",\"commands\":[");
