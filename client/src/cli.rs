@@ -784,6 +784,7 @@ mod tests {
             "--auto-answer",
             "--answer-timeout",
             "--log-level",
+            "--codecs",
             "PARLO_SERVER",
             "PARLO_NAME",
             "PARLO_LISTEN",
@@ -793,6 +794,7 @@ mod tests {
             "PARLO_AUTO_ANSWER",
             "PARLO_ANSWER_TIMEOUT",
             "PARLO_LOG_LEVEL",
+            "PARLO_CODECS",
         ] {
             assert!(HELP.contains(word), "{word}");
         }

@@ -370,7 +370,7 @@ impl PhoneBuilder {
 }
 
 /// The environment variables parlo-client reads its settings from.
-const SETTINGS_ENV: [&str; 9] = [
+const SETTINGS_ENV: [&str; 10] = [
     "PARLO_SERVER",
     "PARLO_NAME",
     "PARLO_LISTEN",
@@ -380,6 +380,7 @@ const SETTINGS_ENV: [&str; 9] = [
     "PARLO_AUTO_ANSWER",
     "PARLO_ANSWER_TIMEOUT",
     "PARLO_LOG_LEVEL",
+    "PARLO_CODECS",
 ];
 
 /// A command running parlo-client with none of its settings inherited from the

@@ -237,6 +237,7 @@ fn help_names_every_flag_and_exits_0() {
         "--auto-answer",
         "--answer-timeout",
         "--log-level",
+        "--codecs",
         "ctl",
     ] {
         assert!(
