@@ -9,9 +9,11 @@
 //!
 //! The file, tone and null devices run on a thread of their own that ticks once per frame
 //! (64 ms) on absolute deadlines (`start + k × 64 ms`), so they do not drift however late a
-//! tick runs; a late thread catches up with back-to-back ticks. Each tick pushes one
-//! captured frame and plays one frame (silence on underrun). WAV files are 8 kHz mono 16-bit
-//! PCM; OUT is finalized when the device stops.
+//! tick runs; a late thread catches up with back-to-back ticks. They behave like a sound
+//! card whose input sample `i` is spoken and output sample `i` heard at `start + i / 8 kHz`:
+//! tick `k` plays frame `k` (silence on underrun) and delivers the captured frame `k - 1`,
+//! whose last sample has just been spoken; a microphone cannot hand over a frame sooner.
+//! WAV files are 8 kHz mono 16-bit PCM; OUT is finalized when the device stops.
 
 use std::fmt;
 use std::fs::File;
@@ -167,8 +169,8 @@ enum Runner {
 impl Audio {
     /// Opens the device described by `spec` and starts it. All allocation happens here.
     ///
-    /// `wake` is called from the device's thread after each captured frame (and on end of
-    /// input or failure); see [`Wake`]. Errors (a missing or malformed WAV file, an unknown
+    /// `wake` is called from the device's thread after each captured frame, after each
+    /// playback tick (and on end of input or failure); see [`Wake`]. Errors (a missing or malformed WAV file, an unknown
     /// sound device, ...) are reported before any thread is left running.
     pub fn start(spec: &DeviceSpec, wake: Wake) -> Result<Audio, Error> {
         let (device_end, end) = frame_queues(wake);
@@ -219,6 +221,11 @@ impl Audio {
     /// Frames waiting in the playback queue.
     pub fn playback_queued(&self) -> usize {
         self.end.playback_queued()
+    }
+
+    /// When the device last took a frame to play; see [`LoopEnd::last_pop`].
+    pub fn last_pop(&self) -> Option<Instant> {
+        self.end.last_pop()
     }
 
     /// The queue counters: frames captured and played, overruns, underruns.
@@ -273,8 +280,9 @@ fn spawn_paced(end: DeviceEnd, source: Source, sink: Sink, kind: &str) -> Result
     Ok(Runner::Paced { stop, thread })
 }
 
-/// The paced device loop: one capture and one playback frame per tick, ticks on absolute
-/// deadlines.
+/// The paced device loop: one playback and one capture frame per tick, ticks on absolute
+/// deadlines. Tick `k` (at `start + k × 64 ms`) delivers the frame captured over the tick
+/// before and starts playing frame `k`.
 fn run_paced(
     mut end: DeviceEnd,
     mut source: Source,
@@ -287,16 +295,18 @@ fn run_paced(
     let mut first_error = None;
     let mut tick: u32 = 0;
     'ticks: loop {
-        match source.fill(&mut captured) {
-            Ok(Fill::Data) => {}
-            Ok(Fill::Ended) => end.signal_input_ended(),
-            Err(e) => {
-                first_error.get_or_insert(e);
-                end.signal_input_ended();
-                end.signal_failure();
+        if tick > 0 {
+            match source.fill(&mut captured) {
+                Ok(Fill::Data) => {}
+                Ok(Fill::Ended) => end.signal_input_ended(),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    end.signal_input_ended();
+                    end.signal_failure();
+                }
             }
+            end.push_captured(&captured);
         }
-        end.push_captured(&captured);
         end.pop_playback(&mut played);
         if first_error.is_none() {
             if let Err(e) = sink.write(&played) {

@@ -3,8 +3,8 @@
 //! Pure and fixed-capacity: no clock, no allocation, no I/O. The loop calls
 //! [`JitterBuffer::put`] for each received media packet (with its RTP sequence number and
 //! timestamp, and its arrival time in 8 kHz ticks from any origin) and
-//! [`JitterBuffer::get`] once per playback tick (once per captured frame: the device's
-//! clock paces playback).
+//! [`JitterBuffer::get`] once per playback tick of the device (its clock paces playout),
+//! shortly before the tick.
 //!
 //! # Behaviour
 //!

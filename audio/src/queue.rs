@@ -9,12 +9,15 @@
 //!   when the loop has not kept up; otherwise it calls the [`Wake`] function.
 //! - playback: [`LoopEnd::push_playback`] drops the frame and counts a *playback overrun*
 //!   when the device has not kept up; [`DeviceEnd::pop_playback`] plays silence and counts a
-//!   *playback underrun* when the loop has nothing ready.
+//!   *playback underrun* when the loop has nothing ready. Either way it notes the time of
+//!   the pop ([`LoopEnd::last_pop`]: the device's playback clock, which the loop follows to
+//!   hand over each frame just before the device takes it) and wakes the loop.
 //!
 //! The counters are atomics; [`LoopEnd::stats`] reads them from the loop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use heapless::spsc::{Consumer, Producer, Queue};
 
@@ -27,7 +30,8 @@ pub const QUEUE_FRAMES: usize = 8;
 type FrameQueue = Queue<Frame, { QUEUE_FRAMES + 1 }>;
 
 /// How the device side wakes the event loop: called (from the device's thread) after each
-/// captured frame is queued, and when the input ends or the device fails.
+/// captured frame is queued, after each playback frame is taken, and when the input ends
+/// or the device fails.
 ///
 /// It must not block or allocate. With mio, share one `mio::Waker` and ignore its result:
 /// `Arc::new(move || { let _ = waker.wake(); })`.
@@ -41,6 +45,8 @@ struct Counters {
     played: AtomicU64,
     playback_underruns: AtomicU64,
     playback_overruns: AtomicU64,
+    /// Nanoseconds from `Shared::epoch` to the last playback pop, plus one (0: none yet).
+    last_pop: AtomicU64,
     input_ended: AtomicBool,
     failed: AtomicBool,
 }
@@ -65,6 +71,8 @@ struct Shared {
     _queues: QueueStorage,
     counters: Counters,
     wake: Wake,
+    /// The origin of `Counters::last_pop`.
+    epoch: Instant,
 }
 
 /// Owns the heap allocation holding both queues. The queues are reached only through the
@@ -125,6 +133,7 @@ pub fn frame_queues(wake: Wake) -> (DeviceEnd, LoopEnd) {
         _queues: QueueStorage(queues),
         counters: Counters::default(),
         wake,
+        epoch: Instant::now(),
     });
     // SAFETY: the queues live in a heap allocation that never moves and is freed only when
     // the last `Arc<Shared>` is dropped (`QueueStorage::drop`). Each end holds a clone of
@@ -161,7 +170,8 @@ impl DeviceEnd {
     }
 
     /// Takes the next frame to play into `out`. Returns `false` (and counts a playback
-    /// underrun) when the loop has queued nothing; `out` is then silence.
+    /// underrun) when the loop has queued nothing; `out` is then silence. Either way the
+    /// time is noted for [`LoopEnd::last_pop`] and the loop is woken.
     pub fn pop_playback(&mut self, out: &mut Frame) -> bool {
         self.playback.pop_playback(out)
     }
@@ -221,7 +231,7 @@ impl PlaybackEnd {
     /// See [`DeviceEnd::pop_playback`].
     pub fn pop_playback(&mut self, out: &mut Frame) -> bool {
         let counters = &self.shared.counters;
-        match self.consumer.dequeue() {
+        let popped = match self.consumer.dequeue() {
             Some(frame) => {
                 *out = frame;
                 counters.played.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +242,13 @@ impl PlaybackEnd {
                 counters.playback_underruns.fetch_add(1, Ordering::Relaxed);
                 false
             }
-        }
+        };
+        // A clock read is a vDSO call: no system call, no lock, no allocation.
+        let since = self.shared.epoch.elapsed().as_nanos();
+        let since = u64::try_from(since).unwrap_or(u64::MAX - 1);
+        counters.last_pop.store(since + 1, Ordering::Release);
+        (self.shared.wake)();
+        popped
     }
 }
 
@@ -286,6 +302,15 @@ impl LoopEnd {
     /// Frames waiting in the playback queue.
     pub fn playback_queued(&self) -> usize {
         self.playback.len()
+    }
+
+    /// When the device last took a frame to play (or found none), by its own thread's
+    /// clock read at that moment; `None` before its first playback tick.
+    pub fn last_pop(&self) -> Option<Instant> {
+        match self.shared.counters.last_pop.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.shared.epoch + Duration::from_nanos(n - 1)),
+        }
     }
 
     /// A snapshot of the counters.
@@ -403,6 +428,28 @@ mod tests {
         assert_eq!(stats.playback_underruns, 1);
         assert_eq!(stats.playback_overruns, 1);
         assert_eq!(stats.played, 1);
+    }
+
+    #[test]
+    fn every_pop_notes_its_time_and_wakes_the_loop() {
+        let (wake, wakes) = counting_wake();
+        let (mut dev, mut lp) = frame_queues(wake);
+        let mut out = SILENCE;
+        assert_eq!(lp.last_pop(), None);
+        let before = Instant::now();
+        assert!(!dev.pop_playback(&mut out));
+        let first = lp.last_pop().expect("an underrun is a playback tick too");
+        assert!(before <= first && first <= Instant::now());
+        assert_eq!(wakes.load(Ordering::Relaxed), 1);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(lp.push_playback(&frame(1)));
+        assert!(dev.pop_playback(&mut out));
+        let second = lp.last_pop().expect("popped");
+        assert!(
+            second >= first + Duration::from_millis(2),
+            "{first:?} {second:?}"
+        );
+        assert_eq!(wakes.load(Ordering::Relaxed), 2);
     }
 
     #[test]

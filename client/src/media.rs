@@ -1,27 +1,41 @@
 //! The media of a call: the audio device, the RTP (or raw PCM) packets both ways, and the
 //! jitter buffer.
 //!
-//! Started and stopped by the call machine's `StartMedia`/`StopMedia`. The capture clock
-//! paces everything (parlo-audio's contract): for each captured frame, one packet goes to
-//! the peer and one frame moves from the jitter buffer to playback. Nothing here allocates
-//! per frame: the packet buffer, the frames and the jitter buffer are allocated once
+//! Started and stopped by the call machine's `StartMedia`/`StopMedia`. The device's clocks
+//! pace everything (parlo-audio's contract): each captured frame goes to the peer at once,
+//! and for each playback tick of the device one frame moves from the jitter buffer to the
+//! playback queue, as late as is safe: [`GUARD`] before the device's next tick, so that a
+//! packet arriving up to then is played at that tick. Mouth-to-ear latency is then one frame
+//! to fill plus the wait for the listener's next tick, at most two frames (128 ms) on a
+//! clean network, instead of a further frame in the queue. Nothing here allocates per
+//! frame: the packet buffer, the frames and the jitter buffer are allocated once
 //! (`tests/media_no_alloc.rs` counts, over 1,200 frames each way through a lossy relay).
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
-use parlo_audio::{Audio, DeviceSpec, Frame, JitterBuffer, JitterConfig, SILENCE, Wake, pcmu};
+use parlo_audio::{
+    Audio, DeviceSpec, FRAME_DURATION, Frame, JitterBuffer, JitterConfig, SILENCE, Wake, pcmu,
+};
 use parlo_net::media::{MAX_RTP_LEN, PayloadType, RAW_PCM_LEN, RawPcm, RtpHeader, RtpRepr};
 use parlo_net::peer::{Codec, Dialect};
 
-/// Jitter-buffer depth: at least two frames (128 ms). With one, a peer whose frames
-/// arrive right at our capture ticks (two devices started together, as on a LAN) makes
-/// playout stall early in the call and insert a frame of silence; two absorb that phase.
+/// Jitter-buffer depth: one frame on a clean network. Frames leave the buffer just before
+/// the device's tick ([`GUARD`]), so a frame arriving at any moment of the tick before is
+/// in time; the buffer deepens by itself under jitter (up to 8 frames, 512 ms).
 const JITTER: JitterConfig = JitterConfig {
-    min_depth: 2,
+    min_depth: 1,
     max_depth: 8,
 };
+
+/// How long before the device's next playback tick the loop hands it the next frame: room
+/// for the loop's own wake-up delay. Each time the device nevertheless finds nothing to play
+/// in a call, the guard grows by this much, up to [`MAX_GUARD`] (a busy machine).
+pub const GUARD: Duration = Duration::from_millis(8);
+/// The largest [`GUARD`]: half a frame.
+pub const MAX_GUARD: Duration = Duration::from_millis(32);
 
 /// Counters of one call's media, kept after it ends for `status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +80,31 @@ struct Session {
     raw_seq: u16,
     sent: u64,
     send_errors: u64,
+    /// The device's last playback tick seen.
+    last_pop: Option<Instant>,
+    /// When to hand the device its next frame; `None` once handed (until its next tick).
+    playout: Option<Instant>,
+    guard: Duration,
+    /// Frames handed to the device.
+    pushed: u64,
+    /// Device underruns already accounted for.
+    underruns: u64,
+}
+
+impl Session {
+    /// An underrun once frames are being handed over means one came too late: the loop
+    /// woke later than the guard allowed. Widen the guard.
+    fn note_underruns(&mut self) {
+        let underruns = self.audio.stats().playback_underruns;
+        if underruns > self.underruns && self.pushed > 0 && self.guard < MAX_GUARD {
+            self.guard = (self.guard + GUARD).min(MAX_GUARD);
+            log::info!(
+                "the audio device found nothing to play: frames now go to it {} ms before its tick",
+                self.guard.as_millis()
+            );
+        }
+        self.underruns = underruns;
+    }
 }
 
 /// The media side of the phone.
@@ -183,6 +222,11 @@ impl Media {
             raw_seq: 0,
             sent: 0,
             send_errors: 0,
+            last_pop: None,
+            playout: None,
+            guard: GUARD,
+            pushed: 0,
+            underruns: 0,
         });
     }
 
@@ -204,8 +248,9 @@ impl Media {
         session.audio.stop()
     }
 
-    /// Drains the captured frames: one packet out and one frame played per frame.
-    /// Returns whether the device failed (media should end).
+    /// Handles a wake from the device: sends each captured frame to the peer, and notes
+    /// a playback tick (arming the playout deadline, [`Media::playout_deadline`]). Returns
+    /// whether the device failed (media should end).
     pub fn handle_wake(&mut self, udp: &UdpSocket) -> bool {
         let Some(session) = self.session.as_mut() else {
             return false;
@@ -238,13 +283,44 @@ impl Media {
                 Err(e) => log::error!("cannot build a media packet: {e}"),
             }
             session.header = session.header.next_frame();
-            self.jitter.get(&mut self.frame);
-            session.audio.push_playback(&self.frame);
+        }
+        if let Some(pop) = session.audio.last_pop() {
+            if session.last_pop != Some(pop) {
+                session.last_pop = Some(pop);
+                session.note_underruns();
+                session.playout = Some(pop + FRAME_DURATION - session.guard);
+            }
         }
         if session.audio.input_ended() {
             log::trace!("audio input ended; sending silence");
         }
         session.audio.failed()
+    }
+
+    /// When [`Media::handle_playout`] is next due: [`GUARD`] before the device's next
+    /// playback tick. `None` without a call, or once this tick's frame is handed over.
+    pub fn playout_deadline(&self) -> Option<Instant> {
+        self.session.as_ref().and_then(|s| s.playout)
+    }
+
+    /// At the playout deadline: moves one frame from the jitter buffer to the playback
+    /// queue, unless the frame handed over for the last tick is still queued (the device
+    /// ticked late, or a frame was handed over too late before); the buffer then keeps its
+    /// frame, and its depth control takes back the extra delay.
+    pub fn handle_playout(&mut self, now: Instant) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if session.playout.is_none_or(|due| due > now) {
+            return;
+        }
+        session.playout = None;
+        if session.audio.playback_queued() > 0 {
+            return;
+        }
+        self.jitter.get(&mut self.frame);
+        session.audio.push_playback(&self.frame);
+        session.pushed += 1;
     }
 
     /// A media packet from the peer. `arrival` is the arrival time in 8 kHz ticks.
@@ -365,7 +441,95 @@ mod tests {
             assert!(Instant::now() < limit, "the device never captured");
             std::thread::sleep(Duration::from_millis(10));
             assert!(!media.handle_wake(udp), "the null device does not fail");
+            media.handle_playout(Instant::now());
         }
+    }
+
+    /// An L16 packet of `frame` with sequence number `seq`, as received from the peer.
+    fn receive(media: &mut Media, from: SocketAddr, seq: u16, frame: &Frame) {
+        let header = RtpHeader {
+            payload_type: PayloadType::L16,
+            marker: seq == 0,
+            sequence: seq,
+            timestamp: u32::from(seq) * 512,
+            ssrc: 9,
+        };
+        let mut packet = [0u8; MAX_RTP_LEN];
+        let len = header.emit_l16(frame, &mut packet).expect("emit");
+        let repr = RtpRepr::parse(&packet[..len]).expect("parse");
+        media.handle_rtp(from, &repr, u32::from(seq) * 512);
+    }
+
+    #[test]
+    fn a_frame_is_handed_over_just_before_the_device_tick_and_played_at_it() {
+        let udp = UdpSocket::bind("127.0.0.218:0".parse().expect("address")).expect("bind");
+        let peer: SocketAddr = "127.0.0.219:5004".parse().expect("address");
+        let (wake, _) = wake_counter();
+        let (mut device, end) = parlo_audio::frame_queues(wake);
+        let mut media = Media::new(DeviceSpec::Null);
+        media.start_on(Audio::from_queues(end), peer, Dialect::Parlo, Codec::L16, 1);
+        let mut played = SILENCE;
+        let frame = |v: i16| [v; parlo_audio::FRAME_SAMPLES];
+
+        // The device's first tick: nothing to play yet. The loop learns the tick's time.
+        assert_eq!(media.playout_deadline(), None);
+        let before = Instant::now();
+        assert!(!device.pop_playback(&mut played));
+        let after = Instant::now();
+        assert!(!media.handle_wake(&udp));
+        let due = media
+            .playout_deadline()
+            .expect("a tick arms the playout deadline");
+        assert!(
+            before + FRAME_DURATION - GUARD <= due && due <= after + FRAME_DURATION - GUARD,
+            "due {:?} after the tick",
+            due - before
+        );
+
+        // Early, nothing moves: a packet may still come for the next tick.
+        media.handle_playout(due - Duration::from_millis(1));
+        receive(&mut media, peer, 0, &frame(11));
+        media.handle_playout(due);
+        assert_eq!(media.playout_deadline(), None, "one frame per tick");
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(
+            played,
+            frame(11),
+            "received before the deadline, played at the tick"
+        );
+
+        // The loop runs late: the device ticks again before the frame is handed over and
+        // plays silence. The frame handed over late is still queued at the next deadline;
+        // it is not joined by another (the jitter buffer keeps that one).
+        receive(&mut media, peer, 1, &frame(12));
+        receive(&mut media, peer, 2, &frame(13));
+        assert!(!media.handle_wake(&udp));
+        assert!(!device.pop_playback(&mut played), "the loop was late");
+        media.handle_playout(Instant::now() + FRAME_DURATION);
+        assert!(!media.handle_wake(&udp));
+        media.handle_playout(Instant::now() + FRAME_DURATION);
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, frame(12), "late by a tick, but whole");
+        assert!(
+            !device.pop_playback(&mut played),
+            "a single frame was queued: the delay did not grow in the playback queue"
+        );
+        assert!(!media.handle_wake(&udp));
+        media.handle_playout(Instant::now() + FRAME_DURATION);
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, frame(13), "one frame per tick again");
+
+        // The underrun, once frames flowed, widened the guard.
+        let tick = Instant::now();
+        assert!(!media.handle_wake(&udp));
+        let due = media.playout_deadline().expect("armed");
+        assert!(
+            due <= tick + FRAME_DURATION - 2 * GUARD,
+            "guard {:?}",
+            tick + FRAME_DURATION - due
+        );
+        assert_eq!(media.stats().underruns, 3);
+        media.stop().expect("nothing to stop");
     }
 
     fn peer_socket(addr: &str) -> std::net::UdpSocket {

@@ -5,7 +5,8 @@
 //! reader thread. Each input becomes an event for the machine ([`parlo_fsm::Machine`]),
 //! whose actions are executed here in order: look a name up, send a message, start or
 //! stop media, tell the user. Timers are the machine's (`poll_timeout`) plus the
-//! directory's reconnection, the wait for a caller's verification and the shutdown limit.
+//! directory's reconnection, the wait for a caller's verification, the shutdown limit and
+//! media's playout deadline (a frame handed to the audio device just before its tick).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -271,6 +272,7 @@ impl Phone {
             self.directory.poll_timeout(),
             self.pending_incoming.as_ref().map(|p| p.deadline),
             self.quitting.as_ref().map(|q| q.deadline),
+            self.media.playout_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -278,6 +280,7 @@ impl Phone {
     }
 
     fn handle_timers(&mut self, now: Instant) {
+        self.media.handle_playout(now);
         loop {
             let ms = self.ms();
             match self.machine.poll_timeout() {

@@ -4,8 +4,9 @@
 //! through a relay that drops, duplicates and reorders packets (seeded). The test plays
 //! both audio devices itself, through the same lock-free queues a device thread uses
 //! ([`Audio::from_queues`]), so 1,000+ frames take milliseconds instead of 64 ms each.
-//! Each tick, on each side: a captured frame goes in, the loop's wake handler sends it
-//! and moves one frame from the jitter buffer to playback, then every datagram that
+//! Each tick, on each side: the device plays a frame and delivers a captured one, the
+//! loop's wake handler sends it, the playout deadline moves one frame from the jitter
+//! buffer to playback, then every datagram that
 //! arrived is parsed, shown to the call machine (`Event::Media`) and given to the jitter
 //! buffer — what the phone's loop does. After a warm-up, the process-wide allocation
 //! counter of the phone (`alloc_count`, installed here as the global allocator) must not
@@ -144,12 +145,22 @@ impl Side {
         }
     }
 
-    /// The device's tick: capture one frame, let the loop handle the wake, play one.
+    /// The device's tick: play the frame handed over before it, deliver one captured
+    /// frame; then the loop handles the wake (sends the frame) and, at its playout
+    /// deadline, hands over the next frame to play.
     fn tick(&mut self, tick: u32) {
+        self.play(tick);
         captured(tick, &mut self.frame);
         assert!(self.device.push_captured(&self.frame), "capture queue full");
         assert!(!self.media.handle_wake(&self.udp), "the device failed");
-        assert!(self.device.pop_playback(&mut self.played), "nothing played");
+        let due = self.media.playout_deadline().expect("a tick arms playout");
+        self.media.handle_playout(due);
+    }
+
+    /// The device plays the frame handed over for this tick (none before the first).
+    fn play(&mut self, tick: u32) {
+        let played = self.device.pop_playback(&mut self.played);
+        assert!(played || tick == 0, "nothing played at tick {tick}");
         if self.played != SILENCE {
             self.nonsilent += 1;
         }
@@ -310,6 +321,9 @@ fn call(net: u8, dialect: Dialect, codec: Codec) -> Report {
         b.receive(now_ms, arrival);
     }
     let allocations = alloc_count::allocations() - before;
+    // The frame handed over at the last tick's deadline plays at the device's next tick.
+    a.play(WARM_UP + MEASURED);
+    b.play(WARM_UP + MEASURED);
 
     for (side, lane, name) in [(&a, &to_a, "caller"), (&b, &to_b, "callee")] {
         let stats = side.media.stats();
