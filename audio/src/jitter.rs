@@ -239,6 +239,18 @@ impl JitterBuffer {
         }
     }
 
+    /// Whether the next [`JitterBuffer::get`] would play a received frame: the frame due
+    /// is here (and, before playout begins, the buffer spans its target depth). The loop
+    /// may then take it at once rather than at the last moment before the device's tick:
+    /// waiting longer could not change what is played.
+    pub fn ready(&self) -> bool {
+        match self.state {
+            State::Idle => false,
+            State::Buffering => self.depth() >= self.target && self.is_buffered(self.next),
+            State::Playing => self.is_buffered(self.next),
+        }
+    }
+
     /// The sequence number the next tick plays, once playout has begun (`None` before).
     pub fn playout_seq(&self) -> Option<u16> {
         (self.state == State::Playing).then_some(self.next)
@@ -452,6 +464,7 @@ impl JitterBuffer {
 /// | `dup S` / `late S` / `stray S` / `resync S` | packet S arrives; must be a duplicate / late / discarded / a resync |
 /// | `lost S` | packet S is lost in the network: the script must never send it |
 /// | `get =S` / `get ~` / `get .` / `get` | a playback tick; must play frame S / conceal / be silent / anything. The clock moves 64 ms after each tick |
+/// | `ready yes` / `ready no` | whether the next tick would play a received frame |
 /// | `at MS` / `wait MS` | set / advance the clock |
 /// | `stream A..B [delay=D1,D2,..]` | packets A..=B sent every 64 ms from now, packet i delayed by `D[i mod n]` ms, with a tick 32 ms after each send; outcomes unchecked |
 /// | `expect k=V k>V k<V ..` | check statistics: received played lost late duplicate discarded concealed stalls dropped resyncs depth target jitter |
@@ -628,6 +641,14 @@ mod tests {
                         }
                     }
                 }
+                "ready" => {
+                    let want = match words.get(1) {
+                        Some(&"yes") => true,
+                        Some(&"no") => false,
+                        _ => panic!("ready yes|no: {step:?}"),
+                    };
+                    assert_eq!(runner.jb.ready(), want, "step {step:?}");
+                }
                 "at" => runner.clock_ms = num(words[1], step),
                 "wait" => runner.clock_ms += num::<u64>(words[1], step),
                 "stream" => {
@@ -698,6 +719,16 @@ mod tests {
              # ... which comes in the next tick.
              put 4; get =4
              expect received=4 played=4 lost=0");
+    }
+
+    #[test]
+    fn ready_when_the_frame_due_is_here() {
+        run("ready no; put 1; ready yes; get =1; ready no
+             # Frame 2 is due, not 3.
+             put 3; ready no; put 2; ready yes; get =2; ready yes; get =3; ready no");
+        run("config min=2 max=8
+             # Before playout, the buffer must span its target depth.
+             put 1; ready no; put 2; ready yes; get =1; ready yes; get =2; ready no");
     }
 
     #[test]

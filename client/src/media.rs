@@ -4,10 +4,12 @@
 //! Started and stopped by the call machine's `StartMedia`/`StopMedia`. The device's clocks
 //! pace everything (parlo-audio's contract): each captured frame goes to the peer at once,
 //! and for each playback tick of the device one frame moves from the jitter buffer to the
-//! playback queue, as late as is safe: [`GUARD`] before the device's next tick, so that a
-//! packet arriving up to then is played at that tick. Mouth-to-ear latency is then one frame
-//! to fill plus the wait for the listener's next tick, at most two frames (128 ms) on a
-//! clean network, instead of a further frame in the queue. Nothing here allocates per
+//! playback queue: as soon as the frame due is in the jitter buffer, or else at the last
+//! safe moment, [`GUARD`] before the device's next tick (to conceal a lost frame, or wait a
+//! tick for a late one). A packet arriving up to then plays at that tick: mouth-to-ear
+//! latency is one frame to fill plus the wait for the listener's next tick, at most two
+//! frames (128 ms) on a clean network. Handing a frame over as soon as it is there leaves
+//! the device all the time until its tick to take it, should the loop be slow to run. Nothing here allocates per
 //! frame: the packet buffer, the frames and the jitter buffer are allocated once
 //! (`tests/media_no_alloc.rs` counts, over 1,200 frames each way through a lossy relay).
 
@@ -80,8 +82,12 @@ struct Session {
     raw_seq: u16,
     sent: u64,
     send_errors: u64,
-    /// The device's last playback tick seen.
+    /// The device's last playback tick seen, as it noted it.
     last_pop: Option<Instant>,
+    /// Playback ticks seen so far (frames played plus underruns).
+    ticks: u64,
+    /// When that tick was due, by the device's schedule (see [`Session::tick_time`]).
+    tick: Option<Instant>,
     /// When to hand the device its next frame; `None` once handed (until its next tick).
     playout: Option<Instant>,
     guard: Duration,
@@ -92,6 +98,31 @@ struct Session {
 }
 
 impl Session {
+    /// When the playback tick the device just made (at `pop`, by its note) was due. A
+    /// device runs on a steady clock, one tick per frame, but its thread can run late,
+    /// and catches up after: the next tick is due a frame after the scheduled time, not
+    /// after the late one. So a tick seen later than expected moves the schedule only by
+    /// a sixteenth of the difference (enough to follow a device clock slower than ours);
+    /// one seen earlier is taken as it is (a device clock faster than ours).
+    fn tick_time(&mut self, pop: Instant) -> Instant {
+        let stats = self.audio.stats();
+        let ticks = stats.played + stats.playback_underruns;
+        let elapsed = u32::try_from(ticks.saturating_sub(self.ticks).min(1 << 16)).unwrap_or(1);
+        self.ticks = ticks;
+        let tick = match self.tick {
+            Some(previous) => {
+                let expected = previous + FRAME_DURATION * elapsed;
+                match pop.checked_duration_since(expected) {
+                    Some(late) => expected + late / 16,
+                    None => pop,
+                }
+            }
+            None => pop,
+        };
+        self.tick = Some(tick);
+        tick
+    }
+
     /// An underrun once frames are being handed over means one came too late: the loop
     /// woke later than the guard allowed. Widen the guard.
     fn note_underruns(&mut self) {
@@ -223,6 +254,8 @@ impl Media {
             sent: 0,
             send_errors: 0,
             last_pop: None,
+            ticks: 0,
+            tick: None,
             playout: None,
             guard: GUARD,
             pushed: 0,
@@ -287,14 +320,17 @@ impl Media {
         if let Some(pop) = session.audio.last_pop() {
             if session.last_pop != Some(pop) {
                 session.last_pop = Some(pop);
+                let tick = session.tick_time(pop);
                 session.note_underruns();
-                session.playout = Some(pop + FRAME_DURATION - session.guard);
+                session.playout = Some(tick + FRAME_DURATION - session.guard);
             }
         }
         if session.audio.input_ended() {
             log::trace!("audio input ended; sending silence");
         }
-        session.audio.failed()
+        let failed = session.audio.failed();
+        self.hand_over(false);
+        failed
     }
 
     /// When [`Media::handle_playout`] is next due: [`GUARD`] before the device's next
@@ -303,15 +339,24 @@ impl Media {
         self.session.as_ref().and_then(|s| s.playout)
     }
 
-    /// At the playout deadline: moves one frame from the jitter buffer to the playback
-    /// queue, unless the frame handed over for the last tick is still queued (the device
-    /// ticked late, or a frame was handed over too late before); the buffer then keeps its
-    /// frame, and its depth control takes back the extra delay.
+    /// At the playout deadline: hands the device the frame for its next tick, if that is
+    /// still owed (see [`Media::hand_over`]).
     pub fn handle_playout(&mut self, now: Instant) {
+        let due = self.playout_deadline().is_some_and(|due| due <= now);
+        self.hand_over(due);
+    }
+
+    /// Moves one frame from the jitter buffer to the playback queue if the device's next
+    /// tick is still owed one and either the frame due has arrived or `due` (the deadline
+    /// has come: conceal, or wait for a late frame). Not if the frame handed over for the
+    /// last tick is still queued (the device ticked late, or a frame was handed over too
+    /// late before): the jitter buffer then keeps its frame, and its depth control takes
+    /// back the extra delay.
+    fn hand_over(&mut self, due: bool) {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        if session.playout.is_none_or(|due| due > now) {
+        if session.playout.is_none() || !(due || self.jitter.ready()) {
             return;
         }
         session.playout = None;
@@ -345,6 +390,7 @@ impl Media {
             let h = packet.header;
             self.jitter
                 .put(h.sequence, h.timestamp, arrival, &self.frame);
+            self.hand_over(false);
         }
     }
 
@@ -370,6 +416,7 @@ impl Media {
         session.raw_seq = seq.wrapping_add(1);
         let timestamp = u32::from(seq).wrapping_mul(RAW_PCM_LEN as u32 / 2);
         self.jitter.put(seq, timestamp, arrival, &self.frame);
+        self.hand_over(false);
     }
 
     /// The counters of the current call, or of the last one.
@@ -461,7 +508,7 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_is_handed_over_just_before_the_device_tick_and_played_at_it() {
+    fn a_frame_is_handed_over_as_it_arrives_or_just_before_the_device_tick() {
         let udp = UdpSocket::bind("127.0.0.218:0".parse().expect("address")).expect("bind");
         let peer: SocketAddr = "127.0.0.219:5004".parse().expect("address");
         let (wake, _) = wake_counter();
@@ -486,40 +533,56 @@ mod tests {
             due - before
         );
 
-        // Early, nothing moves: a packet may still come for the next tick.
+        // Before the deadline and without the frame, nothing moves: it may still come.
         media.handle_playout(due - Duration::from_millis(1));
+        assert_eq!(media.playout_deadline(), Some(due));
+        // It comes: handed over at once, and played at the tick.
         receive(&mut media, peer, 0, &frame(11));
-        media.handle_playout(due);
         assert_eq!(media.playout_deadline(), None, "one frame per tick");
         assert!(device.pop_playback(&mut played));
-        assert_eq!(
-            played,
-            frame(11),
-            "received before the deadline, played at the tick"
-        );
+        assert_eq!(played, frame(11));
 
-        // The loop runs late: the device ticks again before the frame is handed over and
-        // plays silence. The frame handed over late is still queued at the next deadline;
-        // it is not joined by another (the jitter buffer keeps that one).
+        // Frame 1 is late: at the deadline the tick is concealed (the buffer waits a tick
+        // for it), and it plays at the next one.
+        assert!(!media.handle_wake(&udp));
+        let due = media.playout_deadline().expect("armed");
+        media.handle_playout(due);
+        assert_eq!(media.playout_deadline(), None);
+        assert!(device.pop_playback(&mut played));
+        assert!(
+            played != frame(11) && played != SILENCE,
+            "a fade of frame 0"
+        );
         receive(&mut media, peer, 1, &frame(12));
-        receive(&mut media, peer, 2, &frame(13));
+        assert!(!media.handle_wake(&udp));
+        assert_eq!(
+            media.playout_deadline(),
+            None,
+            "frame 1 was there: handed over"
+        );
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, frame(12));
+
+        // Frame 2 is slow to come and the loop slow to run: the device ticks before
+        // anything is handed over and plays silence; frame 2 is handed over after that
+        // tick. It is still queued when the loop sees the tick, with frame 3 there: that
+        // one is not added to the queue (the jitter buffer keeps it).
         assert!(!media.handle_wake(&udp));
         assert!(!device.pop_playback(&mut played), "the loop was late");
-        media.handle_playout(Instant::now() + FRAME_DURATION);
+        receive(&mut media, peer, 2, &frame(13));
+        receive(&mut media, peer, 3, &frame(14));
         assert!(!media.handle_wake(&udp));
-        media.handle_playout(Instant::now() + FRAME_DURATION);
         assert!(device.pop_playback(&mut played));
-        assert_eq!(played, frame(12), "late by a tick, but whole");
+        assert_eq!(played, frame(13), "late by a tick, but whole");
         assert!(
             !device.pop_playback(&mut played),
             "a single frame was queued: the delay did not grow in the playback queue"
         );
         assert!(!media.handle_wake(&udp));
-        media.handle_playout(Instant::now() + FRAME_DURATION);
         assert!(device.pop_playback(&mut played));
-        assert_eq!(played, frame(13), "one frame per tick again");
+        assert_eq!(played, frame(14), "one frame per tick again");
 
-        // The underrun, once frames flowed, widened the guard.
+        // The underruns, once frames flowed, widened the guard.
         let tick = Instant::now();
         assert!(!media.handle_wake(&udp));
         let due = media.playout_deadline().expect("armed");
@@ -607,6 +670,31 @@ mod tests {
             4,
             "the last call's counters stay for status"
         );
+    }
+
+    #[test]
+    fn a_late_device_tick_does_not_move_the_playout_schedule() {
+        let udp = UdpSocket::bind("127.0.0.220:0".parse().expect("address")).expect("bind");
+        let peer: SocketAddr = "127.0.0.221:5004".parse().expect("address");
+        let (wake, _) = wake_counter();
+        let (mut device, end) = parlo_audio::frame_queues(wake);
+        let mut media = Media::new(DeviceSpec::Null);
+        media.start_on(Audio::from_queues(end), peer, Dialect::Parlo, Codec::L16, 1);
+        let mut played = SILENCE;
+        device.pop_playback(&mut played);
+        assert!(!media.handle_wake(&udp));
+        let first = media.playout_deadline().expect("armed");
+        media.handle_playout(first);
+        // The device's next tick runs 20 ms (or more) late.
+        std::thread::sleep(FRAME_DURATION + Duration::from_millis(20));
+        assert!(device.pop_playback(&mut played));
+        assert!(!media.handle_wake(&udp));
+        let due = media.playout_deadline().expect("armed");
+        // Its schedule did not move (but for a sixteenth of the lateness): the next tick
+        // is due two frames after the first, and so is the next frame, a guard before.
+        let moved = due - (first + FRAME_DURATION);
+        assert!(moved < Duration::from_millis(5), "moved by {moved:?}");
+        media.stop().expect("nothing to stop");
     }
 
     #[test]
