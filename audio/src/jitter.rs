@@ -25,9 +25,12 @@
 //!   up as lost; if ticks were already stalled for it, it is skipped without concealing it
 //!   again, reclaiming that delay (so a burst loss leaves no extra delay behind).
 //! - **Shrinking.** Over each window of [`SHRINK_WINDOW`] ticks the smallest depth seen at
-//!   a tick is the delay nobody needed; if it exceeds the target, one frame is dropped.
+//!   a tick is the delay nobody needed; if it exceeds the target, one frame is dropped:
+//!   the first quiet one (every sample within ±[`QUIET`]: a pause, where nobody hears it
+//!   go) to come up for playout within [`PAUSE_WAIT`] ticks, or else the frame due then.
 //!   The delay therefore follows the network (and the sender's clock, if it runs faster
-//!   or slower than ours) instead of growing without bound.
+//!   or slower than ours) instead of growing without bound, and cuts into speech only
+//!   when there is no pause.
 //! - **Target depth** = `min + round(4·J / 512)` frames, clamped to `[min, max]`, where J
 //!   is the RFC 3550 §6.4.1 interarrival jitter estimate (in samples) computed from the
 //!   RTP timestamps and the arrival times.
@@ -41,6 +44,12 @@ pub const CAPACITY: usize = 16;
 pub const FADE_FRAMES: u32 = 2;
 /// Ticks over which the minimum depth is watched before shrinking (about 1 s).
 pub const SHRINK_WINDOW: u32 = 16;
+/// A frame whose samples all lie within ±`QUIET` (-36 dBFS) is a pause: the one to drop
+/// when shrinking.
+pub const QUIET: i16 = 512;
+/// Ticks a shrink waits for a pause before dropping a frame of speech (half a window, so
+/// that it still drops a frame per window when it must).
+pub const PAUSE_WAIT: u32 = SHRINK_WINDOW / 2;
 /// Packets further behind the playout point than this are not "late" but a stray or a
 /// restarted stream.
 const MAX_MISORDER: i32 = 100;
@@ -158,6 +167,8 @@ pub struct JitterBuffer {
     extra: usize,
     window_min: usize,
     window_len: u32,
+    /// A window found a frame of delay nobody needed: ticks since, waiting for a pause.
+    shrink_due: Option<u32>,
     /// RFC 3550 jitter, scaled by 16.
     jitter_x16: u32,
     prev_transit: Option<i32>,
@@ -189,6 +200,7 @@ impl JitterBuffer {
             extra: 0,
             window_min: usize::MAX,
             window_len: 0,
+            shrink_due: None,
             jitter_x16: 0,
             prev_transit: None,
             probe: None,
@@ -351,6 +363,7 @@ impl JitterBuffer {
         self.extra = 0;
         self.window_min = usize::MAX;
         self.window_len = 0;
+        self.shrink_due = None;
         self.probe = None;
         self.prev_transit = None;
     }
@@ -381,11 +394,24 @@ impl JitterBuffer {
         self.window_min = self.window_min.min(depth);
         self.window_len += 1;
         if self.window_len >= SHRINK_WINDOW {
-            if self.window_min > self.target {
-                self.shrink();
-            }
+            self.shrink_due = match self.shrink_due {
+                _ if self.window_min <= self.target => None,
+                None => Some(0),
+                waiting => waiting,
+            };
             self.window_min = usize::MAX;
             self.window_len = 0;
+        }
+        if let Some(waited) = self.shrink_due {
+            let pause = self.is_buffered(self.next)
+                && self.is_buffered(self.next.wrapping_add(1))
+                && is_quiet(&self.frames[Self::slot(self.next)]);
+            if pause || waited >= PAUSE_WAIT {
+                self.shrink();
+                self.shrink_due = None;
+            } else {
+                self.shrink_due = Some(waited + 1);
+            }
         }
 
         let mut skipped = false;
@@ -451,6 +477,11 @@ impl JitterBuffer {
         }
         Playout::Concealed
     }
+}
+
+/// Whether every sample of `frame` lies within ±[`QUIET`].
+fn is_quiet(frame: &Frame) -> bool {
+    frame.iter().all(|&s| (-QUIET..=QUIET).contains(&s))
 }
 
 /// Scripted packet-event tests.
@@ -846,6 +877,58 @@ mod tests {
         run("stream 0..199 delay=0,0,0,150
              stream 200..399
              expect stalls=3 lost=1 late=1 dropped=2 depth=0 target=1 jitter<10");
+    }
+
+    /// Plays a call on `jb` where frame 1 comes a tick late (a stall: one frame of delay
+    /// added), then frames 2..`frames` one per tick, each `frame(seq)`. Returns the
+    /// sequence numbers played, in order (by the first sample, `frame` must make it unique).
+    fn play_with_a_stall(frames: u16, frame: impl Fn(u16) -> Frame) -> (Vec<u16>, JitterStats) {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let mut out = SILENCE;
+        let mut played = Vec::new();
+        let mut record = |jb: &mut JitterBuffer, out: &mut Frame| {
+            if jb.get(out) == Playout::Received {
+                let seq = (0..frames)
+                    .find(|&s| frame(s)[0] == out[0])
+                    .expect("a sent frame");
+                played.push(seq);
+            }
+        };
+        let ts = |seq: u16| u32::from(seq) * FRAME_SAMPLES as u32;
+        jb.put(0, 0, 0, &frame(0));
+        record(&mut jb, &mut out);
+        record(&mut jb, &mut out); // frame 1 is not here: stall
+        for seq in 1..frames {
+            // Frame 1 arrives with frame 2, then one frame per tick.
+            jb.put(seq, ts(seq), ts(seq.max(2)), &frame(seq));
+            if seq >= 2 {
+                record(&mut jb, &mut out);
+            }
+        }
+        (played, jb.stats())
+    }
+
+    #[test]
+    fn shrinking_drops_a_pause_rather_than_speech() {
+        // Speech throughout but for one quiet frame, 35: the frame of delay the stall added
+        // (found unneeded at the end of the second window, tick 31, which plays frame 30)
+        // is taken back there, not from the speech around it.
+        let speech = |seq: u16| [1_000 + seq as i16; FRAME_SAMPLES];
+        let with_a_pause = |seq: u16| match seq {
+            35 => [-(seq as i16); FRAME_SAMPLES],
+            _ => speech(seq),
+        };
+        let (played, stats) = play_with_a_stall(60, with_a_pause);
+        assert_eq!(stats.dropped, 1, "{stats:?}");
+        let missing: Vec<u16> = (0..58).filter(|s| !played.contains(s)).collect();
+        assert_eq!(missing, [35], "played {played:?}");
+
+        // Without a pause, a frame of speech goes, but only after waiting for one.
+        let (played, stats) = play_with_a_stall(60, speech);
+        assert_eq!(stats.dropped, 1, "{stats:?}");
+        let missing: Vec<u16> = (0..58).filter(|s| !played.contains(s)).collect();
+        assert_eq!(missing.len(), 1, "played {played:?}");
+        assert_eq!(missing, [30 + PAUSE_WAIT as u16], "played {played:?}");
     }
 
     #[test]
