@@ -11,7 +11,7 @@
 //!   when the device has not kept up; [`DeviceEnd::pop_playback`] plays silence and counts a
 //!   *playback underrun* when the loop has nothing ready. Either way it notes the time of
 //!   the pop ([`LoopEnd::last_pop`]: the device's playback clock, which the loop follows to
-//!   hand over each frame just before the device takes it) and wakes the loop.
+//!   hand over each frame in time for the device's next tick) and wakes the loop.
 //!
 //! The counters are atomics; [`LoopEnd::stats`] reads them from the loop.
 

@@ -9,9 +9,11 @@
 //! tick for a late one). A packet arriving up to then plays at that tick: mouth-to-ear
 //! latency is one frame to fill plus the wait for the listener's next tick, at most two
 //! frames (128 ms) on a clean network. Handing a frame over as soon as it is there leaves
-//! the device all the time until its tick to take it, should the loop be slow to run. Nothing here allocates per
-//! frame: the packet buffer, the frames and the jitter buffer are allocated once
-//! (`tests/media_no_alloc.rs` counts, over 1,200 frames each way through a lossy relay).
+//! the device all the time until its tick to take it, should the loop be slow to run.
+//!
+//! Nothing here allocates per frame: the packet buffer, the frames and the jitter buffer
+//! are allocated once (`tests/media_no_alloc.rs` counts, over 1,200 frames each way
+//! through a lossy relay).
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,9 +26,9 @@ use parlo_audio::{
 use parlo_net::media::{MAX_RTP_LEN, PayloadType, RAW_PCM_LEN, RawPcm, RtpHeader, RtpRepr};
 use parlo_net::peer::{Codec, Dialect};
 
-/// Jitter-buffer depth: one frame on a clean network. Frames leave the buffer just before
-/// the device's tick ([`GUARD`]), so a frame arriving at any moment of the tick before is
-/// in time; the buffer deepens by itself under jitter (up to 8 frames, 512 ms).
+/// Jitter-buffer depth: one frame on a clean network. A frame arriving at any moment up
+/// to [`GUARD`] before the device's tick is in time for it; the buffer deepens by itself
+/// under jitter (up to 8 frames, 512 ms).
 const JITTER: JitterConfig = JitterConfig {
     min_depth: 1,
     max_depth: 8,
@@ -84,8 +86,6 @@ struct Session {
     send_errors: u64,
     /// The device's last playback tick seen, as it noted it.
     last_pop: Option<Instant>,
-    /// Playback ticks seen so far (frames played plus underruns).
-    ticks: u64,
     /// When that tick was due, by the device's schedule (see [`Session::tick_time`]).
     tick: Option<Instant>,
     /// When to hand the device its next frame; `None` once handed (until its next tick).
@@ -105,13 +105,13 @@ impl Session {
     /// a sixteenth of the difference (enough to follow a device clock slower than ours);
     /// one seen earlier is taken as it is (a device clock faster than ours).
     fn tick_time(&mut self, pop: Instant) -> Instant {
-        let stats = self.audio.stats();
-        let ticks = stats.played + stats.playback_underruns;
-        let elapsed = u32::try_from(ticks.saturating_sub(self.ticks).min(1 << 16)).unwrap_or(1);
-        self.ticks = ticks;
         let tick = match self.tick {
             Some(previous) => {
-                let expected = previous + FRAME_DURATION * elapsed;
+                // Whole frames since the last tick seen (the loop may have missed some).
+                let frame = FRAME_DURATION.as_micros();
+                let since = pop.saturating_duration_since(previous).as_micros();
+                let frames = ((since + frame / 2) / frame).clamp(1, 1 << 16);
+                let expected = previous + FRAME_DURATION * frames as u32;
                 match pop.checked_duration_since(expected) {
                     Some(late) => expected + late / 16,
                     None => pop,
@@ -130,7 +130,8 @@ impl Session {
         if underruns > self.underruns && self.pushed > 0 && self.guard < MAX_GUARD {
             self.guard = (self.guard + GUARD).min(MAX_GUARD);
             log::info!(
-                "the audio device found nothing to play: frames now go to it {} ms before its tick",
+                "the audio device found nothing to play: the loop was late; \
+                 frames now go to it at least {} ms before its tick",
                 self.guard.as_millis()
             );
         }
@@ -254,7 +255,6 @@ impl Media {
             sent: 0,
             send_errors: 0,
             last_pop: None,
-            ticks: 0,
             tick: None,
             playout: None,
             guard: GUARD,
