@@ -23,9 +23,21 @@ const BATCH: usize = 64;
 /// Unsent answer bytes above which a connection's further commands wait.
 const PAUSE_ABOVE: usize = 16 * 1024;
 
+/// A control connection, as commands and their answers name it: its slot, and which of
+/// the connections that held the slot it is. A slot is reused once its connection closes,
+/// and an answer still owed to the old connection (a `list` waiting for the directory)
+/// must not reach the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionId {
+    index: usize,
+    serial: u64,
+}
+
 /// One control connection.
 #[derive(Debug)]
 struct Connection {
+    /// Which connection to hold its slot this is (see [`ConnectionId`]).
+    serial: u64,
     stream: UnixStream,
     lines: Lines,
     outbox: Vec<u8>,
@@ -47,6 +59,8 @@ pub struct Control {
     listener: UnixListener,
     first: usize,
     connections: Vec<Option<Connection>>,
+    /// Connections accepted so far.
+    accepted: u64,
 }
 
 impl Control {
@@ -82,15 +96,26 @@ impl Control {
             listener,
             first,
             connections,
+            accepted: 0,
         })
     }
 
-    /// The connection index of `token`, if it is one of ours.
-    pub fn index_of(&self, token: Token) -> Option<usize> {
-        token
-            .0
-            .checked_sub(self.first)
-            .filter(|&i| i < MAX_CONNECTIONS)
+    /// The connection of `token`, if it is one of ours and open.
+    pub fn id_of(&self, token: Token) -> Option<ConnectionId> {
+        let index = token.0.checked_sub(self.first)?;
+        let conn = self.connections.get(index)?.as_ref()?;
+        Some(ConnectionId {
+            index,
+            serial: conn.serial,
+        })
+    }
+
+    /// Connection `id`, if it is still open (its slot not taken over by another).
+    fn connection(&mut self, id: ConnectionId) -> Option<&mut Connection> {
+        self.connections
+            .get_mut(id.index)?
+            .as_mut()
+            .filter(|conn| conn.serial == id.serial)
     }
 
     /// Accepts every waiting connection.
@@ -109,7 +134,9 @@ impl Control {
                         log::warn!("control socket: cannot watch a connection: {e}");
                         continue;
                     }
+                    self.accepted += 1;
                     self.connections[index] = Some(Connection {
+                        serial: self.accepted,
                         stream,
                         lines: Lines::default(),
                         outbox: Vec::new(),
@@ -129,13 +156,13 @@ impl Control {
         }
     }
 
-    /// Reads what connection `index` sent and returns its complete lines (commands), at
+    /// Reads what connection `id` sent and returns its complete lines (commands), at
     /// most a batch at a time: call again while [`Control::wants_to_read`] says so. Lines
     /// that are not commands (invalid UTF-8, too long) come as `Err`, to be answered with
     /// an error.
-    pub fn read(&mut self, registry: &Registry, index: usize) -> Vec<Line> {
+    pub fn read(&mut self, registry: &Registry, id: ConnectionId) -> Vec<Line> {
         let mut lines = Vec::new();
-        let Some(Some(conn)) = self.connections.get_mut(index) else {
+        let Some(conn) = self.connection(id) else {
             return lines;
         };
         let mut buf = [0u8; 1024];
@@ -163,33 +190,36 @@ impl Control {
         }
         conn.unanswered += lines.iter().filter(|l| is_answered(l)).count();
         if broken {
-            self.drop_connection(registry, index);
+            self.drop_connection(registry, id.index);
         } else {
-            self.settle(registry, index);
+            self.settle(registry, id.index);
         }
         lines
     }
 
-    /// Whether connection `index` has commands waiting to be read now (its reading was
+    /// Whether connection `id` has commands waiting to be read now (its reading was
     /// paused and its answers have gone out).
-    pub fn wants_to_read(&self, index: usize) -> bool {
-        matches!(self.connections.get(index), Some(Some(conn))
-            if conn.paused && !conn.read_closed && conn.outbox.len() <= PAUSE_ABOVE)
+    pub fn wants_to_read(&mut self, id: ConnectionId) -> bool {
+        self.connection(id).is_some_and(|conn| {
+            conn.paused && !conn.read_closed && conn.outbox.len() <= PAUSE_ABOVE
+        })
     }
 
-    /// Queues `line` (newline included) for connection `index` and writes what it can.
-    pub fn send(&mut self, registry: &Registry, index: usize, line: &str) {
-        let Some(Some(conn)) = self.connections.get_mut(index) else {
+    /// Queues `line` (newline included) for connection `id` and writes what it can.
+    /// Nothing if that connection has closed.
+    pub fn send(&mut self, registry: &Registry, id: ConnectionId, line: &str) {
+        let Some(conn) = self.connection(id) else {
             return;
         };
         conn.outbox.extend_from_slice(line.as_bytes());
         conn.unanswered = conn.unanswered.saturating_sub(1);
-        self.flush(registry, index);
+        self.flush(registry, id);
     }
 
-    /// Writes queued answers of connection `index`.
-    pub fn flush(&mut self, registry: &Registry, index: usize) {
-        let Some(Some(conn)) = self.connections.get_mut(index) else {
+    /// Writes queued answers of connection `id`.
+    pub fn flush(&mut self, registry: &Registry, id: ConnectionId) {
+        let index = id.index;
+        let Some(conn) = self.connection(id) else {
             return;
         };
         let mut broken = false;
@@ -251,12 +281,13 @@ impl Control {
     }
 
     /// Closes a connection once its answers are out (after `quit`).
-    pub fn finish(&mut self, registry: &Registry, index: usize) {
-        if let Some(Some(conn)) = self.connections.get_mut(index) {
-            conn.read_closed = true;
-            conn.unanswered = 0;
-        }
-        self.settle(registry, index);
+    pub fn finish(&mut self, registry: &Registry, id: ConnectionId) {
+        let Some(conn) = self.connection(id) else {
+            return;
+        };
+        conn.read_closed = true;
+        conn.unanswered = 0;
+        self.settle(registry, id.index);
     }
 }
 
@@ -357,15 +388,17 @@ mod tests {
         let mut client = StdUnixStream::connect(&path).expect("connect");
         wait_for(&mut poll, Token(5));
         control.accept(poll.registry());
+        let id = control.id_of(Token(16)).expect("the first connection");
+        assert_eq!(control.id_of(Token(17)), None, "no second connection");
         client.write_all(b"status\ncall bob\r\nhal").expect("write");
         wait_for(&mut poll, Token(16));
-        let lines = control.read(poll.registry(), 0);
+        let lines = control.read(poll.registry(), id);
         assert_eq!(lines, [Ok("status".to_owned()), Ok("call bob".to_owned())]);
         client.write_all(b"f\n").expect("write");
         wait_for(&mut poll, Token(16));
-        assert_eq!(control.read(poll.registry(), 0), [Ok("half".to_owned())]);
+        assert_eq!(control.read(poll.registry(), id), [Ok("half".to_owned())]);
 
-        control.send(poll.registry(), 0, "status state=idle\n");
+        control.send(poll.registry(), id, "status state=idle\n");
         let mut answer = String::new();
         BufReader::new(&client)
             .read_line(&mut answer)
@@ -378,7 +411,7 @@ mod tests {
         let mut got = Vec::new();
         while got.is_empty() {
             wait_for(&mut poll, Token(16));
-            got.extend(control.read(poll.registry(), 0));
+            got.extend(control.read(poll.registry(), id));
         }
         assert!(
             matches!(&got[..], [Err(e)] if e.contains("longer than")),
@@ -392,7 +425,7 @@ help
             )
             .expect("write");
         wait_for(&mut poll, Token(16));
-        assert_eq!(control.read(poll.registry(), 0), [Ok("help".to_owned())]);
+        assert_eq!(control.read(poll.registry(), id), [Ok("help".to_owned())]);
         drop(control);
         assert!(!path.exists(), "the socket file is removed on drop");
     }

@@ -24,7 +24,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::cli::PhoneConfig;
 use crate::command::{self, Command};
-use crate::control::Control;
+use crate::control::{ConnectionId, Control};
 use crate::convert;
 use crate::directory::{Directory, Outcome, Purpose};
 use crate::error::{Error, Exit};
@@ -54,8 +54,8 @@ const RECV_BUF: usize = 2048;
 pub enum Origin {
     /// A line on stdin.
     Stdin,
-    /// A line on control connection `0`.
-    Control(usize),
+    /// A line on a control connection.
+    Control(ConnectionId),
 }
 
 /// An incoming call announced once the directory says whether the caller is who it claims.
@@ -554,9 +554,9 @@ impl Phone {
             .write_all(line.as_bytes())
             .and_then(|()| stdout.flush());
         drop(stdout);
-        if let Some(Origin::Control(index)) = origin.take() {
+        if let Some(Origin::Control(id)) = origin.take() {
             if let Some(control) = &mut self.control {
-                control.send(self.poll.registry(), index, &line);
+                control.send(self.poll.registry(), id, &line);
             }
         }
     }
@@ -689,33 +689,29 @@ impl Phone {
         let Some(control) = &mut self.control else {
             return;
         };
-        let Some(index) = control.index_of(token) else {
+        let Some(id) = control.id_of(token) else {
             return;
         };
         if writable {
-            control.flush(self.poll.registry(), index);
+            control.flush(self.poll.registry(), id);
         }
-        if !readable && !control.wants_to_read(index) {
+        if !readable && !control.wants_to_read(id) {
             return;
         }
         loop {
             let Some(control) = &mut self.control else {
                 return;
             };
-            let lines = control.read(self.poll.registry(), index);
+            let lines = control.read(self.poll.registry(), id);
             for line in lines {
                 match line {
-                    Ok(line) => self.handle_line(&line, Origin::Control(index)),
+                    Ok(line) => self.handle_line(&line, Origin::Control(id)),
                     Err(reason) => {
-                        self.emit(Out::Error { reason }, &mut Some(Origin::Control(index)));
+                        self.emit(Out::Error { reason }, &mut Some(Origin::Control(id)));
                     }
                 }
             }
-            if !self
-                .control
-                .as_ref()
-                .is_some_and(|c| c.wants_to_read(index))
-            {
+            if !self.control.as_mut().is_some_and(|c| c.wants_to_read(id)) {
                 return;
             }
         }
@@ -960,8 +956,8 @@ impl Phone {
         }
         let origin = self.quitting.as_ref().and_then(|q| q.origin);
         self.emit(Out::Bye, &mut origin.clone());
-        if let (Some(control), Some(Origin::Control(index))) = (&mut self.control, origin) {
-            control.finish(self.poll.registry(), index);
+        if let (Some(control), Some(Origin::Control(id))) = (&mut self.control, origin) {
+            control.finish(self.poll.registry(), id);
         }
         self.stdin.close(self.poll.registry());
         if self.warnings {

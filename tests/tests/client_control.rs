@@ -588,3 +588,49 @@ fn a_burst_of_commands_on_the_control_socket_is_all_answered() {
     let answers = control_exchange(&alice, "status\n".repeat(1000).as_bytes(), 1000, false);
     assert_eq!(answers.lines().count(), 1000, "answers to 1000 commands");
 }
+
+#[test]
+fn an_answer_owed_to_a_closed_control_connection_does_not_reach_the_next_one() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let server = Server::start(&[]);
+    let mut alice = Phone::start_registered(Phone::builder("alice").server(&server).control());
+    // With the directory stopped, a `list` waits for its answer.
+    server.signal("STOP");
+    let mut first = UnixStream::connect(alice.control_path()).expect("the socket");
+    first.write_all(b"list\nstatus\n").expect("write");
+    drop(first);
+    // The phone read both; answering `status` to a closed socket fails, and the
+    // connection is gone while the `list` is still owed to it.
+    alice.expect_event("status");
+    // A new connection takes the free slot.
+    let mut second = UnixStream::connect(alice.control_path()).expect("the socket");
+    second
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    second.write_all(b"status\n").expect("write");
+    alice.expect_event("status");
+    server.signal("CONT");
+    alice.expect_event("users");
+    second.write_all(b"status\n").expect("write");
+    alice.expect_event("status");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline
+        && answers.iter().filter(|&&b| b == b'\n').count() < 2
+    {
+        match second.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answers.extend_from_slice(&buf[..n]),
+            Err(_) => continue,
+        }
+    }
+    let answers = String::from_utf8_lossy(&answers);
+    let lines: Vec<&str> = answers.lines().collect();
+    assert_eq!(lines.len(), 2, "{answers}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("status ")),
+        "the second connection got an answer meant for the first: {answers}"
+    );
+}
