@@ -7,10 +7,15 @@
 //!
 //! When the phone listens on a specific address, the connection leaves from that address
 //! so that the directory records where the phone really listens.
+//!
+//! A server given by host name is looked up at each attempt, on a helper thread: a slow
+//! or unreachable name server must not hold the loop (and a call's sound) up.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -23,6 +28,9 @@ use crate::cli::ServerAddr;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long looking the server's host name up may take before the attempt fails (the
+/// lookup goes on; the next attempt takes its answer).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// First delay before retrying, doubled after each failure...
 const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// ...up to this.
@@ -85,9 +93,24 @@ pub enum Outcome {
     Answer(Purpose, Result<Reply, String>),
 }
 
+/// Wakes the phone's loop (from the lookup thread).
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// Looks a host name up: the system's resolver, or a stand-in in tests.
+type Resolver = fn(&str, u16) -> io::Result<Vec<SocketAddr>>;
+
+fn system_resolver(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+/// The answer of a host-name lookup, sent by its thread.
+type Lookup = Receiver<io::Result<Vec<SocketAddr>>>;
+
 enum Link {
     /// Not connected; the next attempt is at `retry_at`.
     Waiting { retry_at: Instant },
+    /// Looking the server's host name up; the attempt fails at `deadline`.
+    Resolving { deadline: Instant },
     /// A connection attempt in progress.
     Connecting {
         stream: TcpStream,
@@ -118,6 +141,10 @@ pub struct Directory {
     backoff: Duration,
     registered: bool,
     announced_down: bool,
+    wake: Wake,
+    resolver: Resolver,
+    /// The lookup under way, if any: one at a time, kept across attempts.
+    lookup: Option<Lookup>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -132,13 +159,16 @@ impl std::fmt::Debug for Directory {
 
 impl Directory {
     /// A connection to `server` for `name`, whose calls arrive on UDP `listen`. Nothing
-    /// happens until [`Directory::handle_timeout`] runs at or after `now`.
+    /// happens until [`Directory::handle_timeout`] runs at or after `now`. `wake` wakes
+    /// the loop when a host-name lookup has its answer (the loop then runs
+    /// [`Directory::handle_timeout`] again).
     pub fn new(
         server: ServerAddr,
         name: Name,
         listen: SocketAddr,
         token: Token,
         now: Instant,
+        wake: Wake,
     ) -> Self {
         let bind = (!listen.ip().is_unspecified()).then(|| listen.ip());
         Directory {
@@ -156,7 +186,17 @@ impl Directory {
             backoff: BACKOFF_INITIAL,
             registered: false,
             announced_down: false,
+            wake,
+            resolver: system_resolver,
+            lookup: None,
         }
+    }
+
+    /// Looks host names up with `resolver` instead of the system's.
+    #[cfg(test)]
+    fn with_resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = resolver;
+        self
     }
 
     /// The server, as given.
@@ -183,7 +223,7 @@ impl Directory {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.link {
             Link::Waiting { retry_at } => Some(*retry_at),
-            Link::Connecting { deadline, .. } => Some(*deadline),
+            Link::Resolving { deadline } | Link::Connecting { deadline, .. } => Some(*deadline),
             Link::Open { .. } => Some(match self.pending.front() {
                 Some((_, sent)) => *sent + ANSWER_TIMEOUT,
                 None => self.last_request + PING_IDLE,
@@ -196,6 +236,10 @@ impl Directory {
     pub fn handle_timeout(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
         match &self.link {
             Link::Waiting { retry_at } if *retry_at <= now => self.connect(registry, now, out),
+            Link::Resolving { deadline } => {
+                let deadline = *deadline;
+                self.take_lookup(registry, now, deadline, out);
+            }
             Link::Connecting { deadline, addr, .. } if *deadline <= now => {
                 let reason = format!(
                     "cannot reach the directory server {}: no answer within {} s",
@@ -223,10 +267,80 @@ impl Directory {
     }
 
     fn connect(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
-        let addr = match self.resolve() {
-            Ok(addr) => addr,
-            Err(reason) => return self.fail(registry, reason, now, out),
+        if let Ok(ip) = self.server.host.parse::<IpAddr>() {
+            return self.connect_to(registry, SocketAddr::new(ip, self.server.port), now, out);
+        }
+        if self.lookup.is_none() {
+            let (answer, lookup) = mpsc::channel();
+            let host = self.server.host.clone();
+            let port = self.server.port;
+            let resolver = self.resolver;
+            let wake = Arc::clone(&self.wake);
+            let spawned = std::thread::Builder::new()
+                .name("parlo-lookup".into())
+                .spawn(move || {
+                    // The phone may have given up on this lookup: nobody to tell then.
+                    let _ = answer.send(resolver(&host, port));
+                    wake();
+                });
+            if let Err(e) = spawned {
+                let reason = format!("cannot look the directory server {} up: {e}", self.server);
+                return self.fail(registry, reason, now, out);
+            }
+            self.lookup = Some(lookup);
+        }
+        log::debug!("looking the directory server {} up", self.server);
+        self.link = Link::Resolving {
+            deadline: now + LOOKUP_TIMEOUT,
         };
+        self.take_lookup(registry, now, now + LOOKUP_TIMEOUT, out);
+    }
+
+    /// Connects once the lookup has answered; fails the attempt at `deadline`.
+    fn take_lookup(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        deadline: Instant,
+        out: &mut Vec<Outcome>,
+    ) {
+        let answer = match self.lookup.as_ref().map(Receiver::try_recv) {
+            Some(Ok(answer)) => answer,
+            Some(Err(TryRecvError::Empty)) => {
+                if deadline <= now {
+                    let reason = format!(
+                        "cannot look the directory server {} up: no answer within {} s",
+                        self.server,
+                        LOOKUP_TIMEOUT.as_secs()
+                    );
+                    self.fail(registry, reason, now, out);
+                }
+                return;
+            }
+            Some(Err(TryRecvError::Disconnected)) | None => {
+                Err(io::Error::other("the lookup ended without an answer"))
+            }
+        };
+        self.lookup = None;
+        match answer
+            .map_err(|e| e.to_string())
+            .and_then(|a| self.pick(&a))
+        {
+            Ok(addr) => self.connect_to(registry, addr, now, out),
+            Err(e) => {
+                let reason = format!("cannot resolve the directory server {}: {e}", self.server);
+                self.fail(registry, reason, now, out);
+            }
+        }
+    }
+
+    fn connect_to(
+        &mut self,
+        registry: &Registry,
+        addr: SocketAddr,
+        now: Instant,
+        out: &mut Vec<Outcome>,
+    ) {
         match self.open_socket(addr) {
             Ok(mut stream) => {
                 if let Err(e) = registry.register(
@@ -266,19 +380,16 @@ impl Directory {
         }
     }
 
-    /// The server's address (a host name is looked up at each attempt).
-    fn resolve(&self) -> Result<SocketAddr, String> {
-        let addrs: Vec<SocketAddr> = (self.server.host.as_str(), self.server.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve the directory server {}: {e}", self.server))?
-            .collect();
+    /// The address to connect to among those the server's name has: one of the family
+    /// of the address we leave from, if we bind one.
+    fn pick(&self, addrs: &[SocketAddr]) -> Result<SocketAddr, String> {
         let same_family = |a: &&SocketAddr| self.bind.is_none_or(|b| b.is_ipv4() == a.is_ipv4());
         addrs
             .iter()
             .find(same_family)
             .or(addrs.first())
             .copied()
-            .ok_or_else(|| format!("the directory server {} has no address", self.server))
+            .ok_or_else(|| "the name has no address".to_owned())
     }
 
     fn open_socket(&self, addr: SocketAddr) -> io::Result<TcpStream> {
@@ -329,7 +440,7 @@ impl Directory {
             Link::Connecting { mut stream, .. } | Link::Open { mut stream } => {
                 let _ = registry.deregister(&mut stream);
             }
-            Link::Waiting { .. } | Link::Stopped => {}
+            Link::Waiting { .. } | Link::Resolving { .. } | Link::Stopped => {}
         }
         self.outbox.clear();
         self.writable_interest = false;
@@ -556,6 +667,7 @@ mod tests {
     use mio::{Events, Poll};
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     fn name(s: &str) -> Name {
         Name::new(s).expect("test name")
@@ -587,6 +699,85 @@ mod tests {
         }
     }
 
+    /// A directory for `host` (a name for the stand-in resolvers below) at `port`.
+    fn directory_for(host: &str, port: u16, resolver: Resolver) -> Directory {
+        let server = ServerAddr {
+            host: host.into(),
+            port,
+        };
+        let listen: SocketAddr = "127.0.0.205:6001".parse().expect("address");
+        Directory::new(
+            server,
+            name("alice"),
+            listen,
+            Token(1),
+            Instant::now(),
+            Arc::new(|| {}),
+        )
+        .with_resolver(resolver)
+    }
+
+    /// Waits (up to 5 s) until `flag` is set; then the host is 127.0.0.204.
+    fn resolve_when(flag: &AtomicBool, port: u16) -> io::Result<Vec<SocketAddr>> {
+        let limit = Instant::now() + Duration::from_secs(5);
+        while !flag.load(Ordering::Acquire) {
+            if Instant::now() > limit {
+                return Err(io::Error::other("never released"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(vec![SocketAddr::new([127, 0, 0, 204].into(), port)])
+    }
+
+    #[test]
+    fn a_host_name_is_looked_up_without_holding_the_loop() {
+        static RELEASE: AtomicBool = AtomicBool::new(false);
+        let server = TcpListener::bind("127.0.0.204:0").expect("bind the fake server");
+        let port = server.local_addr().expect("address").port();
+        let mut poll = Poll::new().expect("poll");
+        let mut directory =
+            directory_for("slow.example", port, |_, port| resolve_when(&RELEASE, port));
+        let mut out = Vec::new();
+        // The attempt starts the lookup and returns at once: the name server is slow.
+        directory.handle_timeout(poll.registry(), Instant::now(), &mut out);
+        assert!(!directory.is_open() && out.is_empty(), "{out:?}");
+        assert!(matches!(directory.link, Link::Resolving { .. }));
+        RELEASE.store(true, Ordering::Release);
+        drive(&mut poll, &mut directory, &mut out, |d, _| d.is_open());
+        server.accept().expect("connected to the address looked up");
+    }
+
+    #[test]
+    fn a_lookup_that_takes_too_long_fails_the_attempt_and_the_next_takes_its_answer() {
+        static RELEASE: AtomicBool = AtomicBool::new(false);
+        static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+        let server = TcpListener::bind("127.0.0.204:0").expect("bind the fake server");
+        let port = server.local_addr().expect("address").port();
+        let mut poll = Poll::new().expect("poll");
+        let mut directory = directory_for("stuck.example", port, |_, port| {
+            LOOKUPS.fetch_add(1, Ordering::Relaxed);
+            resolve_when(&RELEASE, port)
+        });
+        let mut out = Vec::new();
+        let start = Instant::now();
+        directory.handle_timeout(poll.registry(), start, &mut out);
+        directory.handle_timeout(poll.registry(), start + LOOKUP_TIMEOUT, &mut out);
+        assert!(
+            matches!(&out[..], [Outcome::Lost { reason, .. }]
+                if reason.contains("stuck.example") && reason.contains("no answer within 10 s")),
+            "{out:?}"
+        );
+        // The next attempt waits for the same lookup rather than starting another, and
+        // connects with its answer.
+        let retry = directory.poll_timeout().expect("a retry is scheduled");
+        directory.handle_timeout(poll.registry(), retry, &mut out);
+        assert!(matches!(directory.link, Link::Resolving { .. }));
+        RELEASE.store(true, Ordering::Release);
+        drive(&mut poll, &mut directory, &mut out, |d, _| d.is_open());
+        server.accept().expect("connected to the address looked up");
+        assert_eq!(LOOKUPS.load(Ordering::Relaxed), 1);
+    }
+
     #[test]
     fn registers_from_the_listen_address_and_notices_the_server_going_away() {
         let server = TcpListener::bind("127.0.0.201:0").expect("bind the fake server");
@@ -597,8 +788,14 @@ mod tests {
             host: "127.0.0.201".into(),
             port,
         };
-        let mut directory =
-            Directory::new(server_addr, name("alice"), listen, Token(1), Instant::now());
+        let mut directory = Directory::new(
+            server_addr,
+            name("alice"),
+            listen,
+            Token(1),
+            Instant::now(),
+            Arc::new(|| {}),
+        );
         let mut out = Vec::new();
         // Connect; the fake server accepts and checks where the connection comes from.
         directory.handle_timeout(poll.registry(), Instant::now(), &mut out);

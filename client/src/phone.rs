@@ -1,8 +1,8 @@
 //! The phone's event loop: one thread, one `mio` poll, the call machine in the middle.
 //!
 //! Sources: the UDP socket (signalling and media), the directory connection, signals,
-//! stdin, the control socket, and a waker shared by the audio device thread and the stdin
-//! reader thread. Each input becomes an event for the machine ([`parlo_fsm::Machine`]),
+//! stdin, the control socket, and a waker shared by the audio device thread, the stdin
+//! reader thread and the directory server's host-name lookup. Each input becomes an event for the machine ([`parlo_fsm::Machine`]),
 //! whose actions are executed here in order: look a name up, send a message, start or
 //! stop media, tell the user. Timers are the machine's (`poll_timeout`) plus the
 //! directory's reconnection, the wait for a caller's verification, the shutdown limit and
@@ -176,12 +176,16 @@ impl Phone {
         let machine = Machine::new(machine_config, SplitMix64(seed), fsm::Instant(0));
         let directory_name = dir::Name::new(config.name.as_str())
             .map_err(|e| Error::Usage(format!("--name: {e}")))?;
+        let lookup_waker = Arc::clone(&waker);
         let directory = Directory::new(
             config.server.clone(),
             directory_name,
             config.listen,
             DIRECTORY,
             started,
+            Arc::new(move || {
+                let _ = lookup_waker.wake();
+            }),
         );
         log::info!(
             "{} listening for calls on UDP {}, directory server {}, audio {}",
