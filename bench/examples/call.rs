@@ -28,12 +28,14 @@ const HELP: &str = "\
 call: Parlo call benchmarks (CPU and memory per phone, mouth-to-ear latency, quality under
 impairment), with real phones on loopback.
 
-USAGE: call [--seconds N] [--impaired-seconds N] [--loss P] [--delay MS] [--jitter MS]
-            [--seed S] [--no-jack] [--only NAME]
+USAGE: call [--seconds N] [--impaired-seconds N] [--loss P] [--duplicate P] [--reorder P]
+            [--delay MS] [--jitter MS] [--seed S] [--no-jack] [--only NAME]
 
     --seconds N            length of the CPU/latency call on the file path [30]
     --impaired-seconds N   length of each call through the impaired link [24]
     --loss P               packet loss of the link, 0-1 [0.05]
+    --duplicate P          packet duplication of the link, 0-1 [0.01]
+    --reorder P            packet reordering of the link, 0-1 [0.01]
     --delay MS             one-way delay of the link [40]
     --jitter MS            uniform jitter of the link, +/- MS [30]
     --seed S               seed of the link's draws [5]
@@ -72,6 +74,8 @@ fn settings() -> Result<Settings, lexopt::Error> {
             Long("seconds") => s.seconds = parser.value()?.parse()?,
             Long("impaired-seconds") => s.impaired_seconds = parser.value()?.parse()?,
             Long("loss") => s.netem.loss = parser.value()?.parse()?,
+            Long("duplicate") => s.netem.duplicate = parser.value()?.parse()?,
+            Long("reorder") => s.netem.reorder = parser.value()?.parse()?,
             Long("delay") => s.netem.delay = Duration::from_millis(parser.value()?.parse()?),
             Long("jitter") => s.netem.jitter = Duration::from_millis(parser.value()?.parse()?),
             Long("seed") => s.netem.seed = parser.value()?.parse()?,
