@@ -183,8 +183,8 @@ enum Runner {
 impl Audio {
     /// Opens the device described by `spec` and starts it. All allocation happens here.
     ///
-    /// `wake` is called from the device's thread after each captured frame, after each
-    /// playback tick (and on end of input or failure); see [`Wake`]. Errors (a missing or
+    /// `wake` is called from the device's thread after each captured frame (and on end of
+    /// input or failure); see [`Wake`]. Errors (a missing or
     /// malformed WAV file, an unknown sound device, ...) are reported before any thread is
     /// left running.
     pub fn start(spec: &DeviceSpec, wake: Wake) -> Result<Audio, Error> {

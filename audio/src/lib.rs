@@ -18,19 +18,19 @@
 //! The loop calls [`Audio::start`] once when media starts, giving a [`Wake`] function that
 //! wakes its poll (typically a closure over a shared `mio::Waker`; this crate does not
 //! depend on mio). The device thread calls that function after each captured frame it
-//! pushes, after each frame it takes to play, and when the input ends or the device fails.
-//! On each wake the loop:
+//! pushes, and when the input ends or the device fails. On each wake the loop:
 //!
 //! 1. drains [`Audio::pop_captured`] until it returns `None`, sending a packet for each
 //!    captured frame: the capture clock paces sending;
-//! 2. reads [`Audio::last_pop`], the time of the device's last playback tick: the
-//!    playback clock paces playout. Shortly before the next tick (one frame later) it takes
-//!    one frame from its [`JitterBuffer`] ([`JitterBuffer::get`]) and hands it to
-//!    [`Audio::push_playback`], as late as it safely can, so that a packet arriving just
-//!    before still plays at that tick;
-//! 3. checks [`Audio::failed`] (the device failed or disappeared: end media, and
+//! 2. checks [`Audio::failed`] (the device failed or disappeared: end media, and
 //!    [`Audio::stop`] returns the reason) and [`Audio::input_ended`] (a file device has
 //!    played all of its input).
+//!
+//! The playback clock paces playout. [`Audio::last_pop`] is the time of the device's last
+//! playback tick and [`Audio::playback_queued`] what it has still to take; from them the
+//! loop keeps one frame queued ahead of the device: it takes a frame from its
+//! [`JitterBuffer`] ([`JitterBuffer::get`]) and hands it to [`Audio::push_playback`] as
+//! soon as the frame due has arrived, or else shortly before the device's next tick.
 //!
 //! Received packets go to [`JitterBuffer::put`] as they arrive, with the arrival time in
 //! 8 kHz ticks (the loop's clock; the buffer reads none). [`Audio::stop`] (or dropping the

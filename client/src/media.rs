@@ -89,8 +89,10 @@ struct Session {
     last_pop: Option<Instant>,
     /// When that tick was due, by the device's schedule (see [`Session::tick_time`]).
     tick: Option<Instant>,
-    /// When to hand the device its next frame; `None` once handed (until its next tick).
+    /// When the next frame must be handed over (see [`Media::playout_deadline`]).
     playout: Option<Instant>,
+    /// Frames in the playback queue, as last seen.
+    queued: usize,
     guard: Duration,
     /// Frames handed to the device.
     pushed: u64,
@@ -99,13 +101,44 @@ struct Session {
 }
 
 impl Session {
+    /// Catches up with the device's playback: its last tick (the time it noted), the
+    /// frames still queued for it, and so the playout deadline. The device does not wake
+    /// the loop when it ticks: every entry into the media (a captured frame, a packet, the
+    /// deadline) looks here instead, which is enough to follow it.
+    fn sync(&mut self) {
+        // The tick's time and the queue, read as one: a tick between the two reads would
+        // pair a new tick with a frame it has already taken.
+        let (pop, queued) = loop {
+            let pop = self.audio.last_pop();
+            let queued = self.audio.playback_queued();
+            if self.audio.last_pop() == pop {
+                break (pop, queued);
+            }
+        };
+        self.queued = queued;
+        let Some(pop) = pop else {
+            return;
+        };
+        if self.last_pop != Some(pop) {
+            self.last_pop = Some(pop);
+            self.tick_time(pop);
+            self.note_underruns();
+        }
+        if let Some(tick) = self.tick {
+            // The device's next tick takes the frame queued, if any; the next frame to hand
+            // over is for the tick after the queued ones.
+            let ticks = u32::try_from(1 + queued).unwrap_or(u32::MAX);
+            self.playout = Some(tick + FRAME_DURATION * ticks - self.guard);
+        }
+    }
+
     /// When the playback tick the device just made (at `pop`, by its note) was due. A
     /// device runs on a steady clock, one tick per frame, but its thread can run late,
     /// and catches up after: the next tick is due a frame after the scheduled time, not
     /// after the late one. So a tick seen later than expected moves the schedule only by
     /// a sixteenth of the difference (enough to follow a device clock slower than ours);
     /// one seen earlier is taken as it is (a device clock faster than ours).
-    fn tick_time(&mut self, pop: Instant) -> Instant {
+    fn tick_time(&mut self, pop: Instant) {
         let tick = match self.tick {
             Some(previous) => {
                 // Whole frames since the last tick seen (the loop may have missed some).
@@ -121,7 +154,6 @@ impl Session {
             None => pop,
         };
         self.tick = Some(tick);
-        tick
     }
 
     /// An underrun once frames are being handed over means one came too late: the loop
@@ -258,6 +290,7 @@ impl Media {
             last_pop: None,
             tick: None,
             playout: None,
+            queued: 0,
             guard: GUARD,
             pushed: 0,
             underruns: 0,
@@ -282,9 +315,9 @@ impl Media {
         session.audio.stop()
     }
 
-    /// Handles a wake from the device: sends each captured frame to the peer, and notes
-    /// a playback tick (arming the playout deadline, [`Media::playout_deadline`]). Returns
-    /// whether the device failed (media should end).
+    /// Handles a wake from the device: sends each captured frame to the peer (and hands
+    /// a frame over if one is owed and ready). Returns whether the device failed (media
+    /// should end).
     pub fn handle_wake(&mut self, udp: &UdpSocket) -> bool {
         let Some(session) = self.session.as_mut() else {
             return false;
@@ -318,14 +351,6 @@ impl Media {
             }
             session.header = session.header.next_frame();
         }
-        if let Some(pop) = session.audio.last_pop() {
-            if session.last_pop != Some(pop) {
-                session.last_pop = Some(pop);
-                let tick = session.tick_time(pop);
-                session.note_underruns();
-                session.playout = Some(tick + FRAME_DURATION - session.guard);
-            }
-        }
         if session.audio.input_ended() {
             log::trace!("audio input ended; sending silence");
         }
@@ -334,8 +359,10 @@ impl Media {
         failed
     }
 
-    /// When [`Media::handle_playout`] is next due: [`GUARD`] before the device's next
-    /// playback tick. `None` without a call, or once this tick's frame is handed over.
+    /// When [`Media::handle_playout`] is next due: [`GUARD`] before the device's tick
+    /// that the next frame to hand over is for (or, the device being late to take the
+    /// frame queued, when to look again). `None` without a call or before the device's
+    /// first playback tick.
     pub fn playout_deadline(&self) -> Option<Instant> {
         self.session.as_ref().and_then(|s| s.playout)
     }
@@ -343,30 +370,38 @@ impl Media {
     /// At the playout deadline: hands the device the frame for its next tick, if that is
     /// still owed (see [`Media::hand_over`]).
     pub fn handle_playout(&mut self, now: Instant) {
-        let due = self.playout_deadline().is_some_and(|due| due <= now);
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        session.sync();
+        let due = session.playout.is_some_and(|due| due <= now);
+        if due && session.queued > 0 {
+            // The device has not taken the frame queued for a tick already due: it runs
+            // late. Look again shortly.
+            session.playout = Some(now + GUARD / 2);
+            return;
+        }
         self.hand_over(due);
     }
 
-    /// Moves one frame from the jitter buffer to the playback queue if the device's next
-    /// tick is still owed one and either the frame due has arrived or `due` (the deadline
-    /// has come: conceal, or wait for a late frame). Not if the frame handed over for the
-    /// last tick is still queued (the device ticked late, or a frame was handed over too
-    /// late before): the jitter buffer then keeps its frame, and its depth control takes
-    /// back the extra delay.
+    /// Moves one frame from the jitter buffer to the playback queue if the queue is empty
+    /// (the device has taken the frame handed over for its last tick: one frame ahead of
+    /// it at most) and either the frame due has arrived or `due` (the deadline has come:
+    /// conceal, or wait for a late frame). A frame handed over late (after the device
+    /// ticked without it) thus stays the only one queued; the jitter buffer keeps the
+    /// next, and its depth control takes the extra delay back.
     fn hand_over(&mut self, due: bool) {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        if session.playout.is_none() || !(due || self.jitter.ready()) {
-            return;
-        }
-        session.playout = None;
-        if session.audio.playback_queued() > 0 {
+        session.sync();
+        if session.playout.is_none() || session.queued > 0 || !(due || self.jitter.ready()) {
             return;
         }
         self.jitter.get(&mut self.frame);
         session.audio.push_playback(&self.frame);
         session.pushed += 1;
+        session.sync();
     }
 
     /// A media packet from the peer. `arrival` is the arrival time in 8 kHz ticks.
@@ -519,8 +554,10 @@ mod tests {
         let mut played = SILENCE;
         let frame = |v: i16| [v; parlo_audio::FRAME_SAMPLES];
 
-        // The device's first tick: nothing to play yet. The loop learns the tick's time.
-        assert_eq!(media.playout_deadline(), None);
+        // The device's first tick: nothing to play yet. The loop learns of it when it
+        // next runs, and owes the device a frame by its next tick.
+        assert!(!media.handle_wake(&udp));
+        assert_eq!(media.playout_deadline(), None, "the device has not ticked");
         let before = Instant::now();
         assert!(!device.pop_playback(&mut played));
         let after = Instant::now();
@@ -537,9 +574,17 @@ mod tests {
         // Before the deadline and without the frame, nothing moves: it may still come.
         media.handle_playout(due - Duration::from_millis(1));
         assert_eq!(media.playout_deadline(), Some(due));
-        // It comes: handed over at once, and played at the tick.
+        // It comes: handed over at once, and played at the tick. The next frame is due
+        // for the tick after.
         receive(&mut media, peer, 0, &frame(11));
-        assert_eq!(media.playout_deadline(), None, "one frame per tick");
+        assert_eq!(media.playout_deadline(), Some(due + FRAME_DURATION));
+        // One frame ahead of the device at most: at that deadline, with the device late
+        // to take the frame, nothing is added; the loop looks again shortly.
+        media.handle_playout(due + FRAME_DURATION);
+        assert_eq!(
+            media.playout_deadline(),
+            Some(due + FRAME_DURATION + GUARD / 2)
+        );
         assert!(device.pop_playback(&mut played));
         assert_eq!(played, frame(11));
 
@@ -548,27 +593,19 @@ mod tests {
         assert!(!media.handle_wake(&udp));
         let due = media.playout_deadline().expect("armed");
         media.handle_playout(due);
-        assert_eq!(media.playout_deadline(), None);
         assert!(device.pop_playback(&mut played));
         assert!(
             played != frame(11) && played != SILENCE,
             "a fade of frame 0"
         );
         receive(&mut media, peer, 1, &frame(12));
-        assert!(!media.handle_wake(&udp));
-        assert_eq!(
-            media.playout_deadline(),
-            None,
-            "frame 1 was there: handed over"
-        );
         assert!(device.pop_playback(&mut played));
-        assert_eq!(played, frame(12));
+        assert_eq!(played, frame(12), "handed over as it came");
 
         // Frame 2 is slow to come and the loop slow to run: the device ticks before
         // anything is handed over and plays silence; frame 2 is handed over after that
-        // tick. It is still queued when the loop sees the tick, with frame 3 there: that
-        // one is not added to the queue (the jitter buffer keeps it).
-        assert!(!media.handle_wake(&udp));
+        // tick, and frame 3, there too, is not added to the queue behind it (the jitter
+        // buffer keeps it).
         assert!(!device.pop_playback(&mut played), "the loop was late");
         receive(&mut media, peer, 2, &frame(13));
         receive(&mut media, peer, 3, &frame(14));

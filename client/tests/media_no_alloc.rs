@@ -153,12 +153,13 @@ impl Side {
         captured(tick, &mut self.frame);
         assert!(self.device.push_captured(&self.frame), "capture queue full");
         assert!(!self.media.handle_wake(&self.udp), "the device failed");
-        // The frame for the next tick, if not handed over already (the jitter buffer had
-        // it): the deadline comes.
-        if let Some(due) = self.media.playout_deadline() {
-            self.media.handle_playout(due);
-        }
-        assert_eq!(self.media.playout_deadline(), None);
+        // The deadline comes: the frame for the next tick is handed over, if it was not
+        // already (the jitter buffer had it). The next tick checks that it was.
+        let due = self
+            .media
+            .playout_deadline()
+            .expect("the device has ticked");
+        self.media.handle_playout(due);
     }
 
     /// The device plays the frame handed over for this tick (none before the first).
