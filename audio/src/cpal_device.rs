@@ -153,12 +153,10 @@ impl Streams {
             )
             .map_err(|e| sound_error(format!("open the input stream of {name:?}"), &e))?;
 
-        // Half a frame of silence first: playback frames run that far behind capture
-        // frames (see `PLAYBACK_LAG`).
         let mut playback = Playback {
             end: playback,
             frame: SILENCE,
-            position: FRAME_SAMPLES - crate::device::PLAYBACK_LAG,
+            position: FRAME_SAMPLES,
         };
         let output = output_device
             .build_output_stream::<i16, _, _>(

@@ -11,11 +11,9 @@
 //! (64 ms) on absolute deadlines (`start + k × 64 ms`), so they do not drift however late a
 //! tick runs; a late thread catches up with back-to-back ticks. They behave like a sound
 //! card whose input sample `i` is spoken and output sample `i` heard at `start + i / 8 kHz`:
-//! at `start + k × 64 ms` the device delivers captured frame `k - 1`, whose last sample has
-//! just been spoken (a microphone cannot hand a frame over sooner), and half a frame later
-//! it starts playing a frame (silence on underrun); OUT begins with that half frame of
-//! silence. See [`PLAYBACK_LAG`]. WAV files are 8 kHz mono 16-bit PCM; OUT is finalized
-//! when the device stops.
+//! tick `k` plays frame `k` (silence on underrun) and delivers the captured frame `k - 1`,
+//! whose last sample has just been spoken; a microphone cannot hand over a frame sooner.
+//! WAV files are 8 kHz mono 16-bit PCM; OUT is finalized when the device stops.
 
 use std::fmt;
 use std::fs::File;
@@ -30,18 +28,6 @@ use std::time::Instant;
 pub use crate::cpal_device::DeviceInfo;
 use crate::queue::{DeviceEnd, LoopEnd, QueueStats, Wake, frame_queues};
 use crate::{Error, FRAME_DURATION, FRAME_SAMPLES, Frame, SAMPLE_RATE, SILENCE};
-
-/// How far every device's playback frames run behind its capture frames: half a frame.
-///
-/// A frame from a peer whose device ticks in phase with ours (two phones on a LAN: the
-/// caller's device starts when the callee's ACCEPT arrives, right after the callee's
-/// started) arrives just after our capture tick. Were playback in phase with capture, it
-/// would arrive just before a playback tick: too late for it by a hair, or in time, from
-/// one frame to the next, as the network and the schedulers jitter, and a whole frame of
-/// latency apart. Half a frame later, it arrives mid-way between two playback ticks in both
-/// directions: mouth-to-ear latency on a LAN is one frame to fill and half a frame to
-/// wait (96 ms), with ±32 ms of margin either way.
-pub const PLAYBACK_LAG: usize = crate::FRAME_SAMPLES / 2;
 
 /// Frequency of `tone` without an argument, in Hz.
 pub const DEFAULT_TONE_HZ: u32 = 440;
@@ -295,9 +281,9 @@ fn spawn_paced(end: DeviceEnd, source: Source, sink: Sink, kind: &str) -> Result
     Ok(Runner::Paced { stop, thread })
 }
 
-/// The paced device loop, on absolute deadlines every half frame: at `start + k × 64 ms`
-/// it delivers the frame captured over the tick before, and [`PLAYBACK_LAG`] later it
-/// starts playing the next frame.
+/// The paced device loop: one playback and one capture frame per tick, ticks on absolute
+/// deadlines. Tick `k` (at `start + k × 64 ms`) delivers the frame captured over the tick
+/// before and starts playing frame `k`.
 fn run_paced(
     mut end: DeviceEnd,
     mut source: Source,
@@ -307,19 +293,10 @@ fn run_paced(
     let start = Instant::now();
     let mut captured = SILENCE;
     let mut played = SILENCE;
-    // OUT's sample `i` is heard at `start + i / 8 kHz`: it begins with the lag's silence.
-    let mut first_error = sink.write(&SILENCE[..PLAYBACK_LAG]).err();
-    let mut half: u32 = 0;
+    let mut first_error = None;
+    let mut tick: u32 = 0;
     'ticks: loop {
-        if half % 2 == 1 {
-            end.pop_playback(&mut played);
-            if first_error.is_none() {
-                if let Err(e) = sink.write(&played) {
-                    first_error = Some(e);
-                    end.signal_failure();
-                }
-            }
-        } else if half > 0 {
+        if tick > 0 {
             match source.fill(&mut captured) {
                 Ok(Fill::Data) => {}
                 Ok(Fill::Ended) => end.signal_input_ended(),
@@ -331,8 +308,15 @@ fn run_paced(
             }
             end.push_captured(&captured);
         }
-        half = half.wrapping_add(1);
-        let deadline = start + FRAME_DURATION / 2 * half;
+        end.pop_playback(&mut played);
+        if first_error.is_none() {
+            if let Err(e) = sink.write(&played) {
+                first_error = Some(e);
+                end.signal_failure();
+            }
+        }
+        tick = tick.wrapping_add(1);
+        let deadline = start + FRAME_DURATION * tick;
         loop {
             if stop.load(Ordering::Acquire) {
                 break 'ticks;
@@ -470,10 +454,10 @@ enum Sink {
 }
 
 impl Sink {
-    fn write(&mut self, samples: &[i16]) -> Result<(), Error> {
+    fn write(&mut self, frame: &Frame) -> Result<(), Error> {
         match self {
             Sink::Discard => Ok(()),
-            Sink::File(wav) => wav.write(samples),
+            Sink::File(wav) => wav.write(frame),
         }
     }
 
@@ -500,8 +484,8 @@ impl WavSink {
         })
     }
 
-    fn write(&mut self, samples: &[i16]) -> Result<(), Error> {
-        for &sample in samples {
+    fn write(&mut self, frame: &Frame) -> Result<(), Error> {
+        for &sample in frame.iter() {
             self.writer
                 .write_sample(sample)
                 .map_err(|e| wav_error(&self.path, "write", e))?;

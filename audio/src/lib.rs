@@ -64,7 +64,7 @@ pub mod queue;
 
 use std::time::Duration;
 
-pub use device::{Audio, DeviceInfo, DeviceSpec, PLAYBACK_LAG, devices};
+pub use device::{Audio, DeviceInfo, DeviceSpec, devices};
 pub use error::Error;
 pub use jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, PutOutcome};
 pub use queue::{DeviceEnd, LoopEnd, QueueStats, Wake, frame_queues};

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use parlo_audio::{Audio, DeviceSpec, Error, FRAME_SAMPLES, Frame, PLAYBACK_LAG, SILENCE, Wake};
+use parlo_audio::{Audio, DeviceSpec, Error, FRAME_SAMPLES, Frame, SILENCE, Wake};
 
 /// A directory of its own under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -137,9 +137,8 @@ fn file_device_plays_input_in_real_time_and_records_what_is_played() {
     );
     assert_eq!(stats.capture_overruns, 0);
 
-    // OUT holds what was played: half a frame of silence (playback runs that far behind
-    // capture), at most the silence of ticks before the frames were queued, then the
-    // input sample for sample.
+    // OUT holds what was played: at most the silence of ticks before the frames were
+    // queued, then the input sample for sample.
     let (out_spec, played) = read_wav(&output);
     assert_eq!(out_spec, parlo_audio::device::wav_spec());
     let start = played
@@ -147,13 +146,9 @@ fn file_device_plays_input_in_real_time_and_records_what_is_played() {
         .position(|w| w == &signal[..])
         .expect("the input appears intact in OUT");
     assert!(played[..start].iter().all(|&s| s == 0));
-    assert_eq!(
-        start % FRAME_SAMPLES,
-        PLAYBACK_LAG,
-        "played on frame boundaries, half a frame behind capture"
-    );
+    assert_eq!(start % FRAME_SAMPLES, 0, "played on frame boundaries");
     assert!(
-        start <= 2 * FRAME_SAMPLES + PLAYBACK_LAG,
+        start <= 2 * FRAME_SAMPLES,
         "initial latency {start} samples"
     );
 }
@@ -290,11 +285,10 @@ fn dropping_a_running_device_stops_it_and_finalizes_out() {
     std::thread::sleep(Duration::from_millis(150));
     drop(audio);
     assert_eq!(Arc::strong_count(&wake), 1, "device thread left behind");
-    // OUT is a valid, finalized WAV: the half frame of lag, then whole frames (nothing
-    // was queued: silence).
+    // OUT is a valid, finalized WAV of whole frames (nothing was queued: silence).
     let (_, played) = read_wav(&output);
-    assert!(played.len() > PLAYBACK_LAG);
-    assert_eq!(played.len() % FRAME_SAMPLES, PLAYBACK_LAG);
+    assert!(!played.is_empty());
+    assert_eq!(played.len() % FRAME_SAMPLES, 0);
     assert!(played.iter().all(|&s| s == 0));
 }
 

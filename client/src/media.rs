@@ -7,10 +7,9 @@
 //! playback queue: as soon as the frame due is in the jitter buffer, or else at the last
 //! safe moment, [`GUARD`] before the device's next tick (to conceal a lost frame, or wait a
 //! tick for a late one). A packet arriving up to then plays at that tick: mouth-to-ear
-//! latency is one frame to fill, the network's delay and the wait for the listener's next
-//! playback tick (half a frame on a LAN: see `parlo_audio::PLAYBACK_LAG`). Handing a
-//! frame over as soon as it is there leaves the device all the time until its tick to
-//! take it, should the loop be slow to run.
+//! latency is one frame to fill, the network's delay, and the wait for the listener's next
+//! tick: less than a frame plus [`GUARD`]. Handing a frame over as soon as it is there
+//! leaves the device all the time until its tick to take it, should the loop be slow.
 //!
 //! Nothing here allocates per frame: the packet buffer, the frames and the jitter buffer
 //! are allocated once (`tests/media_no_alloc.rs` counts, over 1,200 frames each way
