@@ -251,6 +251,31 @@ impl JitterBuffer {
         }
     }
 
+    /// Produces the frame for a playback tick whose frame was due before now: it did not
+    /// arrive in time for it, whatever the buffer holds now. The tick is concealed without
+    /// moving on (a stall: the frame due plays at the next tick), as when a frame is late,
+    /// unless the delay is already at the maximum depth; before playout begins, it is
+    /// silence and playout waits.
+    ///
+    /// The loop calls this when it comes to a tick's deadline late: a frame that arrived
+    /// after the deadline, played now, would set playout at the very edge of the device's
+    /// tick, where the next frames, arriving as late, would make it one tick and miss it
+    /// the next; waiting a tick puts them a whole frame clear of it.
+    pub fn get_late(&mut self, out: &mut Frame) -> Playout {
+        match self.state {
+            State::Idle | State::Buffering => {
+                *out = SILENCE;
+                Playout::Silence
+            }
+            State::Playing if self.target + self.extra < self.config.max_depth => {
+                self.stats.stalls += 1;
+                self.extra += 1;
+                self.conceal(out)
+            }
+            State::Playing => self.play(out),
+        }
+    }
+
     /// Whether the next [`JitterBuffer::get`] would play a received frame: the frame due
     /// is here (and, before playout begins, the buffer spans its target depth). The loop
     /// may then take it at once rather than at the last moment before the device's tick:
@@ -266,6 +291,12 @@ impl JitterBuffer {
     /// The sequence number the next tick plays, once playout has begun (`None` before).
     pub fn playout_seq(&self) -> Option<u16> {
         (self.state == State::Playing).then_some(self.next)
+    }
+
+    /// The sequence number of the frame due next: the one the next tick plays, or the one
+    /// playout will begin with (`None` before any frame came).
+    pub fn due_seq(&self) -> Option<u16> {
+        (self.state != State::Idle).then_some(self.next)
     }
 
     /// Counters and current depth, target and jitter.
@@ -760,6 +791,33 @@ mod tests {
         run("config min=2 max=8
              # Before playout, the buffer must span its target depth.
              put 1; ready no; put 2; ready yes; get =1; ready yes; get =2; ready no");
+    }
+
+    #[test]
+    fn a_tick_come_to_late_is_concealed_and_its_frame_plays_at_the_next() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let mut out = SILENCE;
+        // Before playout: silence, and playout still waits.
+        jb.put(1, 512, 0, &frame_of(1));
+        assert_eq!(jb.get_late(&mut out), Playout::Silence);
+        assert_eq!(out, SILENCE);
+        assert_eq!(jb.get(&mut out), Playout::Received);
+        assert_eq!(out, frame_of(1));
+        // Playing: the frame due is here, but the tick is concealed; it plays next.
+        jb.put(2, 1024, 512, &frame_of(2));
+        assert_eq!(jb.get_late(&mut out), Playout::Concealed);
+        check_concealment(&out, Some(marker(1)), "get_late");
+        jb.put(3, 1536, 1024, &frame_of(3));
+        assert_eq!(jb.get(&mut out), Playout::Received);
+        assert_eq!(out, frame_of(2));
+        assert_eq!(jb.get(&mut out), Playout::Received);
+        assert_eq!(out, frame_of(3));
+        let stats = jb.stats();
+        assert_eq!(
+            (stats.stalls, stats.lost, stats.played),
+            (1, 0, 3),
+            "{stats:?}"
+        );
     }
 
     #[test]

@@ -40,6 +40,17 @@ const JITTER: JitterConfig = JitterConfig {
 pub const GUARD: Duration = Duration::from_millis(8);
 /// The largest [`GUARD`]: half a frame.
 pub const MAX_GUARD: Duration = Duration::from_millis(32);
+/// How far past the playout deadline the loop may come to it and still hand over the
+/// frame due (the poll's timeout has millisecond steps).
+pub const LATE: Duration = Duration::from_millis(2);
+/// How long before the playout deadline the first frame of a call must come to play at
+/// that tick. The frames after it come as much before theirs, give or take the network's
+/// and the schedulers' jitter: with less room, one of them would miss its tick (a frame
+/// of silence, and a frame more delay for the rest of the call); without enough, playout
+/// starts a tick later, with a frame of room.
+pub const START_MARGIN: Duration = Duration::from_millis(16);
+/// Arrival times kept: as many frames as the jitter buffer holds.
+const ARRIVALS: usize = parlo_audio::jitter::CAPACITY;
 
 /// Counters of one call's media, kept after it ends for `status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -179,6 +190,8 @@ pub struct Media {
     packet: Box<[u8; MAX_RTP_LEN]>,
     /// A frame's µ-law payload, before it is copied behind the RTP header.
     pcmu: Box<[u8; pcmu::FRAME_BYTES]>,
+    /// When recent frames arrived, by sequence number modulo [`ARRIVALS`].
+    arrivals: [Option<(u16, Instant)>; ARRIVALS],
     frame: Box<Frame>,
     last: MediaStats,
 }
@@ -201,6 +214,7 @@ impl Media {
             jitter: Box::new(JitterBuffer::new(JITTER)),
             packet: Box::new([0; MAX_RTP_LEN]),
             pcmu: Box::new([0; pcmu::FRAME_BYTES]),
+            arrivals: [None; ARRIVALS],
             frame: Box::new(SILENCE),
             last: MediaStats::default(),
         }
@@ -254,6 +268,7 @@ impl Media {
             log::warn!("audio device of the previous call: {e}");
         }
         *self.jitter = JitterBuffer::new(JITTER);
+        self.arrivals = [None; ARRIVALS];
         self.last = MediaStats::default();
         let codec = match dialect {
             Dialect::Parlo => codec,
@@ -389,15 +404,42 @@ impl Media {
     /// conceal, or wait for a late frame). A frame handed over late (after the device
     /// ticked without it) thus stays the only one queued; the jitter buffer keeps the
     /// next, and its depth control takes the extra delay back.
+    ///
+    /// A frame due that arrived past the deadline (by more than [`LATE`]; for the first
+    /// frame of a call, less than [`START_MARGIN`] before it) does not play at this tick,
+    /// though it is here now: the tick is concealed ([`JitterBuffer::get_late`]) and the
+    /// frame plays at the next. Played so close to the tick, the frames after it would
+    /// make their tick or miss it from one to the next. A loop that merely runs late still
+    /// hands over a frame that came in time.
     fn hand_over(&mut self, due: bool) {
         let Some(session) = self.session.as_mut() else {
             return;
         };
         session.sync();
-        if session.playout.is_none() || session.queued > 0 || !(due || self.jitter.ready()) {
+        let Some(deadline) = session.playout else {
+            return;
+        };
+        if session.queued > 0 || !(due || self.jitter.ready()) {
             return;
         }
-        self.jitter.get(&mut self.frame);
+        // Whether the frame due came too late for this tick, though it is here now. The
+        // first frame of a call sets the phase for all the others: it must come with room
+        // to spare, or playout starts a tick later, a whole frame clear of the edge.
+        let came = self.jitter.due_seq().and_then(|seq| {
+            self.arrivals[usize::from(seq) % ARRIVALS]
+                .filter(|&(s, _)| s == seq)
+                .map(|(_, at)| at)
+        });
+        let late = self.jitter.ready()
+            && came.is_some_and(|at| match self.jitter.playout_seq() {
+                None => at + START_MARGIN > deadline,
+                Some(_) => at > deadline + LATE,
+            });
+        if late {
+            self.jitter.get_late(&mut self.frame);
+        } else {
+            self.jitter.get(&mut self.frame);
+        }
         session.audio.push_playback(&self.frame);
         session.pushed += 1;
         session.sync();
@@ -425,7 +467,7 @@ impl Media {
             let h = packet.header;
             self.jitter
                 .put(h.sequence, h.timestamp, arrival, &self.frame);
-            self.hand_over(false);
+            self.arrived(h.sequence);
         }
     }
 
@@ -451,6 +493,13 @@ impl Media {
         session.raw_seq = seq.wrapping_add(1);
         let timestamp = u32::from(seq).wrapping_mul(RAW_PCM_LEN as u32 / 2);
         self.jitter.put(seq, timestamp, arrival, &self.frame);
+        self.arrived(seq);
+    }
+
+    /// Notes when frame `seq` arrived, and hands a frame over if one is owed and ready.
+    fn arrived(&mut self, seq: u16) {
+        let now = Instant::now();
+        self.arrivals[usize::from(seq) % ARRIVALS] = Some((seq, now));
         self.hand_over(false);
     }
 
@@ -570,8 +619,9 @@ mod tests {
             due - before
         );
 
-        // Before the deadline and without the frame, nothing moves: it may still come.
-        media.handle_playout(due - Duration::from_millis(1));
+        // Before the deadline and without the frame, nothing moves: it may still come
+        // (with room to spare for the first frame of a call: START_MARGIN).
+        media.handle_playout(due - START_MARGIN - Duration::from_millis(1));
         assert_eq!(media.playout_deadline(), Some(due));
         // It comes: handed over at once, and played at the tick. The next frame is due
         // for the tick after.
@@ -707,6 +757,29 @@ mod tests {
             4,
             "the last call's counters stay for status"
         );
+    }
+
+    #[test]
+    fn a_frame_arriving_past_the_deadline_waits_for_the_next_tick() {
+        let udp = UdpSocket::bind("127.0.0.222:0".parse().expect("address")).expect("bind");
+        let peer: SocketAddr = "127.0.0.223:5004".parse().expect("address");
+        let (wake, _) = wake_counter();
+        let (mut device, end) = parlo_audio::frame_queues(wake);
+        let mut media = Media::new(DeviceSpec::Null);
+        media.start_on(Audio::from_queues(end), peer, Dialect::Parlo, Codec::L16, 1);
+        let mut played = SILENCE;
+        assert!(!device.pop_playback(&mut played));
+        // The first frame comes after the deadline for the device's next tick (the loop
+        // had not even seen that the device ticks): that tick stays silent...
+        std::thread::sleep(FRAME_DURATION - GUARD + 2 * LATE);
+        receive(&mut media, peer, 0, &[7; parlo_audio::FRAME_SAMPLES]);
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, SILENCE);
+        // ... and the frame plays at the one after, a whole frame clear of its deadline.
+        assert!(!media.handle_wake(&udp));
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, [7; parlo_audio::FRAME_SAMPLES]);
+        media.stop().expect("nothing to stop");
     }
 
     #[test]
