@@ -552,6 +552,7 @@ pub fn is_transient(error: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parlo_audio::DeviceEnd;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
@@ -576,6 +577,19 @@ mod tests {
         }
     }
 
+    /// Media in a call with a peer at `peer_ip`, from a UDP socket on `local_ip`, on
+    /// queues whose device end the test plays itself.
+    fn on_queues(local_ip: &str, peer_ip: &str) -> (Media, UdpSocket, DeviceEnd, SocketAddr) {
+        let local = format!("{local_ip}:0").parse().expect("address");
+        let udp = UdpSocket::bind(local).expect("bind");
+        let peer: SocketAddr = format!("{peer_ip}:5004").parse().expect("address");
+        let (wake, _) = wake_counter();
+        let (device, end) = parlo_audio::frame_queues(wake);
+        let mut media = Media::new(DeviceSpec::Null);
+        media.start_on(Audio::from_queues(end), peer, Dialect::Parlo, Codec::L16, 1);
+        (media, udp, device, peer)
+    }
+
     /// An L16 packet of `frame` with sequence number `seq`, as received from the peer.
     fn receive(media: &mut Media, from: SocketAddr, seq: u16, frame: &Frame) {
         let header = RtpHeader {
@@ -593,12 +607,7 @@ mod tests {
 
     #[test]
     fn a_frame_is_handed_over_as_it_arrives_or_just_before_the_device_tick() {
-        let udp = UdpSocket::bind("127.0.0.218:0".parse().expect("address")).expect("bind");
-        let peer: SocketAddr = "127.0.0.219:5004".parse().expect("address");
-        let (wake, _) = wake_counter();
-        let (mut device, end) = parlo_audio::frame_queues(wake);
-        let mut media = Media::new(DeviceSpec::Null);
-        media.start_on(Audio::from_queues(end), peer, Dialect::Parlo, Codec::L16, 1);
+        let (mut media, udp, mut device, peer) = on_queues("127.0.0.218", "127.0.0.219");
         let mut played = SILENCE;
         let frame = |v: i16| [v; parlo_audio::FRAME_SAMPLES];
 
@@ -761,12 +770,7 @@ mod tests {
 
     #[test]
     fn a_frame_arriving_past_the_deadline_waits_for_the_next_tick() {
-        let udp = UdpSocket::bind("127.0.0.222:0".parse().expect("address")).expect("bind");
-        let peer: SocketAddr = "127.0.0.223:5004".parse().expect("address");
-        let (wake, _) = wake_counter();
-        let (mut device, end) = parlo_audio::frame_queues(wake);
-        let mut media = Media::new(DeviceSpec::Null);
-        media.start_on(Audio::from_queues(end), peer, Dialect::Parlo, Codec::L16, 1);
+        let (mut media, udp, mut device, peer) = on_queues("127.0.0.222", "127.0.0.223");
         let mut played = SILENCE;
         assert!(!device.pop_playback(&mut played));
         // The first frame comes after the deadline for the device's next tick (the loop
@@ -784,12 +788,7 @@ mod tests {
 
     #[test]
     fn a_late_device_tick_does_not_move_the_playout_schedule() {
-        let udp = UdpSocket::bind("127.0.0.220:0".parse().expect("address")).expect("bind");
-        let peer: SocketAddr = "127.0.0.221:5004".parse().expect("address");
-        let (wake, _) = wake_counter();
-        let (mut device, end) = parlo_audio::frame_queues(wake);
-        let mut media = Media::new(DeviceSpec::Null);
-        media.start_on(Audio::from_queues(end), peer, Dialect::Parlo, Codec::L16, 1);
+        let (mut media, udp, mut device, _) = on_queues("127.0.0.220", "127.0.0.221");
         let mut played = SILENCE;
         device.pop_playback(&mut played);
         assert!(!media.handle_wake(&udp));
