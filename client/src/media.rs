@@ -8,8 +8,9 @@
 //! safe moment, [`GUARD`] before the device's next tick (to conceal a lost frame, or wait a
 //! tick for a late one). A packet arriving up to then plays at that tick: mouth-to-ear
 //! latency is one frame to fill, the network's delay, and the wait for the listener's next
-//! tick: less than a frame plus [`GUARD`]. Handing a frame over as soon as it is there
-//! leaves the device all the time until its tick to take it, should the loop be slow.
+//! tick: less than a frame, plus a frame when the frames come too close to the tick for
+//! comfort ([`START_MARGIN`]). Handing a frame over as soon as it is there leaves the
+//! device all the time until its tick to take it, should the loop be slow.
 //!
 //! Nothing here allocates per frame: the packet buffer, the frames and the jitter buffer
 //! are allocated once (`tests/media_no_alloc.rs` counts, over 1,200 frames each way
@@ -26,9 +27,9 @@ use parlo_audio::{
 use parlo_net::media::{MAX_RTP_LEN, PayloadType, RAW_PCM_LEN, RawPcm, RtpHeader, RtpRepr};
 use parlo_net::peer::{Codec, Dialect};
 
-/// Jitter-buffer depth: one frame on a clean network. A frame arriving at any moment up
-/// to [`GUARD`] before the device's tick is in time for it; the buffer deepens by itself
-/// under jitter (up to 8 frames, 512 ms).
+/// Jitter-buffer depth: one frame on a clean network, where frames come at a steady
+/// phase to the device's ticks; the buffer deepens by itself under jitter (up to 8
+/// frames, 512 ms).
 const JITTER: JitterConfig = JitterConfig {
     min_depth: 1,
     max_depth: 8,
