@@ -383,7 +383,7 @@ impl Media {
     }
 
     /// At the playout deadline: hands the device the frame for its next tick, if that is
-    /// still owed (see [`Media::hand_over`]).
+    /// still owed (the rules are those of a frame handed over on arrival).
     pub fn handle_playout(&mut self, now: Instant) {
         let Some(session) = self.session.as_mut() else {
             return;
