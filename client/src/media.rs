@@ -102,8 +102,6 @@ struct Session {
     tick: Option<Instant>,
     /// When the next frame must be handed over (see [`Media::playout_deadline`]).
     playout: Option<Instant>,
-    /// Frames in the playback queue, as last seen.
-    queued: usize,
     guard: Duration,
     /// Frames handed to the device.
     pushed: u64,
@@ -115,8 +113,9 @@ impl Session {
     /// Catches up with the device's playback: its last tick (the time it noted), the
     /// frames still queued for it, and so the playout deadline. The device does not wake
     /// the loop when it ticks: every entry into the media (a captured frame, a packet, the
-    /// deadline) looks here instead, which is enough to follow it.
-    fn sync(&mut self) {
+    /// deadline) looks here instead, which is enough to follow it. Returns the frames
+    /// still queued.
+    fn sync(&mut self) -> usize {
         // The tick's time and the queue, read as one: a tick between the two reads would
         // pair a new tick with a frame it has already taken.
         let (pop, queued) = loop {
@@ -126,9 +125,8 @@ impl Session {
                 break (pop, queued);
             }
         };
-        self.queued = queued;
         let Some(pop) = pop else {
-            return;
+            return queued;
         };
         if self.last_pop != Some(pop) {
             self.last_pop = Some(pop);
@@ -141,6 +139,7 @@ impl Session {
             let ticks = u32::try_from(1 + queued).unwrap_or(u32::MAX);
             self.playout = Some(tick + FRAME_DURATION * ticks - self.guard);
         }
+        queued
     }
 
     /// When the playback tick the device just made (at `pop`, by its note) was due. A
@@ -305,7 +304,6 @@ impl Media {
             last_pop: None,
             tick: None,
             playout: None,
-            queued: 0,
             guard: GUARD,
             pushed: 0,
             underruns: 0,
@@ -388,9 +386,9 @@ impl Media {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        session.sync();
+        let queued = session.sync();
         let due = session.playout.is_some_and(|due| due <= now);
-        if due && session.queued > 0 {
+        if due && queued > 0 {
             // The device has not taken the frame queued for a tick already due: it runs
             // late. Look again shortly.
             session.playout = Some(now + GUARD / 2);
@@ -416,11 +414,11 @@ impl Media {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        session.sync();
+        let queued = session.sync();
         let Some(deadline) = session.playout else {
             return;
         };
-        if session.queued > 0 || !(due || self.jitter.ready()) {
+        if queued > 0 || !(due || self.jitter.ready()) {
             return;
         }
         // Whether the frame due came too late for this tick, though it is here now. The
