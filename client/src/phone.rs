@@ -120,6 +120,16 @@ fn random_seed() -> u64 {
     hasher.finish()
 }
 
+/// Why a directory request did not get the answer it wanted: the server's refusal, an
+/// answer of the wrong kind, or the connection's failure.
+fn failure(result: Result<Reply, String>) -> String {
+    match result {
+        Ok(Reply::Error { reason }) => format!("the server refused: {reason}"),
+        Ok(reply) => format!("unexpected answer {reply:?}"),
+        Err(e) => e,
+    }
+}
+
 fn same_ip(a: IpAddr, b: IpAddr) -> bool {
     a.to_canonical() == b.to_canonical()
 }
@@ -875,11 +885,7 @@ impl Phone {
                 }
                 Ok(Reply::NotFound) => self.feed(&fsm::Event::Unknown { name }, None),
                 other => {
-                    let why = match other {
-                        Ok(Reply::Error { reason }) => format!("the server refused: {reason}"),
-                        Ok(reply) => format!("unexpected answer {reply:?}"),
-                        Err(e) => e,
-                    };
+                    let why = failure(other);
                     self.emit(
                         Out::Error {
                             reason: format!("cannot look {name} up: {why}"),
@@ -924,11 +930,7 @@ impl Phone {
                     }
                 }
                 other => {
-                    let why = match other {
-                        Ok(Reply::Error { reason }) => format!("the server refused: {reason}"),
-                        Ok(reply) => format!("unexpected answer {reply:?}"),
-                        Err(e) => e,
-                    };
+                    let why = failure(other);
                     self.emit(
                         Out::Error {
                             reason: format!("cannot list the users: {why}"),
