@@ -69,17 +69,10 @@ pub use error::Error;
 pub use jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, PutOutcome};
 pub use queue::{DeviceEnd, LoopEnd, QueueStats, Wake, frame_queues};
 
-/// Sample rate of every Parlo frame, in Hz.
-pub const SAMPLE_RATE: u32 = 8000;
-
-/// Samples in one frame (one RTP packet).
-pub const FRAME_SAMPLES: usize = 512;
+pub use parlo_fsm::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
 
 /// Duration of one frame: 512 samples at 8 kHz.
-pub const FRAME_DURATION: Duration = Duration::from_millis(64);
-
-/// One frame of mono 16-bit audio at [`SAMPLE_RATE`].
-pub type Frame = [i16; FRAME_SAMPLES];
+pub const FRAME_DURATION: Duration = Duration::from_millis(parlo_fsm::FRAME_MS);
 
 /// A frame of silence.
 pub const SILENCE: Frame = [0; FRAME_SAMPLES];

@@ -26,8 +26,8 @@ OPTIONS:
     --server ADDR[:PORT]    The directory server: an IP address or a host name, and its
                             TCP port (1024-65535).                 [default port: 10000]
                             IPv6 with a port: [ADDR]:PORT.          env: PARLO_SERVER
-    --name NAME             This phone's name: 1 to 32 bytes of printable UTF-8 without
-                            whitespace.                             env: PARLO_NAME
+    --name NAME             This phone's name: 1 to 32 bytes of printable UTF-8, without
+                            whitespace, control characters or '='.  env: PARLO_NAME
     --listen ADDR:PORT      UDP address for calls (port 1024-65535). With a specific
                             ADDR, the connection to the server leaves from ADDR too, so
                             the directory records the address the phone listens on.

@@ -54,7 +54,7 @@ pub enum Purpose {
     /// Checking an incoming caller's announced name against its address.
     Verify {
         /// The name announced.
-        peer: String,
+        peer: parlo_fsm::Name,
         /// The address the call came from.
         from: SocketAddr,
     },

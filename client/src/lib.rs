@@ -14,7 +14,6 @@ pub mod alloc_count;
 pub mod cli;
 pub mod command;
 pub mod control;
-pub mod convert;
 pub mod directory;
 pub mod error;
 pub mod media;

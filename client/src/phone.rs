@@ -17,15 +17,15 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parlo_fsm::{self as fsm, Action, Machine, Note, SplitMix64, State};
-use parlo_net::directory::{self as dir, Reply, Request};
+use parlo_net::directory::{Reply, Request};
 use parlo_net::media::Datagram;
+use parlo_net::peer::Wire;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::cli::PhoneConfig;
 use crate::command::{self, Command};
 use crate::control::{ConnectionId, Control};
-use crate::convert;
 use crate::directory::{Directory, Outcome, Purpose};
 use crate::error::{Error, Exit};
 use crate::media::{self, Media};
@@ -61,7 +61,7 @@ pub enum Origin {
 /// An incoming call announced once the directory says whether the caller is who it claims.
 #[derive(Debug)]
 struct PendingIncoming {
-    peer: String,
+    peer: fsm::Name,
     from: SocketAddr,
     deadline: Instant,
 }
@@ -144,13 +144,6 @@ fn state_name(state: State) -> &'static str {
     }
 }
 
-fn dialect_name(dialect: fsm::Dialect) -> &'static str {
-    match dialect {
-        fsm::Dialect::Parlo => "parlo",
-        fsm::Dialect::Original => "original",
-    }
-}
-
 impl Phone {
     /// Binds the sockets and sets every source up. Nothing is sent yet.
     pub fn new(config: PhoneConfig) -> Result<Phone, Error> {
@@ -177,19 +170,14 @@ impl Phone {
         };
         let stdin = Stdin::open(registry, STDIN, Arc::clone(&waker));
         let seed = random_seed();
-        let mut machine_config =
-            fsm::Config::new(fsm::Name::new(config.name.as_str()).ok_or_else(|| {
-                Error::Usage(format!("--name: {} is too long", config.name.as_str()))
-            })?);
+        let mut machine_config = fsm::Config::new(config.name.clone());
         machine_config.answer_timeout = config.answer_timeout_ms;
         machine_config.codecs = config.codecs.clone();
         let machine = Machine::new(machine_config, SplitMix64(seed), fsm::Instant(0));
-        let directory_name = dir::Name::new(config.name.as_str())
-            .map_err(|e| Error::Usage(format!("--name: {e}")))?;
         let lookup_waker = Arc::clone(&waker);
         let directory = Directory::new(
             config.server.clone(),
-            directory_name,
+            config.name.clone(),
             config.listen,
             DIRECTORY,
             started,
@@ -375,21 +363,15 @@ impl Phone {
     }
 
     fn lookup(&mut self, name: fsm::Name) {
-        let request = dir::Name::new(name.as_str()).map(|name| Request::Get { name });
-        let sent = match request {
-            Ok(request) => self
-                .directory
-                .request(
-                    self.poll.registry(),
-                    &request,
-                    Purpose::Dial(name.clone()),
-                    Instant::now(),
-                    &mut self.outcomes,
-                )
-                .is_ok(),
-            Err(_) => false,
-        };
-        if !sent {
+        let request = Request::Get { name: name.clone() };
+        let sent = self.directory.request(
+            self.poll.registry(),
+            &request,
+            Purpose::Dial(name.clone()),
+            Instant::now(),
+            &mut self.outcomes,
+        );
+        if sent.is_err() {
             self.emit(
                 Out::Error {
                     reason: format!(
@@ -404,14 +386,10 @@ impl Phone {
     }
 
     fn send(&mut self, to: SocketAddr, message: &fsm::Message) {
-        let Some(message) = convert::message_to_net(message) else {
-            log::error!("cannot put {message} on the wire");
-            return;
-        };
         let mut buf = [0u8; parlo_net::peer::MAX_MESSAGE_LEN];
         match message.emit(&mut buf) {
             Ok(len) => {
-                log::debug!("-> {to}: {message}");
+                log::debug!("-> {to}: {}", message.wire());
                 if let Err(e) = self.udp.send_to(&buf[..len], to) {
                     log::warn!("cannot send {} to {to}: {e}", message.keyword());
                 }
@@ -433,13 +411,7 @@ impl Phone {
         });
         let random = u64::from(fsm::CallIds::next_call_id(&mut self.random).0) << 32
             | u64::from(fsm::CallIds::next_call_id(&mut self.random).0);
-        if let Err(e) = self.media.start(
-            peer,
-            convert::dialect_to_net(dialect),
-            convert::codec_to_net(codec),
-            wake,
-            random,
-        ) {
+        if let Err(e) = self.media.start(peer, dialect, codec, wake, random) {
             self.emit(
                 Out::Error {
                     reason: format!("audio device {}: {e}; hanging up", self.config.audio),
@@ -459,10 +431,10 @@ impl Phone {
             Note::Ringing { peer } => Out::Ringing {
                 peer: peer.to_string(),
             },
-            Note::Incoming { peer, from } => return self.verify_incoming(peer.to_string(), from),
+            Note::Incoming { peer, from } => return self.verify_incoming(peer, from),
             Note::Connected { peer } => Out::Connected {
                 peer: peer.to_string(),
-                dialect: self.machine.dialect().map_or("parlo", dialect_name),
+                dialect: self.machine.dialect().map_or("parlo", fsm::Dialect::name),
                 codec: self.machine.codec().map_or("L16", fsm::Codec::name),
             },
             Note::Ended { peer, reason } => Out::Ended {
@@ -478,26 +450,23 @@ impl Phone {
 
     /// Asks the directory where the caller's name is registered; the call is announced
     /// when it answers (or after [`VERIFY_WAIT`]).
-    fn verify_incoming(&mut self, peer: String, from: SocketAddr) {
+    fn verify_incoming(&mut self, peer: fsm::Name, from: SocketAddr) {
         self.flush_pending_incoming();
-        let request = dir::Name::new(&peer).map(|name| Request::Get { name });
+        let request = Request::Get { name: peer.clone() };
         let purpose = Purpose::Verify {
             peer: peer.clone(),
             from,
         };
-        let asked = match request {
-            Ok(request) => self
-                .directory
-                .request(
-                    self.poll.registry(),
-                    &request,
-                    purpose,
-                    Instant::now(),
-                    &mut self.outcomes,
-                )
-                .is_ok(),
-            Err(_) => false,
-        };
+        let asked = self
+            .directory
+            .request(
+                self.poll.registry(),
+                &request,
+                purpose,
+                Instant::now(),
+                &mut self.outcomes,
+            )
+            .is_ok();
         self.pending_incoming = Some(PendingIncoming {
             peer,
             from,
@@ -515,7 +484,7 @@ impl Phone {
         };
         self.emit(
             Out::Incoming {
-                peer: pending.peer,
+                peer: pending.peer.to_string(),
                 from: pending.from,
                 verified,
             },
@@ -532,7 +501,7 @@ impl Phone {
         if let Some(pending) = self.pending_incoming.take() {
             self.write(
                 &Out::Incoming {
-                    peer: pending.peer,
+                    peer: pending.peer.to_string(),
                     from: pending.from,
                     verified: None,
                 },
@@ -582,7 +551,7 @@ impl Phone {
             state: state_name(self.machine.state()),
             peer: self.machine.peer().map(ToString::to_string),
             peer_addr: self.machine.peer_addr(),
-            dialect: self.machine.dialect().map(dialect_name),
+            dialect: self.machine.dialect().map(fsm::Dialect::name),
             registered: self.directory.is_registered(),
             sent: stats.sent,
             received: stats.received,
@@ -623,18 +592,15 @@ impl Phone {
                 }
             };
             let dialect = if self.machine.peer_addr() == Some(from) {
-                self.machine.dialect().map(convert::dialect_to_net)
+                self.machine.dialect()
             } else {
                 None
             };
             let arrival = (self.ms().0 as u32).wrapping_mul(8);
             match Datagram::parse(&buf[..len], dialect) {
                 Ok(Datagram::Signalling(message)) => {
-                    log::debug!("<- {from}: {message}");
-                    match convert::message_to_fsm(&message) {
-                        Some(message) => self.feed(&fsm::Event::Peer { from, message }, None),
-                        None => self.garbage += 1,
-                    }
+                    log::debug!("<- {from}: {}", message.wire());
+                    self.feed(&fsm::Event::Peer { from, message }, None);
                 }
                 Ok(Datagram::Rtp(packet)) => {
                     self.feed(&fsm::Event::Media { from }, None);
@@ -763,15 +729,7 @@ impl Phone {
             );
         }
         match command {
-            Command::Call(name) => match convert::name_to_fsm(&name) {
-                Some(name) => self.feed(&fsm::Event::Dial(name), Some(origin)),
-                None => self.emit(
-                    Out::Error {
-                        reason: format!("call: the name {name} is too long"),
-                    },
-                    &mut answer_to,
-                ),
-            },
+            Command::Call(name) => self.feed(&fsm::Event::Dial(name), Some(origin)),
             Command::Accept => self.feed(&fsm::Event::Accept, Some(origin)),
             Command::Reject => self.feed(&fsm::Event::Reject, Some(origin)),
             Command::Hangup => self.feed(&fsm::Event::Hangup, Some(origin)),

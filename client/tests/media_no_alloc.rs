@@ -102,10 +102,7 @@ impl Side {
                 },
             );
             let call = machine.call_id();
-            let message = fsm::Message {
-                kind: fsm::Kind::Accept { codec: None },
-                call,
-            };
+            let message = fsm::Message::Accept { call, codec: None };
             let _ = machine.handle(
                 now,
                 &fsm::Event::Peer {
@@ -114,13 +111,8 @@ impl Side {
                 },
             );
         } else {
-            let message = fsm::Message {
-                kind: fsm::Kind::Start {
-                    caller: other,
-                    codecs: None,
-                },
-                call: Some(fsm::CallId(7)),
-            };
+            let message =
+                fsm::Message::start(other, fsm::CallId(7), fsm::CodecSet::only(fsm::Codec::L16));
             let _ = machine.handle(
                 now,
                 &fsm::Event::Peer {

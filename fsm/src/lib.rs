@@ -1,4 +1,9 @@
-//! parlo-fsm: the call state machine of a Parlo phone.
+//! parlo-fsm: the call state machine of a Parlo phone, and Parlo's vocabulary.
+//!
+//! The vocabulary — [`Name`], [`CallId`], [`Codec`], [`CodecSet`], [`Dialect`], the
+//! signalling [`Message`] and the audio frame ([`FRAME_SAMPLES`] at [`SAMPLE_RATE`]) — is
+//! defined here once; `parlo-net` reads and writes it on the wire, and every other crate
+//! uses it as it is.
 //!
 //! The machine is a table ([`TABLE`]): one row per `(state, event, guard) -> (next
 //! state, steps)`, every (state, event) pair either a row or an explicit "ignored,
@@ -44,10 +49,12 @@ extern crate std;
 mod machine;
 pub mod table;
 mod types;
+mod vocab;
 
 pub use machine::{Actions, Config, Counters, MAX_ACTIONS, Machine};
 pub use table::{EventKind, Guard, State, TABLE};
-pub use types::{
-    Action, CallId, CallIds, Codec, CodecSet, Dialect, EndReason, Event, Instant, Kind, Message,
-    NAME_MAX, Name, Note, Preference, Refusal, SplitMix64, Timer,
+pub use types::{Action, CallIds, EndReason, Event, Instant, Note, Refusal, SplitMix64, Timer};
+pub use vocab::{
+    CallId, Codec, CodecSet, Dialect, FRAME_MS, FRAME_SAMPLES, Frame, MAX_NAME_LEN, Message, Name,
+    NameError, Preference, SAMPLE_RATE, VERSION, is_name_char,
 };

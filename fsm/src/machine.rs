@@ -3,10 +3,8 @@
 use core::net::SocketAddr;
 
 use crate::table::{Entry, EventKind, Guard, Next, Outcome, Say, State, Step, TABLE, Tell};
-use crate::types::{
-    Action, CallId, CallIds, Codec, Dialect, Event, Instant, Kind, Message, Name, Note, Preference,
-    Timer,
-};
+use crate::types::{Action, CallIds, Event, Instant, Note, Timer};
+use crate::vocab::{CallId, Codec, Dialect, Message, Name, Preference};
 
 /// Most actions one transition can produce (the longest row, plus the timer
 /// cancellations of a state change, fits with room to spare).
@@ -239,14 +237,10 @@ impl<R: CallIds> Machine<R> {
             },
             Event::Peer { from, message } => {
                 let Some(c) = call else {
-                    return peer_kind(&message.kind);
+                    return peer_kind(message);
                 };
-                if let Kind::Start { caller, .. } = &message.kind {
-                    if !c.outgoing
-                        && c.addr == Some(*from)
-                        && c.id == message.call
-                        && &c.peer == caller
-                    {
+                if let Message::Start { caller, call, .. } = message {
+                    if !c.outgoing && c.addr == Some(*from) && c.id == *call && &c.peer == caller {
                         EventKind::StartRepeat
                     } else if self.state == State::Dialing
                         && &c.peer == caller
@@ -256,8 +250,10 @@ impl<R: CallIds> Machine<R> {
                     } else {
                         EventKind::Start
                     }
-                } else if c.addr == Some(*from) && message.call.is_none_or(|id| c.id == Some(id)) {
-                    peer_kind(&message.kind)
+                } else if c.addr == Some(*from)
+                    && message.call_id().is_none_or(|id| c.id == Some(id))
+                {
+                    peer_kind(message)
                 } else {
                     EventKind::Foreign
                 }
@@ -280,9 +276,10 @@ impl<R: CallIds> Machine<R> {
                     (
                         Some(Event::Peer {
                             message:
-                                Message {
-                                    kind: Kind::Start { caller, .. },
+                                Message::Start {
+                                    caller,
                                     call: theirs,
+                                    ..
                                 },
                             ..
                         }),
@@ -362,9 +359,11 @@ impl<R: CallIds> Machine<R> {
                 if let Some(Event::Peer {
                     from,
                     message:
-                        Message {
-                            kind: Kind::Start { caller, codecs },
+                        Message::Start {
+                            caller,
                             call,
+                            codecs,
+                            ..
                         },
                 }) = event
                 {
@@ -397,7 +396,7 @@ impl<R: CallIds> Machine<R> {
             }
             Step::LearnDialect => {
                 if let (Some(c), Some(Event::Peer { message, .. })) = (&mut self.call, event) {
-                    if message.call.is_none() {
+                    if message.call_id().is_none() {
                         c.dialect = Dialect::Original;
                     }
                 }
@@ -406,8 +405,11 @@ impl<R: CallIds> Machine<R> {
                 if let (Some(c), Some(Event::Peer { message, .. })) = (&mut self.call, event) {
                     // The callee decides: its choice stands even if we did not offer it
                     // (both ends decode every codec; a call is not dropped over this).
-                    c.codec = match message.kind {
-                        Kind::Accept { codec: Some(codec) } if message.call.is_some() => codec,
+                    c.codec = match message {
+                        Message::Accept {
+                            call: Some(_),
+                            codec: Some(codec),
+                        } => *codec,
                         _ => Codec::L16,
                     };
                 }
@@ -449,14 +451,9 @@ impl<R: CallIds> Machine<R> {
             Step::ReplyBusy => {
                 if let Some(Event::Peer { from, message }) = event {
                     // The original protocol has no BUSY; its callers understand REJECT.
-                    let kind = if message.call.is_some() {
-                        Kind::Busy
-                    } else {
-                        Kind::Reject
-                    };
-                    let message = Message {
-                        kind,
-                        call: message.call,
+                    let message = match message.call_id() {
+                        Some(call) => Message::Busy { call: Some(call) },
+                        None => Message::Reject { call: None },
                     };
                     push(out, Action::Send { to: *from, message });
                 }
@@ -526,30 +523,34 @@ impl<R: CallIds> Machine<R> {
             log::debug!("no address for {:?} yet: not sent", say);
             return;
         };
-        let parlo = c.dialect == Dialect::Parlo;
-        let kind = match say {
-            Say::Start => Kind::Start {
-                caller: self.config.name.clone(),
-                codecs: parlo.then(|| self.config.codecs.set()),
+        let message = match (c.dialect, c.id) {
+            (Dialect::Parlo, Some(call)) => match say {
+                Say::Start => {
+                    Message::start(self.config.name.clone(), call, self.config.codecs.set())
+                }
+                Say::Ringing => Message::Ringing { call },
+                Say::Accept => Message::Accept {
+                    call: Some(call),
+                    codec: Some(c.codec),
+                },
+                Say::Reject => Message::Reject { call: Some(call) },
+                Say::Close => Message::Close { call: Some(call) },
+                Say::Closed => Message::Closed { call },
+                Say::Ack => Message::Ack { call },
             },
-            Say::Ringing => Kind::Ringing,
-            Say::Accept => Kind::Accept {
-                codec: parlo.then_some(c.codec),
+            // A peer speaking the original protocol knows nothing of call ids, RINGING or
+            // acknowledgements.
+            _ => match say {
+                Say::Start => Message::start_original(self.config.name.clone()),
+                Say::Accept => Message::Accept {
+                    call: None,
+                    codec: None,
+                },
+                Say::Reject => Message::Reject { call: None },
+                Say::Close => Message::Close { call: None },
+                Say::Ringing | Say::Closed | Say::Ack => return,
             },
-            Say::Reject => Kind::Reject,
-            Say::Close => Kind::Close,
-            Say::Closed => Kind::Closed,
-            Say::Ack => Kind::Ack,
         };
-        // A peer speaking the original protocol knows nothing of our extensions.
-        if c.dialect == Dialect::Original && !kind.in_original_protocol() {
-            return;
-        }
-        let call = match c.dialect {
-            Dialect::Parlo => c.id,
-            Dialect::Original => None,
-        };
-        let message = Message { kind, call };
         push(out, Action::Send { to, message });
     }
 
@@ -565,16 +566,16 @@ impl<R: CallIds> Machine<R> {
     }
 }
 
-fn peer_kind(kind: &Kind) -> EventKind {
-    match kind {
-        Kind::Start { .. } => EventKind::Start,
-        Kind::Ringing => EventKind::Ringing,
-        Kind::Accept { .. } => EventKind::PeerAccept,
-        Kind::Reject => EventKind::PeerReject,
-        Kind::Busy => EventKind::Busy,
-        Kind::Close => EventKind::Close,
-        Kind::Closed => EventKind::Closed,
-        Kind::Ack => EventKind::Ack,
+fn peer_kind(message: &Message) -> EventKind {
+    match message {
+        Message::Start { .. } => EventKind::Start,
+        Message::Ringing { .. } => EventKind::Ringing,
+        Message::Accept { .. } => EventKind::PeerAccept,
+        Message::Reject { .. } => EventKind::PeerReject,
+        Message::Busy { .. } => EventKind::Busy,
+        Message::Close { .. } => EventKind::Close,
+        Message::Closed { .. } => EventKind::Closed,
+        Message::Ack { .. } => EventKind::Ack,
     }
 }
 
@@ -582,7 +583,7 @@ fn push(out: &mut Actions, action: Action) {
     if let Err(dropped) = out.push(action) {
         // Unreachable by construction (MAX_ACTIONS exceeds the longest row plus the
         // cancellations); the property tests check it.
-        log::error!("action list full: {dropped} dropped");
+        log::error!("action list full: {dropped:?} dropped");
     }
 }
 
@@ -603,11 +604,15 @@ mod tests {
         Name::new(s).expect("test name")
     }
 
-    fn from_bob(kind: Kind, call: Option<CallId>) -> Event {
+    fn from_bob(message: Message) -> Event {
         Event::Peer {
             from: addr(BOB),
-            message: Message { kind, call },
+            message,
         }
+    }
+
+    fn accept(call: Option<CallId>) -> Message {
+        Message::Accept { call, codec: None }
     }
 
     fn idle() -> Machine<SplitMix64> {
@@ -630,7 +635,7 @@ mod tests {
     fn in_call() -> Machine<SplitMix64> {
         let mut m = dialing();
         let id = m.call_id();
-        let _ = m.handle(Instant(10), &from_bob(Kind::Accept { codec: None }, id));
+        let _ = m.handle(Instant(10), &from_bob(accept(id)));
         assert_eq!(m.state(), State::InCall);
         m
     }
@@ -684,9 +689,10 @@ mod tests {
     fn time_going_backwards_is_clamped() {
         let mut m = dialing();
         let id = m.call_id();
-        let _ = m.handle(Instant(1_000), &from_bob(Kind::Ringing, id));
+        let id = id.expect("a Parlo call has an id");
+        let _ = m.handle(Instant(1_000), &from_bob(Message::Ringing { call: id }));
         // A clock that steps back does not bring deadlines forward or fire them late.
-        let actions = m.handle(Instant(100), &from_bob(Kind::Accept { codec: None }, id));
+        let actions = m.handle(Instant(100), &from_bob(accept(Some(id))));
         assert!(actions.contains(&Action::ArmTimer {
             timer: Timer::PeerSilence,
             at: Instant(6_000)
@@ -695,14 +701,13 @@ mod tests {
 
     // ---- codecs ----
 
-    fn start_from_bob(codecs: Option<crate::types::CodecSet>, call: Option<CallId>) -> Event {
-        from_bob(
-            Kind::Start {
-                caller: name("bob"),
-                codecs,
-            },
+    fn start_from_bob(codecs: Option<crate::vocab::CodecSet>, call: Option<CallId>) -> Event {
+        from_bob(Message::Start {
+            caller: name("bob"),
             call,
-        )
+            version: call.map(|_| crate::vocab::VERSION),
+            codecs,
+        })
     }
 
     fn callee_with(preference: &[Codec], start: &Event) -> Machine<SplitMix64> {
@@ -716,7 +721,7 @@ mod tests {
 
     #[test]
     fn the_callee_chooses_by_its_own_preference() {
-        use crate::types::CodecSet;
+        use crate::vocab::CodecSet;
         let both = Some(CodecSet::only(Codec::Pcmu).with(Codec::L16));
         let id = Some(CallId(9));
         let cases: [(&[Codec], Option<CodecSet>, Codec); 6] = [
@@ -737,9 +742,9 @@ mod tests {
             let actions = m.handle(Instant(10), &Event::Accept);
             assert!(actions.contains(&Action::Send {
                 to: addr(BOB),
-                message: Message {
-                    kind: Kind::Accept { codec: Some(want) },
-                    call: id
+                message: Message::Accept {
+                    call: id,
+                    codec: Some(want)
                 }
             }));
             assert!(actions.contains(&Action::StartMedia {
@@ -756,10 +761,7 @@ mod tests {
         let actions = m.handle(Instant(10), &Event::Accept);
         assert!(actions.contains(&Action::Send {
             to: addr(BOB),
-            message: Message {
-                kind: Kind::Accept { codec: None },
-                call: None
-            }
+            message: accept(None)
         }));
         assert_eq!(m.codec(), Some(Codec::L16));
     }
@@ -780,23 +782,19 @@ mod tests {
         let id = m.call_id();
         assert!(actions.contains(&Action::Send {
             to: addr(BOB),
-            message: Message {
-                kind: Kind::Start {
-                    caller: name("alice"),
-                    codecs: Some(crate::types::CodecSet::only(Codec::L16))
-                },
-                call: id
-            }
+            message: Message::start(
+                name("alice"),
+                id.expect("a Parlo call has an id"),
+                crate::vocab::CodecSet::only(Codec::L16)
+            )
         }));
         // Not offered, but the callee decides and both ends decode every codec.
         let actions = m.handle(
             Instant(5),
-            &from_bob(
-                Kind::Accept {
-                    codec: Some(Codec::Pcmu),
-                },
-                id,
-            ),
+            &from_bob(Message::Accept {
+                call: id,
+                codec: Some(Codec::Pcmu),
+            }),
         );
         assert_eq!(m.codec(), Some(Codec::Pcmu));
         assert!(actions.contains(&Action::StartMedia {

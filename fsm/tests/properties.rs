@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use parlo_fsm::{
-    Action, CallId, CallIds, Codec, CodecSet, Config, Dialect, Event, Instant, Kind, MAX_ACTIONS,
+    Action, CallId, CallIds, Codec, CodecSet, Config, Dialect, Event, Instant, MAX_ACTIONS,
     Machine, Message, Name, Note, Preference, State, Timer,
 };
 use proptest::prelude::*;
@@ -65,21 +65,24 @@ fn preference() -> impl Strategy<Value = Preference> {
 }
 
 fn message() -> impl Strategy<Value = Message> {
-    let kind = prop_oneof![
-        (0..3usize, offer()).prop_map(|(i, codecs)| Kind::Start {
+    let id = || (1u32..=4).prop_map(CallId);
+    let call = || prop_oneof![Just(None), id().prop_map(Some)];
+    prop_oneof![
+        (0..3usize, call(), offer()).prop_map(|(i, call, codecs)| Message::Start {
             caller: name(i),
+            call,
+            version: call.map(|_| parlo_fsm::VERSION),
             codecs
         }),
-        Just(Kind::Ringing),
-        prop::option::of(codec()).prop_map(|codec| Kind::Accept { codec }),
-        Just(Kind::Reject),
-        Just(Kind::Busy),
-        Just(Kind::Close),
-        Just(Kind::Closed),
-        Just(Kind::Ack),
-    ];
-    let call = prop_oneof![Just(None), (1u32..=4).prop_map(|i| Some(CallId(i)))];
-    (kind, call).prop_map(|(kind, call)| Message { kind, call })
+        id().prop_map(|call| Message::Ringing { call }),
+        (call(), prop::option::of(codec()))
+            .prop_map(|(call, codec)| Message::Accept { call, codec }),
+        call().prop_map(|call| Message::Reject { call }),
+        call().prop_map(|call| Message::Busy { call }),
+        call().prop_map(|call| Message::Close { call }),
+        id().prop_map(|call| Message::Closed { call }),
+        id().prop_map(|call| Message::Ack { call }),
+    ]
 }
 
 fn input() -> impl Strategy<Value = Input> {
@@ -111,36 +114,29 @@ fn prefix(state: State) -> Vec<Input> {
             addr: addr(0),
         })
     };
-    let from_bob = |kind: Kind, call: Option<u32>| {
+    let from_bob = |message: Message| {
         Input::Event(Event::Peer {
             from: addr(0),
-            message: Message {
-                kind,
-                call: call.map(CallId),
-            },
+            message,
+        })
+    };
+    let accept = || {
+        from_bob(Message::Accept {
+            call: Some(CallId(1)),
+            codec: None,
         })
     };
     match state {
         State::Idle => vec![],
         State::Dialing => vec![dial(), resolved()],
-        State::Ringing => vec![from_bob(
-            Kind::Start {
-                caller: name(1),
-                codecs: None,
-            },
-            Some(4),
-        )],
-        State::InCall => vec![
-            dial(),
-            resolved(),
-            from_bob(Kind::Accept { codec: None }, Some(1)),
-        ],
-        State::Closing => vec![
-            dial(),
-            resolved(),
-            from_bob(Kind::Accept { codec: None }, Some(1)),
-            Input::Event(Event::Hangup),
-        ],
+        State::Ringing => vec![from_bob(Message::Start {
+            caller: name(1),
+            call: Some(CallId(4)),
+            version: Some(parlo_fsm::VERSION),
+            codecs: None,
+        })],
+        State::InCall => vec![dial(), resolved(), accept()],
+        State::Closing => vec![dial(), resolved(), accept(), Input::Event(Event::Hangup)],
     }
 }
 
@@ -221,16 +217,18 @@ fn check_codecs<R: CallIds>(m: &Machine<R>, actions: &[Action]) -> Result<(), St
     let preference = &m.config().codecs;
     for action in actions {
         match action {
-            Action::Send { message, .. } => match &message.kind {
-                Kind::Start { codecs, .. }
-                    if message.call.is_some() && *codecs != Some(preference.set()) =>
-                {
+            Action::Send { message, .. } => match message {
+                Message::Start {
+                    call: Some(_),
+                    codecs,
+                    ..
+                } if *codecs != Some(preference.set()) => {
                     return Err(format!("START offers {codecs:?}, not {preference}"));
                 }
-                Kind::Accept { codec } => {
-                    let want = message.call.and(m.codec());
+                Message::Accept { call, codec } => {
+                    let want = call.and(m.codec());
                     if *codec != want {
-                        return Err(format!("{message} names {codec:?}, expected {want:?}"));
+                        return Err(format!("{message:?} names {codec:?}, expected {want:?}"));
                     }
                 }
                 _ => {}
@@ -258,9 +256,10 @@ impl Run {
                 check_codecs(&self.machine, &actions)?;
                 if let Event::Peer {
                     message:
-                        Message {
-                            kind: Kind::Start { codecs, .. },
+                        Message::Start {
                             call: Some(_),
+                            codecs,
+                            ..
                         },
                     ..
                 } = e

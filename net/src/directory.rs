@@ -35,8 +35,7 @@ use serde::de::{Deserializer, Visitor};
 
 use crate::framing::MAX_REQUEST;
 
-/// The longest name, in bytes of UTF-8.
-pub const MAX_NAME_LEN: usize = 32;
+pub use parlo_fsm::{MAX_NAME_LEN, Name, NameError};
 
 /// The UDP port a phone listens on when its REG does not say (the original's fixed port).
 pub const DEFAULT_PEER_PORT: u16 = 5001;
@@ -69,15 +68,8 @@ pub enum RequestError {
     UnknownCommand(heapless::String<COMMAND_ECHO>),
     /// REG, GET or DISCONNECT without a `"name"` field.
     MissingName,
-    /// The name is the empty string.
-    EmptyName,
-    /// The name is longer than [`MAX_NAME_LEN`] bytes (its length in bytes).
-    NameTooLong(usize),
-    /// The name contains whitespace (the peer protocol separates fields with spaces).
-    NameHasWhitespace,
-    /// The name contains a control character or an invisible formatting character
-    /// (zero-width space, bidirectional override, byte order mark...).
-    NameHasControl,
+    /// The name breaks the naming rule (see [`Name`]).
+    BadName(NameError),
     /// `"port"` is not between 1 and 65535 (the value sent).
     BadPort(i64),
     /// `"offset"` is negative or beyond 2^32 (the value sent).
@@ -99,17 +91,7 @@ impl fmt::Display for RequestError {
                 "unknown command \"{command}\" (expected REG, GET, DISCONNECT, LIST or PING)"
             ),
             RequestError::MissingName => f.write_str("missing \"name\""),
-            RequestError::EmptyName => f.write_str("name is empty"),
-            RequestError::NameTooLong(len) => {
-                write!(
-                    f,
-                    "name is {len} bytes long, at most {MAX_NAME_LEN} allowed"
-                )
-            }
-            RequestError::NameHasWhitespace => f.write_str("name contains whitespace"),
-            RequestError::NameHasControl => {
-                f.write_str("name contains a control or invisible character")
-            }
+            RequestError::BadName(error) => write!(f, "{error}"),
             RequestError::BadPort(port) => write!(f, "port {port} is not between 1 and 65535"),
             RequestError::BadOffset(offset) => {
                 write!(f, "offset {offset} is not between 0 and 4294967295")
@@ -119,69 +101,6 @@ impl fmt::Display for RequestError {
 }
 
 impl core::error::Error for RequestError {}
-
-/// A registered name: 1–[`MAX_NAME_LEN`] bytes of UTF-8, no whitespace, no control or
-/// invisible formatting character.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(heapless::String<MAX_NAME_LEN>);
-
-impl Name {
-    /// Checks `name` against the naming rules.
-    pub fn new(name: &str) -> Result<Name, RequestError> {
-        if name.is_empty() {
-            return Err(RequestError::EmptyName);
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(RequestError::NameTooLong(name.len()));
-        }
-        if name.chars().any(char::is_whitespace) {
-            return Err(RequestError::NameHasWhitespace);
-        }
-        if name.chars().any(|c| c.is_control() || is_invisible(c)) {
-            return Err(RequestError::NameHasControl);
-        }
-        let mut inner = heapless::String::new();
-        inner
-            .push_str(name)
-            .map_err(|_| RequestError::NameTooLong(name.len()))?;
-        Ok(Name(inner))
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-/// Characters that print as nothing or reorder text: zero-width spaces and joiners,
-/// bidirectional marks, embeddings, overrides and isolates, invisible operators, the
-/// byte order mark, interlinear annotation marks, tag characters.
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{061C}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{E0000}'..='\u{E007F}'
-    )
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
 
 /// Where a registered phone can be reached: the address its TCP connection comes from and
 /// the UDP port it announced.
@@ -276,13 +195,21 @@ impl Request {
     /// Strings are unescaped (`"\u00e9"` is `é`); fields other than `command`, `name`,
     /// `port` and `offset` are ignored, so clients may add their own.
     pub fn parse(bytes: &[u8]) -> Result<Request, RequestError> {
+        let mut joined = [0u8; MAX_REQUEST];
+        let bytes = match join_surrogate_pairs(bytes, &mut joined) {
+            Some(len) => &joined[..len],
+            None => bytes,
+        };
         let mut unescaped = [0u8; MAX_REQUEST];
         let (wire, _) = serde_json_core::from_slice_escaped::<Wire>(bytes, &mut unescaped)
             .map_err(|e| RequestError::Malformed(describe(&e)))?;
         let command = wire.command.ok_or(RequestError::MissingCommand)?;
         let name = || -> Result<Name, RequestError> {
             let text = wire.name.as_ref().ok_or(RequestError::MissingName)?;
-            Name::new(text.whole().map_err(RequestError::NameTooLong)?)
+            let text = text
+                .whole()
+                .map_err(|len| RequestError::BadName(NameError::TooLong { len }))?;
+            Name::new(text).map_err(RequestError::BadName)
         };
         match command.whole() {
             Ok("REG") => {
@@ -313,6 +240,65 @@ impl Request {
             _ => Err(RequestError::UnknownCommand(command.kept)),
         }
     }
+}
+
+/// Rewrites each escaped UTF-16 surrogate pair (`\ud83d\ude00`) in the strings of `input`
+/// as the raw UTF-8 of its character, into `out`; returns the length written, or `None`
+/// when `input` holds no such pair (or does not fit `out`) and is to be parsed as it is.
+///
+/// JSON writes characters beyond the Basic Multilingual Plane as such pairs, and so does
+/// the original client (Python's `json.dumps` escapes every non-ASCII character), but the
+/// JSON parser decodes one `\uXXXX` at a time and refuses a lone surrogate. A lone or
+/// reversed surrogate is left as it is, and refused by the parser.
+fn join_surrogate_pairs(input: &[u8], out: &mut [u8]) -> Option<usize> {
+    let has_surrogate = input
+        .windows(3)
+        .any(|w| w[0] == b'\\' && w[1] == b'u' && matches!(w[2], b'd' | b'D'));
+    if !has_surrogate || input.len() > out.len() {
+        return None;
+    }
+    let (mut read, mut written, mut in_string) = (0, 0, false);
+    while let Some(&byte) = input.get(read) {
+        if in_string && byte == b'\\' {
+            if let Some(ch) = surrogate_pair(&input[read..]) {
+                // 12 bytes in, at most 4 out: `written` never overtakes `read`.
+                written += ch.encode_utf8(&mut out[written..]).len();
+                read += 12;
+                continue;
+            }
+            // Any other escape is copied whole, so that `\"` does not end the string.
+            let end = (read + 2).min(input.len());
+            out[written..written + end - read].copy_from_slice(&input[read..end]);
+            written += end - read;
+            read = end;
+            continue;
+        }
+        if byte == b'"' {
+            in_string = !in_string;
+        }
+        out[written] = byte;
+        written += 1;
+        read += 1;
+    }
+    Some(written)
+}
+
+/// The character of a high and a low surrogate written `\uD8xx\uDCxx` at the start of
+/// `text`.
+fn surrogate_pair(text: &[u8]) -> Option<char> {
+    let unit = |escape: &[u8]| -> Option<u32> {
+        let digits = escape.strip_prefix(b"\\u")?;
+        if !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u32::from_str_radix(core::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let high = unit(text.get(..6)?)?;
+    let low = unit(text.get(6..12)?)?;
+    if !(0xD800..0xDC00).contains(&high) || !(0xDC00..0xE000).contains(&low) {
+        return None;
+    }
+    char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
 }
 
 /// A short, user-facing description of a JSON error.
@@ -829,11 +815,35 @@ mod tests {
         }
 
         #[test]
+        fn characters_beyond_the_basic_plane_may_come_as_surrogate_pairs() {
+            // What Python's json.dumps writes for "😀x" (the original client's encoder).
+            let reg = |escaped: &str| parse(&format!(r#"{{"command":"REG","name":"{escaped}"}}"#));
+            let want = Ok(Request::Reg {
+                name: name("\u{1F600}x"),
+                port: DEFAULT_PEER_PORT,
+            });
+            assert_eq!(reg(r"\ud83d\ude00x"), want);
+            assert_eq!(reg(r"\uD83D\uDE00x"), want);
+            assert_eq!(reg("\u{1F600}x"), want);
+            // An escaped backslash before `ud83d` is text, not an escape.
+            assert!(matches!(
+                reg(r"a\\ud83d\ude00"),
+                Err(RequestError::Malformed(_))
+            ));
+            // Lone or reversed surrogates are not characters.
+            for bad in [r"\ud83dx", r"\ude00\ud83d", r"x\ude00"] {
+                assert!(matches!(reg(bad), Err(RequestError::Malformed(_))), "{bad}");
+            }
+            // A surrogate pair outside a string is left for the parser to refuse.
+            assert!(parse(r#"{"command":"PING"}\ud83d\ude00"#).is_err());
+        }
+
+        #[test]
         fn sql_looking_name_is_just_a_name() {
             assert_eq!(
-                parse(r#"{"command":"REG","name":"x\"OR\"1\"=\"1"}"#),
+                parse(r#"{"command":"REG","name":"x\"OR\"1\"<>\"1"}"#),
                 Ok(Request::Reg {
-                    name: name(r#"x"OR"1"="1"#),
+                    name: name(r#"x"OR"1"<>"1"#),
                     port: DEFAULT_PEER_PORT
                 })
             );
@@ -866,17 +876,28 @@ mod tests {
                 parse(r#"{"command":"GET"}"#),
                 Err(RequestError::MissingName)
             );
-            assert_eq!(get(""), Err(RequestError::EmptyName));
-            assert_eq!(get(&"n".repeat(33)), Err(RequestError::NameTooLong(33)));
-            assert_eq!(get(&"é".repeat(17)), Err(RequestError::NameTooLong(34)));
-            assert_eq!(get(&"n".repeat(900)), Err(RequestError::NameTooLong(900)));
-            assert_eq!(get("bob smith"), Err(RequestError::NameHasWhitespace));
-            assert_eq!(get(r"bob\tsmith"), Err(RequestError::NameHasWhitespace));
-            assert_eq!(get("bob\u{a0}"), Err(RequestError::NameHasWhitespace));
-            assert_eq!(get(r"bob\u0007"), Err(RequestError::NameHasControl));
-            assert_eq!(get("ali\u{200b}ce"), Err(RequestError::NameHasControl));
-            assert_eq!(get(r"\u202eecila"), Err(RequestError::NameHasControl));
-            assert_eq!(get(r"\ufeffalice"), Err(RequestError::NameHasControl));
+            assert_eq!(get(""), Err(RequestError::BadName(NameError::Empty)));
+            assert_eq!(
+                get(&"n".repeat(33)),
+                Err(RequestError::BadName(NameError::TooLong { len: 33 }))
+            );
+            assert_eq!(
+                get(&"é".repeat(17)),
+                Err(RequestError::BadName(NameError::TooLong { len: 34 }))
+            );
+            assert_eq!(
+                get(&"n".repeat(900)),
+                Err(RequestError::BadName(NameError::TooLong { len: 900 }))
+            );
+            let white = |ch| Err(RequestError::BadName(NameError::Whitespace { ch }));
+            let invisible = |ch| Err(RequestError::BadName(NameError::Invisible { ch }));
+            assert_eq!(get("bob smith"), white(' '));
+            assert_eq!(get(r"bob\tsmith"), white('\t'));
+            assert_eq!(get("bob\u{a0}"), white('\u{a0}'));
+            assert_eq!(get(r"bob\u0007"), invisible('\u{7}'));
+            assert_eq!(get("ali\u{200b}ce"), invisible('\u{200b}'));
+            assert_eq!(get(r"\u202eecila"), invisible('\u{202e}'));
+            assert_eq!(get(r"\ufeffalice"), invisible('\u{feff}'));
             assert_eq!(
                 get("café-ß-Ω-☎"),
                 Ok(Request::Get {
@@ -1064,7 +1085,7 @@ mod tests {
                 RequestError::UnknownCommand("\u{1}".repeat(16).as_str().try_into().expect("fits"))
                     .into(),
                 RequestError::BadPort(i64::MIN).into(),
-                RequestError::NameTooLong(usize::MAX).into(),
+                RequestError::BadName(NameError::TooLong { len: usize::MAX }).into(),
             ];
             for reason in reasons {
                 let mut buf = [0u8; MAX_RESPONSE];
@@ -1394,8 +1415,8 @@ pub enum ReplyError {
     BadIp(heapless::String<COMMAND_ECHO>),
     /// `"port"` is not between 1 and 65535 (the value sent).
     BadPort(i64),
-    /// A name in `"users"` breaks the naming rules.
-    BadName(RequestError),
+    /// A name in `"users"` breaks the naming rule.
+    BadName(NameError),
     /// `"users"` lists more than [`LIST_PAGE`] names.
     TooManyNames,
 }
@@ -1522,11 +1543,10 @@ impl Reply {
             }
             let mut names = Page::new();
             for text in &users.names {
-                let name = Name::new(
-                    text.whole()
-                        .map_err(|len| ReplyError::BadName(RequestError::NameTooLong(len)))?,
-                )
-                .map_err(ReplyError::BadName)?;
+                let text = text
+                    .whole()
+                    .map_err(|len| ReplyError::BadName(NameError::TooLong { len }))?;
+                let name = Name::new(text).map_err(ReplyError::BadName)?;
                 // Cannot overflow: `users.names` has the page's capacity.
                 let _ = names.push(name);
             }
@@ -1594,7 +1614,7 @@ mod client_side_tests {
     fn encoded_requests_parse_back_to_themselves() {
         for request in [
             Request::Reg {
-                name: name("d\"o\\or=1"),
+                name: name("d\"o\\or;1"),
                 port: 65535,
             },
             Request::Get {
@@ -1752,12 +1772,12 @@ mod client_side_tests {
         );
         assert!(matches!(
             reply(r#"{"users":["has space"],"more":false}"#),
-            Err(ReplyError::BadName(RequestError::NameHasWhitespace))
+            Err(ReplyError::BadName(NameError::Whitespace { ch: ' ' }))
         ));
         let long = format!(r#"{{"users":["{}"],"more":false}}"#, "n".repeat(40));
         assert_eq!(
             reply(&long),
-            Err(ReplyError::BadName(RequestError::NameTooLong(40)))
+            Err(ReplyError::BadName(NameError::TooLong { len: 40 }))
         );
         let many: std::vec::Vec<String> = (0..=LIST_PAGE).map(|i| format!("\"u{i}\"")).collect();
         let many = format!(r#"{{"users":[{}],"more":true}}"#, many.join(","));
@@ -1781,7 +1801,7 @@ mod client_side_properties {
 
     /// Valid names: printable, no whitespace, 1 to 32 bytes.
     fn names() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9_\\-\"\\\\=é]{1,10}"
+        "[a-zA-Z0-9_\\-\"\\\\é]{1,10}"
     }
 
     proptest! {

@@ -51,16 +51,9 @@
 
 use core::fmt;
 
-use crate::peer::{self, Codec, Dialect, Message};
+use crate::peer::{self, Codec, Dialect, Message, Wire};
 
-/// Samples per second.
-pub const SAMPLE_RATE: u32 = 8000;
-
-/// Samples per frame: one RTP packet or one raw PCM datagram.
-pub const FRAME_SAMPLES: usize = 512;
-
-/// One frame of audio.
-pub type Frame = [i16; FRAME_SAMPLES];
+pub use parlo_fsm::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
 
 /// Length of an RTP header without CSRC list or extension.
 pub const RTP_HEADER_LEN: usize = 12;

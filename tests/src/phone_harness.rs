@@ -23,10 +23,7 @@ use crate::server_harness::{
     PATIENCE, Server, TempDir, die_with_parent, loopback, signal, wait_exit, workspace_binary,
 };
 
-/// Samples per second of every WAV file here and of the phones' audio.
-pub const SAMPLE_RATE: u32 = 8000;
-/// Samples per frame (one datagram of media).
-pub const FRAME_SAMPLES: usize = 512;
+pub use parlo_fsm::{FRAME_SAMPLES, SAMPLE_RATE};
 /// The UDP port the original project always uses for its peers.
 pub const ORIGINAL_PORT: u16 = 5001;
 

@@ -16,21 +16,26 @@
 //! ```
 //!
 //! Events: `dial NAME`, `accept`, `reject`, `hangup`, `resolved NAME ADDR`,
-//! `unknown NAME`, `from ADDR: MESSAGE` (the message as on the wire, e.g.
-//! `RINGING call=0000002a`; `codecs=L16,PCMU` in START and `codec=PCMU` in ACCEPT are
-//! read, `v=2` is not), `media from ADDR`, and `tick` (fire every timer due by
-//! then). Besides actions, the expectations may say `foreign N` (messages ignored as
-//! belonging to another call so far) and `deadline T` or `deadline none` (the next timer
-//! deadline). An event followed by `state` alone expects no action at all.
+//! `unknown NAME`, `from ADDR: MESSAGE`, `media from ADDR`, and `tick` (fire every timer
+//! due by then). Besides actions, the expectations may say `foreign N` (messages ignored
+//! as belonging to another call so far) and `deadline T` or `deadline none` (the next
+//! timer deadline). An event followed by `state` alone expects no action at all.
+//!
+//! Messages are written as on the wire (`RINGING call=0000002a`) and go through the
+//! wire: a received message is parsed by `parlo-net`'s parser, the very one real
+//! datagrams go through, and an expected `send MESSAGE to ADDR` is parsed the same way
+//! and compared with what the machine asked to send. Other actions are compared as
+//! text, in the notation of [`render`].
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use parlo_fsm::{
-    Action, CallId, CallIds, Codec, CodecSet, Config, Event, Instant, Kind, Machine, Message, Name,
+    Action, CallId, CallIds, Codec, Config, Dialect, Event, Instant, Machine, Message, Name,
     Preference, State,
 };
+use parlo_net::peer::Wire;
 
 /// Call ids listed by the spec, handed out in order.
 #[derive(Debug, Default)]
@@ -60,7 +65,7 @@ fn fail<T>(line: usize, message: impl Into<String>) -> Result<T, Failure> {
 }
 
 fn name(line: usize, text: &str) -> Result<Name, Failure> {
-    Name::new(text).map_or_else(|| fail(line, format!("name too long: {text}")), Ok)
+    Name::new(text).or_else(|e| fail(line, format!("{text:?}: {e}")))
 }
 
 fn addr(line: usize, text: &str) -> Result<SocketAddr, Failure> {
@@ -87,46 +92,46 @@ fn state(line: usize, text: &str) -> Result<State, Failure> {
         .map_or_else(|| fail(line, format!("no such state: {text}")), Ok)
 }
 
-/// Parses a peer message written as on the wire.
+/// Parses a peer message written as on the wire, with the wire's parser.
 fn message(line: usize, text: &str) -> Result<Message, Failure> {
-    let mut words = text.split_whitespace();
-    let keyword = words.next().unwrap_or("");
-    let mut call = None;
-    let mut caller = None;
-    let mut offer = None;
-    let mut chosen = None;
-    for word in words {
-        if let Some(hex) = word.strip_prefix("call=") {
-            let id = u32::from_str_radix(hex, 16)
-                .or_else(|_| fail(line, format!("bad call id: {hex}")))?;
-            call = Some(CallId(id));
-        } else if let Some(list) = word.strip_prefix("codecs=") {
-            offer = Some(codecs(line, list)?.into_iter().collect::<CodecSet>());
-        } else if let Some(name) = word.strip_prefix("codec=") {
-            chosen = Some(codec(line, name)?);
-        } else if word.contains('=') {
-            // v=2 does not concern the machine.
-        } else if keyword == "START" && caller.is_none() {
-            caller = Some(name(line, word)?);
-        } else {
-            return fail(line, format!("unexpected word in message: {word}"));
-        }
-    }
-    let kind = match keyword {
-        "START" => Kind::Start {
-            caller: caller.map_or_else(|| fail(line, "START without a caller"), Ok)?,
-            codecs: offer,
+    Message::parse(text.as_bytes()).or_else(|e| fail(line, format!("`{text}`: {e}")))
+}
+
+/// An action in the notation of the specs: `lookup bob`, `send RINGING call=0000002a to
+/// 127.0.0.2:5001` (the message as `parlo-net` writes it), `arm retransmit at 505`,
+/// `cancel retransmit`, `start media with 127.0.0.2:5001 (L16)`, `stop media`,
+/// `notify ringing bob`.
+pub fn render(action: &Action) -> String {
+    match action {
+        Action::Lookup(name) => format!("lookup {name}"),
+        Action::Send { to, message } => format!("send {} to {to}", message.wire()),
+        Action::ArmTimer { timer, at } => format!("arm {} at {at}", timer.name()),
+        Action::CancelTimer(timer) => format!("cancel {}", timer.name()),
+        Action::StartMedia {
+            peer,
+            dialect,
+            codec,
+        } => match dialect {
+            Dialect::Original => format!("start media with {peer} (original)"),
+            Dialect::Parlo => format!("start media with {peer} ({codec})"),
         },
-        "RINGING" => Kind::Ringing,
-        "ACCEPT" => Kind::Accept { codec: chosen },
-        "REJECT" => Kind::Reject,
-        "BUSY" => Kind::Busy,
-        "CLOSE" => Kind::Close,
-        "CLOSED" => Kind::Closed,
-        "ACK" => Kind::Ack,
-        other => return fail(line, format!("unknown message keyword: {other}")),
+        Action::StopMedia => "stop media".to_string(),
+        Action::Notify(note) => format!("notify {note}"),
+    }
+}
+
+/// An expected `send MESSAGE to ADDR`, read through the wire's parser.
+fn expected_send(line: usize, text: &str) -> Result<Option<Action>, Failure> {
+    let Some(rest) = text.strip_prefix("send ") else {
+        return Ok(None);
     };
-    Ok(Message { kind, call })
+    let Some((wire, to)) = rest.rsplit_once(" to ") else {
+        return fail(line, "expected `send MESSAGE to ADDR`");
+    };
+    Ok(Some(Action::Send {
+        to: addr(line, to)?,
+        message: message(line, wire)?,
+    }))
 }
 
 /// `None` means `tick`.
@@ -280,7 +285,7 @@ fn check<R: CallIds>(step: &Step, machine: &Machine<R>, actions: &[Action]) -> R
             machine.state()
         );
         for a in actions {
-            let _ = write!(s, "\n    {a}");
+            let _ = write!(s, "\n    {}", render(a));
         }
         if actions.is_empty() {
             s.push_str(" nothing");
@@ -308,7 +313,7 @@ fn check<R: CallIds>(step: &Step, machine: &Machine<R>, actions: &[Action]) -> R
             ),
         );
     }
-    let mut done = actions.iter().map(ToString::to_string);
+    let mut done = actions.iter();
     let mut last_line = *line;
     for (line, want) in expect {
         last_line = *line;
@@ -331,12 +336,16 @@ fn check<R: CallIds>(step: &Step, machine: &Machine<R>, actions: &[Action]) -> R
             }
             continue;
         }
+        let send = expected_send(*line, want)?;
         match done.next() {
-            Some(got) if got == *want => {}
+            Some(got)
+                if send
+                    .as_ref()
+                    .map_or(render(got) == *want, |send| send == got) => {}
             Some(got) => {
                 return fail(
                     *line,
-                    format!("expected `{want}`, got `{got}`{}", listing()),
+                    format!("expected `{want}`, got `{}`{}", render(got), listing()),
                 );
             }
             None => {
@@ -350,7 +359,11 @@ fn check<R: CallIds>(step: &Step, machine: &Machine<R>, actions: &[Action]) -> R
     if let Some(extra) = done.next() {
         return fail(
             last_line,
-            format!("unexpected action `{extra}` after this line{}", listing()),
+            format!(
+                "unexpected action `{}` after this line{}",
+                render(extra),
+                listing()
+            ),
         );
     }
     Ok(())

@@ -265,10 +265,14 @@ fn sql_looking_names_are_just_names() {
     let mut mallory = LineClient::new(server.connect());
     let mut victim = OriginalClient::new(server.connect());
     assert_eq!(victim.request("REG", "victim"), REGISTERED);
-    let tricky = r#"x\"OR\"1\"=\"1"#;
+    let tricky = r#"x\"OR\"1\"<>\"1"#;
     assert_eq!(
         mallory.ask(&format!(r#"{{"command":"REG","name":"{tricky}"}}"#)),
         REGISTERED.trim_end()
+    );
+    assert_eq!(
+        mallory.ask(r#"{"command":"GET","name":"x\"OR\"1\"=\"1"}"#),
+        "{\"ack\":\"Error\",\"reason\":\"name contains '=', which separates fields\"}"
     );
     assert_eq!(
         mallory.ask(r#"{"command":"GET","name":"x'; DELETE FROM presence; --"}"#),
@@ -280,6 +284,6 @@ fn sql_looking_names_are_just_names() {
     );
     eventually("both names in the database", || {
         let table = server.users();
-        table.contains("x\"OR\"1\"=\"1") && table.contains("victim")
+        table.contains("x\"OR\"1\"<>\"1") && table.contains("victim")
     });
 }

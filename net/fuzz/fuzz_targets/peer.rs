@@ -2,7 +2,7 @@
 //! emitted within `MAX_MESSAGE_LEN` bytes and parses back to the same message.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use parlo_net::peer::{Dialect, MAX_MESSAGE_LEN, MAX_NAME_LEN, Message, Name};
+use parlo_net::peer::{Dialect, MAX_MESSAGE_LEN, MAX_NAME_LEN, Message, Name, Wire};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(name) = Name::from_bytes(data) {

@@ -1,0 +1,665 @@
+//! Parlo's vocabulary: names, call ids, codecs, dialects, the signalling message and the
+//! audio frame. Defined once, here; `parlo-net` reads and writes them on the wire and the
+//! daemons use them as they are.
+
+use core::fmt;
+
+/// Audio sample rate, in samples per second (mono, 16-bit).
+pub const SAMPLE_RATE: u32 = 8000;
+
+/// Samples in one audio frame: 64 ms at [`SAMPLE_RATE`], the original's 512-sample chunk.
+pub const FRAME_SAMPLES: usize = 512;
+
+/// One audio frame: [`FRAME_SAMPLES`] signed 16-bit samples.
+pub type Frame = [i16; FRAME_SAMPLES];
+
+/// Duration of one frame, in milliseconds.
+pub const FRAME_MS: u64 = FRAME_SAMPLES as u64 * 1000 / SAMPLE_RATE as u64;
+
+/// Longest name, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// The protocol version Parlo speaks, sent as `v=2` in `START`.
+pub const VERSION: u8 = 2;
+
+/// Why a text is not a valid [`Name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NameError {
+    /// The name is empty.
+    Empty,
+    /// The name is longer than [`MAX_NAME_LEN`] bytes.
+    TooLong {
+        /// Its length, in bytes.
+        len: usize,
+    },
+    /// The name is not valid UTF-8.
+    NotUtf8,
+    /// The name contains whitespace (fields are separated by spaces).
+    Whitespace {
+        /// The whitespace character.
+        ch: char,
+    },
+    /// The name contains a control character, or an invisible or formatting character
+    /// that would let two different names look the same.
+    Invisible {
+        /// The offending character.
+        ch: char,
+    },
+    /// The name contains `=`, which separates a field's key from its value.
+    Equals,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameError::Empty => f.write_str("name is empty"),
+            NameError::TooLong { len } => {
+                write!(
+                    f,
+                    "name is {len} bytes long, at most {MAX_NAME_LEN} allowed"
+                )
+            }
+            NameError::NotUtf8 => f.write_str("name is not valid UTF-8"),
+            NameError::Whitespace { .. } => f.write_str("name contains whitespace"),
+            NameError::Invisible { ch } => write!(
+                f,
+                "name contains a control or invisible character (U+{:04X})",
+                u32::from(*ch)
+            ),
+            NameError::Equals => f.write_str("name contains '=', which separates fields"),
+        }
+    }
+}
+
+impl core::error::Error for NameError {}
+
+/// A user's name, as registered in the directory, sent in `START` and typed in commands.
+///
+/// One rule serves the directory, the peer protocol and the phone's commands: 1 to
+/// [`MAX_NAME_LEN`] bytes of UTF-8; no whitespace (the peer protocol separates fields with
+/// spaces); no control character (C0, DEL, C1); none of the invisible formatting characters
+/// that would let two different names look the same or reorder the text around them
+/// (soft hyphen, Arabic letter mark, zero-width spaces and joiners, bidirectional marks,
+/// embeddings, overrides and isolates, invisible operators, the byte-order mark,
+/// interlinear annotation marks, tag characters); and no `=`, which separates a field's
+/// key from its value in signalling and in the phone's events.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Name(heapless::String<MAX_NAME_LEN>);
+
+impl Name {
+    /// Checks `name` against the rule.
+    pub fn new(name: &str) -> Result<Name, NameError> {
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(NameError::TooLong { len: name.len() });
+        }
+        for ch in name.chars() {
+            if ch.is_whitespace() {
+                return Err(NameError::Whitespace { ch });
+            }
+            if ch.is_control() || is_invisible(ch) {
+                return Err(NameError::Invisible { ch });
+            }
+            if ch == '=' {
+                return Err(NameError::Equals);
+            }
+        }
+        let mut text = heapless::String::new();
+        text.push_str(name)
+            .map_err(|_| NameError::TooLong { len: name.len() })?;
+        Ok(Name(text))
+    }
+
+    /// Checks a name received as bytes.
+    pub fn from_bytes(name: &[u8]) -> Result<Name, NameError> {
+        // Length first, so that a long name is reported as too long even when it is also
+        // cut in the middle of a character.
+        if name.len() > MAX_NAME_LEN {
+            return Err(NameError::TooLong { len: name.len() });
+        }
+        let text = core::str::from_utf8(name).map_err(|_| NameError::NotUtf8)?;
+        Name::new(text)
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// Whether `ch` may appear in a name (and, so, in text shown as is).
+pub fn is_name_char(ch: char) -> bool {
+    !ch.is_whitespace() && !ch.is_control() && !is_invisible(ch) && ch != '='
+}
+
+/// Characters that print as nothing or reorder the text around them.
+fn is_invisible(ch: char) -> bool {
+    matches!(
+        ch,
+        '\u{00AD}'                    // soft hyphen
+            | '\u{061C}'              // Arabic letter mark
+            | '\u{180E}'              // Mongolian vowel separator
+            | '\u{200B}'..='\u{200F}' // zero-width space, joiners, direction marks
+            | '\u{202A}'..='\u{202E}' // bidirectional embeddings and overrides
+            | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, isolates
+            | '\u{FEFF}'              // byte-order mark
+            | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
+            | '\u{E0000}'..='\u{E007F}' // tag characters
+    )
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl TryFrom<&str> for Name {
+    type Error = NameError;
+
+    fn try_from(name: &str) -> Result<Name, NameError> {
+        Name::new(name)
+    }
+}
+
+impl core::str::FromStr for Name {
+    type Err = NameError;
+
+    fn from_str(name: &str) -> Result<Name, NameError> {
+        Name::new(name)
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Identifies one call between two phones, so that a message about another call (late,
+/// duplicated or forged) is recognised and ignored.
+///
+/// A 32-bit number chosen at random by the caller, written on the wire as exactly 8
+/// hexadecimal digits (`call=0badcafe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u32);
+
+impl CallId {
+    /// Wraps a number.
+    pub const fn new(id: u32) -> CallId {
+        CallId(id)
+    }
+
+    /// The number.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Reads exactly 8 hexadecimal digits, in either case.
+    pub fn parse(text: &str) -> Option<CallId> {
+        if text.len() != 8 {
+            return None;
+        }
+        let mut id = 0u32;
+        for byte in text.bytes() {
+            id = (id << 4) | char::from(byte).to_digit(16)?;
+        }
+        Some(CallId(id))
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+/// Which protocol the peer of a call speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// Parlo: call ids, RINGING, acknowledgements, RTP media.
+    Parlo,
+    /// The original project: bare `START <name>`, `ACCEPT`, `REJECT`, `CLOSE`, and raw
+    /// PCM media. It knows nothing of RINGING, BUSY, CLOSED or ACK.
+    Original,
+}
+
+impl Dialect {
+    /// The dialect's name in events and `status`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Dialect::Parlo => "parlo",
+            Dialect::Original => "original",
+        }
+    }
+}
+
+/// An audio codec a call can use; both carry 8 kHz mono audio in 512-sample frames.
+///
+/// L16 is the baseline every phone speaks (the original's raw PCM is L16 too): a START
+/// that offers nothing, or an ACCEPT that names nothing, means L16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Codec {
+    /// Linear 16-bit PCM (RFC 3551 L16, network byte order; raw PCM with an original
+    /// peer).
+    L16,
+    /// G.711 µ-law, 8 bits per sample (RFC 3551 PCMU, payload type 0).
+    Pcmu,
+}
+
+impl Codec {
+    /// Every codec, in the order a [`CodecSet`] lists them.
+    pub const ALL: [Codec; 2] = [Codec::L16, Codec::Pcmu];
+
+    /// The codec's name on the wire, in specs and in events.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Codec::L16 => "L16",
+            Codec::Pcmu => "PCMU",
+        }
+    }
+
+    /// The codec of that name, matched without regard to case.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        Codec::ALL
+            .into_iter()
+            .find(|codec| codec.name().eq_ignore_ascii_case(name))
+    }
+
+    const fn bit(self) -> u8 {
+        match self {
+            Codec::L16 => 1,
+            Codec::Pcmu => 2,
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of codecs: what a caller offers in `codecs=`.
+///
+/// Unordered: the callee picks, by its own preference, among those offered; it is always
+/// written L16 first. An offer that names no codec Parlo knows (`codecs=OPUS`) is the
+/// empty set, written back as `codecs=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CodecSet(u8);
+
+impl CodecSet {
+    /// No codec.
+    pub const EMPTY: CodecSet = CodecSet(0);
+    /// Every codec Parlo knows.
+    pub const ALL: CodecSet = CodecSet(Codec::L16.bit() | Codec::Pcmu.bit());
+
+    /// The set holding only `codec`.
+    pub const fn only(codec: Codec) -> CodecSet {
+        CodecSet(codec.bit())
+    }
+
+    /// This set with `codec` added.
+    #[must_use]
+    pub const fn with(self, codec: Codec) -> CodecSet {
+        CodecSet(self.0 | codec.bit())
+    }
+
+    /// Adds `codec`.
+    pub fn insert(&mut self, codec: Codec) {
+        self.0 |= codec.bit();
+    }
+
+    /// Whether the set holds `codec`.
+    pub const fn contains(self, codec: Codec) -> bool {
+        self.0 & codec.bit() != 0
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The codecs in the set, L16 first.
+    pub fn iter(self) -> impl Iterator<Item = Codec> {
+        Codec::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+}
+
+impl FromIterator<Codec> for CodecSet {
+    fn from_iter<I: IntoIterator<Item = Codec>>(iter: I) -> CodecSet {
+        iter.into_iter().fold(CodecSet::EMPTY, CodecSet::with)
+    }
+}
+
+/// Writes codecs as a comma-separated list.
+fn write_list(f: &mut fmt::Formatter<'_>, codecs: impl Iterator<Item = Codec>) -> fmt::Result {
+    for (i, codec) in codecs.enumerate() {
+        if i > 0 {
+            f.write_str(",")?;
+        }
+        f.write_str(codec.name())?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for CodecSet {
+    /// `L16,PCMU` (empty for the empty set).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_list(f, self.iter())
+    }
+}
+
+/// The codecs a phone accepts, most preferred first: never empty, no repeats.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Preference(heapless::Vec<Codec, { Codec::ALL.len() }>);
+
+impl Preference {
+    /// `codecs` in that order, or `None` if the list is empty or names a codec twice.
+    pub fn new(codecs: &[Codec]) -> Option<Preference> {
+        let mut list = heapless::Vec::new();
+        for &codec in codecs {
+            if list.contains(&codec) {
+                return None;
+            }
+            list.push(codec).ok()?;
+        }
+        (!list.is_empty()).then_some(Preference(list))
+    }
+
+    /// The codecs, most preferred first.
+    pub fn iter(&self) -> impl Iterator<Item = Codec> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// The codecs as a set (what a caller offers).
+    pub fn set(&self) -> CodecSet {
+        self.iter().collect()
+    }
+
+    /// The callee's choice for `offer` (`None`: the caller said nothing, i.e. L16): the
+    /// first codec of this preference that the offer holds, or L16 — the baseline every
+    /// phone receives — when they share none.
+    pub fn choose(&self, offer: Option<CodecSet>) -> Codec {
+        let offer = offer.unwrap_or(CodecSet::only(Codec::L16));
+        self.iter()
+            .find(|c| offer.contains(*c))
+            .unwrap_or(Codec::L16)
+    }
+}
+
+impl Default for Preference {
+    /// `L16,PCMU`: lossless first (the bandwidth of one call, 128 kbit/s, is nothing on
+    /// a LAN), µ-law when the caller asks for it alone.
+    fn default() -> Preference {
+        Preference(heapless::Vec::from_iter(Codec::ALL))
+    }
+}
+
+impl fmt::Display for Preference {
+    /// `L16,PCMU`, in preference order.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_list(f, self.iter())
+    }
+}
+
+/// One signalling message between phones. `parlo-net` reads and writes it on the wire;
+/// the call machine takes it in and asks for it to be sent.
+///
+/// A message with neither a call id nor a version is in the [`Dialect::Original`]
+/// dialect: what a phone of the original project sends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Message {
+    /// A call request.
+    Start {
+        /// Who is calling, as the caller registered in the directory.
+        caller: Name,
+        /// The new call's id; `None` from an original peer.
+        call: Option<CallId>,
+        /// The caller's protocol version ([`VERSION`] for Parlo); `None` from an original
+        /// peer.
+        version: Option<u8>,
+        /// The codecs the caller offers; `None` when it does not say (L16).
+        codecs: Option<CodecSet>,
+    },
+    /// The callee is alerting its user; the caller stops retransmitting `START`.
+    Ringing {
+        /// The call.
+        call: CallId,
+    },
+    /// The callee answers.
+    Accept {
+        /// The call; `None` from (or to) an original peer.
+        call: Option<CallId>,
+        /// The codec the callee chose; `None` when it does not say (L16).
+        codec: Option<Codec>,
+    },
+    /// The callee declines.
+    Reject {
+        /// The call; `None` from (or to) an original peer.
+        call: Option<CallId>,
+    },
+    /// The callee is already in a call.
+    Busy {
+        /// The call; `None` when answering an original peer's `START`.
+        call: Option<CallId>,
+    },
+    /// Hang up, or cancel a call not yet answered.
+    Close {
+        /// The call; `None` from (or to) an original peer.
+        call: Option<CallId>,
+    },
+    /// Acknowledges `CLOSE`.
+    Closed {
+        /// The call.
+        call: CallId,
+    },
+    /// Acknowledges `ACCEPT`.
+    Ack {
+        /// The call.
+        call: CallId,
+    },
+}
+
+impl Message {
+    /// A Parlo call request: `START <caller> call=<id> v=2 codecs=<offer>`.
+    pub fn start(caller: Name, call: CallId, offer: CodecSet) -> Message {
+        Message::Start {
+            caller,
+            call: Some(call),
+            version: Some(VERSION),
+            codecs: Some(offer),
+        }
+    }
+
+    /// A call request as the original sends it: `START <caller>`.
+    pub fn start_original(caller: Name) -> Message {
+        Message::Start {
+            caller,
+            call: None,
+            version: None,
+            codecs: None,
+        }
+    }
+
+    /// The message's keyword on the wire.
+    pub const fn keyword(&self) -> &'static str {
+        match self {
+            Message::Start { .. } => "START",
+            Message::Ringing { .. } => "RINGING",
+            Message::Accept { .. } => "ACCEPT",
+            Message::Reject { .. } => "REJECT",
+            Message::Busy { .. } => "BUSY",
+            Message::Close { .. } => "CLOSE",
+            Message::Closed { .. } => "CLOSED",
+            Message::Ack { .. } => "ACK",
+        }
+    }
+
+    /// The call the message is about, when it says.
+    pub const fn call_id(&self) -> Option<CallId> {
+        match self {
+            Message::Start { call, .. }
+            | Message::Accept { call, .. }
+            | Message::Reject { call }
+            | Message::Busy { call }
+            | Message::Close { call } => *call,
+            Message::Ringing { call } | Message::Closed { call } | Message::Ack { call } => {
+                Some(*call)
+            }
+        }
+    }
+
+    /// The dialect of the message: [`Dialect::Original`] when it carries neither a call id
+    /// nor a version.
+    pub const fn dialect(&self) -> Dialect {
+        let version = match self {
+            Message::Start { version, .. } => *version,
+            _ => None,
+        };
+        if self.call_id().is_none() && version.is_none() {
+            Dialect::Original
+        } else {
+            Dialect::Parlo
+        }
+    }
+
+    /// Whether the message is in the original project's dialect.
+    pub const fn is_original(&self) -> bool {
+        matches!(self.dialect(), Dialect::Original)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rule() {
+        for valid in [
+            "alice",
+            "a",
+            "Zoë",
+            "名前",
+            "o'brien",
+            "x-y_z.1",
+            "\u{1F600}",
+            "n".repeat(32).as_str(),
+            "é".repeat(16).as_str(),
+        ] {
+            let checked = Name::new(valid).expect(valid);
+            assert_eq!(checked.as_str(), valid);
+            assert_eq!(Name::from_bytes(valid.as_bytes()), Ok(checked.clone()));
+            assert_eq!(valid.parse::<Name>(), Ok(checked));
+        }
+        assert_eq!(Name::new(""), Err(NameError::Empty));
+        assert_eq!(
+            Name::new(&"n".repeat(33)),
+            Err(NameError::TooLong { len: 33 })
+        );
+        // 17 two-byte characters: 34 bytes.
+        assert_eq!(
+            Name::new(&"é".repeat(17)),
+            Err(NameError::TooLong { len: 34 })
+        );
+        assert_eq!(Name::new("a=b"), Err(NameError::Equals));
+        assert_eq!(Name::new("al ice"), Err(NameError::Whitespace { ch: ' ' }));
+        for ch in [
+            '\0',
+            '\u{7f}',
+            '\u{9b}',
+            '\u{1b}',
+            '\u{7}',
+            '\u{ad}',
+            '\u{61c}',
+            '\u{200b}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{feff}',
+            '\u{e0001}',
+            '\u{e007f}',
+        ] {
+            let text: std::string::String = ['a', ch, 'b'].into_iter().collect();
+            assert_eq!(
+                Name::new(&text),
+                Err(NameError::Invisible { ch }),
+                "{text:?}"
+            );
+            assert!(!is_name_char(ch));
+        }
+        // NEL (U+0085) is both a C1 control and whitespace.
+        assert_eq!(
+            Name::new("a\u{85}b"),
+            Err(NameError::Whitespace { ch: '\u{85}' })
+        );
+        assert_eq!(Name::from_bytes(b"al\xffce"), Err(NameError::NotUtf8));
+        assert_eq!(
+            Name::from_bytes(&[b'n'; 40]),
+            Err(NameError::TooLong { len: 40 })
+        );
+    }
+
+    #[test]
+    fn name_errors_say_what_is_wrong() {
+        use std::string::ToString;
+        assert_eq!(NameError::Empty.to_string(), "name is empty");
+        assert_eq!(
+            NameError::Whitespace { ch: ' ' }.to_string(),
+            "name contains whitespace"
+        );
+        assert_eq!(
+            NameError::Invisible { ch: '\u{61c}' }.to_string(),
+            "name contains a control or invisible character (U+061C)"
+        );
+    }
+
+    #[test]
+    fn call_ids_read_eight_hex_digits_in_either_case() {
+        use std::string::ToString;
+        assert_eq!(CallId::parse("0BaDcAfE"), Some(CallId(0x0bad_cafe)));
+        assert_eq!(CallId::parse("0badcaf"), None);
+        assert_eq!(CallId::parse("0badcafe0"), None);
+        assert_eq!(CallId::parse("+badcafe"), None);
+        assert_eq!(CallId(1).to_string(), "00000001");
+    }
+
+    #[test]
+    fn dialect_follows_call_id_and_version() {
+        let bob = Name::new("bob").expect("valid");
+        assert_eq!(
+            Message::start_original(bob.clone()).dialect(),
+            Dialect::Original
+        );
+        assert_eq!(
+            Message::start(bob, CallId(1), CodecSet::ALL).dialect(),
+            Dialect::Parlo
+        );
+        assert_eq!(Message::Close { call: None }.dialect(), Dialect::Original);
+        assert_eq!(Message::Ack { call: CallId(2) }.dialect(), Dialect::Parlo);
+    }
+
+    #[test]
+    fn frame_is_64_ms() {
+        assert_eq!(FRAME_MS, 64);
+    }
+}
