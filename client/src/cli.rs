@@ -344,13 +344,7 @@ fn from_env<T>(key: &str, result: Result<T, Error>) -> Result<T, Error> {
 
 /// The value of `--flag` as text.
 fn text(parser: &mut lexopt::Parser, flag: &str) -> Result<String, Error> {
-    let value = parser.value().map_err(from_lexopt)?;
-    value.into_string().map_err(|v| {
-        usage(format!(
-            "{flag}: {} is not valid UTF-8",
-            v.to_string_lossy()
-        ))
-    })
+    parlo_daemon::flag_text(parser, flag).map_err(usage)
 }
 
 /// Parses the arguments after the program name, with `env` for the variables.

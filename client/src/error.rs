@@ -5,19 +5,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Exit codes, the original project's: 0 done, 1 warning, 2 critical error, 3 unknown error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Completed: stopped on request, or the command did what was asked.
-    Done = 0,
-    /// Completed, but something went wrong on the way that the user should look at (the
-    /// audio device reported an error, `ctl` got an `error` answer).
-    Warning = 1,
-    /// Could not run: bad command line, port in use, control socket unusable.
-    Critical = 2,
-    /// A bug: the program panicked.
-    Unknown = 3,
-}
+/// Exit codes: [`Exit::Warning`] when the audio device reported an error or `ctl` got an
+/// `error` answer; [`Exit::Critical`] for a bad command line, a port in use, a control
+/// socket that cannot be used.
+pub use parlo_daemon::Exit;
+use parlo_daemon::Failure;
 
 /// Everything that stops parlo-client.
 #[derive(Debug)]
@@ -55,9 +47,8 @@ pub enum Error {
     Output(io::Error),
 }
 
-impl Error {
-    /// The process exit code for this error.
-    pub fn exit(&self) -> Exit {
+impl Failure for Error {
+    fn exit(&self) -> Exit {
         match self {
             Error::Output(_) => Exit::Warning,
             _ => Exit::Critical,

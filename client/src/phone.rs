@@ -235,15 +235,8 @@ impl Phone {
             let timeout = self
                 .next_deadline()
                 .map(|deadline| deadline.saturating_duration_since(now));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::Poll {
-                    doing: "wait for events",
-                    source: e,
-                });
-            }
+            parlo_daemon::wait(&mut self.poll, &mut events, timeout)
+                .map_err(poll_error("wait for events"))?;
             for event in events.iter() {
                 match event.token() {
                     UDP => self.handle_udp(),

@@ -119,13 +119,7 @@ fn from_lexopt(error: lexopt::Error) -> Error {
 
 /// The value of `--flag` as text.
 fn text(parser: &mut lexopt::Parser, flag: &str) -> Result<String, Error> {
-    let value = parser.value().map_err(from_lexopt)?;
-    value.into_string().map_err(|v| {
-        usage(format!(
-            "{flag}: {} is not valid UTF-8",
-            v.to_string_lossy()
-        ))
-    })
+    parlo_daemon::flag_text(parser, flag).map_err(usage)
 }
 
 fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Option<Duration>, Error> {

@@ -5,18 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Exit codes, the original project's: 0 done, 1 warning, 2 critical error, 3 unknown error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Completed: stopped on request, or the command did what was asked.
-    Done = 0,
-    /// Completed, but something went wrong on the way that the operator should look at.
-    Warning = 1,
-    /// Could not run: bad command line, port in use, database unusable.
-    Critical = 2,
-    /// A bug: the program panicked.
-    Unknown = 3,
-}
+pub use parlo_daemon::Exit;
+use parlo_daemon::Failure;
 
 /// Everything that stops parlo-server.
 #[derive(Debug)]
@@ -42,9 +32,8 @@ pub enum Error {
     Output(io::Error),
 }
 
-impl Error {
-    /// The process exit code for this error.
-    pub fn exit(&self) -> Exit {
+impl Failure for Error {
+    fn exit(&self) -> Exit {
         match self {
             Error::Usage(_)
             | Error::Listen { .. }

@@ -1,10 +1,11 @@
 //! parlo-server: the Parlo directory daemon.
 //!
 //! Phones keep a TCP connection to it, register their name and look each other up
-//! (DESIGN.md §3; the protocol, its rules and its wire format live in
-//! `parlo_net::directory` and `parlo_net::framing`). This crate is the shell around them:
+//! (the protocol, its rules and its wire format live in `parlo_net::directory` and
+//! `parlo_net::framing`; `docs/protocol.md` describes it). This crate is the shell around them:
 //! the event loop and sockets ([`server`]), the store ([`store`]), the command line
-//! ([`cli`]), logging ([`logging`]) and `parlo-server users` ([`users`]).
+//! ([`cli`]) and `parlo-server users` ([`users`]); what it shares with the phone daemon
+//! (exit codes, `main`, logging, waiting for events) is `parlo_daemon`'s.
 //!
 //! Shape, chosen for thousands of boxes on a small machine:
 //! - one thread, one `mio` loop, every socket non-blocking; per connection a fixed
@@ -26,7 +27,6 @@
 
 mod cli;
 mod error;
-mod logging;
 mod server;
 mod store;
 mod users;
@@ -35,6 +35,7 @@ use std::process::ExitCode;
 
 use cli::Command;
 use error::{Error, Exit};
+use parlo_daemon::logging::{self, Sink};
 use server::Stopped;
 
 fn run() -> Result<Exit, Error> {
@@ -52,7 +53,7 @@ fn run() -> Result<Exit, Error> {
             Ok(Exit::Done)
         }
         Command::Serve(config) => {
-            logging::init(config.log_level);
+            logging::init(config.log_level, Sink::Gathered);
             match server::serve(&config)? {
                 Stopped::Cleanly => Ok(Exit::Done),
                 Stopped::WithDatabaseErrors => Ok(Exit::Warning),
@@ -62,16 +63,5 @@ fn run() -> Result<Exit, Error> {
 }
 
 fn main() -> ExitCode {
-    let outcome = std::panic::catch_unwind(run);
-    logging::flush();
-    let exit = match outcome {
-        Ok(Ok(exit)) => exit,
-        Ok(Err(error)) => {
-            eprintln!("parlo-server: {error}");
-            error.exit()
-        }
-        // The panic message is already on stderr (default hook).
-        Err(_) => Exit::Unknown,
-    };
-    ExitCode::from(exit as u8)
+    parlo_daemon::main("parlo-server", run)
 }

@@ -38,7 +38,6 @@ use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::cli::ServeConfig;
 use crate::error::Error;
-use crate::logging;
 use crate::store::Store;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -257,19 +256,15 @@ impl Server {
     fn run(&mut self) -> Result<(), Error> {
         let mut events = Events::with_capacity(1024);
         loop {
-            logging::flush();
             let timeout = self
                 .next_deadline()
                 .map(|t| t.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::Poll {
+            parlo_daemon::wait(&mut self.poll, &mut events, timeout).map_err(|source| {
+                Error::Poll {
                     doing: "wait for events",
-                    source: e,
-                });
-            }
+                    source,
+                }
+            })?;
             self.now = Instant::now();
             self.store.set_now(self.now);
             let mut stop = false;
