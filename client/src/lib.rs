@@ -2,7 +2,7 @@
 //! around [`phone::Phone`]; tests drive the media path in-process).
 //!
 //! Registers its name with the directory server, places and answers calls peer to peer
-//! over UDP, and carries the audio (DESIGN.md §2, §4, §6, §7). The call protocol is
+//! over UDP, and carries the audio (`docs/architecture.md` shows how). The call protocol is
 //! parlo-fsm's machine and the wire formats are parlo-net's; this crate is the shell
 //! around them: the event loop and sockets ([`phone`]), the directory connection
 //! ([`directory`]), the media path ([`media`]), commands ([`command`], [`stdin`],
