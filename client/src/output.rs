@@ -63,6 +63,9 @@ pub struct Status {
     pub late: u64,
     /// Packets received twice.
     pub duplicate: u64,
+    /// Packets dropped as far outside the jitter buffer's window (strays, or the first
+    /// packets of a restarted stream).
+    pub discarded: u64,
     /// Playback ticks filled by concealment or silence.
     pub concealed: u64,
     /// Playback queue underruns (the device found nothing to play).
@@ -77,6 +80,9 @@ pub struct Status {
     pub playback_overruns: u64,
     /// Signalling or media ignored as belonging to another call or address.
     pub foreign: u64,
+    /// RTP from the peer's address ignored as not the call's stream (another SSRC or
+    /// payload type).
+    pub foreign_media: u64,
     /// Datagrams that could not be parsed.
     pub garbage: u64,
     /// Signalling messages resent.
@@ -88,7 +94,7 @@ pub struct Status {
 impl Status {
     /// The numeric fields, in the order `status` prints them (numbers in both the text and
     /// the JSON form; the jitter in milliseconds with three decimals).
-    fn counters(&self) -> [(&'static str, Counter); 16] {
+    fn counters(&self) -> [(&'static str, Counter); 18] {
         [
             ("sent", Counter::Count(self.sent)),
             ("received", Counter::Count(self.received)),
@@ -96,6 +102,7 @@ impl Status {
             ("lost", Counter::Count(self.lost)),
             ("late", Counter::Count(self.late)),
             ("duplicate", Counter::Count(self.duplicate)),
+            ("discarded", Counter::Count(self.discarded)),
             ("concealed", Counter::Count(self.concealed)),
             ("underruns", Counter::Count(self.underruns)),
             ("depth", Counter::Count(self.depth as u64)),
@@ -103,6 +110,7 @@ impl Status {
             ("capture_overruns", Counter::Count(self.capture_overruns)),
             ("playback_overruns", Counter::Count(self.playback_overruns)),
             ("foreign", Counter::Count(self.foreign)),
+            ("foreign_media", Counter::Count(self.foreign_media)),
             ("garbage", Counter::Count(self.garbage)),
             ("retransmissions", Counter::Count(self.retransmissions)),
             ("allocations", Counter::Count(self.allocations)),
@@ -539,15 +547,17 @@ mod tests {
             status.json(),
             "{\"event\":\"status\",\"state\":\"idle\",\"registered\":true,\"sent\":0,\
              \"received\":0,\"played\":0,\"lost\":0,\"late\":0,\"duplicate\":0,\
-             \"concealed\":0,\"underruns\":0,\"depth\":0,\"jitter_ms\":0.000,\
-             \"capture_overruns\":0,\"playback_overruns\":0,\"foreign\":0,\"garbage\":0,\
-             \"retransmissions\":0,\"allocations\":0}"
+             \"discarded\":0,\"concealed\":0,\"underruns\":0,\"depth\":0,\
+             \"jitter_ms\":0.000,\"capture_overruns\":0,\"playback_overruns\":0,\
+             \"foreign\":0,\"foreign_media\":0,\"garbage\":0,\"retransmissions\":0,\
+             \"allocations\":0}"
         );
         assert_eq!(
             status.text(),
             "status state=idle registered=yes sent=0 received=0 played=0 lost=0 late=0 \
-             duplicate=0 concealed=0 underruns=0 depth=0 jitter_ms=0.000 capture_overruns=0 \
-             playback_overruns=0 foreign=0 garbage=0 retransmissions=0 allocations=0"
+             duplicate=0 discarded=0 concealed=0 underruns=0 depth=0 jitter_ms=0.000 \
+             capture_overruns=0 playback_overruns=0 foreign=0 foreign_media=0 garbage=0 \
+             retransmissions=0 allocations=0"
         );
         let in_call = Event::Status(Box::new(Status {
             state: "in-call",

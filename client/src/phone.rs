@@ -559,6 +559,8 @@ impl Phone {
             lost: stats.lost,
             late: stats.late,
             duplicate: stats.duplicate,
+            discarded: stats.discarded,
+            foreign_media: stats.foreign_media,
             concealed: stats.concealed,
             underruns: stats.underruns,
             depth: stats.depth,
@@ -603,8 +605,10 @@ impl Phone {
                     self.feed(&fsm::Event::Peer { from, message }, None);
                 }
                 Ok(Datagram::Rtp(packet)) => {
-                    self.feed(&fsm::Event::Media { from }, None);
-                    self.media.handle_rtp(from, &packet, arrival);
+                    // Another stream from the peer's address is no sign of the peer's life.
+                    if self.media.handle_rtp(from, &packet, arrival) {
+                        self.feed(&fsm::Event::Media { from }, None);
+                    }
                 }
                 Ok(Datagram::RawPcm(raw)) => {
                     self.feed(&fsm::Event::Media { from }, None);
