@@ -16,6 +16,7 @@ pub mod command;
 pub mod control;
 pub mod directory;
 pub mod error;
+pub mod logging;
 pub mod media;
 pub mod output;
 pub mod phone;

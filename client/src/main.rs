@@ -6,22 +6,11 @@ use std::process::ExitCode;
 
 use parlo_client::cli::{self, Command};
 use parlo_client::error::{Error, Exit};
-use parlo_client::{alloc_count, control, phone};
-use simplelog::{ConfigBuilder, WriteLogger};
+use parlo_client::{alloc_count, control, logging, phone};
+use parlo_fsm::Escaped;
 
 #[global_allocator]
 static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
-
-fn init_logging(level: log::LevelFilter) {
-    let config = ConfigBuilder::new()
-        .set_time_format_rfc3339()
-        .set_target_level(log::LevelFilter::Off)
-        .set_thread_level(log::LevelFilter::Off)
-        .set_location_level(log::LevelFilter::Off)
-        .build();
-    // Only fails when a logger is already installed, which would then be used instead.
-    let _ = WriteLogger::init(level, config, std::io::stderr());
-}
 
 fn run() -> Result<Exit, Error> {
     match cli::parse(std::env::args_os().skip(1), &cli::ProcessEnv)? {
@@ -45,7 +34,7 @@ fn run() -> Result<Exit, Error> {
         }
         Command::Ctl { control, command } => control::ctl(&control, command.as_deref()),
         Command::Run(config) => {
-            init_logging(config.log_level);
+            logging::init(config.log_level);
             phone::Phone::new(*config)?.run()
         }
     }
@@ -56,7 +45,8 @@ fn main() -> ExitCode {
     let exit = match outcome {
         Ok(Ok(exit)) => exit,
         Ok(Err(error)) => {
-            eprintln!("parlo-client: {error}");
+            // Errors may quote the command line or a server's words.
+            eprintln!("parlo-client: {}", Escaped::text(&error));
             error.exit()
         }
         // The panic message is already on stderr (default hook).

@@ -67,7 +67,11 @@ fn main() -> ExitCode {
     let exit = match outcome {
         Ok(Ok(exit)) => exit,
         Ok(Err(error)) => {
-            eprintln!("parlo-server: {error}");
+            // Errors may quote the command line or a file's contents.
+            eprintln!(
+                "parlo-server: {}",
+                parlo_net::directory::Escaped::text(&error)
+            );
             error.exit()
         }
         // The panic message is already on stderr (default hook).
