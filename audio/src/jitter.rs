@@ -34,6 +34,14 @@
 //! - **Target depth** = `min + round(4·J / 512)` frames, clamped to `[min, max]`, where J
 //!   is the RFC 3550 §6.4.1 interarrival jitter estimate (in samples) computed from the
 //!   RTP timestamps and the arrival times.
+//! - **Restarts.** A packet far outside the window (more than [`CAPACITY`] frames ahead of
+//!   the playout point, or more than 100 behind it) is discarded and counted. Playout
+//!   starts over from such packets only once [`RESYNC_RUN`] of them in a row agree on a
+//!   new stream — consecutive sequence numbers, timestamps a frame apart, and no packet of
+//!   the current stream in between — and at most once per [`RESYNC_SPACING`] of arrival
+//!   time. A sender that restarts (or comes back after a long gap) is followed within
+//!   `RESYNC_RUN` packets (`RESYNC_SPACING` at worst, right after another restart); a
+//!   stray or forged packet, or a pair of them, cannot reset playout.
 
 use crate::{FRAME_SAMPLES, Frame, SILENCE};
 
@@ -53,6 +61,13 @@ pub const PAUSE_WAIT: u32 = SHRINK_WINDOW / 2;
 /// Packets further behind the playout point than this are not "late" but a stray or a
 /// restarted stream.
 const MAX_MISORDER: i32 = 100;
+/// Far-off packets in a row, in sequence, that confirm a restarted stream: more than a
+/// pair, so that two stray packets (or an attacker's two) cannot reset playout, and few
+/// enough that a real restart costs a quarter of a second of sound.
+pub const RESYNC_RUN: u16 = 4;
+/// Least arrival time between two restarts, in 8 kHz samples (2 s): even a run of forged
+/// packets resets playout at most this often.
+pub const RESYNC_SPACING: u32 = 2 * crate::SAMPLE_RATE;
 
 const _: () = assert!(CAPACITY.is_power_of_two() && 65_536 % CAPACITY == 0);
 
@@ -84,8 +99,8 @@ pub enum PutOutcome {
     Duplicate,
     /// Its playout time has passed; dropped.
     Late,
-    /// Far outside the window (a stray, or the first packet of a restarted stream);
-    /// dropped. A second one following it in sequence restarts the buffer.
+    /// Far outside the window (a stray, or the first packets of a restarted stream);
+    /// dropped. [`RESYNC_RUN`] of them in sequence restart the buffer.
     Discarded,
     /// Confirmed a restarted stream: the buffer was emptied and starts again from this one.
     Resynced,
@@ -133,6 +148,16 @@ pub struct JitterStats {
     pub jitter: u32,
 }
 
+/// A run of far-off packets in sequence, which may be the start of a restarted stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probe {
+    /// The last packet's sequence number and timestamp.
+    seq: u16,
+    timestamp: u32,
+    /// Packets in the run.
+    run: u16,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Nothing received yet.
@@ -172,8 +197,10 @@ pub struct JitterBuffer {
     /// RFC 3550 jitter, scaled by 16.
     jitter_x16: u32,
     prev_transit: Option<i32>,
-    /// A far-off sequence number waiting for confirmation by its successor.
-    probe: Option<u16>,
+    /// Far-off packets in sequence so far: perhaps a restarted stream.
+    probe: Option<Probe>,
+    /// Arrival time of the last restart on a new stream, which spaces them out.
+    last_resync: Option<u32>,
     target: usize,
     stats: JitterStats,
 }
@@ -204,6 +231,7 @@ impl JitterBuffer {
             jitter_x16: 0,
             prev_transit: None,
             probe: None,
+            last_resync: None,
             target: min_depth,
             stats: JitterStats::default(),
         }
@@ -217,7 +245,7 @@ impl JitterBuffer {
     /// Offers a received frame. `arrival` is the arrival time in 8 kHz ticks (samples) from
     /// any fixed origin, wrapping like an RTP timestamp; it only feeds the jitter estimate.
     pub fn put(&mut self, seq: u16, timestamp: u32, arrival: u32, frame: &Frame) -> PutOutcome {
-        let outcome = self.classify_and_store(seq, frame);
+        let outcome = self.classify_and_store(seq, timestamp, arrival, frame);
         match outcome {
             PutOutcome::Accepted | PutOutcome::Resynced => {
                 self.stats.received += 1;
@@ -335,7 +363,13 @@ impl JitterBuffer {
         }
     }
 
-    fn classify_and_store(&mut self, seq: u16, frame: &Frame) -> PutOutcome {
+    fn classify_and_store(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        arrival: u32,
+        frame: &Frame,
+    ) -> PutOutcome {
         if self.state == State::Idle {
             self.restart(seq);
             self.store(seq, frame);
@@ -359,7 +393,7 @@ impl JitterBuffer {
                     PutOutcome::Late
                 };
             }
-            return self.probe_or_resync(seq, frame);
+            return self.probe_or_resync(seq, timestamp, arrival, frame);
         }
         if (ahead as usize) < CAPACITY {
             if self.is_buffered(seq) {
@@ -369,17 +403,41 @@ impl JitterBuffer {
             self.store(seq, frame);
             return PutOutcome::Accepted;
         }
-        self.probe_or_resync(seq, frame)
+        self.probe_or_resync(seq, timestamp, arrival, frame)
     }
 
-    fn probe_or_resync(&mut self, seq: u16, frame: &Frame) -> PutOutcome {
-        if self.probe == Some(seq.wrapping_sub(1)) {
+    /// A packet far outside the window: discarded, unless it completes a run of
+    /// [`RESYNC_RUN`] in sequence and the last restart is [`RESYNC_SPACING`] ago.
+    fn probe_or_resync(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        arrival: u32,
+        frame: &Frame,
+    ) -> PutOutcome {
+        let follows = |p: &Probe| {
+            seq == p.seq.wrapping_add(1)
+                && timestamp == p.timestamp.wrapping_add(FRAME_SAMPLES as u32)
+        };
+        let run = match self.probe {
+            Some(p) if follows(&p) => p.run.saturating_add(1),
+            _ => 1,
+        };
+        let spaced = self
+            .last_resync
+            .is_none_or(|at| arrival.wrapping_sub(at) >= RESYNC_SPACING);
+        if run >= RESYNC_RUN && spaced {
             self.restart(seq);
             self.store(seq, frame);
             self.stats.resyncs += 1;
+            self.last_resync = Some(arrival);
             PutOutcome::Resynced
         } else {
-            self.probe = Some(seq);
+            self.probe = Some(Probe {
+                seq,
+                timestamp,
+                run,
+            });
             PutOutcome::Discarded
         }
     }
@@ -915,9 +973,93 @@ mod tests {
 
     #[test]
     fn restarted_stream_resyncs_after_confirmation() {
+        // A stray between two packets of the stream changes nothing; a stream that starts
+        // over elsewhere is followed at its RESYNC_RUN-th packet.
         run("put 1; get =1; stray 30000; put 2; get =2
-             stray 40000; resync 40001; get =40001; put 40002; get =40002
-             expect resyncs=1 discarded=2 received=4 played=4 late=0");
+             stray 40000; stray 40001; stray 40002; resync 40003; get =40003
+             put 40004; get =40004
+             expect resyncs=1 discarded=4 received=4 played=4 late=0");
+        // Far behind the playout point too (a sender whose sequence numbers went back).
+        run("put 1000; get =1000; put 1001; get =1001
+             stray 500; stray 501; stray 502; resync 503; get =503
+             expect resyncs=1 discarded=3");
+    }
+
+    #[test]
+    fn alternating_far_off_packets_never_resync() {
+        // Two interleaved far-off streams: each packet follows neither the last one nor
+        // the playout point, so none is ever confirmed. Playout goes on with the stream.
+        let mut script = String::from("put 1; get =1\n");
+        for k in 0..20u32 {
+            script.push_str(&format!(
+                "stray {}; stray {}; put {}; get ={}\n",
+                30_000 + k,
+                50_000 + k,
+                k + 2,
+                k + 2
+            ));
+        }
+        script.push_str("expect resyncs=0 discarded=40 played=21 lost=0");
+        run(&script);
+    }
+
+    #[test]
+    fn far_off_pairs_between_packets_of_the_stream_never_resync() {
+        // Pairs in sequence (enough to restart the buffer before), even pairs that go on
+        // from the last pair: each packet of the live stream breaks the run.
+        let mut script = String::from("put 1; get =1\n");
+        for k in 0..20u32 {
+            let far = 30_000 + 2 * k;
+            script.push_str(&format!(
+                "stray {far}; stray {}; put {}; get ={}\n",
+                far + 1,
+                k + 2,
+                k + 2
+            ));
+        }
+        script.push_str("expect resyncs=0 discarded=40 played=21 lost=0");
+        run(&script);
+    }
+
+    #[test]
+    fn a_run_must_agree_on_the_timestamps_too() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let mut out = SILENCE;
+        assert_eq!(jb.put(1, 512, 0, &frame_of(1)), PutOutcome::Accepted);
+        assert_eq!(jb.get(&mut out), Playout::Received);
+        // Consecutive sequence numbers, but timestamps that jump about: no stream.
+        for (i, ts) in [7_000u32, 90_000, 3, 512_000, 1_000]
+            .into_iter()
+            .enumerate()
+        {
+            let seq = 30_000 + i as u16;
+            assert_eq!(jb.put(seq, ts, 0, &frame_of(seq)), PutOutcome::Discarded);
+        }
+        // The same sequence numbers with a frame's worth of timestamp each: a stream.
+        for i in 0..RESYNC_RUN {
+            let seq = 40_000 + i;
+            let ts = 1_000_000 + u32::from(i) * FRAME_SAMPLES as u32;
+            let want = if i + 1 == RESYNC_RUN {
+                PutOutcome::Resynced
+            } else {
+                PutOutcome::Discarded
+            };
+            assert_eq!(jb.put(seq, ts, 0, &frame_of(seq)), want, "packet {i}");
+        }
+        assert_eq!(jb.stats().resyncs, 1);
+    }
+
+    #[test]
+    fn restarts_are_spaced_out() {
+        // A restart at 0.2 s; another stream 1 s later must wait for 2 s after the first:
+        // its packets are discarded until then, and the first one after it restarts.
+        run("put 1 @0; get =1
+             stray 20000 @100; stray 20001 @150; stray 20002 @180; resync 20003 @200
+             get =20003; put 20004 @250; get =20004
+             stray 100 @1200; stray 101 @1264; stray 102 @1328; stray 103 @1392
+             stray 104 @1456; stray 105 @1520
+             stray 106 @2150; resync 107 @2200; get =107
+             expect resyncs=2");
     }
 
     #[test]

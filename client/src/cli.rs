@@ -64,9 +64,10 @@ EVENTS (stdout, one per line; with --json the same as objects with an \"event\" 
     ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled
     users NAME...    status state=... (counters)    help ...    bye    error reason=TEXT
     status, during or after a call: peer, dialect, codec; media packets sent, received
-    (and frames played, lost, late, duplicate, concealed); jitter-buffer depth (frames)
-    and estimated jitter (jitter_ms); device queue underruns, capture_overruns and
-    playback_overruns; foreign and garbage datagrams; retransmissions; heap allocations.
+    (and frames played, lost, late, duplicate, discarded, concealed); jitter-buffer depth
+    (frames) and estimated jitter (jitter_ms); device queue underruns, capture_overruns and
+    playback_overruns; foreign and garbage datagrams, and foreign_media (RTP from the
+    peer's address that is not the call's stream); retransmissions; heap allocations.
 
 STDIN:
     When stdin is a terminal, a pipe or a socket and no --control socket is given, the end

@@ -335,7 +335,9 @@ pub fn ctl(path: &Path, command: Option<&str>) -> Result<Exit, Error> {
         if is_error_line(answer) {
             exit = Exit::Warning;
         }
-        println!("{answer}");
+        // The phone escapes its answers; whatever else answers on that socket is escaped
+        // here.
+        println!("{}", parlo_fsm::Escaped::text(answer));
         Ok(true)
     };
     match command {

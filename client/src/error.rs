@@ -45,6 +45,9 @@ pub enum Error {
     Audio(parlo_audio::Error),
     /// Writing to stdout failed.
     Output(io::Error),
+    /// The operating system's random source cannot be read: call ids and SSRCs would be
+    /// guessable.
+    Random(getrandom::Error),
 }
 
 impl Failure for Error {
@@ -98,6 +101,11 @@ impl fmt::Display for Error {
                  --audio file:IN.wav, tone or null need none)"
             ),
             Error::Output(source) => write!(f, "cannot write to stdout: {source}"),
+            Error::Random(error) => write!(
+                f,
+                "cannot read the operating system's random source ({error}): without it call \
+                 ids and media SSRCs could be guessed, so the phone does not start"
+            ),
         }
     }
 }
@@ -111,6 +119,7 @@ impl std::error::Error for Error {
             | Error::Poll { source, .. }
             | Error::Output(source) => Some(source),
             Error::Audio(error) => Some(error),
+            Error::Random(error) => Some(error),
         }
     }
 }

@@ -19,4 +19,5 @@ pub mod error;
 pub mod media;
 pub mod output;
 pub mod phone;
+pub mod random;
 pub mod stdin;

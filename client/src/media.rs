@@ -12,6 +12,12 @@
 //! comfort ([`START_MARGIN`]). Handing a frame over as soon as it is there leaves the
 //! device all the time until its tick to take it, should the loop be slow.
 //!
+//! Media is taken from the peer's address only, and of RTP only the call's stream: the
+//! payload type of the call's codec, and the SSRC of the first such packet of the call.
+//! Other packets from that address (a forged or stray stream) are counted
+//! ([`MediaStats::foreign_media`]), never played, and are no sign of the peer's life. Raw
+//! PCM from an original peer carries no SSRC: its address is all there is to check.
+//!
 //! Nothing here allocates per frame: the packet buffer, the frames and the jitter buffer
 //! are allocated once (`tests/media_no_alloc.rs` counts, over 1,200 frames each way
 //! through a lossy relay).
@@ -72,6 +78,12 @@ pub struct MediaStats {
     pub late: u64,
     /// Packets received twice.
     pub duplicate: u64,
+    /// Packets dropped as far outside the jitter buffer's window (strays, or the first
+    /// packets of a restarted stream).
+    pub discarded: u64,
+    /// RTP packets from the peer's address that are not the call's stream (another SSRC
+    /// or payload type): ignored.
+    pub foreign_media: u64,
     /// Ticks concealed or silent during playout.
     pub concealed: u64,
     /// Playback underruns at the device (it found nothing to play).
@@ -92,6 +104,12 @@ struct Session {
     dialect: Dialect,
     codec: Codec,
     header: RtpHeader,
+    /// The payload type of the call's codec, the only one played.
+    payload_type: PayloadType,
+    /// The peer's SSRC, learnt from its first packet of the call's payload type.
+    peer_ssrc: Option<u32>,
+    /// RTP packets from the peer's address but not of its stream.
+    foreign: u64,
     /// Sequence numbers given to raw PCM frames, which carry none, in arrival order.
     raw_seq: u16,
     sent: u64,
@@ -298,6 +316,9 @@ impl Media {
             dialect,
             codec,
             header,
+            payload_type: PayloadType::of_codec(codec),
+            peer_ssrc: None,
+            foreign: 0,
             raw_seq: 0,
             sent: 0,
             send_errors: 0,
@@ -318,12 +339,14 @@ impl Media {
         };
         self.last = self.stats_of(Some(&session));
         log::info!(
-            "media ended: {} sent, {} received, {} lost, {} late, {} duplicate",
+            "media ended: {} sent, {} received, {} lost, {} late, {} duplicate, \
+             {} foreign",
             self.last.sent,
             self.last.received,
             self.last.lost,
             self.last.late,
-            self.last.duplicate
+            self.last.duplicate,
+            self.last.foreign_media
         );
         session.audio.stop()
     }
@@ -444,15 +467,41 @@ impl Media {
         session.sync();
     }
 
-    /// A media packet from the peer. `arrival` is the arrival time in 8 kHz ticks.
-    pub fn handle_rtp(&mut self, from: SocketAddr, packet: &RtpRepr<'_>, arrival: u32) {
+    /// A media packet. `arrival` is the arrival time in 8 kHz ticks. Returns `false` for
+    /// a packet from the peer's address that is not the call's stream (another SSRC or
+    /// payload type): counted, not played, and no sign that the peer is there; `true`
+    /// for the rest (the call's media, or a packet from elsewhere, the machine's to judge).
+    pub fn handle_rtp(&mut self, from: SocketAddr, packet: &RtpRepr<'_>, arrival: u32) -> bool {
         let Some(session) = self.session.as_mut() else {
-            return;
+            return true;
         };
         if from != session.peer {
-            return;
+            return true;
         }
-        let decoded = match packet.header.payload_type {
+        let h = packet.header;
+        if h.payload_type != session.payload_type
+            || session.peer_ssrc.is_some_and(|ssrc| ssrc != h.ssrc)
+        {
+            session.foreign += 1;
+            if session.foreign == 1 {
+                // Once a call: a forged stream must not flood the log.
+                let (codec, ssrc) = (h.payload_type.codec(), h.ssrc);
+                let call = session.payload_type.codec();
+                match session.peer_ssrc {
+                    Some(peer) => log::warn!(
+                        "ignoring media from {from} that is not the call's stream: {codec} \
+                         SSRC {ssrc:08x}, the call's is {call} SSRC {peer:08x} (further ones \
+                         are only counted)"
+                    ),
+                    None => log::warn!(
+                        "ignoring media from {from} that is not the call's codec: {codec} \
+                         SSRC {ssrc:08x}, the call's is {call} (further ones are only counted)"
+                    ),
+                }
+            }
+            return false;
+        }
+        let decoded = match h.payload_type {
             PayloadType::L16 => packet.read_l16(&mut self.frame).is_ok(),
             PayloadType::Pcmu => match <&[u8; pcmu::FRAME_BYTES]>::try_from(packet.payload) {
                 Ok(bytes) => {
@@ -463,11 +512,15 @@ impl Media {
             },
         };
         if decoded {
-            let h = packet.header;
+            if session.peer_ssrc.is_none() {
+                session.peer_ssrc = Some(h.ssrc);
+                log::debug!("the peer's media stream is SSRC {:08x}", h.ssrc);
+            }
             self.jitter
                 .put(h.sequence, h.timestamp, arrival, &self.frame);
             self.arrived(h.sequence);
         }
+        true
     }
 
     /// A raw PCM datagram from an original peer. `arrival` as for [`Media::handle_rtp`].
@@ -525,6 +578,8 @@ impl Media {
             lost: jitter.lost,
             late: jitter.late,
             duplicate: jitter.duplicate,
+            discarded: jitter.discarded,
+            foreign_media: session.foreign,
             concealed: jitter.concealed,
             underruns: queues.playback_underruns,
             playback_overruns: queues.playback_overruns,
@@ -602,6 +657,148 @@ mod tests {
         let len = header.emit_l16(frame, &mut packet).expect("emit");
         let repr = RtpRepr::parse(&packet[..len]).expect("parse");
         media.handle_rtp(from, &repr, u32::from(seq) * 512);
+    }
+
+    /// Offers `media` an RTP packet of `frame` from `from`, with `header`'s fields;
+    /// returns what `handle_rtp` said.
+    fn offer(media: &mut Media, from: SocketAddr, header: RtpHeader, frame: &Frame) -> bool {
+        let mut packet = [0u8; MAX_RTP_LEN];
+        let len = match header.payload_type {
+            PayloadType::L16 => header.emit_l16(frame, &mut packet).expect("emit"),
+            PayloadType::Pcmu => {
+                let mut payload = [0u8; pcmu::FRAME_BYTES];
+                pcmu::encode_frame(frame, &mut payload);
+                RtpRepr {
+                    header,
+                    payload: &payload,
+                }
+                .emit(&mut packet)
+                .expect("emit")
+            }
+        };
+        let repr = RtpRepr::parse(&packet[..len]).expect("parse");
+        media.handle_rtp(from, &repr, header.timestamp)
+    }
+
+    fn header(payload_type: PayloadType, seq: u16, ssrc: u32) -> RtpHeader {
+        RtpHeader {
+            payload_type,
+            marker: false,
+            sequence: seq,
+            timestamp: u32::from(seq) * 512,
+            ssrc,
+        }
+    }
+
+    #[test]
+    fn media_of_another_ssrc_or_payload_type_is_ignored_and_counted() {
+        let (mut media, udp, mut device, peer) = on_queues("127.0.0.224", "127.0.0.225");
+        let frame = |v: i16| [v; parlo_audio::FRAME_SAMPLES];
+        let mut played = SILENCE;
+        assert!(!device.pop_playback(&mut played));
+        assert!(!media.handle_wake(&udp));
+
+        // Before the peer's stream is known, a packet of another codec (PCMU in an L16
+        // call) is not the call's, and does not teach its SSRC.
+        assert!(!offer(
+            &mut media,
+            peer,
+            header(PayloadType::Pcmu, 0, 5),
+            &frame(99)
+        ));
+        // The first L16 packet does: SSRC 9 from now on.
+        assert!(offer(
+            &mut media,
+            peer,
+            header(PayloadType::L16, 0, 9),
+            &frame(1)
+        ));
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, frame(1));
+        // Frame 1 forged under another SSRC, with the very sequence number due: ignored.
+        assert!(!offer(
+            &mut media,
+            peer,
+            header(PayloadType::L16, 1, 5),
+            &frame(66)
+        ));
+        assert!(!offer(
+            &mut media,
+            peer,
+            header(PayloadType::Pcmu, 1, 9),
+            &frame(77)
+        ));
+        // Far-off forged packets in sequence cannot restart the jitter buffer either.
+        for seq in 30_000..30_010 {
+            assert!(!offer(
+                &mut media,
+                peer,
+                header(PayloadType::L16, seq, 5),
+                &frame(55)
+            ));
+        }
+        // The real frame 1 is still due, and plays.
+        assert!(offer(
+            &mut media,
+            peer,
+            header(PayloadType::L16, 1, 9),
+            &frame(2)
+        ));
+        assert!(!media.handle_wake(&udp));
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, frame(2));
+        // From another address: not for the media to judge (the machine counts it).
+        let stranger: SocketAddr = "127.0.0.226:5004".parse().expect("address");
+        assert!(offer(
+            &mut media,
+            stranger,
+            header(PayloadType::L16, 2, 5),
+            &frame(44)
+        ));
+
+        let stats = media.stats();
+        assert_eq!(stats.foreign_media, 13, "{stats:?}");
+        assert_eq!(stats.received, 2, "{stats:?}");
+        assert_eq!(stats.discarded, 0, "{stats:?}");
+        media.stop().expect("nothing to stop");
+        assert_eq!(media.stats().foreign_media, 13, "kept for status");
+    }
+
+    #[test]
+    fn a_pcmu_call_takes_pcmu_only() {
+        let peer: SocketAddr = "127.0.0.228:5004".parse().expect("address");
+        let (wake, _) = wake_counter();
+        let (_device, end) = parlo_audio::frame_queues(wake);
+        let mut media = Media::new(DeviceSpec::Null);
+        media.start_on(
+            Audio::from_queues(end),
+            peer,
+            Dialect::Parlo,
+            Codec::Pcmu,
+            1,
+        );
+        let frame = [100; parlo_audio::FRAME_SAMPLES];
+        assert!(!offer(
+            &mut media,
+            peer,
+            header(PayloadType::L16, 0, 9),
+            &frame
+        ));
+        assert!(offer(
+            &mut media,
+            peer,
+            header(PayloadType::Pcmu, 0, 9),
+            &frame
+        ));
+        assert!(offer(
+            &mut media,
+            peer,
+            header(PayloadType::Pcmu, 1, 9),
+            &frame
+        ));
+        let stats = media.stats();
+        assert_eq!((stats.received, stats.foreign_media), (2, 1), "{stats:?}");
+        media.stop().expect("nothing to stop");
     }
 
     #[test]

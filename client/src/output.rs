@@ -20,9 +20,17 @@
 //! error reason=TEXT                           {"event":"error","reason":"TEXT"}
 //! ```
 //! `verified` is `unknown` (JSON `null`) when the directory could not be asked.
+//!
+//! Every text in an event is escaped ([`Escaped`]): control characters (ESC, BEL, C1...),
+//! DEL and invisible or reordering characters are written visibly (`\u{1b}` in text,
+//! `\u001b` in JSON), so that a directory server's reason or a user's words cannot drive
+//! the terminal, forge an event or hide text; in text form line breaks become spaces.
+//! The control socket's answers are these same lines.
 
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
+
+use parlo_fsm::Escaped;
 
 /// The commands, as `help` lists them.
 pub const COMMANDS: [&str; 8] = [
@@ -63,6 +71,9 @@ pub struct Status {
     pub late: u64,
     /// Packets received twice.
     pub duplicate: u64,
+    /// Packets dropped as far outside the jitter buffer's window (strays, or the first
+    /// packets of a restarted stream).
+    pub discarded: u64,
     /// Playback ticks filled by concealment or silence.
     pub concealed: u64,
     /// Playback queue underruns (the device found nothing to play).
@@ -77,6 +88,9 @@ pub struct Status {
     pub playback_overruns: u64,
     /// Signalling or media ignored as belonging to another call or address.
     pub foreign: u64,
+    /// RTP from the peer's address ignored as not the call's stream (another SSRC or
+    /// payload type).
+    pub foreign_media: u64,
     /// Datagrams that could not be parsed.
     pub garbage: u64,
     /// Signalling messages resent.
@@ -88,7 +102,7 @@ pub struct Status {
 impl Status {
     /// The numeric fields, in the order `status` prints them (numbers in both the text and
     /// the JSON form; the jitter in milliseconds with three decimals).
-    fn counters(&self) -> [(&'static str, Counter); 16] {
+    fn counters(&self) -> [(&'static str, Counter); 18] {
         [
             ("sent", Counter::Count(self.sent)),
             ("received", Counter::Count(self.received)),
@@ -96,6 +110,7 @@ impl Status {
             ("lost", Counter::Count(self.lost)),
             ("late", Counter::Count(self.late)),
             ("duplicate", Counter::Count(self.duplicate)),
+            ("discarded", Counter::Count(self.discarded)),
             ("concealed", Counter::Count(self.concealed)),
             ("underruns", Counter::Count(self.underruns)),
             ("depth", Counter::Count(self.depth as u64)),
@@ -103,6 +118,7 @@ impl Status {
             ("capture_overruns", Counter::Count(self.capture_overruns)),
             ("playback_overruns", Counter::Count(self.playback_overruns)),
             ("foreign", Counter::Count(self.foreign)),
+            ("foreign_media", Counter::Count(self.foreign_media)),
             ("garbage", Counter::Count(self.garbage)),
             ("retransmissions", Counter::Count(self.retransmissions)),
             ("allocations", Counter::Count(self.allocations)),
@@ -195,28 +211,16 @@ pub enum Event {
     },
 }
 
-/// Appends `s` as a JSON string (with quotes).
+/// Appends `s` as a JSON string (with quotes), escaped.
 fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    // Writing into a String cannot fail.
+    let _ = write!(out, "\"{}\"", Escaped::json(s));
 }
 
-/// Replaces line breaks so that free text stays on one line.
-fn one_line(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
+/// Free text for a text line: line breaks become spaces (the text stays on its line,
+/// readable), and what else would not show as itself is escaped.
+fn text(s: &str) -> Escaped<String> {
+    Escaped::text(s.replace(['\n', '\r'], " "))
 }
 
 impl Event {
@@ -243,11 +247,13 @@ impl Event {
         let mut out = String::from(self.name());
         // Writing into a String cannot fail.
         let _ = match self {
-            Event::Registered { name, server } => write!(out, " {name} server={server}"),
-            Event::Unregistered { reason } | Event::Error { reason } => {
-                write!(out, " reason={}", one_line(reason))
+            Event::Registered { name, server } => {
+                write!(out, " {} server={}", text(name), text(server))
             }
-            Event::Calling { peer } | Event::Ringing { peer } => write!(out, " {peer}"),
+            Event::Unregistered { reason } | Event::Error { reason } => {
+                write!(out, " reason={}", text(reason))
+            }
+            Event::Calling { peer } | Event::Ringing { peer } => write!(out, " {}", text(peer)),
             Event::Incoming {
                 peer,
                 from,
@@ -258,18 +264,17 @@ impl Event {
                     Some(false) => "no",
                     None => "unknown",
                 };
-                write!(out, " {peer} from={from} verified={verified}")
+                write!(out, " {} from={from} verified={verified}", text(peer))
             }
             Event::Connected {
                 peer,
                 dialect,
                 codec,
-            } => write!(out, " {peer} dialect={dialect} codec={codec}"),
-            Event::Ended { peer, reason } => write!(out, " {peer} reason={reason}"),
+            } => write!(out, " {} dialect={dialect} codec={codec}", text(peer)),
+            Event::Ended { peer, reason } => write!(out, " {} reason={reason}", text(peer)),
             Event::Users { names } => {
                 for name in names {
-                    out.push(' ');
-                    out.push_str(name);
+                    let _ = write!(out, " {}", text(name));
                 }
                 Ok(())
             }
@@ -277,7 +282,7 @@ impl Event {
                 let s = status;
                 let _ = write!(out, " state={}", s.state);
                 if let Some(peer) = &s.peer {
-                    let _ = write!(out, " peer={peer}");
+                    let _ = write!(out, " peer={}", text(peer));
                 }
                 if let Some(addr) = &s.peer_addr {
                     let _ = write!(out, " peer_addr={addr}");
@@ -539,15 +544,17 @@ mod tests {
             status.json(),
             "{\"event\":\"status\",\"state\":\"idle\",\"registered\":true,\"sent\":0,\
              \"received\":0,\"played\":0,\"lost\":0,\"late\":0,\"duplicate\":0,\
-             \"concealed\":0,\"underruns\":0,\"depth\":0,\"jitter_ms\":0.000,\
-             \"capture_overruns\":0,\"playback_overruns\":0,\"foreign\":0,\"garbage\":0,\
-             \"retransmissions\":0,\"allocations\":0}"
+             \"discarded\":0,\"concealed\":0,\"underruns\":0,\"depth\":0,\
+             \"jitter_ms\":0.000,\"capture_overruns\":0,\"playback_overruns\":0,\
+             \"foreign\":0,\"foreign_media\":0,\"garbage\":0,\"retransmissions\":0,\
+             \"allocations\":0}"
         );
         assert_eq!(
             status.text(),
             "status state=idle registered=yes sent=0 received=0 played=0 lost=0 late=0 \
-             duplicate=0 concealed=0 underruns=0 depth=0 jitter_ms=0.000 capture_overruns=0 \
-             playback_overruns=0 foreign=0 garbage=0 retransmissions=0 allocations=0"
+             duplicate=0 discarded=0 concealed=0 underruns=0 depth=0 jitter_ms=0.000 \
+             capture_overruns=0 playback_overruns=0 foreign=0 foreign_media=0 garbage=0 \
+             retransmissions=0 allocations=0"
         );
         let in_call = Event::Status(Box::new(Status {
             state: "in-call",
@@ -563,6 +570,80 @@ mod tests {
         let json = in_call.json();
         assert!(json.contains(r#""codec":"PCMU""#), "{json}");
         assert!(json.contains(r#""jitter_ms":12.375,"capture_overruns":2,"playback_overruns":3"#));
+    }
+
+    /// Whether `line` holds a character that would not show as itself.
+    fn has_raw_controls(line: &str) -> bool {
+        line.chars().any(parlo_fsm::is_escaped)
+    }
+
+    #[test]
+    fn free_text_is_escaped_in_both_forms() {
+        let hostile = "\u{1b}[2J\u{7}\u{9b}31m\u{202e}evil\u{7f}";
+        let error = Event::Error {
+            reason: format!("the server refused: {hostile}\nregistered mallory"),
+        };
+        assert_eq!(
+            error.text(),
+            "error reason=the server refused: \\u{1b}[2J\\u{7}\\u{9b}31m\\u{202e}evil\\u{7f} \
+             registered mallory"
+        );
+        assert_eq!(
+            error.json(),
+            r#"{"event":"error","reason":"the server refused: \u001b[2J\u0007\u009b31m\u202eevil\u007f\nregistered mallory"}"#
+        );
+        // Every text field, in both forms, and the lines the control socket sends.
+        let events = [
+            error,
+            Event::Unregistered {
+                reason: hostile.into(),
+            },
+            Event::Registered {
+                name: hostile.into(),
+                server: hostile.into(),
+            },
+            Event::Calling {
+                peer: hostile.into(),
+            },
+            Event::Incoming {
+                peer: hostile.into(),
+                from: addr(),
+                verified: None,
+            },
+            Event::Users {
+                names: vec!["bob".into(), hostile.into()],
+            },
+            Event::Status(Box::new(Status {
+                state: "in-call",
+                peer: Some(hostile.into()),
+                ..Status::default()
+            })),
+        ];
+        for event in &events {
+            for line in [event.text(), event.json()] {
+                assert!(!has_raw_controls(&line), "{line:?}");
+                assert!(line.contains("\\u"), "{line:?}");
+            }
+            let line = event.line(false);
+            assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+            assert!(!has_raw_controls(line.trim_end_matches('\n')), "{line:?}");
+        }
+        // Plain text, non-ASCII letters and spaces included, is untouched.
+        assert_eq!(
+            Event::Error {
+                reason: "café Zürich: 東京 ok".into()
+            }
+            .text(),
+            "error reason=café Zürich: 東京 ok"
+        );
+        // Line and paragraph separators, which JSON allows raw, are escaped too.
+        assert!(
+            Event::Users {
+                names: vec!["a\u{2028}b".into()]
+            }
+            .json()
+            .contains(r#""a\u2028b""#)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
-use parlo_fsm::{self as fsm, Action, Machine, Note, SplitMix64, State};
+use parlo_fsm::{self as fsm, Action, Machine, Note, State};
 use parlo_net::directory::{Reply, Request};
 use parlo_net::media::Datagram;
 use parlo_net::peer::Wire;
@@ -30,6 +30,7 @@ use crate::directory::{Directory, Outcome, Purpose};
 use crate::error::{Error, Exit};
 use crate::media::{self, Media};
 use crate::output::{Event as Out, Status};
+use crate::random::OsRandom;
 use crate::stdin::{Input, Stdin};
 
 const UDP: Token = Token(0);
@@ -79,14 +80,15 @@ pub struct Phone {
     waker: Arc<Waker>,
     started: Instant,
     udp: UdpSocket,
-    machine: Machine<SplitMix64>,
+    machine: Machine<OsRandom>,
     directory: Directory,
     outcomes: Vec<Outcome>,
     media: Media,
     control: Option<Control>,
     stdin: Stdin,
     signals: Signals,
-    random: SplitMix64,
+    /// Each call's SSRC, first sequence number and timestamp.
+    random: OsRandom,
     followups: VecDeque<fsm::Event>,
     pending_incoming: Option<PendingIncoming>,
     quitting: Option<Quit>,
@@ -105,19 +107,6 @@ impl std::fmt::Debug for Phone {
 
 fn poll_error(doing: &'static str) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Poll { doing, source }
-}
-
-/// A seed from the operating system's randomness (through the standard hasher's keys).
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.finish()
 }
 
 /// Why a directory request did not get the answer it wanted: the server's refusal, an
@@ -169,11 +158,11 @@ impl Phone {
             None => None,
         };
         let stdin = Stdin::open(registry, STDIN, Arc::clone(&waker));
-        let seed = random_seed();
         let mut machine_config = fsm::Config::new(config.name.clone());
         machine_config.answer_timeout = config.answer_timeout_ms;
         machine_config.codecs = config.codecs.clone();
-        let machine = Machine::new(machine_config, SplitMix64(seed), fsm::Instant(0));
+        let call_ids = OsRandom::new().map_err(Error::Random)?;
+        let machine = Machine::new(machine_config, call_ids, fsm::Instant(0));
         let lookup_waker = Arc::clone(&waker);
         let directory = Directory::new(
             config.server.clone(),
@@ -205,7 +194,7 @@ impl Phone {
             control,
             stdin,
             signals,
-            random: SplitMix64(seed.rotate_left(17) ^ 0x5eed),
+            random: OsRandom::new().map_err(Error::Random)?,
             followups: VecDeque::with_capacity(8),
             pending_incoming: None,
             quitting: None,
@@ -402,8 +391,7 @@ impl Phone {
         let wake: parlo_audio::Wake = Arc::new(move || {
             let _ = waker.wake();
         });
-        let random = u64::from(fsm::CallIds::next_call_id(&mut self.random).0) << 32
-            | u64::from(fsm::CallIds::next_call_id(&mut self.random).0);
+        let random = self.random.next_u64();
         if let Err(e) = self.media.start(peer, dialect, codec, wake, random) {
             self.emit(
                 Out::Error {
@@ -552,6 +540,8 @@ impl Phone {
             lost: stats.lost,
             late: stats.late,
             duplicate: stats.duplicate,
+            discarded: stats.discarded,
+            foreign_media: stats.foreign_media,
             concealed: stats.concealed,
             underruns: stats.underruns,
             depth: stats.depth,
@@ -596,8 +586,10 @@ impl Phone {
                     self.feed(&fsm::Event::Peer { from, message }, None);
                 }
                 Ok(Datagram::Rtp(packet)) => {
-                    self.feed(&fsm::Event::Media { from }, None);
-                    self.media.handle_rtp(from, &packet, arrival);
+                    // Another stream from the peer's address is no sign of the peer's life.
+                    if self.media.handle_rtp(from, &packet, arrival) {
+                        self.feed(&fsm::Event::Media { from }, None);
+                    }
                 }
                 Ok(Datagram::RawPcm(raw)) => {
                     self.feed(&fsm::Event::Media { from }, None);

@@ -56,7 +56,8 @@ pub fn main<E: Failure>(
     let exit = match outcome {
         Ok(Ok(exit)) => exit,
         Ok(Err(error)) => {
-            eprintln!("{program}: {error}");
+            // Errors may quote the command line, a file or a server's words.
+            eprintln!("{program}: {}", parlo_fsm::Escaped::text(&error));
             error.exit()
         }
         Err(_) => Exit::Unknown,

@@ -55,6 +55,6 @@ pub use machine::{Actions, Config, Counters, MAX_ACTIONS, Machine};
 pub use table::{EventKind, Guard, State, TABLE};
 pub use types::{Action, CallIds, EndReason, Event, Instant, Note, Refusal, SplitMix64, Timer};
 pub use vocab::{
-    CallId, Codec, CodecSet, Dialect, FRAME_MS, FRAME_SAMPLES, Frame, MAX_NAME_LEN, Message, Name,
-    NameError, Preference, SAMPLE_RATE, VERSION, is_name_char,
+    CallId, Codec, CodecSet, Dialect, Escaped, FRAME_MS, FRAME_SAMPLES, Frame, MAX_NAME_LEN,
+    Message, Name, NameError, Preference, SAMPLE_RATE, VERSION, is_escaped, is_name_char,
 };

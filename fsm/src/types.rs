@@ -32,7 +32,9 @@ pub trait CallIds {
     fn next_call_id(&mut self) -> CallId;
 }
 
-/// A seeded SplitMix64 generator: the shell seeds it from the operating system.
+/// A seeded SplitMix64 generator, for tests and specs: the same seed gives the same ids.
+/// Not for a phone (its ids would be as guessable as its seed): the phone shell reads
+/// its ids from the operating system's random source.
 #[derive(Debug, Clone)]
 pub struct SplitMix64(pub u64);
 

@@ -150,6 +150,104 @@ fn is_invisible(ch: char) -> bool {
     )
 }
 
+/// Whether `ch` is written escaped in text that leaves a program (see [`Escaped`]): a
+/// control character (C0, DEL, C1: ESC, BEL, CSI U+009B...), a line or paragraph
+/// separator, or a character that prints as nothing or reorders the text around it.
+pub fn is_escaped(ch: char) -> bool {
+    ch.is_control() || is_invisible(ch) || matches!(ch, '\u{2028}' | '\u{2029}')
+}
+
+/// Text as it may leave a program (a terminal, a log, a control socket, JSON), whatever it
+/// holds: each character for which [`is_escaped`] holds is written visibly instead of
+/// raw, so that text from the network or a user can neither drive the terminal that shows
+/// it (escape sequences, a bell, a cleared screen), break a line in two, nor hide or
+/// reorder what is around it. Everything else, spaces and letters of any script
+/// included, is written as it is. A `Display` wrapper of any `Display`: it writes through
+/// without allocating.
+///
+/// Two notations:
+/// - [`Escaped::text`], for lines of text: `\u{1b}`, as Rust writes it. A backslash is left
+///   as it is: text that spells an escape is shown as what it spells, harmlessly.
+/// - [`Escaped::json`], for the inside of a JSON string: `"` and `\` too, `\n` `\r` `\t`,
+///   and every other one as `\u001b` (a UTF-16 pair beyond U+FFFF), C1, DEL and the
+///   invisible characters included, which JSON would allow raw.
+///
+/// ```
+/// use parlo_fsm::Escaped;
+/// let reason = "\u{1b}[2J\u{7}café \u{202e}olleh";
+/// assert_eq!(Escaped::text(reason).to_string(), "\\u{1b}[2J\\u{7}café \\u{202e}olleh");
+/// assert_eq!(Escaped::json("\"a\"\n\u{9b}").to_string(), "\\\"a\\\"\\n\\u009b");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escaped<T> {
+    text: T,
+    json: bool,
+}
+
+impl<T: fmt::Display> Escaped<T> {
+    /// `text` for a line of text.
+    pub const fn text(text: T) -> Escaped<T> {
+        Escaped { text, json: false }
+    }
+
+    /// `text` for the inside of a JSON string (the quotes are the caller's).
+    pub const fn json(text: T) -> Escaped<T> {
+        Escaped { text, json: true }
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Escaped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        write!(
+            EscapingWriter {
+                out: f,
+                json: self.json
+            },
+            "{}",
+            self.text
+        )
+    }
+}
+
+/// Writes what it is given to `out`, escaped (see [`Escaped`]).
+struct EscapingWriter<'a, 'b> {
+    out: &'a mut fmt::Formatter<'b>,
+    json: bool,
+}
+
+impl fmt::Write for EscapingWriter<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Runs of plain text go out whole.
+        let mut plain = 0;
+        for (at, ch) in s.char_indices() {
+            let json_special = self.json && matches!(ch, '"' | '\\');
+            if !json_special && !is_escaped(ch) {
+                continue;
+            }
+            self.out.write_str(&s[plain..at])?;
+            plain = at + ch.len_utf8();
+            if !self.json {
+                write!(self.out, "\\u{{{:x}}}", u32::from(ch))?;
+                continue;
+            }
+            match ch {
+                '"' => self.out.write_str("\\\"")?,
+                '\\' => self.out.write_str("\\\\")?,
+                '\n' => self.out.write_str("\\n")?,
+                '\r' => self.out.write_str("\\r")?,
+                '\t' => self.out.write_str("\\t")?,
+                _ => {
+                    for unit in ch.encode_utf16(&mut [0; 2]) {
+                        write!(self.out, "\\u{unit:04x}")?;
+                    }
+                }
+            }
+        }
+        self.out.write_str(&s[plain..])
+    }
+}
+
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -553,6 +651,96 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod escaping {
+        use super::*;
+        use std::string::{String, ToString};
+
+        fn text(s: &str) -> String {
+            Escaped::text(s).to_string()
+        }
+
+        fn json(s: &str) -> String {
+            Escaped::json(s).to_string()
+        }
+
+        #[test]
+        fn ordinary_text_is_left_alone() {
+            for plain in [
+                "",
+                "connection refused; retrying in 1 s",
+                "name \"bob\" = taken, 100% (a\\b)",
+                "café Zürich ŁÓDŹ Ελλάδα 東京 مرحبا 😀",
+            ] {
+                assert_eq!(text(plain), plain);
+            }
+            assert_eq!(json("café 東京 😀 a=b"), "café 東京 😀 a=b");
+        }
+
+        #[test]
+        fn controls_and_invisible_characters_are_written_visibly() {
+            let cases = [
+                ("\u{1b}[2J", "\\u{1b}[2J", "\\u001b[2J"),
+                ("bell\u{7}", "bell\\u{7}", "bell\\u0007"),
+                ("\u{0}", "\\u{0}", "\\u0000"),
+                ("del\u{7f}", "del\\u{7f}", "del\\u007f"),
+                ("csi\u{9b}31m", "csi\\u{9b}31m", "csi\\u009b31m"),
+                ("nel\u{85}", "nel\\u{85}", "nel\\u0085"),
+                ("rlo\u{202e}txt", "rlo\\u{202e}txt", "rlo\\u202etxt"),
+                ("zw\u{200b}sp", "zw\\u{200b}sp", "zw\\u200bsp"),
+                ("\u{feff}bom", "\\u{feff}bom", "\\ufeffbom"),
+                (
+                    "ls\u{2028}ps\u{2029}",
+                    "ls\\u{2028}ps\\u{2029}",
+                    "ls\\u2028ps\\u2029",
+                ),
+                ("tag\u{e0041}", "tag\\u{e0041}", "tag\\udb40\\udc41"),
+                ("a\nb\rc\td", "a\\u{a}b\\u{d}c\\u{9}d", "a\\nb\\rc\\td"),
+            ];
+            for (raw, as_text, as_json) in cases {
+                assert_eq!(text(raw), as_text, "{raw:?}");
+                assert_eq!(json(raw), as_json, "{raw:?}");
+                for escaped in [text(raw), json(raw)] {
+                    assert!(!escaped.chars().any(is_escaped), "{escaped:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn json_quotes_and_backslashes_are_escaped_in_json_only() {
+            assert_eq!(json(r#"say "hi" \ bye"#), r#"say \"hi\" \\ bye"#);
+            assert_eq!(text(r#"say "hi" \ bye"#), r#"say "hi" \ bye"#);
+        }
+
+        #[test]
+        fn any_display_is_escaped_across_its_pieces() {
+            let name = "bo\u{1b}b";
+            let formatted = Escaped::text(format_args!("{name}: {}\u{7}", 42)).to_string();
+            assert_eq!(formatted, "bo\\u{1b}b: 42\\u{7}");
+            // The wrapped value's own formatting is kept.
+            assert_eq!(Escaped::text(format_args!("{:>4}", 7)).to_string(), "   7");
+        }
+
+        #[test]
+        fn every_character_is_plain_or_escaped_in_both_notations() {
+            // Over the whole of Unicode: nothing that `is_escaped` marks comes out raw,
+            // and everything else comes out as it went in.
+            let mut buf = [0u8; 4];
+            for ch in (0..=0x10_ffff).filter_map(char::from_u32) {
+                let s: &str = ch.encode_utf8(&mut buf);
+                let (t, j) = (text(s), json(s));
+                if is_escaped(ch) {
+                    assert!(t.starts_with("\\u{") && t.is_ascii(), "{ch:?} -> {t}");
+                    assert!(j.starts_with('\\') && j.is_ascii(), "{ch:?} -> {j}");
+                } else {
+                    assert_eq!(t, s);
+                    if ch != '"' && ch != '\\' {
+                        assert_eq!(j, s);
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn names_follow_the_rule() {

@@ -35,7 +35,7 @@ use serde::de::{Deserializer, Visitor};
 
 use crate::framing::MAX_REQUEST;
 
-pub use parlo_fsm::{MAX_NAME_LEN, Name, NameError};
+pub use parlo_fsm::{Escaped, MAX_NAME_LEN, Name, NameError};
 
 /// The UDP port a phone listens on when its REG does not say (the original's fixed port).
 pub const DEFAULT_PEER_PORT: u16 = 5001;
@@ -86,9 +86,12 @@ impl fmt::Display for RequestError {
             RequestError::UnterminatedString => f.write_str("line ended inside a string"),
             RequestError::Malformed(what) => write!(f, "malformed JSON: {what}"),
             RequestError::MissingCommand => f.write_str("missing \"command\""),
+            // The echo is the client's text: escaped wherever the reason goes (the
+            // answer, a log).
             RequestError::UnknownCommand(command) => write!(
                 f,
-                "unknown command \"{command}\" (expected REG, GET, DISCONNECT, LIST or PING)"
+                "unknown command \"{}\" (expected REG, GET, DISCONNECT, LIST or PING)",
+                Escaped::text(command)
             ),
             RequestError::MissingName => f.write_str("missing \"name\""),
             RequestError::BadName(error) => write!(f, "{error}"),
@@ -1039,10 +1042,18 @@ mod tests {
             let unknown = Response::Error(
                 RequestError::UnknownCommand("a\"\\\u{1}".try_into().expect("fits")).into(),
             );
+            // The control character is escaped in the reason itself (`\u{1}`), which the
+            // JSON then carries like any text.
             assert_eq!(
                 encoded(&unknown),
-                "{\"ack\":\"Error\",\"reason\":\"unknown command \\\"a\\\"\\\\\\u0001\\\" \
+                "{\"ack\":\"Error\",\"reason\":\"unknown command \\\"a\\\"\\\\\\\\u{1}\\\" \
                  (expected REG, GET, DISCONNECT, LIST or PING)\"}\n"
+            );
+            assert_eq!(
+                RequestError::UnknownCommand("\u{1b}[2J\u{7}\u{9b}".try_into().expect("fits"))
+                    .to_string(),
+                "unknown command \"\\u{1b}[2J\\u{7}\\u{9b}\" (expected REG, GET, DISCONNECT, \
+                 LIST or PING)"
             );
         }
 

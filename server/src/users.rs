@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use parlo_net::directory::Escaped;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::Error;
@@ -35,9 +36,11 @@ fn read(db: &Connection, path: &Path) -> Result<Vec<User>, Error> {
         .map_err(failed)?;
     let rows = stmt
         .query_map([], |row| {
+            // Escaped: the table is shown on a terminal, and any program can write the file.
+            let text = |text: String| Escaped::text(text).to_string();
             Ok(User {
-                name: row.get(0)?,
-                ip: row.get(1)?,
+                name: text(row.get(0)?),
+                ip: text(row.get(1)?),
                 port: row.get(2)?,
                 since: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
             })

@@ -1062,6 +1062,8 @@ pub struct Impairment {
     /// Each media packet is delayed by a pseudo-random 0 to N milliseconds (uniform,
     /// seeded by its index), so packets arrive unevenly and, past 64 ms, out of order.
     pub jitter_ms: u64,
+    /// After each media packet, forged ones from the same address (see [`forgeries`]).
+    pub forge: bool,
 }
 
 impl Impairment {
@@ -1093,6 +1095,8 @@ pub struct RelayReport {
     pub reordered: usize,
     /// Media packets sent twice.
     pub duplicated: usize,
+    /// Forged media packets sent.
+    pub forged: usize,
     /// Signalling lines from the caller, as forwarded or dropped (`dropped: ` prefix).
     pub requests: Vec<String>,
     /// The first media packets from the caller, as they arrived (at most 64).
@@ -1250,6 +1254,12 @@ fn relay(
                 continue;
             }
             let _ = back.send_to(datagram, callee);
+            if impair.forge {
+                for forged in forgeries(datagram) {
+                    let _ = back.send_to(&forged, callee);
+                    report.forged += 1;
+                }
+            }
             if Impairment::hits(impair.duplicate_every, index) {
                 let _ = back.send_to(datagram, callee);
                 report.duplicated += 1;
@@ -1279,6 +1289,49 @@ fn relay(
         }
     }
     report
+}
+
+/// Forged RTP packets to follow `packet` (a minimal RTP header, L16 or PCMU), as if from
+/// its sender, each a frame of loud noise: the next frame under another SSRC, the next
+/// frame under the sender's SSRC but the other payload type (each would pre-empt the
+/// real next frame in a phone that took them), and a frame 30,000 sequence numbers away
+/// under another SSRC (in sequence from one packet to the next: a restarted stream, for
+/// a phone that took it). Nothing for a datagram that is not such a packet.
+pub fn forgeries(packet: &[u8]) -> Vec<Vec<u8>> {
+    if packet.len() < 12 || packet[0] != 0x80 {
+        return Vec::new();
+    }
+    let payload_type = packet[1] & 0x7f;
+    let other = match payload_type {
+        96 => 0,
+        0 => 96,
+        _ => return Vec::new(),
+    };
+    let seq = u16::from_be_bytes([packet[2], packet[3]]);
+    let ts = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+    let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+    let forge = |payload_type: u8, seq: u16, ts: u32, ssrc: u32| {
+        let mut forged = vec![0x80, payload_type];
+        forged.extend_from_slice(&seq.to_be_bytes());
+        forged.extend_from_slice(&ts.to_be_bytes());
+        forged.extend_from_slice(&ssrc.to_be_bytes());
+        let len = if payload_type == 0 { 512 } else { 1024 };
+        // Loud, and like nothing a test sends: a square wave at full scale.
+        forged.extend((0..len).map(|i| if i % 16 < 8 { 0x7f } else { 0x80 }));
+        forged
+    };
+    let stranger = ssrc ^ 0x5a5a_5a5a;
+    let next = (seq.wrapping_add(1), ts.wrapping_add(512));
+    vec![
+        forge(payload_type, next.0, next.1, stranger),
+        forge(other, next.0, next.1, ssrc),
+        forge(
+            payload_type,
+            seq.wrapping_add(30_000),
+            ts.wrapping_add(0x4000_0000),
+            stranger,
+        ),
+    ]
 }
 
 /// A loopback address of its own for a third party (a forger), not used by any phone.

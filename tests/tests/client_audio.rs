@@ -116,6 +116,29 @@ fn reordered_and_duplicated_packets_are_played_in_order() {
 }
 
 #[test]
+fn forged_media_from_the_peers_address_is_not_played_and_is_counted() {
+    // Three forged packets after each real one, from the relay's own address (the one bob
+    // talks to): the next frame under another SSRC or payload type, and a far-off stream.
+    let (sent, heard, status, report) = call_through_relay(Impairment {
+        forge: true,
+        ..Impairment::default()
+    });
+    let frames = sent.len() / FRAME_SAMPLES;
+    assert!(report.forged >= 3 * frames, "{report:?}");
+    // Bob counted them (those sent before his status, at least every frame of the file's),
+    // and none reached his jitter buffer: nothing far off, nothing played.
+    let foreign = status.number("foreign_media").unwrap_or(0);
+    assert!(foreign as usize >= 3 * frames, "{status}");
+    assert_eq!(status.number("discarded"), Some(0), "{status}");
+    assert_eq!(
+        status.field("state").as_deref(),
+        Some("in-call"),
+        "{status}"
+    );
+    assert_in_order("alice -> forger -> bob", &sent, &heard, 3);
+}
+
+#[test]
 fn lost_packets_are_counted_and_only_their_frames_are_missing() {
     let (sent, heard, status, report) = call_through_relay(Impairment {
         reorder_every: 0,

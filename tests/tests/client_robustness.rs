@@ -312,3 +312,91 @@ fn without_a_directory_an_incoming_caller_id_is_unknown() {
         "{incoming}"
     );
 }
+
+/// A directory server that registers anyone and answers every other request (but PING)
+/// with an error whose reason is made to drive a terminal: clear the screen, ring, a CSI,
+/// a right-to-left override and a forged event on a line of its own.
+fn hostile_directory() -> SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind((loopback(), 0)).expect("a loopback port");
+    let addr = listener.local_addr().expect("bound");
+    std::thread::spawn(move || {
+        // One connection at a time, as long as the test runs (the phone reconnects).
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let Ok(mut writer) = stream.try_clone() else {
+                return;
+            };
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let answer = if line.contains("\"REG\"") {
+                    r#"{"ack":"Registered successfully"}"#
+                } else if line.contains("\"PING\"") {
+                    r#"{"ack":"PONG"}"#
+                } else {
+                    r#"{"ack":"Error","reason":"\u001b[2J\u0007\u009b31m\u202eevil\u007f\nregistered mallory"}"#
+                };
+                if writeln!(writer, "{answer}").is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// Whether `text` holds a character that would not show as itself (a line break
+/// excepted: it ends the lines `text` is made of).
+fn has_raw_controls(text: &str) -> bool {
+    text.chars().any(|c| c != '\n' && parlo_fsm::is_escaped(c))
+}
+
+#[test]
+fn hostile_text_from_the_directory_or_the_user_comes_out_escaped() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut alice = Phone::builder("alice")
+        .server_addr(hostile_directory())
+        .control()
+        .start();
+    alice.expect_event("registered");
+    let socket =
+        std::os::unix::net::UnixStream::connect(alice.control_path()).expect("the control socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeouts can be set");
+    let mut answers = BufReader::new(socket.try_clone().expect("a second handle"));
+    let mut ask = |command: &[u8]| {
+        (&socket).write_all(command).expect("sent");
+        let mut answer = String::new();
+        answers.read_line(&mut answer).expect("an answer");
+        answer
+    };
+    // The directory's reason, in the answer to `list`.
+    let answer = ask(b"list\n");
+    assert!(answer.starts_with("error "), "{answer:?}");
+    assert!(
+        answer.contains("\\u{1b}[2J\\u{7}\\u{9b}31m\\u{202e}evil\\u{7f} registered mallory"),
+        "{answer:?}"
+    );
+    assert!(!has_raw_controls(&answer), "{answer:?}");
+    assert_eq!(answer.matches('\n').count(), 1, "one line: {answer:?}");
+    // And in what becomes of a call whose lookup it refuses.
+    assert_eq!(ask(b"call bob\n"), "calling bob\n");
+    alice.expect_event("ended");
+    // A user's unknown command, echoed.
+    let answer = ask(b"\x1b[2Jdance\x07\xc2\x9b\n");
+    assert!(answer.contains("unknown command"), "{answer:?}");
+    assert!(!has_raw_controls(&answer), "{answer:?}");
+
+    // The same on stdout, and in the log.
+    let stdout = alice.stdout_lines().join("\n");
+    assert!(stdout.contains("\\u{1b}[2J"), "{stdout}");
+    assert!(!has_raw_controls(&stdout), "{stdout:?}");
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("registered mallory")),
+        "no forged event: {stdout}"
+    );
+    let stderr = alice.stderr_lines().join("\n");
+    assert!(!has_raw_controls(&stderr), "{stderr:?}");
+    assert_eq!(alice.quit().code(), Some(0), "{}", alice.transcript());
+}

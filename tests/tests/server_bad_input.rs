@@ -307,3 +307,27 @@ fn garbage_flood_from_many_connections_leaves_registrations_alone() {
         server.log().contains("not a JSON object")
     });
 }
+
+#[test]
+fn text_of_a_request_is_escaped_in_the_answer_and_the_log() {
+    let server = Server::start(&[]);
+    let mut client = LineClient::new(server.connect());
+    // Clear the screen, ring, a CSI, a right-to-left override: as JSON escapes, the only
+    // way a request carries them.
+    let reply = client.ask(r#"{"command":"\u001b[2J\u0007\u009b\u202eX"}"#);
+    assert!(
+        reply.contains(r#"unknown command \"\\u{1b}[2J\\u{7}\\u{9b}\\u{202e}X\""#),
+        "escaped in the reason itself: {reply}"
+    );
+    assert_eq!(client.ask(r#"{"command":"PING"}"#), PONG);
+    let line = server.wait_for_log("unknown command");
+    assert!(
+        line.contains(r#"unknown command "\u{1b}[2J\u{7}\u{9b}\u{202e}X""#),
+        "{line}"
+    );
+    let log = server.log();
+    assert!(
+        !log.chars().any(|c| c != '\n' && parlo_fsm::is_escaped(c)),
+        "{log:?}"
+    );
+}
