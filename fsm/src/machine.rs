@@ -107,6 +107,8 @@ pub struct Machine<R> {
     timers: [Option<Instant>; Timer::ALL.len()],
     now: Instant,
     counters: Counters,
+    /// The index in [`TABLE`] of the entry the last event or timer applied.
+    last_entry: Option<usize>,
 }
 
 impl<R: CallIds> Machine<R> {
@@ -120,6 +122,7 @@ impl<R: CallIds> Machine<R> {
             timers: [None; Timer::ALL.len()],
             now,
             counters: Counters::default(),
+            last_entry: None,
         }
     }
 
@@ -164,6 +167,13 @@ impl<R: CallIds> Machine<R> {
         self.counters
     }
 
+    /// The index in [`TABLE`] of the entry (row or ignore) that the last call of
+    /// [`Machine::handle`] or [`Machine::handle_timeout`] applied; `None` when it applied
+    /// none (no timer was due). Lets tests tell which rows their scenarios reach.
+    pub fn last_entry(&self) -> Option<usize> {
+        self.last_entry
+    }
+
     /// The deadline of `timer`, if armed.
     pub fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.timers[timer as usize]
@@ -188,6 +198,7 @@ impl<R: CallIds> Machine<R> {
     #[must_use]
     pub fn handle_timeout(&mut self, now: Instant) -> Actions {
         self.advance(now);
+        self.last_entry = None;
         let due = Timer::ALL
             .iter()
             .copied()
@@ -305,9 +316,11 @@ impl<R: CallIds> Machine<R> {
         let from = self.state;
         let entry = TABLE
             .iter()
-            .filter(|e| e.state == from && e.event == kind)
-            .find(|e| self.guard_holds(e.guard, event));
-        let Some(&Entry { outcome, .. }) = entry else {
+            .enumerate()
+            .filter(|(_, e)| e.state == from && e.event == kind)
+            .find(|(_, e)| self.guard_holds(e.guard, event));
+        self.last_entry = entry.map(|(i, _)| i);
+        let Some((_, &Entry { outcome, .. })) = entry else {
             log::error!("{from:?}: no table entry for {}; ignored", kind.name());
             return out;
         };
@@ -665,6 +678,17 @@ mod tests {
         let _ = b.handle(Instant(0), &Event::Dial(name("bob")));
         assert_eq!(a.call_id(), b.call_id(), "same seed, same id");
         assert_eq!(a.call_id(), Some(SplitMix64(7).next_call_id()));
+    }
+
+    #[test]
+    fn the_last_applied_entry_is_recorded() {
+        let mut m = idle();
+        assert_eq!(m.last_entry(), None);
+        let _ = m.handle(Instant(0), &Event::Hangup);
+        let entry = TABLE[m.last_entry().expect("an entry applied")];
+        assert_eq!((entry.state, entry.event), (State::Idle, EventKind::Hangup));
+        let _ = m.handle_timeout(Instant(1));
+        assert_eq!(m.last_entry(), None, "no timer was due");
     }
 
     // ---- Dialing ----

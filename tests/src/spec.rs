@@ -27,7 +27,7 @@
 //! and compared with what the machine asked to send. Other actions are compared as
 //! text, in the notation of [`render`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
@@ -208,8 +208,17 @@ struct Step {
     expect: Vec<(usize, String)>,
 }
 
-/// Replays the spec `text` against the machine. Returns the number of events replayed.
-pub fn replay(text: &str) -> Result<usize, Failure> {
+/// What a replay went through.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// The number of events replayed (`tick` included).
+    pub events: usize,
+    /// The indices in [`parlo_fsm::TABLE`] of the entries the events applied.
+    pub reached: BTreeSet<usize>,
+}
+
+/// Replays the spec `text` against the machine.
+pub fn replay(text: &str) -> Result<Replay, Failure> {
     let mut me = None;
     let mut ids = ScriptedIds::default();
     let mut settings = (0, String::new());
@@ -261,20 +270,28 @@ pub fn replay(text: &str) -> Result<usize, Failure> {
     let config = config(settings.0, &me, &settings.1)?;
     let mut machine = Machine::new(config, ids, Instant(0));
 
+    let mut reached = BTreeSet::new();
     for step in &steps {
         let now = Instant(step.at);
         let mut actions: Vec<Action> = Vec::new();
         match &step.event {
-            Some(ev) => actions.extend(machine.handle(now, ev)),
+            Some(ev) => {
+                actions.extend(machine.handle(now, ev));
+                reached.extend(machine.last_entry());
+            }
             None => {
                 while machine.poll_timeout().is_some_and(|t| t <= now) {
                     actions.extend(machine.handle_timeout(now));
+                    reached.extend(machine.last_entry());
                 }
             }
         }
         check(step, &machine, &actions)?;
     }
-    Ok(steps.len())
+    Ok(Replay {
+        events: steps.len(),
+        reached,
+    })
 }
 
 fn check<R: CallIds>(step: &Step, machine: &Machine<R>, actions: &[Action]) -> Result<(), Failure> {
