@@ -839,7 +839,12 @@ impl Phone {
             Purpose::Dial(name) => match result {
                 Ok(Reply::Found(contact)) => {
                     let addr = SocketAddr::new(contact.ip.to_canonical(), contact.port);
-                    self.feed(&fsm::Event::Resolved { name, addr }, None);
+                    let event = fsm::Event::Resolved {
+                        name,
+                        addr,
+                        dialect: None,
+                    };
+                    self.feed(&event, None);
                 }
                 Ok(Reply::NotFound) => self.feed(&fsm::Event::Unknown { name }, None),
                 other => {

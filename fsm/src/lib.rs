@@ -23,13 +23,31 @@
 //!   handle_timeout(now)          ─────▶   fire one due timer (repeat while due)
 //! ```
 //!
+//! # Dialects
+//! A call speaks one dialect, fixed when it is set up: Parlo's (every message carries the
+//! call id) or the original project's (bare messages, raw PCM). The callee takes it from
+//! the START. The caller takes it from the directory ([`Event::Resolved`]'s `dialect`)
+//! and then says `START <me>` bare to an original phone. Once fixed, a message that lacks the call's
+//! id (or carries one in an original call) is foreign: a forged bare `CLOSE` from the
+//! peer's address cannot end a Parlo call. When the directory does not say (a directory
+//! server of the original project), the call starts in Parlo's dialect and the callee's
+//! first answer from the directory's address fixes it, a bare ACCEPT or REJECT meaning
+//! the original's. That answer is the only bare message ever taken in a Parlo call, and
+//! the residual risk with such a directory: a forger who beats the callee's own answer
+//! can turn the call original.
+//!
 //! # Glare
 //! When two phones dial each other at the same moment, each sees a START from the very
-//! phone it is dialling. The call with the lower call id wins (on equal ids, the one
-//! whose caller name sorts first); a START without call id (a phone of the original
-//! project, which cannot yield) always wins. The loser drops its own call and answers
-//! the winner's at once — its user asked to talk to that very peer — so exactly one
-//! call connects, the same one on both sides.
+//! phone it is dialling. It is a crossing call only when it comes from the address the
+//! directory gave for that phone; before the lookup has answered, or from another
+//! address, a START naming the callee is an ordinary call request and gets BUSY (anyone
+//! can claim a name). Of two crossing calls, the one with the lower call id wins (on
+//! equal ids, the one whose caller name sorts first); a START without call id (a phone
+//! of the original project, which cannot yield) always wins. The loser drops its own
+//! call and answers the winner's at once — its user asked to talk to that very peer — so
+//! exactly one call connects, the same one on both sides. When both STARTs arrive before
+//! the lookups answer, both phones answer BUSY and neither call connects; the users dial
+//! again.
 //!
 //! # Codecs
 //! The caller offers the codecs of its [`Config::codecs`] in START (`codecs=L16,PCMU`,

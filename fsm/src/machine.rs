@@ -66,6 +66,9 @@ struct Call {
     addr: Option<SocketAddr>,
     /// The protocol the other side speaks.
     dialect: Dialect,
+    /// Whether `dialect` is settled. Always, except for a call placed to a phone whose
+    /// dialect the directory did not say, until the callee's first answer.
+    dialect_fixed: bool,
     /// The codec of the call: chosen by the callee (L16 until the caller hears which).
     codec: Codec,
     /// Whether this phone placed the call.
@@ -74,6 +77,18 @@ struct Call {
     awaiting: Option<Say>,
     /// Retransmissions of `awaiting` so far.
     resends: u8,
+}
+
+impl Call {
+    /// Settles the dialect. A call in the original dialect has no call id: the peer
+    /// knows none, and messages that carry one are not from it.
+    fn fix_dialect(&mut self, dialect: Dialect) {
+        self.dialect = dialect;
+        self.dialect_fixed = true;
+        if dialect == Dialect::Original {
+            self.id = None;
+        }
+    }
 }
 
 /// Counters the machine keeps for the phone's `status`.
@@ -95,9 +110,10 @@ pub struct Counters {
 ///
 /// Before the table is consulted, an event is classified against the current call: a
 /// peer message belongs to the call when it comes from the peer's address and carries
-/// the call's id (or no id: the original protocol has none). One that does not belong is
-/// [`EventKind::Foreign`]. A START is a repeat of the current call's, a crossing call
-/// (glare) when it comes from the very phone being dialled, or else a new call request.
+/// the call's id (no id in a call in the original dialect, which has none; see the crate
+/// docs on dialects). One that does not belong is [`EventKind::Foreign`]. A START is a
+/// repeat of the current call's, a crossing call (glare) when it comes from the address
+/// the directory gave for the phone being dialled, or else a new call request.
 #[derive(Debug)]
 pub struct Machine<R> {
     config: Config,
@@ -255,19 +271,38 @@ impl<R: CallIds> Machine<R> {
                         EventKind::StartRepeat
                     } else if self.state == State::Dialing
                         && &c.peer == caller
-                        && c.addr.is_none_or(|a| a == *from)
+                        && c.addr == Some(*from)
                     {
+                        // Only from the directory's address for the callee: before the
+                        // lookup has answered, anyone could claim the callee's name.
                         EventKind::StartCrossing
                     } else {
                         EventKind::Start
                     }
-                } else if c.addr == Some(*from)
-                    && message.call_id().is_none_or(|id| c.id == Some(id))
-                {
+                } else if self.belongs(c, *from, message) {
                     peer_kind(message)
                 } else {
                     EventKind::Foreign
                 }
+            }
+        }
+    }
+
+    /// Whether a message other than START belongs to the call `c`: it comes from the
+    /// peer's address and carries the call's id, or none in a call in the original
+    /// dialect. The dialect is fixed when the call is set up; the one exception is a
+    /// call whose callee's dialect the directory did not say, where the callee's first
+    /// answer (ACCEPT or REJECT, bare or not) fixes it.
+    fn belongs(&self, c: &Call, from: SocketAddr, message: &Message) -> bool {
+        if c.addr != Some(from) {
+            return false;
+        }
+        match message.call_id() {
+            Some(id) => c.dialect == Dialect::Parlo && c.id == Some(id),
+            None if c.dialect_fixed => c.dialect == Dialect::Original,
+            None => {
+                self.state == State::Dialing
+                    && matches!(message, Message::Accept { .. } | Message::Reject { .. })
             }
         }
     }
@@ -361,6 +396,7 @@ impl<R: CallIds> Machine<R> {
                         peer: name.clone(),
                         addr: None,
                         dialect: Dialect::Parlo,
+                        dialect_fixed: false,
                         codec: Codec::L16,
                         outgoing: true,
                         awaiting: None,
@@ -390,6 +426,7 @@ impl<R: CallIds> Machine<R> {
                         peer: caller.clone(),
                         addr: Some(*from),
                         dialect,
+                        dialect_fixed: true,
                         codec,
                         outgoing: false,
                         awaiting: None,
@@ -407,13 +444,18 @@ impl<R: CallIds> Machine<R> {
                     c.addr = Some(*addr);
                 }
             }
-            Step::LearnDialect => {
-                if let (Some(c), Some(Event::Peer { message, .. })) = (&mut self.call, event) {
-                    if message.call_id().is_none() {
-                        c.dialect = Dialect::Original;
-                    }
+            Step::LearnDialect => match (&mut self.call, event) {
+                (
+                    Some(c),
+                    Some(Event::Resolved {
+                        dialect: Some(d), ..
+                    }),
+                ) => c.fix_dialect(*d),
+                (Some(c), Some(Event::Peer { message, .. })) if !c.dialect_fixed => {
+                    c.fix_dialect(message.dialect());
                 }
-            }
+                _ => {}
+            },
             Step::LearnCodec => {
                 if let (Some(c), Some(Event::Peer { message, .. })) = (&mut self.call, event) {
                     // The callee decides: its choice stands even if we did not offer it
@@ -640,6 +682,7 @@ mod tests {
             &Event::Resolved {
                 name: name("bob"),
                 addr: addr(BOB),
+                dialect: None,
             },
         );
         m
@@ -707,6 +750,23 @@ mod tests {
         let got: Vec<u64> = deadlines.into_iter().flatten().map(|i| i.0).collect();
         assert_eq!(got, [500, 1_500, 3_500, 5_500, 7_500]);
         assert_eq!(m.counters().retransmissions, 4);
+    }
+
+    #[test]
+    fn a_bare_first_answer_makes_the_call_original_without_a_call_id() {
+        let mut m = dialing();
+        let ours = m.call_id();
+        let _ = m.handle(Instant(10), &from_bob(accept(None)));
+        assert_eq!(m.state(), State::InCall);
+        assert_eq!((m.dialect(), m.call_id()), (Some(Dialect::Original), None));
+        // Fixed now: a message with our old call id is not the original peer's.
+        let _ = m.handle(Instant(20), &from_bob(Message::Close { call: ours }));
+        assert_eq!((m.state(), m.counters().foreign), (State::InCall, 1));
+        let actions = m.handle(Instant(30), &Event::Hangup);
+        assert!(actions.contains(&Action::Send {
+            to: addr(BOB),
+            message: Message::Close { call: None }
+        }));
     }
 
     #[test]
@@ -801,6 +861,7 @@ mod tests {
             &Event::Resolved {
                 name: name("bob"),
                 addr: addr(BOB),
+                dialect: None,
             },
         );
         let id = m.call_id();

@@ -269,8 +269,9 @@ pub enum Step {
     Lookup,
     /// Remember the address the directory gave.
     LearnAddress,
-    /// An answer without call id means the callee speaks the original protocol: use it
-    /// from now on.
+    /// Fix the dialect of the call, if it is not fixed yet: from the directory's answer
+    /// when it says, else from the callee's first answer (one without call id means the
+    /// original protocol).
     LearnDialect,
     /// Take the codec the ACCEPT names (L16 when it names none).
     LearnCodec,
@@ -405,13 +406,13 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(Dialing, E::Hangup, PeerKnown, To(Closing), &[SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
     row(Dialing, E::Hangup, PeerUnknown, To(Idle), &[Tell(Tell::Ended(EndReason::Cancelled))]),
-    row(Dialing, E::Resolved, Always, Stay, &[LearnAddress, SendReliably(Say::Start)]),
+    row(Dialing, E::Resolved, Always, Stay, &[LearnAddress, LearnDialect, SendReliably(Say::Start)]),
     row(Dialing, E::Unknown, Always, To(Idle), &[Tell(Tell::Ended(EndReason::UnknownUser))]),
     row(Dialing, E::Start, Always, Stay, &[ReplyBusy]),
     ignore(Dialing, E::StartRepeat, "only the callee receives START, and the callee is not dialling"),
     row(Dialing, E::StartCrossing, TheyWin, To(InCall), &[BeginIncoming, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
     ignore_when(Dialing, E::StartCrossing, WeWin, "our call wins the glare: the peer yields to our START"),
-    row(Dialing, E::Ringing, Awaiting, Stay, &[StopRetransmitting, Tell(Tell::Ringing)]),
+    row(Dialing, E::Ringing, Awaiting, Stay, &[LearnDialect, StopRetransmitting, Tell(Tell::Ringing)]),
     ignore_when(Dialing, E::Ringing, NotAwaiting, "a duplicate: the user was told already"),
     row(Dialing, E::PeerAccept, Always, To(InCall), &[LearnDialect, LearnCodec, Send(Say::Ack), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
     row(Dialing, E::PeerReject, Always, To(Idle), &[LearnDialect, Send(Say::Ack), Tell(Tell::Ended(EndReason::Rejected))]),

@@ -65,6 +65,9 @@ pub enum Event {
         name: Name,
         /// The phone's UDP address.
         addr: SocketAddr,
+        /// The protocol the phone speaks, when the directory says (a Parlo directory
+        /// server does; one of the original project does not: `None`).
+        dialect: Option<Dialect>,
     },
     /// The directory does not know `name`.
     Unknown {

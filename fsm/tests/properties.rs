@@ -64,6 +64,15 @@ fn preference() -> impl Strategy<Value = Preference> {
     .prop_map(|list| Preference::new(&list).expect("valid preference"))
 }
 
+/// What the directory says of a phone's dialect: nothing (an original server), or one.
+fn dialect() -> impl Strategy<Value = Option<Dialect>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Dialect::Parlo)),
+        Just(Some(Dialect::Original)),
+    ]
+}
+
 fn message() -> impl Strategy<Value = Message> {
     let id = || (1u32..=4).prop_map(CallId);
     let call = || prop_oneof![Just(None), id().prop_map(Some)];
@@ -91,9 +100,10 @@ fn input() -> impl Strategy<Value = Input> {
         1 => Just(Input::Event(Event::Accept)),
         1 => Just(Input::Event(Event::Reject)),
         1 => Just(Input::Event(Event::Hangup)),
-        1 => (0..3usize, 0..3u8).prop_map(|(n, a)| Input::Event(Event::Resolved {
+        1 => (0..3usize, 0..3u8, dialect()).prop_map(|(n, a, dialect)| Input::Event(Event::Resolved {
             name: name(n),
-            addr: addr(a)
+            addr: addr(a),
+            dialect,
         })),
         1 => (0..3usize).prop_map(|n| Input::Event(Event::Unknown { name: name(n) })),
         4 => (0..3u8, message()).prop_map(|(a, message)| Input::Event(Event::Peer {
@@ -112,6 +122,7 @@ fn prefix(state: State) -> Vec<Input> {
         Input::Event(Event::Resolved {
             name: name(1),
             addr: addr(0),
+            dialect: None,
         })
     };
     let from_bob = |message: Message| {

@@ -15,7 +15,8 @@
 //!   notify calling bob
 //! ```
 //!
-//! Events: `dial NAME`, `accept`, `reject`, `hangup`, `resolved NAME ADDR`,
+//! Events: `dial NAME`, `accept`, `reject`, `hangup`, `resolved NAME ADDR` (the
+//! directory does not say the phone's dialect) or `resolved NAME ADDR parlo|original`,
 //! `unknown NAME`, `from ADDR: MESSAGE`, `media from ADDR`, and `tick` (fire every timer
 //! due by then). Besides actions, the expectations may say `foreign N` (messages ignored
 //! as belonging to another call so far) and `deadline T` or `deadline none` (the next
@@ -85,6 +86,13 @@ fn codecs(line: usize, text: &str) -> Result<Vec<Codec>, Failure> {
         .collect()
 }
 
+fn dialect(line: usize, text: &str) -> Result<Dialect, Failure> {
+    [Dialect::Parlo, Dialect::Original]
+        .into_iter()
+        .find(|d| d.name() == text)
+        .map_or_else(|| fail(line, format!("no such dialect: {text}")), Ok)
+}
+
 fn state(line: usize, text: &str) -> Result<State, Failure> {
     State::ALL
         .into_iter()
@@ -147,6 +155,12 @@ fn event(line: usize, text: &str) -> Result<Option<Event>, Failure> {
         ("resolved", [n, a]) => Event::Resolved {
             name: name(line, n)?,
             addr: addr(line, a)?,
+            dialect: None,
+        },
+        ("resolved", [n, a, d]) => Event::Resolved {
+            name: name(line, n)?,
+            addr: addr(line, a)?,
+            dialect: Some(dialect(line, d)?),
         },
         ("unknown", [n]) => Event::Unknown {
             name: name(line, n)?,
