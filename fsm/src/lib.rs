@@ -27,7 +27,9 @@
 //! A call speaks one dialect, fixed when it is set up: Parlo's (every message carries the
 //! call id) or the original project's (bare messages, raw PCM). The callee takes it from
 //! the START. The caller takes it from the directory ([`Event::Resolved`]'s `dialect`)
-//! and then says `START <me>` bare to an original phone. Once fixed, a message that lacks the call's
+//! and then says `START <me>` bare to an original phone — once, and once more only after
+//! [`Config::original_start_pause`] if nothing was heard, since the original takes every
+//! START as a new call and never says RINGING. Once fixed, a message that lacks the call's
 //! id (or carries one in an original call) is foreign: a forged bare `CLOSE` from the
 //! peer's address cannot end a Parlo call. When the directory does not say (a directory
 //! server of the original project), the call starts in Parlo's dialect and the callee's

@@ -33,6 +33,10 @@ pub struct Config {
     pub linger: u64,
     /// Peer silence (no media) that ends a call as peer-lost.
     pub peer_silence: u64,
+    /// How long a caller waits before saying START a second (and last) time to a callee
+    /// of the original project: it never says RINGING and takes each START as a new
+    /// call, so the retransmissions of a Parlo START would ring it again and again.
+    pub original_start_pause: u64,
     /// The codecs this phone accepts, most preferred first: offered in START (as a set),
     /// and chosen from by preference when answering one.
     pub codecs: Preference,
@@ -50,6 +54,7 @@ impl Config {
             retransmit_attempts: 5,
             linger: 3_000,
             peer_silence: 5_000,
+            original_start_pause: 4_000,
             codecs: Preference::default(),
         }
     }
@@ -339,6 +344,16 @@ impl<R: CallIds> Machine<R> {
                 };
                 they_win == (guard == Guard::TheyWin)
             }
+            Guard::OriginalCallee | Guard::ParloCallee => {
+                let original = matches!(
+                    event,
+                    Some(Event::Resolved {
+                        dialect: Some(Dialect::Original),
+                        ..
+                    })
+                );
+                original == (guard == Guard::OriginalCallee)
+            }
             Guard::Awaiting => call.is_some_and(|c| c.awaiting.is_some()),
             Guard::NotAwaiting => call.is_none_or(|c| c.awaiting.is_none()),
         }
@@ -522,6 +537,7 @@ impl<R: CallIds> Machine<R> {
                     }
                     Timer::Linger => self.config.linger,
                     Timer::PeerSilence => self.config.peer_silence,
+                    Timer::StartAgain => self.config.original_start_pause,
                 };
                 self.arm(timer, self.now.after(ms), out);
             }

@@ -39,7 +39,7 @@ impl State {
     pub fn timers(self) -> &'static [Timer] {
         match self {
             State::Idle => &[],
-            State::Dialing => &[Timer::Retransmit, Timer::NoAnswer],
+            State::Dialing => &[Timer::Retransmit, Timer::NoAnswer, Timer::StartAgain],
             State::Ringing => &[Timer::NoAnswer],
             State::InCall => &[Timer::Retransmit, Timer::PeerSilence],
             State::Closing => &[Timer::Retransmit, Timer::Linger],
@@ -98,11 +98,13 @@ pub enum EventKind {
     Linger,
     /// The peer has been silent too long.
     PeerSilence,
+    /// The pause before saying START once more to an original callee is over.
+    StartAgain,
 }
 
 impl EventKind {
     /// Every event kind, in table order.
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::Dial,
         EventKind::Accept,
         EventKind::Reject,
@@ -126,6 +128,7 @@ impl EventKind {
         EventKind::NoAnswer,
         EventKind::Linger,
         EventKind::PeerSilence,
+        EventKind::StartAgain,
     ];
 
     /// The event's name in the matrix, specs and logs.
@@ -154,6 +157,7 @@ impl EventKind {
             EventKind::NoAnswer => "no-answer timer",
             EventKind::Linger => "linger timer",
             EventKind::PeerSilence => "peer-silence timer",
+            EventKind::StartAgain => "start-again timer",
         }
     }
 
@@ -165,6 +169,7 @@ impl EventKind {
             Timer::NoAnswer => EventKind::NoAnswer,
             Timer::Linger => EventKind::Linger,
             Timer::PeerSilence => EventKind::PeerSilence,
+            Timer::StartAgain => EventKind::StartAgain,
         }
     }
 }
@@ -191,6 +196,10 @@ pub enum Guard {
     Awaiting,
     /// Nothing awaits acknowledgement.
     NotAwaiting,
+    /// The directory says the callee speaks the original protocol.
+    OriginalCallee,
+    /// The directory says the callee speaks Parlo, or does not say.
+    ParloCallee,
 }
 
 impl Guard {
@@ -206,6 +215,8 @@ impl Guard {
             Guard::WeWin => "we win",
             Guard::Awaiting => "awaiting ack",
             Guard::NotAwaiting => "nothing awaited",
+            Guard::OriginalCallee => "callee original",
+            Guard::ParloCallee => "callee parlo or unknown",
         }
     }
 
@@ -217,6 +228,9 @@ impl Guard {
             Guard::PeerKnown | Guard::PeerUnknown => &[Guard::PeerKnown, Guard::PeerUnknown],
             Guard::TheyWin | Guard::WeWin => &[Guard::TheyWin, Guard::WeWin],
             Guard::Awaiting | Guard::NotAwaiting => &[Guard::Awaiting, Guard::NotAwaiting],
+            Guard::OriginalCallee | Guard::ParloCallee => {
+                &[Guard::OriginalCallee, Guard::ParloCallee]
+            }
         }
     }
 }
@@ -399,6 +413,7 @@ pub static TABLE: &[Entry] = &[
     ignore(Idle, E::NoAnswer, NOT_ARMED),
     ignore(Idle, E::Linger, NOT_ARMED),
     ignore(Idle, E::PeerSilence, NOT_ARMED),
+    ignore(Idle, E::StartAgain, NOT_ARMED),
 
     // ---- Dialing: looking the callee up, then waiting for its answer -------------------
     row(Dialing, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
@@ -406,7 +421,8 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(Dialing, E::Hangup, PeerKnown, To(Closing), &[SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
     row(Dialing, E::Hangup, PeerUnknown, To(Idle), &[Tell(Tell::Ended(EndReason::Cancelled))]),
-    row(Dialing, E::Resolved, Always, Stay, &[LearnAddress, LearnDialect, SendReliably(Say::Start)]),
+    row(Dialing, E::Resolved, ParloCallee, Stay, &[LearnAddress, LearnDialect, SendReliably(Say::Start)]),
+    row(Dialing, E::Resolved, OriginalCallee, Stay, &[LearnAddress, LearnDialect, Send(Say::Start), Arm(Timer::StartAgain)]),
     row(Dialing, E::Unknown, Always, To(Idle), &[Tell(Tell::Ended(EndReason::UnknownUser))]),
     row(Dialing, E::Start, Always, Stay, &[ReplyBusy]),
     ignore(Dialing, E::StartRepeat, "only the callee receives START, and the callee is not dialling"),
@@ -428,6 +444,7 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::NoAnswer, PeerUnknown, To(Idle), &[Tell(Tell::Ended(EndReason::NoAnswer))]),
     ignore(Dialing, E::Linger, NOT_ARMED),
     ignore(Dialing, E::PeerSilence, NOT_ARMED),
+    row(Dialing, E::StartAgain, Always, Stay, &[Send(Say::Start)]),
 
     // ---- Ringing: an incoming call alerts the user ---------------------------------
     row(Ringing, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
@@ -453,6 +470,7 @@ pub static TABLE: &[Entry] = &[
     row(Ringing, E::NoAnswer, Always, To(Idle), &[Tell(Tell::Ended(EndReason::NoAnswer))]),
     ignore(Ringing, E::Linger, NOT_ARMED),
     ignore(Ringing, E::PeerSilence, NOT_ARMED),
+    ignore(Ringing, E::StartAgain, NOT_ARMED),
 
     // ---- InCall: connected -----------------------------------------------------------
     row(InCall, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
@@ -478,6 +496,7 @@ pub static TABLE: &[Entry] = &[
     ignore(InCall, E::NoAnswer, NOT_ARMED),
     ignore(InCall, E::Linger, NOT_ARMED),
     row(InCall, E::PeerSilence, Always, To(Idle), &[StopMedia, Send(Say::Close), Tell(Tell::Ended(EndReason::PeerLost))]),
+    ignore(InCall, E::StartAgain, NOT_ARMED),
 
     // ---- Closing: the call has ended; acknowledgements and late duplicates ----------
     row(Closing, E::Dial, ToOther, To(Dialing), &[BeginOutgoing, Lookup, Arm(Timer::NoAnswer), Tell(Tell::Calling)]),
@@ -504,6 +523,7 @@ pub static TABLE: &[Entry] = &[
     ignore(Closing, E::NoAnswer, NOT_ARMED),
     row(Closing, E::Linger, Always, To(Idle), &[]),
     ignore(Closing, E::PeerSilence, NOT_ARMED),
+    ignore(Closing, E::StartAgain, NOT_ARMED),
 ];
 
 #[cfg(test)]

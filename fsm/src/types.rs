@@ -100,15 +100,19 @@ pub enum Timer {
     Linger,
     /// No media from the peer for too long.
     PeerSilence,
+    /// The pause before saying START once more to a callee of the original project,
+    /// which takes every START as a new call.
+    StartAgain,
 }
 
 impl Timer {
     /// Every timer, in table order.
-    pub const ALL: [Timer; 4] = [
+    pub const ALL: [Timer; 5] = [
         Timer::Retransmit,
         Timer::NoAnswer,
         Timer::Linger,
         Timer::PeerSilence,
+        Timer::StartAgain,
     ];
 
     /// The timer's name in specs and logs.
@@ -118,6 +122,7 @@ impl Timer {
             Timer::NoAnswer => "no-answer",
             Timer::Linger => "linger",
             Timer::PeerSilence => "peer-silence",
+            Timer::StartAgain => "start-again",
         }
     }
 }

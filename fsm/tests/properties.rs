@@ -158,6 +158,8 @@ struct Observer {
     call_open: bool,
     started: usize,
     ended: usize,
+    /// Bare STARTs (to an original callee) since the last call began.
+    bare_starts: usize,
 }
 
 impl Observer {
@@ -180,6 +182,17 @@ impl Observer {
                     }
                     self.call_open = true;
                     self.started += 1;
+                    self.bare_starts = 0;
+                }
+                Action::Send {
+                    message: Message::Start { call: None, .. },
+                    ..
+                } => {
+                    // An original callee takes each START as a new call: at most two.
+                    self.bare_starts += 1;
+                    if self.bare_starts > 2 {
+                        return Err("a third START to an original callee".into());
+                    }
                 }
                 Action::Notify(Note::Ended { .. }) => {
                     if !self.call_open {

@@ -208,6 +208,7 @@ fn config(line: usize, me: &Name, settings: &str) -> Result<Config, Failure> {
             }
             "linger" => config.linger = value,
             "peer-silence" => config.peer_silence = value,
+            "original-start-pause" => config.original_start_pause = value,
             other => return fail(line, format!("unknown setting: {other}")),
         }
     }
