@@ -591,11 +591,7 @@ impl Phone {
                     return;
                 }
             };
-            let dialect = if self.machine.peer_addr() == Some(from) {
-                self.machine.dialect()
-            } else {
-                None
-            };
+            let dialect = self.machine.media_dialect(self.ms(), from);
             let arrival = (self.ms().0 as u32).wrapping_mul(8);
             match Datagram::parse(&buf[..len], dialect) {
                 Ok(Datagram::Signalling(message)) => {

@@ -19,6 +19,7 @@
 //!   Machine::new(config, ids, now)
 //!   handle(now, &event)          ─────▶   classify, apply one row
 //!                                ◀─────   Actions (execute in order)
+//!   media_dialect(now, from)     ◀─────   how to read a media datagram
 //!   poll_timeout()               ◀─────   earliest deadline
 //!   handle_timeout(now)          ─────▶   fire one due timer (repeat while due)
 //! ```
@@ -37,6 +38,14 @@
 //! the original's. That answer is the only bare message ever taken in a Parlo call, and
 //! the residual risk with such a directory: a forger who beats the callee's own answer
 //! can turn the call original.
+//!
+//! The original reads its socket from two threads and often misses the CLOSE that ends
+//! a call, then streams raw audio for as long as it runs. So when this phone hangs up on
+//! an original peer (or loses it), it remembers the peer's address after the call and
+//! answers its audio ([`EventKind`] `LeftoverMedia`) with a bare CLOSE, at most once per
+//! [`Config::ended_close_interval`], until another call starts or the audio has stopped
+//! for [`Config::ended_peer_memory`]. [`Machine::media_dialect`] tells the shell's media
+//! demultiplexer to expect raw PCM from it meanwhile.
 //!
 //! # Glare
 //! When two phones dial each other at the same moment, each sees a START from the very

@@ -37,6 +37,13 @@ pub struct Config {
     /// of the original project: it never says RINGING and takes each START as a new
     /// call, so the retransmissions of a Parlo START would ring it again and again.
     pub original_start_pause: u64,
+    /// How long the original peer of an ended call is remembered after its last audio.
+    /// The original often misses our CLOSE and streams on: while its audio comes, it is
+    /// answered with CLOSE (see `ended_close_interval`). 10 s: longer than any pause in a
+    /// stream that runs, short enough that a later user of the address is not pestered.
+    pub ended_peer_memory: u64,
+    /// The least time between two CLOSEs answering the audio of an ended original peer.
+    pub ended_close_interval: u64,
     /// The codecs this phone accepts, most preferred first: offered in START (as a set),
     /// and chosen from by preference when answering one.
     pub codecs: Preference,
@@ -55,6 +62,8 @@ impl Config {
             linger: 3_000,
             peer_silence: 5_000,
             original_start_pause: 4_000,
+            ended_peer_memory: 10_000,
+            ended_close_interval: 1_000,
             codecs: Preference::default(),
         }
     }
@@ -96,6 +105,18 @@ impl Call {
     }
 }
 
+/// The original peer of a call that ended while media flowed, remembered after the call
+/// because it may have missed our CLOSE.
+#[derive(Debug, Clone, Copy)]
+struct EndedPeer {
+    /// Its address.
+    addr: SocketAddr,
+    /// When audio last came from it (at first: when the call ended).
+    heard: Instant,
+    /// When CLOSE last went to it.
+    closed: Instant,
+}
+
 /// Counters the machine keeps for the phone's `status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -125,6 +146,8 @@ pub struct Machine<R> {
     ids: R,
     state: State,
     call: Option<Call>,
+    /// The original peer of the last call, while it may still be streaming at us.
+    ended: Option<EndedPeer>,
     timers: [Option<Instant>; Timer::ALL.len()],
     now: Instant,
     counters: Counters,
@@ -140,6 +163,7 @@ impl<R: CallIds> Machine<R> {
             ids,
             state: State::Idle,
             call: None,
+            ended: None,
             timers: [None; Timer::ALL.len()],
             now,
             counters: Counters::default(),
@@ -175,6 +199,27 @@ impl<R: CallIds> Machine<R> {
     /// The protocol the current peer speaks.
     pub fn dialect(&self) -> Option<Dialect> {
         self.call.as_ref().map(|c| c.dialect)
+    }
+
+    /// The media format to expect from `from` at `now`: the current call's dialect from
+    /// its peer, the original's from the original peer of an ended call that may still
+    /// be streaming (see [`Config::ended_peer_memory`]), else none known. The shell's
+    /// media demultiplexer needs it: raw PCM looks like nothing in particular.
+    pub fn media_dialect(&self, now: Instant, from: SocketAddr) -> Option<Dialect> {
+        match &self.call {
+            Some(c) if c.addr == Some(from) => Some(c.dialect),
+            Some(_) => None,
+            None => self
+                .ended_peer(now.max(self.now), from)
+                .map(|_| Dialect::Original),
+        }
+    }
+
+    /// The remembered ended peer, if `from` is it and it has not been silent too long.
+    fn ended_peer(&self, now: Instant, from: SocketAddr) -> Option<&EndedPeer> {
+        self.ended
+            .as_ref()
+            .filter(|e| e.addr == from && now < e.heard.after(self.config.ended_peer_memory))
     }
 
     /// The codec of the current call (the callee's choice; on the caller's side, L16
@@ -265,7 +310,9 @@ impl<R: CallIds> Machine<R> {
             }
             Event::Media { from } => match call {
                 Some(c) if c.addr != Some(*from) => EventKind::Foreign,
-                _ => EventKind::Media,
+                Some(_) => EventKind::Media,
+                None if self.ended_peer(self.now, *from).is_some() => EventKind::LeftoverMedia,
+                None => EventKind::Media,
             },
             Event::Peer { from, message } => {
                 let Some(c) = call else {
@@ -354,6 +401,12 @@ impl<R: CallIds> Machine<R> {
                 );
                 original == (guard == Guard::OriginalCallee)
             }
+            Guard::CloseDue | Guard::CloseRecent => {
+                let due = self
+                    .ended
+                    .is_some_and(|e| self.now >= e.closed.after(self.config.ended_close_interval));
+                due == (guard == Guard::CloseDue)
+            }
             Guard::Awaiting => call.is_some_and(|c| c.awaiting.is_some()),
             Guard::NotAwaiting => call.is_none_or(|c| c.awaiting.is_none()),
         }
@@ -405,6 +458,7 @@ impl<R: CallIds> Machine<R> {
         match step {
             Step::BeginOutgoing => {
                 if let Some(Event::Dial(name)) = event {
+                    self.ended = None;
                     let id = self.ids.next_call_id();
                     self.call = Some(Call {
                         id: Some(id),
@@ -431,6 +485,7 @@ impl<R: CallIds> Machine<R> {
                         },
                 }) = event
                 {
+                    self.ended = None;
                     // An original caller (no call id) sends raw PCM, i.e. L16.
                     let (dialect, codec) = match call {
                         Some(_) => (Dialect::Parlo, self.config.codecs.choose(*codecs)),
@@ -566,6 +621,38 @@ impl<R: CallIds> Machine<R> {
                 }
             }
             Step::CountForeign => self.counters.foreign += 1,
+            Step::RememberEnded => {
+                if let Some(Call {
+                    addr: Some(addr),
+                    dialect: Dialect::Original,
+                    ..
+                }) = self.call
+                {
+                    self.ended = Some(EndedPeer {
+                        addr,
+                        heard: self.now,
+                        closed: self.now,
+                    });
+                }
+            }
+            Step::HearEnded => {
+                if let Some(e) = &mut self.ended {
+                    e.heard = self.now;
+                }
+            }
+            Step::CloseEnded => {
+                if let Some(e) = &mut self.ended {
+                    e.closed = self.now;
+                    let message = Message::Close { call: None };
+                    push(
+                        out,
+                        Action::Send {
+                            to: e.addr,
+                            message,
+                        },
+                    );
+                }
+            }
         }
     }
 
@@ -948,6 +1035,68 @@ mod tests {
                 reason: EndReason::PeerLost
             }]
         );
+    }
+
+    // ---- after a call with an original peer ----
+
+    /// Alice in a call with an original peer at BOB, connected at 10.
+    fn in_original_call() -> Machine<SplitMix64> {
+        let mut m = dialing();
+        let _ = m.handle(Instant(10), &from_bob(accept(None)));
+        assert_eq!(m.dialect(), Some(Dialect::Original));
+        m
+    }
+
+    #[test]
+    fn raw_audio_of_an_ended_original_call_is_recognised_until_it_stops() {
+        let mut m = in_original_call();
+        let other = addr("127.0.0.9:5001");
+        assert_eq!(
+            m.media_dialect(Instant(20), addr(BOB)),
+            Some(Dialect::Original)
+        );
+        assert_eq!(m.media_dialect(Instant(20), other), None);
+        let _ = m.handle(Instant(1_000), &Event::Hangup);
+        while let Some(t) = m.poll_timeout() {
+            let _ = m.handle_timeout(t);
+        }
+        assert_eq!(m.state(), State::Idle);
+        assert_eq!(
+            m.media_dialect(Instant(5_000), addr(BOB)),
+            Some(Dialect::Original)
+        );
+        assert_eq!(m.media_dialect(Instant(5_000), other), None);
+        // Remembered for 10 s after the last audio (here: the hangup at 1000).
+        assert_eq!(
+            m.media_dialect(Instant(10_999), addr(BOB)),
+            Some(Dialect::Original)
+        );
+        assert_eq!(m.media_dialect(Instant(11_000), addr(BOB)), None);
+    }
+
+    #[test]
+    fn a_new_call_forgets_the_ended_original_peer() {
+        let mut m = in_original_call();
+        let _ = m.handle(Instant(1_000), &Event::Hangup);
+        let _ = m.handle(Instant(1_100), &Event::Dial(name("carol")));
+        let actions = m.handle(Instant(1_200), &Event::Media { from: addr(BOB) });
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(m.media_dialect(Instant(1_200), addr(BOB)), None);
+        let _ = m.handle(Instant(1_300), &Event::Hangup);
+        let actions = m.handle(Instant(2_500), &Event::Media { from: addr(BOB) });
+        assert!(actions.is_empty(), "still forgotten once idle: {actions:?}");
+    }
+
+    #[test]
+    fn a_parlo_peer_is_not_remembered_after_the_call() {
+        let mut m = in_call();
+        let _ = m.handle(Instant(1_000), &Event::Hangup);
+        while let Some(t) = m.poll_timeout() {
+            let _ = m.handle_timeout(t);
+        }
+        assert_eq!(m.media_dialect(Instant(5_000), addr(BOB)), None);
+        let actions = m.handle(Instant(5_000), &Event::Media { from: addr(BOB) });
+        assert!(actions.is_empty(), "{actions:?}");
     }
 
     // ---- Closing ----

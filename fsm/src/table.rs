@@ -100,11 +100,14 @@ pub enum EventKind {
     PeerSilence,
     /// The pause before saying START once more to an original callee is over.
     StartAgain,
+    /// Raw audio, without a call, from the original peer of a call that ended: it missed
+    /// our CLOSE (see [`crate::Config::ended_peer_memory`]).
+    LeftoverMedia,
 }
 
 impl EventKind {
     /// Every event kind, in table order.
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::Dial,
         EventKind::Accept,
         EventKind::Reject,
@@ -129,6 +132,7 @@ impl EventKind {
         EventKind::Linger,
         EventKind::PeerSilence,
         EventKind::StartAgain,
+        EventKind::LeftoverMedia,
     ];
 
     /// The event's name in the matrix, specs and logs.
@@ -158,6 +162,7 @@ impl EventKind {
             EventKind::Linger => "linger timer",
             EventKind::PeerSilence => "peer-silence timer",
             EventKind::StartAgain => "start-again timer",
+            EventKind::LeftoverMedia => "leftover media",
         }
     }
 
@@ -200,6 +205,10 @@ pub enum Guard {
     OriginalCallee,
     /// The directory says the callee speaks Parlo, or does not say.
     ParloCallee,
+    /// No CLOSE went to the ended original peer for the rate limit's interval.
+    CloseDue,
+    /// A CLOSE went to the ended original peer less than the interval ago.
+    CloseRecent,
 }
 
 impl Guard {
@@ -217,6 +226,8 @@ impl Guard {
             Guard::NotAwaiting => "nothing awaited",
             Guard::OriginalCallee => "callee original",
             Guard::ParloCallee => "callee parlo or unknown",
+            Guard::CloseDue => "close due",
+            Guard::CloseRecent => "close too recent",
         }
     }
 
@@ -231,6 +242,7 @@ impl Guard {
             Guard::OriginalCallee | Guard::ParloCallee => {
                 &[Guard::OriginalCallee, Guard::ParloCallee]
             }
+            Guard::CloseDue | Guard::CloseRecent => &[Guard::CloseDue, Guard::CloseRecent],
         }
     }
 }
@@ -309,6 +321,14 @@ pub enum Step {
     Tell(Tell),
     /// Count a message that did not belong to the call.
     CountForeign,
+    /// If the peer speaks the original protocol, remember its address after the call:
+    /// it may miss our CLOSE and keep streaming audio.
+    RememberEnded,
+    /// Note that audio came from the remembered ended peer (it is forgotten once it has
+    /// been silent for [`crate::Config::ended_peer_memory`]).
+    HearEnded,
+    /// Say a bare CLOSE to the remembered ended peer.
+    CloseEnded,
 }
 
 /// Where a row leads.
@@ -384,6 +404,7 @@ use Step::*;
 const NO_CALL: &str = "no call in progress";
 const NOT_ARMED: &str = "this timer is never armed in this state";
 const NOT_DIALLING: &str = "no lookup is pending";
+const NO_LEFTOVER: &str = "only without a call: a new call forgets the ended peer";
 
 /// The transition table of the call machine.
 #[rustfmt::skip]
@@ -414,6 +435,8 @@ pub static TABLE: &[Entry] = &[
     ignore(Idle, E::Linger, NOT_ARMED),
     ignore(Idle, E::PeerSilence, NOT_ARMED),
     ignore(Idle, E::StartAgain, NOT_ARMED),
+    row(Idle, E::LeftoverMedia, CloseDue, Stay, &[HearEnded, CloseEnded]),
+    row(Idle, E::LeftoverMedia, CloseRecent, Stay, &[HearEnded]),
 
     // ---- Dialing: looking the callee up, then waiting for its answer -------------------
     row(Dialing, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
@@ -445,6 +468,7 @@ pub static TABLE: &[Entry] = &[
     ignore(Dialing, E::Linger, NOT_ARMED),
     ignore(Dialing, E::PeerSilence, NOT_ARMED),
     row(Dialing, E::StartAgain, Always, Stay, &[Send(Say::Start)]),
+    ignore(Dialing, E::LeftoverMedia, NO_LEFTOVER),
 
     // ---- Ringing: an incoming call alerts the user ---------------------------------
     row(Ringing, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
@@ -471,12 +495,13 @@ pub static TABLE: &[Entry] = &[
     ignore(Ringing, E::Linger, NOT_ARMED),
     ignore(Ringing, E::PeerSilence, NOT_ARMED),
     ignore(Ringing, E::StartAgain, NOT_ARMED),
+    ignore(Ringing, E::LeftoverMedia, NO_LEFTOVER),
 
     // ---- InCall: connected -----------------------------------------------------------
     row(InCall, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
     row(InCall, E::Accept, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(InCall, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
-    row(InCall, E::Hangup, Always, To(Closing), &[StopMedia, SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Hangup))]),
+    row(InCall, E::Hangup, Always, To(Closing), &[StopMedia, RememberEnded, SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Hangup))]),
     ignore(InCall, E::Resolved, "a late answer to a lookup that glare made useless"),
     ignore(InCall, E::Unknown, "a late answer to a lookup that glare made useless"),
     row(InCall, E::Start, Always, Stay, &[ReplyBusy]),
@@ -495,8 +520,9 @@ pub static TABLE: &[Entry] = &[
     row(InCall, E::RetransmitExhausted, Always, Stay, &[StopRetransmitting]),
     ignore(InCall, E::NoAnswer, NOT_ARMED),
     ignore(InCall, E::Linger, NOT_ARMED),
-    row(InCall, E::PeerSilence, Always, To(Idle), &[StopMedia, Send(Say::Close), Tell(Tell::Ended(EndReason::PeerLost))]),
+    row(InCall, E::PeerSilence, Always, To(Idle), &[StopMedia, RememberEnded, Send(Say::Close), Tell(Tell::Ended(EndReason::PeerLost))]),
     ignore(InCall, E::StartAgain, NOT_ARMED),
+    ignore(InCall, E::LeftoverMedia, NO_LEFTOVER),
 
     // ---- Closing: the call has ended; acknowledgements and late duplicates ----------
     row(Closing, E::Dial, ToOther, To(Dialing), &[BeginOutgoing, Lookup, Arm(Timer::NoAnswer), Tell(Tell::Calling)]),
@@ -524,6 +550,7 @@ pub static TABLE: &[Entry] = &[
     row(Closing, E::Linger, Always, To(Idle), &[]),
     ignore(Closing, E::PeerSilence, NOT_ARMED),
     ignore(Closing, E::StartAgain, NOT_ARMED),
+    ignore(Closing, E::LeftoverMedia, NO_LEFTOVER),
 ];
 
 #[cfg(test)]

@@ -42,6 +42,9 @@ fn step(s: Step) -> String {
         Step::Tell(Tell::Ended(r)) => format!("tell ended ({})", r.name()),
         Step::Tell(Tell::Refused(r)) => format!("tell refused ({r})"),
         Step::CountForeign => "count foreign".into(),
+        Step::RememberEnded => "remember an original peer".into(),
+        Step::HearEnded => "note audio from the ended peer".into(),
+        Step::CloseEnded => "send CLOSE to the ended peer".into(),
     }
 }
 

@@ -209,6 +209,8 @@ fn config(line: usize, me: &Name, settings: &str) -> Result<Config, Failure> {
             "linger" => config.linger = value,
             "peer-silence" => config.peer_silence = value,
             "original-start-pause" => config.original_start_pause = value,
+            "ended-peer-memory" => config.ended_peer_memory = value,
+            "ended-close-interval" => config.ended_close_interval = value,
             other => return fail(line, format!("unknown setting: {other}")),
         }
     }
