@@ -24,6 +24,21 @@
 //!   handle_timeout(now)          ─────▶   fire one due timer (repeat while due)
 //! ```
 //!
+//! # Incoming calls
+//! A new incoming call rings at once (RINGING to the caller) and asks the directory
+//! where the name the caller gave is registered ([`Action::LookupCaller`]). The user is
+//! told of the call ([`Note::Incoming`]) when the directory answers — `verified` says
+//! whether the START came from that name's IP address — or, unverified, when it cannot
+//! be asked ([`Event::LookupFailed`]) or has not answered within
+//! [`Config::verify_wait`]. Whatever comes first about the call (the user answers, the
+//! caller gives up) announces it first, unverified: nobody is told `connected` or
+//! `ended` about a call never announced. With [`Config::auto_answer`] (an intercom) the
+//! machine answers the call itself as soon as it is announced.
+//!
+//! A lookup the machine no longer waits for (the call moved on, another name) is
+//! foreign; a failed lookup while dialling ends the call as
+//! [`EndReason::LookupFailed`].
+//!
 //! # Dialects
 //! A call speaks one dialect, fixed when it is set up: Parlo's (every message carries the
 //! call id) or the original project's (bare messages, raw PCM). The callee takes it from
@@ -56,9 +71,11 @@
 //! equal ids, the one whose caller name sorts first); a START without call id (a phone
 //! of the original project, which cannot yield) always wins. The loser drops its own
 //! call and answers the winner's at once — its user asked to talk to that very peer — so
-//! exactly one call connects, the same one on both sides. When both STARTs arrive before
-//! the lookups answer, both phones answer BUSY and neither call connects; the users dial
-//! again.
+//! exactly one call connects, the same one on both sides. When a START arrives before
+//! its receiver's lookup has answered, the receiver answers BUSY: that call ends busy,
+//! and the receiver's own call, sent once its lookup answers, rings at the now idle
+//! phone as an ordinary call. Both STARTs cannot arrive that early (each is sent only
+//! after its sender's lookup has answered), so here too exactly one call survives.
 //!
 //! # Codecs
 //! The caller offers the codecs of its [`Config::codecs`] in START (`codecs=L16,PCMU`,

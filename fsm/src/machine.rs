@@ -44,6 +44,12 @@ pub struct Config {
     pub ended_peer_memory: u64,
     /// The least time between two CLOSEs answering the audio of an ended original peer.
     pub ended_close_interval: u64,
+    /// How long an incoming call waits for the directory to confirm the caller's name
+    /// before it is announced unverified.
+    pub verify_wait: u64,
+    /// Whether the phone answers an incoming call by itself once it is announced (an
+    /// intercom).
+    pub auto_answer: bool,
     /// The codecs this phone accepts, most preferred first: offered in START (as a set),
     /// and chosen from by preference when answering one.
     pub codecs: Preference,
@@ -64,6 +70,8 @@ impl Config {
             original_start_pause: 4_000,
             ended_peer_memory: 10_000,
             ended_close_interval: 1_000,
+            verify_wait: 1_000,
+            auto_answer: false,
             codecs: Preference::default(),
         }
     }
@@ -87,6 +95,8 @@ struct Call {
     codec: Codec,
     /// Whether this phone placed the call.
     outgoing: bool,
+    /// Whether the user was told of the incoming call (always, for an outgoing one).
+    announced: bool,
     /// The message being retransmitted until acknowledged.
     awaiting: Option<Say>,
     /// Retransmissions of `awaiting` so far.
@@ -297,15 +307,26 @@ impl<R: CallIds> Machine<R> {
             Event::Accept => EventKind::Accept,
             Event::Reject => EventKind::Reject,
             Event::Hangup => EventKind::Hangup,
-            Event::Resolved { name, .. } | Event::Unknown { name } => {
-                let wanted = self.state == State::Dialing
-                    && call.is_some_and(|c| c.addr.is_none() && &c.peer == name);
-                if self.state == State::Dialing && !wanted {
-                    EventKind::Foreign
-                } else if matches!(event, Event::Resolved { .. }) {
-                    EventKind::Resolved
-                } else {
-                    EventKind::Unknown
+            Event::Resolved { name, .. }
+            | Event::Unknown { name }
+            | Event::LookupFailed { name } => {
+                // Wanted: the callee's address while dialling, the caller's name while
+                // an incoming call waits for its verification.
+                let wanted = call.is_some_and(|c| {
+                    &c.peer == name
+                        && match self.state {
+                            State::Dialing => c.addr.is_none(),
+                            State::Ringing => !c.announced,
+                            _ => false,
+                        }
+                });
+                match event {
+                    _ if matches!(self.state, State::Dialing | State::Ringing) && !wanted => {
+                        EventKind::Foreign
+                    }
+                    Event::Resolved { .. } => EventKind::Resolved,
+                    Event::Unknown { .. } => EventKind::Unknown,
+                    _ => EventKind::LookupFailed,
                 }
             }
             Event::Media { from } => match call {
@@ -407,6 +428,8 @@ impl<R: CallIds> Machine<R> {
                     .is_some_and(|e| self.now >= e.closed.after(self.config.ended_close_interval));
                 due == (guard == Guard::CloseDue)
             }
+            Guard::AutoAnswer => self.config.auto_answer,
+            Guard::ManualAnswer => !self.config.auto_answer,
             Guard::Awaiting => call.is_some_and(|c| c.awaiting.is_some()),
             Guard::NotAwaiting => call.is_none_or(|c| c.awaiting.is_none()),
         }
@@ -468,6 +491,7 @@ impl<R: CallIds> Machine<R> {
                         dialect_fixed: false,
                         codec: Codec::L16,
                         outgoing: true,
+                        announced: true,
                         awaiting: None,
                         resends: 0,
                     });
@@ -499,6 +523,7 @@ impl<R: CallIds> Machine<R> {
                         dialect_fixed: true,
                         codec,
                         outgoing: false,
+                        announced: false,
                         awaiting: None,
                         resends: 0,
                     });
@@ -509,6 +534,18 @@ impl<R: CallIds> Machine<R> {
                     push(out, Action::Lookup(c.peer.clone()));
                 }
             }
+            Step::LookupCaller => {
+                if let Some(Call {
+                    peer,
+                    addr: Some(from),
+                    ..
+                }) = &self.call
+                {
+                    let (name, from) = (peer.clone(), *from);
+                    push(out, Action::LookupCaller { name, from });
+                }
+            }
+            Step::Announce => self.announce(event, out),
             Step::LearnAddress => {
                 if let (Some(c), Some(Event::Resolved { addr, .. })) = (&mut self.call, event) {
                     c.addr = Some(*addr);
@@ -583,6 +620,7 @@ impl<R: CallIds> Machine<R> {
                     push(out, Action::Send { to: *from, message });
                 }
             }
+            Step::Disarm(timer) => self.cancel(timer, out),
             Step::Arm(timer) => {
                 let ms = match timer {
                     Timer::Retransmit => self.config.retransmit_initial,
@@ -593,6 +631,7 @@ impl<R: CallIds> Machine<R> {
                     Timer::Linger => self.config.linger,
                     Timer::PeerSilence => self.config.peer_silence,
                     Timer::StartAgain => self.config.original_start_pause,
+                    Timer::Verify => self.config.verify_wait,
                 };
                 self.arm(timer, self.now.after(ms), out);
             }
@@ -656,6 +695,35 @@ impl<R: CallIds> Machine<R> {
         }
     }
 
+    /// Tells the user of the incoming call, once. The directory's answer about the
+    /// caller's name says whether the call comes from where that name is registered;
+    /// anything else (no answer in time, a failed lookup, the user or the caller acting
+    /// first) leaves it unverified.
+    fn announce(&mut self, event: Option<&Event>, out: &mut Actions) {
+        let Some(c) = &mut self.call else { return };
+        let Some(from) = c.addr else { return };
+        if c.announced {
+            return;
+        }
+        c.announced = true;
+        let verified = match event {
+            Some(Event::Resolved { addr, .. }) => {
+                Some(addr.ip().to_canonical() == from.ip().to_canonical())
+            }
+            Some(Event::Unknown { .. }) => Some(false),
+            _ => None,
+        };
+        let peer = c.peer.clone();
+        push(
+            out,
+            Action::Notify(Note::Incoming {
+                peer,
+                from,
+                verified,
+            }),
+        );
+    }
+
     fn note(&self, tell: Tell) -> Option<Note> {
         if let Tell::Refused(why) = tell {
             return Some(Note::Refused(why));
@@ -665,10 +733,6 @@ impl<R: CallIds> Machine<R> {
         Some(match tell {
             Tell::Calling => Note::Calling { peer },
             Tell::Ringing => Note::Ringing { peer },
-            Tell::Incoming => Note::Incoming {
-                peer,
-                from: c.addr?,
-            },
             Tell::Connected => Note::Connected { peer },
             Tell::Ended(reason) => Note::Ended { peer, reason },
             Tell::Refused(why) => Note::Refused(why),
@@ -1003,6 +1067,90 @@ mod tests {
             pcmu_first.set().to_string(),
             "L16,PCMU",
             "a set is unordered"
+        );
+    }
+
+    // ---- Ringing: the caller's verification ----
+
+    /// Bob's phone, ringing for Alice's call from ALICE, not yet announced.
+    fn ringing_unannounced() -> Machine<SplitMix64> {
+        ringing_unannounced_with(Config::new(name("bob")))
+    }
+
+    fn ringing_unannounced_with(config: Config) -> Machine<SplitMix64> {
+        let mut m = Machine::new(config, SplitMix64(7), Instant(0));
+        let start = Event::Peer {
+            from: addr(ALICE),
+            message: Message::start(name("alice"), CallId(1), Preference::default().set()),
+        };
+        let actions = m.handle(Instant(0), &start);
+        assert!(notes(&actions).is_empty(), "announced at once: {actions:?}");
+        assert!(actions.contains(&Action::LookupCaller {
+            name: name("alice"),
+            from: addr(ALICE)
+        }));
+        m
+    }
+
+    const ALICE: &str = "127.0.0.1:5001";
+
+    #[test]
+    fn whatever_comes_first_announces_the_call_unverified() {
+        let close = Event::Peer {
+            from: addr(ALICE),
+            message: Message::Close {
+                call: Some(CallId(1)),
+            },
+        };
+        let firsts = [
+            Event::Accept,
+            Event::Reject,
+            Event::Hangup,
+            Event::Dial(name("carol")),
+            close,
+        ];
+        for first in firsts {
+            let mut m = ringing_unannounced();
+            let actions = m.handle(Instant(100), &first);
+            let told = notes(&actions);
+            assert_eq!(
+                told.first(),
+                Some(&&Note::Incoming {
+                    peer: name("alice"),
+                    from: addr(ALICE),
+                    verified: None
+                }),
+                "after {first:?}: {actions:?}"
+            );
+            assert_eq!(told.len(), 2, "then what happened: {actions:?}");
+        }
+        // The ring limit too, with a verification wait longer than it.
+        let mut config = Config::new(name("bob"));
+        config.verify_wait = 60_000;
+        let mut m = ringing_unannounced_with(config);
+        let actions = m.handle_timeout(Instant(9_000));
+        assert!(matches!(
+            notes(&actions).as_slice(),
+            [Note::Incoming { verified: None, .. }, Note::Ended { .. }]
+        ));
+    }
+
+    #[test]
+    fn the_call_is_announced_once() {
+        let mut m = ringing_unannounced();
+        let resolved = Event::Resolved {
+            name: name("alice"),
+            addr: addr(ALICE),
+            dialect: None,
+        };
+        let actions = m.handle(Instant(10), &resolved);
+        assert_eq!(notes(&actions).len(), 1);
+        let actions = m.handle(Instant(20), &Event::Accept);
+        assert_eq!(
+            notes(&actions),
+            [&Note::Connected {
+                peer: name("alice")
+            }]
         );
     }
 

@@ -40,7 +40,7 @@ impl State {
         match self {
             State::Idle => &[],
             State::Dialing => &[Timer::Retransmit, Timer::NoAnswer, Timer::StartAgain],
-            State::Ringing => &[Timer::NoAnswer],
+            State::Ringing => &[Timer::NoAnswer, Timer::Verify],
             State::InCall => &[Timer::Retransmit, Timer::PeerSilence],
             State::Closing => &[Timer::Retransmit, Timer::Linger],
         }
@@ -59,10 +59,14 @@ pub enum EventKind {
     Reject,
     /// The user hangs up.
     Hangup,
-    /// The directory resolved the name being dialled.
+    /// The directory resolved the name being dialled (or the caller being verified).
     Resolved,
-    /// The directory does not know the name being dialled.
+    /// The directory does not know the name being dialled (or the caller being
+    /// verified).
     Unknown,
+    /// The directory could not be asked about the name being dialled (or the caller
+    /// being verified).
+    LookupFailed,
     /// A START that is a new call request (not ours, not a repeat).
     Start,
     /// A repeat of the START of the current call (same caller, address and call id).
@@ -103,17 +107,20 @@ pub enum EventKind {
     /// Raw audio, without a call, from the original peer of a call that ended: it missed
     /// our CLOSE (see [`crate::Config::ended_peer_memory`]).
     LeftoverMedia,
+    /// The directory did not confirm the caller in time.
+    Verify,
 }
 
 impl EventKind {
     /// Every event kind, in table order.
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 27] = [
         EventKind::Dial,
         EventKind::Accept,
         EventKind::Reject,
         EventKind::Hangup,
         EventKind::Resolved,
         EventKind::Unknown,
+        EventKind::LookupFailed,
         EventKind::Start,
         EventKind::StartRepeat,
         EventKind::StartCrossing,
@@ -133,6 +140,7 @@ impl EventKind {
         EventKind::PeerSilence,
         EventKind::StartAgain,
         EventKind::LeftoverMedia,
+        EventKind::Verify,
     ];
 
     /// The event's name in the matrix, specs and logs.
@@ -144,6 +152,7 @@ impl EventKind {
             EventKind::Hangup => "hangup",
             EventKind::Resolved => "resolved",
             EventKind::Unknown => "unknown",
+            EventKind::LookupFailed => "lookup failed",
             EventKind::Start => "START",
             EventKind::StartRepeat => "START again",
             EventKind::StartCrossing => "START crossing",
@@ -163,6 +172,7 @@ impl EventKind {
             EventKind::PeerSilence => "peer-silence timer",
             EventKind::StartAgain => "start-again timer",
             EventKind::LeftoverMedia => "leftover media",
+            EventKind::Verify => "verify timer",
         }
     }
 
@@ -175,6 +185,7 @@ impl EventKind {
             Timer::Linger => EventKind::Linger,
             Timer::PeerSilence => EventKind::PeerSilence,
             Timer::StartAgain => EventKind::StartAgain,
+            Timer::Verify => EventKind::Verify,
         }
     }
 }
@@ -209,6 +220,10 @@ pub enum Guard {
     CloseDue,
     /// A CLOSE went to the ended original peer less than the interval ago.
     CloseRecent,
+    /// The phone answers incoming calls by itself ([`crate::Config::auto_answer`]).
+    AutoAnswer,
+    /// The user answers incoming calls.
+    ManualAnswer,
 }
 
 impl Guard {
@@ -228,6 +243,8 @@ impl Guard {
             Guard::ParloCallee => "callee parlo or unknown",
             Guard::CloseDue => "close due",
             Guard::CloseRecent => "close too recent",
+            Guard::AutoAnswer => "auto-answer",
+            Guard::ManualAnswer => "manual answer",
         }
     }
 
@@ -243,6 +260,7 @@ impl Guard {
                 &[Guard::OriginalCallee, Guard::ParloCallee]
             }
             Guard::CloseDue | Guard::CloseRecent => &[Guard::CloseDue, Guard::CloseRecent],
+            Guard::AutoAnswer | Guard::ManualAnswer => &[Guard::AutoAnswer, Guard::ManualAnswer],
         }
     }
 }
@@ -273,8 +291,6 @@ pub enum Tell {
     Calling,
     /// `ringing <peer>`.
     Ringing,
-    /// `incoming <peer> from <addr>`.
-    Incoming,
     /// `connected <peer>`.
     Connected,
     /// `ended <peer>: <reason>`.
@@ -293,6 +309,12 @@ pub enum Step {
     BeginIncoming,
     /// Ask the directory for the callee's address.
     Lookup,
+    /// Ask the directory for the caller's address, to verify its name.
+    LookupCaller,
+    /// Tell the user of the incoming call, unless told already: verified as the
+    /// directory's answer says when the event is that answer, unverified otherwise. Every
+    /// row that tells anything else about a call not yet announced announces it first.
+    Announce,
     /// Remember the address the directory gave.
     LearnAddress,
     /// Fix the dialect of the call, if it is not fixed yet: from the directory's answer
@@ -313,6 +335,8 @@ pub enum Step {
     ReplyBusy,
     /// Arm a timer.
     Arm(Timer),
+    /// Disarm a timer.
+    Disarm(Timer),
     /// Start media with the peer.
     StartMedia,
     /// Stop media.
@@ -404,6 +428,7 @@ use Step::*;
 const NO_CALL: &str = "no call in progress";
 const NOT_ARMED: &str = "this timer is never armed in this state";
 const NOT_DIALLING: &str = "no lookup is pending";
+const LATE_ANSWER: &str = "a late answer to a lookup no longer wanted (glare, or a call answered before its caller was verified)";
 const NO_LEFTOVER: &str = "only without a call: a new call forgets the ended peer";
 
 /// The transition table of the call machine.
@@ -417,7 +442,8 @@ pub static TABLE: &[Entry] = &[
     row(Idle, E::Hangup, Always, Stay, &[Tell(Tell::Refused(Refusal::NoCall))]),
     ignore(Idle, E::Resolved, NOT_DIALLING),
     ignore(Idle, E::Unknown, NOT_DIALLING),
-    row(Idle, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), Tell(Tell::Incoming)]),
+    ignore(Idle, E::LookupFailed, NOT_DIALLING),
+    row(Idle, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), LookupCaller, Arm(Timer::Verify)]),
     ignore(Idle, E::StartRepeat, "a repeat needs a current call"),
     ignore(Idle, E::StartCrossing, "a crossing START needs a call being dialled"),
     ignore(Idle, E::Ringing, NO_CALL),
@@ -437,6 +463,7 @@ pub static TABLE: &[Entry] = &[
     ignore(Idle, E::StartAgain, NOT_ARMED),
     row(Idle, E::LeftoverMedia, CloseDue, Stay, &[HearEnded, CloseEnded]),
     row(Idle, E::LeftoverMedia, CloseRecent, Stay, &[HearEnded]),
+    ignore(Idle, E::Verify, NOT_ARMED),
 
     // ---- Dialing: looking the callee up, then waiting for its answer -------------------
     row(Dialing, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
@@ -447,6 +474,7 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::Resolved, ParloCallee, Stay, &[LearnAddress, LearnDialect, SendReliably(Say::Start)]),
     row(Dialing, E::Resolved, OriginalCallee, Stay, &[LearnAddress, LearnDialect, Send(Say::Start), Arm(Timer::StartAgain)]),
     row(Dialing, E::Unknown, Always, To(Idle), &[Tell(Tell::Ended(EndReason::UnknownUser))]),
+    row(Dialing, E::LookupFailed, Always, To(Idle), &[Tell(Tell::Ended(EndReason::LookupFailed))]),
     row(Dialing, E::Start, Always, Stay, &[ReplyBusy]),
     ignore(Dialing, E::StartRepeat, "only the callee receives START, and the callee is not dialling"),
     row(Dialing, E::StartCrossing, TheyWin, To(InCall), &[BeginIncoming, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
@@ -469,14 +497,19 @@ pub static TABLE: &[Entry] = &[
     ignore(Dialing, E::PeerSilence, NOT_ARMED),
     row(Dialing, E::StartAgain, Always, Stay, &[Send(Say::Start)]),
     ignore(Dialing, E::LeftoverMedia, NO_LEFTOVER),
+    ignore(Dialing, E::Verify, NOT_ARMED),
 
     // ---- Ringing: an incoming call alerts the user ---------------------------------
-    row(Ringing, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
-    row(Ringing, E::Accept, Always, To(InCall), &[SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
-    row(Ringing, E::Reject, Always, To(Closing), &[SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
-    row(Ringing, E::Hangup, Always, To(Closing), &[SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
-    ignore(Ringing, E::Resolved, NOT_DIALLING),
-    ignore(Ringing, E::Unknown, NOT_DIALLING),
+    row(Ringing, E::Dial, Always, Stay, &[Announce, Tell(Tell::Refused(Refusal::AlreadyInCall))]),
+    row(Ringing, E::Accept, Always, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Ringing, E::Reject, Always, To(Closing), &[Announce, SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
+    row(Ringing, E::Hangup, Always, To(Closing), &[Announce, SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
+    row(Ringing, E::Resolved, ManualAnswer, Stay, &[Disarm(Timer::Verify), Announce]),
+    row(Ringing, E::Resolved, AutoAnswer, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Ringing, E::Unknown, ManualAnswer, Stay, &[Disarm(Timer::Verify), Announce]),
+    row(Ringing, E::Unknown, AutoAnswer, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Ringing, E::LookupFailed, ManualAnswer, Stay, &[Disarm(Timer::Verify), Announce]),
+    row(Ringing, E::LookupFailed, AutoAnswer, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
     row(Ringing, E::Start, Always, Stay, &[ReplyBusy]),
     row(Ringing, E::StartRepeat, Always, Stay, &[Send(Say::Ringing)]),
     ignore(Ringing, E::StartCrossing, "a crossing START needs a call being dialled"),
@@ -484,26 +517,29 @@ pub static TABLE: &[Entry] = &[
     ignore(Ringing, E::PeerAccept, "we are the callee: ACCEPT is ours to send"),
     ignore(Ringing, E::PeerReject, "we are the callee: REJECT is ours to send"),
     ignore(Ringing, E::Busy, "we are the callee: BUSY is ours to send"),
-    row(Ringing, E::Close, Always, To(Closing), &[Send(Say::Closed), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
+    row(Ringing, E::Close, Always, To(Closing), &[Announce, Send(Say::Closed), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
     ignore(Ringing, E::Closed, "we sent no CLOSE"),
     ignore(Ringing, E::Ack, "we sent nothing that is acknowledged by ACK"),
     ignore(Ringing, E::Media, "no media before the answer"),
     row(Ringing, E::Foreign, Always, Stay, &[CountForeign]),
     ignore(Ringing, E::Retransmit, NOT_ARMED),
     ignore(Ringing, E::RetransmitExhausted, NOT_ARMED),
-    row(Ringing, E::NoAnswer, Always, To(Idle), &[Tell(Tell::Ended(EndReason::NoAnswer))]),
+    row(Ringing, E::NoAnswer, Always, To(Idle), &[Announce, Tell(Tell::Ended(EndReason::NoAnswer))]),
     ignore(Ringing, E::Linger, NOT_ARMED),
     ignore(Ringing, E::PeerSilence, NOT_ARMED),
     ignore(Ringing, E::StartAgain, NOT_ARMED),
     ignore(Ringing, E::LeftoverMedia, NO_LEFTOVER),
+    row(Ringing, E::Verify, ManualAnswer, Stay, &[Announce]),
+    row(Ringing, E::Verify, AutoAnswer, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
 
     // ---- InCall: connected -----------------------------------------------------------
     row(InCall, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
     row(InCall, E::Accept, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(InCall, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(InCall, E::Hangup, Always, To(Closing), &[StopMedia, RememberEnded, SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Hangup))]),
-    ignore(InCall, E::Resolved, "a late answer to a lookup that glare made useless"),
-    ignore(InCall, E::Unknown, "a late answer to a lookup that glare made useless"),
+    ignore(InCall, E::Resolved, LATE_ANSWER),
+    ignore(InCall, E::Unknown, LATE_ANSWER),
+    ignore(InCall, E::LookupFailed, LATE_ANSWER),
     row(InCall, E::Start, Always, Stay, &[ReplyBusy]),
     row(InCall, E::StartRepeat, Always, Stay, &[Send(Say::Accept)]),
     ignore(InCall, E::StartCrossing, "a crossing START needs a call being dialled"),
@@ -523,6 +559,7 @@ pub static TABLE: &[Entry] = &[
     row(InCall, E::PeerSilence, Always, To(Idle), &[StopMedia, RememberEnded, Send(Say::Close), Tell(Tell::Ended(EndReason::PeerLost))]),
     ignore(InCall, E::StartAgain, NOT_ARMED),
     ignore(InCall, E::LeftoverMedia, NO_LEFTOVER),
+    ignore(InCall, E::Verify, NOT_ARMED),
 
     // ---- Closing: the call has ended; acknowledgements and late duplicates ----------
     row(Closing, E::Dial, ToOther, To(Dialing), &[BeginOutgoing, Lookup, Arm(Timer::NoAnswer), Tell(Tell::Calling)]),
@@ -532,7 +569,8 @@ pub static TABLE: &[Entry] = &[
     row(Closing, E::Hangup, Always, Stay, &[Tell(Tell::Refused(Refusal::NoCall))]),
     ignore(Closing, E::Resolved, NOT_DIALLING),
     ignore(Closing, E::Unknown, NOT_DIALLING),
-    row(Closing, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), Tell(Tell::Incoming)]),
+    ignore(Closing, E::LookupFailed, NOT_DIALLING),
+    row(Closing, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), LookupCaller, Arm(Timer::Verify)]),
     row(Closing, E::StartRepeat, Always, Stay, &[Resend]),
     ignore(Closing, E::StartCrossing, "a crossing START needs a call being dialled"),
     ignore(Closing, E::Ringing, "the call is over"),
@@ -551,6 +589,7 @@ pub static TABLE: &[Entry] = &[
     ignore(Closing, E::PeerSilence, NOT_ARMED),
     ignore(Closing, E::StartAgain, NOT_ARMED),
     ignore(Closing, E::LeftoverMedia, NO_LEFTOVER),
+    ignore(Closing, E::Verify, NOT_ARMED),
 ];
 
 #[cfg(test)]

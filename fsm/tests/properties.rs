@@ -106,6 +106,7 @@ fn input() -> impl Strategy<Value = Input> {
             dialect,
         })),
         1 => (0..3usize).prop_map(|n| Input::Event(Event::Unknown { name: name(n) })),
+        1 => (0..3usize).prop_map(|n| Input::Event(Event::LookupFailed { name: name(n) })),
         4 => (0..3u8, message()).prop_map(|(a, message)| Input::Event(Event::Peer {
             from: addr(a),
             message
@@ -193,6 +194,9 @@ impl Observer {
                     if self.bare_starts > 2 {
                         return Err("a third START to an original callee".into());
                     }
+                }
+                Action::Notify(Note::Connected { .. }) if !self.call_open => {
+                    return Err("`connected` for a call never announced".into());
                 }
                 Action::Notify(Note::Ended { .. }) => {
                     if !self.call_open {
@@ -288,8 +292,12 @@ impl Run {
                     ..
                 } = e
                 {
-                    // A callee's choice: its most preferred codec among those offered.
-                    if self.machine.state() == State::Ringing && self.machine.peer().is_some() {
+                    // A callee's choice: its most preferred codec among those offered,
+                    // checked when the START began a call (whose caller is looked up).
+                    let began = actions
+                        .iter()
+                        .any(|a| matches!(a, Action::LookupCaller { .. }));
+                    if began {
                         let chosen = self.machine.codec();
                         let offer = codecs.unwrap_or(CodecSet::only(Codec::L16));
                         let best = self
@@ -298,11 +306,7 @@ impl Run {
                             .codecs
                             .iter()
                             .find(|c| offer.contains(*c));
-                        if actions
-                            .iter()
-                            .any(|a| matches!(a, Action::Notify(Note::Incoming { .. })))
-                            && chosen != Some(best.unwrap_or(Codec::L16))
-                        {
+                        if chosen != Some(best.unwrap_or(Codec::L16)) {
                             return Err(format!("chose {chosen:?} for offer {offer}"));
                         }
                     }
@@ -322,9 +326,15 @@ impl Run {
     }
 }
 
-fn run(start: State, codecs: Preference, inputs: Vec<Input>) -> Result<(), TestCaseError> {
+fn run(
+    start: State,
+    codecs: Preference,
+    auto_answer: bool,
+    inputs: Vec<Input>,
+) -> Result<(), TestCaseError> {
     let mut config = Config::new(name(0));
     config.codecs = codecs;
+    config.auto_answer = auto_answer;
     let mut run = Run {
         machine: Machine::new(config, FewIds(0), Instant(0)),
         now: 0,
@@ -367,40 +377,45 @@ proptest! {
     #[test]
     fn random_events_from_idle(
         codecs in preference(),
+        auto_answer in any::<bool>(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Idle, codecs, inputs)?;
+        run(State::Idle, codecs, auto_answer, inputs)?;
     }
 
     #[test]
     fn random_events_from_dialing(
         codecs in preference(),
+        auto_answer in any::<bool>(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Dialing, codecs, inputs)?;
+        run(State::Dialing, codecs, auto_answer, inputs)?;
     }
 
     #[test]
     fn random_events_from_ringing(
         codecs in preference(),
+        auto_answer in any::<bool>(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Ringing, codecs, inputs)?;
+        run(State::Ringing, codecs, auto_answer, inputs)?;
     }
 
     #[test]
     fn random_events_from_in_call(
         codecs in preference(),
+        auto_answer in any::<bool>(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::InCall, codecs, inputs)?;
+        run(State::InCall, codecs, auto_answer, inputs)?;
     }
 
     #[test]
     fn random_events_from_closing(
         codecs in preference(),
+        auto_answer in any::<bool>(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Closing, codecs, inputs)?;
+        run(State::Closing, codecs, auto_answer, inputs)?;
     }
 }

@@ -7,7 +7,8 @@
 //! me alice                                this phone's name
 //! ids 0000002a                            the call ids its random source will give
 //! config answer-timeout=7000              optional overrides: timings (milliseconds),
-//!                                         and codecs=PCMU,L16 (the phone's preference)
+//!                                         codecs=PCMU,L16 (the phone's preference) and
+//!                                         auto-answer=yes
 //!
 //! at 0 dial bob                           an event, at a time in milliseconds
 //!   state Dialing                         the state expected after it...
@@ -17,7 +18,7 @@
 //!
 //! Events: `dial NAME`, `accept`, `reject`, `hangup`, `resolved NAME ADDR` (the
 //! directory does not say the phone's dialect) or `resolved NAME ADDR parlo|original`,
-//! `unknown NAME`, `from ADDR: MESSAGE`, `media from ADDR`, and `tick` (fire every timer
+//! `unknown NAME`, `lookup-failed NAME`, `from ADDR: MESSAGE`, `media from ADDR`, and `tick` (fire every timer
 //! due by then). Besides actions, the expectations may say `foreign N` (messages ignored
 //! as belonging to another call so far) and `deadline T` or `deadline none` (the next
 //! timer deadline). An event followed by `state` alone expects no action at all.
@@ -105,13 +106,15 @@ fn message(line: usize, text: &str) -> Result<Message, Failure> {
     Message::parse(text.as_bytes()).or_else(|e| fail(line, format!("`{text}`: {e}")))
 }
 
-/// An action in the notation of the specs: `lookup bob`, `send RINGING call=0000002a to
+/// An action in the notation of the specs: `lookup bob`, `lookup caller alice from
+/// 127.0.0.1:5001`, `send RINGING call=0000002a to
 /// 127.0.0.2:5001` (the message as `parlo-net` writes it), `arm retransmit at 505`,
 /// `cancel retransmit`, `start media with 127.0.0.2:5001 (L16)`, `stop media`,
 /// `notify ringing bob`.
 pub fn render(action: &Action) -> String {
     match action {
         Action::Lookup(name) => format!("lookup {name}"),
+        Action::LookupCaller { name, from } => format!("lookup caller {name} from {from}"),
         Action::Send { to, message } => format!("send {} to {to}", message.wire()),
         Action::ArmTimer { timer, at } => format!("arm {} at {at}", timer.name()),
         Action::CancelTimer(timer) => format!("cancel {}", timer.name()),
@@ -165,6 +168,9 @@ fn event(line: usize, text: &str) -> Result<Option<Event>, Failure> {
         ("unknown", [n]) => Event::Unknown {
             name: name(line, n)?,
         },
+        ("lookup-failed", [n]) => Event::LookupFailed {
+            name: name(line, n)?,
+        },
         ("media", ["from", a]) => Event::Media {
             from: addr(line, a)?,
         },
@@ -187,6 +193,14 @@ fn config(line: usize, me: &Name, settings: &str) -> Result<Config, Failure> {
         let Some((key, value)) = setting.split_once('=') else {
             return fail(line, format!("expected key=value, got {setting}"));
         };
+        if key == "auto-answer" {
+            config.auto_answer = match value {
+                "yes" => true,
+                "no" => false,
+                _ => return fail(line, "auto-answer is yes or no"),
+            };
+            continue;
+        }
         if key == "codecs" {
             config.codecs = Preference::new(&codecs(line, value)?).map_or_else(
                 || fail(line, "codecs= needs at least one codec, none twice"),
@@ -211,6 +225,7 @@ fn config(line: usize, me: &Name, settings: &str) -> Result<Config, Failure> {
             "original-start-pause" => config.original_start_pause = value,
             "ended-peer-memory" => config.ended_peer_memory = value,
             "ended-close-interval" => config.ended_close_interval = value,
+            "verify-wait" => config.verify_wait = value,
             other => return fail(line, format!("unknown setting: {other}")),
         }
     }
