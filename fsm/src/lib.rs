@@ -57,7 +57,7 @@
 //! The original reads its socket from two threads and often misses the CLOSE that ends
 //! a call, then streams raw audio for as long as it runs. So when this phone hangs up on
 //! an original peer (or loses it), it remembers the peer's address after the call and
-//! answers its audio ([`EventKind`] `LeftoverMedia`) with a bare CLOSE, at most once per
+//! answers its audio ([`EventKind::LeftoverMedia`]) with a bare CLOSE, at most once per
 //! [`Config::ended_close_interval`], until another call starts or the audio has stopped
 //! for [`Config::ended_peer_memory`]. [`Machine::media_dialect`] tells the shell's media
 //! demultiplexer to expect raw PCM from it meanwhile.
@@ -73,8 +73,9 @@
 //! call and answers the winner's at once — its user asked to talk to that very peer — so
 //! exactly one call connects, the same one on both sides. When a START arrives before
 //! its receiver's lookup has answered, the receiver answers BUSY: that call ends busy,
-//! and the receiver's own call, sent once its lookup answers, rings at the now idle
-//! phone as an ordinary call. Both STARTs cannot arrive that early (each is sent only
+//! and the receiver's own call, sent once its lookup answers, reaches the other phone
+//! as a crossing call (the rule above) or, once that phone has heard the BUSY, as an
+//! ordinary call that rings. Both STARTs cannot arrive that early (each is sent only
 //! after its sender's lookup has answered), so here too exactly one call survives.
 //!
 //! # Codecs
