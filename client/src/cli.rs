@@ -61,7 +61,7 @@ EVENTS (stdout, one per line; with --json the same as objects with an \"event\" 
     registered NAME server=ADDR          unregistered reason=TEXT
     calling PEER    ringing PEER         incoming PEER from=ADDR verified=yes|no|unknown
     connected PEER dialect=parlo|original codec=L16|PCMU
-    ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled
+    ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled|lookup-failed
     users NAME...    status state=... (counters)    help ...    bye    error reason=TEXT
     status, during or after a call: peer, dialect, codec; media packets sent, received
     (and frames played, lost, late, duplicate, discarded, concealed); jitter-buffer depth

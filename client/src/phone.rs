@@ -5,12 +5,12 @@
 //! reader thread and the directory server's host-name lookup. Each input becomes an event for the machine ([`parlo_fsm::Machine`]),
 //! whose actions are executed here in order: look a name up, send a message, start or
 //! stop media, tell the user. Timers are the machine's (`poll_timeout`) plus the
-//! directory's reconnection, the wait for a caller's verification, the shutdown limit and
-//! media's playout deadline (a frame handed to the audio device just before its tick).
+//! directory's reconnection, the shutdown limit and media's playout deadline (a frame
+//! handed to the audio device just before its tick).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,9 +42,6 @@ const CONTROL: Token = Token(5);
 /// Control connections take tokens from here on.
 const FIRST_CONNECTION: usize = 16;
 
-/// How long an incoming call waits for the directory to confirm the caller's address
-/// before it is announced unverified.
-const VERIFY_WAIT: Duration = Duration::from_secs(1);
 /// How long quitting may take (hanging up, DISCONNECT).
 const QUIT_WAIT: Duration = Duration::from_secs(2);
 /// Largest datagram read; anything longer is cut and fails to parse.
@@ -57,14 +54,6 @@ pub enum Origin {
     Stdin,
     /// A line on a control connection.
     Control(ConnectionId),
-}
-
-/// An incoming call announced once the directory says whether the caller is who it claims.
-#[derive(Debug)]
-struct PendingIncoming {
-    peer: fsm::Name,
-    from: SocketAddr,
-    deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -90,7 +79,6 @@ pub struct Phone {
     /// Each call's SSRC, first sequence number and timestamp.
     random: OsRandom,
     followups: VecDeque<fsm::Event>,
-    pending_incoming: Option<PendingIncoming>,
     quitting: Option<Quit>,
     garbage: u64,
     warnings: bool,
@@ -117,10 +105,6 @@ fn failure(result: Result<Reply, String>) -> String {
         Ok(reply) => format!("unexpected answer {reply:?}"),
         Err(e) => e,
     }
-}
-
-fn same_ip(a: IpAddr, b: IpAddr) -> bool {
-    a.to_canonical() == b.to_canonical()
 }
 
 fn state_name(state: State) -> &'static str {
@@ -161,6 +145,7 @@ impl Phone {
         let mut machine_config = fsm::Config::new(config.name.clone());
         machine_config.answer_timeout = config.answer_timeout_ms;
         machine_config.codecs = config.codecs.clone();
+        machine_config.auto_answer = config.auto_answer;
         let call_ids = OsRandom::new().map_err(Error::Random)?;
         let machine = Machine::new(machine_config, call_ids, fsm::Instant(0));
         let lookup_waker = Arc::clone(&waker);
@@ -196,7 +181,6 @@ impl Phone {
             signals,
             random: OsRandom::new().map_err(Error::Random)?,
             followups: VecDeque::with_capacity(8),
-            pending_incoming: None,
             quitting: None,
             garbage: 0,
             warnings: false,
@@ -254,7 +238,6 @@ impl Phone {
         [
             self.machine.poll_timeout().map(|t| self.at(t)),
             self.directory.poll_timeout(),
-            self.pending_incoming.as_ref().map(|p| p.deadline),
             self.quitting.as_ref().map(|q| q.deadline),
             self.media.playout_deadline(),
         ]
@@ -279,14 +262,6 @@ impl Phone {
         self.directory
             .handle_timeout(self.poll.registry(), now, &mut self.outcomes);
         self.drain_outcomes();
-        if self
-            .pending_incoming
-            .as_ref()
-            .is_some_and(|p| p.deadline <= now)
-        {
-            log::info!("the directory did not confirm the caller in time");
-            self.announce_incoming(None);
-        }
     }
 
     fn should_stop(&self, now: Instant) -> bool {
@@ -326,6 +301,7 @@ impl Phone {
         for action in actions {
             match action {
                 Action::Lookup(name) => self.lookup(name),
+                Action::LookupCaller { name, from } => self.lookup_caller(name, from),
                 Action::Send { to, message } => self.send(to, &message),
                 Action::ArmTimer { .. } | Action::CancelTimer(_) => {}
                 Action::StartMedia {
@@ -363,7 +339,28 @@ impl Phone {
                 },
                 &mut None,
             );
-            self.followups.push_back(fsm::Event::Hangup);
+            self.followups.push_back(fsm::Event::LookupFailed { name });
+        }
+    }
+
+    /// Asks the directory where an incoming caller's name is registered; the machine
+    /// announces the call when it answers (or fails, or is too slow).
+    fn lookup_caller(&mut self, name: fsm::Name, from: SocketAddr) {
+        let request = Request::Get { name: name.clone() };
+        let purpose = Purpose::Verify {
+            peer: name.clone(),
+            from,
+        };
+        let sent = self.directory.request(
+            self.poll.registry(),
+            &request,
+            purpose,
+            Instant::now(),
+            &mut self.outcomes,
+        );
+        if sent.is_err() {
+            log::info!("cannot verify the caller {name}: not connected to the directory");
+            self.followups.push_back(fsm::Event::LookupFailed { name });
         }
     }
 
@@ -412,7 +409,15 @@ impl Phone {
             Note::Ringing { peer } => Out::Ringing {
                 peer: peer.to_string(),
             },
-            Note::Incoming { peer, from } => return self.verify_incoming(peer, from),
+            Note::Incoming {
+                peer,
+                from,
+                verified,
+            } => Out::Incoming {
+                peer: peer.to_string(),
+                from,
+                verified,
+            },
             Note::Connected { peer } => Out::Connected {
                 peer: peer.to_string(),
                 dialect: self.machine.dialect().map_or("parlo", fsm::Dialect::name),
@@ -429,84 +434,11 @@ impl Phone {
         self.emit(event, origin);
     }
 
-    /// Asks the directory where the caller's name is registered; the call is announced
-    /// when it answers (or after [`VERIFY_WAIT`]).
-    fn verify_incoming(&mut self, peer: fsm::Name, from: SocketAddr) {
-        self.flush_pending_incoming();
-        let request = Request::Get { name: peer.clone() };
-        let purpose = Purpose::Verify {
-            peer: peer.clone(),
-            from,
-        };
-        let asked = self
-            .directory
-            .request(
-                self.poll.registry(),
-                &request,
-                purpose,
-                Instant::now(),
-                &mut self.outcomes,
-            )
-            .is_ok();
-        self.pending_incoming = Some(PendingIncoming {
-            peer,
-            from,
-            deadline: Instant::now() + VERIFY_WAIT,
-        });
-        if !asked {
-            self.announce_incoming(None);
-        }
-    }
-
-    /// Announces the pending incoming call, and answers it with `--auto-answer`.
-    fn announce_incoming(&mut self, verified: Option<bool>) {
-        let Some(pending) = self.pending_incoming.take() else {
-            return;
-        };
-        self.emit(
-            Out::Incoming {
-                peer: pending.peer.to_string(),
-                from: pending.from,
-                verified,
-            },
-            &mut None,
-        );
-        if self.config.auto_answer && self.machine.state() == State::Ringing {
-            self.followups.push_back(fsm::Event::Accept);
-            self.run_followups();
-        }
-    }
-
-    /// Announces a pending incoming call unverified, before anything else about calls.
-    fn flush_pending_incoming(&mut self) {
-        if let Some(pending) = self.pending_incoming.take() {
-            self.write(
-                &Out::Incoming {
-                    peer: pending.peer.to_string(),
-                    from: pending.from,
-                    verified: None,
-                },
-                &mut None,
-            );
-        }
-    }
-
     // ---- output ----
 
     /// Prints an event on stdout, and answers the command's origin with it (the first
     /// event of a command is its answer).
     fn emit(&mut self, event: Out, origin: &mut Option<Origin>) {
-        if matches!(
-            event,
-            Out::Calling { .. }
-                | Out::Ringing { .. }
-                | Out::Connected { .. }
-                | Out::Ended { .. }
-                | Out::Incoming { .. }
-                | Out::Error { .. }
-        ) {
-            self.flush_pending_incoming();
-        }
         self.write(&event, origin);
     }
 
@@ -574,11 +506,7 @@ impl Phone {
                     return;
                 }
             };
-            let dialect = if self.machine.peer_addr() == Some(from) {
-                self.machine.dialect()
-            } else {
-                None
-            };
+            let dialect = self.machine.media_dialect(self.ms(), from);
             let arrival = (self.ms().0 as u32).wrapping_mul(8);
             match Datagram::parse(&buf[..len], dialect) {
                 Ok(Datagram::Signalling(message)) => {
@@ -821,43 +749,8 @@ impl Phone {
                     }
                 }
             }
-            Purpose::Dial(name) => match result {
-                Ok(Reply::Found(contact)) => {
-                    let addr = SocketAddr::new(contact.ip.to_canonical(), contact.port);
-                    self.feed(&fsm::Event::Resolved { name, addr }, None);
-                }
-                Ok(Reply::NotFound) => self.feed(&fsm::Event::Unknown { name }, None),
-                other => {
-                    let why = failure(other);
-                    self.emit(
-                        Out::Error {
-                            reason: format!("cannot look {name} up: {why}"),
-                        },
-                        &mut None,
-                    );
-                    // Give the call up unless it has moved on (glare, or another call).
-                    if self.machine.state() == State::Dialing
-                        && self.machine.peer() == Some(&name)
-                        && self.machine.peer_addr().is_none()
-                    {
-                        self.feed(&fsm::Event::Hangup, None);
-                    }
-                }
-            },
-            Purpose::Verify { peer, from } => {
-                let current = self
-                    .pending_incoming
-                    .as_ref()
-                    .is_some_and(|p| p.peer == peer && p.from == from);
-                if current {
-                    let verified = match result {
-                        Ok(Reply::Found(contact)) => Some(same_ip(contact.ip, from.ip())),
-                        Ok(Reply::NotFound) => Some(false),
-                        _ => None,
-                    };
-                    self.announce_incoming(verified);
-                }
-            }
+            Purpose::Dial(name) => self.handle_lookup(name, result, true),
+            Purpose::Verify { peer, .. } => self.handle_lookup(peer, result, false),
             Purpose::List {
                 origin,
                 offset,
@@ -892,6 +785,31 @@ impl Phone {
                 other => log::warn!("DISCONNECT: {other:?}"),
             },
         }
+    }
+
+    /// Gives the machine the directory's answer about `name`: where it is, that it is
+    /// unknown, or that the directory could not be asked (said as an error when the user
+    /// is dialling; a caller's verification just stays unconfirmed).
+    fn handle_lookup(&mut self, name: fsm::Name, result: Result<Reply, String>, dialling: bool) {
+        let event = match result {
+            Ok(Reply::Found(contact)) => fsm::Event::Resolved {
+                name,
+                addr: SocketAddr::new(contact.ip.to_canonical(), contact.port),
+                dialect: None,
+            },
+            Ok(Reply::NotFound) => fsm::Event::Unknown { name },
+            other => {
+                let why = failure(other);
+                if dialling {
+                    let reason = format!("cannot look {name} up: {why}");
+                    self.emit(Out::Error { reason }, &mut None);
+                } else {
+                    log::info!("cannot verify the caller {name}: {why}");
+                }
+                fsm::Event::LookupFailed { name }
+            }
+        };
+        self.feed(&event, None);
     }
 
     // ---- the end ----

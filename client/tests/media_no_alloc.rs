@@ -99,6 +99,7 @@ impl Side {
                 &fsm::Event::Resolved {
                     name: other,
                     addr: peer,
+                    dialect: None,
                 },
             );
             let call = machine.call_id();

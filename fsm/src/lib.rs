@@ -19,17 +19,64 @@
 //!   Machine::new(config, ids, now)
 //!   handle(now, &event)          ─────▶   classify, apply one row
 //!                                ◀─────   Actions (execute in order)
+//!   media_dialect(now, from)     ◀─────   how to read a media datagram
 //!   poll_timeout()               ◀─────   earliest deadline
 //!   handle_timeout(now)          ─────▶   fire one due timer (repeat while due)
 //! ```
 //!
+//! # Incoming calls
+//! A new incoming call rings at once (RINGING to the caller) and asks the directory
+//! where the name the caller gave is registered ([`Action::LookupCaller`]). The user is
+//! told of the call ([`Note::Incoming`]) when the directory answers — `verified` says
+//! whether the START came from that name's IP address — or, unverified, when it cannot
+//! be asked ([`Event::LookupFailed`]) or has not answered within
+//! [`Config::verify_wait`]. Whatever comes first about the call (the user answers, the
+//! caller gives up) announces it first, unverified: nobody is told `connected` or
+//! `ended` about a call never announced. With [`Config::auto_answer`] (an intercom) the
+//! machine answers the call itself as soon as it is announced.
+//!
+//! A lookup the machine no longer waits for (the call moved on, another name) is
+//! foreign; a failed lookup while dialling ends the call as
+//! [`EndReason::LookupFailed`].
+//!
+//! # Dialects
+//! A call speaks one dialect, fixed when it is set up: Parlo's (every message carries the
+//! call id) or the original project's (bare messages, raw PCM). The callee takes it from
+//! the START. The caller takes it from the directory ([`Event::Resolved`]'s `dialect`)
+//! and then says `START <me>` bare to an original phone — once, and once more only after
+//! [`Config::original_start_pause`] if nothing was heard, since the original takes every
+//! START as a new call and never says RINGING. Once fixed, a message that lacks the call's
+//! id (or carries one in an original call) is foreign: a forged bare `CLOSE` from the
+//! peer's address cannot end a Parlo call. When the directory does not say (a directory
+//! server of the original project), the call starts in Parlo's dialect and the callee's
+//! first answer from the directory's address fixes it, a bare ACCEPT or REJECT meaning
+//! the original's. That answer is the only bare message ever taken in a Parlo call, and
+//! the residual risk with such a directory: a forger who beats the callee's own answer
+//! can turn the call original.
+//!
+//! The original reads its socket from two threads and often misses the CLOSE that ends
+//! a call, then streams raw audio for as long as it runs. So when this phone hangs up on
+//! an original peer (or loses it), it remembers the peer's address after the call and
+//! answers its audio ([`EventKind::LeftoverMedia`]) with a bare CLOSE, at most once per
+//! [`Config::ended_close_interval`], until another call starts or the audio has stopped
+//! for [`Config::ended_peer_memory`]. [`Machine::media_dialect`] tells the shell's media
+//! demultiplexer to expect raw PCM from it meanwhile.
+//!
 //! # Glare
 //! When two phones dial each other at the same moment, each sees a START from the very
-//! phone it is dialling. The call with the lower call id wins (on equal ids, the one
-//! whose caller name sorts first); a START without call id (a phone of the original
-//! project, which cannot yield) always wins. The loser drops its own call and answers
-//! the winner's at once — its user asked to talk to that very peer — so exactly one
-//! call connects, the same one on both sides.
+//! phone it is dialling. It is a crossing call only when it comes from the address the
+//! directory gave for that phone; before the lookup has answered, or from another
+//! address, a START naming the callee is an ordinary call request and gets BUSY (anyone
+//! can claim a name). Of two crossing calls, the one with the lower call id wins (on
+//! equal ids, the one whose caller name sorts first); a START without call id (a phone
+//! of the original project, which cannot yield) always wins. The loser drops its own
+//! call and answers the winner's at once — its user asked to talk to that very peer — so
+//! exactly one call connects, the same one on both sides. When a START arrives before
+//! its receiver's lookup has answered, the receiver answers BUSY: that call ends busy,
+//! and the receiver's own call, sent once its lookup answers, reaches the other phone
+//! as a crossing call (the rule above) or, once that phone has heard the BUSY, as an
+//! ordinary call that rings. Both STARTs cannot arrive that early (each is sent only
+//! after its sender's lookup has answered), so here too exactly one call survives.
 //!
 //! # Codecs
 //! The caller offers the codecs of its [`Config::codecs`] in START (`codecs=L16,PCMU`,

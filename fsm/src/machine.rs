@@ -33,6 +33,23 @@ pub struct Config {
     pub linger: u64,
     /// Peer silence (no media) that ends a call as peer-lost.
     pub peer_silence: u64,
+    /// How long a caller waits before saying START a second (and last) time to a callee
+    /// of the original project: it never says RINGING and takes each START as a new
+    /// call, so the retransmissions of a Parlo START would ring it again and again.
+    pub original_start_pause: u64,
+    /// How long the original peer of an ended call is remembered after its last audio.
+    /// The original often misses our CLOSE and streams on: while its audio comes, it is
+    /// answered with CLOSE (see `ended_close_interval`). 10 s: longer than any pause in a
+    /// stream that runs, short enough that a later user of the address is not pestered.
+    pub ended_peer_memory: u64,
+    /// The least time between two CLOSEs answering the audio of an ended original peer.
+    pub ended_close_interval: u64,
+    /// How long an incoming call waits for the directory to confirm the caller's name
+    /// before it is announced unverified.
+    pub verify_wait: u64,
+    /// Whether the phone answers an incoming call by itself once it is announced (an
+    /// intercom).
+    pub auto_answer: bool,
     /// The codecs this phone accepts, most preferred first: offered in START (as a set),
     /// and chosen from by preference when answering one.
     pub codecs: Preference,
@@ -50,6 +67,11 @@ impl Config {
             retransmit_attempts: 5,
             linger: 3_000,
             peer_silence: 5_000,
+            original_start_pause: 4_000,
+            ended_peer_memory: 10_000,
+            ended_close_interval: 1_000,
+            verify_wait: 1_000,
+            auto_answer: false,
             codecs: Preference::default(),
         }
     }
@@ -66,14 +88,43 @@ struct Call {
     addr: Option<SocketAddr>,
     /// The protocol the other side speaks.
     dialect: Dialect,
+    /// Whether `dialect` is settled. Always, except for a call placed to a phone whose
+    /// dialect the directory did not say, until the callee's first answer.
+    dialect_fixed: bool,
     /// The codec of the call: chosen by the callee (L16 until the caller hears which).
     codec: Codec,
     /// Whether this phone placed the call.
     outgoing: bool,
+    /// Whether the user was told of the incoming call (always, for an outgoing one).
+    announced: bool,
     /// The message being retransmitted until acknowledged.
     awaiting: Option<Say>,
     /// Retransmissions of `awaiting` so far.
     resends: u8,
+}
+
+impl Call {
+    /// Settles the dialect. A call in the original dialect has no call id: the peer
+    /// knows none, and messages that carry one are not from it.
+    fn fix_dialect(&mut self, dialect: Dialect) {
+        self.dialect = dialect;
+        self.dialect_fixed = true;
+        if dialect == Dialect::Original {
+            self.id = None;
+        }
+    }
+}
+
+/// The original peer of a call that ended while media flowed, remembered after the call
+/// because it may have missed our CLOSE.
+#[derive(Debug, Clone, Copy)]
+struct EndedPeer {
+    /// Its address.
+    addr: SocketAddr,
+    /// When audio last came from it (at first: when the call ended).
+    heard: Instant,
+    /// When CLOSE last went to it.
+    closed: Instant,
 }
 
 /// Counters the machine keeps for the phone's `status`.
@@ -95,18 +146,23 @@ pub struct Counters {
 ///
 /// Before the table is consulted, an event is classified against the current call: a
 /// peer message belongs to the call when it comes from the peer's address and carries
-/// the call's id (or no id: the original protocol has none). One that does not belong is
-/// [`EventKind::Foreign`]. A START is a repeat of the current call's, a crossing call
-/// (glare) when it comes from the very phone being dialled, or else a new call request.
+/// the call's id (no id in a call in the original dialect, which has none; see the crate
+/// docs on dialects). One that does not belong is [`EventKind::Foreign`]. A START is a
+/// repeat of the current call's, a crossing call (glare) when it comes from the address
+/// the directory gave for the phone being dialled, or else a new call request.
 #[derive(Debug)]
 pub struct Machine<R> {
     config: Config,
     ids: R,
     state: State,
     call: Option<Call>,
+    /// The original peer of the last call, while it may still be streaming at us.
+    ended: Option<EndedPeer>,
     timers: [Option<Instant>; Timer::ALL.len()],
     now: Instant,
     counters: Counters,
+    /// The index in [`TABLE`] of the entry the last event or timer applied.
+    last_entry: Option<usize>,
 }
 
 impl<R: CallIds> Machine<R> {
@@ -117,9 +173,11 @@ impl<R: CallIds> Machine<R> {
             ids,
             state: State::Idle,
             call: None,
+            ended: None,
             timers: [None; Timer::ALL.len()],
             now,
             counters: Counters::default(),
+            last_entry: None,
         }
     }
 
@@ -153,6 +211,27 @@ impl<R: CallIds> Machine<R> {
         self.call.as_ref().map(|c| c.dialect)
     }
 
+    /// The media format to expect from `from` at `now`: the current call's dialect from
+    /// its peer, the original's from the original peer of an ended call that may still
+    /// be streaming (see [`Config::ended_peer_memory`]), else none known. The shell's
+    /// media demultiplexer needs it: raw PCM looks like nothing in particular.
+    pub fn media_dialect(&self, now: Instant, from: SocketAddr) -> Option<Dialect> {
+        match &self.call {
+            Some(c) if c.addr == Some(from) => Some(c.dialect),
+            Some(_) => None,
+            None => self
+                .ended_peer(now.max(self.now), from)
+                .map(|_| Dialect::Original),
+        }
+    }
+
+    /// The remembered ended peer, if `from` is it and it has not been silent too long.
+    fn ended_peer(&self, now: Instant, from: SocketAddr) -> Option<&EndedPeer> {
+        self.ended
+            .as_ref()
+            .filter(|e| e.addr == from && now < e.heard.after(self.config.ended_peer_memory))
+    }
+
     /// The codec of the current call (the callee's choice; on the caller's side, L16
     /// until the ACCEPT says otherwise).
     pub fn codec(&self) -> Option<Codec> {
@@ -162,6 +241,13 @@ impl<R: CallIds> Machine<R> {
     /// The counters.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// The index in [`TABLE`] of the entry (row or ignore) that the last call of
+    /// [`Machine::handle`] or [`Machine::handle_timeout`] applied; `None` when it applied
+    /// none (no timer was due). Lets tests tell which rows their scenarios reach.
+    pub fn last_entry(&self) -> Option<usize> {
+        self.last_entry
     }
 
     /// The deadline of `timer`, if armed.
@@ -188,6 +274,7 @@ impl<R: CallIds> Machine<R> {
     #[must_use]
     pub fn handle_timeout(&mut self, now: Instant) -> Actions {
         self.advance(now);
+        self.last_entry = None;
         let due = Timer::ALL
             .iter()
             .copied()
@@ -220,20 +307,33 @@ impl<R: CallIds> Machine<R> {
             Event::Accept => EventKind::Accept,
             Event::Reject => EventKind::Reject,
             Event::Hangup => EventKind::Hangup,
-            Event::Resolved { name, .. } | Event::Unknown { name } => {
-                let wanted = self.state == State::Dialing
-                    && call.is_some_and(|c| c.addr.is_none() && &c.peer == name);
-                if self.state == State::Dialing && !wanted {
-                    EventKind::Foreign
-                } else if matches!(event, Event::Resolved { .. }) {
-                    EventKind::Resolved
-                } else {
-                    EventKind::Unknown
+            Event::Resolved { name, .. }
+            | Event::Unknown { name }
+            | Event::LookupFailed { name } => {
+                // Wanted: the callee's address while dialling, the caller's name while
+                // an incoming call waits for its verification.
+                let wanted = call.is_some_and(|c| {
+                    &c.peer == name
+                        && match self.state {
+                            State::Dialing => c.addr.is_none(),
+                            State::Ringing => !c.announced,
+                            _ => false,
+                        }
+                });
+                match event {
+                    _ if matches!(self.state, State::Dialing | State::Ringing) && !wanted => {
+                        EventKind::Foreign
+                    }
+                    Event::Resolved { .. } => EventKind::Resolved,
+                    Event::Unknown { .. } => EventKind::Unknown,
+                    _ => EventKind::LookupFailed,
                 }
             }
             Event::Media { from } => match call {
                 Some(c) if c.addr != Some(*from) => EventKind::Foreign,
-                _ => EventKind::Media,
+                Some(_) => EventKind::Media,
+                None if self.ended_peer(self.now, *from).is_some() => EventKind::LeftoverMedia,
+                None => EventKind::Media,
             },
             Event::Peer { from, message } => {
                 let Some(c) = call else {
@@ -244,19 +344,38 @@ impl<R: CallIds> Machine<R> {
                         EventKind::StartRepeat
                     } else if self.state == State::Dialing
                         && &c.peer == caller
-                        && c.addr.is_none_or(|a| a == *from)
+                        && c.addr == Some(*from)
                     {
+                        // Only from the directory's address for the callee: before the
+                        // lookup has answered, anyone could claim the callee's name.
                         EventKind::StartCrossing
                     } else {
                         EventKind::Start
                     }
-                } else if c.addr == Some(*from)
-                    && message.call_id().is_none_or(|id| c.id == Some(id))
-                {
+                } else if self.belongs(c, *from, message) {
                     peer_kind(message)
                 } else {
                     EventKind::Foreign
                 }
+            }
+        }
+    }
+
+    /// Whether a message other than START belongs to the call `c`: it comes from the
+    /// peer's address and carries the call's id, or none in a call in the original
+    /// dialect. The dialect is fixed when the call is set up; the one exception is a
+    /// call whose callee's dialect the directory did not say, where the callee's first
+    /// answer (ACCEPT or REJECT, bare or not) fixes it.
+    fn belongs(&self, c: &Call, from: SocketAddr, message: &Message) -> bool {
+        if c.addr != Some(from) {
+            return false;
+        }
+        match message.call_id() {
+            Some(id) => c.dialect == Dialect::Parlo && c.id == Some(id),
+            None if c.dialect_fixed => c.dialect == Dialect::Original,
+            None => {
+                self.state == State::Dialing
+                    && matches!(message, Message::Accept { .. } | Message::Reject { .. })
             }
         }
     }
@@ -293,6 +412,24 @@ impl<R: CallIds> Machine<R> {
                 };
                 they_win == (guard == Guard::TheyWin)
             }
+            Guard::OriginalCallee | Guard::ParloCallee => {
+                let original = matches!(
+                    event,
+                    Some(Event::Resolved {
+                        dialect: Some(Dialect::Original),
+                        ..
+                    })
+                );
+                original == (guard == Guard::OriginalCallee)
+            }
+            Guard::CloseDue | Guard::CloseRecent => {
+                let due = self
+                    .ended
+                    .is_some_and(|e| self.now >= e.closed.after(self.config.ended_close_interval));
+                due == (guard == Guard::CloseDue)
+            }
+            Guard::AutoAnswer => self.config.auto_answer,
+            Guard::ManualAnswer => !self.config.auto_answer,
             Guard::Awaiting => call.is_some_and(|c| c.awaiting.is_some()),
             Guard::NotAwaiting => call.is_none_or(|c| c.awaiting.is_none()),
         }
@@ -305,9 +442,11 @@ impl<R: CallIds> Machine<R> {
         let from = self.state;
         let entry = TABLE
             .iter()
-            .filter(|e| e.state == from && e.event == kind)
-            .find(|e| self.guard_holds(e.guard, event));
-        let Some(&Entry { outcome, .. }) = entry else {
+            .enumerate()
+            .filter(|(_, e)| e.state == from && e.event == kind)
+            .find(|(_, e)| self.guard_holds(e.guard, event));
+        self.last_entry = entry.map(|(i, _)| i);
+        let Some((_, &Entry { outcome, .. })) = entry else {
             log::error!("{from:?}: no table entry for {}; ignored", kind.name());
             return out;
         };
@@ -342,14 +481,17 @@ impl<R: CallIds> Machine<R> {
         match step {
             Step::BeginOutgoing => {
                 if let Some(Event::Dial(name)) = event {
+                    self.ended = None;
                     let id = self.ids.next_call_id();
                     self.call = Some(Call {
                         id: Some(id),
                         peer: name.clone(),
                         addr: None,
                         dialect: Dialect::Parlo,
+                        dialect_fixed: false,
                         codec: Codec::L16,
                         outgoing: true,
+                        announced: true,
                         awaiting: None,
                         resends: 0,
                     });
@@ -367,6 +509,7 @@ impl<R: CallIds> Machine<R> {
                         },
                 }) = event
                 {
+                    self.ended = None;
                     // An original caller (no call id) sends raw PCM, i.e. L16.
                     let (dialect, codec) = match call {
                         Some(_) => (Dialect::Parlo, self.config.codecs.choose(*codecs)),
@@ -377,8 +520,10 @@ impl<R: CallIds> Machine<R> {
                         peer: caller.clone(),
                         addr: Some(*from),
                         dialect,
+                        dialect_fixed: true,
                         codec,
                         outgoing: false,
+                        announced: false,
                         awaiting: None,
                         resends: 0,
                     });
@@ -389,18 +534,35 @@ impl<R: CallIds> Machine<R> {
                     push(out, Action::Lookup(c.peer.clone()));
                 }
             }
+            Step::LookupCaller => {
+                if let Some(Call {
+                    peer,
+                    addr: Some(from),
+                    ..
+                }) = &self.call
+                {
+                    let (name, from) = (peer.clone(), *from);
+                    push(out, Action::LookupCaller { name, from });
+                }
+            }
+            Step::Announce => self.announce(event, out),
             Step::LearnAddress => {
                 if let (Some(c), Some(Event::Resolved { addr, .. })) = (&mut self.call, event) {
                     c.addr = Some(*addr);
                 }
             }
-            Step::LearnDialect => {
-                if let (Some(c), Some(Event::Peer { message, .. })) = (&mut self.call, event) {
-                    if message.call_id().is_none() {
-                        c.dialect = Dialect::Original;
-                    }
+            Step::LearnDialect => match (&mut self.call, event) {
+                (
+                    Some(c),
+                    Some(Event::Resolved {
+                        dialect: Some(d), ..
+                    }),
+                ) => c.fix_dialect(*d),
+                (Some(c), Some(Event::Peer { message, .. })) if !c.dialect_fixed => {
+                    c.fix_dialect(message.dialect());
                 }
-            }
+                _ => {}
+            },
             Step::LearnCodec => {
                 if let (Some(c), Some(Event::Peer { message, .. })) = (&mut self.call, event) {
                     // The callee decides: its choice stands even if we did not offer it
@@ -458,6 +620,7 @@ impl<R: CallIds> Machine<R> {
                     push(out, Action::Send { to: *from, message });
                 }
             }
+            Step::Disarm(timer) => self.cancel(timer, out),
             Step::Arm(timer) => {
                 let ms = match timer {
                     Timer::Retransmit => self.config.retransmit_initial,
@@ -467,6 +630,8 @@ impl<R: CallIds> Machine<R> {
                     }
                     Timer::Linger => self.config.linger,
                     Timer::PeerSilence => self.config.peer_silence,
+                    Timer::StartAgain => self.config.original_start_pause,
+                    Timer::Verify => self.config.verify_wait,
                 };
                 self.arm(timer, self.now.after(ms), out);
             }
@@ -495,7 +660,68 @@ impl<R: CallIds> Machine<R> {
                 }
             }
             Step::CountForeign => self.counters.foreign += 1,
+            Step::RememberEnded => {
+                if let Some(Call {
+                    addr: Some(addr),
+                    dialect: Dialect::Original,
+                    ..
+                }) = self.call
+                {
+                    self.ended = Some(EndedPeer {
+                        addr,
+                        heard: self.now,
+                        closed: self.now,
+                    });
+                }
+            }
+            Step::HearEnded => {
+                if let Some(e) = &mut self.ended {
+                    e.heard = self.now;
+                }
+            }
+            Step::CloseEnded => {
+                if let Some(e) = &mut self.ended {
+                    e.closed = self.now;
+                    let message = Message::Close { call: None };
+                    push(
+                        out,
+                        Action::Send {
+                            to: e.addr,
+                            message,
+                        },
+                    );
+                }
+            }
         }
+    }
+
+    /// Tells the user of the incoming call, once. The directory's answer about the
+    /// caller's name says whether the call comes from where that name is registered;
+    /// anything else (no answer in time, a failed lookup, the user or the caller acting
+    /// first) leaves it unverified.
+    fn announce(&mut self, event: Option<&Event>, out: &mut Actions) {
+        let Some(c) = &mut self.call else { return };
+        let Some(from) = c.addr else { return };
+        if c.announced {
+            return;
+        }
+        c.announced = true;
+        let verified = match event {
+            Some(Event::Resolved { addr, .. }) => {
+                Some(addr.ip().to_canonical() == from.ip().to_canonical())
+            }
+            Some(Event::Unknown { .. }) => Some(false),
+            _ => None,
+        };
+        let peer = c.peer.clone();
+        push(
+            out,
+            Action::Notify(Note::Incoming {
+                peer,
+                from,
+                verified,
+            }),
+        );
     }
 
     fn note(&self, tell: Tell) -> Option<Note> {
@@ -507,10 +733,6 @@ impl<R: CallIds> Machine<R> {
         Some(match tell {
             Tell::Calling => Note::Calling { peer },
             Tell::Ringing => Note::Ringing { peer },
-            Tell::Incoming => Note::Incoming {
-                peer,
-                from: c.addr?,
-            },
             Tell::Connected => Note::Connected { peer },
             Tell::Ended(reason) => Note::Ended { peer, reason },
             Tell::Refused(why) => Note::Refused(why),
@@ -627,6 +849,7 @@ mod tests {
             &Event::Resolved {
                 name: name("bob"),
                 addr: addr(BOB),
+                dialect: None,
             },
         );
         m
@@ -667,6 +890,17 @@ mod tests {
         assert_eq!(a.call_id(), Some(SplitMix64(7).next_call_id()));
     }
 
+    #[test]
+    fn the_last_applied_entry_is_recorded() {
+        let mut m = idle();
+        assert_eq!(m.last_entry(), None);
+        let _ = m.handle(Instant(0), &Event::Hangup);
+        let entry = TABLE[m.last_entry().expect("an entry applied")];
+        assert_eq!((entry.state, entry.event), (State::Idle, EventKind::Hangup));
+        let _ = m.handle_timeout(Instant(1));
+        assert_eq!(m.last_entry(), None, "no timer was due");
+    }
+
     // ---- Dialing ----
 
     #[test]
@@ -683,6 +917,23 @@ mod tests {
         let got: Vec<u64> = deadlines.into_iter().flatten().map(|i| i.0).collect();
         assert_eq!(got, [500, 1_500, 3_500, 5_500, 7_500]);
         assert_eq!(m.counters().retransmissions, 4);
+    }
+
+    #[test]
+    fn a_bare_first_answer_makes_the_call_original_without_a_call_id() {
+        let mut m = dialing();
+        let ours = m.call_id();
+        let _ = m.handle(Instant(10), &from_bob(accept(None)));
+        assert_eq!(m.state(), State::InCall);
+        assert_eq!((m.dialect(), m.call_id()), (Some(Dialect::Original), None));
+        // Fixed now: a message with our old call id is not the original peer's.
+        let _ = m.handle(Instant(20), &from_bob(Message::Close { call: ours }));
+        assert_eq!((m.state(), m.counters().foreign), (State::InCall, 1));
+        let actions = m.handle(Instant(30), &Event::Hangup);
+        assert!(actions.contains(&Action::Send {
+            to: addr(BOB),
+            message: Message::Close { call: None }
+        }));
     }
 
     #[test]
@@ -777,6 +1028,7 @@ mod tests {
             &Event::Resolved {
                 name: name("bob"),
                 addr: addr(BOB),
+                dialect: None,
             },
         );
         let id = m.call_id();
@@ -818,6 +1070,90 @@ mod tests {
         );
     }
 
+    // ---- Ringing: the caller's verification ----
+
+    /// Bob's phone, ringing for Alice's call from ALICE, not yet announced.
+    fn ringing_unannounced() -> Machine<SplitMix64> {
+        ringing_unannounced_with(Config::new(name("bob")))
+    }
+
+    fn ringing_unannounced_with(config: Config) -> Machine<SplitMix64> {
+        let mut m = Machine::new(config, SplitMix64(7), Instant(0));
+        let start = Event::Peer {
+            from: addr(ALICE),
+            message: Message::start(name("alice"), CallId(1), Preference::default().set()),
+        };
+        let actions = m.handle(Instant(0), &start);
+        assert!(notes(&actions).is_empty(), "announced at once: {actions:?}");
+        assert!(actions.contains(&Action::LookupCaller {
+            name: name("alice"),
+            from: addr(ALICE)
+        }));
+        m
+    }
+
+    const ALICE: &str = "127.0.0.1:5001";
+
+    #[test]
+    fn whatever_comes_first_announces_the_call_unverified() {
+        let close = Event::Peer {
+            from: addr(ALICE),
+            message: Message::Close {
+                call: Some(CallId(1)),
+            },
+        };
+        let firsts = [
+            Event::Accept,
+            Event::Reject,
+            Event::Hangup,
+            Event::Dial(name("carol")),
+            close,
+        ];
+        for first in firsts {
+            let mut m = ringing_unannounced();
+            let actions = m.handle(Instant(100), &first);
+            let told = notes(&actions);
+            assert_eq!(
+                told.first(),
+                Some(&&Note::Incoming {
+                    peer: name("alice"),
+                    from: addr(ALICE),
+                    verified: None
+                }),
+                "after {first:?}: {actions:?}"
+            );
+            assert_eq!(told.len(), 2, "then what happened: {actions:?}");
+        }
+        // The ring limit too, with a verification wait longer than it.
+        let mut config = Config::new(name("bob"));
+        config.verify_wait = 60_000;
+        let mut m = ringing_unannounced_with(config);
+        let actions = m.handle_timeout(Instant(9_000));
+        assert!(matches!(
+            notes(&actions).as_slice(),
+            [Note::Incoming { verified: None, .. }, Note::Ended { .. }]
+        ));
+    }
+
+    #[test]
+    fn the_call_is_announced_once() {
+        let mut m = ringing_unannounced();
+        let resolved = Event::Resolved {
+            name: name("alice"),
+            addr: addr(ALICE),
+            dialect: None,
+        };
+        let actions = m.handle(Instant(10), &resolved);
+        assert_eq!(notes(&actions).len(), 1);
+        let actions = m.handle(Instant(20), &Event::Accept);
+        assert_eq!(
+            notes(&actions),
+            [&Note::Connected {
+                peer: name("alice")
+            }]
+        );
+    }
+
     // ---- InCall ----
 
     #[test]
@@ -847,6 +1183,68 @@ mod tests {
                 reason: EndReason::PeerLost
             }]
         );
+    }
+
+    // ---- after a call with an original peer ----
+
+    /// Alice in a call with an original peer at BOB, connected at 10.
+    fn in_original_call() -> Machine<SplitMix64> {
+        let mut m = dialing();
+        let _ = m.handle(Instant(10), &from_bob(accept(None)));
+        assert_eq!(m.dialect(), Some(Dialect::Original));
+        m
+    }
+
+    #[test]
+    fn raw_audio_of_an_ended_original_call_is_recognised_until_it_stops() {
+        let mut m = in_original_call();
+        let other = addr("127.0.0.9:5001");
+        assert_eq!(
+            m.media_dialect(Instant(20), addr(BOB)),
+            Some(Dialect::Original)
+        );
+        assert_eq!(m.media_dialect(Instant(20), other), None);
+        let _ = m.handle(Instant(1_000), &Event::Hangup);
+        while let Some(t) = m.poll_timeout() {
+            let _ = m.handle_timeout(t);
+        }
+        assert_eq!(m.state(), State::Idle);
+        assert_eq!(
+            m.media_dialect(Instant(5_000), addr(BOB)),
+            Some(Dialect::Original)
+        );
+        assert_eq!(m.media_dialect(Instant(5_000), other), None);
+        // Remembered for 10 s after the last audio (here: the hangup at 1000).
+        assert_eq!(
+            m.media_dialect(Instant(10_999), addr(BOB)),
+            Some(Dialect::Original)
+        );
+        assert_eq!(m.media_dialect(Instant(11_000), addr(BOB)), None);
+    }
+
+    #[test]
+    fn a_new_call_forgets_the_ended_original_peer() {
+        let mut m = in_original_call();
+        let _ = m.handle(Instant(1_000), &Event::Hangup);
+        let _ = m.handle(Instant(1_100), &Event::Dial(name("carol")));
+        let actions = m.handle(Instant(1_200), &Event::Media { from: addr(BOB) });
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(m.media_dialect(Instant(1_200), addr(BOB)), None);
+        let _ = m.handle(Instant(1_300), &Event::Hangup);
+        let actions = m.handle(Instant(2_500), &Event::Media { from: addr(BOB) });
+        assert!(actions.is_empty(), "still forgotten once idle: {actions:?}");
+    }
+
+    #[test]
+    fn a_parlo_peer_is_not_remembered_after_the_call() {
+        let mut m = in_call();
+        let _ = m.handle(Instant(1_000), &Event::Hangup);
+        while let Some(t) = m.poll_timeout() {
+            let _ = m.handle_timeout(t);
+        }
+        assert_eq!(m.media_dialect(Instant(5_000), addr(BOB)), None);
+        let actions = m.handle(Instant(5_000), &Event::Media { from: addr(BOB) });
+        assert!(actions.is_empty(), "{actions:?}");
     }
 
     // ---- Closing ----

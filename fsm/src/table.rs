@@ -39,8 +39,8 @@ impl State {
     pub fn timers(self) -> &'static [Timer] {
         match self {
             State::Idle => &[],
-            State::Dialing => &[Timer::Retransmit, Timer::NoAnswer],
-            State::Ringing => &[Timer::NoAnswer],
+            State::Dialing => &[Timer::Retransmit, Timer::NoAnswer, Timer::StartAgain],
+            State::Ringing => &[Timer::NoAnswer, Timer::Verify],
             State::InCall => &[Timer::Retransmit, Timer::PeerSilence],
             State::Closing => &[Timer::Retransmit, Timer::Linger],
         }
@@ -59,10 +59,14 @@ pub enum EventKind {
     Reject,
     /// The user hangs up.
     Hangup,
-    /// The directory resolved the name being dialled.
+    /// The directory resolved the name being dialled (or the caller being verified).
     Resolved,
-    /// The directory does not know the name being dialled.
+    /// The directory does not know the name being dialled (or the caller being
+    /// verified).
     Unknown,
+    /// The directory could not be asked about the name being dialled (or the caller
+    /// being verified).
+    LookupFailed,
     /// A START that is a new call request (not ours, not a repeat).
     Start,
     /// A repeat of the START of the current call (same caller, address and call id).
@@ -98,17 +102,25 @@ pub enum EventKind {
     Linger,
     /// The peer has been silent too long.
     PeerSilence,
+    /// The pause before saying START once more to an original callee is over.
+    StartAgain,
+    /// Raw audio, without a call, from the original peer of a call that ended: it missed
+    /// our CLOSE (see [`crate::Config::ended_peer_memory`]).
+    LeftoverMedia,
+    /// The directory did not confirm the caller in time.
+    Verify,
 }
 
 impl EventKind {
     /// Every event kind, in table order.
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 27] = [
         EventKind::Dial,
         EventKind::Accept,
         EventKind::Reject,
         EventKind::Hangup,
         EventKind::Resolved,
         EventKind::Unknown,
+        EventKind::LookupFailed,
         EventKind::Start,
         EventKind::StartRepeat,
         EventKind::StartCrossing,
@@ -126,6 +138,9 @@ impl EventKind {
         EventKind::NoAnswer,
         EventKind::Linger,
         EventKind::PeerSilence,
+        EventKind::StartAgain,
+        EventKind::LeftoverMedia,
+        EventKind::Verify,
     ];
 
     /// The event's name in the matrix, specs and logs.
@@ -137,6 +152,7 @@ impl EventKind {
             EventKind::Hangup => "hangup",
             EventKind::Resolved => "resolved",
             EventKind::Unknown => "unknown",
+            EventKind::LookupFailed => "lookup failed",
             EventKind::Start => "START",
             EventKind::StartRepeat => "START again",
             EventKind::StartCrossing => "START crossing",
@@ -154,6 +170,9 @@ impl EventKind {
             EventKind::NoAnswer => "no-answer timer",
             EventKind::Linger => "linger timer",
             EventKind::PeerSilence => "peer-silence timer",
+            EventKind::StartAgain => "start-again timer",
+            EventKind::LeftoverMedia => "leftover media",
+            EventKind::Verify => "verify timer",
         }
     }
 
@@ -165,6 +184,8 @@ impl EventKind {
             Timer::NoAnswer => EventKind::NoAnswer,
             Timer::Linger => EventKind::Linger,
             Timer::PeerSilence => EventKind::PeerSilence,
+            Timer::StartAgain => EventKind::StartAgain,
+            Timer::Verify => EventKind::Verify,
         }
     }
 }
@@ -191,6 +212,18 @@ pub enum Guard {
     Awaiting,
     /// Nothing awaits acknowledgement.
     NotAwaiting,
+    /// The directory says the callee speaks the original protocol.
+    OriginalCallee,
+    /// The directory says the callee speaks Parlo, or does not say.
+    ParloCallee,
+    /// No CLOSE went to the ended original peer for the rate limit's interval.
+    CloseDue,
+    /// A CLOSE went to the ended original peer less than the interval ago.
+    CloseRecent,
+    /// The phone answers incoming calls by itself ([`crate::Config::auto_answer`]).
+    AutoAnswer,
+    /// The user answers incoming calls.
+    ManualAnswer,
 }
 
 impl Guard {
@@ -206,6 +239,12 @@ impl Guard {
             Guard::WeWin => "we win",
             Guard::Awaiting => "awaiting ack",
             Guard::NotAwaiting => "nothing awaited",
+            Guard::OriginalCallee => "callee original",
+            Guard::ParloCallee => "callee parlo or unknown",
+            Guard::CloseDue => "close due",
+            Guard::CloseRecent => "close too recent",
+            Guard::AutoAnswer => "auto-answer",
+            Guard::ManualAnswer => "manual answer",
         }
     }
 
@@ -217,6 +256,11 @@ impl Guard {
             Guard::PeerKnown | Guard::PeerUnknown => &[Guard::PeerKnown, Guard::PeerUnknown],
             Guard::TheyWin | Guard::WeWin => &[Guard::TheyWin, Guard::WeWin],
             Guard::Awaiting | Guard::NotAwaiting => &[Guard::Awaiting, Guard::NotAwaiting],
+            Guard::OriginalCallee | Guard::ParloCallee => {
+                &[Guard::OriginalCallee, Guard::ParloCallee]
+            }
+            Guard::CloseDue | Guard::CloseRecent => &[Guard::CloseDue, Guard::CloseRecent],
+            Guard::AutoAnswer | Guard::ManualAnswer => &[Guard::AutoAnswer, Guard::ManualAnswer],
         }
     }
 }
@@ -247,8 +291,6 @@ pub enum Tell {
     Calling,
     /// `ringing <peer>`.
     Ringing,
-    /// `incoming <peer> from <addr>`.
-    Incoming,
     /// `connected <peer>`.
     Connected,
     /// `ended <peer>: <reason>`.
@@ -267,10 +309,17 @@ pub enum Step {
     BeginIncoming,
     /// Ask the directory for the callee's address.
     Lookup,
+    /// Ask the directory for the caller's address, to verify its name.
+    LookupCaller,
+    /// Tell the user of the incoming call, unless told already: verified as the
+    /// directory's answer says when the event is that answer, unverified otherwise. Every
+    /// row that tells anything else about a call not yet announced announces it first.
+    Announce,
     /// Remember the address the directory gave.
     LearnAddress,
-    /// An answer without call id means the callee speaks the original protocol: use it
-    /// from now on.
+    /// Fix the dialect of the call, if it is not fixed yet: from the directory's answer
+    /// when it says, else from the callee's first answer (one without call id means the
+    /// original protocol).
     LearnDialect,
     /// Take the codec the ACCEPT names (L16 when it names none).
     LearnCodec,
@@ -286,6 +335,8 @@ pub enum Step {
     ReplyBusy,
     /// Arm a timer.
     Arm(Timer),
+    /// Disarm a timer.
+    Disarm(Timer),
     /// Start media with the peer.
     StartMedia,
     /// Stop media.
@@ -294,6 +345,14 @@ pub enum Step {
     Tell(Tell),
     /// Count a message that did not belong to the call.
     CountForeign,
+    /// If the peer speaks the original protocol, remember its address after the call:
+    /// it may miss our CLOSE and keep streaming audio.
+    RememberEnded,
+    /// Note that audio came from the remembered ended peer (it is forgotten once it has
+    /// been silent for [`crate::Config::ended_peer_memory`]).
+    HearEnded,
+    /// Say a bare CLOSE to the remembered ended peer.
+    CloseEnded,
 }
 
 /// Where a row leads.
@@ -369,6 +428,8 @@ use Step::*;
 const NO_CALL: &str = "no call in progress";
 const NOT_ARMED: &str = "this timer is never armed in this state";
 const NOT_DIALLING: &str = "no lookup is pending";
+const LATE_ANSWER: &str = "a late answer to a lookup no longer wanted (glare, or a call answered before its caller was verified)";
+const NO_LEFTOVER: &str = "only without a call: a new call forgets the ended peer";
 
 /// The transition table of the call machine.
 #[rustfmt::skip]
@@ -381,7 +442,8 @@ pub static TABLE: &[Entry] = &[
     row(Idle, E::Hangup, Always, Stay, &[Tell(Tell::Refused(Refusal::NoCall))]),
     ignore(Idle, E::Resolved, NOT_DIALLING),
     ignore(Idle, E::Unknown, NOT_DIALLING),
-    row(Idle, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), Tell(Tell::Incoming)]),
+    ignore(Idle, E::LookupFailed, NOT_DIALLING),
+    row(Idle, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), LookupCaller, Arm(Timer::Verify)]),
     ignore(Idle, E::StartRepeat, "a repeat needs a current call"),
     ignore(Idle, E::StartCrossing, "a crossing START needs a call being dialled"),
     ignore(Idle, E::Ringing, NO_CALL),
@@ -398,6 +460,10 @@ pub static TABLE: &[Entry] = &[
     ignore(Idle, E::NoAnswer, NOT_ARMED),
     ignore(Idle, E::Linger, NOT_ARMED),
     ignore(Idle, E::PeerSilence, NOT_ARMED),
+    ignore(Idle, E::StartAgain, NOT_ARMED),
+    row(Idle, E::LeftoverMedia, CloseDue, Stay, &[HearEnded, CloseEnded]),
+    row(Idle, E::LeftoverMedia, CloseRecent, Stay, &[HearEnded]),
+    ignore(Idle, E::Verify, NOT_ARMED),
 
     // ---- Dialing: looking the callee up, then waiting for its answer -------------------
     row(Dialing, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
@@ -405,13 +471,15 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(Dialing, E::Hangup, PeerKnown, To(Closing), &[SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
     row(Dialing, E::Hangup, PeerUnknown, To(Idle), &[Tell(Tell::Ended(EndReason::Cancelled))]),
-    row(Dialing, E::Resolved, Always, Stay, &[LearnAddress, SendReliably(Say::Start)]),
+    row(Dialing, E::Resolved, ParloCallee, Stay, &[LearnAddress, LearnDialect, SendReliably(Say::Start)]),
+    row(Dialing, E::Resolved, OriginalCallee, Stay, &[LearnAddress, LearnDialect, Send(Say::Start), Arm(Timer::StartAgain)]),
     row(Dialing, E::Unknown, Always, To(Idle), &[Tell(Tell::Ended(EndReason::UnknownUser))]),
+    row(Dialing, E::LookupFailed, Always, To(Idle), &[Tell(Tell::Ended(EndReason::LookupFailed))]),
     row(Dialing, E::Start, Always, Stay, &[ReplyBusy]),
     ignore(Dialing, E::StartRepeat, "only the callee receives START, and the callee is not dialling"),
     row(Dialing, E::StartCrossing, TheyWin, To(InCall), &[BeginIncoming, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
     ignore_when(Dialing, E::StartCrossing, WeWin, "our call wins the glare: the peer yields to our START"),
-    row(Dialing, E::Ringing, Awaiting, Stay, &[StopRetransmitting, Tell(Tell::Ringing)]),
+    row(Dialing, E::Ringing, Awaiting, Stay, &[LearnDialect, StopRetransmitting, Tell(Tell::Ringing)]),
     ignore_when(Dialing, E::Ringing, NotAwaiting, "a duplicate: the user was told already"),
     row(Dialing, E::PeerAccept, Always, To(InCall), &[LearnDialect, LearnCodec, Send(Say::Ack), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
     row(Dialing, E::PeerReject, Always, To(Idle), &[LearnDialect, Send(Say::Ack), Tell(Tell::Ended(EndReason::Rejected))]),
@@ -427,14 +495,21 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::NoAnswer, PeerUnknown, To(Idle), &[Tell(Tell::Ended(EndReason::NoAnswer))]),
     ignore(Dialing, E::Linger, NOT_ARMED),
     ignore(Dialing, E::PeerSilence, NOT_ARMED),
+    row(Dialing, E::StartAgain, Always, Stay, &[Send(Say::Start)]),
+    ignore(Dialing, E::LeftoverMedia, NO_LEFTOVER),
+    ignore(Dialing, E::Verify, NOT_ARMED),
 
     // ---- Ringing: an incoming call alerts the user ---------------------------------
-    row(Ringing, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
-    row(Ringing, E::Accept, Always, To(InCall), &[SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
-    row(Ringing, E::Reject, Always, To(Closing), &[SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
-    row(Ringing, E::Hangup, Always, To(Closing), &[SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
-    ignore(Ringing, E::Resolved, NOT_DIALLING),
-    ignore(Ringing, E::Unknown, NOT_DIALLING),
+    row(Ringing, E::Dial, Always, Stay, &[Announce, Tell(Tell::Refused(Refusal::AlreadyInCall))]),
+    row(Ringing, E::Accept, Always, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Ringing, E::Reject, Always, To(Closing), &[Announce, SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
+    row(Ringing, E::Hangup, Always, To(Closing), &[Announce, SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
+    row(Ringing, E::Resolved, ManualAnswer, Stay, &[Disarm(Timer::Verify), Announce]),
+    row(Ringing, E::Resolved, AutoAnswer, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Ringing, E::Unknown, ManualAnswer, Stay, &[Disarm(Timer::Verify), Announce]),
+    row(Ringing, E::Unknown, AutoAnswer, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Ringing, E::LookupFailed, ManualAnswer, Stay, &[Disarm(Timer::Verify), Announce]),
+    row(Ringing, E::LookupFailed, AutoAnswer, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
     row(Ringing, E::Start, Always, Stay, &[ReplyBusy]),
     row(Ringing, E::StartRepeat, Always, Stay, &[Send(Say::Ringing)]),
     ignore(Ringing, E::StartCrossing, "a crossing START needs a call being dialled"),
@@ -442,24 +517,29 @@ pub static TABLE: &[Entry] = &[
     ignore(Ringing, E::PeerAccept, "we are the callee: ACCEPT is ours to send"),
     ignore(Ringing, E::PeerReject, "we are the callee: REJECT is ours to send"),
     ignore(Ringing, E::Busy, "we are the callee: BUSY is ours to send"),
-    row(Ringing, E::Close, Always, To(Closing), &[Send(Say::Closed), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
+    row(Ringing, E::Close, Always, To(Closing), &[Announce, Send(Say::Closed), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
     ignore(Ringing, E::Closed, "we sent no CLOSE"),
     ignore(Ringing, E::Ack, "we sent nothing that is acknowledged by ACK"),
     ignore(Ringing, E::Media, "no media before the answer"),
     row(Ringing, E::Foreign, Always, Stay, &[CountForeign]),
     ignore(Ringing, E::Retransmit, NOT_ARMED),
     ignore(Ringing, E::RetransmitExhausted, NOT_ARMED),
-    row(Ringing, E::NoAnswer, Always, To(Idle), &[Tell(Tell::Ended(EndReason::NoAnswer))]),
+    row(Ringing, E::NoAnswer, Always, To(Idle), &[Announce, Tell(Tell::Ended(EndReason::NoAnswer))]),
     ignore(Ringing, E::Linger, NOT_ARMED),
     ignore(Ringing, E::PeerSilence, NOT_ARMED),
+    ignore(Ringing, E::StartAgain, NOT_ARMED),
+    ignore(Ringing, E::LeftoverMedia, NO_LEFTOVER),
+    row(Ringing, E::Verify, ManualAnswer, Stay, &[Announce]),
+    row(Ringing, E::Verify, AutoAnswer, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
 
     // ---- InCall: connected -----------------------------------------------------------
     row(InCall, E::Dial, Always, Stay, &[Tell(Tell::Refused(Refusal::AlreadyInCall))]),
     row(InCall, E::Accept, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(InCall, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
-    row(InCall, E::Hangup, Always, To(Closing), &[StopMedia, SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Hangup))]),
-    ignore(InCall, E::Resolved, "a late answer to a lookup that glare made useless"),
-    ignore(InCall, E::Unknown, "a late answer to a lookup that glare made useless"),
+    row(InCall, E::Hangup, Always, To(Closing), &[StopMedia, RememberEnded, SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Hangup))]),
+    ignore(InCall, E::Resolved, LATE_ANSWER),
+    ignore(InCall, E::Unknown, LATE_ANSWER),
+    ignore(InCall, E::LookupFailed, LATE_ANSWER),
     row(InCall, E::Start, Always, Stay, &[ReplyBusy]),
     row(InCall, E::StartRepeat, Always, Stay, &[Send(Say::Accept)]),
     ignore(InCall, E::StartCrossing, "a crossing START needs a call being dialled"),
@@ -476,7 +556,10 @@ pub static TABLE: &[Entry] = &[
     row(InCall, E::RetransmitExhausted, Always, Stay, &[StopRetransmitting]),
     ignore(InCall, E::NoAnswer, NOT_ARMED),
     ignore(InCall, E::Linger, NOT_ARMED),
-    row(InCall, E::PeerSilence, Always, To(Idle), &[StopMedia, Send(Say::Close), Tell(Tell::Ended(EndReason::PeerLost))]),
+    row(InCall, E::PeerSilence, Always, To(Idle), &[StopMedia, RememberEnded, Send(Say::Close), Tell(Tell::Ended(EndReason::PeerLost))]),
+    ignore(InCall, E::StartAgain, NOT_ARMED),
+    ignore(InCall, E::LeftoverMedia, NO_LEFTOVER),
+    ignore(InCall, E::Verify, NOT_ARMED),
 
     // ---- Closing: the call has ended; acknowledgements and late duplicates ----------
     row(Closing, E::Dial, ToOther, To(Dialing), &[BeginOutgoing, Lookup, Arm(Timer::NoAnswer), Tell(Tell::Calling)]),
@@ -486,7 +569,8 @@ pub static TABLE: &[Entry] = &[
     row(Closing, E::Hangup, Always, Stay, &[Tell(Tell::Refused(Refusal::NoCall))]),
     ignore(Closing, E::Resolved, NOT_DIALLING),
     ignore(Closing, E::Unknown, NOT_DIALLING),
-    row(Closing, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), Tell(Tell::Incoming)]),
+    ignore(Closing, E::LookupFailed, NOT_DIALLING),
+    row(Closing, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), LookupCaller, Arm(Timer::Verify)]),
     row(Closing, E::StartRepeat, Always, Stay, &[Resend]),
     ignore(Closing, E::StartCrossing, "a crossing START needs a call being dialled"),
     ignore(Closing, E::Ringing, "the call is over"),
@@ -503,6 +587,9 @@ pub static TABLE: &[Entry] = &[
     ignore(Closing, E::NoAnswer, NOT_ARMED),
     row(Closing, E::Linger, Always, To(Idle), &[]),
     ignore(Closing, E::PeerSilence, NOT_ARMED),
+    ignore(Closing, E::StartAgain, NOT_ARMED),
+    ignore(Closing, E::LeftoverMedia, NO_LEFTOVER),
+    ignore(Closing, E::Verify, NOT_ARMED),
 ];
 
 #[cfg(test)]

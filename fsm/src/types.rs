@@ -67,10 +67,19 @@ pub enum Event {
         name: Name,
         /// The phone's UDP address.
         addr: SocketAddr,
+        /// The protocol the phone speaks, when the directory says (a Parlo directory
+        /// server does; one of the original project does not: `None`).
+        dialect: Option<Dialect>,
     },
     /// The directory does not know `name`.
     Unknown {
         /// The name that was looked up.
+        name: Name,
+    },
+    /// The directory could not be asked about `name` (not connected, the server refused,
+    /// the connection was lost): the lookup will get no answer.
+    LookupFailed {
+        /// The name that was to be looked up.
         name: Name,
     },
     /// A signalling message arrived from `from`.
@@ -99,15 +108,23 @@ pub enum Timer {
     Linger,
     /// No media from the peer for too long.
     PeerSilence,
+    /// The pause before saying START once more to a callee of the original project,
+    /// which takes every START as a new call.
+    StartAgain,
+    /// How long an incoming call waits for the directory to confirm the caller before it
+    /// is announced unverified.
+    Verify,
 }
 
 impl Timer {
     /// Every timer, in table order.
-    pub const ALL: [Timer; 4] = [
+    pub const ALL: [Timer; 6] = [
         Timer::Retransmit,
         Timer::NoAnswer,
         Timer::Linger,
         Timer::PeerSilence,
+        Timer::StartAgain,
+        Timer::Verify,
     ];
 
     /// The timer's name in specs and logs.
@@ -117,6 +134,8 @@ impl Timer {
             Timer::NoAnswer => "no-answer",
             Timer::Linger => "linger",
             Timer::PeerSilence => "peer-silence",
+            Timer::StartAgain => "start-again",
+            Timer::Verify => "verify",
         }
     }
 }
@@ -140,6 +159,8 @@ pub enum EndReason {
     PeerLost,
     /// The caller gave up before the call was answered.
     Cancelled,
+    /// The directory could not be asked where the callee is.
+    LookupFailed,
 }
 
 impl EndReason {
@@ -154,6 +175,7 @@ impl EndReason {
             EndReason::UnknownUser => "unknown-user",
             EndReason::PeerLost => "peer-lost",
             EndReason::Cancelled => "cancelled",
+            EndReason::LookupFailed => "lookup-failed",
         }
     }
 }
@@ -201,6 +223,10 @@ pub enum Note {
         peer: Name,
         /// The caller's address.
         from: SocketAddr,
+        /// Whether the directory confirms the name: `Some(true)` when it gives the same
+        /// IP address as `from`'s, `Some(false)` when another or none (the name is not
+        /// registered), `None` when it could not be asked or did not answer in time.
+        verified: Option<bool>,
     },
     /// The call with `peer` is connected.
     Connected {
@@ -221,9 +247,18 @@ pub enum Note {
 /// A request from the machine to its shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Ask the directory where `0` is; answer with [`Event::Resolved`] or
-    /// [`Event::Unknown`].
+    /// Ask the directory where `0` is, to call it; answer with [`Event::Resolved`],
+    /// [`Event::Unknown`] or [`Event::LookupFailed`].
     Lookup(Name),
+    /// Ask the directory where `name` is, to verify an incoming caller's name against
+    /// `from`; answer as for [`Action::Lookup`]. A failure is no news for the user: the
+    /// call is announced unverified.
+    LookupCaller {
+        /// The name the caller announced.
+        name: Name,
+        /// The address the call came from.
+        from: SocketAddr,
+    },
     /// Send `message` to `to`.
     Send {
         /// Destination.
@@ -262,7 +297,18 @@ impl fmt::Display for Note {
         match self {
             Note::Calling { peer } => write!(f, "calling {peer}"),
             Note::Ringing { peer } => write!(f, "ringing {peer}"),
-            Note::Incoming { peer, from } => write!(f, "incoming {peer} from {from}"),
+            Note::Incoming {
+                peer,
+                from,
+                verified,
+            } => {
+                let verified = match verified {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "unknown",
+                };
+                write!(f, "incoming {peer} from {from} verified={verified}")
+            }
             Note::Connected { peer } => write!(f, "connected {peer}"),
             Note::Ended { peer, reason } => write!(f, "ended {peer}: {}", reason.name()),
             Note::Refused(why) => write!(f, "refused: {why}"),

@@ -64,6 +64,15 @@ fn preference() -> impl Strategy<Value = Preference> {
     .prop_map(|list| Preference::new(&list).expect("valid preference"))
 }
 
+/// What the directory says of a phone's dialect: nothing (an original server), or one.
+fn dialect() -> impl Strategy<Value = Option<Dialect>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Dialect::Parlo)),
+        Just(Some(Dialect::Original)),
+    ]
+}
+
 fn message() -> impl Strategy<Value = Message> {
     let id = || (1u32..=4).prop_map(CallId);
     let call = || prop_oneof![Just(None), id().prop_map(Some)];
@@ -91,11 +100,13 @@ fn input() -> impl Strategy<Value = Input> {
         1 => Just(Input::Event(Event::Accept)),
         1 => Just(Input::Event(Event::Reject)),
         1 => Just(Input::Event(Event::Hangup)),
-        1 => (0..3usize, 0..3u8).prop_map(|(n, a)| Input::Event(Event::Resolved {
+        1 => (0..3usize, 0..3u8, dialect()).prop_map(|(n, a, dialect)| Input::Event(Event::Resolved {
             name: name(n),
-            addr: addr(a)
+            addr: addr(a),
+            dialect,
         })),
         1 => (0..3usize).prop_map(|n| Input::Event(Event::Unknown { name: name(n) })),
+        1 => (0..3usize).prop_map(|n| Input::Event(Event::LookupFailed { name: name(n) })),
         4 => (0..3u8, message()).prop_map(|(a, message)| Input::Event(Event::Peer {
             from: addr(a),
             message
@@ -112,6 +123,7 @@ fn prefix(state: State) -> Vec<Input> {
         Input::Event(Event::Resolved {
             name: name(1),
             addr: addr(0),
+            dialect: None,
         })
     };
     let from_bob = |message: Message| {
@@ -147,6 +159,8 @@ struct Observer {
     call_open: bool,
     started: usize,
     ended: usize,
+    /// Bare STARTs (to an original callee) since the last call began.
+    bare_starts: usize,
 }
 
 impl Observer {
@@ -169,6 +183,20 @@ impl Observer {
                     }
                     self.call_open = true;
                     self.started += 1;
+                    self.bare_starts = 0;
+                }
+                Action::Send {
+                    message: Message::Start { call: None, .. },
+                    ..
+                } => {
+                    // An original callee takes each START as a new call: at most two.
+                    self.bare_starts += 1;
+                    if self.bare_starts > 2 {
+                        return Err("a third START to an original callee".into());
+                    }
+                }
+                Action::Notify(Note::Connected { .. }) if !self.call_open => {
+                    return Err("`connected` for a call never announced".into());
                 }
                 Action::Notify(Note::Ended { .. }) => {
                     if !self.call_open {
@@ -264,8 +292,12 @@ impl Run {
                     ..
                 } = e
                 {
-                    // A callee's choice: its most preferred codec among those offered.
-                    if self.machine.state() == State::Ringing && self.machine.peer().is_some() {
+                    // A callee's choice: its most preferred codec among those offered,
+                    // checked when the START began a call (whose caller is looked up).
+                    let began = actions
+                        .iter()
+                        .any(|a| matches!(a, Action::LookupCaller { .. }));
+                    if began {
                         let chosen = self.machine.codec();
                         let offer = codecs.unwrap_or(CodecSet::only(Codec::L16));
                         let best = self
@@ -274,11 +306,7 @@ impl Run {
                             .codecs
                             .iter()
                             .find(|c| offer.contains(*c));
-                        if actions
-                            .iter()
-                            .any(|a| matches!(a, Action::Notify(Note::Incoming { .. })))
-                            && chosen != Some(best.unwrap_or(Codec::L16))
-                        {
+                        if chosen != Some(best.unwrap_or(Codec::L16)) {
                             return Err(format!("chose {chosen:?} for offer {offer}"));
                         }
                     }
@@ -298,9 +326,15 @@ impl Run {
     }
 }
 
-fn run(start: State, codecs: Preference, inputs: Vec<Input>) -> Result<(), TestCaseError> {
+fn run(
+    start: State,
+    codecs: Preference,
+    auto_answer: bool,
+    inputs: Vec<Input>,
+) -> Result<(), TestCaseError> {
     let mut config = Config::new(name(0));
     config.codecs = codecs;
+    config.auto_answer = auto_answer;
     let mut run = Run {
         machine: Machine::new(config, FewIds(0), Instant(0)),
         now: 0,
@@ -343,40 +377,45 @@ proptest! {
     #[test]
     fn random_events_from_idle(
         codecs in preference(),
+        auto_answer in any::<bool>(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Idle, codecs, inputs)?;
+        run(State::Idle, codecs, auto_answer, inputs)?;
     }
 
     #[test]
     fn random_events_from_dialing(
         codecs in preference(),
+        auto_answer in any::<bool>(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Dialing, codecs, inputs)?;
+        run(State::Dialing, codecs, auto_answer, inputs)?;
     }
 
     #[test]
     fn random_events_from_ringing(
         codecs in preference(),
+        auto_answer in any::<bool>(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Ringing, codecs, inputs)?;
+        run(State::Ringing, codecs, auto_answer, inputs)?;
     }
 
     #[test]
     fn random_events_from_in_call(
         codecs in preference(),
+        auto_answer in any::<bool>(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::InCall, codecs, inputs)?;
+        run(State::InCall, codecs, auto_answer, inputs)?;
     }
 
     #[test]
     fn random_events_from_closing(
         codecs in preference(),
+        auto_answer in any::<bool>(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Closing, codecs, inputs)?;
+        run(State::Closing, codecs, auto_answer, inputs)?;
     }
 }

@@ -1038,6 +1038,38 @@ impl OriginalPeer {
         media
     }
 
+    /// Streams near-silence to `peer` every 64 ms for `duration` like an original that
+    /// missed the call's end (its two threads reading one socket), deaf to everything it
+    /// gets. Returns when each `CLOSE` arrived. Each datagram starts with the byte `A`
+    /// (a first sample of 65, little-endian), as raw PCM may: only a receiver that
+    /// expects raw PCM from this address can tell it from signalling.
+    pub fn stream_deaf(&self, peer: SocketAddr, duration: Duration) -> Vec<Instant> {
+        let mut closes = Vec::new();
+        let start = Instant::now();
+        let mut next_frame = start;
+        let mut buf = [0u8; 2048];
+        let mut frame = [0u8; FRAME_SAMPLES * 2];
+        frame[0] = b'A';
+        self.udp
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .expect("timeouts can be set");
+        while start.elapsed() < duration {
+            if Instant::now() >= next_frame {
+                self.send_to(&frame, peer);
+                next_frame += Duration::from_millis(64);
+            }
+            if let Ok((n, from)) = self.udp.recv_from(&mut buf) {
+                if from == peer && &buf[..n] == b"CLOSE" {
+                    closes.push(Instant::now());
+                }
+            }
+        }
+        self.udp
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeouts can be set");
+        closes
+    }
+
     /// Leaves the directory: `DISCONNECT`.
     pub fn disconnect(mut self) {
         let name = self.name.clone();

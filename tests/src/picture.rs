@@ -24,6 +24,8 @@ fn step(s: Step) -> String {
         Step::BeginOutgoing => "begin outgoing call".into(),
         Step::BeginIncoming => "begin incoming call".into(),
         Step::Lookup => "look up".into(),
+        Step::LookupCaller => "look the caller up".into(),
+        Step::Announce => "announce incoming (once)".into(),
         Step::LearnAddress => "learn address".into(),
         Step::LearnDialect => "learn dialect".into(),
         Step::LearnCodec => "learn codec".into(),
@@ -33,15 +35,18 @@ fn step(s: Step) -> String {
         Step::StopRetransmitting => "stop retransmitting".into(),
         Step::ReplyBusy => "reply BUSY".into(),
         Step::Arm(t) => format!("arm {}", t.name()),
+        Step::Disarm(t) => format!("disarm {}", t.name()),
         Step::StartMedia => "start media".into(),
         Step::StopMedia => "stop media".into(),
         Step::Tell(Tell::Calling) => "tell calling".into(),
         Step::Tell(Tell::Ringing) => "tell ringing".into(),
-        Step::Tell(Tell::Incoming) => "tell incoming".into(),
         Step::Tell(Tell::Connected) => "tell connected".into(),
         Step::Tell(Tell::Ended(r)) => format!("tell ended ({})", r.name()),
         Step::Tell(Tell::Refused(r)) => format!("tell refused ({r})"),
         Step::CountForeign => "count foreign".into(),
+        Step::RememberEnded => "remember an original peer".into(),
+        Step::HearEnded => "note audio from the ended peer".into(),
+        Step::CloseEnded => "send CLOSE to the ended peer".into(),
     }
 }
 

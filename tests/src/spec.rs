@@ -7,7 +7,8 @@
 //! me alice                                this phone's name
 //! ids 0000002a                            the call ids its random source will give
 //! config answer-timeout=7000              optional overrides: timings (milliseconds),
-//!                                         and codecs=PCMU,L16 (the phone's preference)
+//!                                         codecs=PCMU,L16 (the phone's preference) and
+//!                                         auto-answer=yes
 //!
 //! at 0 dial bob                           an event, at a time in milliseconds
 //!   state Dialing                         the state expected after it...
@@ -15,8 +16,9 @@
 //!   notify calling bob
 //! ```
 //!
-//! Events: `dial NAME`, `accept`, `reject`, `hangup`, `resolved NAME ADDR`,
-//! `unknown NAME`, `from ADDR: MESSAGE`, `media from ADDR`, and `tick` (fire every timer
+//! Events: `dial NAME`, `accept`, `reject`, `hangup`, `resolved NAME ADDR` (the
+//! directory does not say the phone's dialect) or `resolved NAME ADDR parlo|original`,
+//! `unknown NAME`, `lookup-failed NAME`, `from ADDR: MESSAGE`, `media from ADDR`, and `tick` (fire every timer
 //! due by then). Besides actions, the expectations may say `foreign N` (messages ignored
 //! as belonging to another call so far) and `deadline T` or `deadline none` (the next
 //! timer deadline). An event followed by `state` alone expects no action at all.
@@ -27,7 +29,7 @@
 //! and compared with what the machine asked to send. Other actions are compared as
 //! text, in the notation of [`render`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
@@ -85,6 +87,13 @@ fn codecs(line: usize, text: &str) -> Result<Vec<Codec>, Failure> {
         .collect()
 }
 
+fn dialect(line: usize, text: &str) -> Result<Dialect, Failure> {
+    [Dialect::Parlo, Dialect::Original]
+        .into_iter()
+        .find(|d| d.name() == text)
+        .map_or_else(|| fail(line, format!("no such dialect: {text}")), Ok)
+}
+
 fn state(line: usize, text: &str) -> Result<State, Failure> {
     State::ALL
         .into_iter()
@@ -97,13 +106,15 @@ fn message(line: usize, text: &str) -> Result<Message, Failure> {
     Message::parse(text.as_bytes()).or_else(|e| fail(line, format!("`{text}`: {e}")))
 }
 
-/// An action in the notation of the specs: `lookup bob`, `send RINGING call=0000002a to
+/// An action in the notation of the specs: `lookup bob`, `lookup caller alice from
+/// 127.0.0.1:5001`, `send RINGING call=0000002a to
 /// 127.0.0.2:5001` (the message as `parlo-net` writes it), `arm retransmit at 505`,
 /// `cancel retransmit`, `start media with 127.0.0.2:5001 (L16)`, `stop media`,
 /// `notify ringing bob`.
 pub fn render(action: &Action) -> String {
     match action {
         Action::Lookup(name) => format!("lookup {name}"),
+        Action::LookupCaller { name, from } => format!("lookup caller {name} from {from}"),
         Action::Send { to, message } => format!("send {} to {to}", message.wire()),
         Action::ArmTimer { timer, at } => format!("arm {} at {at}", timer.name()),
         Action::CancelTimer(timer) => format!("cancel {}", timer.name()),
@@ -147,8 +158,17 @@ fn event(line: usize, text: &str) -> Result<Option<Event>, Failure> {
         ("resolved", [n, a]) => Event::Resolved {
             name: name(line, n)?,
             addr: addr(line, a)?,
+            dialect: None,
+        },
+        ("resolved", [n, a, d]) => Event::Resolved {
+            name: name(line, n)?,
+            addr: addr(line, a)?,
+            dialect: Some(dialect(line, d)?),
         },
         ("unknown", [n]) => Event::Unknown {
+            name: name(line, n)?,
+        },
+        ("lookup-failed", [n]) => Event::LookupFailed {
             name: name(line, n)?,
         },
         ("media", ["from", a]) => Event::Media {
@@ -173,6 +193,14 @@ fn config(line: usize, me: &Name, settings: &str) -> Result<Config, Failure> {
         let Some((key, value)) = setting.split_once('=') else {
             return fail(line, format!("expected key=value, got {setting}"));
         };
+        if key == "auto-answer" {
+            config.auto_answer = match value {
+                "yes" => true,
+                "no" => false,
+                _ => return fail(line, "auto-answer is yes or no"),
+            };
+            continue;
+        }
         if key == "codecs" {
             config.codecs = Preference::new(&codecs(line, value)?).map_or_else(
                 || fail(line, "codecs= needs at least one codec, none twice"),
@@ -194,6 +222,10 @@ fn config(line: usize, me: &Name, settings: &str) -> Result<Config, Failure> {
             }
             "linger" => config.linger = value,
             "peer-silence" => config.peer_silence = value,
+            "original-start-pause" => config.original_start_pause = value,
+            "ended-peer-memory" => config.ended_peer_memory = value,
+            "ended-close-interval" => config.ended_close_interval = value,
+            "verify-wait" => config.verify_wait = value,
             other => return fail(line, format!("unknown setting: {other}")),
         }
     }
@@ -208,8 +240,17 @@ struct Step {
     expect: Vec<(usize, String)>,
 }
 
-/// Replays the spec `text` against the machine. Returns the number of events replayed.
-pub fn replay(text: &str) -> Result<usize, Failure> {
+/// What a replay went through.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// The number of events replayed (`tick` included).
+    pub events: usize,
+    /// The indices in [`parlo_fsm::TABLE`] of the entries the events applied.
+    pub reached: BTreeSet<usize>,
+}
+
+/// Replays the spec `text` against the machine.
+pub fn replay(text: &str) -> Result<Replay, Failure> {
     let mut me = None;
     let mut ids = ScriptedIds::default();
     let mut settings = (0, String::new());
@@ -261,20 +302,28 @@ pub fn replay(text: &str) -> Result<usize, Failure> {
     let config = config(settings.0, &me, &settings.1)?;
     let mut machine = Machine::new(config, ids, Instant(0));
 
+    let mut reached = BTreeSet::new();
     for step in &steps {
         let now = Instant(step.at);
         let mut actions: Vec<Action> = Vec::new();
         match &step.event {
-            Some(ev) => actions.extend(machine.handle(now, ev)),
+            Some(ev) => {
+                actions.extend(machine.handle(now, ev));
+                reached.extend(machine.last_entry());
+            }
             None => {
                 while machine.poll_timeout().is_some_and(|t| t <= now) {
                     actions.extend(machine.handle_timeout(now));
+                    reached.extend(machine.last_entry());
                 }
             }
         }
         check(step, &machine, &actions)?;
     }
-    Ok(steps.len())
+    Ok(Replay {
+        events: steps.len(),
+        reached,
+    })
 }
 
 fn check<R: CallIds>(step: &Step, machine: &Machine<R>, actions: &[Action]) -> Result<(), Failure> {

@@ -3,7 +3,7 @@
 //! several `CLOSE`, always port 5001). The Parlo phones here listen on port 5001 of their
 //! own address, as the original expects of its peers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parlo_tests::phone_harness::{
     Answer, ORIGINAL_PORT, OriginalPeer, Phone, SAMPLE_RATE, align, assert_in_order, read_wav,
@@ -242,4 +242,47 @@ fn an_original_phone_that_goes_silent_is_lost_and_the_parlo_phone_hangs_up_on_it
         }
     }
     assert!(closes >= 1, "no bare CLOSE reached the original");
+}
+
+#[test]
+fn an_original_phone_that_misses_the_hangup_is_told_close_again_while_it_streams() {
+    let server = Server::start(&[]);
+    let mut bob =
+        Phone::start_registered(Phone::builder("bob").server(&server).port(ORIGINAL_PORT));
+    let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
+    let caller = std::thread::spawn(move || {
+        let answer = old.call("bob");
+        (old, answer)
+    });
+    bob.expect_event("incoming");
+    bob.send("accept");
+    bob.expect_event("connected");
+    let (old, (answer, _)) = caller.join().expect("the original's call");
+    assert_eq!(answer, Answer::Accept);
+    let to = bob.addr;
+    let streamer = std::thread::spawn(move || old.stream_deaf(to, Duration::from_millis(7500)));
+    std::thread::sleep(Duration::from_millis(500));
+    bob.send("hangup");
+    let hung_up = Instant::now();
+    bob.expect_ended("hangup");
+    let closes = streamer.join().expect("the original's stream");
+    // The call closes for 3 s (CLOSE resent on its own schedule); after that, the raw
+    // audio of the ended call is still recognised and answered, at most once a second.
+    let after: Vec<Duration> = closes
+        .iter()
+        .filter_map(|t| t.checked_duration_since(hung_up))
+        .filter(|d| *d > Duration::from_millis(3500))
+        .collect();
+    assert!(
+        after.len() >= 2,
+        "CLOSE answers the ended call's audio after the linger: {after:?}\n{}",
+        bob.transcript()
+    );
+    for pair in after.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(900),
+            "at most one CLOSE a second: {after:?}"
+        );
+    }
+    assert_eq!(bob.quit().code(), Some(0), "{}", bob.transcript());
 }

@@ -211,6 +211,21 @@ fn a_call_placed_while_the_server_is_away_fails_clearly() {
         "answer to a call without a server: {answer}\n{}",
         alice.transcript()
     );
+    // The call ends, saying the lookup failed (or, were the dead server not noticed yet,
+    // that nobody answered in time).
+    let ended = if answer.kind == "ended" {
+        answer
+    } else {
+        alice.expect_event("ended")
+    };
+    assert!(
+        matches!(
+            ended.reason().as_deref(),
+            Some("lookup-failed" | "no-answer")
+        ),
+        "{ended}\n{}",
+        alice.transcript()
+    );
     assert_eq!(alice.exit_status(), None);
 }
 
