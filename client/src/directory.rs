@@ -557,7 +557,7 @@ impl Directory {
             self.writable_interest = true;
             let request = Request::Reg {
                 name: self.name.clone(),
-                port: self.udp_port,
+                port: Some(self.udp_port),
             };
             let _ = self.request(registry, &request, Purpose::Register, now, out);
             return;
@@ -611,7 +611,7 @@ impl Directory {
             };
             if purpose == Purpose::Register {
                 match &result {
-                    Ok(Reply::Registered) => {
+                    Ok(Reply::Registered { .. }) => {
                         self.registered = true;
                         self.announced_down = false;
                         self.backoff = BACKOFF_INITIAL;
