@@ -27,14 +27,16 @@
 //! 4. [`Response::encode`] writes the response bytes, at most [`MAX_RESPONSE`];
 //! 5. when the connection ends for any reason, [`Session::handle_close`] removes its name.
 //!
-//! The phone encodes [`Request`]s and parses each response into a [`Reply`].
+//! The phone's side is [`client::Client`], the sans-IO directory client: it encodes
+//! [`Request`]s, parses each response into a [`Reply`] and keeps the connection's rules.
 //!
 //! The rules live here and nowhere else: one registration per connection; a name belongs
 //! to the connection that registered it until that connection says DISCONNECT or ends; a
 //! name is 1–32 bytes of printable UTF-8 (no whitespace, control or invisible
 //! formatting character, so two names never look alike by an invisible difference); LIST answers in
-//! pages that fit one response. Nothing here reads a clock, a socket or allocates, and no
-//! input can make it panic (the parser has a fuzz target).
+//! pages that fit one response. Nothing here reads a clock or a socket, the codecs and the
+//! server's rules do not allocate, and no input can make any of it panic (the request
+//! parser has a fuzz target, the reply parser property tests).
 
 use core::fmt;
 use core::net::IpAddr;
@@ -43,6 +45,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Visitor};
 
 use crate::framing::MAX_REQUEST;
+
+pub mod client;
 
 pub use parlo_fsm::{Dialect, MAX_NAME_LEN, Name, NameError};
 
