@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parlo_fsm::{self as fsm, Action, Machine, Note, SplitMix64, State};
-use parlo_net::directory::{Reply, Request};
+use parlo_net::directory::client::{Answer, Query};
 use parlo_net::media::Datagram;
 use parlo_net::peer::Wire;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -122,10 +122,9 @@ fn random_seed() -> u64 {
 
 /// Why a directory request did not get the answer it wanted: the server's refusal, an
 /// answer of the wrong kind, or the connection's failure.
-fn failure(result: Result<Reply, String>) -> String {
+fn failure(result: Result<Answer, String>) -> String {
     match result {
-        Ok(Reply::Error { reason }) => format!("the server refused: {reason}"),
-        Ok(reply) => format!("unexpected answer {reply:?}"),
+        Ok(answer) => format!("unexpected answer {answer:?}"),
         Err(e) => e,
     }
 }
@@ -363,10 +362,9 @@ impl Phone {
     }
 
     fn lookup(&mut self, name: fsm::Name) {
-        let request = Request::Get { name: name.clone() };
         let sent = self.directory.request(
             self.poll.registry(),
-            &request,
+            Query::Lookup(name.clone()),
             Purpose::Dial(name.clone()),
             Instant::now(),
             &mut self.outcomes,
@@ -452,7 +450,7 @@ impl Phone {
     /// when it answers (or after [`VERIFY_WAIT`]).
     fn verify_incoming(&mut self, peer: fsm::Name, from: SocketAddr) {
         self.flush_pending_incoming();
-        let request = Request::Get { name: peer.clone() };
+        let query = Query::Lookup(peer.clone());
         let purpose = Purpose::Verify {
             peer: peer.clone(),
             from,
@@ -461,7 +459,7 @@ impl Phone {
             .directory
             .request(
                 self.poll.registry(),
-                &request,
+                query,
                 purpose,
                 Instant::now(),
                 &mut self.outcomes,
@@ -733,7 +731,7 @@ impl Phone {
             Command::Accept => self.feed(&fsm::Event::Accept, Some(origin)),
             Command::Reject => self.feed(&fsm::Event::Reject, Some(origin)),
             Command::Hangup => self.feed(&fsm::Event::Hangup, Some(origin)),
-            Command::List => self.list(origin, 0, Vec::new()),
+            Command::List => self.list(origin),
             Command::Status => {
                 let status = Out::Status(Box::new(self.status()));
                 self.emit(status, &mut answer_to);
@@ -744,16 +742,11 @@ impl Phone {
         self.drain_outcomes();
     }
 
-    fn list(&mut self, origin: Origin, offset: u32, names: Vec<String>) {
-        let purpose = Purpose::List {
-            origin,
-            offset,
-            names,
-        };
+    fn list(&mut self, origin: Origin) {
         let sent = self.directory.request(
             self.poll.registry(),
-            &Request::List { offset },
-            purpose,
+            Query::List,
+            Purpose::List { origin },
             Instant::now(),
             &mut self.outcomes,
         );
@@ -822,26 +815,16 @@ impl Phone {
         }
     }
 
-    fn handle_answer(&mut self, purpose: Purpose, result: Result<Reply, String>) {
+    fn handle_answer(&mut self, purpose: Purpose, result: Result<Answer, String>) {
         match purpose {
-            Purpose::Register => {
-                if let Err(reason) = result {
-                    if self.quitting.is_none() {
-                        self.directory.handle_refused(
-                            self.poll.registry(),
-                            reason,
-                            Instant::now(),
-                            &mut self.outcomes,
-                        );
-                    }
-                }
-            }
             Purpose::Dial(name) => match result {
-                Ok(Reply::Found(contact)) => {
+                Ok(Answer::Found(contact)) => {
                     let addr = SocketAddr::new(contact.ip.to_canonical(), contact.port);
+                    // Not acted on yet: None when the server did not say (an original one).
+                    log::debug!("{name} is at {addr}, dialect {:?}", contact.dialect);
                     self.feed(&fsm::Event::Resolved { name, addr }, None);
                 }
-                Ok(Reply::NotFound) => self.feed(&fsm::Event::Unknown { name }, None),
+                Ok(Answer::NotFound) => self.feed(&fsm::Event::Unknown { name }, None),
                 other => {
                     let why = failure(other);
                     self.emit(
@@ -866,26 +849,20 @@ impl Phone {
                     .is_some_and(|p| p.peer == peer && p.from == from);
                 if current {
                     let verified = match result {
-                        Ok(Reply::Found(contact)) => Some(same_ip(contact.ip, from.ip())),
-                        Ok(Reply::NotFound) => Some(false),
+                        Ok(Answer::Found(contact)) => Some(same_ip(contact.ip, from.ip())),
+                        Ok(Answer::NotFound) => Some(false),
                         _ => None,
                     };
                     self.announce_incoming(verified);
                 }
             }
-            Purpose::List {
-                origin,
-                offset,
-                mut names,
-            } => match result {
-                Ok(Reply::Users { names: page, more }) => {
-                    names.extend(page.iter().map(|n| n.as_str().to_owned()));
-                    if more && !page.is_empty() {
-                        let next = offset.saturating_add(page.len() as u32);
-                        self.list(origin, next, names);
-                    } else {
-                        self.emit(Out::Users { names }, &mut Some(origin));
+            Purpose::List { origin } => match result {
+                Ok(Answer::Users { names, complete }) => {
+                    if !complete {
+                        log::warn!("the directory's list was cut at {} names", names.len());
                     }
+                    let names = names.iter().map(|n| n.as_str().to_owned()).collect();
+                    self.emit(Out::Users { names }, &mut Some(origin));
                 }
                 other => {
                     let why = failure(other);
@@ -896,15 +873,6 @@ impl Phone {
                         &mut Some(origin),
                     );
                 }
-            },
-            Purpose::Ping => {
-                if !matches!(result, Ok(Reply::Pong)) {
-                    log::warn!("PING: {result:?}");
-                }
-            }
-            Purpose::Disconnect => match result {
-                Ok(Reply::Disconnected) => log::info!("unregistered from the directory server"),
-                other => log::warn!("DISCONNECT: {other:?}"),
             },
         }
     }
