@@ -1,17 +1,22 @@
-//! The connection to the directory server: register, look names up, list, disconnect.
+//! The connection to the directory server: the socket around the sans-IO client
+//! [`parlo_net::directory::client::Client`].
 //!
-//! One TCP connection, non-blocking, driven by the phone's loop. It registers as soon as it
-//! is up (with the phone's UDP port); when the server cannot be reached or the connection
-//! drops, it retries with a growing delay (1 s doubling to 30 s) and registers again.
-//! Responses carry no request id: they are matched to requests in order.
+//! Every protocol decision is the client's: registering, matching answers to requests,
+//! the timeouts, the reconnection delay, the idle PING, walking LIST's pages, what a server
+//! that did not say it is Parlo's may be sent. This shell opens the non-blocking TCP
+//! connection when the client asks for one, reads and writes its bytes, feeds the client
+//! and carries out what it asks, and words its events for the phone with the server's
+//! address.
 //!
 //! When the phone listens on a specific address, the connection leaves from that address
 //! so that the directory records where the phone really listens.
 //!
-//! A server given by host name is looked up at each attempt, on a helper thread: a slow
-//! or unreachable name server must not hold the loop (and a call's sound) up.
+//! A server given by host name is looked up at each attempt, on a thread of its own: a
+//! slow or unreachable name server must not hold the loop (and a call's sound) up. The
+//! client gives the lookup
+//! [`LOOKUP_TIMEOUT_MS`](parlo_net::directory::client::LOOKUP_TIMEOUT_MS); a lookup still
+//! under way when an attempt is given up is kept, and the next attempt takes its answer.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -20,35 +25,19 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use parlo_net::directory::{MAX_ENCODED_REQUEST, Name, Reply, Request};
-use parlo_net::framing::{Frame, FrameBuffer};
+use parlo_fsm as fsm;
+use parlo_net::directory::client::{Answer, Client, Event, Failure, Link, Query};
+use parlo_net::directory::{Name, ServerKind};
 use socket2::{Domain, Socket, TcpKeepalive, Type};
 
 use crate::cli::ServerAddr;
 
-/// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long looking the server's host name up may take before the attempt fails (the
-/// lookup goes on; the next attempt takes its answer).
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// First delay before retrying, doubled after each failure...
-const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-/// ...up to this.
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
-/// Unsent request bytes beyond which the server is considered stuck.
-const OUTBOX_LIMIT: usize = 64 * 1024;
-/// A request unanswered this long means the server is stuck: the connection is dropped
-/// and made again.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-/// After this long without any request, a PING checks that the server still answers
-/// (TCP keepalive alone cannot see a server process that hangs).
-const PING_IDLE: Duration = Duration::from_secs(60);
+/// Bytes read from the connection at a time.
+const READ_BUF: usize = 4096;
 
-/// Why a request was sent: what to do with its answer.
+/// Why the phone asked the directory: what to do with the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Purpose {
-    /// Our registration.
-    Register,
     /// The call machine asked where this name is.
     Dial(parlo_fsm::Name),
     /// Checking an incoming caller's announced name against its address.
@@ -58,39 +47,29 @@ pub enum Purpose {
         /// The address the call came from.
         from: SocketAddr,
     },
-    /// A `list` command, gathering pages.
+    /// A `list` command.
     List {
         /// Who asked.
         origin: crate::phone::Origin,
-        /// The offset of this page.
-        offset: u32,
-        /// The names gathered so far.
-        names: Vec<String>,
     },
-    /// Our DISCONNECT on quit.
-    Disconnect,
-    /// Checking that an idle server still answers.
-    Ping,
 }
 
 /// What the connection reports to the phone.
-// A LIST answer holds a page of names (about 1 KB); outcomes are few and short-lived.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome {
     /// The server accepted our registration.
     Registered,
     /// The server cannot be reached or went away; a new attempt is scheduled.
     Lost {
-        /// What happened.
+        /// What happened, naming the server.
         reason: String,
-        /// When the next attempt is.
+        /// When the next attempt is (zero when there is none: the phone is quitting).
         retry_in: Duration,
         /// Whether this is news for the user (the first failure of an outage).
         announce: bool,
     },
-    /// The answer to a request (or why there is none: the connection dropped, garbage).
-    Answer(Purpose, Result<Reply, String>),
+    /// The answer to a request, or why there is none.
+    Answer(Purpose, Result<Answer, String>),
 }
 
 /// Wakes the phone's loop (from the lookup thread).
@@ -106,41 +85,29 @@ fn system_resolver(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
 /// The answer of a host-name lookup, sent by its thread.
 type Lookup = Receiver<io::Result<Vec<SocketAddr>>>;
 
-enum Link {
-    /// Not connected; the next attempt is at `retry_at`.
-    Waiting { retry_at: Instant },
-    /// Looking the server's host name up; the attempt fails at `deadline`.
-    Resolving { deadline: Instant },
-    /// A connection attempt in progress.
-    Connecting {
-        stream: TcpStream,
-        deadline: Instant,
-        addr: SocketAddr,
-    },
-    /// Connected (registered once the REG is answered).
+/// The socket, as far as the shell has got with it.
+enum Conn {
+    /// None: the client waits, or the attempt was given up.
+    None,
+    /// Waiting for the lookup thread's answer.
+    Resolving,
+    /// The TCP connection is being made.
+    Connecting { stream: TcpStream, addr: SocketAddr },
+    /// Connected.
     Open { stream: TcpStream },
-    /// Stopped for good (quitting).
-    Stopped,
 }
 
 /// The phone's directory connection.
 pub struct Directory {
     server: ServerAddr,
-    bind: Option<IpAddr>,
     name: Name,
-    udp_port: u16,
+    bind: Option<IpAddr>,
     token: Token,
-    link: Link,
-    frames: Box<FrameBuffer>,
-    /// Requests awaiting their answer, oldest first, with when each was sent.
-    pending: VecDeque<(Purpose, Instant)>,
-    /// When the last request was sent (or the connection opened).
-    last_request: Instant,
-    outbox: Vec<u8>,
+    /// The client's time 0.
+    epoch: Instant,
+    client: Client<Purpose>,
+    conn: Conn,
     writable_interest: bool,
-    backoff: Duration,
-    registered: bool,
-    announced_down: bool,
     wake: Wake,
     resolver: Resolver,
     /// The lookup under way, if any: one at a time, kept across attempts.
@@ -151,8 +118,7 @@ impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Directory")
             .field("server", &self.server)
-            .field("registered", &self.registered)
-            .field("pending", &self.pending.len())
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -173,19 +139,13 @@ impl Directory {
         let bind = (!listen.ip().is_unspecified()).then(|| listen.ip());
         Directory {
             server,
-            bind,
+            client: Client::new(name.clone(), listen.port(), fsm::Instant(0)),
             name,
-            udp_port: listen.port(),
+            bind,
             token,
-            link: Link::Waiting { retry_at: now },
-            frames: Box::new(FrameBuffer::new()),
-            pending: VecDeque::with_capacity(8),
-            last_request: now,
-            outbox: Vec::with_capacity(1024),
+            epoch: now,
+            conn: Conn::None,
             writable_interest: false,
-            backoff: BACKOFF_INITIAL,
-            registered: false,
-            announced_down: false,
             wake,
             resolver: system_resolver,
             lookup: None,
@@ -206,69 +166,184 @@ impl Directory {
 
     /// Whether requests can be sent now.
     pub fn is_open(&self) -> bool {
-        matches!(self.link, Link::Open { .. })
+        self.client.is_connected()
     }
 
     /// Whether the server holds our registration.
     pub fn is_registered(&self) -> bool {
-        self.registered
+        self.client.is_registered()
     }
 
     /// Whether requests await an answer.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        self.client.has_pending()
+    }
+
+    /// The client's clock at `now`.
+    fn ms(&self, now: Instant) -> fsm::Instant {
+        let elapsed = now.saturating_duration_since(self.epoch).as_millis();
+        fsm::Instant(u64::try_from(elapsed).unwrap_or(u64::MAX))
     }
 
     /// When [`Directory::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match &self.link {
-            Link::Waiting { retry_at } => Some(*retry_at),
-            Link::Resolving { deadline } | Link::Connecting { deadline, .. } => Some(*deadline),
-            Link::Open { .. } => Some(match self.pending.front() {
-                Some((_, sent)) => *sent + ANSWER_TIMEOUT,
-                None => self.last_request + PING_IDLE,
-            }),
-            Link::Stopped => None,
-        }
+        self.client
+            .poll_timeout()
+            .map(|at| self.epoch + Duration::from_millis(at.0))
     }
 
-    /// Starts a connection attempt when one is due, or gives up one that took too long.
+    /// Does what is due: a connection attempt, a lookup's answer, the client's timers.
     pub fn handle_timeout(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
-        match &self.link {
-            Link::Waiting { retry_at } if *retry_at <= now => self.connect(registry, now, out),
-            Link::Resolving { deadline } => {
-                let deadline = *deadline;
-                self.take_lookup(registry, now, deadline, out);
-            }
-            Link::Connecting { deadline, addr, .. } if *deadline <= now => {
-                let reason = format!(
-                    "cannot reach the directory server {}: no answer within {} s",
-                    self.describe(*addr),
-                    CONNECT_TIMEOUT.as_secs()
-                );
-                self.fail(registry, reason, now, out);
-            }
-            Link::Open { .. } => match self.pending.front() {
-                Some((_, sent)) if *sent + ANSWER_TIMEOUT <= now => {
-                    let reason = format!(
-                        "the directory server {} did not answer within {} s",
-                        self.server,
-                        ANSWER_TIMEOUT.as_secs()
-                    );
-                    self.fail(registry, reason, now, out);
-                }
-                None if self.last_request + PING_IDLE <= now => {
-                    let _ = self.request(registry, &Request::Ping, Purpose::Ping, now, out);
-                }
-                _ => {}
-            },
-            _ => {}
+        self.client.handle_timeout(self.ms(now));
+        self.run(registry, now, out);
+        if let Conn::Resolving = self.conn {
+            self.take_lookup(registry, now);
+            self.run(registry, now, out);
         }
     }
 
-    fn connect(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+    /// Handles readiness of the connection.
+    pub fn handle_ready(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+        let ms = self.ms(now);
+        match &mut self.conn {
+            Conn::Connecting { stream, addr } => {
+                let addr = *addr;
+                let failure = match stream.take_error() {
+                    Ok(Some(e)) | Err(e) => Some(e),
+                    Ok(None) => match stream.peer_addr() {
+                        Ok(_) => None,
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                        Err(e) => Some(e),
+                    },
+                };
+                if let Some(e) = failure {
+                    let why = self.attempt_error(addr, &e);
+                    self.client.handle_failed(ms, why);
+                } else if let Conn::Connecting { stream, .. } =
+                    std::mem::replace(&mut self.conn, Conn::None)
+                {
+                    log::debug!("connected to the directory server {} ({addr})", self.server);
+                    self.conn = Conn::Open { stream };
+                    // Registered READABLE | WRITABLE: the first flush settles the interest.
+                    self.writable_interest = true;
+                    self.client.handle_connected(ms);
+                }
+            }
+            Conn::Open { .. } => {
+                self.flush(registry, now);
+                self.read(now);
+            }
+            Conn::None | Conn::Resolving => {}
+        }
+        self.run(registry, now, out);
+    }
+
+    /// Asks the directory `query`; the answer comes back as [`Outcome::Answer`] with
+    /// `purpose`. Gives `purpose` back when the connection is not open.
+    pub fn request(
+        &mut self,
+        registry: &Registry,
+        query: Query,
+        purpose: Purpose,
+        now: Instant,
+        out: &mut Vec<Outcome>,
+    ) -> Result<(), Purpose> {
+        if !self.client.is_connected() {
+            return Err(purpose);
+        }
+        self.client.handle_query(self.ms(now), query, purpose);
+        self.run(registry, now, out);
+        Ok(())
+    }
+
+    /// Unregisters (DISCONNECT) if connected, and stops reconnecting.
+    pub fn disconnect(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+        self.client.handle_quit(self.ms(now));
+        self.run(registry, now, out);
+    }
+
+    // ---- carrying the client's outputs out ----
+
+    /// Carries out what the client asks until it asks nothing more: connection changes,
+    /// bytes to write, events for the phone.
+    fn run(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+        loop {
+            while let Some(link) = self.client.poll_link() {
+                match link {
+                    Link::Connect => self.connect(registry, now),
+                    Link::Close => self.close(registry),
+                }
+            }
+            // A failed write is one more input, whose Close is carried out above.
+            if !self.flush(registry, now) {
+                break;
+            }
+        }
+        while let Some(event) = self.client.poll_event() {
+            self.report(event, out);
+        }
+    }
+
+    fn report(&mut self, event: Event<Purpose>, out: &mut Vec<Outcome>) {
+        match event {
+            Event::Registered { server } => {
+                let kind = match server {
+                    ServerKind::Parlo => "",
+                    ServerKind::Original => " (not a Parlo server: no PING, no list)",
+                };
+                log::info!(
+                    "registered as {} with the directory server {}{kind}",
+                    self.name,
+                    self.server
+                );
+                out.push(Outcome::Registered);
+            }
+            Event::Lost {
+                reason,
+                retry,
+                announce,
+            } => {
+                let reason = format!("the directory server {} {reason}", self.server);
+                let retry_in = Duration::from_millis(retry.map_or(0, |r| r.after_ms));
+                match retry {
+                    Some(_) => log::info!("{reason}; retrying in {} s", retry_in.as_secs()),
+                    None => log::info!("{reason}"),
+                }
+                out.push(Outcome::Lost {
+                    reason,
+                    retry_in,
+                    announce,
+                });
+            }
+            Event::Answer { tag, result } => {
+                let result = result.map_err(|failure| self.describe(&failure));
+                out.push(Outcome::Answer(tag, result));
+            }
+            Event::Disconnected(Ok(())) => {
+                log::info!("unregistered from the directory server {}", self.server);
+            }
+            Event::Disconnected(Err(failure)) => {
+                log::warn!("DISCONNECT: {}", self.describe(&failure));
+            }
+        }
+    }
+
+    /// A failure in the phone's words, naming the server where it helps.
+    fn describe(&self, failure: &Failure) -> String {
+        match failure {
+            Failure::NotConnected => {
+                format!("not connected to the directory server {}", self.server)
+            }
+            Failure::Lost(loss) => format!("the directory server {} {loss}", self.server),
+            other => other.to_string(),
+        }
+    }
+
+    /// Starts the attempt the client asked for: at once for an address, after the lookup
+    /// for a host name.
+    fn connect(&mut self, registry: &Registry, now: Instant) {
         if let Ok(ip) = self.server.host.parse::<IpAddr>() {
-            return self.connect_to(registry, SocketAddr::new(ip, self.server.port), now, out);
+            return self.connect_to(registry, SocketAddr::new(ip, self.server.port), now);
         }
         if self.lookup.is_none() {
             let (answer, lookup) = mpsc::channel();
@@ -284,99 +359,73 @@ impl Directory {
                     wake();
                 });
             if let Err(e) = spawned {
-                let reason = format!("cannot look the directory server {} up: {e}", self.server);
-                return self.fail(registry, reason, now, out);
+                let why = format!("cannot start looking its name up: {e}");
+                return self.client.handle_failed(self.ms(now), why);
             }
             self.lookup = Some(lookup);
         }
         log::debug!("looking the directory server {} up", self.server);
-        self.link = Link::Resolving {
-            deadline: now + LOOKUP_TIMEOUT,
-        };
-        self.take_lookup(registry, now, now + LOOKUP_TIMEOUT, out);
+        self.conn = Conn::Resolving;
+        self.take_lookup(registry, now);
     }
 
-    /// Connects once the lookup has answered; fails the attempt at `deadline`.
-    fn take_lookup(
-        &mut self,
-        registry: &Registry,
-        now: Instant,
-        deadline: Instant,
-        out: &mut Vec<Outcome>,
-    ) {
+    /// Connects once the lookup has answered (the client gives up the attempt if that
+    /// takes too long).
+    fn take_lookup(&mut self, registry: &Registry, now: Instant) {
         let answer = match self.lookup.as_ref().map(Receiver::try_recv) {
             Some(Ok(answer)) => answer,
-            Some(Err(TryRecvError::Empty)) => {
-                if deadline <= now {
-                    let reason = format!(
-                        "cannot look the directory server {} up: no answer within {} s",
-                        self.server,
-                        LOOKUP_TIMEOUT.as_secs()
-                    );
-                    self.fail(registry, reason, now, out);
-                }
-                return;
-            }
+            Some(Err(TryRecvError::Empty)) => return,
             Some(Err(TryRecvError::Disconnected)) | None => {
                 Err(io::Error::other("the lookup ended without an answer"))
             }
         };
         self.lookup = None;
+        self.conn = Conn::None;
         match answer
             .map_err(|e| e.to_string())
             .and_then(|a| self.pick(&a))
         {
-            Ok(addr) => self.connect_to(registry, addr, now, out),
+            Ok(addr) => self.connect_to(registry, addr, now),
             Err(e) => {
-                let reason = format!("cannot resolve the directory server {}: {e}", self.server);
-                self.fail(registry, reason, now, out);
+                let why = format!("its name cannot be resolved: {e}");
+                self.client.handle_failed(self.ms(now), why);
             }
         }
     }
 
-    fn connect_to(
-        &mut self,
-        registry: &Registry,
-        addr: SocketAddr,
-        now: Instant,
-        out: &mut Vec<Outcome>,
-    ) {
-        match self.open_socket(addr) {
-            Ok(mut stream) => {
-                if let Err(e) = registry.register(
-                    &mut stream,
-                    self.token,
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    let reason = format!("cannot watch the directory connection: {e}");
-                    return self.fail(registry, reason, now, out);
-                }
-                log::debug!(
-                    "connecting to the directory server {} ({addr})",
-                    self.server
-                );
-                self.link = Link::Connecting {
-                    stream,
-                    deadline: now + CONNECT_TIMEOUT,
-                    addr,
-                };
-            }
+    fn connect_to(&mut self, registry: &Registry, addr: SocketAddr, now: Instant) {
+        let ms = self.ms(now);
+        let mut stream = match self.open_socket(addr) {
+            Ok(stream) => stream,
             Err(e) => {
-                let reason = format!(
-                    "cannot reach the directory server {}: {e}",
-                    self.describe(addr)
-                );
-                self.fail(registry, reason, now, out);
+                let why = self.attempt_error(addr, &e);
+                return self.client.handle_failed(ms, why);
             }
+        };
+        if let Err(e) = registry.register(
+            &mut stream,
+            self.token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return self
+                .client
+                .handle_failed(ms, format!("cannot watch the connection: {e}"));
         }
+        log::debug!(
+            "connecting to the directory server {} ({addr})",
+            self.server
+        );
+        self.conn = Conn::Connecting { stream, addr };
+        self.client.handle_connecting(ms);
     }
 
-    /// The server as given, with the address it resolved to when that says more.
-    fn describe(&self, addr: SocketAddr) -> String {
+    /// Why an attempt on `addr` failed, with the address when the server was given by
+    /// name.
+    fn attempt_error(&self, addr: SocketAddr, error: &io::Error) -> String {
         if addr.ip().to_string() == self.server.host {
-            self.server.to_string()
+            error.to_string()
         } else {
-            format!("{} ({addr})", self.server)
+            format!("{error} ({addr})")
         }
     }
 
@@ -413,251 +462,86 @@ impl Directory {
         Ok(TcpStream::from_std(socket.into()))
     }
 
-    /// Drops the connection, fails what awaited an answer and schedules a new attempt.
-    fn fail(&mut self, registry: &Registry, reason: String, now: Instant, out: &mut Vec<Outcome>) {
-        self.close(registry);
-        for (purpose, _) in self.pending.drain(..) {
-            out.push(Outcome::Answer(purpose, Err(reason.clone())));
-        }
-        let retry_in = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_CAP);
-        self.registered = false;
-        let announce = !self.announced_down;
-        self.announced_down = true;
-        log::info!("{reason}; retrying in {} s", retry_in.as_secs());
-        self.link = Link::Waiting {
-            retry_at: now + retry_in,
-        };
-        out.push(Outcome::Lost {
-            reason,
-            retry_in,
-            announce,
-        });
-    }
-
     fn close(&mut self, registry: &Registry) {
-        match std::mem::replace(&mut self.link, Link::Stopped) {
-            Link::Connecting { mut stream, .. } | Link::Open { mut stream } => {
+        match std::mem::replace(&mut self.conn, Conn::None) {
+            Conn::Connecting { mut stream, .. } | Conn::Open { mut stream } => {
                 let _ = registry.deregister(&mut stream);
             }
-            Link::Waiting { .. } | Link::Resolving { .. } | Link::Stopped => {}
+            Conn::None | Conn::Resolving => {}
         }
-        self.outbox.clear();
         self.writable_interest = false;
-        *self.frames = FrameBuffer::new();
     }
 
-    /// Sends `request`; its answer comes back as [`Outcome::Answer`] with `purpose`.
-    /// Gives `purpose` back when the connection is not open.
-    pub fn request(
-        &mut self,
-        registry: &Registry,
-        request: &Request,
-        purpose: Purpose,
-        now: Instant,
-        out: &mut Vec<Outcome>,
-    ) -> Result<(), Purpose> {
-        if !self.is_open() {
-            return Err(purpose);
-        }
-        let mut buf = [0u8; MAX_ENCODED_REQUEST];
-        let Ok(len) = request.encode(&mut buf) else {
-            // Unreachable: MAX_ENCODED_REQUEST holds every request.
-            return Err(purpose);
+    /// Writes what the client has to send, as far as the socket takes it, and watches
+    /// for writability while bytes remain. Returns whether it fed the client a failure.
+    fn flush(&mut self, registry: &Registry, now: Instant) -> bool {
+        let ms = self.ms(now);
+        let Conn::Open { stream } = &mut self.conn else {
+            return false;
         };
-        log::debug!("directory <- {}", String::from_utf8_lossy(&buf[..len - 1]));
-        self.outbox.extend_from_slice(&buf[..len]);
-        self.pending.push_back((purpose, now));
-        self.last_request = now;
-        self.flush(registry, now, out);
-        Ok(())
-    }
-
-    /// Unregisters (DISCONNECT) if connected, and stops reconnecting.
-    pub fn disconnect(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
-        if self.is_open() {
-            let request = Request::Disconnect {
-                name: self.name.clone(),
-            };
-            let _ = self.request(registry, &request, Purpose::Disconnect, now, out);
-        } else {
-            self.close(registry);
-        }
-    }
-
-    fn flush(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
-        let Link::Open { stream } = &mut self.link else {
-            return;
-        };
-        let mut error = None;
-        while !self.outbox.is_empty() {
-            match stream.write(&self.outbox) {
+        let mut failure = None;
+        while let Some(bytes) = self.client.poll_transmit() {
+            let written = stream.write(bytes);
+            match written {
                 Ok(0) => {
-                    error = Some("the directory server stopped reading".to_owned());
+                    failure = Some("the connection takes no more bytes".to_owned());
                     break;
                 }
                 Ok(n) => {
-                    self.outbox.drain(..n);
+                    log::debug!(
+                        "directory <- {}",
+                        String::from_utf8_lossy(&bytes[..n]).trim_end()
+                    );
+                    self.client.handle_written(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    error = Some(format!("lost the directory server {}: {e}", self.server));
+                    failure = Some(e.to_string());
                     break;
                 }
             }
         }
-        if error.is_none() && self.outbox.len() > OUTBOX_LIMIT {
-            error = Some("the directory server does not read its requests".to_owned());
+        if let Some(why) = failure {
+            self.client.handle_failed(ms, why);
+            return true;
         }
-        if let Some(reason) = error {
-            return self.fail(registry, reason, now, out);
-        }
-        let want_writable = !self.outbox.is_empty();
+        let want_writable = self.client.poll_transmit().is_some();
         if want_writable != self.writable_interest {
             let interest = if want_writable {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::READABLE
             };
-            if let Link::Open { stream } = &mut self.link {
-                if registry.reregister(stream, self.token, interest).is_ok() {
-                    self.writable_interest = want_writable;
-                }
+            if registry.reregister(stream, self.token, interest).is_ok() {
+                self.writable_interest = want_writable;
             }
         }
+        false
     }
 
-    /// Handles readiness of the connection.
-    pub fn handle_ready(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
-        if let Link::Connecting { stream, addr, .. } = &mut self.link {
-            let addr = *addr;
-            let failure = match stream.take_error() {
-                Ok(Some(e)) | Err(e) => Some(e),
-                Ok(None) => match stream.peer_addr() {
-                    Ok(_) => None,
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                    Err(e) => Some(e),
-                },
-            };
-            if let Some(e) = failure {
-                let reason = format!(
-                    "cannot reach the directory server {}: {e}",
-                    self.describe(addr)
-                );
-                return self.fail(registry, reason, now, out);
-            }
-            let Link::Connecting { stream, .. } = std::mem::replace(&mut self.link, Link::Stopped)
-            else {
+    /// Reads until the socket has nothing more, feeding the client.
+    fn read(&mut self, now: Instant) {
+        let ms = self.ms(now);
+        let mut buf = [0u8; READ_BUF];
+        while self.client.is_connected() {
+            let Conn::Open { stream } = &mut self.conn else {
                 return;
             };
-            log::debug!("connected to the directory server {} ({addr})", self.server);
-            self.link = Link::Open { stream };
-            // The registration stays WRITABLE until the first flush settles the interest.
-            self.writable_interest = true;
-            let request = Request::Reg {
-                name: self.name.clone(),
-                port: self.udp_port,
-            };
-            let _ = self.request(registry, &request, Purpose::Register, now, out);
-            return;
-        }
-        if !self.is_open() {
-            return;
-        }
-        self.flush(registry, now, out);
-        self.read(registry, now, out);
-    }
-
-    fn read(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
-        loop {
-            let Link::Open { stream } = &mut self.link else {
-                return;
-            };
-            let spare = self.frames.spare();
-            let result = stream.read(spare);
-            match result {
-                Ok(0) => {
-                    let reason =
-                        format!("the directory server {} closed the connection", self.server);
-                    return self.fail(registry, reason, now, out);
-                }
+            match stream.read(&mut buf) {
+                Ok(0) => return self.client.handle_closed(ms),
                 Ok(n) => {
-                    self.frames.filled(n);
-                    self.take_replies(out);
+                    log::debug!(
+                        "directory -> {}",
+                        String::from_utf8_lossy(&buf[..n]).trim_end()
+                    );
+                    self.client.handle_received(ms, &buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let reason = format!("lost the directory server {}: {e}", self.server);
-                    return self.fail(registry, reason, now, out);
-                }
+                Err(e) => return self.client.handle_failed(ms, e.to_string()),
             }
         }
-    }
-
-    fn take_replies(&mut self, out: &mut Vec<Outcome>) {
-        while let Some(frame) = self.frames.next_frame() {
-            let result = match frame {
-                Frame::Object(bytes) => {
-                    log::debug!("directory -> {}", String::from_utf8_lossy(bytes));
-                    Reply::parse(bytes).map_err(|e| e.to_string())
-                }
-                Frame::Invalid(e) => Err(format!("garbled response: {e}")),
-            };
-            let Some((purpose, _)) = self.pending.pop_front() else {
-                log::warn!("unexpected response from the directory server: {result:?}");
-                continue;
-            };
-            if purpose == Purpose::Register {
-                match &result {
-                    Ok(Reply::Registered) => {
-                        self.registered = true;
-                        self.announced_down = false;
-                        self.backoff = BACKOFF_INITIAL;
-                        log::info!(
-                            "registered as {} with the directory server {}",
-                            self.name,
-                            self.server
-                        );
-                        out.push(Outcome::Registered);
-                    }
-                    other => {
-                        let why = match other {
-                            Ok(Reply::NameTaken { reason }) if !reason.is_empty() => {
-                                format!("the name is taken: {reason}")
-                            }
-                            Ok(Reply::NameTaken { .. }) => {
-                                format!("the name \"{}\" is registered by another phone", self.name)
-                            }
-                            Ok(Reply::Error { reason }) => format!("refused: {reason}"),
-                            Ok(reply) => format!("unexpected answer {reply:?}"),
-                            Err(e) => e.clone(),
-                        };
-                        // Retried like a lost connection: the other registration may be a
-                        // stale one of ours that the server has not dropped yet.
-                        out.push(Outcome::Answer(Purpose::Register, Err(why)));
-                    }
-                }
-                continue;
-            }
-            out.push(Outcome::Answer(purpose, result));
-        }
-    }
-
-    /// A registration refused: close and retry later.
-    pub fn handle_refused(
-        &mut self,
-        registry: &Registry,
-        reason: String,
-        now: Instant,
-        out: &mut Vec<Outcome>,
-    ) {
-        let reason = format!(
-            "the directory server {} refused to register \"{}\": {reason}",
-            self.server, self.name
-        );
-        self.fail(registry, reason, now, out);
     }
 }
 
@@ -665,6 +549,7 @@ impl Directory {
 mod tests {
     use super::*;
     use mio::{Events, Poll};
+    use parlo_net::directory::client::LOOKUP_TIMEOUT_MS;
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -741,7 +626,7 @@ mod tests {
         // The attempt starts the lookup and returns at once: the name server is slow.
         directory.handle_timeout(poll.registry(), Instant::now(), &mut out);
         assert!(!directory.is_open() && out.is_empty(), "{out:?}");
-        assert!(matches!(directory.link, Link::Resolving { .. }));
+        assert!(matches!(directory.conn, Conn::Resolving));
         RELEASE.store(true, Ordering::Release);
         drive(&mut poll, &mut directory, &mut out, |d, _| d.is_open());
         server.accept().expect("connected to the address looked up");
@@ -759,9 +644,10 @@ mod tests {
             resolve_when(&RELEASE, port)
         });
         let mut out = Vec::new();
-        let start = Instant::now();
+        let start = directory.epoch;
         directory.handle_timeout(poll.registry(), start, &mut out);
-        directory.handle_timeout(poll.registry(), start + LOOKUP_TIMEOUT, &mut out);
+        let lookup_limit = Duration::from_millis(LOOKUP_TIMEOUT_MS);
+        directory.handle_timeout(poll.registry(), start + lookup_limit, &mut out);
         assert!(
             matches!(&out[..], [Outcome::Lost { reason, .. }]
                 if reason.contains("stuck.example") && reason.contains("no answer within 10 s")),
@@ -771,7 +657,7 @@ mod tests {
         // connects with its answer.
         let retry = directory.poll_timeout().expect("a retry is scheduled");
         directory.handle_timeout(poll.registry(), retry, &mut out);
-        assert!(matches!(directory.link, Link::Resolving { .. }));
+        assert!(matches!(directory.conn, Conn::Resolving));
         RELEASE.store(true, Ordering::Release);
         drive(&mut poll, &mut directory, &mut out, |d, _| d.is_open());
         server.accept().expect("connected to the address looked up");
@@ -814,7 +700,7 @@ mod tests {
             "{\"command\":\"REG\",\"name\":\"alice\",\"port\":6001}\n"
         );
         (&conn)
-            .write_all(b"{\"ack\":\"Registered successfully\"}\n")
+            .write_all(b"{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}\n")
             .expect("answer");
         drive(&mut poll, &mut directory, &mut out, |_, o| {
             o.iter().any(|o| matches!(o, Outcome::Registered))
@@ -823,12 +709,11 @@ mod tests {
 
         // A lookup, answered in two TCP segments.
         out.clear();
-        let request = Request::Get { name: name("bob") };
         let bob = parlo_fsm::Name::new("bob").expect("name");
         directory
             .request(
                 poll.registry(),
-                &request,
+                Query::Lookup(bob.clone()),
                 Purpose::Dial(bob.clone()),
                 Instant::now(),
                 &mut out,
@@ -841,12 +726,12 @@ mod tests {
         (&conn).flush().expect("flush");
         std::thread::sleep(Duration::from_millis(20));
         (&conn)
-            .write_all(b"0.9\",\"port\":5001}\n")
+            .write_all(b"0.9\",\"port\":5001,\"dialect\":\"parlo\"}\n")
             .expect("answer");
         drive(&mut poll, &mut directory, &mut out, |_, o| !o.is_empty());
         assert!(matches!(
             &out[..],
-            [Outcome::Answer(Purpose::Dial(n), Ok(Reply::Found(c)))]
+            [Outcome::Answer(Purpose::Dial(n), Ok(Answer::Found(c)))]
                 if *n == bob && c.port == 5001 && c.ip.to_string() == "127.0.0.9"
         ));
 
@@ -855,8 +740,8 @@ mod tests {
         directory
             .request(
                 poll.registry(),
-                &Request::List { offset: 0 },
-                Purpose::Disconnect,
+                Query::Lookup(bob.clone()),
+                Purpose::Dial(bob.clone()),
                 Instant::now(),
                 &mut out,
             )
@@ -867,13 +752,14 @@ mod tests {
         drive(&mut poll, &mut directory, &mut out, |_, o| {
             o.iter().any(|o| matches!(o, Outcome::Lost { .. }))
         });
-        assert!(matches!(
-            &out[0],
-            Outcome::Answer(Purpose::Disconnect, Err(_))
-        ));
+        assert!(
+            matches!(&out[0], Outcome::Answer(Purpose::Dial(_), Err(why))
+                if why.contains("127.0.0.201")),
+            "{out:?}"
+        );
         assert!(matches!(
             &out[1],
-            Outcome::Lost { announce: true, retry_in, .. } if *retry_in == BACKOFF_INITIAL
+            Outcome::Lost { announce: true, retry_in, .. } if *retry_in == Duration::from_secs(1)
         ));
         assert!(!directory.is_registered() && !directory.is_open());
         // The next attempt finds nobody listening: not announced again, longer delay.
@@ -881,7 +767,7 @@ mod tests {
         drive(&mut poll, &mut directory, &mut out, |_, o| !o.is_empty());
         assert!(matches!(
             &out[0],
-            Outcome::Lost { announce: false, retry_in, .. } if *retry_in == BACKOFF_INITIAL * 2
+            Outcome::Lost { announce: false, retry_in, .. } if *retry_in == Duration::from_secs(2)
         ));
     }
 }

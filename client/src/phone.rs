@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parlo_fsm::{self as fsm, Action, Machine, Note, State};
-use parlo_net::directory::{Reply, Request};
+use parlo_net::directory::client::{Answer, Query};
 use parlo_net::media::Datagram;
 use parlo_net::peer::Wire;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -99,10 +99,9 @@ fn poll_error(doing: &'static str) -> impl FnOnce(io::Error) -> Error {
 
 /// Why a directory request did not get the answer it wanted: the server's refusal, an
 /// answer of the wrong kind, or the connection's failure.
-fn failure(result: Result<Reply, String>) -> String {
+fn failure(result: Result<Answer, String>) -> String {
     match result {
-        Ok(Reply::Error { reason }) => format!("the server refused: {reason}"),
-        Ok(reply) => format!("unexpected answer {reply:?}"),
+        Ok(answer) => format!("unexpected answer {answer:?}"),
         Err(e) => e,
     }
 }
@@ -321,10 +320,9 @@ impl Phone {
     }
 
     fn lookup(&mut self, name: fsm::Name) {
-        let request = Request::Get { name: name.clone() };
         let sent = self.directory.request(
             self.poll.registry(),
-            &request,
+            Query::Lookup(name.clone()),
             Purpose::Dial(name.clone()),
             Instant::now(),
             &mut self.outcomes,
@@ -346,14 +344,13 @@ impl Phone {
     /// Asks the directory where an incoming caller's name is registered; the machine
     /// announces the call when it answers (or fails, or is too slow).
     fn lookup_caller(&mut self, name: fsm::Name, from: SocketAddr) {
-        let request = Request::Get { name: name.clone() };
         let purpose = Purpose::Verify {
             peer: name.clone(),
             from,
         };
         let sent = self.directory.request(
             self.poll.registry(),
-            &request,
+            Query::Lookup(name.clone()),
             purpose,
             Instant::now(),
             &mut self.outcomes,
@@ -646,7 +643,7 @@ impl Phone {
             Command::Accept => self.feed(&fsm::Event::Accept, Some(origin)),
             Command::Reject => self.feed(&fsm::Event::Reject, Some(origin)),
             Command::Hangup => self.feed(&fsm::Event::Hangup, Some(origin)),
-            Command::List => self.list(origin, 0, Vec::new()),
+            Command::List => self.list(origin),
             Command::Status => {
                 let status = Out::Status(Box::new(self.status()));
                 self.emit(status, &mut answer_to);
@@ -657,16 +654,11 @@ impl Phone {
         self.drain_outcomes();
     }
 
-    fn list(&mut self, origin: Origin, offset: u32, names: Vec<String>) {
-        let purpose = Purpose::List {
-            origin,
-            offset,
-            names,
-        };
+    fn list(&mut self, origin: Origin) {
         let sent = self.directory.request(
             self.poll.registry(),
-            &Request::List { offset },
-            purpose,
+            Query::List,
+            Purpose::List { origin },
             Instant::now(),
             &mut self.outcomes,
         );
@@ -735,35 +727,17 @@ impl Phone {
         }
     }
 
-    fn handle_answer(&mut self, purpose: Purpose, result: Result<Reply, String>) {
+    fn handle_answer(&mut self, purpose: Purpose, result: Result<Answer, String>) {
         match purpose {
-            Purpose::Register => {
-                if let Err(reason) = result {
-                    if self.quitting.is_none() {
-                        self.directory.handle_refused(
-                            self.poll.registry(),
-                            reason,
-                            Instant::now(),
-                            &mut self.outcomes,
-                        );
-                    }
-                }
-            }
             Purpose::Dial(name) => self.handle_lookup(name, result, true),
             Purpose::Verify { peer, .. } => self.handle_lookup(peer, result, false),
-            Purpose::List {
-                origin,
-                offset,
-                mut names,
-            } => match result {
-                Ok(Reply::Users { names: page, more }) => {
-                    names.extend(page.iter().map(|n| n.as_str().to_owned()));
-                    if more && !page.is_empty() {
-                        let next = offset.saturating_add(page.len() as u32);
-                        self.list(origin, next, names);
-                    } else {
-                        self.emit(Out::Users { names }, &mut Some(origin));
+            Purpose::List { origin } => match result {
+                Ok(Answer::Users { names, complete }) => {
+                    if !complete {
+                        log::warn!("the directory's list was cut at {} names", names.len());
                     }
+                    let names = names.iter().map(|n| n.as_str().to_owned()).collect();
+                    self.emit(Out::Users { names }, &mut Some(origin));
                 }
                 other => {
                     let why = failure(other);
@@ -775,29 +749,20 @@ impl Phone {
                     );
                 }
             },
-            Purpose::Ping => {
-                if !matches!(result, Ok(Reply::Pong)) {
-                    log::warn!("PING: {result:?}");
-                }
-            }
-            Purpose::Disconnect => match result {
-                Ok(Reply::Disconnected) => log::info!("unregistered from the directory server"),
-                other => log::warn!("DISCONNECT: {other:?}"),
-            },
         }
     }
 
     /// Gives the machine the directory's answer about `name`: where it is, that it is
     /// unknown, or that the directory could not be asked (said as an error when the user
     /// is dialling; a caller's verification just stays unconfirmed).
-    fn handle_lookup(&mut self, name: fsm::Name, result: Result<Reply, String>, dialling: bool) {
+    fn handle_lookup(&mut self, name: fsm::Name, result: Result<Answer, String>, dialling: bool) {
         let event = match result {
-            Ok(Reply::Found(contact)) => fsm::Event::Resolved {
+            Ok(Answer::Found(contact)) => fsm::Event::Resolved {
                 name,
                 addr: SocketAddr::new(contact.ip.to_canonical(), contact.port),
-                dialect: None,
+                dialect: contact.dialect,
             },
-            Ok(Reply::NotFound) => fsm::Event::Unknown { name },
+            Ok(Answer::NotFound) => fsm::Event::Unknown { name },
             other => {
                 let why = failure(other);
                 if dialling {

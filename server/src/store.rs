@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parlo_net::directory::{Contact, Name, Page, Registry};
+use parlo_net::directory::{Contact, Dialect, Name, Page, Registry};
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::error::Error;
@@ -41,15 +41,23 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS presence (
-        name  TEXT    NOT NULL PRIMARY KEY,  -- registered name
-        ip    TEXT    NOT NULL,              -- the connection's peer address
-        port  INTEGER NOT NULL,              -- the phone's UDP port
-        since INTEGER NOT NULL               -- registration time, seconds since 1970 UTC
+        name    TEXT    NOT NULL PRIMARY KEY,  -- registered name
+        ip      TEXT    NOT NULL,              -- the connection's peer address
+        port    INTEGER NOT NULL,              -- the phone's UDP port
+        since   INTEGER NOT NULL,              -- registration time, seconds since 1970 UTC
+        dialect TEXT    NOT NULL               -- 'parlo' (REG with a port) or 'original'
     ) WITHOUT ROWID;
 ";
 
-const INSERT: &str = "INSERT INTO presence (name, ip, port, since) VALUES (?1, ?2, ?3, ?4)
-    ON CONFLICT (name) DO UPDATE SET ip = excluded.ip, port = excluded.port";
+/// Whether `presence` exists without the `dialect` column, as a database of an earlier
+/// version holds it.
+const LACKS_DIALECT: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'presence')
+    AND NOT EXISTS (SELECT 1 FROM pragma_table_info('presence') WHERE name = 'dialect')";
+
+const INSERT: &str = "INSERT INTO presence (name, ip, port, since, dialect)
+    VALUES (?1, ?2, ?3, ?4, ?5)
+    ON CONFLICT (name) DO UPDATE
+    SET ip = excluded.ip, port = excluded.port, dialect = excluded.dialect";
 const DELETE: &str = "DELETE FROM presence WHERE name = ?1";
 
 /// One registration as the store keeps it.
@@ -101,6 +109,15 @@ fn open(path: &Path) -> Result<Connection, Error> {
     }
     db.pragma_update(None, "synchronous", "NORMAL")
         .map_err(failed("set synchronous=NORMAL"))?;
+    // The table holds nothing but live presence, cleared at every start and rewritten
+    // from memory at every reopen: an earlier version's table is simply made again.
+    let lacks_dialect: bool = db
+        .query_row(LACKS_DIALECT, [], |row| row.get(0))
+        .map_err(failed("read the presence table's columns"))?;
+    if lacks_dialect {
+        db.execute_batch("DROP TABLE presence")
+            .map_err(failed("replace an earlier version's presence table"))?;
+    }
     // `users` readers never block a WAL writer, but a checkpoint may wait for them briefly.
     db.busy_timeout(Duration::from_millis(200))
         .map_err(failed("set a busy timeout"))?;
@@ -290,7 +307,8 @@ impl Store {
                     name.as_str(),
                     ip_text(entry.contact.ip),
                     entry.contact.port,
-                    entry.since
+                    entry.since,
+                    dialect_text(entry.contact)
                 ])?;
             }
         }
@@ -366,6 +384,11 @@ fn ip_text(ip: IpAddr) -> String {
     ip.to_canonical().to_string()
 }
 
+/// How a dialect is stored: its name (the server always knows it: a REG has a port or not).
+fn dialect_text(contact: Contact) -> &'static str {
+    contact.dialect.map_or("unknown", Dialect::name)
+}
+
 impl Registry for Store {
     fn find(&self, name: &Name) -> Option<Contact> {
         self.live.get(name).map(|entry| entry.contact)
@@ -382,7 +405,8 @@ impl Registry for Store {
                 name.as_str(),
                 ip_text(contact.ip),
                 contact.port,
-                since
+                since,
+                dialect_text(contact)
             ])?;
             Ok(())
         });
@@ -418,10 +442,7 @@ mod tests {
     }
 
     fn contact(last: u8, port: u16) -> Contact {
-        Contact {
-            ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
-            port,
-        }
+        Contact::registered(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), Some(port))
     }
 
     /// A fresh temporary directory for one test, removed when dropped.
@@ -542,6 +563,60 @@ mod tests {
             rows(&dir.db()),
             [("alice".into(), "127.0.0.1".into(), 7000)]
         );
+    }
+
+    fn dialects(path: &Path) -> Vec<(String, String)> {
+        let db = Connection::open(path).expect("database exists");
+        let mut stmt = db
+            .prepare("SELECT name, dialect FROM presence ORDER BY name")
+            .expect("valid query");
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query runs")
+            .collect::<Result<_, _>>()
+            .expect("rows decode")
+    }
+
+    #[test]
+    fn the_dialect_of_each_registration_is_mirrored() {
+        let dir = TempDir::new("dialect");
+        let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+        let old = Contact::registered(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), None);
+        store.insert(&name("oldphone"), old);
+        store.insert(&name("alice"), contact(1, 5001));
+        assert_eq!(store.find(&name("oldphone")), Some(old));
+        store.commit();
+        assert_eq!(
+            dialects(&dir.db()),
+            [
+                ("alice".into(), "parlo".into()),
+                ("oldphone".into(), "original".into())
+            ]
+        );
+        // The same connection registering again with a port is a Parlo phone after all.
+        store.insert(&name("oldphone"), contact(3, 5001));
+        store.commit();
+        assert_eq!(dialects(&dir.db())[1], ("oldphone".into(), "parlo".into()));
+        store.reopen().expect("reopen");
+        assert_eq!(dialects(&dir.db()).len(), 2, "rewritten with dialects");
+    }
+
+    #[test]
+    fn an_earlier_versions_table_is_made_again_with_the_dialect() {
+        let dir = TempDir::new("upgrade");
+        {
+            let db = Connection::open(dir.db()).expect("create");
+            db.execute_batch(
+                "CREATE TABLE presence (name TEXT NOT NULL PRIMARY KEY, ip TEXT NOT NULL,
+                     port INTEGER NOT NULL, since INTEGER NOT NULL) WITHOUT ROWID;
+                 INSERT INTO presence VALUES ('ghost', '127.0.0.9', 5001, 0);",
+            )
+            .expect("an earlier version's table");
+        }
+        let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+        store.insert(&name("alice"), contact(1, 5001));
+        store.commit();
+        assert_eq!(store.failures(), 0);
+        assert_eq!(dialects(&dir.db()), [("alice".into(), "parlo".into())]);
     }
 
     #[test]

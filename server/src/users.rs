@@ -18,6 +18,8 @@ struct User {
     name: String,
     ip: String,
     port: u16,
+    /// `parlo` or `original`.
+    dialect: String,
     /// `YYYY-MM-DD HH:MM:SS`, UTC.
     since: String,
 }
@@ -30,7 +32,8 @@ fn read(db: &Connection, path: &Path) -> Result<Vec<User>, Error> {
     };
     let mut stmt = db
         .prepare_cached(
-            "SELECT name, ip, port, strftime('%Y-%m-%d %H:%M:%S', since, 'unixepoch')
+            "SELECT name, ip, port, dialect,
+                    strftime('%Y-%m-%d %H:%M:%S', since, 'unixepoch')
              FROM presence ORDER BY name",
         )
         .map_err(failed)?;
@@ -42,7 +45,8 @@ fn read(db: &Connection, path: &Path) -> Result<Vec<User>, Error> {
                 name: text(row.get(0)?),
                 ip: text(row.get(1)?),
                 port: row.get(2)?,
-                since: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                dialect: row.get(3)?,
+                since: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
             })
         })
         .map_err(failed)?;
@@ -56,14 +60,15 @@ fn render(users: &[User]) -> String {
     };
     let name_w = width("NAME", &|u| u.name.chars().count());
     let ip_w = width("IP", &|u| u.ip.len());
+    let dialect_w = width("DIALECT", &|u| u.dialect.len());
     let mut text = format!(
-        "{:name_w$}  {:ip_w$}  {:>5}  SINCE (UTC)\n",
-        "NAME", "IP", "PORT"
+        "{:name_w$}  {:ip_w$}  {:>5}  {:dialect_w$}  SINCE (UTC)\n",
+        "NAME", "IP", "PORT", "DIALECT"
     );
     for u in users {
         text.push_str(&format!(
-            "{:name_w$}  {:ip_w$}  {:>5}  {}\n",
-            u.name, u.ip, u.port, u.since
+            "{:name_w$}  {:ip_w$}  {:>5}  {:dialect_w$}  {}\n",
+            u.name, u.ip, u.port, u.dialect, u.since
         ));
     }
     text.push_str(&match users.len() {
@@ -147,26 +152,31 @@ mod tests {
                 name: "alice".into(),
                 ip: "192.168.1.20".into(),
                 port: 5001,
+                dialect: "parlo".into(),
                 since: "2026-11-25 19:40:01".into(),
             },
             User {
                 name: "door-phone-kitchen".into(),
                 ip: "10.0.0.3".into(),
-                port: 6000,
+                port: 5001,
+                dialect: "original".into(),
                 since: "2026-11-25 19:41:00".into(),
             },
         ];
         assert_eq!(
             render(&users),
-            "NAME                IP             PORT  SINCE (UTC)\n\
-             alice               192.168.1.20   5001  2026-11-25 19:40:01\n\
-             door-phone-kitchen  10.0.0.3       6000  2026-11-25 19:41:00\n\
+            "NAME                IP             PORT  DIALECT   SINCE (UTC)\n\
+             alice               192.168.1.20   5001  parlo     2026-11-25 19:40:01\n\
+             door-phone-kitchen  10.0.0.3       5001  original  2026-11-25 19:41:00\n\
              2 online\n"
         );
     }
 
     #[test]
     fn empty_table() {
-        assert_eq!(render(&[]), "NAME  IP   PORT  SINCE (UTC)\nnobody online\n");
+        assert_eq!(
+            render(&[]),
+            "NAME  IP   PORT  DIALECT  SINCE (UTC)\nnobody online\n"
+        );
     }
 }

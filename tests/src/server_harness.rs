@@ -434,11 +434,213 @@ impl OriginalClient {
 
     /// `json.dumps({"command": command, "name": name})`, sent, then one `recv(1024)`.
     pub fn request(&mut self, command: &str, name: &str) -> String {
-        let request = format!("{{\"command\": \"{command}\", \"name\": \"{name}\"}}");
+        self.send(&format!(
+            "{{\"command\": \"{command}\", \"name\": \"{name}\"}}"
+        ))
+    }
+
+    /// `request` sent as it is, then one `recv(1024)` (empty when the server closed).
+    pub fn send(&mut self, request: &str) -> String {
         let sent = self.stream.write(request.as_bytes()).expect("send");
         assert_eq!(sent, request.len(), "one send carries the whole request");
         let mut buf = [0u8; 1024];
         let n = self.stream.read(&mut buf).expect("recv(1024)");
         String::from_utf8(buf[..n].to_vec()).expect("responses are UTF-8")
+    }
+}
+
+/// A directory server that behaves as the original project's does: a thread per client,
+/// one `recv(1024)` per request parsed with `json.loads`, the request's `"name"` read
+/// before its command, answers written by `json.dumps` (Python's spacing, no newline),
+/// and a table of the names registered.
+///
+/// What breaks the original breaks this one the same way, and it is recorded in its
+/// [`OriginalLog`]: two requests in one read (`json.loads` fails on the extra data) and a
+/// request without `"name"` (`PING`, `LIST`) make the handler fail, which drops the
+/// connection and leaves its registration behind, so that every later REG of that name is
+/// refused. A connection that ends normally frees its name.
+///
+/// Each answer waits `delay`; a request that arrives meanwhile, before the answer to the
+/// one before it was sent, is recorded as an overlap: a client that does not wait for
+/// its answers is seen even when the kernel delivers its requests in separate reads.
+#[derive(Debug)]
+pub struct OriginalServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shared: Arc<OriginalShared>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What an [`OriginalServer`] saw.
+#[derive(Debug, Default, Clone)]
+pub struct OriginalLog {
+    /// Every read of every connection, as text, in the order they came.
+    pub reads: Vec<String>,
+    /// Why a handler failed (the original's traceback, in short), one per failure.
+    pub failures: Vec<String>,
+    /// Requests that arrived while the one before them was still unanswered.
+    pub overlaps: Vec<String>,
+}
+
+impl OriginalLog {
+    /// The `"command"` of every read that parsed, in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.reads
+            .iter()
+            .filter_map(|read| serde_json::from_str::<serde_json::Value>(read).ok())
+            .filter_map(|request| request.get("command")?.as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+#[derive(Debug, Default)]
+struct OriginalShared {
+    names: Mutex<std::collections::BTreeMap<String, std::net::IpAddr>>,
+    log: Mutex<OriginalLog>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl OriginalServer {
+    /// Starts one on a fresh loopback address; each answer waits `delay`.
+    pub fn start(delay: Duration) -> OriginalServer {
+        let listener = std::net::TcpListener::bind((loopback(), 0)).expect("a loopback port");
+        let addr = listener.local_addr().expect("bound");
+        listener
+            .set_nonblocking(true)
+            .expect("a listener can be non-blocking");
+        let shared = Arc::new(OriginalShared::default());
+        let acceptor = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let mut handlers = Vec::new();
+                while !shared.stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let shared = Arc::clone(&shared);
+                            handlers.push(std::thread::spawn(move || {
+                                original_handler(&stream, &shared, delay);
+                            }));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+                for handler in handlers {
+                    let _ = handler.join();
+                }
+            })
+        };
+        OriginalServer {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// What it saw so far.
+    pub fn log(&self) -> OriginalLog {
+        self.shared
+            .log
+            .lock()
+            .map(|log| log.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether `name` is in its table (registered, or left behind by a failed handler).
+    pub fn is_registered(&self, name: &str) -> bool {
+        self.shared
+            .names
+            .lock()
+            .is_ok_and(|names| names.contains_key(name))
+    }
+}
+
+impl Drop for OriginalServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// One client's thread of an [`OriginalServer`].
+fn original_handler(stream: &TcpStream, shared: &OriginalShared, delay: Duration) {
+    let note = |what: fn(&mut OriginalLog) -> &mut Vec<String>, text: String| {
+        if let Ok(mut log) = shared.log.lock() {
+            what(&mut log).push(text);
+        }
+    };
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
+    // Short read timeouts, so that the thread notices when the server stops.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut registered = None;
+    let mut buf = [0u8; 1024];
+    while !shared.stop.load(Ordering::Relaxed) {
+        let n = match (&*stream).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => break,
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        note(|log| &mut log.reads, text.clone());
+        // data = json.loads(conn.recv(1024)); name = data["name"]
+        let request: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(request) => request,
+            Err(e) => return note(|log| &mut log.failures, format!("json.loads: {e}: {text}")),
+        };
+        let Some(name) = request.get("name").and_then(|n| n.as_str()) else {
+            return note(|log| &mut log.failures, format!("KeyError: 'name': {text}"));
+        };
+        std::thread::sleep(delay);
+        let mut next = [0u8; 1];
+        let waiting =
+            stream.set_nonblocking(true).is_ok() && stream.peek(&mut next).is_ok_and(|n| n > 0);
+        let _ = stream.set_nonblocking(false);
+        if waiting {
+            note(|log| &mut log.overlaps, text.clone());
+        }
+        let command = request.get("command").and_then(|c| c.as_str());
+        let answer = {
+            let Ok(mut names) = shared.names.lock() else {
+                return;
+            };
+            match command {
+                Some("REG") if names.contains_key(name) => {
+                    r#"{"ack": "Error Registering"}"#.to_owned()
+                }
+                Some("REG") => {
+                    names.insert(name.to_owned(), peer.ip());
+                    registered = Some(name.to_owned());
+                    r#"{"ack": "Registered successfully"}"#.to_owned()
+                }
+                Some("GET") => match names.get(name) {
+                    Some(ip) => format!(r#"{{"ip": "{ip}"}}"#),
+                    None => r#"{"ip": "None"}"#.to_owned(),
+                },
+                Some("DISCONNECT") => {
+                    names.remove(name);
+                    registered = None;
+                    r#"{"ack": "Disconnected"}"#.to_owned()
+                }
+                _ => r#"{"ack": "Error"}"#.to_owned(),
+            }
+        };
+        if (&*stream).write_all(answer.as_bytes()).is_err() {
+            break;
+        }
+    }
+    // The connection ended normally: its name is freed.
+    if let (Some(name), Ok(mut names)) = (registered, shared.names.lock()) {
+        names.remove(&name);
     }
 }

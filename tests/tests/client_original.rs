@@ -1,7 +1,8 @@
 //! parlo-client end to end with a phone of the original project, emulated as its report
 //! describes it (bare `START <name>`, `ACCEPT` ten times, raw little-endian PCM datagrams,
 //! several `CLOSE`, always port 5001). The Parlo phones here listen on port 5001 of their
-//! own address, as the original expects of its peers.
+//! own address, as the original expects of its peers. Last, a Parlo phone with the
+//! original project's directory server, emulated as its code behaves.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,9 @@ use parlo_tests::phone_harness::{
     Answer, ORIGINAL_PORT, OriginalPeer, Phone, SAMPLE_RATE, align, assert_in_order, read_wav,
     speechlike, write_wav,
 };
-use parlo_tests::server_harness::{Server, TempDir, loopback};
+use parlo_tests::server_harness::{
+    OriginalClient, OriginalServer, Server, TempDir, eventually, loopback,
+};
 
 /// A Parlo phone on port 5001 of its own address, its audio from and to WAV files.
 fn parlo_phone(
@@ -285,4 +288,104 @@ fn an_original_phone_that_misses_the_hangup_is_told_close_again_while_it_streams
         );
     }
     assert_eq!(bob.quit().code(), Some(0), "{}", bob.transcript());
+}
+
+/// The requests `log` saw, as commands, failing the test on anything the original server
+/// cannot take.
+fn original_server_survived(server: &OriginalServer) -> Vec<String> {
+    let log = server.log();
+    assert!(log.failures.is_empty(), "the handler failed: {log:?}");
+    assert!(
+        log.overlaps.is_empty(),
+        "a request came before the previous answer: {log:?}"
+    );
+    assert_eq!(
+        log.commands().len(),
+        log.reads.len(),
+        "one request per read: {log:?}"
+    );
+    log.commands()
+}
+
+#[test]
+fn a_parlo_phone_sends_an_original_server_one_request_at_a_time_and_no_list() {
+    // Answers take 300 ms: long enough for a phone that does not wait to be seen.
+    let server = OriginalServer::start(Duration::from_millis(300));
+    let mut alice = Phone::builder("alice").server_addr(server.addr).start();
+    alice.expect_event("registered");
+    // The phone knows LIST would break the server's handler: it says so and sends nothing.
+    let refused = alice.ask("list", "error");
+    assert!(
+        refused
+            .reason()
+            .is_some_and(|r| r.contains("does not support listing")),
+        "{refused}"
+    );
+    // Two lookups at once: a call given up before its answer, and the next call.
+    alice.send("call bob");
+    alice.send("hangup");
+    alice.send("call carol");
+    loop {
+        let ended = alice.expect_event("ended");
+        if ended.peer() == Some("carol") {
+            assert_eq!(ended.reason().as_deref(), Some("unknown-user"), "{ended}");
+            break;
+        }
+    }
+    assert_eq!(original_server_survived(&server), ["REG", "GET", "GET"]);
+    assert_eq!(alice.quit().code(), Some(0), "{}", alice.transcript());
+    assert_eq!(
+        original_server_survived(&server),
+        ["REG", "GET", "GET", "DISCONNECT"]
+    );
+    // Nothing of alice's is left behind to refuse her next registration.
+    eventually("alice's name is free", || !server.is_registered("alice"));
+}
+
+#[test]
+fn the_emulated_original_server_fails_as_the_original_does() {
+    // The control run of the test above: what it watches for does break this server.
+    let server = OriginalServer::start(Duration::ZERO);
+    let connect = || {
+        let stream = std::net::TcpStream::connect(server.addr).expect("it accepts");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream
+    };
+    let mut first = OriginalClient::new(connect());
+    assert_eq!(
+        first.request("REG", "alice"),
+        r#"{"ack": "Registered successfully"}"#
+    );
+    // A PING has no "name": the handler fails, the connection ends, the name stays.
+    assert_eq!(
+        first.send(r#"{"command": "PING"}"#),
+        "",
+        "a closed connection"
+    );
+    assert_eq!(server.log().failures.len(), 1);
+    let mut again = OriginalClient::new(connect());
+    assert_eq!(
+        again.request("REG", "alice"),
+        r#"{"ack": "Error Registering"}"#
+    );
+    // Two requests in one read fail it too.
+    let mut both = OriginalClient::new(connect());
+    assert_eq!(
+        both.send(r#"{"command": "GET", "name": "a"}{"command": "GET", "name": "b"}"#),
+        ""
+    );
+    assert_eq!(server.log().failures.len(), 2);
+    // And a request sent before the previous answer is seen.
+    let slow = OriginalServer::start(Duration::from_millis(200));
+    let mut eager = std::net::TcpStream::connect(slow.addr).expect("it accepts");
+    for request in [
+        &br#"{"command": "GET", "name": "a"}"#[..],
+        br#"{"command": "GET", "name": "b"}"#,
+    ] {
+        std::io::Write::write_all(&mut eager, request).expect("send");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eventually("an overlap", || !slow.log().overlaps.is_empty());
 }

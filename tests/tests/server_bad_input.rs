@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parlo_tests::server_harness::{LineClient, OriginalClient, Server, eventually};
 
-const REGISTERED: &str = "{\"ack\":\"Registered successfully\"}";
+const REGISTERED: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}";
 const PONG: &str = "{\"ack\":\"PONG\"}";
 const NOT_FOUND: &str = "{\"ip\":\"None\"}";
 

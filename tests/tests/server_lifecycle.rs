@@ -9,7 +9,7 @@ use parlo_tests::server_harness::{
     signal, wait_exit,
 };
 
-const REGISTERED: &str = "{\"ack\":\"Registered successfully\"}";
+const REGISTERED: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}";
 
 fn register(server: &Server, name: &str) -> LineClient {
     let mut client = LineClient::new(server.connect());

@@ -10,7 +10,7 @@ use parlo_tests::server_harness::{
 };
 use socket2::{Domain, Socket, Type};
 
-const REGISTERED: &str = "{\"ack\":\"Registered successfully\"}\n";
+const REGISTERED: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}\n";
 const DISCONNECTED: &str = "{\"ack\":\"Disconnected\"}\n";
 const NOT_FOUND: &str = "{\"ip\":\"None\"}\n";
 
@@ -38,9 +38,10 @@ fn original_client_registers_looks_up_and_disconnects() {
     let mut bob = OriginalClient::new(server.connect());
     assert_eq!(alice.request("REG", "alice"), REGISTERED);
     assert_eq!(bob.request("REG", "bob"), REGISTERED);
+    // Registered without a port: a phone of the original project.
     assert_eq!(
         bob.request("GET", "alice"),
-        "{\"ip\":\"127.0.0.1\",\"port\":5001}\n"
+        "{\"ip\":\"127.0.0.1\",\"port\":5001,\"dialect\":\"original\"}\n"
     );
     assert_eq!(bob.request("GET", "carol"), NOT_FOUND);
     assert_eq!(alice.request("DISCONNECT", "alice"), DISCONNECTED);
@@ -62,13 +63,19 @@ fn newline_json_client_pipelined_and_split_requests() {
     );
     assert_eq!(client.line(), REGISTERED.trim_end());
     assert_eq!(client.line(), "{\"ack\":\"PONG\"}");
-    assert_eq!(client.line(), "{\"ip\":\"127.0.0.1\",\"port\":6000}");
+    assert_eq!(
+        client.line(),
+        "{\"ip\":\"127.0.0.1\",\"port\":6000,\"dialect\":\"parlo\"}"
+    );
     // One request in three writes, with pauses long enough to be separate segments.
     for part in [&b"{\"comm"[..], b"and\":\"GET\",\"na", b"me\":\"n1\"}\n"] {
         client.send_raw(part);
         std::thread::sleep(Duration::from_millis(30));
     }
-    assert_eq!(client.line(), "{\"ip\":\"127.0.0.1\",\"port\":6000}");
+    assert_eq!(
+        client.line(),
+        "{\"ip\":\"127.0.0.1\",\"port\":6000,\"dialect\":\"parlo\"}"
+    );
     // Bare objects back to back, no separator at all, in one write.
     client.send_raw(b"{\"command\":\"PING\"}{\"command\":\"GET\",\"name\":\"zz\"}");
     assert_eq!(client.line(), "{\"ack\":\"PONG\"}");
@@ -86,8 +93,40 @@ fn registered_ip_is_the_peer_address() {
     );
     assert_eq!(
         lookup(&server, "door"),
-        format!("{{\"ip\":\"{phone_ip}\",\"port\":7070}}")
+        format!("{{\"ip\":\"{phone_ip}\",\"port\":7070,\"dialect\":\"parlo\"}}")
     );
+}
+
+#[test]
+fn get_tells_an_original_phone_from_a_parlo_phone() {
+    let server = Server::start(&[]);
+    let (old_ip, parlo_ip) = (loopback(), loopback());
+    let mut old = OriginalClient::new(connect_from(&server, old_ip));
+    let mut parlo = LineClient::new(connect_from(&server, parlo_ip));
+    assert_eq!(old.request("REG", "oldphone"), REGISTERED);
+    assert_eq!(
+        parlo.ask(r#"{"command":"REG","name":"door","port":5001}"#),
+        REGISTERED.trim_end()
+    );
+    // The original's own lookup, with its json.dumps spacing and one recv(1024): the
+    // extra field is one json.loads ignores.
+    assert_eq!(
+        old.request("GET", "door"),
+        format!("{{\"ip\":\"{parlo_ip}\",\"port\":5001,\"dialect\":\"parlo\"}}\n")
+    );
+    assert_eq!(
+        lookup(&server, "oldphone"),
+        format!("{{\"ip\":\"{old_ip}\",\"port\":5001,\"dialect\":\"original\"}}")
+    );
+    eventually("the database mirrors both dialects", || {
+        let table = server.users();
+        table
+            .lines()
+            .any(|l| l.starts_with("oldphone") && l.contains(" original "))
+            && table
+                .lines()
+                .any(|l| l.starts_with("door") && l.contains(" parlo "))
+    });
 }
 
 #[test]

@@ -1,16 +1,23 @@
 //! The directory protocol: requests, responses, and the rules that decide between them.
 //!
 //! A phone keeps one TCP connection to the directory server, registers its name on it, and
-//! looks other names up (DESIGN.md §3). The wire format is the original project's: one JSON
-//! object per request, one JSON object per response.
+//! looks other names up (docs/protocol.md, section 2). The wire format is the original
+//! project's: one JSON object per request, one JSON object per response.
 //!
 //! | request | responses |
 //! | --- | --- |
-//! | `{"command":"REG","name":N}` (+ `"port":P`, default 5001) | `{"ack":"Registered successfully"}` · `{"ack":"Error Registering","reason":..}` · `{"ack":"Error","reason":..}` |
-//! | `{"command":"GET","name":N}` | `{"ip":"A.B.C.D","port":P}` · `{"ip":"None"}` |
+//! | `{"command":"REG","name":N}` (+ `"port":P`, default 5001) | `{"ack":"Registered successfully","server":"parlo"}` · `{"ack":"Error Registering","reason":..}` · `{"ack":"Error","reason":..}` |
+//! | `{"command":"GET","name":N}` | `{"ip":"A.B.C.D","port":P,"dialect":D}` · `{"ip":"None"}` |
 //! | `{"command":"DISCONNECT","name":N}` | `{"ack":"Disconnected"}` · `{"ack":"Error","reason":..}` |
 //! | `{"command":"LIST"}` (+ `"offset":K`) | `{"users":[N,..],"more":bool}` |
 //! | `{"command":"PING"}` | `{"ack":"PONG"}` |
+//!
+//! Parlo's additions to the original's answers are fields its `json.loads` ignores:
+//! `"server":"parlo"` says the server is Parlo's (so a phone may send it `PING` and `LIST`,
+//! which the original server does not survive), and a GET answer's `"dialect"` says which
+//! peer protocol the name's phone speaks: `"parlo"` when its REG carried a `"port"` (Parlo
+//! phones always send one), `"original"` when it had none (a phone of the original
+//! project).
 //!
 //! Who calls what, in order, for each connection (the server is the shell around this):
 //! 1. [`crate::framing::FrameBuffer`] cuts the stream into frames;
@@ -20,12 +27,16 @@
 //! 4. [`Response::encode`] writes the response bytes, at most [`MAX_RESPONSE`];
 //! 5. when the connection ends for any reason, [`Session::handle_close`] removes its name.
 //!
+//! The phone's side is [`client::Client`], the sans-IO directory client: it encodes
+//! [`Request`]s, parses each response into a [`Reply`] and keeps the connection's rules.
+//!
 //! The rules live here and nowhere else: one registration per connection; a name belongs
 //! to the connection that registered it until that connection says DISCONNECT or ends; a
 //! name is 1–32 bytes of printable UTF-8 (no whitespace, control or invisible
 //! formatting character, so two names never look alike by an invisible difference); LIST answers in
-//! pages that fit one response. Nothing here reads a clock, a socket or allocates, and no
-//! input can make it panic (the parser has a fuzz target).
+//! pages that fit one response. Nothing here reads a clock or a socket, the codecs and the
+//! server's rules do not allocate, and no input can make any of it panic (the request
+//! parser has a fuzz target, the reply parser property tests).
 
 use core::fmt;
 use core::net::IpAddr;
@@ -35,7 +46,9 @@ use serde::de::{Deserializer, Visitor};
 
 use crate::framing::MAX_REQUEST;
 
-pub use parlo_fsm::{Escaped, MAX_NAME_LEN, Name, NameError};
+pub mod client;
+
+pub use parlo_fsm::{Dialect, Escaped, MAX_NAME_LEN, Name, NameError};
 
 /// The UDP port a phone listens on when its REG does not say (the original's fixed port).
 pub const DEFAULT_PEER_PORT: u16 = 5001;
@@ -106,20 +119,41 @@ impl fmt::Display for RequestError {
 impl core::error::Error for RequestError {}
 
 /// Where a registered phone can be reached: the address its TCP connection comes from and
-/// the UDP port it announced.
+/// the UDP port it announced, and which peer protocol it speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Contact {
     /// The connection's peer address as the server sees it.
     pub ip: IpAddr,
     /// The phone's UDP port for calls.
     pub port: u16,
+    /// The phone's dialect: [`Dialect::Parlo`] when its REG carried a `"port"`,
+    /// [`Dialect::Original`] when it had none. `None` when the server did not say (an
+    /// original server's GET answer); a Parlo server always knows.
+    pub dialect: Option<Dialect>,
+}
+
+impl Contact {
+    /// What a REG says about its phone: a REG with a `"port"` comes from a Parlo phone
+    /// (they always send one), a REG without from a phone of the original project, which
+    /// listens on [`DEFAULT_PEER_PORT`].
+    pub fn registered(ip: IpAddr, port: Option<u16>) -> Contact {
+        Contact {
+            ip,
+            port: port.unwrap_or(DEFAULT_PEER_PORT),
+            dialect: Some(match port {
+                Some(_) => Dialect::Parlo,
+                None => Dialect::Original,
+            }),
+        }
+    }
 }
 
 /// One request, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Register `name` for this connection, reachable on UDP `port`.
-    Reg { name: Name, port: u16 },
+    /// Register `name` for this connection, reachable on UDP `port`; `None` when the REG
+    /// has no `"port"` (an original phone, on [`DEFAULT_PEER_PORT`]).
+    Reg { name: Name, port: Option<u16> },
     /// Where is `name`?
     Get { name: Name },
     /// Remove this connection's registration of `name`.
@@ -133,7 +167,9 @@ pub enum Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Reg { name, port } => write!(f, "REG {name:?} port {port}"),
+            Request::Reg { name, port } => {
+                write!(f, "REG {name:?} port {}", port.unwrap_or(DEFAULT_PEER_PORT))
+            }
             Request::Get { name } => write!(f, "GET {name:?}"),
             Request::Disconnect { name } => write!(f, "DISCONNECT {name:?}"),
             Request::List { offset } => write!(f, "LIST from {offset}"),
@@ -217,9 +253,9 @@ impl Request {
         match command.whole() {
             Ok("REG") => {
                 let port = match wire.port {
-                    None => DEFAULT_PEER_PORT,
+                    None => None,
                     Some(port) => match u16::try_from(port) {
-                        Ok(port) if port != 0 => port,
+                        Ok(port) if port != 0 => Some(port),
                         _ => return Err(RequestError::BadPort(port)),
                     },
                 };
@@ -380,11 +416,11 @@ impl fmt::Display for Reason {
 /// One response. `'p` is the LIST page it may borrow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response<'p> {
-    /// `{"ack":"Registered successfully"}`
+    /// `{"ack":"Registered successfully","server":"parlo"}`
     Registered,
     /// `{"ack":"Error Registering","reason":..}`: another connection holds the name.
     NameTaken(Name),
-    /// `{"ip":"A.B.C.D","port":P}`
+    /// `{"ip":"A.B.C.D","port":P,"dialect":D}` (no `"dialect"` when the contact has none)
     Found(Contact),
     /// `{"ip":"None"}`
     NotFound,
@@ -403,7 +439,13 @@ impl fmt::Display for Response<'_> {
         match self {
             Response::Registered => f.write_str("registered"),
             Response::NameTaken(name) => write!(f, "refused: {name:?} is taken"),
-            Response::Found(contact) => write!(f, "found at {}:{}", contact.ip, contact.port),
+            Response::Found(contact) => {
+                write!(f, "found at {}:{}", contact.ip, contact.port)?;
+                match contact.dialect {
+                    Some(dialect) => write!(f, " ({})", dialect.name()),
+                    None => Ok(()),
+                }
+            }
             Response::NotFound => f.write_str("not found"),
             Response::Disconnected => f.write_str("disconnected"),
             Response::Users { names, more } => {
@@ -443,7 +485,8 @@ impl Response<'_> {
 
     fn write(&self, w: &mut Out<'_>) -> Result<(), BufferTooSmall> {
         match self {
-            Response::Registered => w.raw(r#"{"ack":"Registered successfully"}"#),
+            // The original's answer, and the field that says this server is Parlo's.
+            Response::Registered => w.raw(r#"{"ack":"Registered successfully","server":"parlo"}"#),
             Response::NameTaken(name) => {
                 w.raw(r#"{"ack":"Error Registering","reason":""#)?;
                 w.escaped(format_args!("\"{name}\" is already registered"))?;
@@ -455,7 +498,11 @@ impl Response<'_> {
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(contact.ip, IpAddr::V4),
                     v4 => v4,
                 };
-                w.fmt(format_args!(r#"{{"ip":"{ip}","port":{}}}"#, contact.port))
+                w.fmt(format_args!(r#"{{"ip":"{ip}","port":{}"#, contact.port))?;
+                if let Some(dialect) = contact.dialect {
+                    w.fmt(format_args!(r#","dialect":"{}""#, dialect.name()))?;
+                }
+                w.raw("}")
             }
             Response::NotFound => w.raw(r#"{"ip":"None"}"#),
             Response::Disconnected => w.raw(r#"{"ack":"Disconnected"}"#),
@@ -612,7 +659,7 @@ impl Session {
     ) -> Response<'p> {
         match request {
             Request::Reg { name, port } => {
-                let contact = Contact { ip: peer, port };
+                let contact = Contact::registered(peer, port);
                 match &self.registered {
                     Some(mine) if *mine == name => {
                         registry.insert(&name, contact);
@@ -743,7 +790,7 @@ mod tests {
                 parse(r#"{"command": "REG", "name": "alice"}"#),
                 Ok(Request::Reg {
                     name: name("alice"),
-                    port: DEFAULT_PEER_PORT
+                    port: None
                 })
             );
             assert_eq!(
@@ -764,7 +811,7 @@ mod tests {
                 parse(r#"{"command":"REG","name":"door","port":6000}"#),
                 Ok(Request::Reg {
                     name: name("door"),
-                    port: 6000
+                    port: Some(6000)
                 })
             );
             assert_eq!(
@@ -823,7 +870,7 @@ mod tests {
             let reg = |escaped: &str| parse(&format!(r#"{{"command":"REG","name":"{escaped}"}}"#));
             let want = Ok(Request::Reg {
                 name: name("\u{1F600}x"),
-                port: DEFAULT_PEER_PORT,
+                port: None,
             });
             assert_eq!(reg(r"\ud83d\ude00x"), want);
             assert_eq!(reg(r"\uD83D\uDE00x"), want);
@@ -847,7 +894,7 @@ mod tests {
                 parse(r#"{"command":"REG","name":"x\"OR\"1\"<>\"1"}"#),
                 Ok(Request::Reg {
                     name: name(r#"x"OR"1"<>"1"#),
-                    port: DEFAULT_PEER_PORT
+                    port: None
                 })
             );
         }
@@ -931,7 +978,7 @@ mod tests {
                 reg("65535"),
                 Ok(Request::Reg {
                     name: name("a"),
-                    port: 65535
+                    port: Some(65535)
                 })
             );
             assert!(matches!(reg("50.5"), Err(RequestError::Malformed(_))));
@@ -989,9 +1036,11 @@ mod tests {
 
         #[test]
         fn the_original_acks_exactly() {
+            // The original's ack, with the field that says the server is Parlo's (the
+            // original client's json.loads ignores it).
             assert_eq!(
                 encoded(&Response::Registered),
-                "{\"ack\":\"Registered successfully\"}\n"
+                "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}\n"
             );
             assert_eq!(
                 encoded(&Response::Disconnected),
@@ -1006,14 +1055,44 @@ mod tests {
         }
 
         #[test]
-        fn found_gives_ip_and_port() {
-            let contact = Contact {
-                ip: ip(7),
-                port: 5001,
+        fn found_gives_ip_port_and_dialect() {
+            let parlo = Contact::registered(ip(7), Some(6000));
+            assert_eq!(
+                encoded(&Response::Found(parlo)),
+                "{\"ip\":\"127.0.0.7\",\"port\":6000,\"dialect\":\"parlo\"}\n"
+            );
+            let original = Contact::registered(ip(8), None);
+            assert_eq!(
+                encoded(&Response::Found(original)),
+                "{\"ip\":\"127.0.0.8\",\"port\":5001,\"dialect\":\"original\"}\n"
+            );
+            let unknown = Contact {
+                dialect: None,
+                ..parlo
             };
             assert_eq!(
-                encoded(&Response::Found(contact)),
-                "{\"ip\":\"127.0.0.7\",\"port\":5001}\n"
+                encoded(&Response::Found(unknown)),
+                "{\"ip\":\"127.0.0.7\",\"port\":6000}\n"
+            );
+        }
+
+        #[test]
+        fn a_reg_with_a_port_is_a_parlo_phone_without_one_an_original() {
+            assert_eq!(
+                Contact::registered(ip(1), Some(5001)),
+                Contact {
+                    ip: ip(1),
+                    port: 5001,
+                    dialect: Some(Dialect::Parlo)
+                }
+            );
+            assert_eq!(
+                Contact::registered(ip(1), None),
+                Contact {
+                    ip: ip(1),
+                    port: DEFAULT_PEER_PORT,
+                    dialect: Some(Dialect::Original)
+                }
             );
         }
 
@@ -1022,18 +1101,12 @@ mod tests {
             let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("valid literal");
             let native: IpAddr = "2001:db8::1".parse().expect("valid literal");
             assert_eq!(
-                encoded(&Response::Found(Contact {
-                    ip: mapped,
-                    port: 1
-                })),
-                "{\"ip\":\"10.1.2.3\",\"port\":1}\n"
+                encoded(&Response::Found(Contact::registered(mapped, Some(1)))),
+                "{\"ip\":\"10.1.2.3\",\"port\":1,\"dialect\":\"parlo\"}\n"
             );
             assert_eq!(
-                encoded(&Response::Found(Contact {
-                    ip: native,
-                    port: 1
-                })),
-                "{\"ip\":\"2001:db8::1\",\"port\":1}\n"
+                encoded(&Response::Found(Contact::registered(native, Some(1)))),
+                "{\"ip\":\"2001:db8::1\",\"port\":1,\"dialect\":\"parlo\"}\n"
             );
         }
 
@@ -1111,7 +1184,7 @@ mod tests {
         use super::*;
 
         const REG_ALICE: &str = r#"{"command": "REG", "name": "alice"}"#;
-        const OK: &str = "{\"ack\":\"Registered successfully\"}\n";
+        const OK: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}\n";
 
         fn registered_alice() -> (Session, MapRegistry) {
             let mut session = Session::new();
@@ -1132,7 +1205,7 @@ mod tests {
                     2,
                     r#"{"command":"GET","name":"alice"}"#
                 ),
-                "{\"ip\":\"127.0.0.1\",\"port\":5001}\n"
+                "{\"ip\":\"127.0.0.1\",\"port\":5001,\"dialect\":\"original\"}\n"
             );
             assert_eq!(
                 exchange(
@@ -1163,6 +1236,29 @@ mod tests {
             let again = r#"{"command":"REG","name":"alice","port":7000}"#;
             assert_eq!(exchange(&mut session, &mut registry, 1, again), OK);
             assert_eq!(registry.find(&name("alice")).map(|c| c.port), Some(7000));
+            assert_eq!(
+                registry.find(&name("alice")).and_then(|c| c.dialect),
+                Some(Dialect::Parlo)
+            );
+        }
+
+        #[test]
+        fn get_says_whether_the_reg_carried_a_port() {
+            let mut registry = MapRegistry::default();
+            let (mut parlo, mut original, mut asker) =
+                (Session::new(), Session::new(), Session::new());
+            let reg_door = r#"{"command":"REG","name":"door","port":5001}"#;
+            assert_eq!(exchange(&mut parlo, &mut registry, 3, reg_door), OK);
+            assert_eq!(exchange(&mut original, &mut registry, 4, REG_ALICE), OK);
+            let get = |who: &str| format!(r#"{{"command":"GET","name":"{who}"}}"#);
+            assert_eq!(
+                exchange(&mut asker, &mut registry, 5, &get("door")),
+                "{\"ip\":\"127.0.0.3\",\"port\":5001,\"dialect\":\"parlo\"}\n"
+            );
+            assert_eq!(
+                exchange(&mut asker, &mut registry, 5, &get("alice")),
+                "{\"ip\":\"127.0.0.4\",\"port\":5001,\"dialect\":\"original\"}\n"
+            );
         }
 
         #[test]
@@ -1272,7 +1368,7 @@ mod tests {
             for i in 0..70 {
                 registry.insert(
                     &name(&format!("user{i:03}")),
-                    Contact { ip: ip(1), port: 1 },
+                    Contact::registered(ip(1), Some(1)),
                 );
             }
             let mut session = Session::new();
@@ -1305,7 +1401,7 @@ mod tests {
             for i in 0..40u8 {
                 let mut n = "\\".repeat(30);
                 n.push_str(&format!("{i:02}"));
-                registry.insert(&name(&n), Contact { ip: ip(1), port: 1 });
+                registry.insert(&name(&n), Contact::registered(ip(1), Some(1)));
             }
             let mut page = Page::new();
             let response = Session::new().handle_request(
@@ -1339,7 +1435,8 @@ impl Request {
     /// Writes the request as a phone sends it: one compact JSON object and a `\n`.
     /// Returns the length; a buffer of [`MAX_ENCODED_REQUEST`] bytes always suffices.
     ///
-    /// `{"command":"REG","name":N,"port":P}`, `{"command":"GET","name":N}`,
+    /// `{"command":"REG","name":N,"port":P}` (without `"port"` when it is `None`, as the
+    /// original client writes it), `{"command":"GET","name":N}`,
     /// `{"command":"DISCONNECT","name":N}`, `{"command":"LIST"}` (with `"offset":K` when
     /// K is not 0), `{"command":"PING"}`.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
@@ -1360,7 +1457,9 @@ impl Request {
             w.raw("\"")?;
         }
         match self {
-            Request::Reg { port, .. } => w.fmt(format_args!(r#","port":{port}"#))?,
+            Request::Reg {
+                port: Some(port), ..
+            } => w.fmt(format_args!(r#","port":{port}"#))?,
             Request::List { offset } if *offset > 0 => {
                 w.fmt(format_args!(r#","offset":{offset}"#))?;
             }
@@ -1371,8 +1470,78 @@ impl Request {
     }
 }
 
-/// Longest `"reason"` text a [`Reply`] keeps, in bytes; a longer one is cut.
+/// Longest `"reason"` text a [`Reply`] keeps, in bytes once escaped; a longer one is cut.
 pub const MAX_REASON_LEN: usize = 256;
+
+/// Text a server wrote (a `"reason"`), made safe to print: every control character (C0,
+/// DEL, C1), invisible or formatting character (the ones a [`Name`] may not hold) and
+/// white space other than the plain space is written as `\u{XXXX}` (its code point in hex),
+/// so that nothing the server says can move a terminal's cursor, change its colours, end a
+/// printed line or hide part of the text.
+///
+/// At most [`MAX_REASON_LEN`] bytes are kept, cut between two characters (or escapes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerText(heapless::String<MAX_REASON_LEN>);
+
+impl ServerText {
+    /// `text`, escaped (see the type's docs) and cut to fit.
+    pub fn new(text: &str) -> ServerText {
+        ServerText(escape_for_print(text))
+    }
+
+    /// The escaped text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Whether the server said nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for ServerText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether `c` prints as itself, harmlessly: the plain space, and what a name may hold
+/// (no control, invisible or formatting character, no other white space), `=` included.
+fn prints_as_itself(c: char) -> bool {
+    c == ' ' || c == '=' || parlo_fsm::is_name_char(c)
+}
+
+/// `text` with what does not print as itself escaped, cut to `N` bytes (see
+/// [`ServerText`]).
+fn escape_for_print<const N: usize>(text: &str) -> heapless::String<N> {
+    let mut out = heapless::String::<N>::new();
+    for c in text.chars() {
+        let pushed = if prints_as_itself(c) {
+            out.push(c).is_ok()
+        } else {
+            let mut escape = heapless::String::<12>::new();
+            // `\u{10FFFF}` is 10 bytes: it always fits the 12.
+            let _ = fmt::write(&mut escape, format_args!("\\u{{{:x}}}", c as u32));
+            out.push_str(&escape).is_ok()
+        };
+        if !pushed {
+            break;
+        }
+    }
+    out
+}
+
+/// What kind of server answered a REG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// It said `"server":"parlo"`: it takes `PING` and `LIST`, and requests sent back to
+    /// back.
+    Parlo,
+    /// It did not say it is Parlo's: taken for the original project's server, which fails
+    /// on a request without `"name"` (`PING`, `LIST`) and on two requests in one read.
+    Original,
+}
 
 /// A response as the phone reads it: what the server said to one request.
 ///
@@ -1383,15 +1552,18 @@ pub const MAX_REASON_LEN: usize = 256;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// `{"ack":"Registered successfully"}`
-    Registered,
+    /// `{"ack":"Registered successfully"}`, with `"server":"parlo"` from a Parlo server.
+    Registered {
+        /// Which kind of server said it.
+        server: ServerKind,
+    },
     /// `{"ack":"Error Registering"}`: the name is held by another live registration.
     NameTaken {
         /// The server's explanation, if it gave one.
-        reason: heapless::String<MAX_REASON_LEN>,
+        reason: ServerText,
     },
-    /// `{"ip":"A.B.C.D","port":P}`; an original server sends no port, which means
-    /// [`DEFAULT_PEER_PORT`].
+    /// `{"ip":"A.B.C.D","port":P,"dialect":D}`; an original server sends neither port
+    /// (which means [`DEFAULT_PEER_PORT`]) nor dialect (unknown: `None`).
     Found(Contact),
     /// `{"ip":"None"}`
     NotFound,
@@ -1409,8 +1581,25 @@ pub enum Reply {
     /// `{"ack":"Error","reason":..}`: the request was refused.
     Error {
         /// The server's explanation (empty when it gave none).
-        reason: heapless::String<MAX_REASON_LEN>,
+        reason: ServerText,
     },
+}
+
+impl Reply {
+    /// What kind of answer this is, in a few words (to say what came instead of what was
+    /// expected).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reply::Registered { .. } => "registered",
+            Reply::NameTaken { .. } => "name taken",
+            Reply::Found(_) => "an address",
+            Reply::NotFound => "not found",
+            Reply::Disconnected => "disconnected",
+            Reply::Users { .. } => "a list of names",
+            Reply::Pong => "PONG",
+            Reply::Error { .. } => "an error",
+        }
+    }
 }
 
 /// Why a response could not be understood.
@@ -1494,17 +1683,13 @@ struct WireReply {
     port: Option<i64>,
     users: Option<WireUsers>,
     more: Option<bool>,
+    server: Option<Text<16>>,
+    dialect: Option<Text<16>>,
 }
 
-/// The first bytes of `text`, cut at a character boundary.
+/// The first bytes of `text` a server sent, escaped to be printed (see [`ServerText`]).
 fn echo(text: &str) -> heapless::String<COMMAND_ECHO> {
-    let mut out = heapless::String::new();
-    for c in text.chars() {
-        if out.push(c).is_err() {
-            break;
-        }
-    }
-    out
+    escape_for_print(text)
 }
 
 impl Reply {
@@ -1514,15 +1699,20 @@ impl Reply {
         let mut unescaped = [0u8; MAX_RESPONSE];
         let (wire, _) = serde_json_core::from_slice_escaped::<WireReply>(bytes, &mut unescaped)
             .map_err(|e| ReplyError::Malformed(describe(&e)))?;
-        let reason = || -> heapless::String<MAX_REASON_LEN> {
+        let reason = || -> ServerText {
             wire.reason
                 .as_ref()
-                .map(|r| r.kept.clone())
+                .map(|r| ServerText::new(&r.kept))
                 .unwrap_or_default()
         };
         if let Some(ack) = &wire.ack {
             return match ack.kept.as_str() {
-                "Registered successfully" => Ok(Reply::Registered),
+                "Registered successfully" => Ok(Reply::Registered {
+                    server: match wire.server.as_ref().map(Text::whole) {
+                        Some(Ok("parlo")) => ServerKind::Parlo,
+                        _ => ServerKind::Original,
+                    },
+                }),
                 "Error Registering" => Ok(Reply::NameTaken { reason: reason() }),
                 "Disconnected" => Ok(Reply::Disconnected),
                 "PONG" => Ok(Reply::Pong),
@@ -1546,7 +1736,13 @@ impl Reply {
                     _ => return Err(ReplyError::BadPort(port)),
                 },
             };
-            return Ok(Reply::Found(Contact { ip, port }));
+            // A dialect this phone does not know is as good as none.
+            let dialect = match wire.dialect.as_ref().map(Text::whole) {
+                Some(Ok("parlo")) => Some(Dialect::Parlo),
+                Some(Ok("original")) => Some(Dialect::Original),
+                _ => None,
+            };
+            return Ok(Reply::Found(Contact { ip, port, dialect }));
         }
         if let Some(users) = &wire.users {
             if users.overflow {
@@ -1598,9 +1794,17 @@ mod client_side_tests {
         assert_eq!(
             encoded(&Request::Reg {
                 name: alice.clone(),
-                port: 5001
+                port: Some(5001)
             }),
             "{\"command\":\"REG\",\"name\":\"alice\",\"port\":5001}\n"
+        );
+        // What an original phone sends (without Python's spacing).
+        assert_eq!(
+            encoded(&Request::Reg {
+                name: alice.clone(),
+                port: None
+            }),
+            "{\"command\":\"REG\",\"name\":\"alice\"}\n"
         );
         assert_eq!(
             encoded(&Request::Get { name: name("bob") }),
@@ -1626,7 +1830,11 @@ mod client_side_tests {
         for request in [
             Request::Reg {
                 name: name("d\"o\\or;1"),
-                port: 65535,
+                port: Some(65535),
+            },
+            Request::Reg {
+                name: name("old"),
+                port: None,
             },
             Request::Get {
                 name: name("é€")
@@ -1647,7 +1855,7 @@ mod client_side_tests {
         let mut buf = [0u8; MAX_ENCODED_REQUEST];
         let quotes = Request::Reg {
             name: name(&"\"".repeat(MAX_NAME_LEN)),
-            port: 65535,
+            port: Some(65535),
         };
         let len = quotes.encode(&mut buf).expect("fits");
         assert!(len <= MAX_ENCODED_REQUEST);
@@ -1658,8 +1866,10 @@ mod client_side_tests {
     #[test]
     fn every_response_of_the_server_is_understood() {
         assert_eq!(
-            reply(r#"{"ack":"Registered successfully"}"#),
-            Ok(Reply::Registered)
+            reply(r#"{"ack":"Registered successfully","server":"parlo"}"#),
+            Ok(Reply::Registered {
+                server: ServerKind::Parlo
+            })
         );
         let Ok(Reply::NameTaken { reason }) =
             reply(r#"{"ack":"Error Registering","reason":"\"bob\" is already registered"}"#)
@@ -1668,12 +1878,26 @@ mod client_side_tests {
         };
         assert_eq!(reason.as_str(), "\"bob\" is already registered");
         assert_eq!(
-            reply(r#"{"ip":"127.0.0.2","port":6000}"#),
+            reply(r#"{"ip":"127.0.0.2","port":6000,"dialect":"parlo"}"#),
             Ok(Reply::Found(Contact {
                 ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
-                port: 6000
+                port: 6000,
+                dialect: Some(Dialect::Parlo)
             }))
         );
+        assert_eq!(
+            reply(r#"{"ip":"127.0.0.3","port":5001,"dialect":"original"}"#),
+            Ok(Reply::Found(Contact {
+                ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
+                port: 5001,
+                dialect: Some(Dialect::Original)
+            }))
+        );
+        // A dialect from a later version is unknown, not an error.
+        assert!(matches!(
+            reply(r#"{"ip":"127.0.0.3","port":5001,"dialect":"klingon"}"#),
+            Ok(Reply::Found(Contact { dialect: None, .. }))
+        ));
         assert_eq!(reply(r#"{"ip":"None"}"#), Ok(Reply::NotFound));
         assert_eq!(reply(r#"{"ack":"Disconnected"}"#), Ok(Reply::Disconnected));
         assert_eq!(reply(r#"{"ack":"PONG"}"#), Ok(Reply::Pong));
@@ -1699,37 +1923,56 @@ mod client_side_tests {
 
     #[test]
     fn original_server_responses() {
-        // The original answers with Python's spacing, no port and no reason.
+        // The original answers with Python's spacing, no port, no dialect, no reason, and
+        // does not say what it is.
+        assert_eq!(
+            reply(r#"{"ack": "Registered successfully"}"#),
+            Ok(Reply::Registered {
+                server: ServerKind::Original
+            })
+        );
         assert_eq!(
             reply(r#"{"ip": "192.168.1.20"}"#),
             Ok(Reply::Found(Contact {
                 ip: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20)),
-                port: DEFAULT_PEER_PORT
+                port: DEFAULT_PEER_PORT,
+                dialect: None
             }))
         );
         assert_eq!(
             reply(r#"{"ack": "Error"}"#),
             Ok(Reply::Error {
-                reason: heapless::String::new()
+                reason: ServerText::default()
             })
         );
         assert_eq!(
             reply(r#"{"ack": "Error Registering"}"#),
             Ok(Reply::NameTaken {
-                reason: heapless::String::new()
+                reason: ServerText::default()
+            })
+        );
+        // Only "parlo" says Parlo.
+        assert_eq!(
+            reply(r#"{"ack":"Registered successfully","server":"other"}"#),
+            Ok(Reply::Registered {
+                server: ServerKind::Original
             })
         );
     }
 
     #[test]
     fn what_the_server_encodes_the_phone_parses() {
-        let contact = Contact {
-            ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
-            port: 5001,
-        };
+        let contact = Contact::registered(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), Some(5001));
+        let original = Contact::registered(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 4)), None);
         let names = [name("a\"b"), name("c\\d")];
         for (response, expected) in [
-            (Response::Registered, Reply::Registered),
+            (
+                Response::Registered,
+                Reply::Registered {
+                    server: ServerKind::Parlo,
+                },
+            ),
+            (Response::Found(original), Reply::Found(original)),
             (Response::Found(contact), Reply::Found(contact)),
             (Response::NotFound, Reply::NotFound),
             (Response::Disconnected, Reply::Disconnected),
@@ -1758,6 +2001,36 @@ mod client_side_tests {
             panic!("error response");
         };
         assert_eq!(reason.as_str(), "server full, try again later");
+    }
+
+    #[test]
+    fn what_a_server_says_is_escaped_before_anyone_prints_it() {
+        let Ok(Reply::Error { reason }) =
+            reply(r#"{"ack":"Error","reason":"\u001b[31mred\u0007 \r\nnext\tline\u202e=ok\\"}"#)
+        else {
+            panic!("an error reply");
+        };
+        assert_eq!(
+            reason.as_str(),
+            r"\u{1b}[31mred\u{7} \u{d}\u{a}next\u{9}line\u{202e}=ok\"
+        );
+        let Ok(Reply::NameTaken { reason }) =
+            reply("{\"ack\":\"Error Registering\",\"reason\":\"\u{9b}2J caf\u{e9}\"}")
+        else {
+            panic!("a refusal");
+        };
+        assert_eq!(reason.as_str(), r"\u{9b}2J café");
+        // Echoes of unknown values are escaped too, and all stay within their bounds.
+        let Err(ReplyError::UnknownAck(ack)) = reply(r#"{"ack":"\u001b]0;owned\u0007"}"#) else {
+            panic!("an unknown ack");
+        };
+        assert!(!ack.chars().any(char::is_control), "{ack:?}");
+        let long = format!(r#"{{"ack":"Error","reason":"{}"}}"#, r"\u001b".repeat(200));
+        let Ok(Reply::Error { reason }) = reply(&long) else {
+            panic!("an error reply");
+        };
+        assert!(reason.as_str().len() <= MAX_REASON_LEN);
+        assert!(reason.as_str().ends_with("\\u{1b}"), "cut between escapes");
     }
 
     #[test]
@@ -1857,7 +2130,7 @@ mod client_side_properties {
         }
 
         #[test]
-        fn encoded_names_parse_back(name in names(), port in 1u16..) {
+        fn encoded_names_parse_back(name in names(), port in proptest::option::of(1u16..)) {
             let request = Request::Reg { name: Name::new(&name).expect("valid"), port };
             let mut buf = [0u8; MAX_ENCODED_REQUEST];
             let len = request.encode(&mut buf).expect("fits");
