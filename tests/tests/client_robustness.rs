@@ -344,8 +344,9 @@ fn hostile_directory() -> SocketAddr {
             };
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
+                // It says it is Parlo's, so that the phone also asks it for the list.
                 let answer = if line.contains("\"REG\"") {
-                    r#"{"ack":"Registered successfully"}"#
+                    r#"{"ack":"Registered successfully","server":"parlo"}"#
                 } else if line.contains("\"PING\"") {
                     r#"{"ack":"PONG"}"#
                 } else {
@@ -390,7 +391,7 @@ fn hostile_text_from_the_directory_or_the_user_comes_out_escaped() {
     let answer = ask(b"list\n");
     assert!(answer.starts_with("error "), "{answer:?}");
     assert!(
-        answer.contains("\\u{1b}[2J\\u{7}\\u{9b}31m\\u{202e}evil\\u{7f} registered mallory"),
+        answer.contains("\\u{1b}[2J\\u{7}\\u{9b}31m\\u{202e}evil\\u{7f}\\u{a}registered mallory"),
         "{answer:?}"
     );
     assert!(!has_raw_controls(&answer), "{answer:?}");

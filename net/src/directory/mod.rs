@@ -1473,11 +1473,11 @@ impl Request {
 /// Longest `"reason"` text a [`Reply`] keeps, in bytes once escaped; a longer one is cut.
 pub const MAX_REASON_LEN: usize = 256;
 
-/// Text a server wrote (a `"reason"`), made safe to print: every control character (C0,
-/// DEL, C1), invisible or formatting character (the ones a [`Name`] may not hold) and
-/// white space other than the plain space is written as `\u{XXXX}` (its code point in hex),
-/// so that nothing the server says can move a terminal's cursor, change its colours, end a
-/// printed line or hide part of the text.
+/// Text a server wrote (a `"reason"`), made safe to print as soon as it is read: escaped as
+/// [`Escaped`] escapes all text that leaves Parlo (control characters, line breaks,
+/// invisible and formatting characters written `\u{1b}`), so that nothing the server says
+/// can move a terminal's cursor, change its colours, end a printed line or hide part of
+/// the text.
 ///
 /// At most [`MAX_REASON_LEN`] bytes are kept, cut between two characters (or escapes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -1506,26 +1506,15 @@ impl fmt::Display for ServerText {
     }
 }
 
-/// Whether `c` prints as itself, harmlessly: the plain space, and what a name may hold
-/// (no control, invisible or formatting character, no other white space), `=` included.
-fn prints_as_itself(c: char) -> bool {
-    c == ' ' || c == '=' || parlo_fsm::is_name_char(c)
-}
-
-/// `text` with what does not print as itself escaped, cut to `N` bytes (see
-/// [`ServerText`]).
+/// `text` escaped for printing ([`Escaped`]), cut to `N` bytes between two characters or
+/// escapes (see [`ServerText`]).
 fn escape_for_print<const N: usize>(text: &str) -> heapless::String<N> {
     let mut out = heapless::String::<N>::new();
     for c in text.chars() {
-        let pushed = if prints_as_itself(c) {
-            out.push(c).is_ok()
-        } else {
-            let mut escape = heapless::String::<12>::new();
-            // `\u{10FFFF}` is 10 bytes: it always fits the 12.
-            let _ = fmt::write(&mut escape, format_args!("\\u{{{:x}}}", c as u32));
-            out.push_str(&escape).is_ok()
-        };
-        if !pushed {
+        // An escape (`\u{10ffff}`, 10 bytes) always fits the 12.
+        let mut one = heapless::String::<12>::new();
+        let _ = fmt::write(&mut one, format_args!("{}", Escaped::text(c)));
+        if out.push_str(&one).is_err() {
             break;
         }
     }
