@@ -214,11 +214,11 @@ fn an_original_phone_calling_a_busy_parlo_phone_is_rejected() {
     bob.expect_ended("remote-hangup");
 }
 
-#[test]
-fn an_original_phone_that_goes_silent_is_lost_and_the_parlo_phone_hangs_up_on_it() {
-    let server = Server::start(&[]);
+/// bob, a Parlo phone on port 5001, has answered a call from `oldphone`, an original
+/// phone: both are returned in the call.
+fn bob_answers_an_original_call(server: &Server) -> (Phone, OriginalPeer) {
     let mut bob =
-        Phone::start_registered(Phone::builder("bob").server(&server).port(ORIGINAL_PORT));
+        Phone::start_registered(Phone::builder("bob").server(server).port(ORIGINAL_PORT));
     let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
     let caller = std::thread::spawn(move || {
         let answer = old.call("bob");
@@ -229,6 +229,13 @@ fn an_original_phone_that_goes_silent_is_lost_and_the_parlo_phone_hangs_up_on_it
     bob.expect_event("connected");
     let (old, (answer, _)) = caller.join().expect("the original's call");
     assert_eq!(answer, Answer::Accept);
+    (bob, old)
+}
+
+#[test]
+fn an_original_phone_that_goes_silent_is_lost_and_the_parlo_phone_hangs_up_on_it() {
+    let server = Server::start(&[]);
+    let (mut bob, old) = bob_answers_an_original_call(&server);
     let media = old.talk(bob.addr, &samples(0.5, 41), Duration::from_millis(700));
     assert!(!media.received.is_empty());
     // The original's box loses power: nothing more comes from it.
@@ -247,18 +254,7 @@ fn an_original_phone_that_goes_silent_is_lost_and_the_parlo_phone_hangs_up_on_it
 #[test]
 fn an_original_phone_that_misses_the_hangup_is_told_close_again_while_it_streams() {
     let server = Server::start(&[]);
-    let mut bob =
-        Phone::start_registered(Phone::builder("bob").server(&server).port(ORIGINAL_PORT));
-    let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
-    let caller = std::thread::spawn(move || {
-        let answer = old.call("bob");
-        (old, answer)
-    });
-    bob.expect_event("incoming");
-    bob.send("accept");
-    bob.expect_event("connected");
-    let (old, (answer, _)) = caller.join().expect("the original's call");
-    assert_eq!(answer, Answer::Accept);
+    let (mut bob, old) = bob_answers_an_original_call(&server);
     let to = bob.addr;
     let streamer = std::thread::spawn(move || old.stream_deaf(to, Duration::from_millis(7500)));
     std::thread::sleep(Duration::from_millis(500));
