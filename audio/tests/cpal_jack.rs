@@ -9,12 +9,12 @@
 //! Needs Debian's `jackd2` and `libasound2-plugins`. The test starts its own JACK server
 //! (named after the test's process id) and stops it cleanly.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use parlo_audio::{Audio, DeviceSpec, Error, FRAME_SAMPLES, Wake};
+use parlo_tests::call_audio::{JackServer, alsa_file_config, read_raw, write_raw};
+use parlo_tests::server_harness::TempDir;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,135 +49,6 @@ unsafe impl GlobalAlloc for CountingAllocator {
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("parlo-audio-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A JACK server with the dummy driver, stopped with SIGTERM (a killed jackd leaves its
-/// shared memory behind).
-struct JackServer {
-    child: Option<Child>,
-    name: String,
-}
-
-impl JackServer {
-    fn start(name: &str) -> JackServer {
-        let child = Command::new("jackd")
-            .args([
-                "-n", name, "-r", "-d", "dummy", "-r", "8000", "-p", "256", "-C", "1", "-P", "1",
-            ])
-            .env("JACK_NO_START_SERVER", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run jackd ({e}): install Debian's jackd2 and libasound2-plugins")
-            });
-        let server = JackServer {
-            child: Some(child),
-            name: name.to_owned(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let output = Command::new("jack_wait")
-                .args(["-c", "-s", name])
-                .output()
-                .expect("run jack_wait");
-            // It prints "running" or "not running", and always exits 0.
-            if String::from_utf8_lossy(&output.stdout).trim() == "running" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "jackd {name} did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-
-    /// Stops the server cleanly (SIGTERM, then wait).
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("jackd {} did not stop on SIGTERM", self.name);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-impl Drop for JackServer {
-    fn drop(&mut self) {
-        self.stop();
-        // Clients still connected when the server stopped leave their semaphores behind.
-        if let Ok(entries) = std::fs::read_dir("/dev/shm") {
-            let ours = format!("_{}_", self.name);
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().contains(&ours) {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
-    }
-}
-
-/// An ALSA configuration whose default PCM reads capture from `input` and copies
-/// playback to `played`, both raw S16_LE mono, through `plug` over `jack`.
-fn alsa_config(dir: &Path, input: &Path, played: &Path) -> PathBuf {
-    let path = dir.join("asound.conf");
-    let config = format!(
-        r#"
-pcm.jackslave {{
-    type plug
-    slave.pcm {{
-        type jack
-        playback_ports {{ 0 system:playback_1 }}
-        capture_ports {{ 0 system:capture_1 }}
-    }}
-}}
-pcm.!default {{
-    type asym
-    playback.pcm {{
-        type file
-        slave.pcm "jackslave"
-        file "{played}"
-        format "raw"
-    }}
-    capture.pcm {{
-        type file
-        slave.pcm "jackslave"
-        file "/dev/null"
-        infile "{input}"
-        format "raw"
-    }}
-}}
-"#,
-        played = played.display(),
-        input = input.display()
-    );
-    std::fs::write(&path, config).expect("write ALSA config");
-    path
-}
-
 fn test_signal(len: usize) -> Vec<i16> {
     (0..len)
         .map(|i| (((i * 7919 + i * i * 13) % 60_000) as i32 - 30_000) as i16)
@@ -208,13 +79,12 @@ fn wait_a_little(signal: &(Mutex<u64>, Condvar)) {
 #[test]
 fn cpal_device_through_alsa_on_a_jack_dummy_server() {
     let dir = TempDir::new("jack");
-    let input = dir.0.join("in.raw");
-    let played = dir.0.join("played.raw");
+    let input = dir.path().join("in.raw");
+    let played = dir.path().join("played.raw");
     let frames = 24;
     let signal = test_signal(frames * FRAME_SAMPLES);
-    let bytes: Vec<u8> = signal.iter().flat_map(|s| s.to_le_bytes()).collect();
-    std::fs::write(&input, bytes).expect("write input");
-    let config = alsa_config(&dir.0, &input, &played);
+    write_raw(&input, &signal);
+    let config = alsa_file_config(dir.path(), &input, &played);
     let server_name = format!("parlo-audio-{}", std::process::id());
     let mut server = JackServer::start(&server_name);
     // SAFETY: this test binary runs this single test; no other thread reads or writes the
@@ -295,11 +165,7 @@ fn cpal_device_through_alsa_on_a_jack_dummy_server() {
     assert_eq!(stats.capture_overruns, 0);
 
     // Playback carried the echo: the signal appears intact in what ALSA played.
-    let played_bytes = std::fs::read(&played).expect("read played");
-    let played: Vec<i16> = played_bytes
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
+    let played = read_raw(&played);
     let offset = played
         .windows(signal.len())
         .position(|w| w == &signal[..])

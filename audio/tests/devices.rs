@@ -6,27 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use parlo_audio::{Audio, DeviceSpec, Error, FRAME_SAMPLES, Frame, SILENCE, Wake};
-
-/// A directory of its own under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("parlo-audio-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use parlo_tests::server_harness::TempDir;
 
 /// A wake function the test thread can wait on, counting calls.
 #[derive(Clone)]
@@ -90,8 +70,8 @@ fn test_signal(len: usize) -> Vec<i16> {
 #[test]
 fn file_device_plays_input_in_real_time_and_records_what_is_played() {
     let dir = TempDir::new("file");
-    let input = dir.path("in.wav");
-    let output = dir.path("out.wav");
+    let input = dir.path().join("in.wav");
+    let output = dir.path().join("out.wav");
     // 5 whole frames and a partial one.
     let signal = test_signal(5 * FRAME_SAMPLES + 100);
     write_wav(&input, parlo_audio::device::wav_spec(), &signal);
@@ -156,7 +136,7 @@ fn file_device_plays_input_in_real_time_and_records_what_is_played() {
 #[test]
 fn file_device_refuses_wrong_formats_and_missing_files() {
     let dir = TempDir::new("formats");
-    let stereo = dir.path("stereo.wav");
+    let stereo = dir.path().join("stereo.wav");
     write_wav(
         &stereo,
         hound::WavSpec {
@@ -179,7 +159,7 @@ fn file_device_refuses_wrong_formats_and_missing_files() {
         }
         other => panic!("expected a format error, got {other:?}"),
     }
-    let missing = dir.path("missing.wav");
+    let missing = dir.path().join("missing.wav");
     match Audio::start(&spec(&format!("file:{}", missing.display())), wake.clone()) {
         Err(e @ Error::Wav { action: "open", .. }) => {
             assert!(e.to_string().contains("missing.wav"), "{e}");
@@ -187,9 +167,9 @@ fn file_device_refuses_wrong_formats_and_missing_files() {
         other => panic!("expected an open error, got {other:?}"),
     }
     // An OUT that cannot be created is refused before anything runs.
-    let good = dir.path("good.wav");
+    let good = dir.path().join("good.wav");
     write_wav(&good, parlo_audio::device::wav_spec(), &[1, 2, 3]);
-    let bad_out = dir.path("no/such/dir/out.wav");
+    let bad_out = dir.path().join("no/such/dir/out.wav");
     match Audio::start(
         &spec(&format!("file:{},{}", good.display(), bad_out.display())),
         wake.clone(),
@@ -269,8 +249,8 @@ fn null_device_is_paced_without_drift_and_stops_cleanly() {
 #[test]
 fn dropping_a_running_device_stops_it_and_finalizes_out() {
     let dir = TempDir::new("drop");
-    let input = dir.path("in.wav");
-    let output = dir.path("out.wav");
+    let input = dir.path().join("in.wav");
+    let output = dir.path().join("out.wav");
     write_wav(
         &input,
         parlo_audio::device::wav_spec(),

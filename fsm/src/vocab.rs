@@ -745,13 +745,13 @@ mod tests {
     #[test]
     fn names_follow_the_rule() {
         for valid in [
-            "alice",
-            "a",
-            "Zoë",
-            "名前",
-            "o'brien",
-            "x-y_z.1",
-            "\u{1F600}",
+            "door",
+            "K",
+            "Küche",
+            "门铃",
+            "d'Arc",
+            "a.b_c-1",
+            "\u{1F6AA}",
             "n".repeat(32).as_str(),
             "é".repeat(16).as_str(),
         ] {

@@ -711,6 +711,21 @@ impl Phone {
     }
 }
 
+/// The `status` of two phones in a call with each other, printed, each checked to say the
+/// call is still up.
+pub fn statuses_in_call(a: &mut Phone, b: &mut Phone) -> [Event; 2] {
+    let statuses = [a.status(), b.status()];
+    println!("{}: {}\n{}: {}", a.name, statuses[0], b.name, statuses[1]);
+    for status in &statuses {
+        assert_eq!(
+            status.field("state").as_deref(),
+            Some("in-call"),
+            "{status}"
+        );
+    }
+    statuses
+}
+
 impl Drop for Phone {
     fn drop(&mut self) {
         self.stdin = None;

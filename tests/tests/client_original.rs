@@ -217,8 +217,7 @@ fn an_original_phone_calling_a_busy_parlo_phone_is_rejected() {
 /// bob, a Parlo phone on port 5001, has answered a call from `oldphone`, an original
 /// phone: both are returned in the call.
 fn bob_answers_an_original_call(server: &Server) -> (Phone, OriginalPeer) {
-    let mut bob =
-        Phone::start_registered(Phone::builder("bob").server(server).port(ORIGINAL_PORT));
+    let mut bob = Phone::start_registered(Phone::builder("bob").server(server).port(ORIGINAL_PORT));
     let mut old = OriginalPeer::register("oldphone", loopback(), server.addr);
     let caller = std::thread::spawn(move || {
         let answer = old.call("bob");

@@ -4,7 +4,9 @@
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
-use parlo_tests::phone_harness::{Impairment, Phone, Relay, connect_call, third_party};
+use parlo_tests::phone_harness::{
+    Impairment, Phone, Relay, connect_call, statuses_in_call, third_party,
+};
 use parlo_tests::server_harness::{Server, TempDir, eventually, loopback};
 
 /// The call id of the phone's current call, as its debug log shows it (`call=<8 hex>`).
@@ -64,13 +66,7 @@ fn a_forged_close_from_a_third_address_is_ignored() {
     alice.expect_no_event("ended", Duration::from_millis(1500));
     bob.expect_no_event("ended", Duration::ZERO);
     // Both still in the call, and it ends normally.
-    for phone in [&mut alice, &mut bob] {
-        let status = phone.status();
-        assert_eq!(
-            status.field("state").as_deref(),
-            Some("in-call"),
-            "{status}"
-        );
+    for status in statuses_in_call(&mut alice, &mut bob) {
         assert!(
             status.number("foreign").is_some_and(|n| n > 0),
             "the forgeries are counted: {status}"
