@@ -259,11 +259,7 @@ impl Event {
                 from,
                 verified,
             } => {
-                let verified = match verified {
-                    Some(true) => "yes",
-                    Some(false) => "no",
-                    None => "unknown",
-                };
+                let verified = parlo_fsm::verified_name(*verified);
                 write!(out, " {} from={from} verified={verified}", text(peer))
             }
             Event::Connected {

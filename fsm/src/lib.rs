@@ -100,7 +100,9 @@ mod vocab;
 
 pub use machine::{Actions, Config, Counters, MAX_ACTIONS, Machine};
 pub use table::{EventKind, Guard, State, TABLE};
-pub use types::{Action, CallIds, EndReason, Event, Instant, Note, Refusal, SplitMix64, Timer};
+pub use types::{
+    Action, CallIds, EndReason, Event, Instant, Note, Refusal, SplitMix64, Timer, verified_name,
+};
 pub use vocab::{
     CallId, Codec, CodecSet, Dialect, Escaped, FRAME_MS, FRAME_SAMPLES, Frame, MAX_NAME_LEN,
     Message, Name, NameError, Preference, SAMPLE_RATE, VERSION, is_escaped, is_name_char,

@@ -292,6 +292,17 @@ pub enum Action {
     Notify(Note),
 }
 
+/// How an incoming caller was verified, in the words of events and specs: `yes` (the
+/// directory gives the address the call came from), `no` (another address, or the name is
+/// unknown), `unknown` (the directory could not say in time).
+pub const fn verified_name(verified: Option<bool>) -> &'static str {
+    match verified {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    }
+}
+
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -302,11 +313,7 @@ impl fmt::Display for Note {
                 from,
                 verified,
             } => {
-                let verified = match verified {
-                    Some(true) => "yes",
-                    Some(false) => "no",
-                    None => "unknown",
-                };
+                let verified = verified_name(*verified);
                 write!(f, "incoming {peer} from {from} verified={verified}")
             }
             Note::Connected { peer } => write!(f, "connected {peer}"),
