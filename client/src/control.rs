@@ -33,6 +33,14 @@ pub struct ConnectionId {
     serial: u64,
 }
 
+impl ConnectionId {
+    /// The `serial`th connection to hold slot `index`, for tests of answer routing.
+    #[cfg(test)]
+    pub(crate) fn new(index: usize, serial: u64) -> ConnectionId {
+        ConnectionId { index, serial }
+    }
+}
+
 /// One control connection.
 #[derive(Debug)]
 struct Connection {

@@ -50,7 +50,7 @@ pub enum Purpose {
     /// A `list` command.
     List {
         /// Who asked.
-        origin: crate::phone::Origin,
+        origin: crate::agent::Origin,
     },
 }
 
@@ -239,7 +239,8 @@ impl Directory {
     }
 
     /// Asks the directory `query`; the answer comes back as [`Outcome::Answer`] with
-    /// `purpose`. Gives `purpose` back when the connection is not open.
+    /// `purpose`. When the connection is not open, gives `purpose` back with why, in the
+    /// words of an answer's failure.
     pub fn request(
         &mut self,
         registry: &Registry,
@@ -247,9 +248,9 @@ impl Directory {
         purpose: Purpose,
         now: Instant,
         out: &mut Vec<Outcome>,
-    ) -> Result<(), Purpose> {
+    ) -> Result<(), (Purpose, String)> {
         if !self.client.is_connected() {
-            return Err(purpose);
+            return Err((purpose, self.describe(&Failure::NotConnected)));
         }
         self.client.handle_query(self.ms(now), query, purpose);
         self.run(registry, now, out);

@@ -1,0 +1,1274 @@
+//! The phone's user agent: everything the phone decides, with no I/O.
+//!
+//! The agent owns the call machine ([`parlo_fsm::Machine`]) and stands between it and the
+//! user: it turns command lines into machine events (and answers `help`, `status`, `list`,
+//! `quit` and mistakes itself), turns the machine's actions into outputs for the loop,
+//! turns the directory's outcomes into machine events and printed events, decides when
+//! a quitting phone may stop, and routes answers: **the first event a command's own
+//! transition prints is that command's answer**, sent back to where the command came
+//! from ([`Origin`]) as well as printed. It reads no socket, clock, device or stdout:
+//! time comes in as `now` (milliseconds since the phone started, the machine's
+//! [`Instant`]), randomness as the machine's [`CallIds`].
+//!
+//! # Contract
+//! ```text
+//! loop                                       agent
+//!   Agent::new(settings, ids, now)
+//!   handle_line / handle_peer / handle_media
+//!   handle_directory / handle_media_failed
+//!   handle_stop / handle_stdin_end   ─────▶  queue events for the machine
+//!   poll_output()  (until None)      ◀─────  Output: print, send, ask the directory,
+//!                                            start or stop media, disconnect, status
+//!   media_dialect(now, from)         ◀─────  how to read a media datagram
+//!   poll_timeout()                   ◀─────  earliest deadline (machine, quit limit)
+//!   handle_timeout(now)              ─────▶  fire the machine's due timers
+//!   is_done(now, directory busy)     ◀─────  whether a quitting phone may stop
+//!   finish()                         ◀─────  `bye` and the exit code
+//! ```
+//!
+//! The loop drains [`Agent::poll_output`] after every input. Outputs are made one at a
+//! time, as the loop asks, so that what the loop reports about an output while it carries
+//! it out — a request it could not send ([`Agent::handle_directory`]), a device that would
+//! not start ([`Agent::handle_media_failed`]) — is handled in that output's place, before
+//! the rest of the transition: the error is printed there, and the hang-up or lookup
+//! failure it leads to is fed to the machine once the transition is carried out.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use parlo_fsm::{self as fsm, Action, CallIds, Instant, Machine, Note, State};
+use parlo_net::directory::client::{Answer, Query};
+
+use crate::cli::PhoneConfig;
+use crate::command::{self, Command, Line};
+use crate::control::ConnectionId;
+use crate::directory::{Outcome, Purpose};
+use crate::error::Exit;
+use crate::media::MediaStats;
+use crate::output::{Event as Out, Status};
+
+/// How long quitting may take (hanging up, DISCONNECT), in milliseconds.
+pub const QUIT_WAIT_MS: u64 = 2_000;
+
+/// Where a command came from: its answer goes back there (and to stdout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A line on stdin.
+    Stdin,
+    /// A line on a control connection.
+    Control(ConnectionId),
+}
+
+/// What the agent needs of the phone's configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The call machine's: name, codecs, answer timeout, auto-answer.
+    pub machine: fsm::Config,
+    /// The directory server, as given (named in events).
+    pub server: String,
+    /// The audio device, as given (named in its errors).
+    pub device: String,
+    /// Whether commands may also come on a control socket (then the end of stdin does
+    /// not stop the phone).
+    pub control: bool,
+}
+
+impl Settings {
+    /// The settings of the phone `config` describes.
+    pub fn of(config: &PhoneConfig) -> Settings {
+        let mut machine = fsm::Config::new(config.name.clone());
+        machine.answer_timeout = config.answer_timeout_ms;
+        machine.codecs = config.codecs.clone();
+        machine.auto_answer = config.auto_answer;
+        Settings {
+            machine,
+            server: config.server.to_string(),
+            device: config.audio.to_string(),
+            control: config.control.is_some(),
+        }
+    }
+}
+
+/// What the agent asks the loop to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Print `event` on stdout; when `answer` is a control connection, send it the same
+    /// line (on stdin's, stdout is the answer).
+    Print {
+        /// The event.
+        event: Out,
+        /// The origin of the command this event answers, if it answers one.
+        answer: Option<Origin>,
+    },
+    /// Send a signalling message.
+    Send {
+        /// Destination.
+        to: SocketAddr,
+        /// What to send.
+        message: fsm::Message,
+    },
+    /// Ask the directory. Its answer comes back as [`Outcome::Answer`] with `purpose`;
+    /// when the request cannot be sent (not connected), the loop feeds that failure back
+    /// at once, in the same form.
+    Query {
+        /// The request.
+        query: Query,
+        /// What the answer is for.
+        purpose: Purpose,
+    },
+    /// Start the device and the call's media; report a failure with
+    /// [`MediaFailure::Start`].
+    StartMedia {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// RTP or raw PCM.
+        dialect: fsm::Dialect,
+        /// The codec sent.
+        codec: fsm::Codec,
+    },
+    /// Stop the call's media; report a failure with [`MediaFailure::Stop`].
+    StopMedia,
+    /// Unregister from the directory (DISCONNECT) and stop reconnecting.
+    Disconnect,
+    /// Print the status ([`Agent::status`], with the loop's [`Snapshot`]) and answer
+    /// `answer` with it.
+    ShowStatus {
+        /// Who asked.
+        answer: Origin,
+    },
+}
+
+/// What went wrong with the audio device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaFailure {
+    /// The device would not start for the call: why.
+    Start(String),
+    /// The device failed during the call: the error it gave on stopping, or `None` when
+    /// it just stopped delivering audio.
+    Lost(Option<String>),
+    /// Stopping the device failed: why (a warning, not a reason to hang up).
+    Stop(String),
+}
+
+/// What the loop knows that `status` shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The media counters of the current or last call.
+    pub media: MediaStats,
+    /// Datagrams that could not be parsed.
+    pub garbage: u64,
+    /// Whether the directory holds our registration.
+    pub registered: bool,
+    /// Heap allocations since the phone started.
+    pub allocations: u64,
+}
+
+/// Work queued behind the transition being carried out.
+#[derive(Debug)]
+enum Pending {
+    /// An event for the machine, and the origin of the command it comes from.
+    Event(fsm::Event, Option<Origin>),
+    /// An output that must follow the events queued before it.
+    Output(Output),
+}
+
+#[derive(Debug)]
+struct Quit {
+    deadline: Instant,
+    origin: Option<Origin>,
+}
+
+/// The user agent (see the module documentation).
+#[derive(Debug)]
+pub struct Agent<R> {
+    machine: Machine<R>,
+    server: String,
+    device: String,
+    control: bool,
+    /// The latest time seen.
+    now: Instant,
+    /// Outputs ready for the loop, first in line.
+    ready: VecDeque<Output>,
+    /// The rest of the transition being carried out.
+    actions: VecDeque<Action>,
+    /// The origin of the command whose transition is being carried out, until its first
+    /// printed event.
+    answer: Option<Origin>,
+    /// What comes once the transition is carried out.
+    pending: VecDeque<Pending>,
+    /// Whether the machine's timers due at `now` are to fire.
+    timers_due: bool,
+    quit: Option<Quit>,
+    /// Whether something went wrong that makes the exit code 1.
+    warnings: bool,
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Idle => "idle",
+        State::Dialing => "dialing",
+        State::Ringing => "ringing",
+        State::InCall => "in-call",
+        State::Closing => "closing",
+    }
+}
+
+/// Why a directory request did not get the answer it wanted: the server's refusal, an
+/// answer of the wrong kind, or the connection's failure.
+fn failure(result: Result<Answer, String>) -> String {
+    match result {
+        Ok(answer) => format!("unexpected answer {answer:?}"),
+        Err(e) => e,
+    }
+}
+
+impl<R: CallIds> Agent<R> {
+    /// An idle phone; `ids` gives the machine its call ids.
+    pub fn new(settings: Settings, ids: R, now: Instant) -> Agent<R> {
+        Agent {
+            machine: Machine::new(settings.machine, ids, now),
+            server: settings.server,
+            device: settings.device,
+            control: settings.control,
+            now,
+            ready: VecDeque::with_capacity(8),
+            actions: VecDeque::with_capacity(fsm::MAX_ACTIONS),
+            answer: None,
+            pending: VecDeque::with_capacity(8),
+            timers_due: false,
+            quit: None,
+            warnings: false,
+        }
+    }
+
+    /// This phone's name.
+    pub fn name(&self) -> &fsm::Name {
+        &self.machine.config().name
+    }
+
+    /// The call state.
+    pub fn state(&self) -> State {
+        self.machine.state()
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn print(&mut self, event: Out, answer: Option<Origin>) {
+        self.ready.push_back(Output::Print { event, answer });
+    }
+
+    fn feed(&mut self, event: fsm::Event, origin: Option<Origin>) {
+        self.pending.push_back(Pending::Event(event, origin));
+    }
+
+    // ---- inputs ----
+
+    /// A command line from `origin` (or why it is not one).
+    pub fn handle_line(&mut self, now: Instant, line: Line, origin: Origin) {
+        self.advance(now);
+        let answer = Some(origin);
+        let parsed = line.and_then(|text| {
+            let command = command::parse(&text)?;
+            if command.is_some() {
+                log::debug!("command: {text}");
+            }
+            Ok(command)
+        });
+        let command = match parsed {
+            Ok(Some(command)) => command,
+            Ok(None) => return,
+            Err(reason) => return self.print(Out::Error { reason }, answer),
+        };
+        if self.quit.is_some() && command != Command::Status {
+            let reason = "the phone is stopping".into();
+            return self.print(Out::Error { reason }, answer);
+        }
+        match command {
+            Command::Call(name) => self.feed(fsm::Event::Dial(name), answer),
+            Command::Accept => self.feed(fsm::Event::Accept, answer),
+            Command::Reject => self.feed(fsm::Event::Reject, answer),
+            Command::Hangup => self.feed(fsm::Event::Hangup, answer),
+            Command::List => self.ready.push_back(Output::Query {
+                query: Query::List,
+                purpose: Purpose::List { origin },
+            }),
+            Command::Status => self.ready.push_back(Output::ShowStatus { answer: origin }),
+            Command::Quit => self.quit(answer),
+            Command::Help => self.print(Out::Help, answer),
+        }
+    }
+
+    /// A signalling message from `from`.
+    pub fn handle_peer(&mut self, now: Instant, from: SocketAddr, message: fsm::Message) {
+        self.advance(now);
+        self.feed(fsm::Event::Peer { from, message }, None);
+    }
+
+    /// Media from `from` that belongs to the call's stream (or raw PCM, which has none
+    /// to check): a sign of the peer's life.
+    pub fn handle_media(&mut self, now: Instant, from: SocketAddr) {
+        self.advance(now);
+        self.feed(fsm::Event::Media { from }, None);
+    }
+
+    /// What the directory connection reports: the registration, its loss, an answer.
+    pub fn handle_directory(&mut self, now: Instant, outcome: Outcome) {
+        self.advance(now);
+        match outcome {
+            Outcome::Registered => {
+                let name = self.name().as_str().to_owned();
+                let server = self.server.clone();
+                self.print(Out::Registered { name, server }, None);
+            }
+            Outcome::Lost {
+                reason,
+                retry_in,
+                announce,
+            } => {
+                if announce && self.quit.is_none() {
+                    let reason = format!("{reason}; retrying in {} s", retry_in.as_secs());
+                    self.print(Out::Unregistered { reason }, None);
+                }
+            }
+            Outcome::Answer(purpose, result) => self.handle_answer(purpose, result),
+        }
+    }
+
+    fn handle_answer(&mut self, purpose: Purpose, result: Result<Answer, String>) {
+        match purpose {
+            Purpose::Dial(name) => self.handle_lookup(name, result, true),
+            Purpose::Verify { peer, .. } => self.handle_lookup(peer, result, false),
+            Purpose::List { origin } => {
+                let event = match result {
+                    Ok(Answer::Users { names, complete }) => {
+                        if !complete {
+                            log::warn!("the directory's list was cut at {} names", names.len());
+                        }
+                        let names = names.iter().map(|n| n.as_str().to_owned()).collect();
+                        Out::Users { names }
+                    }
+                    other => Out::Error {
+                        reason: format!("cannot list the users: {}", failure(other)),
+                    },
+                };
+                self.print(event, Some(origin));
+            }
+        }
+    }
+
+    /// Gives the machine the directory's answer about `name`: where it is, that it is
+    /// unknown, or that the directory could not be asked (said as an error when the user
+    /// is dialling; a caller's verification just stays unconfirmed).
+    fn handle_lookup(&mut self, name: fsm::Name, result: Result<Answer, String>, dialling: bool) {
+        let event = match result {
+            Ok(Answer::Found(contact)) => fsm::Event::Resolved {
+                name,
+                addr: SocketAddr::new(contact.ip.to_canonical(), contact.port),
+                dialect: contact.dialect,
+            },
+            Ok(Answer::NotFound) => fsm::Event::Unknown { name },
+            other => {
+                let why = failure(other);
+                if dialling {
+                    let reason = format!("cannot look {name} up: {why}");
+                    self.print(Out::Error { reason }, None);
+                } else {
+                    log::info!("cannot verify the caller {name}: {why}");
+                }
+                fsm::Event::LookupFailed { name }
+            }
+        };
+        self.feed(event, None);
+    }
+
+    /// The audio device failed. A call without sound is no use to either side: the user
+    /// is told, and the call is hung up so that the peer is told at once rather than by
+    /// peer silence. Either way the exit code becomes 1.
+    pub fn handle_media_failed(&mut self, now: Instant, failure: MediaFailure) {
+        self.advance(now);
+        self.warnings = true;
+        let reason = match failure {
+            MediaFailure::Stop(why) => {
+                log::warn!("audio device: {why}");
+                return;
+            }
+            // Said in the place of the StartMedia: the answer of the command that started
+            // the call, if nothing before it was.
+            MediaFailure::Start(why) => format!("audio device {}: {why}; hanging up", self.device),
+            MediaFailure::Lost(why) => {
+                let why = why.unwrap_or_else(|| "it stopped delivering audio".to_owned());
+                format!(
+                    "audio device {} failed: {why}; media stopped, hanging up",
+                    self.device
+                )
+            }
+        };
+        let answer = self.answer.take();
+        self.print(Out::Error { reason }, answer);
+        self.feed(fsm::Event::Hangup, None);
+    }
+
+    /// A signal asks the phone to stop.
+    pub fn handle_stop(&mut self, now: Instant) {
+        self.advance(now);
+        self.quit(None);
+    }
+
+    /// Stdin ended. `polled` stdin (a terminal, a pipe, a socket) ending means whoever
+    /// drove the phone is gone, and without a control socket nobody else can: the phone
+    /// stops. `/dev/null` and files end at once and mean nothing.
+    pub fn handle_stdin_end(&mut self, now: Instant, polled: bool) {
+        self.advance(now);
+        log::info!("end of stdin");
+        if polled && !self.control {
+            self.quit(None);
+        }
+    }
+
+    fn quit(&mut self, origin: Option<Origin>) {
+        if self.quit.is_some() {
+            return;
+        }
+        self.quit = Some(Quit {
+            deadline: self.now.after(QUIT_WAIT_MS),
+            origin,
+        });
+        if matches!(
+            self.machine.state(),
+            State::Dialing | State::Ringing | State::InCall
+        ) {
+            self.feed(fsm::Event::Hangup, None);
+        }
+        self.pending.push_back(Pending::Output(Output::Disconnect));
+    }
+
+    /// When [`Agent::handle_timeout`] is next due: the machine's earliest timer, or the
+    /// quit limit (then [`Agent::is_done`] says so).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let quit = self.quit.as_ref().map(|q| q.deadline);
+        self.machine.poll_timeout().into_iter().chain(quit).min()
+    }
+
+    /// Fires the machine's timers due at `now` (as [`Agent::poll_output`] is drained).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        self.timers_due = true;
+    }
+
+    // ---- outputs ----
+
+    /// The next thing for the loop to do; `None` when there is nothing more until the
+    /// next input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        loop {
+            if let Some(output) = self.ready.pop_front() {
+                return Some(output);
+            }
+            if let Some(action) = self.actions.pop_front() {
+                self.carry_out(action);
+                continue;
+            }
+            // The transition is carried out: its command has had its answer, if any.
+            self.answer = None;
+            match self.pending.pop_front() {
+                Some(Pending::Event(event, origin)) => {
+                    self.answer = origin;
+                    let actions = self.machine.handle(self.now, &event);
+                    self.actions.extend(actions);
+                }
+                Some(Pending::Output(output)) => return Some(output),
+                None => match self.machine.poll_timeout() {
+                    Some(due) if self.timers_due && due <= self.now => {
+                        let actions = self.machine.handle_timeout(self.now);
+                        self.actions.extend(actions);
+                    }
+                    _ => {
+                        self.timers_due = false;
+                        return None;
+                    }
+                },
+            }
+        }
+    }
+
+    fn carry_out(&mut self, action: Action) {
+        let output = match action {
+            Action::Lookup(name) => Output::Query {
+                query: Query::Lookup(name.clone()),
+                purpose: Purpose::Dial(name),
+            },
+            Action::LookupCaller { name, from } => Output::Query {
+                query: Query::Lookup(name.clone()),
+                purpose: Purpose::Verify { peer: name, from },
+            },
+            Action::Send { to, message } => Output::Send { to, message },
+            Action::ArmTimer { .. } | Action::CancelTimer(_) => return,
+            Action::StartMedia {
+                peer,
+                dialect,
+                codec,
+            } => Output::StartMedia {
+                peer,
+                dialect,
+                codec,
+            },
+            Action::StopMedia => Output::StopMedia,
+            Action::Notify(note) => Output::Print {
+                event: self.event_of(note),
+                answer: self.answer.take(),
+            },
+        };
+        self.ready.push_back(output);
+    }
+
+    fn event_of(&self, note: Note) -> Out {
+        match note {
+            Note::Calling { peer } => Out::Calling {
+                peer: peer.to_string(),
+            },
+            Note::Ringing { peer } => Out::Ringing {
+                peer: peer.to_string(),
+            },
+            Note::Incoming {
+                peer,
+                from,
+                verified,
+            } => Out::Incoming {
+                peer: peer.to_string(),
+                from,
+                verified,
+            },
+            Note::Connected { peer } => Out::Connected {
+                peer: peer.to_string(),
+                dialect: self.machine.dialect().map_or("parlo", fsm::Dialect::name),
+                codec: self.machine.codec().map_or("L16", fsm::Codec::name),
+            },
+            Note::Ended { peer, reason } => Out::Ended {
+                peer: peer.to_string(),
+                reason: reason.name(),
+            },
+            Note::Refused(why) => Out::Error {
+                reason: why.to_string(),
+            },
+        }
+    }
+
+    // ---- queries ----
+
+    /// The media format to expect from `from` (the machine's
+    /// [`Machine::media_dialect`]).
+    pub fn media_dialect(&self, now: Instant, from: SocketAddr) -> Option<fsm::Dialect> {
+        self.machine.media_dialect(now, from)
+    }
+
+    /// The `status` answer, with what the loop knows.
+    pub fn status(&self, snapshot: &Snapshot) -> Status {
+        let media = &snapshot.media;
+        let counters = self.machine.counters();
+        Status {
+            state: state_name(self.machine.state()),
+            peer: self.machine.peer().map(ToString::to_string),
+            peer_addr: self.machine.peer_addr(),
+            dialect: self.machine.dialect().map(fsm::Dialect::name),
+            registered: snapshot.registered,
+            sent: media.sent,
+            received: media.received,
+            played: media.played,
+            lost: media.lost,
+            late: media.late,
+            duplicate: media.duplicate,
+            discarded: media.discarded,
+            foreign_media: media.foreign_media,
+            concealed: media.concealed,
+            underruns: media.underruns,
+            depth: media.depth,
+            codec: media.codec.map(fsm::Codec::name),
+            jitter_us: media.jitter_us,
+            capture_overruns: media.capture_overruns,
+            playback_overruns: media.playback_overruns,
+            foreign: counters.foreign,
+            garbage: snapshot.garbage,
+            retransmissions: counters.retransmissions,
+            allocations: snapshot.allocations,
+        }
+    }
+
+    /// Whether a quitting phone may stop at `now`: its quit limit is reached, or its call
+    /// is done (a call only lingering, nothing left to be acknowledged, need not hold the
+    /// exit up) and the directory (`directory_busy`: requests, DISCONNECT) is too.
+    pub fn is_done(&self, now: Instant, directory_busy: bool) -> bool {
+        let Some(quit) = &self.quit else {
+            return false;
+        };
+        let call_done = match self.machine.state() {
+            State::Idle => true,
+            State::Closing => self.machine.deadline(fsm::Timer::Retransmit).is_none(),
+            _ => false,
+        };
+        let drained = self.ready.is_empty() && self.actions.is_empty() && self.pending.is_empty();
+        now.max(self.now) >= quit.deadline || (call_done && drained && !directory_busy)
+    }
+
+    /// The origin of the `quit` that stops the phone, if a command did.
+    pub fn quit_origin(&self) -> Option<Origin> {
+        self.quit.as_ref().and_then(|q| q.origin)
+    }
+
+    /// The phone stops: queues `bye` (the answer to `quit`) and gives the exit code.
+    pub fn finish(&mut self) -> Exit {
+        let answer = self.quit_origin();
+        self.print(Out::Bye, answer);
+        if self.warnings {
+            Exit::Warning
+        } else {
+            Exit::Done
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parlo_fsm::{CallId, Codec, Dialect, Message, Preference, SplitMix64};
+    use parlo_net::directory::Contact;
+
+    use crate::media::MediaStats;
+
+    const SERVER: &str = "127.0.0.1:10000";
+    const BOB: &str = "127.0.0.2:5001";
+    const NOT_CONNECTED: &str = "not connected to the directory server 127.0.0.1:10000";
+
+    type TestAgent = Agent<SplitMix64>;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn name(s: &str) -> fsm::Name {
+        fsm::Name::new(s).expect("test name")
+    }
+
+    /// Control connection `n`.
+    fn ctl(n: usize) -> Origin {
+        Origin::Control(ConnectionId::new(n, 1))
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            machine: fsm::Config::new(name("alice")),
+            server: SERVER.into(),
+            device: "tone:440".into(),
+            control: true,
+        }
+    }
+
+    fn agent_with(settings: Settings) -> TestAgent {
+        Agent::new(settings, SplitMix64(7), Instant(0))
+    }
+
+    /// Alice's idle phone, with a control socket.
+    fn idle() -> TestAgent {
+        agent_with(settings())
+    }
+
+    /// Everything the agent asks for now, carried out by a loop whose requests and
+    /// devices all work.
+    fn outputs(agent: &mut TestAgent) -> Vec<Output> {
+        std::iter::from_fn(|| agent.poll_output()).collect()
+    }
+
+    /// As [`outputs`], by a loop with no directory connection: each request fails at
+    /// once, reported as the loop does.
+    fn outputs_offline(agent: &mut TestAgent) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some(output) = agent.poll_output() {
+            if let Output::Query { purpose, .. } = &output {
+                let failed = Outcome::Answer(purpose.clone(), Err(NOT_CONNECTED.into()));
+                agent.handle_directory(agent.now, failed);
+            }
+            out.push(output);
+        }
+        out
+    }
+
+    /// The printed lines among `outputs`, each with the origin it answers.
+    fn printed(outputs: &[Output]) -> Vec<(String, Option<Origin>)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Print { event, answer } => Some((event.text(), *answer)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn line(agent: &mut TestAgent, at: u64, text: &str, origin: Origin) -> Vec<Output> {
+        agent.handle_line(Instant(at), Ok(text.into()), origin);
+        outputs(agent)
+    }
+
+    fn found(at: &str) -> Result<Answer, String> {
+        let at = addr(at);
+        Ok(Answer::Found(Contact {
+            ip: at.ip(),
+            port: at.port(),
+            dialect: Some(Dialect::Parlo),
+        }))
+    }
+
+    fn answer(agent: &mut TestAgent, at: u64, purpose: Purpose, result: Result<Answer, String>) {
+        agent.handle_directory(Instant(at), Outcome::Answer(purpose, result));
+    }
+
+    /// Alice dialled Bob from control connection 1 at 0; the directory found him at 5 and
+    /// START went out.
+    fn dialing() -> TestAgent {
+        let mut a = idle();
+        let out = line(&mut a, 0, "call bob", ctl(1));
+        assert_eq!(
+            out[0],
+            Output::Query {
+                query: Query::Lookup(name("bob")),
+                purpose: Purpose::Dial(name("bob"))
+            }
+        );
+        answer(&mut a, 5, Purpose::Dial(name("bob")), found(BOB));
+        let out = outputs(&mut a);
+        let id = a.machine.call_id().expect("a Parlo call has an id");
+        let start = Message::start(name("alice"), id, Preference::default().set());
+        assert_eq!(
+            out,
+            [Output::Send {
+                to: addr(BOB),
+                message: start
+            }]
+        );
+        a
+    }
+
+    /// Alice in a call with Bob, connected at 10.
+    fn in_call() -> TestAgent {
+        let mut a = dialing();
+        let call = a.machine.call_id();
+        a.handle_peer(
+            Instant(10),
+            addr(BOB),
+            Message::Accept { call, codec: None },
+        );
+        let _ = outputs(&mut a);
+        assert_eq!(a.state(), State::InCall);
+        a
+    }
+
+    fn start_from_bob() -> Message {
+        Message::start(name("bob"), CallId(1), Preference::default().set())
+    }
+
+    fn verify_bob() -> Purpose {
+        Purpose::Verify {
+            peer: name("bob"),
+            from: addr(BOB),
+        }
+    }
+
+    /// Alice's phone rung by Bob at 0, the directory asked to verify him.
+    fn rung_with(settings: Settings) -> TestAgent {
+        let mut a = agent_with(settings);
+        a.handle_peer(Instant(0), addr(BOB), start_from_bob());
+        let out = outputs(&mut a);
+        assert!(
+            out.contains(&Output::Query {
+                query: Query::Lookup(name("bob")),
+                purpose: verify_bob()
+            }),
+            "{out:?}"
+        );
+        assert!(
+            printed(&out).is_empty(),
+            "announced before verification: {out:?}"
+        );
+        a
+    }
+
+    fn rung() -> TestAgent {
+        rung_with(settings())
+    }
+
+    // ---- dialling ----
+
+    #[test]
+    fn a_dial_asks_the_directory_then_starts_the_call_and_tells_its_progress() {
+        let mut a = idle();
+        let out = line(&mut a, 0, "call bob", ctl(1));
+        assert_eq!(printed(&out), [("calling bob".into(), Some(ctl(1)))]);
+        let mut a = dialing();
+        let call = a.machine.call_id().expect("a Parlo call has an id");
+        a.handle_peer(Instant(20), addr(BOB), Message::Ringing { call });
+        assert_eq!(printed(&outputs(&mut a)), [("ringing bob".into(), None)]);
+        let accept = Message::Accept {
+            call: Some(call),
+            codec: None,
+        };
+        a.handle_peer(Instant(30), addr(BOB), accept);
+        let out = outputs(&mut a);
+        assert!(out.contains(&Output::StartMedia {
+            peer: addr(BOB),
+            dialect: Dialect::Parlo,
+            codec: Codec::L16
+        }));
+        assert!(out.contains(&Output::Send {
+            to: addr(BOB),
+            message: Message::Ack { call }
+        }));
+        assert_eq!(
+            printed(&out),
+            [("connected bob dialect=parlo codec=L16".into(), None)]
+        );
+    }
+
+    #[test]
+    fn a_dial_without_the_directory_ends_lookup_failed() {
+        let mut a = idle();
+        a.handle_line(Instant(0), Ok("call bob".into()), ctl(1));
+        let out = outputs_offline(&mut a);
+        // The error comes in the place of the request, before the call's first event,
+        // which is the command's answer; the lookup's failure ends the call after it.
+        assert_eq!(
+            printed(&out),
+            [
+                (
+                    format!("error reason=cannot look bob up: {NOT_CONNECTED}"),
+                    None
+                ),
+                ("calling bob".into(), Some(ctl(1))),
+                ("ended bob reason=lookup-failed".into(), None),
+            ]
+        );
+        assert_eq!(a.state(), State::Idle);
+    }
+
+    #[test]
+    fn an_unknown_callee_ends_the_call() {
+        let mut a = idle();
+        let _ = line(&mut a, 0, "call bob", Origin::Stdin);
+        answer(&mut a, 5, Purpose::Dial(name("bob")), Ok(Answer::NotFound));
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [("ended bob reason=unknown-user".into(), None)]
+        );
+    }
+
+    // ---- incoming calls ----
+
+    #[test]
+    fn an_incoming_call_is_announced_once_the_caller_is_verified() {
+        let cases = [
+            // Bob's directory entry has his IP (another port: the same machine).
+            (found("127.0.0.2:6000"), "yes"),
+            (found("127.0.0.9:5001"), "no"),
+            (Ok(Answer::NotFound), "no"),
+            (Err(NOT_CONNECTED.to_owned()), "unknown"),
+        ];
+        for (result, verified) in cases {
+            let mut a = rung();
+            answer(&mut a, 10, verify_bob(), result);
+            assert_eq!(
+                printed(&outputs(&mut a)),
+                [(format!("incoming bob from={BOB} verified={verified}"), None)]
+            );
+            assert_eq!(a.state(), State::Ringing);
+        }
+        // No answer within the verification wait.
+        let mut a = rung();
+        a.handle_timeout(Instant(1_000));
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [(format!("incoming bob from={BOB} verified=unknown"), None)]
+        );
+    }
+
+    #[test]
+    fn with_auto_answer_an_incoming_call_is_accepted() {
+        let mut settings = settings();
+        settings.machine.auto_answer = true;
+        let mut a = rung_with(settings);
+        answer(&mut a, 10, verify_bob(), found(BOB));
+        let out = outputs(&mut a);
+        assert!(out.contains(&Output::Send {
+            to: addr(BOB),
+            message: Message::Accept {
+                call: Some(CallId(1)),
+                codec: Some(Codec::L16)
+            }
+        }));
+        assert!(out.iter().any(|o| matches!(o, Output::StartMedia { .. })));
+        assert_eq!(
+            printed(&out),
+            [
+                (format!("incoming bob from={BOB} verified=yes"), None),
+                ("connected bob dialect=parlo codec=L16".into(), None),
+            ]
+        );
+        assert_eq!(a.state(), State::InCall);
+    }
+
+    // ---- commands and their answers ----
+
+    #[test]
+    fn only_the_first_event_after_a_command_answers_it() {
+        // Accepting a call not yet announced: the announcement is the answer.
+        let mut a = rung();
+        let out = line(&mut a, 100, "accept", ctl(1));
+        assert_eq!(
+            printed(&out),
+            [
+                (
+                    format!("incoming bob from={BOB} verified=unknown"),
+                    Some(ctl(1))
+                ),
+                ("connected bob dialect=parlo codec=L16".into(), None),
+            ]
+        );
+        // Events that follow on their own answer nobody.
+        a.handle_peer(
+            Instant(200),
+            addr(BOB),
+            Message::Close {
+                call: Some(CallId(1)),
+            },
+        );
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [("ended bob reason=remote-hangup".into(), None)]
+        );
+        // A refusal is an answer too.
+        let out = line(&mut idle(), 0, "reject", Origin::Stdin);
+        assert_eq!(
+            printed(&out),
+            [(
+                "error reason=no incoming call to answer".into(),
+                Some(Origin::Stdin)
+            )]
+        );
+    }
+
+    #[test]
+    fn help_and_mistakes_are_answered_to_their_origin() {
+        let mut a = idle();
+        let out = line(&mut a, 0, "help", ctl(2));
+        assert_eq!(
+            out,
+            [Output::Print {
+                event: Out::Help,
+                answer: Some(ctl(2))
+            }]
+        );
+        let out = line(&mut a, 0, "dance", ctl(1));
+        assert!(
+            matches!(&printed(&out)[..], [(text, Some(origin))]
+                if text.starts_with("error reason=unknown command \"dance\"") && *origin == ctl(1)),
+            "{out:?}"
+        );
+        a.handle_line(Instant(0), Err("command is not valid UTF-8".into()), ctl(3));
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [(
+                "error reason=command is not valid UTF-8".into(),
+                Some(ctl(3))
+            )]
+        );
+        assert!(
+            line(&mut a, 0, "   ", ctl(1)).is_empty(),
+            "a blank line is no command"
+        );
+    }
+
+    #[test]
+    fn list_asks_the_directory_and_answers_the_origin_that_asked() {
+        let mut a = idle();
+        let list = |origin| Output::Query {
+            query: Query::List,
+            purpose: Purpose::List { origin },
+        };
+        assert_eq!(line(&mut a, 0, "list", ctl(1)), [list(ctl(1))]);
+        assert_eq!(
+            line(&mut a, 0, "list", Origin::Stdin),
+            [list(Origin::Stdin)]
+        );
+        let users = Ok(Answer::Users {
+            names: vec![name("alice"), name("bob")],
+            complete: true,
+        });
+        answer(&mut a, 10, Purpose::List { origin: ctl(1) }, users);
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [("users alice bob".into(), Some(ctl(1)))]
+        );
+        let refused = Err("the server refused".to_owned());
+        answer(
+            &mut a,
+            20,
+            Purpose::List {
+                origin: Origin::Stdin,
+            },
+            refused,
+        );
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [(
+                "error reason=cannot list the users: the server refused".into(),
+                Some(Origin::Stdin)
+            )]
+        );
+        // Without a connection, the loop reports the failure at once.
+        a.handle_line(Instant(30), Ok("list".into()), ctl(2));
+        assert_eq!(
+            printed(&outputs_offline(&mut a)),
+            [(
+                format!("error reason=cannot list the users: {NOT_CONNECTED}"),
+                Some(ctl(2))
+            )]
+        );
+    }
+
+    #[test]
+    fn status_is_answered_to_its_origin_with_the_loop_s_counts() {
+        let mut a = in_call();
+        assert_eq!(
+            line(&mut a, 50, "status", ctl(2)),
+            [Output::ShowStatus { answer: ctl(2) }]
+        );
+        let snapshot = Snapshot {
+            media: MediaStats {
+                codec: Some(Codec::L16),
+                sent: 5,
+                ..MediaStats::default()
+            },
+            garbage: 3,
+            registered: true,
+            allocations: 9,
+        };
+        let status = a.status(&snapshot);
+        assert_eq!(
+            (status.state, status.peer.as_deref(), status.peer_addr),
+            ("in-call", Some("bob"), Some(addr(BOB)))
+        );
+        assert_eq!((status.dialect, status.codec), (Some("parlo"), Some("L16")));
+        assert_eq!((status.sent, status.garbage, status.allocations), (5, 3, 9));
+        assert!(status.registered);
+        assert_eq!(idle().status(&Snapshot::default()).state, "idle");
+    }
+
+    // ---- quitting ----
+
+    #[test]
+    fn commands_while_stopping_are_refused_except_status() {
+        let mut a = idle();
+        assert_eq!(line(&mut a, 0, "quit", Origin::Stdin), [Output::Disconnect]);
+        let stopping = |origin| vec![("error reason=the phone is stopping".into(), Some(origin))];
+        assert_eq!(
+            printed(&line(&mut a, 1, "call bob", ctl(1))),
+            stopping(ctl(1))
+        );
+        assert_eq!(printed(&line(&mut a, 1, "quit", ctl(1))), stopping(ctl(1)));
+        assert_eq!(printed(&line(&mut a, 1, "list", ctl(2))), stopping(ctl(2)));
+        assert_eq!(
+            line(&mut a, 1, "status", ctl(1)),
+            [Output::ShowStatus { answer: ctl(1) }]
+        );
+        // An idle phone is done as soon as the directory is.
+        assert!(!a.is_done(Instant(1), true));
+        assert!(a.is_done(Instant(1), false));
+    }
+
+    #[test]
+    fn quit_hangs_up_disconnects_and_waits_for_the_acknowledgement() {
+        let mut a = in_call();
+        let out = line(&mut a, 100, "quit", ctl(1));
+        let call = a.machine.call_id().expect("a Parlo call has an id");
+        assert!(out.contains(&Output::Send {
+            to: addr(BOB),
+            message: Message::Close { call: Some(call) }
+        }));
+        assert!(out.contains(&Output::StopMedia));
+        assert_eq!(out.last(), Some(&Output::Disconnect), "after the hang-up");
+        // The call's end is no answer: `quit`'s is `bye`.
+        assert_eq!(printed(&out), [("ended bob reason=hangup".into(), None)]);
+        assert!(
+            !a.is_done(Instant(100), false),
+            "CLOSE not acknowledged yet"
+        );
+        a.handle_peer(Instant(150), addr(BOB), Message::Closed { call });
+        let _ = outputs(&mut a);
+        assert!(
+            !a.is_done(Instant(150), true),
+            "the directory is still busy"
+        );
+        assert!(a.is_done(Instant(150), false));
+        assert_eq!(a.finish(), Exit::Done);
+        assert_eq!(
+            outputs(&mut a),
+            [Output::Print {
+                event: Out::Bye,
+                answer: Some(ctl(1))
+            }]
+        );
+        assert_eq!(a.quit_origin(), Some(ctl(1)));
+    }
+
+    #[test]
+    fn quitting_takes_two_seconds_at_most() {
+        let mut a = in_call();
+        a.handle_stop(Instant(100));
+        let _ = outputs(&mut a);
+        assert!(a.poll_timeout().is_some_and(|t| t <= Instant(2_100)));
+        assert!(!a.is_done(Instant(2_099), true));
+        assert!(a.is_done(Instant(2_100), true), "nobody acknowledged");
+        assert_eq!(a.quit_origin(), None);
+        // A signal's `bye` answers nobody.
+        assert_eq!(a.finish(), Exit::Done);
+        assert_eq!(printed(&outputs(&mut a)), [("bye".into(), None)]);
+    }
+
+    #[test]
+    fn the_end_of_stdin_stops_a_phone_nobody_else_drives() {
+        let mut alone = settings();
+        alone.control = false;
+        let mut a = agent_with(alone.clone());
+        a.handle_stdin_end(Instant(0), true);
+        assert_eq!(outputs(&mut a), [Output::Disconnect]);
+        // /dev/null or a file: read to its end at once, meaning nothing.
+        let mut a = agent_with(alone);
+        a.handle_stdin_end(Instant(0), false);
+        assert!(outputs(&mut a).is_empty());
+        // The control socket still drives the phone.
+        let mut a = idle();
+        a.handle_stdin_end(Instant(0), true);
+        assert!(outputs(&mut a).is_empty());
+        assert!(!a.is_done(Instant(5_000), false));
+    }
+
+    // ---- the audio device ----
+
+    #[test]
+    fn an_audio_device_failure_prints_an_error_hangs_up_and_warns() {
+        let mut a = in_call();
+        a.handle_media_failed(Instant(500), MediaFailure::Lost(None));
+        let out = outputs(&mut a);
+        assert_eq!(
+            printed(&out),
+            [
+                (
+                    "error reason=audio device tone:440 failed: it stopped delivering audio; \
+                     media stopped, hanging up"
+                        .into(),
+                    None
+                ),
+                ("ended bob reason=hangup".into(), None),
+            ]
+        );
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                message: Message::Close { .. },
+                ..
+            }
+        )));
+        assert_eq!(a.state(), State::Closing);
+        assert_eq!(a.finish(), Exit::Warning);
+    }
+
+    #[test]
+    fn a_device_that_will_not_start_answers_the_command_and_hangs_up() {
+        let mut a = rung();
+        answer(&mut a, 10, verify_bob(), found(BOB));
+        let _ = outputs(&mut a);
+        a.handle_line(Instant(100), Ok("accept".into()), ctl(1));
+        let mut out = Vec::new();
+        while let Some(output) = a.poll_output() {
+            if let Output::StartMedia { .. } = output {
+                let failure = MediaFailure::Start("no such device".into());
+                a.handle_media_failed(Instant(100), failure);
+            }
+            out.push(output);
+        }
+        assert_eq!(
+            printed(&out),
+            [
+                (
+                    "error reason=audio device tone:440: no such device; hanging up".into(),
+                    Some(ctl(1))
+                ),
+                ("connected bob dialect=parlo codec=L16".into(), None),
+                ("ended bob reason=hangup".into(), None),
+            ]
+        );
+        assert_eq!(a.finish(), Exit::Warning);
+    }
+
+    #[test]
+    fn a_device_that_will_not_stop_only_warns() {
+        let mut a = idle();
+        a.handle_media_failed(Instant(0), MediaFailure::Stop("busy".into()));
+        assert!(outputs(&mut a).is_empty());
+        assert_eq!(a.finish(), Exit::Warning);
+    }
+
+    // ---- the directory connection ----
+
+    #[test]
+    fn the_registration_and_its_loss_are_told_but_not_while_quitting() {
+        let mut a = idle();
+        a.handle_directory(Instant(0), Outcome::Registered);
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [(format!("registered alice server={SERVER}"), None)]
+        );
+        let lost = |announce| Outcome::Lost {
+            reason: format!("the directory server {SERVER} went away"),
+            retry_in: std::time::Duration::from_secs(1),
+            announce,
+        };
+        a.handle_directory(Instant(10), lost(true));
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [(
+                format!(
+                    "unregistered reason=the directory server {SERVER} went away; retrying in 1 s"
+                ),
+                None
+            )]
+        );
+        a.handle_directory(Instant(20), lost(false));
+        assert!(outputs(&mut a).is_empty(), "told once per outage");
+        a.handle_stop(Instant(30));
+        let _ = outputs(&mut a);
+        a.handle_directory(Instant(40), lost(true));
+        assert!(outputs(&mut a).is_empty());
+    }
+
+    // ---- the peer ----
+
+    #[test]
+    fn peer_messages_and_media_reach_the_machine() {
+        let mut a = in_call();
+        assert_eq!(
+            a.media_dialect(Instant(20), addr(BOB)),
+            Some(Dialect::Parlo)
+        );
+        assert_eq!(a.media_dialect(Instant(20), addr("127.0.0.9:5001")), None);
+        // Media keeps the call alive past the peer-silence limit (5 s after connecting).
+        a.handle_media(Instant(4_000), addr(BOB));
+        assert!(outputs(&mut a).is_empty());
+        a.handle_timeout(Instant(5_010));
+        assert!(outputs(&mut a).is_empty());
+        assert_eq!(a.poll_timeout(), Some(Instant(9_000)));
+        a.handle_timeout(Instant(9_000));
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [("ended bob reason=peer-lost".into(), None)]
+        );
+    }
+}
