@@ -565,7 +565,6 @@ impl<R: CallIds> Agent<R> {
 
     /// The `status` answer, with what the loop knows.
     pub fn status(&self, snapshot: &Snapshot) -> Status {
-        let media = &snapshot.media;
         let counters = self.machine.counters();
         Status {
             state: state_name(self.machine.state()),
@@ -573,21 +572,7 @@ impl<R: CallIds> Agent<R> {
             peer_addr: self.machine.peer_addr(),
             dialect: self.machine.dialect().map(fsm::Dialect::name),
             registered: snapshot.registered,
-            sent: media.sent,
-            received: media.received,
-            played: media.played,
-            lost: media.lost,
-            late: media.late,
-            duplicate: media.duplicate,
-            discarded: media.discarded,
-            foreign_media: media.foreign_media,
-            concealed: media.concealed,
-            underruns: media.underruns,
-            depth: media.depth,
-            codec: media.codec.map(fsm::Codec::name),
-            jitter_us: media.jitter_us,
-            capture_overruns: media.capture_overruns,
-            playback_overruns: media.playback_overruns,
+            media: snapshot.media,
             foreign: counters.foreign,
             garbage: snapshot.garbage,
             retransmissions: counters.retransmissions,
@@ -1055,8 +1040,14 @@ mod tests {
             (status.state, status.peer.as_deref(), status.peer_addr),
             ("in-call", Some("bob"), Some(addr(BOB)))
         );
-        assert_eq!((status.dialect, status.codec), (Some("parlo"), Some("L16")));
-        assert_eq!((status.sent, status.garbage, status.allocations), (5, 3, 9));
+        assert_eq!(
+            (status.dialect, status.media.codec),
+            (Some("parlo"), Some(fsm::Codec::L16))
+        );
+        assert_eq!(
+            (status.media.sent, status.garbage, status.allocations),
+            (5, 3, 9)
+        );
         assert!(status.registered);
         assert_eq!(idle().status(&Snapshot::default()).state, "idle");
     }

@@ -30,6 +30,8 @@
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
+use crate::media::MediaStats;
+
 use parlo_fsm::Escaped;
 
 /// The commands, as `help` lists them.
@@ -55,42 +57,12 @@ pub struct Status {
     pub peer_addr: Option<SocketAddr>,
     /// `parlo` or `original`, during a call.
     pub dialect: Option<&'static str>,
-    /// The codec of the current or last call's media (`L16`, `PCMU`).
-    pub codec: Option<&'static str>,
     /// Whether the directory holds our registration.
     pub registered: bool,
-    /// Media packets sent (current or last call).
-    pub sent: u64,
-    /// Media packets received from the peer and accepted (current or last call).
-    pub received: u64,
-    /// Frames played from received packets.
-    pub played: u64,
-    /// Frames missing at their playout time.
-    pub lost: u64,
-    /// Packets that arrived too late to play.
-    pub late: u64,
-    /// Packets received twice.
-    pub duplicate: u64,
-    /// Packets dropped as far outside the jitter buffer's window (strays, or the first
-    /// packets of a restarted stream).
-    pub discarded: u64,
-    /// Playback ticks filled by concealment or silence.
-    pub concealed: u64,
-    /// Playback queue underruns (the device found nothing to play).
-    pub underruns: u64,
-    /// Jitter-buffer depth now, in frames.
-    pub depth: usize,
-    /// Estimated interarrival jitter (RFC 3550), in microseconds; shown in milliseconds.
-    pub jitter_us: u64,
-    /// Captured frames dropped because the loop fell behind (capture queue full).
-    pub capture_overruns: u64,
-    /// Frames dropped because the playback queue was full.
-    pub playback_overruns: u64,
+    /// The media counters of the current or last call (and its codec).
+    pub media: MediaStats,
     /// Signalling or media ignored as belonging to another call or address.
     pub foreign: u64,
-    /// RTP from the peer's address ignored as not the call's stream (another SSRC or
-    /// payload type).
-    pub foreign_media: u64,
     /// Datagrams that could not be parsed.
     pub garbage: u64,
     /// Signalling messages resent.
@@ -103,22 +75,23 @@ impl Status {
     /// The numeric fields, in the order `status` prints them (numbers in both the text and
     /// the JSON form; the jitter in milliseconds with three decimals).
     fn counters(&self) -> [(&'static str, Counter); 18] {
+        let media = &self.media;
         [
-            ("sent", Counter::Count(self.sent)),
-            ("received", Counter::Count(self.received)),
-            ("played", Counter::Count(self.played)),
-            ("lost", Counter::Count(self.lost)),
-            ("late", Counter::Count(self.late)),
-            ("duplicate", Counter::Count(self.duplicate)),
-            ("discarded", Counter::Count(self.discarded)),
-            ("concealed", Counter::Count(self.concealed)),
-            ("underruns", Counter::Count(self.underruns)),
-            ("depth", Counter::Count(self.depth as u64)),
-            ("jitter_ms", Counter::Micros(self.jitter_us)),
-            ("capture_overruns", Counter::Count(self.capture_overruns)),
-            ("playback_overruns", Counter::Count(self.playback_overruns)),
+            ("sent", Counter::Count(media.sent)),
+            ("received", Counter::Count(media.received)),
+            ("played", Counter::Count(media.played)),
+            ("lost", Counter::Count(media.lost)),
+            ("late", Counter::Count(media.late)),
+            ("duplicate", Counter::Count(media.duplicate)),
+            ("discarded", Counter::Count(media.discarded)),
+            ("concealed", Counter::Count(media.concealed)),
+            ("underruns", Counter::Count(media.underruns)),
+            ("depth", Counter::Count(media.depth as u64)),
+            ("jitter_ms", Counter::Micros(media.jitter_us)),
+            ("capture_overruns", Counter::Count(media.capture_overruns)),
+            ("playback_overruns", Counter::Count(media.playback_overruns)),
             ("foreign", Counter::Count(self.foreign)),
-            ("foreign_media", Counter::Count(self.foreign_media)),
+            ("foreign_media", Counter::Count(media.foreign_media)),
             ("garbage", Counter::Count(self.garbage)),
             ("retransmissions", Counter::Count(self.retransmissions)),
             ("allocations", Counter::Count(self.allocations)),
@@ -286,7 +259,7 @@ impl Event {
                 if let Some(dialect) = s.dialect {
                     let _ = write!(out, " dialect={dialect}");
                 }
-                if let Some(codec) = s.codec {
+                if let Some(codec) = s.media.codec.map(parlo_fsm::Codec::name) {
                     let _ = write!(out, " codec={codec}");
                 }
                 let registered = if s.registered { "yes" } else { "no" };
@@ -369,7 +342,7 @@ impl Event {
                 if let Some(dialect) = s.dialect {
                     field(&mut out, "dialect", dialect);
                 }
-                if let Some(codec) = s.codec {
+                if let Some(codec) = s.media.codec.map(parlo_fsm::Codec::name) {
                     field(&mut out, "codec", codec);
                 }
                 let _ = write!(out, ",\"registered\":{}", s.registered);
@@ -554,10 +527,13 @@ mod tests {
         );
         let in_call = Event::Status(Box::new(Status {
             state: "in-call",
-            codec: Some("PCMU"),
-            jitter_us: 12_375,
-            capture_overruns: 2,
-            playback_overruns: 3,
+            media: MediaStats {
+                codec: Some(parlo_fsm::Codec::Pcmu),
+                jitter_us: 12_375,
+                capture_overruns: 2,
+                playback_overruns: 3,
+                ..MediaStats::default()
+            },
             ..Status::default()
         }));
         let text = in_call.text();
