@@ -216,33 +216,58 @@ struct EscapingWriter<'a, 'b> {
     json: bool,
 }
 
+impl EscapingWriter<'_, '_> {
+    /// Writes `ch`, which needs escaping, in the writer's notation.
+    fn escape(&mut self, ch: char) -> fmt::Result {
+        if !self.json {
+            return write!(self.out, "\\u{{{:x}}}", u32::from(ch));
+        }
+        match ch {
+            '"' => self.out.write_str("\\\""),
+            '\\' => self.out.write_str("\\\\"),
+            '\n' => self.out.write_str("\\n"),
+            '\r' => self.out.write_str("\\r"),
+            '\t' => self.out.write_str("\\t"),
+            _ => {
+                for unit in ch.encode_utf16(&mut [0; 2]) {
+                    write!(self.out, "\\u{unit:04x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl fmt::Write for EscapingWriter<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Runs of plain text go out whole.
-        let mut plain = 0;
-        for (at, ch) in s.char_indices() {
-            let json_special = self.json && matches!(ch, '"' | '\\');
-            if !json_special && !is_escaped(ch) {
-                continue;
-            }
-            self.out.write_str(&s[plain..at])?;
-            plain = at + ch.len_utf8();
-            if !self.json {
-                write!(self.out, "\\u{{{:x}}}", u32::from(ch))?;
-                continue;
-            }
-            match ch {
-                '"' => self.out.write_str("\\\"")?,
-                '\\' => self.out.write_str("\\\\")?,
-                '\n' => self.out.write_str("\\n")?,
-                '\r' => self.out.write_str("\\r")?,
-                '\t' => self.out.write_str("\\t")?,
-                _ => {
-                    for unit in ch.encode_utf16(&mut [0; 2]) {
-                        write!(self.out, "\\u{unit:04x}")?;
-                    }
+        // Log lines and events are mostly printable ASCII, tested a byte at a time; only
+        // the other characters are decoded and looked up. Runs of plain text go out whole.
+        let bytes = s.as_bytes();
+        let (mut plain, mut at) = (0, 0);
+        while let Some(&byte) = bytes.get(at) {
+            let (ch, len) = if byte.is_ascii() {
+                let special =
+                    byte < 0x20 || byte == 0x7f || (self.json && matches!(byte, b'"' | b'\\'));
+                if !special {
+                    at += 1;
+                    continue;
                 }
-            }
+                (char::from(byte), 1)
+            } else {
+                // `at` is always at a character boundary: it moves by whole characters.
+                let Some(ch) = s[at..].chars().next() else {
+                    break;
+                };
+                if !is_escaped(ch) {
+                    at += ch.len_utf8();
+                    continue;
+                }
+                (ch, ch.len_utf8())
+            };
+            self.out.write_str(&s[plain..at])?;
+            self.escape(ch)?;
+            at += len;
+            plain = at;
         }
         self.out.write_str(&s[plain..])
     }
