@@ -240,34 +240,26 @@ impl EscapingWriter<'_, '_> {
 
 impl fmt::Write for EscapingWriter<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Log lines and events are mostly printable ASCII, tested a byte at a time; only
-        // the other characters are decoded and looked up. Runs of plain text go out whole.
+        // Log lines and events are mostly printable ASCII: runs of it are skipped in one
+        // pass, a comparison or two a byte, and go out whole. Only the other bytes are
+        // looked at: ASCII to escape, or the start of a character to decode and look up.
+        let json = self.json;
+        let printable =
+            |byte: u8| (0x20..0x7f).contains(&byte) && !(json && matches!(byte, b'"' | b'\\'));
         let bytes = s.as_bytes();
         let (mut plain, mut at) = (0, 0);
-        while let Some(&byte) = bytes.get(at) {
-            let (ch, len) = if byte.is_ascii() {
-                let special =
-                    byte < 0x20 || byte == 0x7f || (self.json && matches!(byte, b'"' | b'\\'));
-                if !special {
-                    at += 1;
-                    continue;
-                }
-                (char::from(byte), 1)
-            } else {
-                // `at` is always at a character boundary: it moves by whole characters.
-                let Some(ch) = s[at..].chars().next() else {
-                    break;
-                };
-                if !is_escaped(ch) {
-                    at += ch.len_utf8();
-                    continue;
-                }
-                (ch, ch.len_utf8())
+        while let Some(skip) = bytes[at..].iter().position(|&byte| !printable(byte)) {
+            at += skip;
+            // `at` is at a character boundary: it moves by whole characters.
+            let Some(ch) = s[at..].chars().next() else {
+                break;
             };
-            self.out.write_str(&s[plain..at])?;
-            self.escape(ch)?;
-            at += len;
-            plain = at;
+            if ch.is_ascii() || is_escaped(ch) {
+                self.out.write_str(&s[plain..at])?;
+                self.escape(ch)?;
+                plain = at + ch.len_utf8();
+            }
+            at += ch.len_utf8();
         }
         self.out.write_str(&s[plain..])
     }

@@ -234,11 +234,22 @@ impl Request {
     /// Strings are unescaped (`"\u00e9"` is `é`); fields other than `command`, `name`,
     /// `port` and `offset` are ignored, so clients may add their own.
     pub fn parse(bytes: &[u8]) -> Result<Request, RequestError> {
-        let mut joined = [0u8; MAX_REQUEST];
-        let bytes = match join_surrogate_pairs(bytes, &mut joined) {
-            Some(len) => &joined[..len],
-            None => bytes,
-        };
+        // The JSON parser refuses escaped surrogate pairs: join them and try again. Only
+        // then, so that the common request pays nothing for it.
+        match Request::parse_joined(bytes) {
+            Err(RequestError::Malformed(_)) if has_surrogate_escape(bytes) => {
+                let mut joined = [0u8; MAX_REQUEST];
+                match join_surrogate_pairs(bytes, &mut joined) {
+                    Some(len) => Request::parse_joined(&joined[..len]),
+                    None => Request::parse_joined(bytes),
+                }
+            }
+            parsed => parsed,
+        }
+    }
+
+    /// [`Request::parse`], once surrogate pairs are joined.
+    fn parse_joined(bytes: &[u8]) -> Result<Request, RequestError> {
         let mut unescaped = [0u8; MAX_REQUEST];
         let (wire, _) = serde_json_core::from_slice_escaped::<Wire>(bytes, &mut unescaped)
             .map_err(|e| RequestError::Malformed(describe(&e)))?;
@@ -290,10 +301,7 @@ impl Request {
 /// JSON parser decodes one `\uXXXX` at a time and refuses a lone surrogate. A lone or
 /// reversed surrogate is left as it is, and refused by the parser.
 fn join_surrogate_pairs(input: &[u8], out: &mut [u8]) -> Option<usize> {
-    let has_surrogate = input
-        .windows(3)
-        .any(|w| w[0] == b'\\' && w[1] == b'u' && matches!(w[2], b'd' | b'D'));
-    if !has_surrogate || input.len() > out.len() {
+    if !has_surrogate_escape(input) || input.len() > out.len() {
         return None;
     }
     let (mut read, mut written, mut in_string) = (0, 0, false);
@@ -320,6 +328,13 @@ fn join_surrogate_pairs(input: &[u8], out: &mut [u8]) -> Option<usize> {
         read += 1;
     }
     Some(written)
+}
+
+/// Whether `input` may hold an escaped surrogate (`\uD…`).
+fn has_surrogate_escape(input: &[u8]) -> bool {
+    input
+        .windows(3)
+        .any(|w| w[0] == b'\\' && w[1] == b'u' && matches!(w[2], b'd' | b'D'))
 }
 
 /// The character of a high and a low surrogate written `\uD8xx\uDCxx` at the start of
