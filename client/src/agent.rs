@@ -515,6 +515,13 @@ impl<R: CallIds> Agent<R> {
                 codec,
             },
             Action::StopMedia => Output::StopMedia,
+            // An incoming call's announcement answers no command: it comes first when a
+            // command finds the call not yet announced, and the command's own event
+            // (`connected`, a refusal) is its answer.
+            Action::Notify(note @ Note::Incoming { .. }) => Output::Print {
+                event: self.event_of(note),
+                answer: None,
+            },
             Action::Notify(note) => Output::Print {
                 event: self.event_of(note),
                 answer: self.answer.take(),
@@ -902,18 +909,34 @@ mod tests {
     // ---- commands and their answers ----
 
     #[test]
+    fn a_refused_command_is_answered_with_its_refusal_even_before_the_announcement() {
+        // `call` while a call rings, not yet announced: the announcement comes first, but
+        // the answer (what `parlo-client ctl` prints, and its exit code) is the refusal.
+        let mut a = rung();
+        let out = line(&mut a, 100, "call carol", ctl(1));
+        assert_eq!(
+            printed(&out),
+            [
+                (format!("incoming bob from={BOB} verified=unknown"), None),
+                (
+                    "error reason=already in a call: hang up first".into(),
+                    Some(ctl(1))
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn only_the_first_event_after_a_command_answers_it() {
-        // Accepting a call not yet announced: the announcement is the answer.
+        // Accepting a call not yet announced: it is announced first, and the command's
+        // own event is its answer.
         let mut a = rung();
         let out = line(&mut a, 100, "accept", ctl(1));
         assert_eq!(
             printed(&out),
             [
-                (
-                    format!("incoming bob from={BOB} verified=unknown"),
-                    Some(ctl(1))
-                ),
-                ("connected bob dialect=parlo codec=L16".into(), None),
+                (format!("incoming bob from={BOB} verified=unknown"), None),
+                ("connected bob dialect=parlo codec=L16".into(), Some(ctl(1))),
             ]
         );
         // Events that follow on their own answer nobody.

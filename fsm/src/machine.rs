@@ -405,6 +405,9 @@ impl<R: CallIds> Machine<R> {
                         Some(ours),
                     ) => match (theirs, ours.id) {
                         (None, _) => true,
+                        // Our START went bare (the directory says they are original): to
+                        // them it is the call that cannot yield, so it wins on both sides.
+                        (Some(_), None) => false,
                         (Some(t), Some(o)) if *t != o => *t < o,
                         _ => caller.as_str() < self.config.name.as_str(),
                     },
@@ -888,6 +891,33 @@ mod tests {
         let _ = b.handle(Instant(0), &Event::Dial(name("bob")));
         assert_eq!(a.call_id(), b.call_id(), "same seed, same id");
         assert_eq!(a.call_id(), Some(SplitMix64(7).next_call_id()));
+    }
+
+    #[test]
+    fn our_bare_start_wins_a_crossing_parlo_start() {
+        // The directory says bob is original: our START goes bare. Should bob's own START,
+        // with a call id, cross it, ours wins here as it does at bob's (a START without id
+        // always wins), so that both sides keep the same call — whatever the names' order.
+        let mut m = Machine::new(Config::new(name("zoe")), SplitMix64(7), Instant(0));
+        let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
+        let _ = m.handle(
+            Instant(0),
+            &Event::Resolved {
+                name: name("bob"),
+                addr: addr(BOB),
+                dialect: Some(Dialect::Original),
+            },
+        );
+        assert_eq!(m.call_id(), None);
+        let actions = m.handle(Instant(10), &start_from_bob(None, Some(CallId(1))));
+        assert_eq!(m.state(), State::Dialing);
+        assert_eq!(m.peer_addr(), Some(addr(BOB)));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::StartMedia { .. })),
+            "{actions:?}"
+        );
     }
 
     #[test]

@@ -541,8 +541,8 @@ impl fmt::Display for Preference {
 /// One signalling message between phones. `parlo-net` reads and writes it on the wire;
 /// the call machine takes it in and asks for it to be sent.
 ///
-/// A message with neither a call id nor a version is in the [`Dialect::Original`]
-/// dialect: what a phone of the original project sends.
+/// A message without a call id is in the [`Dialect::Original`] dialect: what a phone of
+/// the original project sends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Message {
     /// A call request.
@@ -645,17 +645,13 @@ impl Message {
         }
     }
 
-    /// The dialect of the message: [`Dialect::Original`] when it carries neither a call id
-    /// nor a version.
+    /// The dialect of the message: [`Dialect::Parlo`] when it carries a call id,
+    /// [`Dialect::Original`] when it does not (a version alone does not make a Parlo call:
+    /// without an id, nothing can be matched to it).
     pub const fn dialect(&self) -> Dialect {
-        let version = match self {
-            Message::Start { version, .. } => *version,
-            _ => None,
-        };
-        if self.call_id().is_none() && version.is_none() {
-            Dialect::Original
-        } else {
-            Dialect::Parlo
+        match self.call_id() {
+            Some(_) => Dialect::Parlo,
+            None => Dialect::Original,
         }
     }
 

@@ -27,11 +27,10 @@
 //!
 //! # Dialects
 //!
-//! A message that carries neither a call id nor a version is in the
-//! [`Dialect::Original`] dialect: it is what a phone of the original project sends (`START
-//! alice`, `ACCEPT`, `REJECT`, `CLOSE`), and a phone answering such a peer must use the
-//! original media format (raw PCM datagrams, see [`crate::media`]). Every other message is
-//! [`Dialect::Parlo`]. [`Wire::emit`] writes an original-dialect message byte for byte as
+//! A message without a call id is in the [`Dialect::Original`] dialect: it is what a phone
+//! of the original project sends (`START alice`, `ACCEPT`, `REJECT`, `CLOSE`), and a phone
+//! answering such a peer must use the original media format (raw PCM datagrams, see
+//! [`crate::media`]). Every message with a call id is [`Dialect::Parlo`]. [`Wire::emit`] writes an original-dialect message byte for byte as
 //! the original does, without a line terminator.
 //!
 //! # What the parser tolerates
@@ -697,9 +696,9 @@ mod tests {
     }
 
     #[test]
-    fn a_version_alone_or_a_call_id_alone_makes_a_parlo_message() {
+    fn the_call_id_makes_a_parlo_message_a_version_alone_does_not() {
         let version_only = parse("START bob v=2").expect("valid");
-        assert_eq!(version_only.dialect(), Dialect::Parlo);
+        assert_eq!(version_only.dialect(), Dialect::Original);
         assert_eq!(version_only.call_id(), None);
         let call_only = parse("START bob call=00000001").expect("valid");
         assert_eq!(call_only.dialect(), Dialect::Parlo);
