@@ -44,8 +44,6 @@ pub enum Purpose {
     Verify {
         /// The name announced.
         peer: parlo_fsm::Name,
-        /// The address the call came from.
-        from: SocketAddr,
     },
     /// A `list` command.
     List {

@@ -32,7 +32,8 @@
 //! be asked ([`Event::LookupFailed`]) or has not answered within
 //! [`Config::verify_wait`]. Whatever comes first about the call (the user answers, the
 //! caller gives up) announces it first, unverified: nobody is told `connected` or
-//! `ended` about a call never announced. With [`Config::auto_answer`] (an intercom) the
+//! `ended` about an incoming call never announced. (A call that wins glare connects
+//! without an announcement: its user had dialled that very peer.) With [`Config::auto_answer`] (an intercom) the
 //! machine answers the call itself as soon as it is announced.
 //!
 //! A lookup the machine no longer waits for (the call moved on, another name) is

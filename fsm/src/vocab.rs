@@ -83,7 +83,7 @@ impl core::error::Error for NameError {}
 /// embeddings, overrides and isolates, invisible operators, the byte-order mark,
 /// interlinear annotation marks, tag characters); and no `=`, which separates a field's
 /// key from its value in signalling and in the phone's events.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(heapless::String<MAX_NAME_LEN>);
 
 impl Name {

@@ -45,7 +45,7 @@ fn read(db: &Connection, path: &Path) -> Result<Vec<User>, Error> {
                 name: text(row.get(0)?),
                 ip: text(row.get(1)?),
                 port: row.get(2)?,
-                dialect: row.get(3)?,
+                dialect: text(row.get(3)?),
                 since: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
             })
         })

@@ -32,8 +32,8 @@
 //!
 //! The rules live here and nowhere else: one registration per connection; a name belongs
 //! to the connection that registered it until that connection says DISCONNECT or ends; a
-//! name is 1–32 bytes of printable UTF-8 (no whitespace, control or invisible
-//! formatting character, so two names never look alike by an invisible difference); LIST answers in
+//! name follows Parlo's one naming rule ([`Name`]: 1–32 bytes of printable UTF-8, no
+//! whitespace, control or invisible formatting character, no `=`); LIST answers in
 //! pages that fit one response. Nothing here reads a clock or a socket, the codecs and the
 //! server's rules do not allocate, and no input can make any of it panic (the request
 //! parser has a fuzz target, the reply parser property tests).
