@@ -30,7 +30,9 @@ use mio::net::UdpSocket;
 use parlo_audio::{
     Audio, DeviceSpec, FRAME_DURATION, Frame, JitterBuffer, JitterConfig, SILENCE, Wake, pcmu,
 };
-use parlo_net::media::{MAX_RTP_LEN, PayloadType, RAW_PCM_LEN, RawPcm, RtpHeader, RtpRepr};
+use parlo_net::media::{
+    MAX_RTP_LEN, PayloadType, RAW_PCM_LEN, RawPcm, RtpHeader, RtpRepr, StreamLock, Verdict,
+};
 use parlo_net::peer::{Codec, Dialect};
 
 /// Jitter-buffer depth: one frame on a clean network, where frames come at a steady
@@ -104,10 +106,8 @@ struct Session {
     dialect: Dialect,
     codec: Codec,
     header: RtpHeader,
-    /// The payload type of the call's codec, the only one played.
-    payload_type: PayloadType,
-    /// The peer's SSRC, learnt from its first packet of the call's payload type.
-    peer_ssrc: Option<u32>,
+    /// Which packets from the peer's address are its stream.
+    stream: StreamLock,
     /// RTP packets from the peer's address but not of its stream.
     foreign: u64,
     /// Sequence numbers given to raw PCM frames, which carry none, in arrival order.
@@ -316,8 +316,7 @@ impl Media {
             dialect,
             codec,
             header,
-            payload_type: PayloadType::of_codec(codec),
-            peer_ssrc: None,
+            stream: StreamLock::new(codec),
             foreign: 0,
             raw_seq: 0,
             sent: 0,
@@ -479,15 +478,15 @@ impl Media {
             return true;
         }
         let h = packet.header;
-        if h.payload_type != session.payload_type
-            || session.peer_ssrc.is_some_and(|ssrc| ssrc != h.ssrc)
-        {
+        let learnt = session.stream.ssrc().is_none();
+        let verdict = session.stream.check(&h);
+        if verdict != Verdict::Stream {
             session.foreign += 1;
             if session.foreign == 1 {
                 // Once a call: a forged stream must not flood the log.
                 let (codec, ssrc) = (h.payload_type.codec(), h.ssrc);
-                let call = session.payload_type.codec();
-                match session.peer_ssrc {
+                let call = session.stream.payload_type().codec();
+                match session.stream.ssrc() {
                     Some(peer) => log::warn!(
                         "ignoring media from {from} that is not the call's stream: {codec} \
                          SSRC {ssrc:08x}, the call's is {call} SSRC {peer:08x} (further ones \
@@ -501,6 +500,10 @@ impl Media {
             }
             return false;
         }
+        if learnt {
+            log::debug!("the peer's media stream is SSRC {:08x}", h.ssrc);
+        }
+        // RtpRepr::parse has checked that the payload is one frame of its type.
         let decoded = match h.payload_type {
             PayloadType::L16 => packet.read_l16(&mut self.frame).is_ok(),
             PayloadType::Pcmu => match <&[u8; pcmu::FRAME_BYTES]>::try_from(packet.payload) {
@@ -512,10 +515,6 @@ impl Media {
             },
         };
         if decoded {
-            if session.peer_ssrc.is_none() {
-                session.peer_ssrc = Some(h.ssrc);
-                log::debug!("the peer's media stream is SSRC {:08x}", h.ssrc);
-            }
             self.jitter
                 .put(h.sequence, h.timestamp, arrival, &self.frame);
             self.arrived(h.sequence);

@@ -723,6 +723,67 @@ impl<'a> Datagram<'a> {
     }
 }
 
+/// Which RTP packets from the peer's address are the call's stream: those of the
+/// negotiated payload type, from the SSRC of the first such packet. Packets of another
+/// payload type or SSRC are someone else's (a forger on the LAN, a stale stream): they are
+/// not played and are no sign of the peer's life.
+///
+/// The SSRC is learnt from the first packet of the call's payload type and fixed from then
+/// on (the signalling does not carry it): a forged packet that comes before the peer's
+/// first one would be taken for the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLock {
+    payload_type: PayloadType,
+    ssrc: Option<u32>,
+}
+
+/// What [`StreamLock::check`] says of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The call's stream.
+    Stream,
+    /// Not the call's payload type.
+    OtherPayloadType,
+    /// The call's payload type, but not the stream's SSRC.
+    OtherSsrc,
+}
+
+impl StreamLock {
+    /// The lock of a call with `codec`, before any packet.
+    pub const fn new(codec: Codec) -> StreamLock {
+        StreamLock {
+            payload_type: PayloadType::of_codec(codec),
+            ssrc: None,
+        }
+    }
+
+    /// The call's payload type.
+    pub const fn payload_type(&self) -> PayloadType {
+        self.payload_type
+    }
+
+    /// The stream's SSRC, once learnt.
+    pub const fn ssrc(&self) -> Option<u32> {
+        self.ssrc
+    }
+
+    /// Judges the header of a packet from the peer's address; the first packet of the
+    /// call's payload type fixes the SSRC.
+    pub fn check(&mut self, header: &RtpHeader) -> Verdict {
+        if header.payload_type != self.payload_type {
+            return Verdict::OtherPayloadType;
+        }
+        match self.ssrc {
+            None => {
+                self.ssrc = Some(header.ssrc);
+                Verdict::Stream
+            }
+            Some(ssrc) if ssrc == header.ssrc => Verdict::Stream,
+            Some(_) => Verdict::OtherSsrc,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1310,5 +1371,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_stream_is_the_call_s_payload_type_from_the_first_ssrc() {
+        let header = |payload_type, ssrc| RtpHeader {
+            payload_type,
+            marker: false,
+            sequence: 1,
+            timestamp: 512,
+            ssrc,
+        };
+        let mut lock = StreamLock::new(Codec::Pcmu);
+        assert_eq!(lock.payload_type(), PayloadType::Pcmu);
+        // Another payload type teaches nothing, even first.
+        assert_eq!(
+            lock.check(&header(PayloadType::L16, 7)),
+            Verdict::OtherPayloadType
+        );
+        assert_eq!(lock.ssrc(), None);
+        // The first packet of the call's payload type fixes the SSRC.
+        assert_eq!(lock.check(&header(PayloadType::Pcmu, 9)), Verdict::Stream);
+        assert_eq!(lock.ssrc(), Some(9));
+        assert_eq!(lock.check(&header(PayloadType::Pcmu, 9)), Verdict::Stream);
+        assert_eq!(
+            lock.check(&header(PayloadType::Pcmu, 7)),
+            Verdict::OtherSsrc
+        );
+        assert_eq!(
+            lock.check(&header(PayloadType::L16, 9)),
+            Verdict::OtherPayloadType
+        );
+        assert_eq!(lock.ssrc(), Some(9), "refusals change nothing");
     }
 }
