@@ -552,15 +552,18 @@ const USERS_OVERHEAD: usize = 26;
 
 /// Encoded length of `name` in a JSON list: its quotes and escapes (not the comma).
 fn listed_len(name: &Name) -> usize {
-    2 + name
-        .as_str()
-        .chars()
-        .map(|c| match c {
-            '"' | '\\' => 2,
-            c if (c as u32) < 0x20 => 6,
-            c => c.len_utf8(),
-        })
-        .sum::<usize>()
+    /// Counts what is written through it.
+    struct Count(usize);
+    impl fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(2);
+    // Counting cannot fail: Count::write_str always returns Ok.
+    let _ = fmt::write(&mut count, format_args!("{}", Escaped::json(name)));
+    count.0
 }
 
 /// A cursor over the caller's output slice.
@@ -584,9 +587,10 @@ impl Out<'_> {
         fmt::write(&mut Plain(self), args).map_err(|_| BufferTooSmall)
     }
 
-    /// Writes `args` as the inside of a JSON string.
+    /// Writes `args` as the inside of a JSON string ([`Escaped::json`]: quotes,
+    /// backslashes, control and invisible characters escaped).
     fn escaped(&mut self, args: fmt::Arguments<'_>) -> Result<(), BufferTooSmall> {
-        fmt::write(&mut Escaping(self), args).map_err(|_| BufferTooSmall)
+        self.fmt(format_args!("{}", Escaped::json(args)))
     }
 }
 
@@ -595,33 +599,6 @@ struct Plain<'o, 'a>(&'o mut Out<'a>);
 impl fmt::Write for Plain<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.0.raw(s).map_err(|_| fmt::Error)
-    }
-}
-
-struct Escaping<'o, 'a>(&'o mut Out<'a>);
-
-impl fmt::Write for Escaping<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let out = &mut *self.0;
-        let mut plain_from = 0;
-        for (i, c) in s.char_indices() {
-            let escape: Option<&str> = match c {
-                '"' => Some("\\\""),
-                '\\' => Some("\\\\"),
-                '\n' => Some("\\n"),
-                '\r' => Some("\\r"),
-                '\t' => Some("\\t"),
-                c if (c as u32) < 0x20 => None,
-                _ => continue,
-            };
-            out.raw(&s[plain_from..i]).map_err(|_| fmt::Error)?;
-            match escape {
-                Some(e) => out.raw(e).map_err(|_| fmt::Error)?,
-                None => fmt::write(&mut Plain(out), format_args!("\\u{:04x}", c as u32))?,
-            }
-            plain_from = i + c.len_utf8();
-        }
-        out.raw(&s[plain_from..]).map_err(|_| fmt::Error)
     }
 }
 
