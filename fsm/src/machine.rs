@@ -1225,6 +1225,19 @@ mod tests {
         m
     }
 
+    /// Fires every timer until none is left.
+    fn settle(m: &mut Machine<SplitMix64>) {
+        while let Some(t) = m.poll_timeout() {
+            let _ = m.handle_timeout(t);
+        }
+    }
+
+    /// Hangs the call up at `at` and lets the closing run its course.
+    fn hang_up_and_settle(m: &mut Machine<SplitMix64>, at: u64) {
+        let _ = m.handle(Instant(at), &Event::Hangup);
+        settle(m);
+    }
+
     #[test]
     fn raw_audio_of_an_ended_original_call_is_recognised_until_it_stops() {
         let mut m = in_original_call();
@@ -1234,10 +1247,7 @@ mod tests {
             Some(Dialect::Original)
         );
         assert_eq!(m.media_dialect(Instant(20), other), None);
-        let _ = m.handle(Instant(1_000), &Event::Hangup);
-        while let Some(t) = m.poll_timeout() {
-            let _ = m.handle_timeout(t);
-        }
+        hang_up_and_settle(&mut m, 1_000);
         assert_eq!(m.state(), State::Idle);
         assert_eq!(
             m.media_dialect(Instant(5_000), addr(BOB)),
@@ -1268,10 +1278,7 @@ mod tests {
     #[test]
     fn a_parlo_peer_is_not_remembered_after_the_call() {
         let mut m = in_call();
-        let _ = m.handle(Instant(1_000), &Event::Hangup);
-        while let Some(t) = m.poll_timeout() {
-            let _ = m.handle_timeout(t);
-        }
+        hang_up_and_settle(&mut m, 1_000);
         assert_eq!(m.media_dialect(Instant(5_000), addr(BOB)), None);
         let actions = m.handle(Instant(5_000), &Event::Media { from: addr(BOB) });
         assert!(actions.is_empty(), "{actions:?}");
@@ -1284,9 +1291,7 @@ mod tests {
         let mut m = in_call();
         let _ = m.handle(Instant(20), &Event::Hangup);
         assert_eq!(m.state(), State::Closing);
-        while let Some(t) = m.poll_timeout() {
-            let _ = m.handle_timeout(t);
-        }
+        settle(&mut m);
         assert_eq!(m.state(), State::Idle);
         assert_eq!(m.peer(), None);
     }
