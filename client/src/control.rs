@@ -2,7 +2,7 @@
 //! systemd units) over a Unix stream socket, one per line, each answered with one line.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -85,7 +85,12 @@ impl Control {
             doing,
             source,
         };
-        if path.exists() {
+        // Only a socket nobody answers is ours to replace: anything else at the path (a
+        // file, a directory, a link) is someone's data, and a live socket a running phone's.
+        if let Ok(found) = std::fs::symlink_metadata(path) {
+            if !found.file_type().is_socket() {
+                return Err(Error::ControlNotSocket(path.to_owned()));
+            }
             if StdUnixStream::connect(path).is_ok() {
                 return Err(Error::ControlInUse(path.to_owned()));
             }

@@ -34,6 +34,9 @@ pub enum Error {
     },
     /// Another daemon already answers on the control socket.
     ControlInUse(PathBuf),
+    /// Something that is not a socket (a file, a directory, a link) is at the control
+    /// socket's path: it is left alone.
+    ControlNotSocket(PathBuf),
     /// The event loop's own machinery (epoll, signal handlers, threads) failed.
     Poll {
         /// What was being done.
@@ -88,6 +91,12 @@ impl fmt::Display for Error {
                 "control socket {}: cannot {doing}: {source}",
                 path.display()
             ),
+            Error::ControlNotSocket(path) => write!(
+                f,
+                "control socket {}: something that is not a socket is there, and is left \
+                 alone: choose another --control path, or move it away",
+                path.display()
+            ),
             Error::ControlInUse(path) => write!(
                 f,
                 "control socket {} is in use by a running parlo-client: stop it or choose \
@@ -113,7 +122,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Usage(_) | Error::ControlInUse(_) => None,
+            Error::Usage(_) | Error::ControlInUse(_) | Error::ControlNotSocket(_) => None,
             Error::Listen { source, .. }
             | Error::Control { source, .. }
             | Error::Poll { source, .. }

@@ -424,6 +424,27 @@ fn a_control_socket_in_use_is_a_critical_error_exit_2() {
 }
 
 #[test]
+fn a_file_at_the_control_path_is_left_alone_and_the_phone_refuses_to_start() {
+    let server = Server::start(&[]);
+    let dir = TempDir::new("control-file");
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "precious\n").expect("a file");
+    let mut phone = Phone::builder("alice")
+        .server(&server)
+        .arg("--control")
+        .arg(path.display().to_string())
+        .start();
+    let status = phone.wait();
+    assert_eq!(status.code(), Some(2), "{}", phone.transcript());
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("still there"),
+        "precious\n"
+    );
+    let said = phone.stderr_lines().join("\n");
+    assert!(said.contains("not a socket"), "{said}");
+}
+
+#[test]
 fn sigint_exits_0_and_sighup_logs_a_status_line() {
     let server = Server::start(&[]);
     let mut alice = Phone::registered("alice", &server);
