@@ -23,6 +23,10 @@ pub enum Error {
     },
     /// `users` was pointed at a database file that does not exist.
     NoDatabase(PathBuf),
+    /// Another parlo-server holds the database: starting would wipe its live directory.
+    DatabaseInUse(PathBuf),
+    /// The database file could not be locked for this server.
+    DatabaseLock { path: PathBuf, source: io::Error },
     /// The event loop's own machinery (epoll, signal handlers) failed.
     Poll {
         doing: &'static str,
@@ -39,6 +43,8 @@ impl Failure for Error {
             | Error::Listen { .. }
             | Error::Database { .. }
             | Error::NoDatabase(_)
+            | Error::DatabaseInUse(_)
+            | Error::DatabaseLock { .. }
             | Error::Poll { .. } => Exit::Critical,
             Error::Output(_) => Exit::Warning,
         }
@@ -75,6 +81,17 @@ impl fmt::Display for Error {
                  and is writable by this user, or choose another file with --db)",
                 path.display()
             ),
+            Error::DatabaseInUse(path) => write!(
+                f,
+                "database {} is in use by another parlo-server: stop it, or give this one \
+                 another --db (starting would wipe the other's live directory)",
+                path.display()
+            ),
+            Error::DatabaseLock { path, source } => write!(
+                f,
+                "database {}: cannot lock it for this server: {source}",
+                path.display()
+            ),
             Error::NoDatabase(path) => write!(
                 f,
                 "no database at {} (give the server's --db path with --db)",
@@ -89,10 +106,11 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Usage(_) | Error::NoDatabase(_) => None,
-            Error::Listen { source, .. } | Error::Poll { source, .. } | Error::Output(source) => {
-                Some(source)
-            }
+            Error::Usage(_) | Error::NoDatabase(_) | Error::DatabaseInUse(_) => None,
+            Error::Listen { source, .. }
+            | Error::Poll { source, .. }
+            | Error::DatabaseLock { source, .. }
+            | Error::Output(source) => Some(source),
             Error::Database { source, .. } => Some(source),
         }
     }

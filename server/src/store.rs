@@ -20,7 +20,9 @@
 //! (retried every [`RESYNC_EVERY`] while it keeps failing).
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -83,6 +85,30 @@ pub struct Store {
     /// The time of the current loop iteration.
     now: Instant,
     checkpointer: Option<Checkpointer>,
+    /// The database file, locked for as long as the store lives ([`lock`]).
+    _lock: File,
+}
+
+/// Locks the database file (`flock`, exclusive, without waiting) for this server's
+/// lifetime: a second server on the same file would clear the presence table under the
+/// first. The lock is advisory and separate from SQLite's own locks, so `parlo-server
+/// users` still reads the file; it ends with the process, however that ends.
+fn lock(path: &Path) -> Result<File, Error> {
+    let locking = |source| Error::DatabaseLock {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(locking)?;
+    // SAFETY: flock on a descriptor this function owns; it stays open as long as `file`.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked == 0 {
+        return Ok(file);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.kind() == std::io::ErrorKind::WouldBlock {
+        return Err(Error::DatabaseInUse(path.to_owned()));
+    }
+    Err(locking(error))
 }
 
 /// Opens `path` for writing, in WAL mode, with the schema in place.
@@ -184,6 +210,7 @@ impl Store {
     /// Opens (or creates) the database and clears the presence left by a previous run.
     pub fn open(path: &Path, now: Instant) -> Result<Store, Error> {
         let db = open(path)?;
+        let lock = lock(path)?;
         db.execute("DELETE FROM presence", [])
             .map_err(|source| Error::Database {
                 path: path.to_owned(),
@@ -207,6 +234,7 @@ impl Store {
             failures: 0,
             now,
             checkpointer,
+            _lock: lock,
         })
     }
 
@@ -516,6 +544,21 @@ mod tests {
         store.remove(&name("x\"OR\"1\"<>\"1"));
         store.commit();
         assert_eq!(rows(&dir.db()).len(), 1);
+    }
+
+    #[test]
+    fn a_second_store_on_a_database_in_use_is_refused_and_wipes_nothing() {
+        let dir = TempDir::new("in-use");
+        let mut first = Store::open(&dir.db(), Instant::now()).expect("open");
+        first.insert(&name("alice"), contact(1, 5001));
+        first.commit();
+        assert!(matches!(
+            Store::open(&dir.db(), Instant::now()),
+            Err(Error::DatabaseInUse(_))
+        ));
+        assert_eq!(rows(&dir.db()).len(), 1, "the first's directory is intact");
+        drop(first);
+        Store::open(&dir.db(), Instant::now()).expect("free once the first is gone");
     }
 
     #[test]

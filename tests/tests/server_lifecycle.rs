@@ -257,3 +257,45 @@ fn users_watch_follows_changes_and_stops_on_sigterm() {
     let status = wait_exit(&mut watcher, PATIENCE).expect("users --watch stops");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_second_server_on_a_live_database_is_refused_and_the_first_keeps_its_directory() {
+    let first = Server::start(&[]);
+    let mut phone = LineClient::new(first.connect());
+    assert!(
+        phone
+            .ask(r#"{"command":"REG","name":"kitchen","port":5050}"#)
+            .contains("Registered successfully")
+    );
+    let db = first.db.display().to_string();
+    let listen = format!("{}:0", loopback());
+    let mut second = Command::new(server_binary())
+        .args(["--listen", &listen, "--db", &db])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("parlo-server runs");
+    let Some(status) = wait_exit(&mut second, PATIENCE) else {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("a second server started on a database in use");
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = second.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("in use by another parlo-server"),
+        "{stderr}"
+    );
+    // The first server still answers for kitchen, and its database still lists it.
+    assert!(
+        phone
+            .ask(r#"{"command":"GET","name":"kitchen"}"#)
+            .contains("5050")
+    );
+    eventually("the database still lists kitchen", || {
+        first.users().contains("kitchen")
+    });
+}
