@@ -469,17 +469,32 @@ impl Sink {
     }
 }
 
+/// The recording. Into a file (or a new path), it is written to `OUT.partial` beside `OUT`
+/// and renamed to `OUT` once finalized, so that `OUT` is always a whole WAV file (the
+/// previous call's, until this one ends), whatever interrupts the call. Anything else
+/// that is there already (a pipe, a device) is written to directly.
 struct WavSink {
     path: PathBuf,
+    /// Where the recording is written: `OUT.partial`, or `OUT` itself.
+    partial: PathBuf,
     writer: hound::WavWriter<BufWriter<File>>,
 }
 
 impl WavSink {
     fn create(path: &Path) -> Result<WavSink, Error> {
-        let writer =
-            hound::WavWriter::create(path, wav_spec()).map_err(|e| wav_error(path, "create", e))?;
+        let regular = std::fs::metadata(path).map_or(true, |found| found.is_file());
+        let partial = if regular {
+            let mut partial = path.as_os_str().to_owned();
+            partial.push(".partial");
+            PathBuf::from(partial)
+        } else {
+            path.to_owned()
+        };
+        let writer = hound::WavWriter::create(&partial, wav_spec())
+            .map_err(|e| wav_error(&partial, "create", e))?;
         Ok(WavSink {
             path: path.to_owned(),
+            partial,
             writer,
         })
     }
@@ -494,10 +509,17 @@ impl WavSink {
     }
 
     fn finish(self) -> Result<(), Error> {
-        let path = self.path;
         self.writer
             .finalize()
-            .map_err(|e| wav_error(&path, "finalize", e))
+            .map_err(|e| wav_error(&self.partial, "finalize", e))?;
+        if self.partial == self.path {
+            return Ok(());
+        }
+        std::fs::rename(&self.partial, &self.path).map_err(|e| Error::Wav {
+            path: self.path,
+            action: "move the finished recording into place as",
+            message: e.to_string(),
+        })
     }
 }
 

@@ -273,6 +273,42 @@ fn dropping_a_running_device_stops_it_and_finalizes_out() {
 }
 
 #[test]
+fn the_recording_is_whole_at_every_moment() {
+    // OUT holds the previous call's whole recording until this one is finalized: the
+    // new one is written beside it and moved into place at the end.
+    let dir = TempDir::new("whole");
+    let input = dir.path().join("in.wav");
+    let output = dir.path().join("out.wav");
+    let partial = dir.path().join("out.wav.partial");
+    write_wav(
+        &input,
+        parlo_audio::device::wav_spec(),
+        &test_signal(10 * FRAME_SAMPLES),
+    );
+    write_wav(
+        &output,
+        parlo_audio::device::wav_spec(),
+        &[7; FRAME_SAMPLES],
+    );
+    let audio = Audio::start(
+        &spec(&format!("file:{},{}", input.display(), output.display())),
+        Arc::new(|| {}),
+    )
+    .expect("start file device");
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(partial.exists(), "the new recording is written beside OUT");
+    assert_eq!(
+        read_wav(&output).1,
+        [7; FRAME_SAMPLES],
+        "OUT is still whole"
+    );
+    audio.stop().expect("stop");
+    assert!(!partial.exists());
+    let (_, recorded) = read_wav(&output);
+    assert!(!recorded.is_empty() && recorded.iter().all(|&s| s == 0));
+}
+
+#[test]
 fn frames_are_512_samples_of_64_ms() {
     let frame: Frame = SILENCE;
     assert_eq!(frame.len(), 512);

@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use log::LevelFilter;
 use parlo_audio::DeviceSpec;
@@ -348,6 +348,19 @@ fn text(parser: &mut lexopt::Parser, flag: &str) -> Result<String, Error> {
     parlo_daemon::flag_text(parser, flag).map_err(usage)
 }
 
+/// Whether `a` and `b` name the same file: the same path, or the same file reached by
+/// another path (a link, `./`, `..`).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Parses the arguments after the program name, with `env` for the variables.
 pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<Command, Error> {
     use lexopt::prelude::*;
@@ -435,6 +448,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
                 "--audio: cannot open the input WAV file {}: {e}",
                 input.display()
             )));
+        }
+        if let Some(output) = output {
+            if same_file(input, output) {
+                return Err(usage(format!(
+                    "--audio: {} would be both the microphone and the recording, and the \
+                     recording would overwrite it: give two different files",
+                    input.display()
+                )));
+            }
         }
         // The output file is created at each call; its directory must exist now.
         let dir = output

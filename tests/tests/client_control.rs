@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use parlo_tests::phone_harness::{Phone, connect_call, ctl, free_udp_port, run_client};
+use parlo_tests::phone_harness::{
+    FRAME_SAMPLES, Phone, connect_call, ctl, free_udp_port, run_client, write_wav,
+};
 use parlo_tests::server_harness::{LineClient, Server, TempDir, loopback};
 
 /// CPU time (user + system) of process `pid` so far, in clock ticks, from /proc.
@@ -297,6 +299,44 @@ fn invalid_settings_are_refused_with_the_originals_rules_and_exit_2() {
             "{args:?}: the message should mention {mentions:?}: {said:?}"
         );
     }
+}
+
+#[test]
+fn the_same_file_as_microphone_and_recording_is_refused_at_start() {
+    let dir = TempDir::new("same-file");
+    let file = dir.path().join("same.wav");
+    write_wav(&file, &vec![1000; 6 * FRAME_SAMPLES]);
+    let before = std::fs::read(&file).expect("written");
+    let ip = loopback();
+    let listen = format!("{ip}:{}", free_udp_port(ip));
+    let same = file.display().to_string();
+    let other_path = format!("{}/./same.wav", dir.path().display());
+    for spec in [
+        format!("file:{same},{same}"),
+        format!("file:{same},{other_path}"),
+    ] {
+        let out = run_client(&[
+            "--server",
+            "127.0.0.1",
+            "--name",
+            "x",
+            "--listen",
+            &listen,
+            "--audio",
+            &spec,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {out:?}");
+        let said = text(&out.stderr);
+        assert!(
+            said.contains("both the microphone and the recording"),
+            "{said:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&file).expect("still there"),
+        before,
+        "untouched"
+    );
 }
 
 #[test]
