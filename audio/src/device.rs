@@ -67,7 +67,8 @@ impl Default for DeviceSpec {
 }
 
 impl DeviceSpec {
-    /// Parses a spec: `cpal[:DEVICE]`, `file:IN.wav[,OUT.wav]`, `tone[:HZ]` or `null`.
+    /// Parses a spec: `cpal[:DEVICE]`, `file:IN.wav[,OUT.wav]`, `tone[:HZ]` or `null`;
+    /// `default` is `cpal:default`, the device `devices` lists under that name.
     pub fn parse(spec: &str) -> Result<DeviceSpec, Error> {
         let bad = |reason| Error::BadSpec {
             spec: spec.to_owned(),
@@ -109,6 +110,10 @@ impl DeviceSpec {
                 })
             }
             ("cpal", None) => Ok(DeviceSpec::Cpal { device: None }),
+            // `devices` lists `default`: the name alone is taken as that sound device.
+            ("default", None) => Ok(DeviceSpec::Cpal {
+                device: Some("default".to_owned()),
+            }),
             ("cpal", Some("")) => Err(bad("the device name after 'cpal:' is empty")),
             ("cpal", Some(name)) => Ok(DeviceSpec::Cpal {
                 device: Some(name.to_owned()),
@@ -637,5 +642,19 @@ mod tests {
         assert_eq!(a[0..8], b[0..8]);
         let peak = a.iter().map(|s| s.unsigned_abs()).max();
         assert_eq!(peak, Some(16_000));
+    }
+
+    #[test]
+    fn default_is_the_sound_device_of_that_name() {
+        assert_eq!(
+            DeviceSpec::parse("default").expect("valid"),
+            DeviceSpec::Cpal {
+                device: Some("default".to_owned())
+            }
+        );
+        assert_eq!(
+            DeviceSpec::parse("default").expect("valid"),
+            DeviceSpec::parse("cpal:default").expect("valid")
+        );
     }
 }

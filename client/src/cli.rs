@@ -104,6 +104,20 @@ EXIT CODES:
     2 the daemon cannot be reached
 ";
 
+/// `--help` text of `devices`.
+pub const DEVICES_HELP: &str = "\
+parlo-client devices: list the sound devices this machine has, one name per line. Give
+one to the phone with --audio cpal:NAME (--audio default is cpal:default).
+
+USAGE:
+    parlo-client devices
+
+    Without a sound card, --audio file:IN.wav[,OUT.wav], tone[:HZ] and null need none.
+
+OPTIONS:
+    -h, --help        Print this help.
+";
+
 /// The directory server's default TCP port.
 pub const DEFAULT_SERVER_PORT: u16 = 10000;
 
@@ -381,10 +395,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
         match arg {
             Value(word) if first && word == "ctl" => return parse_ctl(parser, env),
             Value(word) if first && word == "devices" => {
-                if let Some(arg) = parser.next().map_err(from_lexopt)? {
-                    return Err(from_lexopt(arg.unexpected()));
-                }
-                return Ok(Command::Devices);
+                return match parser.next().map_err(from_lexopt)? {
+                    None => Ok(Command::Devices),
+                    Some(Short('h') | Long("help")) => Ok(Command::Help(DEVICES_HELP)),
+                    Some(arg) => Err(from_lexopt(arg.unexpected())),
+                };
             }
             Long("server") => server = Some(parse_server(&text(&mut parser, "--server")?)?),
             Long("name") => name = Some(parse_name(&text(&mut parser, "--name")?)?),
@@ -779,6 +794,13 @@ mod tests {
             parse_words("devices", &no_env()),
             Ok(Command::Devices)
         ));
+        for help in ["devices --help", "devices -h"] {
+            assert!(matches!(
+                parse_words(help, &no_env()),
+                Ok(Command::Help(DEVICES_HELP))
+            ));
+        }
+        assert!(usage_error("devices now", &no_env()).contains("now"));
         assert!(matches!(
             parse_words("--help", &no_env()),
             Ok(Command::Help(HELP))

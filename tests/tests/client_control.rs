@@ -508,6 +508,15 @@ fn sigint_exits_0_and_sighup_logs_a_status_line() {
 }
 
 #[test]
+fn devices_help_prints_and_exits_0() {
+    let out = run_client(&["devices", "--help"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let said = text(&out.stdout);
+    assert!(said.contains("parlo-client devices"), "{said}");
+    assert!(said.contains("--audio cpal:NAME"), "{said}");
+}
+
+#[test]
 fn version_prints_and_exits_0() {
     let out = run_client(&["--version"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
