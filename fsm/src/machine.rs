@@ -845,14 +845,18 @@ mod tests {
     }
 
     fn dialing() -> Machine<SplitMix64> {
-        let mut m = idle();
+        dialing_as(idle(), None)
+    }
+
+    /// `m` dials bob, whom the directory finds at BOB and says speaks `dialect`.
+    fn dialing_as(mut m: Machine<SplitMix64>, dialect: Option<Dialect>) -> Machine<SplitMix64> {
         let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
         let _ = m.handle(
             Instant(0),
             &Event::Resolved {
                 name: name("bob"),
                 addr: addr(BOB),
-                dialect: None,
+                dialect,
             },
         );
         m
@@ -898,16 +902,8 @@ mod tests {
         // The directory says bob is original: our START goes bare. Should bob's own START,
         // with a call id, cross it, ours wins here as it does at bob's (a START without id
         // always wins), so that both sides keep the same call — whatever the names' order.
-        let mut m = Machine::new(Config::new(name("zoe")), SplitMix64(7), Instant(0));
-        let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
-        let _ = m.handle(
-            Instant(0),
-            &Event::Resolved {
-                name: name("bob"),
-                addr: addr(BOB),
-                dialect: Some(Dialect::Original),
-            },
-        );
+        let zoe = Machine::new(Config::new(name("zoe")), SplitMix64(7), Instant(0));
+        let mut m = dialing_as(zoe, Some(Dialect::Original));
         assert_eq!(m.call_id(), None);
         let actions = m.handle(Instant(10), &start_from_bob(None, Some(CallId(1))));
         assert_eq!(m.state(), State::Dialing);

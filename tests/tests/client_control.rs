@@ -301,30 +301,36 @@ fn invalid_settings_are_refused_with_the_originals_rules_and_exit_2() {
     }
 }
 
+/// Runs a phone with `--audio spec` on a free address (no server needed: it is expected
+/// to refuse the spec at start).
+fn start_with_audio(spec: &str) -> std::process::Output {
+    let ip = loopback();
+    let listen = format!("{ip}:{}", free_udp_port(ip));
+    run_client(&[
+        "--server",
+        "127.0.0.1",
+        "--name",
+        "x",
+        "--listen",
+        &listen,
+        "--audio",
+        spec,
+    ])
+}
+
 #[test]
 fn the_same_file_as_microphone_and_recording_is_refused_at_start() {
     let dir = TempDir::new("same-file");
     let file = dir.path().join("same.wav");
     write_wav(&file, &vec![1000; 6 * FRAME_SAMPLES]);
     let before = std::fs::read(&file).expect("written");
-    let ip = loopback();
-    let listen = format!("{ip}:{}", free_udp_port(ip));
     let same = file.display().to_string();
     let other_path = format!("{}/./same.wav", dir.path().display());
     for spec in [
         format!("file:{same},{same}"),
         format!("file:{same},{other_path}"),
     ] {
-        let out = run_client(&[
-            "--server",
-            "127.0.0.1",
-            "--name",
-            "x",
-            "--listen",
-            &listen,
-            "--audio",
-            &spec,
-        ]);
+        let out = start_with_audio(&spec);
         assert_eq!(out.status.code(), Some(2), "{spec}: {out:?}");
         let said = text(&out.stderr);
         assert!(
@@ -341,18 +347,7 @@ fn the_same_file_as_microphone_and_recording_is_refused_at_start() {
 
 #[test]
 fn a_missing_audio_file_is_a_clear_start_up_error() {
-    let ip = loopback();
-    let listen = format!("{ip}:{}", free_udp_port(ip));
-    let out = run_client(&[
-        "--server",
-        "127.0.0.1",
-        "--name",
-        "x",
-        "--listen",
-        &listen,
-        "--audio",
-        "file:/nonexistent/in.wav",
-    ]);
+    let out = start_with_audio("file:/nonexistent/in.wav");
     assert!(!out.status.success(), "{out:?}");
     let said = text(&out.stderr);
     assert!(said.contains("/nonexistent/in.wav"), "{said:?}");
