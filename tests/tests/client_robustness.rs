@@ -80,6 +80,83 @@ fn a_forged_close_from_a_third_address_is_ignored() {
     bob.status();
 }
 
+/// Sends `payload` to `to` as a UDP datagram that claims to come from `from`, through a
+/// raw socket (root only; loopback addresses only). Returns `false` when raw sockets are
+/// not allowed here.
+fn send_spoofed(from: SocketAddr, to: SocketAddr, payload: &[u8]) -> bool {
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else {
+        panic!("IPv4 loopback addresses only");
+    };
+    assert!(
+        from.ip().is_loopback() && to.ip().is_loopback(),
+        "loopback only"
+    );
+    let udp_len = 8 + payload.len();
+    let mut packet = Vec::with_capacity(20 + udp_len);
+    // IPv4 header: the kernel fills in the total length, the id and the checksum.
+    packet.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    packet.extend_from_slice(&from.ip().octets());
+    packet.extend_from_slice(&to.ip().octets());
+    // UDP header, checksum 0 (none: allowed over IPv4).
+    packet.extend_from_slice(&from.port().to_be_bytes());
+    packet.extend_from_slice(&to.port().to_be_bytes());
+    packet.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 0]);
+    packet.extend_from_slice(payload);
+    // SAFETY: plain socket calls on a descriptor owned here and closed before returning;
+    // `dest` and `packet` outlive the calls that borrow them.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+        if fd < 0 {
+            return false;
+        }
+        let mut dest: libc::sockaddr_in = std::mem::zeroed();
+        dest.sin_family = libc::AF_INET as libc::sa_family_t;
+        dest.sin_addr.s_addr = u32::from_ne_bytes(to.ip().octets());
+        let sent = libc::sendto(
+            fd,
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&raw const dest).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        libc::close(fd);
+        assert_eq!(sent, packet.len() as isize, "the forged datagram is sent");
+    }
+    true
+}
+
+#[test]
+fn a_bare_close_forged_from_the_peers_own_address_does_not_end_the_call() {
+    // The attacker knows both addresses but not the call id: a bare CLOSE, the original
+    // protocol's, sent with alice's address as its source. A Parlo call's dialect is fixed
+    // when it is set up, so bob takes it for foreign.
+    let server = Server::start(&[]);
+    let mut alice = Phone::registered("alice", &server);
+    let mut bob = Phone::registered("bob", &server);
+    connect_call(&mut alice, &mut bob);
+    if !send_spoofed(alice.addr, bob.addr, b"CLOSE") {
+        println!("skipped: raw sockets need root");
+        return;
+    }
+    bob.expect_no_event("ended", Duration::from_millis(1500));
+    let [_, status] = statuses_in_call(&mut alice, &mut bob);
+    assert!(
+        status.number("foreign").is_some_and(|n| n > 0),
+        "the forgery reached bob and was counted: {status}"
+    );
+    // The control run: the same forgery with the call's id does end the call, so the
+    // forged datagrams do reach bob as coming from alice.
+    let id = call_id_from_log(&alice).expect("the debug log shows the call id");
+    assert!(send_spoofed(
+        alice.addr,
+        bob.addr,
+        format!("CLOSE call={id}").as_bytes()
+    ));
+    bob.expect_ended("remote-hangup");
+}
+
 #[test]
 fn a_forged_accept_does_not_connect_a_call_that_rings() {
     let server = Server::start(&[]);
