@@ -42,12 +42,24 @@ fn forgeries(id: Option<&str>) -> Vec<Vec<u8>> {
     all
 }
 
+/// alice and bob, registered with a server of their own.
+fn alice_and_bob() -> (Server, Phone, Phone) {
+    let server = Server::start(&[]);
+    let alice = Phone::registered("alice", &server);
+    let bob = Phone::registered("bob", &server);
+    (server, alice, bob)
+}
+
+/// alice and bob in a call alice placed.
+fn alice_and_bob_in_a_call() -> (Server, Phone, Phone) {
+    let (server, mut alice, mut bob) = alice_and_bob();
+    connect_call(&mut alice, &mut bob);
+    (server, alice, bob)
+}
+
 #[test]
 fn a_forged_close_from_a_third_address_is_ignored() {
-    let server = Server::start(&[]);
-    let mut alice = Phone::registered("alice", &server);
-    let mut bob = Phone::registered("bob", &server);
-    connect_call(&mut alice, &mut bob);
+    let (_server, mut alice, mut bob) = alice_and_bob_in_a_call();
     let id = call_id_from_log(&alice);
     assert!(
         id.is_some(),
@@ -132,10 +144,7 @@ fn a_bare_close_forged_from_the_peers_own_address_does_not_end_the_call() {
     // The attacker knows both addresses but not the call id: a bare CLOSE, the original
     // protocol's, sent with alice's address as its source. A Parlo call's dialect is fixed
     // when it is set up, so bob takes it for foreign.
-    let server = Server::start(&[]);
-    let mut alice = Phone::registered("alice", &server);
-    let mut bob = Phone::registered("bob", &server);
-    connect_call(&mut alice, &mut bob);
+    let (_server, mut alice, mut bob) = alice_and_bob_in_a_call();
     if !send_spoofed(alice.addr, bob.addr, b"CLOSE") {
         println!("skipped: raw sockets need root");
         return;
@@ -159,9 +168,7 @@ fn a_bare_close_forged_from_the_peers_own_address_does_not_end_the_call() {
 
 #[test]
 fn a_forged_accept_does_not_connect_a_call_that_rings() {
-    let server = Server::start(&[]);
-    let mut alice = Phone::registered("alice", &server);
-    let mut bob = Phone::registered("bob", &server);
+    let (_server, mut alice, mut bob) = alice_and_bob();
     alice.send("call bob");
     bob.expect_event("incoming");
     alice.expect_event("ringing");
@@ -179,9 +186,7 @@ fn a_forged_accept_does_not_connect_a_call_that_rings() {
 
 #[test]
 fn datagrams_out_of_any_call_are_ignored() {
-    let server = Server::start(&[]);
-    let mut alice = Phone::registered("alice", &server);
-    let mut bob = Phone::registered("bob", &server);
+    let (_server, mut alice, mut bob) = alice_and_bob();
     let mallory = third_party();
     for forgery in forgeries(Some("0000002a")) {
         if forgery.starts_with(b"START") {
