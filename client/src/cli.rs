@@ -441,6 +441,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
                 input.display()
             )));
         }
+        // Checked now, not at the first call: that call would connect and end at once.
+        if let Err(e) = parlo_audio::device::check_input_wav(input) {
+            return Err(usage(format!("--audio: {e}")));
+        }
         if let Some(output) = output {
             if same_file(input, output) {
                 return Err(usage(format!(
@@ -710,13 +714,58 @@ mod tests {
             )
             .contains("cannot open the input WAV file")
         );
-        let input = std::env::current_exe().expect("some existing file");
+        let input = TempWav::new("out-dir");
         let words = format!(
             "--server 127.0.0.1 --name a --audio file:{},/nonexistent/out.wav",
-            input.display()
+            input.0.display()
         );
         assert!(usage_error(&words, &no_env()).contains("does not exist"));
         assert!(usage_error("--server 127.0.0.1 --name a --bogus", &no_env()).contains("bogus"));
+    }
+
+    /// A WAV file of Parlo's format, removed on drop.
+    struct TempWav(PathBuf);
+
+    impl TempWav {
+        fn new(tag: &str) -> TempWav {
+            let path = std::env::temp_dir()
+                .join(format!("parlo-cli-test-{tag}-{}.wav", std::process::id()));
+            let spec = parlo_audio::device::wav_spec();
+            let writer = hound::WavWriter::create(&path, spec).expect("a temporary WAV file");
+            writer.finalize().expect("a temporary WAV file");
+            TempWav(path)
+        }
+    }
+
+    impl Drop for TempWav {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_microphone_file_must_be_a_wav_file_of_parlos_format() {
+        let good = TempWav::new("good");
+        let c = config(
+            &format!(
+                "--server 127.0.0.1 --name a --audio file:{}",
+                good.0.display()
+            ),
+            &no_env(),
+        );
+        assert!(matches!(c.audio, DeviceSpec::File { .. }));
+        // This test's own executable: a file, but no WAV.
+        let not_wav = std::env::current_exe().expect("some existing file");
+        let said = usage_error(
+            &format!(
+                "--server 127.0.0.1 --name a --audio file:{}",
+                not_wav.display()
+            ),
+            &no_env(),
+        );
+        assert!(said.starts_with("--audio: "), "{said}");
+        assert!(said.contains("is not a WAV file"), "{said}");
+        assert!(said.contains("sox "), "{said}");
     }
 
     #[test]

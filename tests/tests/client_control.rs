@@ -354,6 +354,52 @@ fn a_missing_audio_file_is_a_clear_start_up_error() {
 }
 
 #[test]
+fn a_microphone_file_that_is_no_8_khz_mono_wav_is_refused_at_start_with_exit_2() {
+    let dir = TempDir::new("bad-wav");
+    let notes = dir.path().join("notes.wav");
+    std::fs::write(&notes, "not a sound, only words\n").expect("written");
+    let cd = dir.path().join("cd.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&cd, spec).expect("a WAV file");
+    for _ in 0..2 * 44_100 {
+        writer.write_sample(1000i16).expect("a sample");
+    }
+    writer.finalize().expect("a WAV file");
+    let out = dir.path().join("out.wav");
+    for (input, found) in [
+        (&notes, "is not a WAV file"),
+        (&cd, "is 44100 Hz, stereo, 16-bit PCM"),
+    ] {
+        let spec = format!("file:{},{}", input.display(), out.display());
+        let started = std::time::Instant::now();
+        let run = start_with_audio(&spec);
+        let said = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{spec}: {said}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused at start, not at a call"
+        );
+        let expected = format!("parlo-client: --audio: {} {found}", input.display());
+        assert!(said.contains(&expected), "{said}");
+        assert!(
+            said.contains("Parlo needs a WAV file of 8000 Hz mono 16-bit PCM"),
+            "{said}"
+        );
+        assert!(
+            said.contains(&format!("sox {} -r 8000 -c 1 -b 16 ", input.display())),
+            "{said}"
+        );
+        assert!(said.contains("ffmpeg -i "), "{said}");
+        assert!(!out.exists(), "nothing recorded");
+    }
+}
+
+#[test]
 fn a_phone_configured_only_by_environment_variables_works() {
     let server = Server::start(&[]);
     let mut bob = Phone::registered("bob", &server);
