@@ -110,6 +110,10 @@ impl std::fmt::Debug for Streams {
 impl Streams {
     /// Opens `device` (the default device for `None`) and starts both streams.
     pub(crate) fn start(device: Option<&str>, end: DeviceEnd) -> Result<Streams, Error> {
+        alsa_messages::hushed(|| Streams::open(device, end))
+    }
+
+    fn open(device: Option<&str>, end: DeviceEnd) -> Result<Streams, Error> {
         let host = cpal::default_host();
         let (input_device, output_device) = match device {
             None => (
@@ -305,6 +309,10 @@ fn find_device(host: &cpal::Host, name: &str) -> Result<cpal::Device, Error> {
 
 /// The sound devices cpal sees, for `parlo-client devices`.
 pub(crate) fn list() -> Result<Vec<DeviceInfo>, Error> {
+    alsa_messages::hushed(list_devices)
+}
+
+fn list_devices() -> Result<Vec<DeviceInfo>, Error> {
     let host = cpal::default_host();
     let devices = host
         .devices()
@@ -333,6 +341,96 @@ pub(crate) fn list() -> Result<Vec<DeviceInfo>, Error> {
         });
     }
     Ok(list)
+}
+
+/// ALSA's own messages. alsa-lib prints them on stderr, before and besides Parlo's
+/// errors: a machine without a sound card gets eight lines of `ALSA lib confmisc.c:855:
+/// (parse_card) cannot find card '0'` and the like before the phone's one line. Parlo
+/// keeps them instead, on the thread that opens or lists devices (cpal does both on the
+/// calling thread): each goes to the debug log, and the first, which names the cause,
+/// completes the error the sound system gave, if any.
+#[cfg(target_os = "linux")]
+mod alsa_messages {
+    use crate::Error;
+
+    /// Runs `f` with ALSA's messages of this thread kept, then logs them and adds the
+    /// first to `f`'s [`Error::Sound`].
+    pub(super) fn hushed<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        // alsa-lib's handler of this thread (its thread-local one, through the alsa
+        // crate): it writes into a buffer, which a later call replaces. Without a buffer,
+        // ALSA prints as before.
+        let kept = alsa::Output::local_error_handler().ok();
+        let result = f();
+        let Some(kept) = kept else { return result };
+        let text = kept.borrow().to_string();
+        let messages: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        for message in &messages {
+            log::debug!("ALSA: {message}");
+        }
+        match (result, messages.first()) {
+            (Err(Error::Sound { action, message }), Some(first)) => Err(Error::Sound {
+                action,
+                message: format!("{message} (ALSA: {})", cause(first)),
+            }),
+            (result, _) => result,
+        }
+    }
+
+    /// The message without the name of the alsa-lib function that gave it: `parse_card:
+    /// cannot find card '0'` is `cannot find card '0'`.
+    fn cause(message: &str) -> &str {
+        match message.split_once(": ") {
+            Some((function, rest)) if !function.contains(' ') => rest,
+            _ => message,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_cause_is_the_message_without_its_function() {
+            assert_eq!(
+                cause("parse_card: cannot find card '0'"),
+                "cannot find card '0'"
+            );
+            assert_eq!(
+                cause("snd_pcm_open_noupdate: Unknown PCM default"),
+                "Unknown PCM default"
+            );
+            assert_eq!(cause("no function here: x"), "no function here: x");
+        }
+
+        #[test]
+        fn alsas_message_completes_a_sound_error_and_stays_off_stderr() {
+            let error = hushed(|| -> Result<(), Error> {
+                // alsa-lib says `Unknown PCM parlo_no_such_pcm`, whatever its
+                // configuration.
+                let opened = alsa::PCM::new("parlo_no_such_pcm", alsa::Direction::Playback, false);
+                assert!(opened.is_err());
+                Err(Error::Sound {
+                    action: "open \"parlo_no_such_pcm\"".to_owned(),
+                    message: "no such device".to_owned(),
+                })
+            })
+            .expect_err("still an error");
+            let said = error.to_string();
+            assert!(said.starts_with("cannot open \"parlo_no_such_pcm\": no such device (ALSA: "));
+            assert!(said.contains("parlo_no_such_pcm)"), "{said}");
+            assert_eq!(hushed(|| Ok(7)).ok(), Some(7));
+        }
+    }
+}
+
+/// Elsewhere cpal's sound system is not ALSA.
+#[cfg(not(target_os = "linux"))]
+mod alsa_messages {
+    use crate::Error;
+
+    pub(super) fn hushed<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        f()
+    }
 }
 
 /// One sound device, as [`crate::devices`] lists it.

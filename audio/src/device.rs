@@ -401,24 +401,53 @@ struct WavSource {
 
 impl WavSource {
     fn open(path: &Path) -> Result<WavSource, Error> {
-        let reader = hound::WavReader::open(path).map_err(|e| wav_error(path, "open", e))?;
+        let format_error = |found: String| Error::WavFormat {
+            path: path.to_owned(),
+            found,
+        };
+        let file = File::open(path).map_err(|e| wav_error(path, "open", e.into()))?;
+        let reader = match hound::WavReader::new(BufReader::new(file)) {
+            Ok(reader) => reader,
+            Err(hound::Error::FormatError(why @ ("no RIFF tag found" | "no WAVE tag found"))) => {
+                return Err(format_error(format!("not a WAV file ({why})")));
+            }
+            Err(hound::Error::FormatError(why)) => {
+                return Err(format_error(format!("a damaged WAV file ({why})")));
+            }
+            Err(hound::Error::Unsupported) => {
+                return Err(format_error(
+                    "a WAV file in a compressed encoding, not PCM".to_owned(),
+                ));
+            }
+            // The file is open: hound's only reading error then (an `Other` one) is that
+            // the file is too short for the header.
+            Err(hound::Error::IoError(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::Other
+                ) =>
+            {
+                return Err(format_error(
+                    "not a WAV file (it ends before a WAV header would)".to_owned(),
+                ));
+            }
+            Err(e) => return Err(wav_error(path, "read", e)),
+        };
         let spec = reader.spec();
-        if spec.sample_rate != SAMPLE_RATE
-            || spec.channels != 1
-            || spec.bits_per_sample != 16
-            || spec.sample_format != hound::SampleFormat::Int
-        {
+        if spec != wav_spec() {
+            let channels = match spec.channels {
+                1 => "mono".to_owned(),
+                2 => "stereo".to_owned(),
+                n => format!("{n} channels"),
+            };
             let format = match spec.sample_format {
                 hound::SampleFormat::Int => "PCM",
                 hound::SampleFormat::Float => "float",
             };
-            return Err(Error::WavFormat {
-                path: path.to_owned(),
-                found: format!(
-                    "{} Hz, {} channel(s), {}-bit {format}",
-                    spec.sample_rate, spec.channels, spec.bits_per_sample
-                ),
-            });
+            return Err(format_error(format!(
+                "{} Hz, {channels}, {}-bit {format}",
+                spec.sample_rate, spec.bits_per_sample
+            )));
         }
         Ok(WavSource {
             path: path.to_owned(),
@@ -544,6 +573,13 @@ fn wav_error(path: &Path, action: &'static str, e: hound::Error) -> Error {
         action,
         message: e.to_string(),
     }
+}
+
+/// Checks that `path` is a WAV file the file device can play as its microphone (8 kHz
+/// mono 16-bit PCM), starting nothing: what [`Audio::start`] would refuse at each call,
+/// said when the phone starts.
+pub fn check_input_wav(path: &Path) -> Result<(), Error> {
+    WavSource::open(path).map(drop)
 }
 
 /// Lists the sound devices cpal can open; `cpal:NAME` takes their [`DeviceInfo::name`].

@@ -49,6 +49,10 @@
 //!
 //! # Without a sound card
 //!
+//! alsa-lib's own messages (on a machine without the card asked for, lines of `ALSA lib
+//! ... cannot find card '0'`) are kept off stderr while devices are opened or listed: they
+//! go to the debug log, and the first completes the error Parlo reports, in its one line.
+//!
 //! `tests/cpal_jack.rs` runs the cpal device through ALSA on a JACK server with the dummy
 //! driver (`jackd -n NAME -r -d dummy -r 8000 -p 256 -C 1 -P 1`), with `ALSA_CONFIG_PATH`
 //! pointing at a configuration whose default PCM is `plug` over `jack` (and ALSA's `file`

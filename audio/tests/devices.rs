@@ -152,10 +152,14 @@ fn file_device_refuses_wrong_formats_and_missing_files() {
         Err(e @ Error::WavFormat { .. }) => {
             let message = e.to_string();
             assert!(
-                message.contains("44100 Hz, 2 channel(s), 16-bit PCM"),
+                message.contains("stereo.wav is 44100 Hz, stereo, 16-bit PCM"),
                 "{message}"
             );
-            assert!(message.contains("needs 8000 Hz mono 16-bit"), "{message}");
+            assert!(
+                message.contains("needs a WAV file of 8000 Hz mono 16-bit"),
+                "{message}"
+            );
+            assert!(message.contains("-r 8000 -c 1 -b 16"), "{message}");
         }
         other => panic!("expected a format error, got {other:?}"),
     }
@@ -181,6 +185,56 @@ fn file_device_refuses_wrong_formats_and_missing_files() {
     }
     // Nothing is left holding the wake function: no thread was left running.
     assert_eq!(Arc::strong_count(&wake), 1);
+}
+
+/// What [`parlo_audio::device::check_input_wav`] says of `path`, which it must refuse.
+fn input_refusal(path: &std::path::Path) -> String {
+    match parlo_audio::device::check_input_wav(path) {
+        Ok(()) => panic!("{} accepted", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn an_input_file_is_checked_without_starting_anything() {
+    let dir = TempDir::new("check-input");
+    let good = dir.path().join("good.wav");
+    write_wav(&good, parlo_audio::device::wav_spec(), &[1, 2, 3]);
+    parlo_audio::device::check_input_wav(&good).expect("8 kHz mono 16-bit PCM");
+    // Empty but well formed: the microphone is silent from the start.
+    let empty = dir.path().join("empty.wav");
+    write_wav(&empty, parlo_audio::device::wav_spec(), &[]);
+    parlo_audio::device::check_input_wav(&empty).expect("no samples is silence");
+
+    let text = dir.path().join("notes.wav");
+    std::fs::write(&text, "this is not a sound\n").expect("written");
+    let said = input_refusal(&text);
+    assert!(said.contains("notes.wav is not a WAV file"), "{said}");
+    assert!(said.contains("8000 Hz mono 16-bit PCM"), "{said}");
+
+    let short = dir.path().join("short.wav");
+    std::fs::write(&short, "RIFF").expect("written");
+    let said = input_refusal(&short);
+    assert!(said.contains("is not a WAV file"), "{said}");
+
+    let float = dir.path().join("float.wav");
+    write_float_wav(&float);
+    assert!(input_refusal(&float).contains("is 8000 Hz, mono, 32-bit float"));
+
+    let missing = dir.path().join("missing.wav");
+    assert!(input_refusal(&missing).contains("cannot open WAV file"));
+}
+
+fn write_float_wav(path: &PathBuf) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).expect("create wav");
+    writer.write_sample(0.5f32).expect("write sample");
+    writer.finalize().expect("finalize wav");
 }
 
 #[test]

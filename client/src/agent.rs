@@ -217,7 +217,15 @@ fn state_name(state: State) -> &'static str {
 /// answer of the wrong kind, or the connection's failure.
 fn failure(result: Result<Answer, String>) -> String {
     match result {
-        Ok(answer) => format!("unexpected answer {answer:?}"),
+        // In the words of net's own `unexpected answer (...)`.
+        Ok(Answer::Found(contact)) => {
+            format!(
+                "unexpected answer (an address, {}:{})",
+                contact.ip, contact.port
+            )
+        }
+        Ok(Answer::NotFound) => "unexpected answer (not found)".to_owned(),
+        Ok(Answer::Users { .. }) => "unexpected answer (a list of names)".to_owned(),
         Err(e) => e,
     }
 }

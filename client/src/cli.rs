@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use log::LevelFilter;
 use parlo_audio::DeviceSpec;
+use parlo_daemon::port::{self, Role};
 use parlo_fsm::{Codec, Preference};
 use parlo_net::peer::Name;
 
@@ -24,13 +25,14 @@ USAGE:
 
 OPTIONS:
     --server ADDR[:PORT]    The directory server: an IP address or a host name, and its
-                            TCP port (1024-65535).                 [default port: 10000]
+                            TCP port (1024-65535).                  [default port: 10000]
                             IPv6 with a port: [ADDR]:PORT.          env: PARLO_SERVER
     --name NAME             This phone's name: 1 to 32 bytes of printable UTF-8, without
                             whitespace, control characters or '='.  env: PARLO_NAME
-    --listen ADDR:PORT      UDP address for calls (port 1024-65535). With a specific
-                            ADDR, the connection to the server leaves from ADDR too, so
-                            the directory records the address the phone listens on.
+    --listen ADDR:PORT      UDP address for calls (port 1024-65535, or 0 for a free port).
+                            With a specific ADDR, the connection to the server leaves
+                            from ADDR too, so the directory records the address the phone
+                            listens on.
                             [default: 0.0.0.0:5001]                 env: PARLO_LISTEN
     --audio DEV             cpal[:DEVICE] (sound card; see `devices`), file:IN.wav[,OUT.wav]
                             (IN, 8 kHz mono 16-bit, played in real time as the microphone;
@@ -213,25 +215,6 @@ impl Env for ProcessEnv {
     }
 }
 
-/// Checks a port against the original's rule.
-fn check_port(port: u16, what: &str) -> Result<u16, Error> {
-    if port < 1024 {
-        return Err(usage(format!(
-            "{what}: the port must be between 1024 and 65535, got {port}"
-        )));
-    }
-    Ok(port)
-}
-
-fn parse_port(text: &str, what: &str) -> Result<u16, Error> {
-    match text.parse::<u32>() {
-        Ok(port) if (1024..=65535).contains(&port) => Ok(port as u16),
-        _ => Err(usage(format!(
-            "{what}: the port must be between 1024 and 65535, got {text:?}"
-        ))),
-    }
-}
-
 /// Whether `host` is a plausible host name (RFC 1123 labels).
 fn valid_host_name(host: &str) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host);
@@ -262,7 +245,7 @@ pub fn parse_server(text: &str) -> Result<ServerAddr, Error> {
         return Err(invalid());
     }
     if let Ok(addr) = text.parse::<SocketAddr>() {
-        let port = check_port(addr.port(), what)?;
+        let port = port::check(what, addr.port(), Role::Connect).map_err(usage)?;
         return Ok(ServerAddr {
             host: addr.ip().to_string(),
             port,
@@ -275,7 +258,7 @@ pub fn parse_server(text: &str) -> Result<ServerAddr, Error> {
         });
     }
     let (host, port) = match text.rsplit_once(':') {
-        Some((host, port)) => (host, parse_port(port, what)?),
+        Some((host, port)) => (host, port::parse(what, port, Role::Connect).map_err(usage)?),
         None => (text, DEFAULT_SERVER_PORT),
     };
     if host.parse::<IpAddr>().is_ok() || !valid_host_name(host) {
@@ -289,13 +272,7 @@ pub fn parse_server(text: &str) -> Result<ServerAddr, Error> {
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, Error> {
-    let addr: SocketAddr = text.parse().map_err(|_| {
-        usage(format!(
-            "--listen: expected ADDR:PORT such as 0.0.0.0:5001 or [::]:5001, got {text:?}"
-        ))
-    })?;
-    check_port(addr.port(), "--listen")?;
-    Ok(addr)
+    port::listen_addr("--listen", text, DEFAULT_LISTEN.port()).map_err(usage)
 }
 
 fn parse_name(text: &str) -> Result<Name, Error> {
@@ -463,6 +440,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
                 "--audio: cannot open the input WAV file {}: {e}",
                 input.display()
             )));
+        }
+        // Checked now, not at the first call: that call would connect and end at once.
+        if let Err(e) = parlo_audio::device::check_input_wav(input) {
+            return Err(usage(format!("--audio: {e}")));
         }
         if let Some(output) = output {
             if same_file(input, output) {
@@ -699,15 +680,15 @@ mod tests {
         );
         assert!(
             usage_error("--server 127.0.0.1:80 --name a", &no_env())
-                .contains("between 1024 and 65535")
+                .contains("choose a port from 1024 to 65535")
         );
         assert!(
             usage_error("--server 127.0.0.1:70000 --name a", &no_env())
-                .contains("between 1024 and 65535")
+                .contains("choose a port from 1024 to 65535")
         );
         assert!(
             usage_error("--server 127.0.0.1 --name a --listen 0.0.0.0:53", &no_env())
-                .contains("between 1024 and 65535")
+                .contains("choose a port from 1024 to 65535")
         );
         assert!(usage_error("--server 127.0.0.1", &no_env()).contains("you must give a name"));
         assert!(
@@ -733,13 +714,104 @@ mod tests {
             )
             .contains("cannot open the input WAV file")
         );
-        let input = std::env::current_exe().expect("some existing file");
+        let input = TempWav::new("out-dir");
         let words = format!(
             "--server 127.0.0.1 --name a --audio file:{},/nonexistent/out.wav",
-            input.display()
+            input.0.display()
         );
         assert!(usage_error(&words, &no_env()).contains("does not exist"));
         assert!(usage_error("--server 127.0.0.1 --name a --bogus", &no_env()).contains("bogus"));
+    }
+
+    /// A WAV file of Parlo's format, removed on drop.
+    struct TempWav(PathBuf);
+
+    impl TempWav {
+        fn new(tag: &str) -> TempWav {
+            let path = std::env::temp_dir()
+                .join(format!("parlo-cli-test-{tag}-{}.wav", std::process::id()));
+            let spec = parlo_audio::device::wav_spec();
+            let writer = hound::WavWriter::create(&path, spec).expect("a temporary WAV file");
+            writer.finalize().expect("a temporary WAV file");
+            TempWav(path)
+        }
+    }
+
+    impl Drop for TempWav {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_microphone_file_must_be_a_wav_file_of_parlos_format() {
+        let good = TempWav::new("good");
+        let c = config(
+            &format!(
+                "--server 127.0.0.1 --name a --audio file:{}",
+                good.0.display()
+            ),
+            &no_env(),
+        );
+        assert!(matches!(c.audio, DeviceSpec::File { .. }));
+        // This test's own executable: a file, but no WAV.
+        let not_wav = std::env::current_exe().expect("some existing file");
+        let said = usage_error(
+            &format!(
+                "--server 127.0.0.1 --name a --audio file:{}",
+                not_wav.display()
+            ),
+            &no_env(),
+        );
+        assert!(said.starts_with("--audio: "), "{said}");
+        assert!(said.contains("is not a WAV file"), "{said}");
+        assert!(said.contains("sox "), "{said}");
+    }
+
+    #[test]
+    fn every_port_is_refused_in_the_same_words() {
+        let server = "port 80 is below 1024; choose a port from 1024 to 65535 (see --help)";
+        let listen = "port 80 is below 1024; choose a port from 1024 to 65535, or 0 for a \
+                      free port (see --help)";
+        for (words, said) in [
+            (
+                "--server 127.0.0.1:80 --name a",
+                format!("--server: {server}"),
+            ),
+            ("--server [::1]:80 --name a", format!("--server: {server}")),
+            (
+                "--server directory.local:80 --name a",
+                format!("--server: {server}"),
+            ),
+            (
+                "--server 127.0.0.1 --name a --listen 0.0.0.0:80",
+                format!("--listen: {listen}"),
+            ),
+        ] {
+            assert_eq!(
+                parse_words(words, &no_env())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(said),
+                "{words}"
+            );
+        }
+        let env = FakeEnv(HashMap::from([("PARLO_LISTEN", "0.0.0.0:80")]));
+        assert_eq!(
+            usage_error("--server 127.0.0.1 --name a", &env),
+            "PARLO_LISTEN (environment): --listen: port 80 is below 1024; choose a port from \
+             1024 to 65535, or 0 for a free port"
+        );
+    }
+
+    #[test]
+    fn a_phone_may_listen_on_a_free_port_the_system_picks() {
+        let c = config(
+            "--server 127.0.0.1 --name a --listen 127.0.0.1:0",
+            &no_env(),
+        );
+        assert_eq!(c.listen, "127.0.0.1:0".parse().expect("address"));
+        assert!(usage_error("--server 127.0.0.1:0 --name a", &no_env()).contains("port 0"));
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn poll_error(doing: &'static str) -> impl FnOnce(io::Error) -> Error {
 
 impl Phone {
     /// Binds the sockets and sets every source up. Nothing is sent yet.
-    pub fn new(config: PhoneConfig) -> Result<Phone, Error> {
+    pub fn new(mut config: PhoneConfig) -> Result<Phone, Error> {
         Media::check_device(&config.audio).map_err(Error::Audio)?;
         let started = Instant::now();
         let poll = Poll::new().map_err(poll_error("create the event loop"))?;
@@ -90,6 +90,10 @@ impl Phone {
             addr: config.listen,
             source,
         })?;
+        // With port 0 the system picked one: the directory must be given that one.
+        config.listen = udp
+            .local_addr()
+            .map_err(poll_error("read the address of the UDP socket"))?;
         registry
             .register(&mut udp, UDP, Interest::READABLE)
             .map_err(poll_error("watch the UDP socket"))?;

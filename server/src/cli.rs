@@ -19,7 +19,8 @@ USAGE:
     parlo-server users [--db PATH] [--watch]
 
 OPTIONS:
-    --listen ADDR:PORT      Address and TCP port to listen on.          [default: 0.0.0.0:10000]
+    --listen ADDR:PORT      Address and TCP port to listen on: port 1024-65535, or 0 for a
+                            free port.                                  [default: 0.0.0.0:10000]
     --db PATH               SQLite database holding the live directory (read by `users`).
                             [default: $STATE_DIRECTORY/directory.db under systemd,
                              else ./parlo-directory.db]
@@ -63,6 +64,9 @@ OPTIONS:
     --watch         Print again every second until interrupted.
     -h, --help      Print this help.
 ";
+
+/// The TCP port the server listens on by default, the original's.
+pub const DEFAULT_PORT: u16 = 10000;
 
 /// What the daemon needs to run.
 #[derive(Debug, Clone)]
@@ -138,7 +142,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
 
     let mut parser = lexopt::Parser::from_args(args);
     let mut config = ServeConfig {
-        listen: SocketAddr::from(([0, 0, 0, 0], 10000)),
+        listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
         db: default_db(),
         max_clients: 16384,
         log_level: LevelFilter::Info,
@@ -150,12 +154,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
         match arg {
             Long("listen") => {
                 let value = text(&mut parser, "--listen")?;
-                config.listen = value.parse().map_err(|_| {
-                    usage(format!(
-                        "--listen: expected ADDR:PORT such as 0.0.0.0:10000 or [::]:10000, \
-                         got {value:?}"
-                    ))
-                })?;
+                config.listen = parlo_daemon::port::listen_addr("--listen", &value, DEFAULT_PORT)
+                    .map_err(usage)?;
             }
             Long("db") => config.db = parser.value().map_err(from_lexopt)?.into(),
             Long("max-clients") => {
@@ -244,6 +244,14 @@ mod tests {
     }
 
     #[test]
+    fn port_0_listens_on_a_free_port() {
+        let Ok(Command::Serve(config)) = parse_words("--listen 127.0.0.1:0") else {
+            panic!("port 0 is allowed");
+        };
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+
+    #[test]
     fn users_subcommand_inherits_db() {
         let Ok(Command::Users { db, watch }) = parse_words("--db a.db users --watch") else {
             panic!("users");
@@ -259,6 +267,12 @@ mod tests {
     fn bad_values_say_what_was_expected() {
         for (words, expected) in [
             ("--listen 10000", "expected ADDR:PORT"),
+            (
+                "--listen 0.0.0.0:80",
+                "--listen: port 80 is below 1024; choose a port from 1024 to 65535, or 0 for a \
+                 free port",
+            ),
+            ("--listen [::]:70000", "port 70000 is above 65535"),
             ("--max-clients 0", "above 0"),
             ("--log-level loud", "expected off, error"),
             ("--idle-timeout -1", "whole number of seconds"),

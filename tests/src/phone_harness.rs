@@ -767,9 +767,15 @@ pub fn ctl(control: &Path, args: &[&str], input: &str) -> Output {
 /// Runs `parlo-client <args>` (no phone started by the harness), with stdin from
 /// `/dev/null`, failing the test after [`PATIENCE`].
 pub fn run_client(args: &[&str]) -> Output {
+    run_client_with_env(args, &[])
+}
+
+/// Runs `parlo-client <args>` as [`run_client`] does, with the variables of `env` set.
+pub fn run_client_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = client_command();
     command
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

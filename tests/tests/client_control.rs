@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use parlo_tests::phone_harness::{
-    FRAME_SAMPLES, Phone, connect_call, ctl, free_udp_port, run_client, write_wav,
+    FRAME_SAMPLES, Phone, connect_call, ctl, free_udp_port, run_client, run_client_with_env,
+    write_wav,
 };
 use parlo_tests::server_harness::{LineClient, Server, TempDir, loopback};
 
@@ -351,6 +352,94 @@ fn a_missing_audio_file_is_a_clear_start_up_error() {
     assert!(!out.status.success(), "{out:?}");
     let said = text(&out.stderr);
     assert!(said.contains("/nonexistent/in.wav"), "{said:?}");
+}
+
+#[test]
+fn a_microphone_file_that_is_no_8_khz_mono_wav_is_refused_at_start_with_exit_2() {
+    let dir = TempDir::new("bad-wav");
+    let notes = dir.path().join("notes.wav");
+    std::fs::write(&notes, "not a sound, only words\n").expect("written");
+    let cd = dir.path().join("cd.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&cd, spec).expect("a WAV file");
+    for _ in 0..2 * 44_100 {
+        writer.write_sample(1000i16).expect("a sample");
+    }
+    writer.finalize().expect("a WAV file");
+    let out = dir.path().join("out.wav");
+    for (input, found) in [
+        (&notes, "is not a WAV file"),
+        (&cd, "is 44100 Hz, stereo, 16-bit PCM"),
+    ] {
+        let spec = format!("file:{},{}", input.display(), out.display());
+        let started = std::time::Instant::now();
+        let run = start_with_audio(&spec);
+        let said = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{spec}: {said}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused at start, not at a call"
+        );
+        let expected = format!("parlo-client: --audio: {} {found}", input.display());
+        assert!(said.contains(&expected), "{said}");
+        assert!(
+            said.contains("Parlo needs a WAV file of 8000 Hz mono 16-bit PCM"),
+            "{said}"
+        );
+        assert!(
+            said.contains(&format!("sox {} -r 8000 -c 1 -b 16 ", input.display())),
+            "{said}"
+        );
+        assert!(said.contains("ffmpeg -i "), "{said}");
+        assert!(!out.exists(), "nothing recorded");
+    }
+}
+
+#[test]
+fn a_missing_sound_card_is_one_line_of_parlos_without_alsas_own() {
+    let dir = TempDir::new("no-card");
+    // The system's configuration on a machine without a sound card: the default PCM is on
+    // card 0, and there is no card 0. Here card 99, which no machine has (ALSA counts up
+    // to 32).
+    let config = dir.path().join("asound.conf");
+    std::fs::write(
+        &config,
+        "pcm.!default {\n    type hw\n    card { @func card_inum card 99 }\n}\n",
+    )
+    .expect("written");
+    let config = config.display().to_string();
+    for spec in ["cpal", "default"] {
+        let ip = loopback();
+        let listen = format!("{ip}:{}", free_udp_port(ip));
+        let run = run_client_with_env(
+            &[
+                "--server",
+                "127.0.0.1",
+                "--name",
+                "x",
+                "--listen",
+                &listen,
+                "--audio",
+                spec,
+            ],
+            &[("ALSA_CONFIG_PATH", &config)],
+        );
+        let said = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{spec}: {said}");
+        assert!(
+            !said.contains("ALSA lib"),
+            "{spec}: ALSA's own lines: {said}"
+        );
+        let lines: Vec<&str> = said.lines().collect();
+        assert_eq!(lines.len(), 1, "{spec}: one line: {said}");
+        assert!(lines[0].starts_with("parlo-client: audio: "), "{said}");
+        assert!(lines[0].contains("cannot find card '99'"), "{said}");
+    }
 }
 
 #[test]

@@ -369,6 +369,38 @@ fn the_directory_records_the_address_the_phone_listens_on() {
 }
 
 #[test]
+fn a_phone_on_port_0_gets_a_free_port_which_the_directory_records() {
+    let server = Server::start(&[]);
+    let mut alice = Phone::start_registered(
+        Phone::builder("alice")
+            .server(&server)
+            .port(0)
+            .auto_answer(),
+    );
+    eventually("the registration reaches the database", || {
+        server.users().contains("alice")
+    });
+    let table = server.users();
+    let port = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("alice"))
+        .and_then(|row| row.split_whitespace().nth(2))
+        .and_then(|port| port.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("alice has no port in the directory:\n{table}"));
+    assert_ne!(port, 0, "{table}");
+    let listening = format!("listening for calls on UDP {}:{port}", alice.addr.ip());
+    assert!(
+        alice.stderr_lines().iter().any(|l| l.contains(&listening)),
+        "{}",
+        alice.transcript()
+    );
+    let mut bob = Phone::registered("bob", &server);
+    bob.send("call alice");
+    bob.expect_event("connected");
+    alice.expect_event("connected");
+}
+
+#[test]
 fn a_name_already_taken_is_reported_and_the_phone_keeps_trying() {
     let server = Server::start(&[]);
     let mut first = Phone::registered("alice", &server);

@@ -162,6 +162,53 @@ fn bad_command_line_is_a_critical_error_and_help_explains_every_flag() {
     }
 }
 
+/// The message of a daemon refusing to start: its stderr without the `program: ` prefix.
+fn refusal(stderr: &str, program: &str) -> String {
+    let line = stderr.lines().find(|l| l.starts_with(program));
+    let line = line.unwrap_or_else(|| panic!("{program} said nothing: {stderr:?}"));
+    line[program.len()..].trim_start_matches(": ").to_owned()
+}
+
+#[test]
+fn a_port_below_1024_is_refused_at_start_with_exit_2_in_the_phones_words() {
+    let dir = TempDir::new("port-80");
+    let db = dir.path().join("d.db");
+    // Bounded: a server running as root would otherwise sit on port 80.
+    let mut child = Command::new(server_binary())
+        .args(["--listen", "127.0.0.1:80", "--db", &db.to_string_lossy()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("parlo-server runs");
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("parlo-server --listen 127.0.0.1:80 started");
+    }
+    let output = child.wait_with_output().expect("stderr");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let server_said = refusal(&stderr, "parlo-server");
+    assert_eq!(
+        server_said,
+        "--listen: port 80 is below 1024; choose a port from 1024 to 65535, or 0 for a free \
+         port (see --help)"
+    );
+    let phone = parlo_tests::phone_harness::run_client(&[
+        "--server",
+        "127.0.0.1",
+        "--name",
+        "x",
+        "--listen",
+        "127.0.0.1:80",
+    ]);
+    assert_eq!(phone.status.code(), Some(2), "{phone:?}");
+    let phone_said = refusal(&String::from_utf8_lossy(&phone.stderr), "parlo-client");
+    assert_eq!(phone_said, server_said, "one rule, one wording");
+}
+
 #[test]
 fn users_without_a_database_is_a_critical_error() {
     let dir = TempDir::new("users-missing");
