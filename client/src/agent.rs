@@ -199,6 +199,9 @@ pub struct Agent<R> {
     /// Whether the machine's timers due at `now` are to fire.
     timers_due: bool,
     quit: Option<Quit>,
+    /// A dial withdrawn before it was announced (its lookup could not even be sent): the
+    /// machine's end of that call is not told, since the user never heard of the call.
+    withdrawn: Option<fsm::Name>,
     /// Whether something went wrong that makes the exit code 1.
     warnings: bool,
 }
@@ -237,6 +240,7 @@ impl<R: CallIds> Agent<R> {
             pending: VecDeque::with_capacity(8),
             timers_due: false,
             quit: None,
+            withdrawn: None,
             warnings: false,
         }
     }
@@ -361,6 +365,11 @@ impl<R: CallIds> Agent<R> {
     /// Gives the machine the directory's answer about `name`: where it is, that it is
     /// unknown, or that the directory could not be asked (said as an error when the user
     /// is dialling; a caller's verification just stays unconfirmed).
+    ///
+    /// A dial whose request could not even be sent (the loop reports that in the
+    /// request's place, before the dial's `calling` is printed) never begins for the user:
+    /// the command's one answer is the error, and neither `calling` nor the `ended` the
+    /// machine gives on its way back to idle is told.
     fn handle_lookup(&mut self, name: fsm::Name, result: Result<Answer, String>, dialling: bool) {
         let event = match result {
             Ok(Answer::Found(contact)) => fsm::Event::Resolved {
@@ -371,7 +380,11 @@ impl<R: CallIds> Agent<R> {
             Ok(Answer::NotFound) => fsm::Event::Unknown { name },
             other => {
                 let why = failure(other);
-                if dialling {
+                if dialling && self.withdraw_unannounced_dial(&name) {
+                    let reason = format!("cannot call {name}: {why}");
+                    let answer = self.answer.take();
+                    self.print(Out::Error { reason }, answer);
+                } else if dialling {
                     let reason = format!("cannot look {name} up: {why}");
                     self.print(Out::Error { reason }, None);
                 } else {
@@ -381,6 +394,21 @@ impl<R: CallIds> Agent<R> {
             }
         };
         self.feed(event, None);
+    }
+
+    /// Whether the dial of `name` is still unannounced, its `calling` waiting in the rest
+    /// of the transition being carried out; if so, that `calling` is dropped and the
+    /// call's end will be too.
+    fn withdraw_unannounced_dial(&mut self, name: &fsm::Name) -> bool {
+        let calling = self.actions.iter().position(
+            |action| matches!(action, Action::Notify(Note::Calling { peer }) if peer == name),
+        );
+        let Some(calling) = calling else {
+            return false;
+        };
+        self.actions.remove(calling);
+        self.withdrawn = Some(name.clone());
+        true
     }
 
     /// The audio device failed. A call without sound is no use to either side: the user
@@ -472,6 +500,10 @@ impl<R: CallIds> Agent<R> {
             }
             // The transition is carried out: its command has had its answer, if any.
             self.answer = None;
+            if self.pending.is_empty() {
+                // The withdrawn dial's end, if any, came with the events queued with it.
+                self.withdrawn = None;
+            }
             match self.pending.pop_front() {
                 Some(Pending::Event(event, origin)) => {
                     self.answer = origin;
@@ -519,6 +551,10 @@ impl<R: CallIds> Agent<R> {
             // An incoming call's announcement answers no command: it comes first when a
             // command finds the call not yet announced, and the command's own event
             // (`connected`, a refusal) is its answer.
+            Action::Notify(Note::Ended { peer, .. }) if self.withdrawn.as_ref() == Some(&peer) => {
+                self.withdrawn = None;
+                return;
+            }
             Action::Notify(note @ Note::Incoming { .. }) => Output::Print {
                 event: self.event_of(note),
                 answer: None,
@@ -819,20 +855,55 @@ mod tests {
     }
 
     #[test]
-    fn a_dial_without_the_directory_ends_lookup_failed() {
+    fn a_dial_without_the_directory_is_answered_with_one_error_and_no_call() {
+        // The request cannot even be sent: the call never begins for the user, and the
+        // command's one answer is why. No `calling`, no `ended`.
+        for origin in [ctl(1), Origin::Stdin] {
+            let mut a = idle();
+            a.handle_line(Instant(0), Ok("call bob".into()), origin);
+            let out = outputs_offline(&mut a);
+            assert_eq!(
+                printed(&out),
+                [(
+                    format!("error reason=cannot call bob: {NOT_CONNECTED}"),
+                    Some(origin)
+                )]
+            );
+            assert_eq!(a.state(), State::Idle);
+            assert!(
+                a.poll_timeout().is_none(),
+                "no timer left: {:?}",
+                a.poll_timeout()
+            );
+            // The phone dials again as usual afterwards.
+            let out = line(&mut a, 10, "call bob", ctl(2));
+            assert_eq!(printed(&out), [("calling bob".into(), Some(ctl(2)))]);
+            answer(&mut a, 15, Purpose::Dial(name("bob")), Ok(Answer::NotFound));
+            assert_eq!(
+                printed(&outputs(&mut a)),
+                [("ended bob reason=unknown-user".into(), None)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_lookup_lost_after_the_dial_began_ends_the_call_it_announced() {
+        // The request went out; the connection broke before its answer: the call was
+        // announced (`calling`, the command's answer), so its end is told too.
         let mut a = idle();
-        a.handle_line(Instant(0), Ok("call bob".into()), ctl(1));
-        let out = outputs_offline(&mut a);
-        // The error comes in the place of the request, before the call's first event,
-        // which is the command's answer; the lookup's failure ends the call after it.
+        let out = line(&mut a, 0, "call bob", ctl(1));
+        assert_eq!(printed(&out), [("calling bob".into(), Some(ctl(1)))]);
+        let lost = Err("the directory server 127.0.0.1:10000 went away".to_owned());
+        answer(&mut a, 5, Purpose::Dial(name("bob")), lost);
         assert_eq!(
-            printed(&out),
+            printed(&outputs(&mut a)),
             [
                 (
-                    format!("error reason=cannot look bob up: {NOT_CONNECTED}"),
+                    "error reason=cannot look bob up: the directory server 127.0.0.1:10000 \
+                     went away"
+                        .into(),
                     None
                 ),
-                ("calling bob".into(), Some(ctl(1))),
                 ("ended bob reason=lookup-failed".into(), None),
             ]
         );
