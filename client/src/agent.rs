@@ -45,7 +45,7 @@ use crate::control::ConnectionId;
 use crate::directory::{Outcome, Purpose};
 use crate::error::Exit;
 use crate::media::MediaStats;
-use crate::output::{Event as Out, Status};
+use crate::output::{Event as Out, Format, Status};
 
 /// How long quitting may take (hanging up, DISCONNECT), in milliseconds.
 pub const QUIT_WAIT_MS: u64 = 2_000;
@@ -136,6 +136,29 @@ pub enum Output {
         /// Who asked.
         answer: Origin,
     },
+    /// Set a control connection up: from now on it watches (receives every line that
+    /// [`is_news`]), or writes its lines in `format`, or both.
+    Configure {
+        /// The connection.
+        connection: ConnectionId,
+        /// Whether it starts watching.
+        watch: bool,
+        /// Its format from now on, if it chose one.
+        format: Option<Format>,
+    },
+}
+
+/// Whether a printed line goes to the control connections that watch, besides the origin
+/// it answers: every event, but not the answers to other clients' questions (`status`,
+/// `users`, `help`) nor the refusals of their commands (`error` answers), which tell
+/// nothing new about the phone. A command's answer that is an event of the phone
+/// (`calling`, `connected`, `ended`, `bye`) is news.
+pub fn is_news(event: &Out, answer: Option<Origin>) -> bool {
+    answer.is_none()
+        || !matches!(
+            event,
+            Out::Status(_) | Out::Users { .. } | Out::Help | Out::Error { .. }
+        )
 }
 
 /// What went wrong with the audio device.
@@ -301,7 +324,26 @@ impl<R: CallIds> Agent<R> {
             Command::Status => self.ready.push_back(Output::ShowStatus { answer: origin }),
             Command::Quit => self.quit(answer),
             Command::Help => self.print(Out::Help, answer),
+            Command::Watch(format) => self.configure(origin, true, format),
+            Command::Format(format) => self.configure(origin, false, Some(format)),
         }
+    }
+
+    /// `watch` and `format`: set the control connection up, and answer with the status
+    /// (the state the watching starts from) in its format. Stdin's events are stdout's.
+    fn configure(&mut self, origin: Origin, watch: bool, format: Option<Format>) {
+        let Origin::Control(connection) = origin else {
+            let reason = "watch and format are for the control socket: the events of stdin's \
+                          commands are on stdout, in the format --json says"
+                .into();
+            return self.print(Out::Error { reason }, Some(origin));
+        };
+        self.ready.push_back(Output::Configure {
+            connection,
+            watch,
+            format,
+        });
+        self.ready.push_back(Output::ShowStatus { answer: origin });
     }
 
     /// A signalling message from `from`.
@@ -1142,6 +1184,75 @@ mod tests {
         );
         assert!(status.registered);
         assert_eq!(idle().status(&Snapshot::default()).state, "idle");
+    }
+
+    #[test]
+    fn watch_and_format_set_the_connection_up_and_answer_with_the_status() {
+        let mut a = idle();
+        let connection = ConnectionId::new(3, 1);
+        let origin = Origin::Control(connection);
+        assert_eq!(
+            line(&mut a, 0, "watch", origin),
+            [
+                Output::Configure {
+                    connection,
+                    watch: true,
+                    format: None
+                },
+                Output::ShowStatus { answer: origin }
+            ]
+        );
+        assert_eq!(
+            line(&mut a, 0, "watch json", origin)[0],
+            Output::Configure {
+                connection,
+                watch: true,
+                format: Some(Format::Json)
+            }
+        );
+        assert_eq!(
+            line(&mut a, 0, "format text", origin)[0],
+            Output::Configure {
+                connection,
+                watch: false,
+                format: Some(Format::Text)
+            }
+        );
+        // Stdin has nothing to set up.
+        let out = line(&mut a, 0, "watch", Origin::Stdin);
+        assert!(
+            matches!(&printed(&out)[..], [(text, Some(Origin::Stdin))]
+                if text.starts_with("error reason=watch and format are for the control socket")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn watchers_get_events_and_not_the_answers_to_other_clients_questions() {
+        let error = Out::Error {
+            reason: "no incoming call to answer".into(),
+        };
+        let calling = Out::Calling { peer: "bob".into() };
+        let ended = Out::Ended {
+            peer: "bob".into(),
+            reason: "busy",
+        };
+        let users = Out::Users { names: vec![] };
+        // Events nobody asked for: all news.
+        for event in [&error, &calling, &ended, &Out::Bye] {
+            assert!(is_news(event, None), "{event:?}");
+        }
+        // Answers that are events of the phone: news.
+        for event in [&calling, &ended, &Out::Bye] {
+            assert!(is_news(event, Some(ctl(1))), "{event:?}");
+            assert!(is_news(event, Some(Origin::Stdin)), "{event:?}");
+        }
+        // Answers to questions, and refusals: only for who asked.
+        let status = Out::Status(Box::default());
+        for event in [&error, &users, &Out::Help, &status] {
+            assert!(!is_news(event, Some(ctl(1))), "{event:?}");
+            assert!(!is_news(event, Some(Origin::Stdin)), "{event:?}");
+        }
     }
 
     // ---- quitting ----

@@ -1,5 +1,12 @@
 //! The control socket: commands from other programs (`parlo-client ctl`, scripts,
 //! systemd units) over a Unix stream socket, one per line, each answered with one line.
+//!
+//! A connection that says `watch` also receives, from then on, every event the phone
+//! prints (the lines [`crate::agent::is_news`] picks), in order, for as long as it stays
+//! connected; `format` (or `watch json`) chooses the connection's own form of lines,
+//! independent of the phone's `--json`. A connection never holds the phone up: its
+//! unsent lines wait in its outbox, and one that leaves more than [`OUTBOX_LIMIT`] bytes
+//! unread is closed, with a log line.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -12,12 +19,13 @@ use mio::{Interest, Registry, Token};
 
 use crate::command::{Line, Lines, is_answered};
 use crate::error::{Error, Exit};
-use crate::output::is_error_line;
+use crate::output::{Event, Format, is_error_line};
 
 /// Most control connections held at once; further ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
-/// Answer bytes a connection may leave unread before it is dropped.
-const OUTBOX_LIMIT: usize = 64 * 1024;
+/// Bytes a connection may leave unread (answers, and events if it watches) before it is
+/// dropped.
+pub const OUTBOX_LIMIT: usize = 64 * 1024;
 /// Commands taken from one connection before its answers are given a chance to go out.
 const BATCH: usize = 64;
 /// Unsent answer bytes above which a connection's further commands wait.
@@ -58,6 +66,22 @@ struct Connection {
     /// The peer closed its side; answers still go out.
     read_closed: bool,
     writable_interest: bool,
+    /// Whether it receives every event (`watch`).
+    watching: bool,
+    /// Its lines' form, if it chose one (`format`, `watch json`); else the phone's.
+    format: Option<Format>,
+}
+
+impl Connection {
+    /// Whether the peer is gone for good: it closed the connection, not just its sending
+    /// side (a watcher may half-close and go on reading). Probed by an empty write, which
+    /// fails on a connection whose peer has closed.
+    fn hung_up(&mut self) -> bool {
+        matches!(
+            self.stream.write(&[]),
+            Err(e) if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+        )
+    }
 }
 
 /// The listening socket and its connections. Connection `i` has token `first + i`.
@@ -157,6 +181,8 @@ impl Control {
                         paused: false,
                         read_closed: false,
                         writable_interest: false,
+                        watching: false,
+                        format: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -190,6 +216,7 @@ impl Control {
                 Ok(0) => {
                     conn.read_closed = true;
                     conn.lines.finish(&mut lines);
+                    broken = conn.watching && conn.hung_up();
                     break;
                 }
                 Ok(n) => conn.lines.push(&buf[..n], &mut lines),
@@ -218,21 +245,68 @@ impl Control {
         })
     }
 
-    /// Queues `line` (newline included) for connection `id` and writes what it can.
-    /// Nothing if that connection has closed.
-    pub fn send(&mut self, registry: &Registry, id: ConnectionId, line: &str) {
+    /// Sets connection `id` up: it starts watching, or takes `format` for its lines.
+    pub fn configure(
+        &mut self,
+        registry: &Registry,
+        id: ConnectionId,
+        watch: bool,
+        format: Option<Format>,
+    ) {
         let Some(conn) = self.connection(id) else {
             return;
         };
-        conn.outbox.extend_from_slice(line.as_bytes());
-        conn.unanswered = conn.unanswered.saturating_sub(1);
-        self.flush(registry, id);
+        conn.watching |= watch;
+        conn.format = format.or(conn.format);
+        // `echo watch | socat ...`: the peer may have closed its side already.
+        if conn.watching && conn.read_closed && conn.hung_up() {
+            self.drop_connection(registry, id.index);
+        }
     }
 
-    /// Writes queued answers of connection `id`.
+    /// Sends `event` to the connection it answers (`answer`), if that is still open, and
+    /// when it is `news` to every watching connection; each gets it once, in its format
+    /// (`phone`'s if it chose none), and as much as can be written now.
+    pub fn deliver(
+        &mut self,
+        registry: &Registry,
+        event: &Event,
+        answer: Option<ConnectionId>,
+        news: bool,
+        phone: Format,
+    ) {
+        let mut text = None;
+        let mut json = None;
+        for index in 0..self.connections.len() {
+            let Some(conn) = self.connections[index].as_mut() else {
+                continue;
+            };
+            let answers = answer.is_some_and(|a| a.index == index && a.serial == conn.serial);
+            let watched = news && conn.watching;
+            if !answers && !watched {
+                continue;
+            }
+            let line = match conn.format.unwrap_or(phone) {
+                Format::Text => text.get_or_insert_with(|| event.line(false)),
+                Format::Json => json.get_or_insert_with(|| event.line(true)),
+            };
+            conn.outbox.extend_from_slice(line.as_bytes());
+            if answers {
+                conn.unanswered = conn.unanswered.saturating_sub(1);
+            }
+            self.flush_slot(registry, index);
+        }
+    }
+
+    /// Writes queued lines of connection `id`.
     pub fn flush(&mut self, registry: &Registry, id: ConnectionId) {
-        let index = id.index;
-        let Some(conn) = self.connection(id) else {
+        if self.connection(id).is_some() {
+            self.flush_slot(registry, id.index);
+        }
+    }
+
+    fn flush_slot(&mut self, registry: &Registry, index: usize) {
+        let Some(Some(conn)) = self.connections.get_mut(index) else {
             return;
         };
         let mut broken = false;
@@ -253,6 +327,14 @@ impl Control {
                 }
             }
         }
+        if conn.outbox.len() > OUTBOX_LIMIT {
+            let what = if conn.watching { "watching" } else { "control" };
+            log::warn!(
+                "control socket: a {what} connection left more than {} KiB unread; it is \
+                 closed so that it cannot hold the phone up",
+                OUTBOX_LIMIT / 1024
+            );
+        }
         if broken || conn.outbox.len() > OUTBOX_LIMIT {
             self.drop_connection(registry, index);
         } else {
@@ -267,7 +349,7 @@ impl Control {
         let Some(Some(conn)) = self.connections.get_mut(index) else {
             return;
         };
-        if conn.read_closed && conn.outbox.is_empty() && conn.unanswered == 0 {
+        if conn.read_closed && conn.outbox.is_empty() && conn.unanswered == 0 && !conn.watching {
             return self.drop_connection(registry, index);
         }
         let want = !conn.outbox.is_empty();
@@ -413,12 +495,12 @@ mod tests {
         wait_for(&mut poll, Token(16));
         assert_eq!(control.read(poll.registry(), id), [Ok("half".to_owned())]);
 
-        control.send(poll.registry(), id, "status state=idle\n");
+        control.deliver(poll.registry(), &Event::Bye, Some(id), false, Format::Text);
         let mut answer = String::new();
         BufReader::new(&client)
             .read_line(&mut answer)
             .expect("answer");
-        assert_eq!(answer, "status state=idle\n");
+        assert_eq!(answer, "bye\n");
 
         // A line that never ends is refused once, the rest of it up to its newline is
         // skipped (it is no command), and the connection goes on.
@@ -443,6 +525,125 @@ help
         assert_eq!(control.read(poll.registry(), id), [Ok("help".to_owned())]);
         drop(control);
         assert!(!path.exists(), "the socket file is removed on drop");
+    }
+
+    /// A control socket with `n` connections accepted, their ids and client ends.
+    fn with_clients(tag: &str, n: usize) -> (Poll, Control, Vec<ConnectionId>, Vec<StdUnixStream>) {
+        let path = socket_path(tag);
+        let mut poll = Poll::new().expect("poll");
+        let mut control = Control::bind(&path, poll.registry(), Token(5), 16).expect("bind");
+        let clients: Vec<StdUnixStream> = (0..n)
+            .map(|_| StdUnixStream::connect(&path).expect("connect"))
+            .collect();
+        wait_for(&mut poll, Token(5));
+        control.accept(poll.registry());
+        let ids = (0..n)
+            .map(|i| control.id_of(Token(16 + i)).expect("accepted"))
+            .collect();
+        for client in &clients {
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+        }
+        (poll, control, ids, clients)
+    }
+
+    fn calling() -> Event {
+        Event::Calling { peer: "bob".into() }
+    }
+
+    /// Everything `client` can read within 100 ms.
+    fn drain(client: &mut StdUnixStream) -> String {
+        client
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[test]
+    fn watchers_get_news_each_in_its_own_format_and_answers_go_to_their_origin_only() {
+        let (poll, mut control, ids, mut clients) = with_clients("watch", 3);
+        let r = poll.registry();
+        control.configure(r, ids[0], true, None);
+        control.configure(r, ids[1], true, Some(Format::Json));
+        // Connection 2 does not watch: it gets only its answers.
+        control.deliver(r, &calling(), None, true, Format::Text);
+        control.deliver(r, &Event::Help, Some(ids[2]), false, Format::Text);
+        // An answer to a watcher is sent to it once; news that answers 2 reaches all.
+        control.deliver(r, &Event::Bye, Some(ids[0]), true, Format::Text);
+        control.deliver(r, &Event::Help, Some(ids[0]), false, Format::Text);
+        assert_eq!(
+            drain(&mut clients[0]),
+            format!("calling bob\nbye\n{}", Event::Help.line(false))
+        );
+        assert_eq!(
+            drain(&mut clients[1]),
+            "{\"event\":\"calling\",\"peer\":\"bob\"}\n{\"event\":\"bye\"}\n"
+        );
+        assert_eq!(drain(&mut clients[2]), Event::Help.line(false));
+        // `format` alone changes the form, not what is received.
+        control.configure(r, ids[2], false, Some(Format::Json));
+        control.deliver(r, &calling(), None, true, Format::Text);
+        assert_eq!(drain(&mut clients[2]), "");
+        control.deliver(r, &Event::Bye, Some(ids[2]), true, Format::Text);
+        assert_eq!(drain(&mut clients[2]), "{\"event\":\"bye\"}\n");
+    }
+
+    #[test]
+    fn a_watcher_that_half_closes_keeps_watching_and_one_that_hangs_up_is_dropped() {
+        let (mut poll, mut control, ids, mut clients) = with_clients("half", 2);
+        for (id, client) in ids.iter().zip(&mut clients) {
+            client.write_all(b"watch\n").expect("write");
+            wait_for(&mut poll, Token(16 + id.index));
+            assert_eq!(control.read(poll.registry(), *id), [Ok("watch".to_owned())]);
+            control.configure(poll.registry(), *id, true, None);
+            control.deliver(
+                poll.registry(),
+                &Event::Help,
+                Some(*id),
+                false,
+                Format::Text,
+            );
+        }
+        clients[0]
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        wait_for(&mut poll, Token(16));
+        assert!(control.read(poll.registry(), ids[0]).is_empty());
+        control.deliver(poll.registry(), &calling(), None, true, Format::Text);
+        assert!(drain(&mut clients[0]).ends_with("calling bob\n"));
+        assert!(control.id_of(Token(16)).is_some(), "still watching");
+        // Gone for good: dropped as soon as that is seen, not at the next event.
+        let gone = clients.remove(1);
+        drop(gone);
+        wait_for(&mut poll, Token(17));
+        assert!(control.read(poll.registry(), ids[1]).is_empty());
+        assert_eq!(control.id_of(Token(17)), None, "dropped");
+    }
+
+    #[test]
+    fn a_watcher_that_does_not_read_is_dropped_and_holds_nothing_up() {
+        let (poll, mut control, ids, _clients) = with_clients("unread", 2);
+        control.configure(poll.registry(), ids[0], true, None);
+        let mut sent = 0;
+        // Far more than the socket's buffer and the outbox hold: never blocks.
+        while control.id_of(Token(16)).is_some() {
+            control.deliver(poll.registry(), &calling(), None, true, Format::Text);
+            sent += 1;
+            assert!(sent < 1_000_000, "the unread watcher was never dropped");
+        }
+        assert!(
+            control.id_of(Token(17)).is_some(),
+            "the other connection stays"
+        );
     }
 
     #[test]
