@@ -7,6 +7,8 @@
 //! independent of the phone's `--json`. A connection never holds the phone up: its
 //! unsent lines wait in its outbox, and one that leaves more than [`OUTBOX_LIMIT`] bytes
 //! unread is closed, with a log line.
+//!
+//! [`ctl`] is the other end: `parlo-client ctl`.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -17,9 +19,10 @@ use std::time::Duration;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use crate::cli::Ctl;
 use crate::command::{Line, Lines, is_answered};
 use crate::error::{Error, Exit};
-use crate::output::{Event, Format, is_error_line};
+use crate::output::{Event, Format, is_about, is_error_line, is_kind};
 
 /// Most control connections held at once; further ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -395,60 +398,348 @@ impl Drop for Control {
 /// How long `ctl` waits for an answer (a `list` may wait for the directory server).
 const CTL_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// `parlo-client ctl`: sends `command` (or each line of stdin) to the phone at `path` and
-/// prints each answer.
-pub fn ctl(path: &Path, command: Option<&str>) -> Result<Exit, Error> {
-    let control_error = |doing, source| Error::Control {
-        path: path.to_owned(),
-        doing,
-        source,
+/// `parlo-client ctl`: sends the command (or each line of stdin) to the phone and prints
+/// the answers; `call` follows its call to the outcome unless told not to wait, `watch`
+/// prints events until the phone stops. See `ctl --help`.
+pub fn ctl(request: &Ctl) -> Result<Exit, Error> {
+    let mut session = Session::open(&request.control)?;
+    let Some(command) = request.command.as_deref() else {
+        return session.stdin_lines(request.format);
     };
-    let stream = StdUnixStream::connect(path).map_err(|e| control_error("connect to it", e))?;
-    stream
-        .set_read_timeout(Some(CTL_TIMEOUT))
-        .map_err(|e| control_error("configure", e))?;
-    let mut writer = stream
-        .try_clone()
-        .map_err(|e| control_error("configure", e))?;
-    let mut reader = BufReader::new(stream);
-    let mut exit = Exit::Done;
-    let mut ask = |line: &str| -> Result<bool, Error> {
-        if line.trim().is_empty() {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let verb = words.first().map(|w| w.to_ascii_lowercase());
+    match (verb.as_deref(), &words[..], request.wait) {
+        (Some("watch"), [_], _) => session.watch(request.format),
+        (Some("watch"), _, _) => session.watch_as_asked(command),
+        (Some("call"), [_, name], Some(wait)) => session.call(name, request.format, wait),
+        _ => session.one(command, request.format),
+    }
+}
+
+/// What a read from the phone gave.
+#[derive(Debug)]
+enum Heard {
+    /// A line, without its newline.
+    Line(String),
+    /// The phone closed the connection.
+    End,
+    /// Nothing within the time allowed.
+    TimedOut,
+}
+
+/// One `ctl` connection to the phone.
+struct Session {
+    path: PathBuf,
+    writer: StdUnixStream,
+    reader: BufReader<StdUnixStream>,
+}
+
+impl Session {
+    fn open(path: &Path) -> Result<Session, Error> {
+        let control_error = |doing, source| Error::Control {
+            path: path.to_owned(),
+            doing,
+            source,
+        };
+        let stream = StdUnixStream::connect(path).map_err(|e| control_error("connect to it", e))?;
+        let writer = stream
+            .try_clone()
+            .map_err(|e| control_error("configure", e))?;
+        Ok(Session {
+            path: path.to_owned(),
+            writer,
+            reader: BufReader::new(stream),
+        })
+    }
+
+    fn error(&self, doing: &'static str) -> impl FnOnce(io::Error) -> Error + '_ {
+        move |source| Error::Control {
+            path: self.path.clone(),
+            doing,
+            source,
+        }
+    }
+
+    /// Sends `lines` (each ending in a newline) in one write, so that the phone reads
+    /// them together and nothing happens between them.
+    fn send(&mut self, lines: &str) -> Result<(), Error> {
+        self.writer
+            .write_all(lines.as_bytes())
+            .map_err(|e| Error::Control {
+                path: self.path.clone(),
+                doing: "send a command through it",
+                source: e,
+            })
+    }
+
+    /// The next line, waiting at most `patience` (`None`: as long as it takes).
+    fn read(&mut self, patience: Option<Duration>) -> Result<Heard, Error> {
+        // A zero timeout would mean none: the least is a millisecond.
+        let patience = patience.map(|p| p.max(Duration::from_millis(1)));
+        self.reader
+            .get_ref()
+            .set_read_timeout(patience)
+            .map_err(self.error("configure"))?;
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Ok(Heard::End),
+            Ok(_) => Ok(Heard::Line(line.trim_end_matches(['\n', '\r']).to_owned())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(Heard::TimedOut)
+            }
+            Err(e) => Err(self.error("read an answer from it")(e)),
+        }
+    }
+
+    /// The answer to a command just sent: a line, or an error when the phone is gone or
+    /// silent.
+    fn answer(&mut self) -> Result<Option<String>, Error> {
+        match self.read(Some(CTL_TIMEOUT))? {
+            Heard::Line(line) => Ok(Some(line)),
+            Heard::End => Ok(None),
+            Heard::TimedOut => Err(self.error("read an answer from it")(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {} s", CTL_TIMEOUT.as_secs()),
+            ))),
+        }
+    }
+
+    /// Sets the connection's format, if one was chosen. Its answer (a `status`) is not
+    /// printed; `false` if it was an error (printed then).
+    fn choose(&mut self, format: Option<Format>) -> Result<bool, Error> {
+        let Some(format) = format else {
             return Ok(true);
+        };
+        self.send(&format!("format {}\n", format.name()))?;
+        match self.answer()? {
+            Some(line) if is_error_line(&line) => {
+                print(&line)?;
+                Ok(false)
+            }
+            Some(_) => Ok(true),
+            None => Ok(false),
         }
-        writer
-            .write_all(format!("{}\n", line.trim_end()).as_bytes())
-            .map_err(|e| control_error("send a command through it", e))?;
-        let mut answer = String::new();
-        let n = reader
-            .read_line(&mut answer)
-            .map_err(|e| control_error("read an answer from it", e))?;
-        if n == 0 {
-            return Ok(false);
+    }
+
+    /// One command, one answer.
+    fn one(&mut self, command: &str, format: Option<Format>) -> Result<Exit, Error> {
+        if !self.choose(format)? {
+            return Ok(Exit::Warning);
         }
-        let answer = answer.trim_end_matches(['\n', '\r']);
-        if is_error_line(answer) {
+        self.send(&format!("{}\n", command.trim_end()))?;
+        match self.answer()? {
+            Some(line) => {
+                print(&line)?;
+                Ok(if is_error_line(&line) {
+                    Exit::Warning
+                } else {
+                    Exit::Done
+                })
+            }
+            None => Ok(Exit::Done),
+        }
+    }
+
+    /// Each line of stdin, one answer each.
+    fn stdin_lines(&mut self, format: Option<Format>) -> Result<Exit, Error> {
+        let mut exit = Exit::Done;
+        if !self.choose(format)? {
             exit = Exit::Warning;
         }
-        // The phone escapes its answers; whatever else answers on that socket is escaped
-        // here.
-        println!("{}", parlo_fsm::Escaped::text(answer));
-        Ok(true)
-    };
-    match command {
-        Some(command) => {
-            ask(command)?;
+        for line in io::stdin().lock().lines() {
+            let line = line.map_err(Error::Output)?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let verb = line.split_whitespace().next().unwrap_or_default();
+            if verb.eq_ignore_ascii_case("watch") {
+                // Its events would be taken for the answers to the lines that follow.
+                eprintln!(
+                    "parlo-client ctl: watch gives no single answer: run `parlo-client ctl \
+                     watch` on its own"
+                );
+                exit = Exit::Warning;
+                continue;
+            }
+            self.send(&format!("{}\n", line.trim_end()))?;
+            let Some(answer) = self.answer()? else {
+                break;
+            };
+            if is_error_line(&answer) {
+                exit = Exit::Warning;
+            }
+            print(&answer)?;
         }
-        None => {
-            for line in io::stdin().lock().lines() {
-                let line = line.map_err(Error::Output)?;
-                if !ask(&line)? {
-                    break;
+        Ok(exit)
+    }
+
+    /// `watch`: every line until the phone closes the connection.
+    fn watch(&mut self, format: Option<Format>) -> Result<Exit, Error> {
+        let command = match format {
+            Some(format) => format!("watch {}", format.name()),
+            None => "watch".to_owned(),
+        };
+        self.watch_as_asked(&command)
+    }
+
+    fn watch_as_asked(&mut self, command: &str) -> Result<Exit, Error> {
+        self.send(&format!("{}\n", command.trim_end()))?;
+        let mut first = true;
+        let mut last_was_bye = false;
+        // Without a time limit: the end is the phone closing the connection.
+        while let Heard::Line(line) = self.read(None)? {
+            match print(&line) {
+                Ok(()) => {}
+                // The reader went away (`ctl watch | head`): nothing left to do.
+                Err(Error::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    return Ok(Exit::Done);
+                }
+                Err(e) => return Err(e),
+            }
+            if first && is_error_line(&line) {
+                // Refused (a bad format, a phone stopping): no watching.
+                return Ok(Exit::Warning);
+            }
+            first = false;
+            last_was_bye = is_kind(&line, "bye");
+        }
+        if last_was_bye {
+            return Ok(Exit::Done);
+        }
+        eprintln!(
+            "parlo-client ctl: {}: the phone closed the connection",
+            self.path.display()
+        );
+        Ok(Exit::Warning)
+    }
+
+    /// `call NAME`, followed to its outcome: watching from just before the call, on the
+    /// same connection, so that none of the call's events can be missed.
+    fn call(&mut self, name: &str, format: Option<Format>, wait: Duration) -> Result<Exit, Error> {
+        let deadline = std::time::Instant::now() + wait;
+        let watch = match format {
+            Some(format) => format!("watch {}", format.name()),
+            None => "watch".to_owned(),
+        };
+        self.send(&format!("{watch}\ncall {name}\n"))?;
+        // The answer to `watch`: the status the watching starts from, or a refusal.
+        match self.answer()? {
+            Some(line) if is_error_line(&line) => {
+                print(&line)?;
+                return Ok(Exit::Warning);
+            }
+            Some(_) => {}
+            None => return Ok(self.closed_before(name)),
+        }
+        let mut follow = Follow::new(name);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match self.read(Some(left))? {
+                Heard::Line(line) => line,
+                Heard::End => return Ok(self.closed_before(name)),
+                Heard::TimedOut => {
+                    eprintln!(
+                        "parlo-client ctl: no outcome of the call to {} within {} s; the \
+                         call goes on (`ctl status` shows it, `ctl hangup` ends it)",
+                        parlo_fsm::Escaped::text(name),
+                        wait.as_secs()
+                    );
+                    return Ok(Exit::Warning);
+                }
+            };
+            match follow.step(&line) {
+                Step::Skip => {}
+                Step::Show => print(&line)?,
+                Step::Outcome(exit) => {
+                    print(&line)?;
+                    return Ok(exit);
                 }
             }
         }
     }
-    Ok(exit)
+
+    fn closed_before(&self, name: &str) -> Exit {
+        eprintln!(
+            "parlo-client ctl: {}: the phone closed the connection before the outcome of the \
+             call to {}",
+            self.path.display(),
+            parlo_fsm::Escaped::text(name)
+        );
+        Exit::Warning
+    }
+}
+
+/// Prints a line from the phone. The phone escapes its lines; whatever else answers on
+/// that socket is escaped here.
+fn print(line: &str) -> Result<(), Error> {
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{}", parlo_fsm::Escaped::text(line))
+        .and_then(|()| stdout.flush())
+        .map_err(Error::Output)
+}
+
+/// What `ctl call` makes of a line it watches.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Not about the call.
+    Skip,
+    /// About the call: printed.
+    Show,
+    /// The call's outcome: printed, and the exit code.
+    Outcome(Exit),
+}
+
+/// `ctl call`'s view of its call, from the lines of a connection that watches from just
+/// before the `call` command. The command's answer comes first among the lines about the
+/// call: `calling NAME`, or the `error` that refused it. Then the call's events, up to
+/// `connected NAME` (exit 0) or `ended NAME` (exit 1).
+#[derive(Debug)]
+struct Follow {
+    peer: String,
+    begun: bool,
+}
+
+impl Follow {
+    fn new(peer: &str) -> Follow {
+        Follow {
+            peer: peer.to_owned(),
+            begun: false,
+        }
+    }
+
+    fn step(&mut self, line: &str) -> Step {
+        let about = |kind| is_about(line, kind, &self.peer);
+        if is_kind(line, "bye") {
+            // The phone stops (after `ended`, if the call had begun).
+            return Step::Outcome(Exit::Warning);
+        }
+        if !self.begun {
+            if about("calling") {
+                self.begun = true;
+                return Step::Show;
+            }
+            // Watchers get no refusal of another client's command: an error now is the
+            // refusal of ours, or a failure that refuses it.
+            if is_error_line(line) {
+                return Step::Outcome(Exit::Warning);
+            }
+            return Step::Skip;
+        }
+        if about("connected") {
+            Step::Outcome(Exit::Done)
+        } else if about("ended") {
+            Step::Outcome(Exit::Warning)
+        } else if about("ringing") || is_error_line(line) {
+            Step::Show
+        } else {
+            Step::Skip
+        }
+    }
 }
 
 #[cfg(test)]
@@ -643,6 +934,62 @@ help
         assert!(
             control.id_of(Token(17)).is_some(),
             "the other connection stays"
+        );
+    }
+
+    // ---- ctl call ----
+
+    fn follow(lines: &[&str]) -> Vec<Step> {
+        let mut follow = Follow::new("bob");
+        lines.iter().map(|line| follow.step(line)).collect()
+    }
+
+    #[test]
+    fn ctl_call_follows_its_call_to_the_outcome() {
+        use Step::{Outcome, Show, Skip};
+        assert_eq!(
+            follow(&[
+                "ended bob reason=busy",
+                "incoming carol from=127.0.0.3:5001 verified=yes",
+                "calling bob",
+                "registered alice server=127.0.0.1:10000",
+                "ringing bob",
+                "connected bob dialect=parlo codec=L16",
+            ]),
+            [Skip, Skip, Show, Skip, Show, Outcome(Exit::Done)]
+        );
+        assert_eq!(
+            follow(&["calling bob", "ended bob reason=unknown-user"]),
+            [Show, Outcome(Exit::Warning)]
+        );
+        assert_eq!(
+            follow(&["error reason=already in a call: hang up first"]),
+            [Outcome(Exit::Warning)]
+        );
+        assert_eq!(
+            follow(&[
+                "calling bob",
+                "error reason=cannot look bob up: the server went away",
+                "ended bob reason=lookup-failed"
+            ]),
+            [Show, Show, Outcome(Exit::Warning)]
+        );
+        assert_eq!(
+            follow(&["calling bob", "bye"]),
+            [Show, Outcome(Exit::Warning)]
+        );
+        // JSON lines, as `--json` gives them.
+        assert_eq!(
+            follow(&[
+                r#"{"event":"calling","peer":"bob"}"#,
+                r#"{"event":"connected","peer":"bob","dialect":"parlo","codec":"L16"}"#,
+            ]),
+            [Show, Outcome(Exit::Done)]
+        );
+        assert_eq!(
+            follow(&[r#"{"event":"calling","peer":"bobby"}"#]),
+            [Skip],
+            "another peer"
         );
     }
 
