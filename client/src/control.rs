@@ -591,8 +591,16 @@ impl Session {
         self.send(&format!("{}\n", command.trim_end()))?;
         let mut first = true;
         let mut last_was_bye = false;
-        // Without a time limit: the end is the phone closing the connection.
-        while let Heard::Line(line) = self.read(None)? {
+        // Without a time limit: the end is the phone closing the connection, or the
+        // reader of ctl's output going away (`ctl watch | while read ...; break; done`
+        // must not leave ctl waiting for an event that may be hours away).
+        loop {
+            if self.reader.buffer().is_empty() && !self.wait_for_line_or_reader_gone() {
+                return Ok(Exit::Done);
+            }
+            let Heard::Line(line) = self.read(None)? else {
+                break;
+            };
             match print(&line) {
                 Ok(()) => {}
                 // The reader went away (`ctl watch | head`): nothing left to do.
@@ -616,6 +624,43 @@ impl Session {
             self.path.display()
         );
         Ok(Exit::Warning)
+    }
+
+    /// Waits until the phone sends something (or closes), and says so; `false` when
+    /// stdout's reader is gone first (a closed pipe, a hung-up terminal).
+    fn wait_for_line_or_reader_gone(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut fds = [
+            libc::pollfd {
+                fd: self.reader.get_ref().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            // No events asked: POLLERR (the pipe's reader closed it) and POLLHUP come
+            // anyway; a regular file reports neither.
+            libc::pollfd {
+                fd: libc::STDOUT_FILENO,
+                events: 0,
+                revents: 0,
+            },
+        ];
+        loop {
+            // SAFETY: `fds` is a valid array of two pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if ready < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Poll unusable: let the read find out.
+                return true;
+            }
+            if fds[1].revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+                return false;
+            }
+            if fds[0].revents != 0 {
+                return true;
+            }
+        }
     }
 
     /// `call NAME`, followed to its outcome: watching from just before the call, on the

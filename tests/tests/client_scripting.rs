@@ -206,3 +206,33 @@ fn calling_while_the_directory_is_down_gives_exactly_one_error_answer_and_no_cal
     alice.expect_no_event("ended", Duration::ZERO);
     assert_eq!(alice.exit_status(), None);
 }
+
+#[test]
+fn ctl_watch_ends_as_soon_as_its_reader_goes_away() {
+    use std::io::BufRead;
+    let server = Server::start(&[]);
+    let bob = driven("bob", &server);
+    let mut watch = parlo_tests::phone_harness::client_command()
+        .arg("ctl")
+        .arg("--control")
+        .arg(bob.control_path())
+        .arg("watch")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("parlo-client ctl starts");
+    let mut reader = std::io::BufReader::new(watch.stdout.take().expect("piped"));
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("a line");
+    assert!(first.starts_with("status "), "{first}");
+    // `ctl watch | head -1`, `... | while read ...; do break; done`: no event comes,
+    // yet ctl must not linger.
+    drop(reader);
+    let status = parlo_tests::server_harness::wait_exit(&mut watch, Duration::from_secs(2));
+    if status.is_none() {
+        let _ = watch.kill();
+        let _ = watch.wait();
+    }
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "still running");
+}
