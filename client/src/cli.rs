@@ -120,7 +120,7 @@ OPTIONS:
     --timeout SECS    call: wait at most SECS (1-86400), then exit 1; the call goes on.
                       [default: 620, longer than any phone's --answer-timeout]
     -h, --help        Print this help.
-    Options may come before or after the command: `ctl watch --json` is `ctl --json watch`.
+    Options may come before or after the command: `ctl watch --json` = `ctl --json watch`.
 
 ON THE SOCKET (socat, nc -U): one command per line, each answered with one line, as on
 the daemon's stdin, and:
