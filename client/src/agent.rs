@@ -45,7 +45,7 @@ use crate::control::ConnectionId;
 use crate::directory::{Outcome, Purpose};
 use crate::error::Exit;
 use crate::media::MediaStats;
-use crate::output::{Event as Out, Status};
+use crate::output::{Event as Out, Format, Status};
 
 /// How long quitting may take (hanging up, DISCONNECT), in milliseconds.
 pub const QUIT_WAIT_MS: u64 = 2_000;
@@ -136,6 +136,29 @@ pub enum Output {
         /// Who asked.
         answer: Origin,
     },
+    /// Set a control connection up: from now on it watches (receives every line that
+    /// [`is_news`]), or writes its lines in `format`, or both.
+    Configure {
+        /// The connection.
+        connection: ConnectionId,
+        /// Whether it starts watching.
+        watch: bool,
+        /// Its format from now on, if it chose one.
+        format: Option<Format>,
+    },
+}
+
+/// Whether a printed line goes to the control connections that watch, besides the origin
+/// it answers: every event, but not the answers to other clients' questions (`status`,
+/// `users`, `help`) nor the refusals of their commands (`error` answers), which tell
+/// nothing new about the phone. A command's answer that is an event of the phone
+/// (`calling`, `connected`, `ended`, `bye`) is news.
+pub fn is_news(event: &Out, answer: Option<Origin>) -> bool {
+    answer.is_none()
+        || !matches!(
+            event,
+            Out::Status(_) | Out::Users { .. } | Out::Help | Out::Error { .. }
+        )
 }
 
 /// What went wrong with the audio device.
@@ -199,6 +222,9 @@ pub struct Agent<R> {
     /// Whether the machine's timers due at `now` are to fire.
     timers_due: bool,
     quit: Option<Quit>,
+    /// A dial withdrawn before it was announced (its lookup could not even be sent): the
+    /// machine's end of that call is not told, since the user never heard of the call.
+    withdrawn: Option<fsm::Name>,
     /// Whether something went wrong that makes the exit code 1.
     warnings: bool,
 }
@@ -245,6 +271,7 @@ impl<R: CallIds> Agent<R> {
             pending: VecDeque::with_capacity(8),
             timers_due: false,
             quit: None,
+            withdrawn: None,
             warnings: false,
         }
     }
@@ -305,7 +332,26 @@ impl<R: CallIds> Agent<R> {
             Command::Status => self.ready.push_back(Output::ShowStatus { answer: origin }),
             Command::Quit => self.quit(answer),
             Command::Help => self.print(Out::Help, answer),
+            Command::Watch(format) => self.configure(origin, true, format),
+            Command::Format(format) => self.configure(origin, false, Some(format)),
         }
+    }
+
+    /// `watch` and `format`: set the control connection up, and answer with the status
+    /// (the state the watching starts from) in its format. Stdin's events are stdout's.
+    fn configure(&mut self, origin: Origin, watch: bool, format: Option<Format>) {
+        let Origin::Control(connection) = origin else {
+            let reason = "watch and format are for the control socket: the events of stdin's \
+                          commands are on stdout, in the format --json says"
+                .into();
+            return self.print(Out::Error { reason }, Some(origin));
+        };
+        self.ready.push_back(Output::Configure {
+            connection,
+            watch,
+            format,
+        });
+        self.ready.push_back(Output::ShowStatus { answer: origin });
     }
 
     /// A signalling message from `from`.
@@ -369,6 +415,11 @@ impl<R: CallIds> Agent<R> {
     /// Gives the machine the directory's answer about `name`: where it is, that it is
     /// unknown, or that the directory could not be asked (said as an error when the user
     /// is dialling; a caller's verification just stays unconfirmed).
+    ///
+    /// A dial whose request could not even be sent (the loop reports that in the
+    /// request's place, before the dial's `calling` is printed) never begins for the user:
+    /// the command's one answer is the error, and neither `calling` nor the `ended` the
+    /// machine gives on its way back to idle is told.
     fn handle_lookup(&mut self, name: fsm::Name, result: Result<Answer, String>, dialling: bool) {
         let event = match result {
             Ok(Answer::Found(contact)) => fsm::Event::Resolved {
@@ -379,7 +430,11 @@ impl<R: CallIds> Agent<R> {
             Ok(Answer::NotFound) => fsm::Event::Unknown { name },
             other => {
                 let why = failure(other);
-                if dialling {
+                if dialling && self.withdraw_unannounced_dial(&name) {
+                    let reason = format!("cannot call {name}: {why}");
+                    let answer = self.answer.take();
+                    self.print(Out::Error { reason }, answer);
+                } else if dialling {
                     let reason = format!("cannot look {name} up: {why}");
                     self.print(Out::Error { reason }, None);
                 } else {
@@ -389,6 +444,21 @@ impl<R: CallIds> Agent<R> {
             }
         };
         self.feed(event, None);
+    }
+
+    /// Whether the dial of `name` is still unannounced, its `calling` waiting in the rest
+    /// of the transition being carried out; if so, that `calling` is dropped and the
+    /// call's end will be too.
+    fn withdraw_unannounced_dial(&mut self, name: &fsm::Name) -> bool {
+        let calling = self.actions.iter().position(
+            |action| matches!(action, Action::Notify(Note::Calling { peer }) if peer == name),
+        );
+        let Some(calling) = calling else {
+            return false;
+        };
+        self.actions.remove(calling);
+        self.withdrawn = Some(name.clone());
+        true
     }
 
     /// The audio device failed. A call without sound is no use to either side: the user
@@ -480,6 +550,10 @@ impl<R: CallIds> Agent<R> {
             }
             // The transition is carried out: its command has had its answer, if any.
             self.answer = None;
+            if self.pending.is_empty() {
+                // The withdrawn dial's end, if any, came with the events queued with it.
+                self.withdrawn = None;
+            }
             match self.pending.pop_front() {
                 Some(Pending::Event(event, origin)) => {
                     self.answer = origin;
@@ -527,6 +601,10 @@ impl<R: CallIds> Agent<R> {
             // An incoming call's announcement answers no command: it comes first when a
             // command finds the call not yet announced, and the command's own event
             // (`connected`, a refusal) is its answer.
+            Action::Notify(Note::Ended { peer, .. }) if self.withdrawn.as_ref() == Some(&peer) => {
+                self.withdrawn = None;
+                return;
+            }
             Action::Notify(note @ Note::Incoming { .. }) => Output::Print {
                 event: self.event_of(note),
                 answer: None,
@@ -827,20 +905,55 @@ mod tests {
     }
 
     #[test]
-    fn a_dial_without_the_directory_ends_lookup_failed() {
+    fn a_dial_without_the_directory_is_answered_with_one_error_and_no_call() {
+        // The request cannot even be sent: the call never begins for the user, and the
+        // command's one answer is why. No `calling`, no `ended`.
+        for origin in [ctl(1), Origin::Stdin] {
+            let mut a = idle();
+            a.handle_line(Instant(0), Ok("call bob".into()), origin);
+            let out = outputs_offline(&mut a);
+            assert_eq!(
+                printed(&out),
+                [(
+                    format!("error reason=cannot call bob: {NOT_CONNECTED}"),
+                    Some(origin)
+                )]
+            );
+            assert_eq!(a.state(), State::Idle);
+            assert!(
+                a.poll_timeout().is_none(),
+                "no timer left: {:?}",
+                a.poll_timeout()
+            );
+            // The phone dials again as usual afterwards.
+            let out = line(&mut a, 10, "call bob", ctl(2));
+            assert_eq!(printed(&out), [("calling bob".into(), Some(ctl(2)))]);
+            answer(&mut a, 15, Purpose::Dial(name("bob")), Ok(Answer::NotFound));
+            assert_eq!(
+                printed(&outputs(&mut a)),
+                [("ended bob reason=unknown-user".into(), None)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_lookup_lost_after_the_dial_began_ends_the_call_it_announced() {
+        // The request went out; the connection broke before its answer: the call was
+        // announced (`calling`, the command's answer), so its end is told too.
         let mut a = idle();
-        a.handle_line(Instant(0), Ok("call bob".into()), ctl(1));
-        let out = outputs_offline(&mut a);
-        // The error comes in the place of the request, before the call's first event,
-        // which is the command's answer; the lookup's failure ends the call after it.
+        let out = line(&mut a, 0, "call bob", ctl(1));
+        assert_eq!(printed(&out), [("calling bob".into(), Some(ctl(1)))]);
+        let lost = Err("the directory server 127.0.0.1:10000 went away".to_owned());
+        answer(&mut a, 5, Purpose::Dial(name("bob")), lost);
         assert_eq!(
-            printed(&out),
+            printed(&outputs(&mut a)),
             [
                 (
-                    format!("error reason=cannot look bob up: {NOT_CONNECTED}"),
+                    "error reason=cannot look bob up: the directory server 127.0.0.1:10000 \
+                     went away"
+                        .into(),
                     None
                 ),
-                ("calling bob".into(), Some(ctl(1))),
                 ("ended bob reason=lookup-failed".into(), None),
             ]
         );
@@ -1079,6 +1192,75 @@ mod tests {
         );
         assert!(status.registered);
         assert_eq!(idle().status(&Snapshot::default()).state, "idle");
+    }
+
+    #[test]
+    fn watch_and_format_set_the_connection_up_and_answer_with_the_status() {
+        let mut a = idle();
+        let connection = ConnectionId::new(3, 1);
+        let origin = Origin::Control(connection);
+        assert_eq!(
+            line(&mut a, 0, "watch", origin),
+            [
+                Output::Configure {
+                    connection,
+                    watch: true,
+                    format: None
+                },
+                Output::ShowStatus { answer: origin }
+            ]
+        );
+        assert_eq!(
+            line(&mut a, 0, "watch json", origin)[0],
+            Output::Configure {
+                connection,
+                watch: true,
+                format: Some(Format::Json)
+            }
+        );
+        assert_eq!(
+            line(&mut a, 0, "format text", origin)[0],
+            Output::Configure {
+                connection,
+                watch: false,
+                format: Some(Format::Text)
+            }
+        );
+        // Stdin has nothing to set up.
+        let out = line(&mut a, 0, "watch", Origin::Stdin);
+        assert!(
+            matches!(&printed(&out)[..], [(text, Some(Origin::Stdin))]
+                if text.starts_with("error reason=watch and format are for the control socket")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn watchers_get_events_and_not_the_answers_to_other_clients_questions() {
+        let error = Out::Error {
+            reason: "no incoming call to answer".into(),
+        };
+        let calling = Out::Calling { peer: "bob".into() };
+        let ended = Out::Ended {
+            peer: "bob".into(),
+            reason: "busy",
+        };
+        let users = Out::Users { names: vec![] };
+        // Events nobody asked for: all news.
+        for event in [&error, &calling, &ended, &Out::Bye] {
+            assert!(is_news(event, None), "{event:?}");
+        }
+        // Answers that are events of the phone: news.
+        for event in [&calling, &ended, &Out::Bye] {
+            assert!(is_news(event, Some(ctl(1))), "{event:?}");
+            assert!(is_news(event, Some(Origin::Stdin)), "{event:?}");
+        }
+        // Answers to questions, and refusals: only for who asked.
+        let status = Out::Status(Box::default());
+        for event in [&error, &users, &Out::Help, &status] {
+            assert!(!is_news(event, Some(ctl(1))), "{event:?}");
+            assert!(!is_news(event, Some(Origin::Stdin)), "{event:?}");
+        }
     }
 
     // ---- quitting ----

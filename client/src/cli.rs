@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use log::LevelFilter;
 use parlo_audio::DeviceSpec;
@@ -12,6 +13,7 @@ use parlo_fsm::{Codec, Preference};
 use parlo_net::peer::Name;
 
 use crate::error::Error;
+use crate::output::Format;
 
 /// `--help` text of the daemon.
 pub const HELP: &str = "\
@@ -20,7 +22,7 @@ answers calls over UDP, and carries the audio. Driven by text commands; reports 
 
 USAGE:
     parlo-client --server ADDR[:PORT] --name NAME [OPTIONS]
-    parlo-client ctl [--control PATH] [COMMAND...]
+    parlo-client ctl [--control PATH] [--json] [COMMAND...]     (see `ctl --help`)
     parlo-client devices
 
 OPTIONS:
@@ -44,8 +46,8 @@ OPTIONS:
                             its first one the caller offers (L16 if none).
                             [default: L16,PCMU]                     env: PARLO_CODECS
     --control PATH          Also read commands from a Unix socket at PATH (for systemd,
-                            where stdin is /dev/null); `ctl` talks to it.
-                                                                    env: PARLO_CONTROL
+                            where stdin is /dev/null); `ctl` talks to it, `ctl watch`
+                            follows its events.                     env: PARLO_CONTROL
     --json                  Print events as JSON lines.             env: PARLO_JSON=1
     --auto-answer           Answer incoming calls at once (intercom). env: PARLO_AUTO_ANSWER=1
     --answer-timeout SECS   How long a call may ring unanswered, 1-600 s.
@@ -58,6 +60,8 @@ OPTIONS:
 
 COMMANDS (one per line, on stdin and on the control socket; each gets one answer line):
     call NAME    accept    reject    hangup    list    status    quit    help
+    On the control socket only: watch [text|json] (every event from then on) and
+    format text|json (that connection's lines); see `ctl --help`.
 
 EVENTS (stdout, one per line; with --json the same as objects with an \"event\" field):
     registered NAME server=ADDR          unregistered reason=TEXT
@@ -89,22 +93,53 @@ EXIT CODES:
 /// `--help` text of `ctl`.
 pub const CTL_HELP: &str = "\
 parlo-client ctl: send commands to a running parlo-client through its control socket and
-print each answer line.
+print the answers, follow a call to its outcome, or watch the phone's events.
 
 USAGE:
-    parlo-client ctl [--control PATH] [COMMAND...]
+    parlo-client ctl [--control PATH] [--json|--text] [COMMAND...]
+    parlo-client ctl [--control PATH] [--json|--text] [--no-wait|--timeout SECS] call NAME
+    parlo-client ctl [--control PATH] [--json|--text] watch
 
-    With a COMMAND (e.g. `ctl --control /run/parlo/control call bob`), sends it and prints
-    the answer. Without, sends each line of stdin and prints each answer.
+    With a COMMAND (e.g. `ctl --control /run/parlo/control status`), sends it and prints
+    its answer. Without, sends each line of stdin and prints each answer.
+
+    call NAME follows the call: it prints `calling NAME` (or the error that refused the
+    call), `ringing NAME`, and ends at `connected NAME ...` (exit 0) or
+    `ended NAME reason=...` (exit 1; reason=rejected, busy, no-answer, unknown-user,
+    lookup-failed, ...). The phone's own no-answer timer (its --answer-timeout) ends a
+    call that nobody answers. With --no-wait it prints the first answer and exits.
+
+    watch prints the phone's status, then each event as the phone prints it on stdout
+    (calling, ringing, incoming, connected, ended, registered, unregistered, error, bye),
+    one per line, for as long as the phone runs. The answers to other clients' status,
+    list and help, and the refusals of their commands, are not events.
 
 OPTIONS:
     --control PATH    The daemon's --control socket.    env: PARLO_CONTROL
+    --json            Lines as JSON objects, as the daemon's --json prints them.
+    --text            Lines as text.             [default: the form the daemon prints]
+    --no-wait         call: print the first answer, do not wait for the outcome.
+    --timeout SECS    call: wait at most SECS (1-86400), then exit 1; the call goes on.
+                      [default: 620, longer than any phone's --answer-timeout]
     -h, --help        Print this help.
+    Options may come before or after the command: `ctl watch --json` = `ctl --json watch`.
+
+ON THE SOCKET (socat, nc -U): one command per line, each answered with one line, as on
+the daemon's stdin, and:
+    watch [text|json]    Answered with `status`; then every event, until the connection
+                         closes. A watcher that leaves 64 KiB unread is disconnected.
+    format text|json     This connection's lines from now on; answered with `status`.
 
 EXIT CODES:
-    0 every command answered without error    1 some answer was an error event
-    2 the daemon cannot be reached
+    0 no answer was an error; call: the call connected; watch: the phone stopped (bye)
+    1 an answer was an error; call: the call did not connect (the last line says why),
+      or no outcome within --timeout; watch: the connection was lost
+    2 the daemon cannot be reached, or a bad option
 ";
+
+/// How long `ctl call` waits for the call's outcome by default: longer than the longest
+/// `--answer-timeout`, so that the phone's own no-answer timer ends an unanswered call.
+pub const CALL_WAIT: Duration = Duration::from_secs(620);
 
 /// `--help` text of `devices`.
 pub const DEVICES_HELP: &str = "\
@@ -171,18 +206,26 @@ pub struct PhoneConfig {
     pub log_level: LevelFilter,
 }
 
+/// What `parlo-client ctl` is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ctl {
+    /// The phone's control socket.
+    pub control: PathBuf,
+    /// The command given on the command line, if any (else stdin's lines).
+    pub command: Option<String>,
+    /// The form of the lines, if chosen (else the phone's).
+    pub format: Option<Format>,
+    /// How long `call` waits for the call's outcome; `None`: it does not wait.
+    pub wait: Option<Duration>,
+}
+
 /// What the command line asks for.
 #[derive(Debug, Clone)]
 pub enum Command {
     /// Run the phone.
     Run(Box<PhoneConfig>),
     /// Send commands to a running phone.
-    Ctl {
-        /// The control socket.
-        control: PathBuf,
-        /// The command given on the command line, if any (else stdin's lines).
-        command: Option<String>,
-    },
+    Ctl(Ctl),
     /// List the sound devices.
     Devices,
     /// Print this text and exit.
@@ -519,12 +562,20 @@ fn parse_ctl(mut parser: lexopt::Parser, env: &dyn Env) -> Result<Command, Error
 
     let mut control: Option<PathBuf> = None;
     let mut words: Vec<String> = Vec::new();
+    let mut format = None;
+    let mut no_wait = false;
+    let mut timeout = None;
+    // Options may come before or after the command's words (`ctl watch --json`).
     while let Some(arg) = parser.next().map_err(from_lexopt)? {
         match arg {
-            Long("control") if words.is_empty() => {
+            Long("control") => {
                 control = Some(parser.value().map_err(from_lexopt)?.into());
             }
-            Short('h') | Long("help") if words.is_empty() => return Ok(Command::Help(CTL_HELP)),
+            Long("json") => format = Some(Format::Json),
+            Long("text") => format = Some(Format::Text),
+            Long("no-wait") => no_wait = true,
+            Long("timeout") => timeout = Some(parse_wait(&text(&mut parser, "--timeout")?)?),
+            Short('h') | Long("help") => return Ok(Command::Help(CTL_HELP)),
             Value(word) => {
                 words.push(word.into_string().map_err(|w| {
                     usage(format!("ctl: {} is not valid UTF-8", w.to_string_lossy()))
@@ -536,8 +587,28 @@ fn parse_ctl(mut parser: lexopt::Parser, env: &dyn Env) -> Result<Command, Error
     let control = control
         .or_else(|| env.var("PARLO_CONTROL").map(PathBuf::from))
         .ok_or_else(|| usage("ctl: --control PATH is required (or PARLO_CONTROL)"))?;
+    if no_wait && timeout.is_some() {
+        return Err(usage(
+            "ctl: --no-wait and --timeout contradict each other: give one",
+        ));
+    }
     let command = (!words.is_empty()).then(|| words.join(" "));
-    Ok(Command::Ctl { control, command })
+    let wait = (!no_wait).then(|| timeout.unwrap_or(CALL_WAIT));
+    Ok(Command::Ctl(Ctl {
+        control,
+        command,
+        format,
+        wait,
+    }))
+}
+
+fn parse_wait(text: &str) -> Result<Duration, Error> {
+    match text.parse::<u64>() {
+        Ok(secs) if (1..=86_400).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(usage(format!(
+            "--timeout: expected a whole number of seconds from 1 to 86400, got {text:?}"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -850,16 +921,72 @@ mod tests {
         assert!(usage_error("--name x", &bad).contains("PARLO_SERVER (environment)"));
     }
 
+    fn ctl(words: &str) -> Ctl {
+        match parse_words(words, &no_env()) {
+            Ok(Command::Ctl(ctl)) => ctl,
+            other => panic!("{words}: expected ctl, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ctl_options_come_before_or_after_the_command() {
+        let plain = ctl("ctl --control /tmp/c call bob");
+        assert_eq!(
+            plain,
+            Ctl {
+                control: PathBuf::from("/tmp/c"),
+                command: Some("call bob".into()),
+                format: None,
+                wait: Some(CALL_WAIT),
+            }
+        );
+        assert_eq!(ctl("ctl --control /tmp/c").command, None);
+        for words in [
+            "ctl --control /tmp/c --json watch",
+            "ctl --control /tmp/c watch --json",
+            "ctl watch --control /tmp/c --json",
+        ] {
+            let c = ctl(words);
+            assert_eq!(c.command.as_deref(), Some("watch"), "{words}");
+            assert_eq!(c.format, Some(Format::Json), "{words}");
+            assert_eq!(c.control, Path::new("/tmp/c"), "{words}");
+        }
+        assert_eq!(
+            ctl("ctl --control c --text status").format,
+            Some(Format::Text)
+        );
+        for words in [
+            "ctl --control c --no-wait call bob",
+            "ctl --control c call --no-wait bob",
+        ] {
+            let c = ctl(words);
+            assert_eq!(
+                (c.command.as_deref(), c.wait),
+                (Some("call bob"), None),
+                "{words}"
+            );
+        }
+        let c = ctl("ctl --control c call bob --timeout 30");
+        assert_eq!(c.wait, Some(Duration::from_secs(30)));
+        assert!(
+            usage_error("ctl --control c --no-wait --timeout 3 call bob", &no_env())
+                .contains("contradict")
+        );
+        assert!(
+            usage_error("ctl --control c --timeout 0 call bob", &no_env()).contains("1 to 86400")
+        );
+        assert!(matches!(
+            parse_words("ctl call bob --help", &no_env()),
+            Ok(Command::Help(CTL_HELP))
+        ));
+    }
+
     #[test]
     fn subcommands() {
         assert!(matches!(
             parse_words("ctl --control /tmp/c call bob", &no_env()),
-            Ok(Command::Ctl { control, command: Some(c) })
+            Ok(Command::Ctl(Ctl { control, command: Some(c), .. }))
                 if control == Path::new("/tmp/c") && c == "call bob"
-        ));
-        assert!(matches!(
-            parse_words("ctl --control /tmp/c", &no_env()),
-            Ok(Command::Ctl { command: None, .. })
         ));
         assert!(usage_error("ctl status", &no_env()).contains("--control"));
         assert!(matches!(

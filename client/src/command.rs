@@ -2,6 +2,8 @@
 
 use parlo_net::peer::Name;
 
+use crate::output::Format;
+
 /// Longest command line accepted, in bytes.
 pub const MAX_COMMAND_LEN: usize = 1024;
 
@@ -90,6 +92,11 @@ pub enum Command {
     Quit,
     /// `help`
     Help,
+    /// `watch [text|json]`: this control connection receives every event from now on,
+    /// in the format given (else its own, by default the phone's).
+    Watch(Option<Format>),
+    /// `format text|json`: this control connection's lines from now on.
+    Format(Format),
 }
 
 /// Parses one line. `Ok(None)` for a blank line (nothing to answer); `Err` says what is
@@ -121,11 +128,21 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "status" => Command::Status,
         "quit" | "exit" => Command::Quit,
         "help" | "?" => Command::Help,
+        "watch" => Command::Watch(match words.next() {
+            Some(format) => Some(format_named(&word, format)?),
+            None => None,
+        }),
+        "format" => {
+            let Some(format) = words.next() else {
+                return Err("format needs text or json: format json".into());
+            };
+            Command::Format(format_named(&word, format)?)
+        }
         _ => {
             let shown: String = word.chars().take(32).collect();
             return Err(format!(
                 "unknown command \"{shown}\": expected call NAME, accept, reject, hangup, \
-                 list, status, quit or help"
+                 list, status, quit, help, watch or format"
             ));
         }
     };
@@ -134,6 +151,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         return Err(format!("{word}: unexpected \"{shown}\" after the command"));
     }
     Ok(Some(command))
+}
+
+/// The format `word` names, after the command `command`.
+fn format_named(command: &str, word: &str) -> Result<Format, String> {
+    Format::from_name(word).ok_or_else(|| {
+        let shown: String = word.chars().take(32).collect();
+        format!("{command}: expected text or json, got \"{shown}\"")
+    })
 }
 
 #[cfg(test)]
@@ -200,6 +225,15 @@ mod tests {
         assert_eq!(parse("status"), Ok(Some(Command::Status)));
         assert_eq!(parse("quit"), Ok(Some(Command::Quit)));
         assert_eq!(parse("help"), Ok(Some(Command::Help)));
+        assert_eq!(parse("watch"), Ok(Some(Command::Watch(None))));
+        assert_eq!(
+            parse("watch JSON"),
+            Ok(Some(Command::Watch(Some(Format::Json))))
+        );
+        assert_eq!(
+            parse("format text"),
+            Ok(Some(Command::Format(Format::Text)))
+        );
         assert_eq!(parse("   "), Ok(None));
         assert_eq!(parse(""), Ok(None));
     }
@@ -224,6 +258,21 @@ mod tests {
         );
         assert!(
             parse("status please")
+                .expect_err("refused")
+                .contains("unexpected")
+        );
+        assert!(
+            parse("format")
+                .expect_err("refused")
+                .contains("text or json")
+        );
+        assert!(
+            parse("watch xml")
+                .expect_err("refused")
+                .contains("expected text or json")
+        );
+        assert!(
+            parse("watch json now")
                 .expect_err("refused")
                 .contains("unexpected")
         );

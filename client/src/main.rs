@@ -32,7 +32,7 @@ fn run() -> Result<Exit, Error> {
             }
             Ok(Exit::Done)
         }
-        Command::Ctl { control, command } => control::ctl(&control, command.as_deref()),
+        Command::Ctl(request) => control::ctl(&request),
         Command::Run(config) => {
             // Direct: the phone's helper threads log too, and its loop is mostly asleep.
             logging::init(config.log_level, Sink::Direct);

@@ -35,7 +35,7 @@ use crate::media::MediaStats;
 use parlo_fsm::Escaped;
 
 /// The commands, as `help` lists them.
-pub const COMMANDS: [&str; 8] = [
+pub const COMMANDS: [&str; 10] = [
     "call NAME",
     "accept",
     "reject",
@@ -44,7 +44,45 @@ pub const COMMANDS: [&str; 8] = [
     "status",
     "quit",
     "help",
+    "watch [text|json]",
+    "format text|json",
 ];
+
+/// How lines are written: the phone's stdout by `--json`, each control connection as it
+/// chooses (`format`, `watch json`), the phone's by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Text lines: the event's name, the peer, `key=value` fields.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Format {
+    /// `--json` or not.
+    pub fn of(json: bool) -> Format {
+        if json { Format::Json } else { Format::Text }
+    }
+
+    /// The format a word names: `text` or `json`, in any case.
+    pub fn from_name(word: &str) -> Option<Format> {
+        if word.eq_ignore_ascii_case("text") {
+            Some(Format::Text)
+        } else if word.eq_ignore_ascii_case("json") {
+            Some(Format::Json)
+        } else {
+            None
+        }
+    }
+
+    /// Its name, as `format` and `watch` take it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+        }
+    }
+}
 
 /// The `status` answer: the call state and the counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -376,7 +414,34 @@ impl Event {
 
 /// Whether an answer line (text or JSON) is an `error` event: `ctl` exits 1 on one.
 pub fn is_error_line(line: &str) -> bool {
-    line.starts_with("error ") || line == "error" || line.starts_with("{\"event\":\"error\"")
+    is_kind(line, "error")
+}
+
+/// Whether `line`, text or JSON, is an event of this kind (`bye`, `error`, ...).
+pub fn is_kind(line: &str, kind: &str) -> bool {
+    let text = line
+        .strip_prefix(kind)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '));
+    let mut json = String::from("{\"event\":");
+    json_string(&mut json, kind);
+    text || line
+        .strip_prefix(json.as_str())
+        .is_some_and(|rest| rest.starts_with([',', '}']))
+}
+
+/// Whether `line`, text or JSON, is the event `kind` about `peer` (`ended bob reason=busy`
+/// is `ended` about `bob`): how `ctl call` follows its call in the events it watches.
+pub fn is_about(line: &str, kind: &str, peer: &str) -> bool {
+    let text = format!("{kind} {}", text(peer));
+    let mut json = String::from("{\"event\":");
+    json_string(&mut json, kind);
+    json.push_str(",\"peer\":");
+    json_string(&mut json, peer);
+    line.strip_prefix(text.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+        || line
+            .strip_prefix(json.as_str())
+            .is_some_and(|rest| rest.starts_with([',', '}']))
 }
 
 #[cfg(test)]
@@ -445,7 +510,8 @@ mod tests {
             (Event::Users { names: vec![] }, "users"),
             (
                 Event::Help,
-                "help call NAME|accept|reject|hangup|list|status|quit|help",
+                "help call NAME|accept|reject|hangup|list|status|quit|help|watch [text|json]|\
+                 format text|json",
             ),
             (Event::Bye, "bye"),
             (
@@ -627,5 +693,37 @@ mod tests {
         assert!(is_error_line(&error.json()));
         assert!(!is_error_line(&Event::Bye.text()));
         assert!(!is_error_line("errors are fine"));
+        assert!(is_kind("bye", "bye") && is_kind(&Event::Bye.json(), "bye"));
+        assert!(!is_kind("byelaw", "bye"));
+    }
+
+    #[test]
+    fn events_about_a_peer_are_recognised_in_both_forms() {
+        let ended = |peer: &str| Event::Ended {
+            peer: peer.into(),
+            reason: "busy",
+        };
+        for line in [ended("bob").text(), ended("bob").json()] {
+            assert!(is_about(&line, "ended", "bob"), "{line}");
+            assert!(!is_about(&line, "ended", "bo"), "{line}");
+            assert!(!is_about(&line, "connected", "bob"), "{line}");
+        }
+        let calling = Event::Calling { peer: "bob".into() };
+        assert!(is_about(&calling.text(), "calling", "bob"));
+        assert!(is_about(&calling.json(), "calling", "bob"));
+        assert!(!is_about("calling bobby", "calling", "bob"));
+        // Names that need escaping are compared as printed.
+        let odd = "b\"o\u{7}b";
+        for line in [ended(odd).text(), ended(odd).json()] {
+            assert!(is_about(&line, "ended", odd), "{line}");
+        }
+    }
+
+    #[test]
+    fn formats_by_name() {
+        assert_eq!(Format::from_name("JSON"), Some(Format::Json));
+        assert_eq!(Format::from_name("text"), Some(Format::Text));
+        assert_eq!(Format::from_name("xml"), None);
+        assert_eq!(Format::of(true).name(), "json");
     }
 }

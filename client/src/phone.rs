@@ -23,13 +23,13 @@ use parlo_net::peer::Wire;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::agent::{Agent, MediaFailure, Origin, Output, Settings, Snapshot};
+use crate::agent::{self, Agent, MediaFailure, Origin, Output, Settings, Snapshot};
 use crate::cli::PhoneConfig;
 use crate::control::Control;
 use crate::directory::{Directory, Outcome};
 use crate::error::{Error, Exit};
 use crate::media::{self, Media};
-use crate::output::Event as Out;
+use crate::output::{Event as Out, Format};
 use crate::random::OsRandom;
 use crate::stdin::{Input, Stdin};
 
@@ -268,6 +268,15 @@ impl Phone {
                 let status = Out::Status(Box::new(self.agent.status(&self.snapshot())));
                 self.write(&status, Some(answer));
             }
+            Output::Configure {
+                connection,
+                watch,
+                format,
+            } => {
+                if let Some(control) = &mut self.control {
+                    control.configure(self.poll.registry(), connection, watch, format);
+                }
+            }
         }
     }
 
@@ -291,7 +300,8 @@ impl Phone {
         }
     }
 
-    /// Prints an event on stdout, and sends it to the control connection it answers.
+    /// Prints an event on stdout, and sends it to the control connection it answers and
+    /// to the watching ones.
     fn write(&mut self, event: &Out, answer: Option<Origin>) {
         let line = event.line(self.json);
         let mut stdout = io::stdout().lock();
@@ -300,8 +310,13 @@ impl Phone {
             .write_all(line.as_bytes())
             .and_then(|()| stdout.flush());
         drop(stdout);
-        if let (Some(Origin::Control(id)), Some(control)) = (answer, &mut self.control) {
-            control.send(self.poll.registry(), id, &line);
+        if let Some(control) = &mut self.control {
+            let to = match answer {
+                Some(Origin::Control(id)) => Some(id),
+                _ => None,
+            };
+            let news = agent::is_news(event, answer);
+            control.deliver(self.poll.registry(), event, to, news, Format::of(self.json));
         }
     }
 

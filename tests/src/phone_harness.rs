@@ -667,6 +667,13 @@ impl Phone {
         ctl(self.control_path(), args, input)
     }
 
+    /// Starts `parlo-client ctl --control <this phone's socket> <args>`, `watch` among
+    /// the args, and waits for its first line (the answer to `watch`): from then on it
+    /// sees every event. `json` says how to read its lines.
+    pub fn watch(&self, args: &[&str], json: bool) -> Watch {
+        Watch::start(self.control_path(), args, json)
+    }
+
     /// Sends `quit` and waits for the process to exit.
     pub fn quit(&mut self) -> ExitStatus {
         self.send("quit");
@@ -747,6 +754,92 @@ pub fn connect_call(caller: &mut Phone, callee: &mut Phone) {
     assert_eq!(connected.peer(), Some(callee.name.as_str()), "{connected}");
     let connected = callee.expect_event("connected");
     assert_eq!(connected.peer(), Some(caller.name.as_str()), "{connected}");
+}
+
+/// A running `parlo-client ctl ... watch`: the events it prints, collected. Killed when
+/// dropped.
+#[derive(Debug)]
+pub struct Watch {
+    child: Child,
+    stdout: Arc<Lines>,
+    stderr: Arc<Lines>,
+    /// Lines already consumed.
+    read: usize,
+    json: bool,
+    args: Vec<String>,
+}
+
+impl Watch {
+    fn start(control: &Path, args: &[&str], json: bool) -> Watch {
+        let mut command = client_command();
+        command
+            .arg("ctl")
+            .arg("--control")
+            .arg(control)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("parlo-client ctl starts");
+        let (stdout, _) = Lines::collect(child.stdout.take().expect("stdout is piped"));
+        let (stderr, _) = Lines::collect(child.stderr.take().expect("stderr is piped"));
+        let mut watch = Watch {
+            child,
+            stdout,
+            stderr,
+            read: 0,
+            json,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        let first = watch.next_event();
+        assert_eq!(first.kind, "status", "the answer to watch: {first}");
+        watch
+    }
+
+    /// Everything it printed so far, for failure messages.
+    pub fn transcript(&self) -> String {
+        format!(
+            "--- ctl {} stdout ---\n{}\n--- stderr ---\n{}\n--- end ---",
+            self.args.join(" "),
+            self.stdout.snapshot().join("\n"),
+            self.stderr.snapshot().join("\n")
+        )
+    }
+
+    /// The next line, as an event; fails the test after [`PATIENCE`] or when it ends.
+    pub fn next_event(&mut self) -> Event {
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = self.stdout.lines.lock().expect("stdout lock");
+        loop {
+            if let Some((at, line)) = lines.get(self.read) {
+                self.read += 1;
+                return Event::parse(line, self.json, *at)
+                    .unwrap_or_else(|| panic!("not an event: {line:?}\n{}", self.transcript()));
+            }
+            let now = Instant::now();
+            if self.stdout.closed.load(Ordering::SeqCst) || now >= deadline {
+                drop(lines);
+                panic!("no more lines from ctl watch\n{}", self.transcript());
+            }
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            lines = self.stdout.grew.wait_timeout(lines, wait).expect("lock").0;
+        }
+    }
+
+    /// Waits for its process to end (the phone stopped), failing after [`PATIENCE`].
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_exit(&mut self.child, PATIENCE)
+            .unwrap_or_else(|| panic!("ctl watch still running\n{}", self.transcript()))
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// Runs `parlo-client ctl --control PATH <args>` with `input` on its stdin and returns its

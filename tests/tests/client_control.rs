@@ -45,7 +45,7 @@ fn a_phone_with_stdin_on_dev_null_is_driven_through_its_control_socket() {
     let answer = text(&status.stdout);
     assert!(answer.contains("status"), "ctl status printed {answer:?}");
 
-    let call = alice.ctl(&["call", "bob"], "");
+    let call = alice.ctl(&["--no-wait", "call", "bob"], "");
     assert!(call.status.success(), "{call:?}");
     bob.expect_event("incoming");
     bob.send("accept");
