@@ -123,21 +123,23 @@ impl std::fmt::Debug for Directory {
 
 impl Directory {
     /// A connection to `server` for `name`, whose calls arrive on UDP `listen`. Nothing
-    /// happens until [`Directory::handle_timeout`] runs at or after `now`. `wake` wakes
-    /// the loop when a host-name lookup has its answer (the loop then runs
-    /// [`Directory::handle_timeout`] again).
+    /// happens until [`Directory::handle_timeout`] runs at or after `now`. `seed` seeds
+    /// the random delay of a reconnection (from the operating system: it must differ
+    /// from phone to phone). `wake` wakes the loop when a host-name lookup has its answer
+    /// (the loop then runs [`Directory::handle_timeout`] again).
     pub fn new(
         server: ServerAddr,
         name: Name,
         listen: SocketAddr,
         token: Token,
+        seed: u64,
         now: Instant,
         wake: Wake,
     ) -> Self {
         let bind = (!listen.ip().is_unspecified()).then(|| listen.ip());
         Directory {
             server,
-            client: Client::new(name.clone(), listen.port(), fsm::Instant(0)),
+            client: Client::new(name.clone(), listen.port(), seed, fsm::Instant(0)),
             name,
             bind,
             token,
@@ -595,6 +597,7 @@ mod tests {
             name("alice"),
             listen,
             Token(1),
+            7,
             Instant::now(),
             Arc::new(|| {}),
         )
@@ -678,6 +681,7 @@ mod tests {
             name("alice"),
             listen,
             Token(1),
+            7,
             Instant::now(),
             Arc::new(|| {}),
         );
@@ -756,17 +760,18 @@ mod tests {
                 if why.contains("127.0.0.201")),
             "{out:?}"
         );
+        // A lost registration is tried again at once (within a second, at random).
         assert!(matches!(
             &out[1],
-            Outcome::Lost { announce: true, retry_in, .. } if *retry_in == Duration::from_secs(1)
+            Outcome::Lost { announce: true, retry_in, .. } if *retry_in < Duration::from_secs(1)
         ));
         assert!(!directory.is_registered() && !directory.is_open());
-        // The next attempt finds nobody listening: not announced again, longer delay.
+        // The next attempt finds nobody listening: not announced again, then 1 s.
         out.clear();
         drive(&mut poll, &mut directory, &mut out, |_, o| !o.is_empty());
         assert!(matches!(
             &out[0],
-            Outcome::Lost { announce: false, retry_in, .. } if *retry_in == Duration::from_secs(2)
+            Outcome::Lost { announce: false, retry_in, .. } if *retry_in == Duration::from_secs(1)
         ));
     }
 }

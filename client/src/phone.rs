@@ -105,12 +105,14 @@ impl Phone {
         let stdin = Stdin::open(registry, STDIN, Arc::clone(&waker));
         let call_ids = OsRandom::new().map_err(Error::Random)?;
         let agent = Agent::new(Settings::of(&config), call_ids, fsm::Instant(0));
+        let mut random = OsRandom::new().map_err(Error::Random)?;
         let lookup_waker = Arc::clone(&waker);
         let directory = Directory::new(
             config.server.clone(),
             config.name.clone(),
             config.listen,
             DIRECTORY,
+            random.next_u64(),
             started,
             Arc::new(move || {
                 let _ = lookup_waker.wake();
@@ -136,7 +138,7 @@ impl Phone {
             control,
             stdin,
             signals,
-            random: OsRandom::new().map_err(Error::Random)?,
+            random,
             garbage: 0,
         })
     }
