@@ -2,11 +2,12 @@
 //!
 //! Both daemons are thin shells around pure cores; the shell pieces that are not about
 //! either protocol are written once, here: the exit codes and the `main` wrapper
-//! ([`main`]), the logging set-up ([`logging`]), waiting for events ([`wait`]) and reading
-//! a flag's value as text ([`flag_text`]). The two daemons depend on this crate, never on
-//! each other.
+//! ([`main`]), the logging set-up ([`logging`]), telling the service manager how the
+//! daemon is doing ([`notify`]), waiting for events ([`wait`]) and reading a flag's value
+//! as text ([`flag_text`]). The two daemons depend on this crate, never on each other.
 
 pub mod logging;
+pub mod notify;
 
 use std::fmt::Display;
 use std::io;
