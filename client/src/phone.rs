@@ -117,6 +117,7 @@ impl Phone {
             Arc::new(move || {
                 let _ = lookup_waker.wake();
             }),
+            parlo_daemon::notify::Notifier::from_env(),
         );
         log::info!(
             "{} listening for calls on UDP {}, directory server {}, audio {}",
@@ -154,6 +155,7 @@ impl Phone {
 
     /// Runs until `quit`, a signal, or the end of stdin (see `--help`).
     pub fn run(mut self) -> Result<Exit, Error> {
+        self.directory.ready();
         let mut events = Events::with_capacity(64);
         loop {
             let now = Instant::now();
@@ -307,7 +309,7 @@ impl Phone {
         Snapshot {
             media: self.media.stats(),
             garbage: self.garbage,
-            registered: self.directory.is_registered(),
+            registration: self.directory.registration(Instant::now()),
             allocations: crate::alloc_count::allocations(),
         }
     }
