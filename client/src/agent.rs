@@ -42,10 +42,10 @@ use parlo_net::directory::client::{Answer, Query};
 use crate::cli::PhoneConfig;
 use crate::command::{self, Command, Line};
 use crate::control::ConnectionId;
-use crate::directory::{Outcome, Purpose};
+use crate::directory::{self, Outcome, Purpose};
 use crate::error::Exit;
 use crate::media::MediaStats;
-use crate::output::{Event as Out, Format, Status};
+use crate::output::{Event as Out, Format, Registration, Status};
 
 /// How long quitting may take (hanging up, DISCONNECT), in milliseconds.
 pub const QUIT_WAIT_MS: u64 = 2_000;
@@ -174,14 +174,14 @@ pub enum MediaFailure {
 }
 
 /// What the loop knows that `status` shows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// The media counters of the current or last call.
     pub media: MediaStats,
     /// Datagrams that could not be parsed.
     pub garbage: u64,
-    /// Whether the directory holds our registration.
-    pub registered: bool,
+    /// Whether the directory holds our registration, and if not why.
+    pub registration: Registration,
     /// Heap allocations since the phone started.
     pub allocations: u64,
 }
@@ -382,7 +382,7 @@ impl<R: CallIds> Agent<R> {
                 announce,
             } => {
                 if announce && self.quit.is_none() {
-                    let reason = format!("{reason}; retrying in {} s", retry_in.as_secs());
+                    let reason = format!("{reason}; retrying {}", directory::delay_words(retry_in));
                     self.print(Out::Unregistered { reason }, None);
                 }
             }
@@ -665,7 +665,7 @@ impl<R: CallIds> Agent<R> {
             peer: self.machine.peer().map(ToString::to_string),
             peer_addr: self.machine.peer_addr(),
             dialect: self.machine.dialect().map(fsm::Dialect::name),
-            registered: snapshot.registered,
+            registration: snapshot.registration.clone(),
             media: snapshot.media,
             foreign: counters.foreign,
             garbage: snapshot.garbage,
@@ -1174,7 +1174,7 @@ mod tests {
                 ..MediaStats::default()
             },
             garbage: 3,
-            registered: true,
+            registration: Registration::Registered,
             allocations: 9,
         };
         let status = a.status(&snapshot);
@@ -1190,7 +1190,7 @@ mod tests {
             (status.media.sent, status.garbage, status.allocations),
             (5, 3, 9)
         );
-        assert!(status.registered);
+        assert!(status.registration.is_registered());
         assert_eq!(idle().status(&Snapshot::default()).state, "idle");
     }
 

@@ -69,6 +69,8 @@ EVENTS (stdout, one per line; with --json the same as objects with an \"event\" 
     connected PEER dialect=parlo|original codec=L16|PCMU
     ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled|lookup-failed
     users NAME...    status state=... (counters)    help ...    bye    error reason=TEXT
+    status, always: state; registered=yes, or registered=no with reason=TEXT last (why:
+    the name taken, the server unreachable; and when the next attempt is).
     status, during or after a call: peer, dialect, codec; media packets sent, received
     (and frames played, lost, late, duplicate, discarded, concealed); jitter-buffer depth
     (frames) and estimated jitter (jitter_ms); device queue underruns, capture_overruns and
@@ -83,6 +85,12 @@ STDIN:
 SIGNALS:
     SIGTERM, SIGINT   Hang up any call, DISCONNECT from the server, exit 0.
     SIGHUP            Log a status line.
+
+REGISTRATION:
+    A name taken (or any refusal) is logged as a warning, once; it is asked for again after
+    5 s, doubling up to 5 min. A lost server is tried again within a second, then at most
+    3 s apart for 5 min, then up to 30 s apart. Under systemd (Type=notify) the phone
+    reports READY=1 and its registration as the unit's status line ($NOTIFY_SOCKET).
 
 EXIT CODES:
     0 stopped on request    1 stopped, but the audio device reported an error

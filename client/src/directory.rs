@@ -11,6 +11,13 @@
 //! When the phone listens on a specific address, the connection leaves from that address
 //! so that the directory records where the phone really listens.
 //!
+//! What a supervisor sees of the registration is said here too, once per change: a
+//! refusal (the name taken) is logged as a warning, the server going away at info level,
+//! each retry that fails the same way only at debug level; `status` gets where the
+//! registration stands ([`Directory::registration`]); and the service manager, when there
+//! is one, gets `READY=1` once the phone runs and a `STATUS=` line at every change and
+//! retry (`registered as door with ...`, `not registered: ...; retrying in 5 s`).
+//!
 //! A server given by host name is looked up at each attempt, on a thread of its own: a
 //! slow or unreachable name server must not hold the loop (and a call's sound) up. The
 //! client gives the lookup
@@ -25,12 +32,14 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use parlo_daemon::notify::Notifier;
 use parlo_fsm as fsm;
-use parlo_net::directory::client::{Answer, Client, Event, Failure, Link, Query};
+use parlo_net::directory::client::{Answer, Client, Event, Failure, Link, Loss, Query};
 use parlo_net::directory::{Name, ServerKind};
 use socket2::{Domain, Socket, TcpKeepalive, Type};
 
 use crate::cli::ServerAddr;
+use crate::output::Registration;
 
 /// Bytes read from the connection at a time.
 const READ_BUF: usize = 4096;
@@ -73,6 +82,29 @@ pub enum Outcome {
 /// Wakes the phone's loop (from the lookup thread).
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
+/// A delay in words, to follow "retrying" or "next attempt": `within a second`, `in 5 s`,
+/// `in 5 min` (whole minutes from 2 min on).
+pub fn delay_words(delay: Duration) -> String {
+    match delay.as_secs() {
+        0 => "within a second".to_owned(),
+        secs if secs >= 120 && secs % 60 == 0 => format!("in {} min", secs / 60),
+        secs => format!("in {secs} s"),
+    }
+}
+
+/// Where the registration stands, as the client's events told it.
+#[derive(Debug)]
+enum Standing {
+    /// The first attempt is under way.
+    Starting,
+    /// Registered.
+    Registered,
+    /// Not registered: why (naming the server), and when the next attempt is.
+    Down { reason: String, retry_at: Instant },
+    /// The phone is stopping: no more attempts.
+    Stopping,
+}
+
 /// Looks a host name up: the system's resolver, or a stand-in in tests.
 type Resolver = fn(&str, u16) -> io::Result<Vec<SocketAddr>>;
 
@@ -110,6 +142,9 @@ pub struct Directory {
     resolver: Resolver,
     /// The lookup under way, if any: one at a time, kept across attempts.
     lookup: Option<Lookup>,
+    standing: Standing,
+    /// The service manager, told how the registration stands.
+    notify: Notifier,
 }
 
 impl std::fmt::Debug for Directory {
@@ -123,21 +158,26 @@ impl std::fmt::Debug for Directory {
 
 impl Directory {
     /// A connection to `server` for `name`, whose calls arrive on UDP `listen`. Nothing
-    /// happens until [`Directory::handle_timeout`] runs at or after `now`. `wake` wakes
-    /// the loop when a host-name lookup has its answer (the loop then runs
-    /// [`Directory::handle_timeout`] again).
+    /// happens until [`Directory::handle_timeout`] runs at or after `now`. `seed` seeds
+    /// the random delay of a reconnection (from the operating system: it must differ
+    /// from phone to phone). `wake` wakes the loop when a host-name lookup has its answer
+    /// (the loop then runs [`Directory::handle_timeout`] again). `notify` is told how the
+    /// registration stands.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         server: ServerAddr,
         name: Name,
         listen: SocketAddr,
         token: Token,
+        seed: u64,
         now: Instant,
         wake: Wake,
+        notify: Notifier,
     ) -> Self {
         let bind = (!listen.ip().is_unspecified()).then(|| listen.ip());
         Directory {
             server,
-            client: Client::new(name.clone(), listen.port(), fsm::Instant(0)),
+            client: Client::new(name.clone(), listen.port(), seed, fsm::Instant(0)),
             name,
             bind,
             token,
@@ -147,6 +187,8 @@ impl Directory {
             wake,
             resolver: system_resolver,
             lookup: None,
+            standing: Standing::Starting,
+            notify,
         }
     }
 
@@ -175,6 +217,35 @@ impl Directory {
     /// Whether requests await an answer.
     pub fn has_pending(&self) -> bool {
         self.client.has_pending()
+    }
+
+    /// Whether the server holds our registration at `now`, and if not why and when the
+    /// next attempt is.
+    pub fn registration(&self, now: Instant) -> Registration {
+        if self.client.is_registered() {
+            return Registration::Registered;
+        }
+        let reason = match &self.standing {
+            Standing::Starting | Standing::Registered => {
+                format!("registering with the directory server {}", self.server)
+            }
+            Standing::Down { reason, retry_at } => match retry_at.checked_duration_since(now) {
+                Some(left) if !left.is_zero() => {
+                    format!("{reason}; next attempt {}", delay_words(left))
+                }
+                _ => format!("{reason}; trying again now"),
+            },
+            Standing::Stopping => "the phone is stopping".to_owned(),
+        };
+        Registration::Unregistered { reason }
+    }
+
+    /// The phone runs: the service manager is told it is ready.
+    pub fn ready(&self) {
+        self.notify.ready(&format!(
+            "registering as {} with {}",
+            self.name, self.server
+        ));
     }
 
     /// The client's clock at `now`.
@@ -257,6 +328,7 @@ impl Directory {
 
     /// Unregisters (DISCONNECT) if connected, and stops reconnecting.
     pub fn disconnect(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Outcome>) {
+        self.notify.stopping("stopping");
         self.client.handle_quit(self.ms(now));
         self.run(registry, now, out);
     }
@@ -295,6 +367,11 @@ impl Directory {
                     self.name,
                     self.server
                 );
+                self.standing = Standing::Registered;
+                self.notify.status(&format!(
+                    "registered as {} with {}{kind}",
+                    self.name, self.server
+                ));
                 out.push(Outcome::Registered);
             }
             Event::Lost {
@@ -302,11 +379,28 @@ impl Directory {
                 retry,
                 announce,
             } => {
+                let refused = matches!(reason, Loss::Refused(_));
                 let reason = format!("the directory server {} {reason}", self.server);
                 let retry_in = Duration::from_millis(retry.map_or(0, |r| r.after_ms));
                 match retry {
-                    Some(_) => log::info!("{reason}; retrying in {} s", retry_in.as_secs()),
-                    None => log::info!("{reason}"),
+                    Some(next) => {
+                        let said = format!("{reason}; retrying {}", delay_words(retry_in));
+                        // Once per change: a retry failing as the one before is no news.
+                        match (announce, refused) {
+                            (false, _) => log::debug!("{said}"),
+                            (true, true) => log::warn!("{said}"),
+                            (true, false) => log::info!("{said}"),
+                        }
+                        self.notify.status(&format!("not registered: {said}"));
+                        self.standing = Standing::Down {
+                            reason: reason.clone(),
+                            retry_at: self.epoch + Duration::from_millis(next.at.0),
+                        };
+                    }
+                    None => {
+                        log::info!("{reason}");
+                        self.standing = Standing::Stopping;
+                    }
                 }
                 out.push(Outcome::Lost {
                     reason,
@@ -320,6 +414,7 @@ impl Directory {
             }
             Event::Disconnected(Ok(())) => {
                 log::info!("unregistered from the directory server {}", self.server);
+                self.standing = Standing::Stopping;
             }
             Event::Disconnected(Err(failure)) => {
                 log::warn!("DISCONNECT: {}", self.describe(&failure));
@@ -595,8 +690,10 @@ mod tests {
             name("alice"),
             listen,
             Token(1),
+            7,
             Instant::now(),
             Arc::new(|| {}),
+            Notifier::disabled(),
         )
         .with_resolver(resolver)
     }
@@ -678,8 +775,10 @@ mod tests {
             name("alice"),
             listen,
             Token(1),
+            7,
             Instant::now(),
             Arc::new(|| {}),
+            Notifier::disabled(),
         );
         let mut out = Vec::new();
         // Connect; the fake server accepts and checks where the connection comes from.
@@ -756,17 +855,116 @@ mod tests {
                 if why.contains("127.0.0.201")),
             "{out:?}"
         );
+        // A lost registration is tried again at once (within a second, at random).
         assert!(matches!(
             &out[1],
-            Outcome::Lost { announce: true, retry_in, .. } if *retry_in == Duration::from_secs(1)
+            Outcome::Lost { announce: true, retry_in, .. } if *retry_in < Duration::from_secs(1)
         ));
         assert!(!directory.is_registered() && !directory.is_open());
-        // The next attempt finds nobody listening: not announced again, longer delay.
+        // The next attempt finds nobody listening: not announced again, then 1 s.
         out.clear();
         drive(&mut poll, &mut directory, &mut out, |_, o| !o.is_empty());
         assert!(matches!(
             &out[0],
-            Outcome::Lost { announce: false, retry_in, .. } if *retry_in == Duration::from_secs(2)
+            Outcome::Lost { announce: false, retry_in, .. } if *retry_in == Duration::from_secs(1)
         ));
+    }
+    #[test]
+    fn a_refusal_is_told_to_status_and_to_the_service_manager() {
+        use std::os::unix::net::UnixDatagram;
+        let server = TcpListener::bind("127.0.0.206:0").expect("bind the fake server");
+        let port = server.local_addr().expect("address").port();
+        let dir = std::env::temp_dir().join(format!("parlo-directory-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let manager = UnixDatagram::bind(dir.join("notify.sock")).expect("bind");
+        manager
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a timeout");
+        let told = || {
+            let mut buf = [0u8; 1024];
+            let n = manager.recv(&mut buf).expect("a notification");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let notify = Notifier::to(dir.join("notify.sock").as_os_str()).expect("a path");
+        let mut poll = Poll::new().expect("poll");
+        let server_addr = ServerAddr {
+            host: "127.0.0.206".into(),
+            port,
+        };
+        let mut directory = Directory::new(
+            server_addr,
+            name("door"),
+            "127.0.0.207:6001".parse().expect("address"),
+            Token(1),
+            7,
+            Instant::now(),
+            Arc::new(|| {}),
+            notify,
+        );
+        let at = format!("127.0.0.206:{port}");
+        directory.ready();
+        assert_eq!(
+            told(),
+            format!("READY=1\nSTATUS=registering as door with {at}")
+        );
+        assert_eq!(
+            directory.registration(Instant::now()),
+            Registration::Unregistered {
+                reason: format!("registering with the directory server {at}")
+            }
+        );
+
+        let mut out = Vec::new();
+        directory.handle_timeout(poll.registry(), Instant::now(), &mut out);
+        let (conn, _) = server.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a timeout");
+        drive(&mut poll, &mut directory, &mut out, |d, _| d.is_open());
+        let mut line = String::new();
+        BufReader::new(conn.try_clone().expect("clone"))
+            .read_line(&mut line)
+            .expect("REG");
+        (&conn)
+            .write_all(b"{\"ack\":\"Error Registering\",\"reason\":\"\\\"door\\\" is already registered\"}\n")
+            .expect("answer");
+        drive(&mut poll, &mut directory, &mut out, |_, o| {
+            o.iter().any(|o| matches!(o, Outcome::Lost { .. }))
+        });
+        let refused = format!(
+            "the directory server {at} refused our registration: the name is taken (\"door\" is \
+             already registered)"
+        );
+        assert_eq!(
+            told(),
+            format!("STATUS=not registered: {refused}; retrying in 5 s")
+        );
+        let now = Instant::now();
+        let Registration::Unregistered { reason } = directory.registration(now) else {
+            panic!("refused, not registered");
+        };
+        assert!(
+            reason.starts_with(&format!("{refused}; next attempt in ")),
+            "{reason}"
+        );
+        let later = directory.registration(now + Duration::from_secs(6));
+        assert_eq!(
+            later,
+            Registration::Unregistered {
+                reason: format!("{refused}; trying again now")
+            }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn delays_in_words() {
+        let words = |ms| delay_words(Duration::from_millis(ms));
+        assert_eq!(words(0), "within a second");
+        assert_eq!(words(999), "within a second");
+        assert_eq!(words(1_000), "in 1 s");
+        assert_eq!(words(80_000), "in 80 s");
+        assert_eq!(words(160_000), "in 160 s");
+        assert_eq!(words(120_000), "in 2 min");
+        assert_eq!(words(300_000), "in 5 min");
     }
 }

@@ -15,11 +15,16 @@
 //! ended bob reason=hangup                     {"event":"ended","peer":"bob","reason":"hangup"}
 //! users alice bob                             {"event":"users","users":["alice","bob"]}
 //! status state=in-call peer=bob ...           {"event":"status","state":"in-call","peer":"bob",...}
+//! status state=idle registered=no ... reason=TEXT
+//!                                             {"event":"status","state":"idle","registered":false,"reason":"TEXT",...}
 //! help call NAME|accept|...                   {"event":"help","commands":["call NAME",...]}
 //! bye                                         {"event":"bye"}
 //! error reason=TEXT                           {"event":"error","reason":"TEXT"}
 //! ```
-//! `verified` is `unknown` (JSON `null`) when the directory could not be asked.
+//! `verified` is `unknown` (JSON `null`) when the directory could not be asked. `status`
+//! says `registered=yes` while the directory holds the phone's registration; otherwise
+//! `registered=no` and, last, why and when the next attempt is (`reason=`: the name taken,
+//! the server unreachable, the first attempt under way).
 //!
 //! Every text in an event is escaped ([`Escaped`]): control characters (ESC, BEL, C1...),
 //! DEL and invisible or reordering characters are written visibly (`\u{1b}` in text,
@@ -84,6 +89,41 @@ impl Format {
     }
 }
 
+/// Whether the directory holds the phone's registration, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// It does.
+    Registered,
+    /// It does not: why, and when the next attempt is, in words.
+    Unregistered {
+        /// Why (empty when there is nothing to say).
+        reason: String,
+    },
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Registration::Unregistered {
+            reason: String::new(),
+        }
+    }
+}
+
+impl Registration {
+    /// Whether the directory holds the registration.
+    pub fn is_registered(&self) -> bool {
+        *self == Registration::Registered
+    }
+
+    /// Why not, when there is something to say.
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Registration::Unregistered { reason } if !reason.is_empty() => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 /// The `status` answer: the call state and the counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
@@ -95,8 +135,8 @@ pub struct Status {
     pub peer_addr: Option<SocketAddr>,
     /// `parlo` or `original`, during a call.
     pub dialect: Option<&'static str>,
-    /// Whether the directory holds our registration.
-    pub registered: bool,
+    /// Whether the directory holds our registration, and if not why.
+    pub registration: Registration,
     /// The media counters of the current or last call (and its codec).
     pub media: MediaStats,
     /// Signalling or media ignored as belonging to another call or address.
@@ -300,10 +340,18 @@ impl Event {
                 if let Some(codec) = s.media.codec.map(parlo_fsm::Codec::name) {
                     let _ = write!(out, " codec={codec}");
                 }
-                let registered = if s.registered { "yes" } else { "no" };
+                let registered = if s.registration.is_registered() {
+                    "yes"
+                } else {
+                    "no"
+                };
                 let _ = write!(out, " registered={registered}");
                 for (key, value) in s.counters() {
                     let _ = write!(out, " {key}={value}");
+                }
+                // Free text: last.
+                if let Some(reason) = s.registration.reason() {
+                    let _ = write!(out, " reason={}", text(reason));
                 }
                 Ok(())
             }
@@ -383,7 +431,10 @@ impl Event {
                 if let Some(codec) = s.media.codec.map(parlo_fsm::Codec::name) {
                     field(&mut out, "codec", codec);
                 }
-                let _ = write!(out, ",\"registered\":{}", s.registered);
+                let _ = write!(out, ",\"registered\":{}", s.registration.is_registered());
+                if let Some(reason) = s.registration.reason() {
+                    field(&mut out, "reason", reason);
+                }
                 for (key, value) in s.counters() {
                     let _ = write!(out, ",\"{key}\":{value}");
                 }
@@ -572,7 +623,7 @@ mod tests {
         assert_eq!(Event::Bye.json(), r#"{"event":"bye"}"#);
         let status = Event::Status(Box::new(Status {
             state: "idle",
-            registered: true,
+            registration: Registration::Registered,
             ..Status::default()
         }));
         assert_eq!(
@@ -591,6 +642,33 @@ mod tests {
              capture_overruns=0 playback_overruns=0 foreign=0 foreign_media=0 garbage=0 \
              retransmissions=0 allocations=0"
         );
+        let refused = Event::Status(Box::new(Status {
+            state: "idle",
+            registration: Registration::Unregistered {
+                reason: "the name is taken; next attempt in 5 s".into(),
+            },
+            ..Status::default()
+        }));
+        let text = refused.text();
+        assert!(
+            text.starts_with("status state=idle registered=no sent=0 "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(" allocations=0 reason=the name is taken; next attempt in 5 s"),
+            "{text}"
+        );
+        let json = refused.json();
+        assert!(
+            json.contains(
+                r#""registered":false,"reason":"the name is taken; next attempt in 5 s","sent":0"#
+            ),
+            "{json}"
+        );
+        // Not registered yet, with nothing to say: no reason.
+        let quiet = Event::Status(Box::default());
+        assert!(!quiet.text().contains("reason="), "{}", quiet.text());
+        assert!(quiet.json().contains(r#""registered":false,"sent""#));
         let in_call = Event::Status(Box::new(Status {
             state: "in-call",
             media: MediaStats {
@@ -654,6 +732,12 @@ mod tests {
             Event::Status(Box::new(Status {
                 state: "in-call",
                 peer: Some(hostile.into()),
+                ..Status::default()
+            })),
+            Event::Status(Box::new(Status {
+                registration: Registration::Unregistered {
+                    reason: hostile.into(),
+                },
                 ..Status::default()
             })),
         ];

@@ -109,16 +109,19 @@ impl Phone {
         let stdin = Stdin::open(registry, STDIN, Arc::clone(&waker));
         let call_ids = OsRandom::new().map_err(Error::Random)?;
         let agent = Agent::new(Settings::of(&config), call_ids, fsm::Instant(0));
+        let mut random = OsRandom::new().map_err(Error::Random)?;
         let lookup_waker = Arc::clone(&waker);
         let directory = Directory::new(
             config.server.clone(),
             config.name.clone(),
             config.listen,
             DIRECTORY,
+            random.next_u64(),
             started,
             Arc::new(move || {
                 let _ = lookup_waker.wake();
             }),
+            parlo_daemon::notify::Notifier::from_env(),
         );
         log::info!(
             "{} listening for calls on UDP {}, directory server {}, audio {}",
@@ -140,7 +143,7 @@ impl Phone {
             control,
             stdin,
             signals,
-            random: OsRandom::new().map_err(Error::Random)?,
+            random,
             garbage: 0,
         })
     }
@@ -156,6 +159,7 @@ impl Phone {
 
     /// Runs until `quit`, a signal, or the end of stdin (see `--help`).
     pub fn run(mut self) -> Result<Exit, Error> {
+        self.directory.ready();
         let mut events = Events::with_capacity(64);
         loop {
             let now = Instant::now();
@@ -324,7 +328,7 @@ impl Phone {
         Snapshot {
             media: self.media.stats(),
             garbage: self.garbage,
-            registered: self.directory.is_registered(),
+            registration: self.directory.registration(Instant::now()),
             allocations: crate::alloc_count::allocations(),
         }
     }

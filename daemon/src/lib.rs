@@ -2,11 +2,13 @@
 //!
 //! Both daemons are thin shells around pure cores; the shell pieces that are not about
 //! either protocol are written once, here: the exit codes and the `main` wrapper
-//! ([`main`]), the logging set-up ([`logging`]), waiting for events ([`wait`]), reading
-//! a flag's value as text ([`flag_text`]) and the rule, and its wording, for every port a
-//! flag takes ([`port`]). The two daemons depend on this crate, never on each other.
+//! ([`main`]), the logging set-up ([`logging`]), telling the service manager how the
+//! daemon is doing ([`notify`]), waiting for events ([`wait`]), reading a flag's value as
+//! text ([`flag_text`]) and the rule, and its wording, for every port a flag takes
+//! ([`port`]). The two daemons depend on this crate, never on each other.
 
 pub mod logging;
+pub mod notify;
 pub mod port;
 
 use std::fmt::Display;

@@ -10,6 +10,10 @@
 //! - signals: SIGTERM/SIGINT stop the loop, SIGHUP logs a status line and reopens the
 //!   database.
 //!
+//! Under systemd (`$NOTIFY_SOCKET`), the service manager is told `READY=1` once the
+//! server listens, a status line with the number of registered phones when it changes
+//! (at most once a second), and `STOPPING=1` when it stops.
+//!
 //! Flow control: a connection whose peer does not read its answers gets its unsent bytes
 //! parked in its own buffer, is watched for writability, and is not read from again until
 //! they are gone, so a slow or hostile reader costs at most one output buffer of memory.
@@ -30,6 +34,7 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use parlo_daemon::notify::Notifier;
 use parlo_net::directory::{MAX_RESPONSE, Page, Reason, Request, Response, Session};
 use parlo_net::framing::{Frame, FrameBuffer};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -60,6 +65,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often timeouts are checked and the "server full" counter is reported.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The shortest time between two status lines for the service manager.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// How the daemon ended, when it ended on request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +151,12 @@ struct Server {
     page: Page,
     stats: Stats,
     now: Instant,
+    /// The service manager, told the number of registrations.
+    notify: Notifier,
+    /// The address listened on, for the service manager's status line.
+    local: SocketAddr,
+    /// The number of registrations last told, and when the next line may go.
+    told: (usize, Instant),
 }
 
 /// Raises the soft open-files limit to what `max_clients` needs (up to the hard limit)
@@ -242,12 +256,17 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
         page: Page::new(),
         stats: Stats::default(),
         now,
+        notify: Notifier::from_env(),
+        local: config.listen,
+        told: (0, now),
     };
     let local = server.listener.local_addr().unwrap_or(config.listen);
     log::info!(
         "listening on {local}, database {}, up to {max_clients} clients",
         config.db.display()
     );
+    server.local = local;
+    server.notify.ready(&server.status_line());
     let result = server.run();
     server.shutdown(result)
 }
@@ -283,6 +302,7 @@ impl Server {
                 self.sweep();
             }
             self.store.commit_if_due();
+            self.tell_status();
             if stop {
                 return Ok(());
             }
@@ -296,9 +316,31 @@ impl Server {
             || self.accept_paused
             || self.stats.refused_unreported > 0)
             .then_some(self.next_sweep);
-        match (sweep, self.store.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let status = self.status_due();
+        [sweep, self.store.next_deadline(), status]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the service manager is next to be told a changed number of registrations.
+    fn status_due(&self) -> Option<Instant> {
+        (self.notify.is_enabled() && self.store.len() != self.told.0).then_some(self.told.1)
+    }
+
+    /// Tells the service manager the number of registrations, if it changed and the last
+    /// line is a second old.
+    fn tell_status(&mut self) {
+        if self.status_due().is_some_and(|due| due <= self.now) {
+            self.notify.status(&self.status_line());
+            self.told = (self.store.len(), self.now + STATUS_EVERY);
+        }
+    }
+
+    fn status_line(&self) -> String {
+        match self.store.len() {
+            1 => format!("listening on {}, 1 phone registered", self.local),
+            n => format!("listening on {}, {n} phones registered", self.local),
         }
     }
 
@@ -574,6 +616,7 @@ impl Server {
 
     /// Closes everything and finishes the database; maps the loop's result to the outcome.
     fn shutdown(mut self, result: Result<(), Error>) -> Result<Stopped, Error> {
+        self.notify.stopping("stopping");
         let _ = self.poll.registry().deregister(&mut self.listener);
         for index in 0..self.conns.len() {
             if self.conns[index].is_some() {

@@ -186,6 +186,7 @@ pub struct PhoneBuilder {
     by_env: bool,
     log_level: String,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl PhoneBuilder {
@@ -280,6 +281,12 @@ impl PhoneBuilder {
         self
     }
 
+    /// An environment variable for the phone (e.g. `NOTIFY_SOCKET`).
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
     /// Starts the phone. Does not wait for anything: see [`Phone::expect_event`].
     pub fn start(self) -> Phone {
         let ip = self.ip.unwrap_or_else(loopback);
@@ -328,6 +335,7 @@ impl PhoneBuilder {
             }
         }
         args.extend(self.extra);
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.clone())));
 
         let mut command = client_command();
         let stdin = match (&self.stdin_file, self.stdin_null) {
@@ -381,12 +389,14 @@ const SETTINGS_ENV: [&str; 10] = [
 ];
 
 /// A command running parlo-client with none of its settings inherited from the
-/// environment of the tests, dying with the thread that starts it.
+/// environment of the tests (nor the service manager's socket, should the tests run under
+/// one), dying with the thread that starts it.
 pub fn client_command() -> Command {
     let mut command = Command::new(client_binary());
     for var in SETTINGS_ENV {
         command.env_remove(var);
     }
+    command.env_remove("NOTIFY_SOCKET");
     die_with_parent(&mut command);
     command
 }
@@ -430,6 +440,7 @@ impl Phone {
             by_env: false,
             log_level: "debug".into(),
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 

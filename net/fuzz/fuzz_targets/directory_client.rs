@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(alice) = Name::new("alice") else {
         return;
     };
-    let mut client = Client::<u32>::new(alice.clone(), 5001, Instant(0));
+    let mut client = Client::<u32>::new(alice.clone(), 5001, 7, Instant(0));
     let mut now = 0u64;
     let mut open = false;
     let mut tag = 0u32;

@@ -35,8 +35,10 @@
 //!
 //! - Registration: REG is the first request of every connection. A REG answered
 //!   `"server":"parlo"` makes the server a Parlo server for the rest of the connection.
-//!   A refused REG (the name is taken: maybe a stale registration of ours that the server
-//!   has not dropped yet) closes the connection and retries like a lost one.
+//!   A refused REG (the name is taken: another phone, or a stale registration of ours that
+//!   the server has not dropped yet) closes the connection; asking again at once would
+//!   only be refused again, so refusals are retried after [`REFUSED_BACKOFF_INITIAL_MS`],
+//!   doubling up to [`REFUSED_BACKOFF_CAP_MS`].
 //! - Order: a Parlo server gets its requests back to back. Any other server (the original
 //!   project's reads one request per `recv` and fails on two) gets one request at a time:
 //!   the next is written once the previous is answered.
@@ -50,8 +52,16 @@
 //!   answers can no longer be trusted. In every such case, as when the connection ends,
 //!   the connection is dropped, each request still waiting is answered
 //!   [`Failure::Lost`], and a new attempt follows after [`BACKOFF_INITIAL_MS`], doubling
-//!   up to [`BACKOFF_CAP_MS`]; a successful registration resets the delay. Only the first
-//!   loss of an outage is news for the user ([`Event::Lost`]'s `announce`).
+//!   up to [`BACKOFF_CAP_MS`].
+//! - Reconnection: losing a registration (the server restarts, mostly) is retried at
+//!   once, after a random delay below [`RECONNECT_JITTER_MS`] so that a whole site does
+//!   not come back in the same millisecond. Within [`RECONNECT_WINDOW_MS`] of that loss
+//!   the delay then doubles only up to [`RECONNECT_CAP_MS`], so a server that is back is
+//!   found within seconds; past it, up to [`BACKOFF_CAP_MS`] as above. A successful
+//!   registration resets every delay.
+//! - News: a loss is news for the user ([`Event::Lost`]'s `announce`) when it starts an
+//!   outage or changes its kind (the server away, or refusing us, and why); its retries
+//!   are not.
 //! - `LIST` is asked once by the phone; the client walks the pages and answers with every
 //!   name, at most [`LIST_MAX_NAMES`] names in at most [`LIST_MAX_PAGES`] pages. A server
 //!   that goes on answering `"more":true` past that (or with an empty page) gets an answer
@@ -66,7 +76,7 @@ use std::collections::VecDeque;
 use std::string::String;
 use std::vec::Vec;
 
-use parlo_fsm::Instant;
+use parlo_fsm::{CallIds, Instant, SplitMix64};
 
 use super::{
     Contact, MAX_ENCODED_REQUEST, Name, Reply, ReplyError, Request, RequestError, ServerKind,
@@ -83,6 +93,19 @@ pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
 pub const BACKOFF_INITIAL_MS: u64 = 1_000;
 /// ...up to this.
 pub const BACKOFF_CAP_MS: u64 = 30_000;
+/// The first attempt after losing a registration comes after a random delay below this.
+pub const RECONNECT_JITTER_MS: u64 = 1_000;
+/// For this long after losing a registration, the delay doubles only up to
+/// [`RECONNECT_CAP_MS`]: a restarting server is found soon after it is back, and a
+/// server gone for good is then asked no more often than one never reached.
+pub const RECONNECT_WINDOW_MS: u64 = 5 * 60_000;
+/// The longest delay between attempts within [`RECONNECT_WINDOW_MS`] of losing a
+/// registration.
+pub const RECONNECT_CAP_MS: u64 = 3_000;
+/// The first delay after the server refused our REG, doubled after each refusal...
+pub const REFUSED_BACKOFF_INITIAL_MS: u64 = 5_000;
+/// ...up to this.
+pub const REFUSED_BACKOFF_CAP_MS: u64 = 5 * 60_000;
 /// A request unanswered this long means the server is stuck: the connection is dropped
 /// and made again.
 pub const ANSWER_TIMEOUT_MS: u64 = 10_000;
@@ -212,7 +235,9 @@ pub enum Event<T> {
         reason: Loss,
         /// The next attempt; `None` once the phone quits.
         retry: Option<Retry>,
-        /// Whether this is news for the user: the first loss since the last registration.
+        /// Whether this is news for the user: the first loss since the last registration,
+        /// or one of another kind than the last (the server away, or refusing us, and
+        /// why); not a retry failing as the one before.
         announce: bool,
     },
     /// The answer to a query, with the query's tag.
@@ -248,6 +273,17 @@ enum State {
     Open,
     /// The phone quit: no more attempts.
     Stopped,
+}
+
+/// What kind of outage a loss belongs to: a loss of another kind than the last is news.
+// One per client, kept in place: the size of a refusal's text costs nothing here.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outage {
+    /// The server cannot be reached, or went away.
+    Away,
+    /// The server refused our registration, for this reason.
+    Refused(Refusal),
 }
 
 /// What a request was sent for: what to do with its answer.
@@ -295,9 +331,16 @@ pub struct Client<T> {
     server: Option<ServerKind>,
     registered: bool,
     quitting: bool,
+    /// The next delay after a failure to reach the server.
     backoff_ms: u64,
-    /// Whether this outage was announced already.
-    announced: bool,
+    /// The next delay after a refusal.
+    refused_backoff_ms: u64,
+    /// When the last registration was lost, during the outage that followed.
+    lost_at: Option<Instant>,
+    /// The kind of the outage under way (`None`: registered, or not tried yet).
+    outage: Option<Outage>,
+    /// Where the reconnection delay's randomness comes from.
+    jitter: SplitMix64,
     /// When the last request was written (or the connection made).
     last_request: Instant,
     frames: FrameBuffer,
@@ -310,8 +353,10 @@ pub struct Client<T> {
 
 impl<T> Client<T> {
     /// The client of the phone `name`, whose calls arrive on UDP `udp_port`. The first
-    /// connection attempt is due at `now`.
-    pub fn new(name: Name, udp_port: u16, now: Instant) -> Self {
+    /// connection attempt is due at `now`. `seed` seeds the random delay of a
+    /// reconnection: it must differ from phone to phone (the shell draws it from the
+    /// operating system), or a site's phones would reconnect all at once.
+    pub fn new(name: Name, udp_port: u16, seed: u64, now: Instant) -> Self {
         Client {
             name,
             udp_port,
@@ -321,7 +366,10 @@ impl<T> Client<T> {
             registered: false,
             quitting: false,
             backoff_ms: BACKOFF_INITIAL_MS,
-            announced: false,
+            refused_backoff_ms: REFUSED_BACKOFF_INITIAL_MS,
+            lost_at: None,
+            outage: None,
+            jitter: SplitMix64(seed),
             last_request: now,
             frames: FrameBuffer::new(),
             queued: VecDeque::new(),
@@ -640,7 +688,9 @@ impl<T> Client<T> {
                     self.registered = true;
                     self.server = Some(server);
                     self.backoff_ms = BACKOFF_INITIAL_MS;
-                    self.announced = false;
+                    self.refused_backoff_ms = REFUSED_BACKOFF_INITIAL_MS;
+                    self.lost_at = None;
+                    self.outage = None;
                     self.events.push_back(Event::Registered { server });
                 }
                 other => {
@@ -716,6 +766,13 @@ impl<T> Client<T> {
         self.events.push_back(Event::Answer { tag, result });
     }
 
+    /// A random delay in `[0, bound)` milliseconds.
+    fn jitter_below(&mut self, bound: u64) -> u64 {
+        // Any 32 random bits will do: a delay need not be secret, only differ from the
+        // other phones'. The modulo's bias (below 1 in 4 million) does not matter.
+        u64::from(self.jitter.next_call_id().0) % bound.max(1)
+    }
+
     /// Drops the connection: every request waiting is answered, and the next attempt is
     /// scheduled (unless the phone quit).
     fn fail(&mut self, now: Instant, reason: Loss) {
@@ -728,7 +785,7 @@ impl<T> Client<T> {
         self.frames = FrameBuffer::new();
         self.outbox.clear();
         self.server = None;
-        self.registered = false;
+        let was_registered = core::mem::replace(&mut self.registered, false);
         let sent = core::mem::take(&mut self.sent)
             .into_iter()
             .map(|s| s.purpose);
@@ -752,10 +809,29 @@ impl<T> Client<T> {
             });
             return;
         }
-        let after_ms = self.backoff_ms;
-        self.backoff_ms = after_ms.saturating_mul(2).min(BACKOFF_CAP_MS);
-        let announce = !self.announced;
-        self.announced = true;
+        let (after_ms, outage) = match &reason {
+            Loss::Refused(refusal) => {
+                let after_ms = self.refused_backoff_ms;
+                self.refused_backoff_ms = after_ms.saturating_mul(2).min(REFUSED_BACKOFF_CAP_MS);
+                (after_ms, Outage::Refused(refusal.clone()))
+            }
+            _ if was_registered => {
+                self.lost_at = Some(now);
+                self.backoff_ms = BACKOFF_INITIAL_MS;
+                (self.jitter_below(RECONNECT_JITTER_MS), Outage::Away)
+            }
+            _ => {
+                let cap = match self.lost_at {
+                    Some(lost) if now < lost.after(RECONNECT_WINDOW_MS) => RECONNECT_CAP_MS,
+                    _ => BACKOFF_CAP_MS,
+                };
+                let after_ms = self.backoff_ms.min(cap);
+                self.backoff_ms = after_ms.saturating_mul(2).min(BACKOFF_CAP_MS);
+                (after_ms, Outage::Away)
+            }
+        };
+        let announce = self.outage.as_ref() != Some(&outage);
+        self.outage = Some(outage);
         let at = now.after(after_ms);
         self.state = State::Waiting { retry_at: at };
         self.events.push_back(Event::Lost {
@@ -867,6 +943,9 @@ mod tests {
     /// The phone's note of why it asked, in these tests a number.
     type Tag = u32;
 
+    /// The seed of the reconnection delays in these tests.
+    const SEED: u64 = 7;
+
     const REG_ALICE: &str = "{\"command\":\"REG\",\"name\":\"alice\",\"port\":5001}\n";
     const PARLO_REGISTERED: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}\n";
     /// The original server's answer: Python's spacing, no newline, no "server".
@@ -926,7 +1005,7 @@ mod tests {
 
     /// The first attempt, at 0 ms, with the TCP connection under way.
     fn connecting() -> Client<Tag> {
-        let mut client = Client::new(name("alice"), 5001, at(0));
+        let mut client = Client::new(name("alice"), 5001, SEED, at(0));
         assert_eq!(client.poll_timeout(), Some(at(0)));
         client.handle_timeout(at(0));
         assert_eq!(links(&mut client), [Link::Connect]);
@@ -978,7 +1057,7 @@ mod tests {
 
         #[test]
         fn registers_with_the_udp_port_as_soon_as_connected() {
-            let mut client = Client::<Tag>::new(name("door"), 6000, at(0));
+            let mut client = Client::<Tag>::new(name("door"), 6000, SEED, at(0));
             client.handle_timeout(at(0));
             assert_eq!(links(&mut client), [Link::Connect]);
             client.handle_connected(at(4));
@@ -1015,7 +1094,7 @@ mod tests {
 
         #[test]
         fn a_host_name_not_looked_up_in_10_s_is_given_up() {
-            let mut client = Client::<Tag>::new(name("alice"), 5001, at(0));
+            let mut client = Client::<Tag>::new(name("alice"), 5001, SEED, at(0));
             client.handle_timeout(at(0));
             assert_eq!(links(&mut client), [Link::Connect]);
             assert_eq!(client.poll_timeout(), Some(at(LOOKUP_TIMEOUT_MS)));
@@ -1027,7 +1106,7 @@ mod tests {
 
         #[test]
         fn failures_back_off_1_2_4_8_16_30_s_and_only_the_first_is_news() {
-            let mut client = Client::<Tag>::new(name("alice"), 5001, at(0));
+            let mut client = Client::<Tag>::new(name("alice"), 5001, SEED, at(0));
             let mut now = 0;
             let mut delays = Vec::new();
             let mut news = Vec::new();
@@ -1073,8 +1152,16 @@ mod tests {
             client.handle_closed(at(5_000));
             let (reason, retry, announce) = expect_lost(&events(&mut client));
             assert_eq!(reason, Loss::Closed);
-            assert_eq!(retry.map(|r| r.after_ms), Some(BACKOFF_INITIAL_MS));
+            let retry = retry.expect("a next attempt");
+            assert!(retry.after_ms < RECONNECT_JITTER_MS, "at once: {retry:?}");
             assert!(announce);
+            // The server is not back yet: the delay starts again from the first.
+            let _ = links(&mut client);
+            client.handle_timeout(retry.at);
+            client.handle_failed(retry.at, "refused");
+            let (_, again, announce) = expect_lost(&events(&mut client));
+            assert_eq!(again.map(|r| r.after_ms), Some(BACKOFF_INITIAL_MS));
+            assert!(!announce);
         }
 
         #[test]
@@ -1120,22 +1207,36 @@ mod tests {
                 text,
                 r#"refused our registration: the name is taken (\u{1b}[31m"alice" is taken\u{1b}[0m)"#
             );
-            assert_eq!(retry.map(|r| r.at), Some(at(10 + BACKOFF_INITIAL_MS)));
+            assert_eq!(
+                retry.map(|r| r.at),
+                Some(at(10 + REFUSED_BACKOFF_INITIAL_MS))
+            );
             assert!(announce);
             assert!(!client.is_registered() && !client.is_connected());
             // The next attempt registers again; refused again, it is not news again.
-            client.handle_timeout(at(1_010));
+            client.handle_timeout(at(5_010));
             assert_eq!(links(&mut client), [Link::Connect]);
-            client.handle_connected(at(1_011));
+            client.handle_connected(at(5_011));
             assert_eq!(written(&mut client), REG_ALICE);
-            receive(&mut client, 1_020, r#"{"ack": "Error Registering"}"#);
+            receive(
+                &mut client,
+                5_020,
+                r#"{"ack":"Error Registering","reason":"\u001b[31m\"alice\" is taken\u001b[0m"}"#,
+            );
+            let (_, retry, announce) = expect_lost(&events(&mut client));
+            assert_eq!(retry.map(|r| r.after_ms), Some(10_000));
+            assert!(!announce);
+            // Refused in other words, it is news again.
+            client.handle_timeout(at(15_020));
+            client.handle_connected(at(15_021));
+            receive(&mut client, 15_030, r#"{"ack": "Error Registering"}"#);
             let (reason, retry, announce) = expect_lost(&events(&mut client));
             assert_eq!(
                 reason.to_string(),
                 "refused our registration: the name is registered by another phone"
             );
-            assert_eq!(retry.map(|r| r.after_ms), Some(2_000));
-            assert!(!announce);
+            assert_eq!(retry.map(|r| r.after_ms), Some(20_000));
+            assert!(announce);
         }
 
         #[test]
@@ -1158,6 +1259,170 @@ mod tests {
                 let (reason, ..) = expect_lost(&events(&mut client));
                 assert_eq!(reason, Loss::Refused(expected), "{answer}");
             }
+        }
+    }
+
+    mod backoff {
+        use super::*;
+
+        /// How an attempt ends in these tests.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Outcome {
+            /// The connection cannot be made.
+            Unreachable,
+            /// REG is answered "Error Registering".
+            NameTaken,
+            /// REG is answered "Error", saying why.
+            Refused,
+        }
+
+        /// Makes the attempt due at `now` end as `how`; returns the next attempt and
+        /// whether the loss was news.
+        fn attempt(client: &mut Client<Tag>, now: u64, how: Outcome) -> (Retry, bool) {
+            assert_eq!(client.poll_timeout(), Some(at(now)));
+            client.handle_timeout(at(now));
+            assert_eq!(links(client), [Link::Connect]);
+            match how {
+                Outcome::Unreachable => client.handle_failed(at(now), "connection refused"),
+                Outcome::NameTaken | Outcome::Refused => {
+                    client.handle_connected(at(now));
+                    assert_eq!(written(client), REG_ALICE);
+                    let answer = match how {
+                        Outcome::NameTaken => r#"{"ack":"Error Registering"}"#,
+                        _ => r#"{"ack":"Error","reason":"no such key"}"#,
+                    };
+                    receive(client, now, answer);
+                }
+            }
+            assert_eq!(links(client), [Link::Close]);
+            let (_, retry, announce) = expect_lost(&events(client));
+            let retry = retry.expect("a next attempt");
+            assert_eq!(retry.at, at(now + retry.after_ms));
+            (retry, announce)
+        }
+
+        /// `client` registered at `now`.
+        fn register(client: &mut Client<Tag>, now: u64) {
+            client.handle_timeout(at(now));
+            assert_eq!(links(client), [Link::Connect]);
+            client.handle_connected(at(now));
+            let _ = written(client);
+            receive(client, now, PARLO_REGISTERED);
+            assert!(client.is_registered());
+            let _ = events(client);
+        }
+
+        /// The delays, in seconds, of `count` attempts from `start` all ending as `how`,
+        /// with whether each loss was news; the time of the next attempt.
+        fn delays(
+            client: &mut Client<Tag>,
+            start: u64,
+            count: usize,
+            how: Outcome,
+        ) -> (Vec<u64>, Vec<bool>, u64) {
+            let mut now = start;
+            let (mut delays, mut news) = (Vec::new(), Vec::new());
+            for _ in 0..count {
+                let (retry, announce) = attempt(client, now, how);
+                delays.push(retry.after_ms / 1000);
+                news.push(announce);
+                now = retry.at.0;
+            }
+            (delays, news, now)
+        }
+
+        #[test]
+        fn refusals_back_off_5_s_doubling_to_5_min_and_only_the_first_is_news() {
+            let mut client = Client::<Tag>::new(name("alice"), 5001, SEED, at(0));
+            let (delays, news, _) = delays(&mut client, 0, 9, Outcome::NameTaken);
+            assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+            assert_eq!(
+                news,
+                [true, false, false, false, false, false, false, false, false]
+            );
+        }
+
+        #[test]
+        fn a_change_between_away_and_refused_is_news_each_time() {
+            let mut client = Client::<Tag>::new(name("alice"), 5001, SEED, at(0));
+            let (_, first, now) = delays(&mut client, 0, 2, Outcome::Unreachable);
+            assert_eq!(first, [true, false]);
+            // The server comes back, but the name is taken: news, and its own delay.
+            let (refused, news, now) = delays(&mut client, now, 2, Outcome::NameTaken);
+            assert_eq!((refused, news), (vec![5, 10], vec![true, false]));
+            // Refused for another reason: news again, the refusal delay goes on doubling.
+            let (refused, news, now) = delays(&mut client, now, 1, Outcome::Refused);
+            assert_eq!((refused, news), (vec![20], vec![true]));
+            // The server goes away: news again, its delay goes on where it was.
+            let (away, news, _) = delays(&mut client, now, 2, Outcome::Unreachable);
+            assert_eq!((away, news), (vec![4, 8], vec![true, false]));
+        }
+
+        #[test]
+        fn a_registration_resets_the_refusal_delay() {
+            let mut client = Client::<Tag>::new(name("alice"), 5001, SEED, at(0));
+            let (_, _, now) = delays(&mut client, 0, 3, Outcome::NameTaken);
+            register(&mut client, now);
+            client.handle_closed(at(now + 10));
+            let retry = expect_lost(&events(&mut client)).1.expect("a next attempt");
+            let _ = links(&mut client);
+            let (refused, news, _) = delays(&mut client, retry.at.0, 1, Outcome::NameTaken);
+            assert_eq!((refused, news), (vec![5], vec![true]));
+        }
+
+        #[test]
+        fn a_lost_registration_is_retried_at_once_each_phone_at_its_own_moment() {
+            let mut firsts = Vec::new();
+            for seed in 0..16 {
+                let mut client = Client::<Tag>::new(name("alice"), 5001, seed, at(0));
+                register(&mut client, 0);
+                client.handle_closed(at(1_000));
+                assert_eq!(links(&mut client), [Link::Close]);
+                let (reason, retry, announce) = expect_lost(&events(&mut client));
+                assert_eq!(reason, Loss::Closed);
+                assert!(announce);
+                let retry = retry.expect("a next attempt");
+                assert!(retry.after_ms < RECONNECT_JITTER_MS, "{retry:?}");
+                firsts.push(retry.after_ms);
+            }
+            firsts.sort_unstable();
+            firsts.dedup();
+            assert!(
+                firsts.len() >= 12,
+                "phones spread over the second: {firsts:?}"
+            );
+            // The same seed, the same delay: the randomness is the seed's alone.
+            let delay = |seed| {
+                let mut client = Client::<Tag>::new(name("alice"), 5001, seed, at(0));
+                register(&mut client, 0);
+                client.handle_failed(at(7), "connection reset by peer");
+                expect_lost(&events(&mut client)).1.map(|r| r.after_ms)
+            };
+            assert_eq!(delay(3), delay(3));
+        }
+
+        #[test]
+        fn after_a_lost_registration_retries_stay_within_3_s_for_5_min_then_back_off_to_30_s() {
+            let mut client = Client::<Tag>::new(name("alice"), 5001, SEED, at(0));
+            register(&mut client, 0);
+            let lost = 60_000;
+            client.handle_closed(at(lost));
+            let _ = links(&mut client);
+            let first = expect_lost(&events(&mut client)).1.expect("a next attempt");
+            let (early, news, _) = delays(&mut client, first.at.0, 6, Outcome::Unreachable);
+            assert_eq!(early, [1, 2, 3, 3, 3, 3]);
+            assert_eq!(news, [false; 6], "one outage, told once");
+            // Gone for 5 minutes: a server that is not coming back soon.
+            let mut client = Client::<Tag>::new(name("alice"), 5001, SEED, at(0));
+            register(&mut client, 0);
+            client.handle_closed(at(lost));
+            let _ = (links(&mut client), events(&mut client));
+            let mut now = client.poll_timeout().expect("a retry").0;
+            while now < lost + RECONNECT_WINDOW_MS {
+                now = attempt(&mut client, now, Outcome::Unreachable).0.at.0;
+            }
+            let (late, _, _) = delays(&mut client, now, 5, Outcome::Unreachable);
+            assert_eq!(late, [6, 12, 24, 30, 30]);
         }
     }
 
@@ -1538,13 +1803,9 @@ mod tests {
             );
             let (reason, retry, announce) = expect_lost(&events);
             assert_eq!(reason, Loss::Closed);
-            assert_eq!(
-                retry,
-                Some(Retry {
-                    at: at(1_050),
-                    after_ms: 1_000
-                })
-            );
+            let retry = retry.expect("a next attempt");
+            assert!(retry.after_ms < RECONNECT_JITTER_MS, "{retry:?}");
+            assert_eq!(retry.at, at(50 + retry.after_ms));
             assert!(announce);
             assert!(!client.is_registered() && !client.has_pending());
             assert_eq!(client.server(), None, "the next server may be another");
@@ -1552,8 +1813,8 @@ mod tests {
                 Failure::Lost(Loss::Closed).to_string(),
                 "the directory server closed the connection"
             );
-            assert_eq!(client.poll_timeout(), Some(at(1_050)));
-            client.handle_timeout(at(1_050));
+            assert_eq!(client.poll_timeout(), Some(retry.at));
+            client.handle_timeout(retry.at);
             assert_eq!(links(&mut client), [Link::Connect]);
         }
 
@@ -1759,7 +2020,7 @@ mod tests {
             client.handle_quit(at(1));
             assert_eq!(links(&mut client), [Link::Close]);
             assert_eq!(client.poll_timeout(), None);
-            let mut client = Client::<Tag>::new(name("alice"), 5001, at(0));
+            let mut client = Client::<Tag>::new(name("alice"), 5001, SEED, at(0));
             client.handle_quit(at(0));
             client.handle_timeout(at(0));
             assert!(links(&mut client).is_empty() && events(&mut client).is_empty());
