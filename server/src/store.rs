@@ -449,8 +449,15 @@ impl Registry for Store {
         }
     }
 
-    fn page(&self, offset: u32, page: &mut Page) -> bool {
-        let mut names = self.live.keys().skip(offset as usize);
+    fn page(&self, after: Option<&Name>, skip: u32, page: &mut Page) -> bool {
+        use std::ops::Bound::{Excluded, Unbounded};
+        // From the cursor: a walk down the tree, whatever the number of names.
+        let from = after.map_or(Unbounded, Excluded);
+        let mut names = self
+            .live
+            .range::<Name, _>((from, Unbounded))
+            .map(|(name, _)| name)
+            .skip(skip as usize);
         for name in names.by_ref() {
             if page.push(name.clone()).is_err() {
                 return true;
@@ -671,17 +678,27 @@ mod tests {
     }
 
     #[test]
-    fn page_skips_and_reports_more() {
+    fn page_starts_after_the_cursor_or_skips_and_reports_more() {
         let dir = TempDir::new("page");
         let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
         for i in 0..40 {
             store.insert(&name(&format!("n{i:02}")), contact(1, 1));
         }
         let mut page = Page::new();
-        assert!(store.page(0, &mut page));
+        assert!(store.page(None, 0, &mut page));
         assert_eq!(page.first().map(Name::as_str), Some("n00"));
         page.clear();
-        assert!(!store.page(35, &mut page));
+        assert!(!store.page(None, 35, &mut page));
         assert_eq!(page.len(), 5);
+        page.clear();
+        assert!(!store.page(Some(&name("n34")), 0, &mut page));
+        assert_eq!(page.first().map(Name::as_str), Some("n35"));
+        assert_eq!(page.len(), 5);
+        page.clear();
+        assert!(
+            store.page(Some(&name("m")), 0, &mut page),
+            "a cursor need not be a name"
+        );
+        assert_eq!(page.first().map(Name::as_str), Some("n00"));
     }
 }

@@ -235,6 +235,20 @@ fn registration_removed_when_a_client_process_is_killed() {
     });
 }
 
+/// The names of a LIST answer, and whether more follow.
+fn users_page(page: &str) -> (Vec<String>, bool) {
+    let (list, more) = page
+        .strip_prefix("{\"users\":[")
+        .and_then(|rest| rest.split_once("],\"more\":"))
+        .unwrap_or_else(|| panic!("a users page: {page}"));
+    let names = list
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_matches('"').to_owned())
+        .collect();
+    (names, more == "true}")
+}
+
 #[test]
 fn list_pages_through_every_registered_name() {
     let server = Server::start(&[]);
@@ -245,30 +259,41 @@ fn list_pages_through_every_registered_name() {
         assert_eq!(reply, REGISTERED.trim_end());
         phones.push(phone);
     }
+    let expected: Vec<String> = (0..45).map(|i| format!("phone-{i:02}")).collect();
     let mut client = LineClient::new(server.connect());
-    let mut names = Vec::new();
-    let mut offset = 0;
+    // By offset, as phones of Parlo's first version page.
+    let mut names: Vec<String> = Vec::new();
     loop {
-        let page = client.ask(&format!(r#"{{"command":"LIST","offset":{offset}}}"#));
-        let list = page
-            .strip_prefix("{\"users\":[")
-            .and_then(|rest| rest.split_once("],\"more\":"))
-            .unwrap_or_else(|| panic!("a users page: {page}"));
-        let on_page: Vec<String> = list
-            .0
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.trim_matches('"').to_owned())
-            .collect();
-        assert!(!on_page.is_empty() || list.1 == "false}", "{page}");
-        offset += on_page.len();
+        let offset = names.len();
+        let (on_page, more) =
+            users_page(&client.ask(&format!(r#"{{"command":"LIST","offset":{offset}}}"#)));
+        assert!(!on_page.is_empty() || !more);
         names.extend(on_page);
-        if list.1 == "false}" {
+        if !more {
             break;
         }
     }
-    let expected: Vec<String> = (0..45).map(|i| format!("phone-{i:02}")).collect();
     assert_eq!(names, expected);
+    // By cursor: each page after the last name of the one before.
+    let mut names: Vec<String> = Vec::new();
+    loop {
+        let request = match names.last() {
+            Some(last) => format!(r#"{{"command":"LIST","after":"{last}"}}"#),
+            None => r#"{"command":"LIST"}"#.to_owned(),
+        };
+        let (on_page, more) = users_page(&client.ask(&request));
+        names.extend(on_page);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(names, expected);
+    // An offset further than any phone asks is refused, saying how to page instead.
+    let reply = client.ask(r#"{"command":"LIST","offset":5000}"#);
+    assert!(
+        reply.starts_with("{\"ack\":\"Error\"") && reply.contains("after"),
+        "{reply}"
+    );
 }
 
 #[test]
