@@ -25,6 +25,9 @@ OPTIONS:
                              else ./parlo-directory.db]
     --max-clients N         Connections held at once; the next ones get an error and are
                             closed. Capped by the open-files limit.      [default: 16384]
+    --max-per-address N     Connections held at once from one source address; the next
+                            ones from it get an error and are closed, so that one host
+                            cannot fill the server; 0 = no limit.         [default: 64]
     --log-level LEVEL       off, error, warn, info (registrations, disconnections, errors),
                             debug (also every lookup), trace.            [default: info]
     --idle-timeout SECS     Close a connection that sends nothing for SECS seconds, which
@@ -73,6 +76,8 @@ pub struct ServeConfig {
     pub db: PathBuf,
     /// Most connections held at once.
     pub max_clients: usize,
+    /// Most connections held at once from one source address; `None`: no limit.
+    pub max_per_address: Option<usize>,
     /// Log verbosity.
     pub log_level: LevelFilter,
     /// Close connections silent for this long.
@@ -141,6 +146,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
         listen: SocketAddr::from(([0, 0, 0, 0], 10000)),
         db: default_db(),
         max_clients: 16384,
+        // A phone holds one connection, and after a reset maybe a few more until the old
+        // ones are found dead (keepalive); 64 leaves room for several phones or tools on
+        // one host, while one host holds at most 1/256 of the default 16384 slots.
+        max_per_address: Some(64),
         log_level: LevelFilter::Info,
         idle_timeout: None,
         request_timeout: Some(Duration::from_secs(10)),
@@ -165,6 +174,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
                     _ => {
                         return Err(usage(format!(
                             "--max-clients: expected a number above 0, got {value:?}"
+                        )));
+                    }
+                };
+            }
+            Long("max-per-address") => {
+                let value = text(&mut parser, "--max-per-address")?;
+                config.max_per_address = match value.parse::<usize>() {
+                    Ok(0) => None,
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        return Err(usage(format!(
+                            "--max-per-address: expected a number (0 for no limit), got \
+                             {value:?}"
                         )));
                     }
                 };
@@ -222,6 +244,7 @@ mod tests {
         };
         assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], 10000)));
         assert_eq!(config.max_clients, 16384);
+        assert_eq!(config.max_per_address, Some(64));
         assert_eq!(config.idle_timeout, None);
         assert_eq!(config.keepalive, Some(Duration::from_secs(60)));
     }
@@ -230,17 +253,26 @@ mod tests {
     fn every_flag() {
         let Ok(Command::Serve(config)) = parse_words(
             "--listen 127.0.0.5:4000 --db /tmp/x.db --max-clients 7 --log-level debug \
-             --idle-timeout 30 --request-timeout 0 --keepalive 0",
+             --idle-timeout 30 --request-timeout 0 --keepalive 0 --max-per-address 3",
         ) else {
             panic!("valid flags");
         };
         assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 5], 4000)));
         assert_eq!(config.db, PathBuf::from("/tmp/x.db"));
         assert_eq!(config.max_clients, 7);
+        assert_eq!(config.max_per_address, Some(3));
         assert_eq!(config.log_level, LevelFilter::Debug);
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.request_timeout, None);
         assert_eq!(config.keepalive, None);
+    }
+
+    #[test]
+    fn zero_lifts_the_per_address_limit() {
+        let Ok(Command::Serve(config)) = parse_words("--max-per-address 0") else {
+            panic!("valid flags");
+        };
+        assert_eq!(config.max_per_address, None);
     }
 
     #[test]
@@ -260,6 +292,7 @@ mod tests {
         for (words, expected) in [
             ("--listen 10000", "expected ADDR:PORT"),
             ("--max-clients 0", "above 0"),
+            ("--max-per-address -1", "0 for no limit"),
             ("--log-level loud", "expected off, error"),
             ("--idle-timeout -1", "whole number of seconds"),
             ("--frobnicate", "frobnicate"),
@@ -278,6 +311,7 @@ mod tests {
             "--listen",
             "--db",
             "--max-clients",
+            "--max-per-address",
             "--log-level",
             "--idle-timeout",
             "--request-timeout",

@@ -27,6 +27,7 @@
 
 mod cli;
 mod error;
+mod quota;
 mod server;
 mod store;
 mod users;

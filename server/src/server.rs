@@ -3,7 +3,8 @@
 //! Each iteration waits for events (or the next deadline: a commit of the store, the
 //! once-a-second sweep), reads the clock once, then drains every ready source:
 //! - the listener: accept until `WouldBlock`; past `--max-clients` a connection gets a
-//!   "server full" error and is closed;
+//!   "server full" error and is closed, and so does one past `--max-per-address` from its
+//!   source address (so that one host cannot take every slot);
 //! - a connection: read into its 1024-byte [`FrameBuffer`], hand every complete request
 //!   to parlo-net ([`Request::parse`], [`Session::handle_request`]) and encode the answers
 //!   into one shared output buffer, written with one `write` per batch;
@@ -23,8 +24,9 @@
 //! while events are being handled is only reused after the batch, so a stale event of a
 //! closed connection can never reach a new one.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -38,6 +40,7 @@ use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::cli::ServeConfig;
 use crate::error::Error;
+use crate::quota::Quota;
 use crate::store::Store;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -58,8 +61,11 @@ const RESERVED_FDS: u64 = 32;
 const KEEPALIVE_PROBES: u32 = 3;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// How often timeouts are checked and the "server full" counter is reported.
+/// How often timeouts are checked and the lines held back by quotas are counted in the log.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Lines a second about refused connections, of each kind (the rest are counted).
+const REFUSALS_LOGGED: u32 = 1;
 
 /// How the daemon ended, when it ended on request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,10 +118,18 @@ struct Conn {
 #[derive(Debug, Default)]
 struct Stats {
     accepted: u64,
+    /// Refused as the server was full.
     refused: u64,
-    refused_unreported: u64,
+    /// Refused as their address held `--max-per-address` connections already.
+    crowded: u64,
     requests: u64,
     errors: u64,
+}
+
+/// The address connections are counted under: an IPv4 peer seen through a dual-stack
+/// socket is the IPv4 address it is.
+fn source(peer: SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
 }
 
 /// The running daemon.
@@ -130,6 +144,13 @@ struct Server {
     freed: Vec<usize>,
     open: usize,
     max_clients: usize,
+    max_per_address: Option<usize>,
+    /// Open connections of each source address that has any.
+    per_address: HashMap<IpAddr, usize>,
+    /// Log lines about connections refused as the server is full...
+    full_log: Quota,
+    /// ...and as their address has too many.
+    crowded_log: Quota,
     /// accept() failed for lack of file descriptors: retry when one is released.
     accept_paused: bool,
     idle_timeout: Option<Duration>,
@@ -232,6 +253,10 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
         freed: Vec::new(),
         open: 0,
         max_clients,
+        max_per_address: config.max_per_address,
+        per_address: HashMap::new(),
+        full_log: Quota::new(REFUSALS_LOGGED),
+        crowded_log: Quota::new(REFUSALS_LOGGED),
         accept_paused: false,
         idle_timeout: config.idle_timeout,
         request_timeout: config.request_timeout,
@@ -294,8 +319,9 @@ impl Server {
         let sweep = (self.idle_timeout.is_some()
             || self.request_timeout.is_some()
             || self.accept_paused
-            || self.stats.refused_unreported > 0)
-            .then_some(self.next_sweep);
+            || !self.full_log.is_idle()
+            || !self.crowded_log.is_idle())
+        .then_some(self.next_sweep);
         match (sweep, self.store.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -329,13 +355,16 @@ impl Server {
     fn reload(&mut self) {
         let s = &self.stats;
         log::info!(
-            "status: {} connections (max {}), {} registered; since start {} accepted, {} \
-             refused as full, {} requests, {} errors, {} database write failures",
+            "status: {} connections (max {}) from {} addresses, {} registered; since start {} \
+             accepted, {} refused as full, {} refused as too many from their address, {} \
+             requests, {} errors, {} database write failures",
             self.open,
             self.max_clients,
+            self.per_address.len(),
             self.store.len(),
             s.accepted,
             s.refused,
+            s.crowded,
             s.requests,
             s.errors,
             self.store.failures()
@@ -374,19 +403,27 @@ impl Server {
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         if self.open >= self.max_clients {
-            let mut buf = [0u8; MAX_RESPONSE];
-            // Read what the client already sent, so that closing sends a FIN after the
-            // error rather than a reset that could destroy it.
-            let _ = stream.read(&mut buf);
-            if let Ok(len) = Response::Error(Reason::ServerFull).encode(&mut buf) {
-                // Best effort: a fresh socket's send buffer is empty, and we do not wait.
-                let _ = stream.write(&buf[..len]);
-            }
+            refuse(&mut stream, Reason::ServerFull);
             self.stats.refused += 1;
-            if self.stats.refused_unreported == 0 {
+            if self.full_log.allows() {
                 log::warn!("{peer} refused: server full ({} clients)", self.max_clients);
             }
-            self.stats.refused_unreported += 1;
+            return;
+        }
+        let ip = source(peer);
+        if let Some(most) = self.max_per_address
+            && self.per_address.get(&ip).is_some_and(|&open| open >= most)
+        {
+            refuse(
+                &mut stream,
+                Reason::TooManyFromAddress(u32::try_from(most).unwrap_or(u32::MAX)),
+            );
+            self.stats.crowded += 1;
+            if self.crowded_log.allows() {
+                log::warn!(
+                    "{peer} refused: {ip} holds {most} connections already (--max-per-address)"
+                );
+            }
             return;
         }
         if let Err(e) = stream.set_nodelay(true) {
@@ -432,6 +469,7 @@ impl Server {
             request_began: None,
         });
         self.open += 1;
+        *self.per_address.entry(ip).or_insert(0) += 1;
         self.stats.accepted += 1;
         log::debug!("{peer} connected ({} open)", self.open);
     }
@@ -523,21 +561,35 @@ impl Server {
             None => log::debug!("{} {why}", conn.peer),
         }
         self.open -= 1;
+        let ip = source(conn.peer);
+        if let Some(open) = self.per_address.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                self.per_address.remove(&ip);
+            }
+        }
         self.freed.push(index);
         self.retry_accept |= self.accept_paused;
     }
 
-    /// Once a second: timeouts, and the count of connections refused as full.
+    /// Once a second: timeouts, and the log lines held back by the quotas.
     fn sweep(&mut self) {
         self.next_sweep = self.now + SWEEP_EVERY;
-        if self.stats.refused_unreported > 1 {
+        let held_back = self.full_log.renew();
+        if held_back > 0 {
             log::warn!(
-                "{} more connections refused: server full ({} clients)",
-                self.stats.refused_unreported - 1,
+                "{held_back} more connections refused: server full ({} clients)",
                 self.max_clients
             );
         }
-        self.stats.refused_unreported = 0;
+        let held_back = self.crowded_log.renew();
+        if held_back > 0 {
+            log::warn!(
+                "{held_back} more connections refused: too many from their address (at most \
+                 {}, --max-per-address)",
+                self.max_per_address.unwrap_or_default()
+            );
+        }
         if self.accept_paused {
             self.retry_accept = true;
         }
@@ -597,6 +649,19 @@ impl Server {
                 Ok(Stopped::WithDatabaseErrors)
             }
         }
+    }
+}
+
+/// Answers a connection that is not admitted with an error saying why; closes it when
+/// dropped.
+fn refuse(stream: &mut TcpStream, reason: Reason) {
+    let mut buf = [0u8; MAX_RESPONSE];
+    // Read what the client already sent, so that closing sends a FIN after the error
+    // rather than a reset that could destroy it.
+    let _ = stream.read(&mut buf);
+    if let Ok(len) = Response::Error(reason).encode(&mut buf) {
+        // Best effort: a fresh socket's send buffer is empty, and we do not wait.
+        let _ = stream.write(&buf[..len]);
     }
 }
 

@@ -1,30 +1,17 @@
 //! parlo-server end to end: the directory protocol as clients see it, on loopback.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use parlo_tests::server_harness::{
     LineClient, OriginalClient, PATIENCE, Server, eventually, loopback, signal, wait_exit,
 };
-use socket2::{Domain, Socket, Type};
 
 const REGISTERED: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}\n";
 const DISCONNECTED: &str = "{\"ack\":\"Disconnected\"}\n";
 const NOT_FOUND: &str = "{\"ip\":\"None\"}\n";
-
-/// A connection to `server` from the source address `from`.
-fn connect_from(server: &Server, from: IpAddr) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::new(from, 0).into())
-        .expect("any 127/8 address can be bound");
-    socket.connect(&server.addr.into()).expect("connect");
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    stream
-}
 
 /// GET `name` on a fresh newline-JSON connection.
 fn lookup(server: &Server, name: &str) -> String {
@@ -86,7 +73,7 @@ fn newline_json_client_pipelined_and_split_requests() {
 fn registered_ip_is_the_peer_address() {
     let server = Server::start(&[]);
     let phone_ip = loopback();
-    let mut phone = LineClient::new(connect_from(&server, phone_ip));
+    let mut phone = LineClient::new(server.connect_from(phone_ip));
     assert_eq!(
         phone.ask(r#"{"command":"REG","name":"door","port":7070}"#),
         REGISTERED.trim_end()
@@ -101,8 +88,8 @@ fn registered_ip_is_the_peer_address() {
 fn get_tells_an_original_phone_from_a_parlo_phone() {
     let server = Server::start(&[]);
     let (old_ip, parlo_ip) = (loopback(), loopback());
-    let mut old = OriginalClient::new(connect_from(&server, old_ip));
-    let mut parlo = LineClient::new(connect_from(&server, parlo_ip));
+    let mut old = OriginalClient::new(server.connect_from(old_ip));
+    let mut parlo = LineClient::new(server.connect_from(parlo_ip));
     assert_eq!(old.request("REG", "oldphone"), REGISTERED);
     assert_eq!(
         parlo.ask(r#"{"command":"REG","name":"door","port":5001}"#),
@@ -132,7 +119,7 @@ fn get_tells_an_original_phone_from_a_parlo_phone() {
 #[test]
 fn name_taken_by_a_live_registration_is_refused() {
     let server = Server::start(&[]);
-    let mut first = OriginalClient::new(connect_from(&server, loopback()));
+    let mut first = OriginalClient::new(server.connect_from(loopback()));
     let mut second = OriginalClient::new(server.connect());
     assert_eq!(first.request("REG", "alice"), REGISTERED);
     let refused = second.request("REG", "alice");
@@ -300,7 +287,7 @@ fn list_pages_through_every_registered_name() {
 fn users_subcommand_prints_the_live_directory() {
     let server = Server::start(&[]);
     let phone_ip = loopback();
-    let mut phone = LineClient::new(connect_from(&server, phone_ip));
+    let mut phone = LineClient::new(server.connect_from(phone_ip));
     assert_eq!(
         phone.ask(r#"{"command":"REG","name":"kitchen","port":5050}"#),
         REGISTERED.trim_end()

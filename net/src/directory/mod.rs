@@ -439,6 +439,9 @@ pub enum Reason {
     NotRegistered(Name),
     /// The server holds as many connections as it may; this one is closed.
     ServerFull,
+    /// The server holds as many connections from this one's source address as it takes
+    /// from one address (that many); this one is closed.
+    TooManyFromAddress(u32),
     /// A request began and did not end within this many seconds; the connection is closed.
     RequestTimeout(u32),
     /// Nothing arrived for this many seconds; the connection is closed.
@@ -466,6 +469,10 @@ impl fmt::Display for Reason {
             }
             Reason::NotRegistered(name) => write!(f, "\"{name}\" is not registered"),
             Reason::ServerFull => f.write_str("server full, try again later"),
+            Reason::TooManyFromAddress(most) => write!(
+                f,
+                "too many connections from your address (at most {most}), try again later"
+            ),
             Reason::RequestTimeout(secs) => {
                 write!(f, "request incomplete after {secs} s, closing")
             }
@@ -1259,6 +1266,7 @@ mod tests {
                 Reason::NotOwner(worst.clone()),
                 Reason::NotRegistered(worst.clone()),
                 Reason::ServerFull,
+                Reason::TooManyFromAddress(u32::MAX),
                 Reason::RequestTimeout(u32::MAX),
                 Reason::IdleTimeout(u32::MAX),
                 Reason::OffsetTooFar(u32::MAX),
