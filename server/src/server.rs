@@ -15,6 +15,14 @@
 //! parked in its own buffer, is watched for writability, and is not read from again until
 //! they are gone, so a slow or hostile reader costs at most one output buffer of memory.
 //!
+//! Fairness: each connection gets a budget per turn of the loop, [`TURN_WORK`] requests'
+//! worth of work ([`Request::work`]: a LIST by offset counts the names it walks past) and
+//! [`TURN_READ`] bytes read, so one client pipelining requests cannot hold the loop while
+//! others wait. A connection that spent its budget with work left (requests in its buffer,
+//! or bytes maybe still in its socket) goes on the ready list and is served again in the
+//! next turn, after the events of that turn; edge-triggered epoll would not report it
+//! again. While the list is not empty the loop polls without waiting.
+//!
 //! Reading: after a read that returned fewer bytes than asked, the socket is known to be
 //! drained, so the loop does not spend a second `read` to see `WouldBlock`; edge-triggered
 //! epoll reports any byte that arrives later. (When the peer's FIN was already reported,
@@ -46,9 +54,18 @@ use crate::store::Store;
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 
-/// Output gathered for one connection before it is written; a multiple of the largest
-/// response so a pipelining client gets its answers in few writes.
-const OUT_CAPACITY: usize = 16 * MAX_RESPONSE;
+/// The work one connection gets done per turn of the loop, in requests
+/// ([`Request::work`]). Phones send a request or two at a time; only a client pipelining
+/// many ever spends it all, and it then waits a turn for everyone else.
+const TURN_WORK: u32 = 8;
+
+/// Bytes read from one connection per turn of the loop at most (requests are at most
+/// 1024 bytes, white space between them is free of work).
+const TURN_READ: usize = 8 * 1024;
+
+/// Output gathered for one connection before it is written: the answers of one turn
+/// always fit, so a turn costs a connection one `write`.
+const OUT_CAPACITY: usize = TURN_WORK as usize * MAX_RESPONSE;
 
 /// Pending connections the kernel queues for us (capped by net.core.somaxconn).
 const BACKLOG: i32 = 4096;
@@ -101,6 +118,9 @@ impl std::fmt::Display for CloseReason {
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
+    /// Unique over the server's life, so that a ready-list entry of a closed connection is
+    /// not taken for the one reusing its slot.
+    id: u64,
     input: FrameBuffer,
     session: Session,
     /// Answers the socket did not take yet; empty (and unallocated) nearly always.
@@ -109,6 +129,13 @@ struct Conn {
     watching_writable: bool,
     /// The peer sent end of file: close once everything buffered is answered and sent.
     peer_done: bool,
+    /// The peer's FIN (or an error) was reported: read until end of file rather than
+    /// stopping at a short read.
+    read_to_end: bool,
+    /// On the ready list (see the module docs).
+    ready: bool,
+    /// The last turn of the loop this connection was served in.
+    served_turn: u64,
     last_input: Instant,
     /// When the request now in the buffer began, if one is incomplete.
     request_began: Option<Instant>,
@@ -142,6 +169,13 @@ struct Server {
     free: Vec<usize>,
     /// Slots emptied during the current batch of events (see the module docs).
     freed: Vec<usize>,
+    /// Connections (slot, id) to serve again in the next turn: their budget ran out with
+    /// work left.
+    ready: Vec<(usize, u64)>,
+    /// The ready list being served in this turn (kept to reuse its allocation).
+    backlog: Vec<(usize, u64)>,
+    /// Turns of the loop so far.
+    turn: u64,
     open: usize,
     max_clients: usize,
     max_per_address: Option<usize>,
@@ -251,6 +285,9 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
         conns: Vec::new(),
         free: Vec::new(),
         freed: Vec::new(),
+        ready: Vec::new(),
+        backlog: Vec::new(),
+        turn: 0,
         open: 0,
         max_clients,
         max_per_address: config.max_per_address,
@@ -281,9 +318,12 @@ impl Server {
     fn run(&mut self) -> Result<(), Error> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = if self.ready.is_empty() {
+                self.next_deadline()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO) // connections with work left: just look for events
+            };
             parlo_daemon::wait(&mut self.poll, &mut events, timeout).map_err(|source| {
                 Error::Poll {
                     doing: "wait for events",
@@ -292,6 +332,17 @@ impl Server {
             })?;
             self.now = Instant::now();
             self.store.set_now(self.now);
+            self.turn += 1;
+            // Last turn's ready list is served after this turn's events; a connection an
+            // event serves first goes back on the list by itself if it needs to.
+            std::mem::swap(&mut self.backlog, &mut self.ready);
+            for &(index, id) in &self.backlog {
+                if let Some(Some(conn)) = self.conns.get_mut(index)
+                    && conn.id == id
+                {
+                    conn.ready = false;
+                }
+            }
             let mut stop = false;
             for event in events.iter() {
                 match event.token() {
@@ -300,6 +351,7 @@ impl Server {
                     Token(index) => self.handle_conn_event(index, event),
                 }
             }
+            self.serve_backlog();
             self.free.append(&mut self.freed);
             if self.retry_accept {
                 self.accept_all();
@@ -460,11 +512,15 @@ impl Server {
         self.conns[index] = Some(Conn {
             stream,
             peer,
+            id: self.stats.accepted,
             input: FrameBuffer::new(),
             session: Session::new(),
             unsent: Vec::new(),
             watching_writable: false,
             peer_done: false,
+            read_to_end: false,
+            ready: false,
+            served_turn: 0,
             last_input: self.now,
             request_began: None,
         });
@@ -478,21 +534,39 @@ impl Server {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return; // closed earlier in this batch
         };
+        conn.read_to_end |= event.is_read_closed() || event.is_error();
         if event.is_writable() && !conn.unsent.is_empty() {
             if let Err(e) = send_unsent(conn) {
                 self.close(index, CloseReason::Failed(e));
                 return;
             }
         }
-        if conn.unsent.is_empty() {
-            self.serve_conn(index, event.is_read_closed() || event.is_error());
+        if conn.unsent.is_empty() && conn.served_turn != self.turn {
+            self.serve_conn(index);
         }
     }
 
+    /// Serves the connections left with work by the last turn, unless an event of this
+    /// turn served them already or their peer stopped reading.
+    fn serve_backlog(&mut self) {
+        let mut backlog = std::mem::take(&mut self.backlog);
+        for &(index, id) in &backlog {
+            if let Some(Some(conn)) = self.conns.get(index)
+                && conn.id == id
+                && conn.served_turn != self.turn
+                && conn.unsent.is_empty()
+            {
+                self.serve_conn(index);
+            }
+        }
+        backlog.clear();
+        self.backlog = backlog;
+    }
+
     /// Reads, answers and writes for one connection until it would block, is throttled by
-    /// a peer that does not read, or ends. `read_to_end`: the peer's FIN (or an error) was
-    /// reported, so read until end of file rather than stopping at a short read.
-    fn serve_conn(&mut self, index: usize, read_to_end: bool) {
+    /// a peer that does not read, ends, or has had its budget for this turn (then it goes
+    /// on the ready list).
+    fn serve_conn(&mut self, index: usize) {
         let Server {
             conns,
             store,
@@ -500,17 +574,27 @@ impl Server {
             page,
             stats,
             now,
+            turn,
+            ready,
             ..
         } = self;
         let Some(Some(conn)) = conns.get_mut(index) else {
             return;
         };
+        conn.served_turn = *turn;
+        let mut work = TURN_WORK;
+        let mut read = 0;
         let mut out_len = 0;
         let mut drained = false;
+        let mut work_left = false;
         let failure = loop {
-            match answer_buffered(conn, store, page, stats, out, &mut out_len) {
+            match answer_buffered(conn, store, page, stats, out, &mut out_len, &mut work) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Throttled) => break None,
+                Ok(Flow::Spent) => {
+                    work_left = true;
+                    break None;
+                }
                 Err(e) => break Some(e),
             }
             conn.request_began = if conn.input.is_mid_request() {
@@ -521,15 +605,20 @@ impl Server {
             if conn.peer_done || drained {
                 break None;
             }
+            if read >= TURN_READ {
+                work_left = true; // the socket may hold more
+                break None;
+            }
             let spare = conn.input.spare();
-            let asked = spare.len();
-            match conn.stream.read(spare) {
+            let asked = spare.len().min(TURN_READ - read);
+            match conn.stream.read(&mut spare[..asked]) {
                 Ok(0) => conn.peer_done = true,
                 Ok(n) => {
                     conn.input.filled(n);
                     conn.last_input = *now;
+                    read += n;
                     // Drained (see the module docs): answer what came, then stop.
-                    drained = n < asked && !read_to_end;
+                    drained = n < asked && !conn.read_to_end;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -542,7 +631,20 @@ impl Server {
         };
         if let Some(e) = failure {
             self.close(index, CloseReason::Failed(e));
-        } else if conn.peer_done && conn.unsent.is_empty() {
+        } else if !conn.unsent.is_empty() {
+            // Throttled: served again once the peer takes its answers.
+            if let Err(e) = watch_writable(&self.poll, conn, index) {
+                self.close(index, CloseReason::Failed(e));
+            }
+        } else if work_left {
+            if !conn.ready {
+                conn.ready = true;
+                ready.push((index, conn.id));
+            }
+            if let Err(e) = watch_writable(&self.poll, conn, index) {
+                self.close(index, CloseReason::Failed(e));
+            }
+        } else if conn.peer_done {
             self.close(index, CloseReason::PeerClosed);
         } else if let Err(e) = watch_writable(&self.poll, conn, index) {
             self.close(index, CloseReason::Failed(e));
@@ -671,10 +773,14 @@ enum Flow {
     Continue,
     /// Answers are waiting in `unsent`: stop reading until the peer takes them.
     Throttled,
+    /// The connection had its work for this turn.
+    Spent,
 }
 
-/// Answers every complete request in the connection's buffer, gathering the answers in
-/// `out` and writing them out whenever another answer might not fit.
+/// Answers the complete requests in the connection's buffer while `work` lasts (each takes
+/// its [`Request::work`] off it; one that needs more than is left still runs, as the
+/// turn's last), gathering the answers in `out` and writing them out whenever another
+/// answer might not fit.
 fn answer_buffered(
     conn: &mut Conn,
     store: &mut Store,
@@ -682,6 +788,7 @@ fn answer_buffered(
     stats: &mut Stats,
     out: &mut [u8; OUT_CAPACITY],
     out_len: &mut usize,
+    work: &mut u32,
 ) -> io::Result<Flow> {
     let peer_ip = conn.peer.ip().to_canonical();
     loop {
@@ -692,13 +799,19 @@ fn answer_buffered(
         if !conn.unsent.is_empty() {
             return Ok(Flow::Throttled);
         }
+        if *work == 0 {
+            return Ok(Flow::Spent);
+        }
         let Some(frame) = conn.input.next_frame() else {
             return Ok(Flow::Continue);
         };
         stats.requests += 1;
+        *work -= 1; // not 0: checked above
         let (request, response) = match frame {
             Frame::Object(bytes) => match Request::parse(bytes) {
                 Ok(request) => {
+                    // Beyond the one counted already.
+                    *work = work.saturating_sub(request.work().saturating_sub(1));
                     // A copy for the log line: the session consumes the request.
                     let logged = request.clone();
                     let response = conn.session.handle_request(request, peer_ip, store, page);

@@ -2,6 +2,11 @@
 //! slot, one busy client cannot starve the others, connections that never register do not
 //! stay, and nothing a request says reaches the log raw or unthrottled.
 
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
 use parlo_tests::server_harness::{LineClient, Server, eventually, loopback};
 
 const REGISTERED: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}";
@@ -60,4 +65,77 @@ fn one_address_gets_its_share_of_connections_and_others_still_register() {
         let mut again = LineClient::new(server.connect_from(crowd));
         again.ask(r#"{"command":"PING"}"#) == PONG
     });
+}
+
+/// LISTs the flooder pipelines.
+const FLOOD: usize = 20_000;
+
+#[test]
+fn a_client_pipelining_lists_does_not_hold_the_server_from_a_ping() {
+    let server = Server::start(&[]);
+    // Enough long names that every LIST answer is a full page of about 1 KiB.
+    let _phones: Vec<LineClient> = (0..40)
+        .map(|i| {
+            let mut phone = LineClient::new(server.connect());
+            let reg = format!(r#"{{"command":"REG","name":"a-rather-long-name-{i:010}"}}"#);
+            assert_eq!(phone.ask(&reg), REGISTERED);
+            phone
+        })
+        .collect();
+    let mut pinger = LineClient::new(server.connect());
+    assert_eq!(pinger.ask(r#"{"command":"PING"}"#), PONG);
+    // The flooder writes every LIST at once from one thread and reads the answers as fast
+    // as it can from another: the server always has its requests waiting.
+    let stream = server.connect();
+    let mut writer = stream.try_clone().expect("clone");
+    let answered = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let answered = Arc::clone(&answered);
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stream);
+            let mut line = String::new();
+            while answered.load(Ordering::Relaxed) < FLOOD {
+                line.clear();
+                match lines.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => assert!(line.starts_with("{\"users\":["), "{line}"),
+                }
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let flood = std::thread::spawn(move || {
+        let _ = writer.write_all(&br#"{"command":"LIST"}"#.repeat(FLOOD));
+    });
+    eventually("the flood is being answered", || {
+        answered.load(Ordering::Relaxed) > 0
+    });
+    // PING on the other connection while the flood is answered, again and again.
+    let mut slowest = Duration::ZERO;
+    let mut during = 0;
+    while answered.load(Ordering::Relaxed) < FLOOD && during < 100 {
+        let sent = Instant::now();
+        assert_eq!(pinger.ask(r#"{"command":"PING"}"#), PONG);
+        slowest = slowest.max(sent.elapsed());
+        if answered.load(Ordering::Relaxed) < FLOOD {
+            during += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    flood.join().expect("the flooder writes");
+    reader.join().expect("the flooder reads");
+    assert_eq!(
+        answered.load(Ordering::Relaxed),
+        FLOOD,
+        "every LIST answered"
+    );
+    assert!(
+        during > 0,
+        "no PING went out while the flood was being answered"
+    );
+    eprintln!("slowest PING {slowest:?} of {during} during the flood");
+    assert!(
+        slowest < Duration::from_millis(200),
+        "a PING waited {slowest:?} behind the flood ({during} PINGs during it)"
+    );
 }
