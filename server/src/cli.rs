@@ -35,6 +35,11 @@ OPTIONS:
                             silent between calls: keep 0 for them.       [default: 0]
     --request-timeout SECS  Close a connection that starts a request and does not finish
                             it within SECS seconds; 0 = never.           [default: 10]
+    --unregistered-timeout SECS
+                            Close a connection that holds no registration for SECS
+                            seconds (from its start, or from its DISCONNECT): phones
+                            register at once, and lookups need no connection of their
+                            own; 0 = never.                               [default: 30]
     --keepalive SECS        TCP keepalive: probe a peer silent for SECS seconds and drop it
                             (and its registration) when 3 probes 10 s apart go unanswered,
                             e.g. a box that lost power; 0 = off.          [default: 60]
@@ -84,6 +89,8 @@ pub struct ServeConfig {
     pub idle_timeout: Option<Duration>,
     /// Close connections whose request stays incomplete for this long.
     pub request_timeout: Option<Duration>,
+    /// Close connections that hold no registration for this long.
+    pub unregistered_timeout: Option<Duration>,
     /// Idle time before TCP keepalive probes start.
     pub keepalive: Option<Duration>,
 }
@@ -153,6 +160,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
         log_level: LevelFilter::Info,
         idle_timeout: None,
         request_timeout: Some(Duration::from_secs(10)),
+        unregistered_timeout: Some(Duration::from_secs(30)),
         keepalive: Some(Duration::from_secs(60)),
     };
     while let Some(arg) = parser.next().map_err(from_lexopt)? {
@@ -204,6 +212,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
             Long("request-timeout") => {
                 config.request_timeout = seconds(&mut parser, "--request-timeout")?;
             }
+            Long("unregistered-timeout") => {
+                config.unregistered_timeout = seconds(&mut parser, "--unregistered-timeout")?;
+            }
             Long("keepalive") => config.keepalive = seconds(&mut parser, "--keepalive")?,
             Short('h') | Long("help") => return Ok(Command::Help(HELP)),
             Short('V') | Long("version") => return Ok(Command::Version),
@@ -246,6 +257,7 @@ mod tests {
         assert_eq!(config.max_clients, 16384);
         assert_eq!(config.max_per_address, Some(64));
         assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.unregistered_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.keepalive, Some(Duration::from_secs(60)));
     }
 
@@ -253,7 +265,8 @@ mod tests {
     fn every_flag() {
         let Ok(Command::Serve(config)) = parse_words(
             "--listen 127.0.0.5:4000 --db /tmp/x.db --max-clients 7 --log-level debug \
-             --idle-timeout 30 --request-timeout 0 --keepalive 0 --max-per-address 3",
+             --idle-timeout 30 --request-timeout 0 --keepalive 0 --max-per-address 3 \
+             --unregistered-timeout 0",
         ) else {
             panic!("valid flags");
         };
@@ -264,6 +277,7 @@ mod tests {
         assert_eq!(config.log_level, LevelFilter::Debug);
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.request_timeout, None);
+        assert_eq!(config.unregistered_timeout, None);
         assert_eq!(config.keepalive, None);
     }
 
@@ -315,6 +329,7 @@ mod tests {
             "--log-level",
             "--idle-timeout",
             "--request-timeout",
+            "--unregistered-timeout",
             "--keepalive",
             "SIGHUP",
         ] {

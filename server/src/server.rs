@@ -139,6 +139,9 @@ struct Conn {
     last_input: Instant,
     /// When the request now in the buffer began, if one is incomplete.
     request_began: Option<Instant>,
+    /// Since when the connection holds no registration (its start, or its DISCONNECT);
+    /// `None` while it holds one.
+    unregistered_since: Option<Instant>,
 }
 
 /// Counters since start-up, for the SIGHUP status line.
@@ -189,6 +192,7 @@ struct Server {
     accept_paused: bool,
     idle_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
+    unregistered_timeout: Option<Duration>,
     /// Silence before TCP keepalive probes start; `None` when keepalive is off.
     keepalive: Option<Duration>,
     /// A connection was released while accept() was paused for lack of descriptors.
@@ -297,6 +301,7 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
         accept_paused: false,
         idle_timeout: config.idle_timeout,
         request_timeout: config.request_timeout,
+        unregistered_timeout: config.unregistered_timeout,
         keepalive: config.keepalive,
         retry_accept: false,
         next_sweep: now + SWEEP_EVERY,
@@ -370,6 +375,7 @@ impl Server {
     fn next_deadline(&self) -> Option<Instant> {
         let sweep = (self.idle_timeout.is_some()
             || self.request_timeout.is_some()
+            || self.unregistered_timeout.is_some()
             || self.accept_paused
             || !self.full_log.is_idle()
             || !self.crowded_log.is_idle())
@@ -523,6 +529,7 @@ impl Server {
             served_turn: 0,
             last_input: self.now,
             request_began: None,
+            unregistered_since: Some(self.now),
         });
         self.open += 1;
         *self.per_address.entry(ip).or_insert(0) += 1;
@@ -625,6 +632,10 @@ impl Server {
                 Err(e) => break Some(e),
             }
         };
+        conn.unregistered_since = match conn.session.registered() {
+            Some(_) => None,
+            None => conn.unregistered_since.or(Some(*now)),
+        };
         let failure = match failure {
             None if out_len > 0 => send(conn, &out[..out_len]).err(),
             other => other,
@@ -695,7 +706,10 @@ impl Server {
         if self.accept_paused {
             self.retry_accept = true;
         }
-        if self.idle_timeout.is_none() && self.request_timeout.is_none() {
+        if self.idle_timeout.is_none()
+            && self.request_timeout.is_none()
+            && self.unregistered_timeout.is_none()
+        {
             return;
         }
         for index in 0..self.conns.len() {
@@ -712,6 +726,12 @@ impl Server {
                 && self.now.duration_since(conn.last_input) >= limit
             {
                 Reason::IdleTimeout(secs(limit))
+            } else if let Some(limit) = self.unregistered_timeout
+                && conn
+                    .unregistered_since
+                    .is_some_and(|since| self.now.duration_since(since) >= limit)
+            {
+                Reason::UnregisteredTimeout(secs(limit))
             } else {
                 continue;
             };

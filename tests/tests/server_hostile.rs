@@ -139,3 +139,53 @@ fn a_client_pipelining_lists_does_not_hold_the_server_from_a_ping() {
         "a PING waited {slowest:?} behind the flood ({during} PINGs during it)"
     );
 }
+
+#[test]
+fn a_connection_that_holds_no_registration_is_closed_after_the_unregistered_timeout() {
+    let server = Server::start(&["--unregistered-timeout", "1"]);
+    let mut phone = LineClient::new(server.connect());
+    assert_eq!(
+        phone.ask(r#"{"command":"REG","name":"hall","port":5001}"#),
+        REGISTERED
+    );
+    // Busy, but never registered: being active is not enough.
+    let mut lurker = LineClient::new(server.connect());
+    let mut quitter = LineClient::new(server.connect());
+    assert_eq!(
+        quitter.ask(r#"{"command":"REG","name":"quitter","port":5001}"#),
+        REGISTERED
+    );
+    let began = Instant::now();
+    assert_eq!(
+        quitter.ask(r#"{"command":"DISCONNECT","name":"quitter"}"#),
+        "{\"ack\":\"Disconnected\"}"
+    );
+    let reply = loop {
+        let reply = lurker.ask(r#"{"command":"PING"}"#);
+        if reply != PONG {
+            break reply;
+        }
+        assert!(began.elapsed() < Duration::from_secs(5), "never closed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(error_reason(&reply), "no registration for 1 s, closing");
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
+    assert!(lurker.is_closed_by_server());
+    // A connection that gave its name up is closed too; the registered phone stays.
+    assert_eq!(
+        error_reason(&quitter.line()),
+        "no registration for 1 s, closing"
+    );
+    assert!(quitter.is_closed_by_server());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(phone.ask(r#"{"command":"PING"}"#), PONG);
+    assert!(
+        phone
+            .ask(r#"{"command":"GET","name":"hall"}"#)
+            .starts_with("{\"ip\":\"127.")
+    );
+}

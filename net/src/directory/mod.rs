@@ -446,6 +446,8 @@ pub enum Reason {
     RequestTimeout(u32),
     /// Nothing arrived for this many seconds; the connection is closed.
     IdleTimeout(u32),
+    /// The connection held no registration for this many seconds; it is closed.
+    UnregisteredTimeout(u32),
     /// LIST by an offset beyond [`LIST_MAX_OFFSET`] (the offset sent).
     OffsetTooFar(u32),
 }
@@ -477,6 +479,9 @@ impl fmt::Display for Reason {
                 write!(f, "request incomplete after {secs} s, closing")
             }
             Reason::IdleTimeout(secs) => write!(f, "nothing received for {secs} s, closing"),
+            Reason::UnregisteredTimeout(secs) => {
+                write!(f, "no registration for {secs} s, closing")
+            }
             Reason::OffsetTooFar(offset) => write!(
                 f,
                 "offset {offset} is beyond {LIST_MAX_OFFSET}: page on with \"after\" and the \
@@ -1269,6 +1274,7 @@ mod tests {
                 Reason::TooManyFromAddress(u32::MAX),
                 Reason::RequestTimeout(u32::MAX),
                 Reason::IdleTimeout(u32::MAX),
+                Reason::UnregisteredTimeout(u32::MAX),
                 Reason::OffsetTooFar(u32::MAX),
                 RequestError::UnknownCommand("\u{1}".repeat(16).as_str().try_into().expect("fits"))
                     .into(),
