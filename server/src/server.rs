@@ -84,6 +84,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Lines a second about refused connections, of each kind (the rest are counted).
 const REFUSALS_LOGGED: u32 = 1;
 
+/// Warnings a second about refused requests (bad ones, names taken; the rest are
+/// counted): enough to see what is wrong, too few to flood the journal.
+const REFUSED_REQUESTS_LOGGED: u32 = 10;
+
 /// How the daemon ended, when it ended on request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
@@ -198,8 +202,10 @@ struct Server {
     /// A connection was released while accept() was paused for lack of descriptors.
     retry_accept: bool,
     next_sweep: Instant,
-    out: Box<[u8; OUT_CAPACITY]>,
+    out: Batch,
     page: Page,
+    /// Warnings about refused requests.
+    refused_log: Quota,
     stats: Stats,
     now: Instant,
 }
@@ -305,8 +311,12 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
         keepalive: config.keepalive,
         retry_accept: false,
         next_sweep: now + SWEEP_EVERY,
-        out: Box::new([0; OUT_CAPACITY]),
+        out: Batch {
+            bytes: Box::new([0; OUT_CAPACITY]),
+            len: 0,
+        },
         page: Page::new(),
+        refused_log: Quota::new(REFUSED_REQUESTS_LOGGED),
         stats: Stats::default(),
         now,
     };
@@ -378,7 +388,8 @@ impl Server {
             || self.unregistered_timeout.is_some()
             || self.accept_paused
             || !self.full_log.is_idle()
-            || !self.crowded_log.is_idle())
+            || !self.crowded_log.is_idle()
+            || !self.refused_log.is_idle())
         .then_some(self.next_sweep);
         match (sweep, self.store.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -583,6 +594,7 @@ impl Server {
             now,
             turn,
             ready,
+            refused_log,
             ..
         } = self;
         let Some(Some(conn)) = conns.get_mut(index) else {
@@ -591,11 +603,11 @@ impl Server {
         conn.served_turn = *turn;
         let mut work = TURN_WORK;
         let mut read = 0;
-        let mut out_len = 0;
+        out.len = 0;
         let mut drained = false;
         let mut work_left = false;
         let failure = loop {
-            match answer_buffered(conn, store, page, stats, out, &mut out_len, &mut work) {
+            match answer_buffered(conn, store, page, stats, out, refused_log, &mut work) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Throttled) => break None,
                 Ok(Flow::Spent) => {
@@ -637,7 +649,7 @@ impl Server {
             None => conn.unregistered_since.or(Some(*now)),
         };
         let failure = match failure {
-            None if out_len > 0 => send(conn, &out[..out_len]).err(),
+            None if out.len > 0 => send(conn, out.filled()).err(),
             other => other,
         };
         if let Some(e) = failure {
@@ -693,6 +705,13 @@ impl Server {
             log::warn!(
                 "{held_back} more connections refused: server full ({} clients)",
                 self.max_clients
+            );
+        }
+        let held_back = self.refused_log.renew();
+        if held_back > 0 {
+            log::warn!(
+                "{held_back} more refused requests in the last second, not logged one by one \
+                 (at most {REFUSED_REQUESTS_LOGGED} a second are)"
             );
         }
         let held_back = self.crowded_log.renew();
@@ -797,24 +816,38 @@ enum Flow {
     Spent,
 }
 
+/// Answers gathered for one connection, written with one `write`.
+#[derive(Debug)]
+struct Batch {
+    bytes: Box<[u8; OUT_CAPACITY]>,
+    len: usize,
+}
+
+impl Batch {
+    fn filled(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// Answers the complete requests in the connection's buffer while `work` lasts (each takes
 /// its [`Request::work`] off it; one that needs more than is left still runs, as the
 /// turn's last), gathering the answers in `out` and writing them out whenever another
-/// answer might not fit.
+/// answer might not fit. Refused requests are logged as warnings while `refused_log`
+/// allows.
 fn answer_buffered(
     conn: &mut Conn,
     store: &mut Store,
     page: &mut Page,
     stats: &mut Stats,
-    out: &mut [u8; OUT_CAPACITY],
-    out_len: &mut usize,
+    out: &mut Batch,
+    refused_log: &mut Quota,
     work: &mut u32,
 ) -> io::Result<Flow> {
     let peer_ip = conn.peer.ip().to_canonical();
     loop {
-        if *out_len + MAX_RESPONSE > OUT_CAPACITY {
-            send(conn, &out[..*out_len])?;
-            *out_len = 0;
+        if out.len + MAX_RESPONSE > OUT_CAPACITY {
+            send(conn, out.filled())?;
+            out.len = 0;
         }
         if !conn.unsent.is_empty() {
             return Ok(Flow::Throttled);
@@ -844,17 +877,24 @@ fn answer_buffered(
         let level = match (&request, &response) {
             (_, Response::Error(_) | Response::NameTaken(_)) => {
                 stats.errors += 1;
-                log::Level::Warn
+                // A peer decides how many of these there are: the first few of each
+                // second are logged, the rest counted (see the sweep).
+                refused_log.allows().then_some(log::Level::Warn)
             }
-            (Some(Request::Reg { .. } | Request::Disconnect { .. }), _) => log::Level::Info,
-            _ => log::Level::Debug,
+            (Some(Request::Reg { .. } | Request::Disconnect { .. }), _) => Some(log::Level::Info),
+            _ => Some(log::Level::Debug),
         };
-        match &request {
-            Some(request) => log::log!(level, "{} {request}: {response}", conn.peer),
-            None => log::log!(level, "{} {response}", conn.peer),
+        // Every line is escaped on its way out (parlo_daemon::logging): what a request
+        // says can neither drive a terminal nor end the line.
+        match (level, &request) {
+            (Some(level), Some(request)) => {
+                log::log!(level, "{} {request}: {response}", conn.peer);
+            }
+            (Some(level), None) => log::log!(level, "{} {response}", conn.peer),
+            (None, _) => {}
         }
-        match response.encode(&mut out[*out_len..]) {
-            Ok(len) => *out_len += len,
+        match response.encode(&mut out.bytes[out.len..]) {
+            Ok(len) => out.len += len,
             Err(e) => log::error!("{} answer lost: {e}", conn.peer),
         }
     }

@@ -189,3 +189,87 @@ fn a_connection_that_holds_no_registration_is_closed_after_the_unregistered_time
             .starts_with("{\"ip\":\"127.")
     );
 }
+
+/// Bad requests carrying what could forge a log line or drive a terminal: escape
+/// sequences as JSON escapes and as raw bytes, line breaks, and whole fake log lines.
+fn poisoned_requests() -> Vec<Vec<u8>> {
+    let forged = "1999-12-31T23:59:59.000Z [ERROR] forged";
+    vec![
+        br#"{"command":"\u001b[2J\u001b]0;owned\u0007"}"#.to_vec(),
+        b"{\"command\":\"\x1b[31mred\"}".to_vec(),
+        format!(r#"{{"command":"X\r\n{forged}"}}"#).into_bytes(),
+        format!("{{\"command\":\"X\r\n{forged}\"}}").into_bytes(),
+        format!("\r\n{forged}\r\n").into_bytes(),
+        format!(r#"{{"command":"GET","name":"x\n{forged}"}}"#).into_bytes(),
+        format!(r#"{{"command":"LIST","after":"\u001b[1A{forged}"}}"#).into_bytes(),
+        b"{\"command\":\"GET\",\"name\":\"\xc2\x9b2J\xe2\x80\xae\"}".to_vec(),
+    ]
+}
+
+#[test]
+fn requests_never_reach_the_log_raw_and_refusals_are_logged_at_a_bounded_rate() {
+    let server = Server::start(&[]);
+    let mut abuser = LineClient::new(server.connect());
+    let abuser_addr = abuser.local_addr().to_string();
+    let kinds = poisoned_requests();
+    let rounds = 40;
+    let mut refused = 0;
+    for _ in 0..rounds {
+        for request in &kinds {
+            abuser.send_raw(request);
+            abuser.send_raw(b"\n");
+        }
+        // Every bad request (or run of bytes outside an object) gets one error answer.
+        for _ in 0..kinds.len() {
+            let reply = abuser.line();
+            assert!(reply.starts_with("{\"ack\":\"Error\""), "{reply}");
+            refused += 1;
+        }
+    }
+    // A registration from the same peer is still logged, and the answers were all given.
+    assert_eq!(
+        abuser.ask(r#"{"command":"REG","name":"1999-12-31T23:59:59.000Z"}"#),
+        REGISTERED
+    );
+    server.wait_for_log("REG \"1999-12-31T23:59:59.000Z\"");
+    server.wait_for_log("more refused requests in the last second");
+    let log = server.log();
+    // Nothing raw: no escape character, no carriage return, no line begun by a request.
+    assert!(!log.contains('\u{1b}'), "ESC in the log:\n{log}");
+    assert!(!log.contains('\r'), "CR in the log:\n{log}");
+    assert!(
+        !log.contains('\u{9b}') && !log.contains('\u{202e}'),
+        "{log}"
+    );
+    for line in log.lines() {
+        assert!(
+            !line.starts_with("1999-") && line.starts_with("20") && line.contains(" ["),
+            "a line the server did not begin:\n{line}\nin\n{log}"
+        );
+    }
+    // Refusals: a few lines a second, and the rest counted, so that all are accounted for
+    // once the last second's count is written.
+    let accounted = |log: &str| {
+        let logged = log
+            .lines()
+            .filter(|l| l.contains("[WARN]") && l.contains(&abuser_addr))
+            .count();
+        let counted: usize = log
+            .lines()
+            .filter(|l| l.contains(" more refused requests in the last second"))
+            .filter_map(|l| l.split(" more refused").next()?.rsplit(' ').next())
+            .filter_map(|count| count.parse::<usize>().ok())
+            .sum();
+        (logged, counted)
+    };
+    eventually("every refusal logged or counted", || {
+        let (logged, counted) = accounted(&server.log());
+        logged + counted == refused
+    });
+    let (logged, _) = accounted(&server.log());
+    assert!(
+        logged <= 30,
+        "{logged} warnings for {refused} refusals:\n{}",
+        server.log()
+    );
+}
