@@ -27,6 +27,7 @@
 
 mod cli;
 mod error;
+mod limits;
 mod quota;
 mod server;
 mod store;

@@ -14,6 +14,10 @@
 //! Flow control: a connection whose peer does not read its answers gets its unsent bytes
 //! parked in its own buffer, is watched for writability, and is not read from again until
 //! they are gone, so a slow or hostile reader costs at most one output buffer of memory.
+//! The kernel's side is bounded too: small fixed socket buffers, and, since the kernel
+//! lets writes grow its last unsent segment beyond the send buffer, a look at the bytes
+//! it has not sent yet after every [`NOTSENT_CHECK`] bytes written: past
+//! [`NOTSENT_MAX`], the connection waits for writability as if its answers were parked.
 //!
 //! Fairness: each connection gets a budget per turn of the loop, [`TURN_WORK`] requests'
 //! worth of work ([`Request::work`]: a LIST by offset counts the names it walks past) and
@@ -35,6 +39,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -48,6 +53,7 @@ use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::cli::ServeConfig;
 use crate::error::Error;
+use crate::limits;
 use crate::quota::Quota;
 use crate::store::Store;
 
@@ -67,12 +73,59 @@ const TURN_READ: usize = 8 * 1024;
 /// always fit, so a turn costs a connection one `write`.
 const OUT_CAPACITY: usize = TURN_WORK as usize * MAX_RESPONSE;
 
+/// The receive buffer asked for each connection's socket (the kernel doubles it for its
+/// bookkeeping): a few requests' worth, since a connection is read at most [`TURN_READ`]
+/// a turn and not at all while its answers wait.
+const SOCKET_RCVBUF: usize = 4 * 1024;
+
+/// The send buffer asked for each connection's socket (doubled by the kernel too): one
+/// turn's answers, [`OUT_CAPACITY`].
+const SOCKET_SNDBUF: usize = 4 * 1024;
+
+/// The most memory one connection can make the server use, whatever its peer does, in
+/// bytes (`--max-clients` is lowered to what the memory limit holds at this much each,
+/// [`limits::fit_memory`]):
+/// - its slot, the `Conn` (its 1024-byte [`FrameBuffer`], session, timers), and its
+///   address's count: ~1.3 KiB;
+/// - answers parked for a peer that does not read them: one turn's batch and a goodbye
+///   from the sweep, [`MAX_UNSENT`] = 9 KiB (nothing more is read from it meanwhile);
+/// - in the kernel, which charges socket buffers to the service's cgroup (v2): the
+///   receive queue, twice [`SOCKET_RCVBUF`] (the kernel doubles what is asked, for its
+///   bookkeeping) = 8 KiB; the send queue, twice [`SOCKET_SNDBUF`] = 8 KiB, and what
+///   writes add to its last unsent segment, which the kernel grows past the send buffer,
+///   between two looks at it: [`NOTSENT_MAX`] + [`NOTSENT_CHECK`] + a batch and a
+///   goodbye = 17 KiB; pages reserved ahead, and the socket itself (TCP state, inode,
+///   file, epoll entry): ~8 KiB.
+///
+/// That makes ~51 KiB. Measured with 300 connections that pipeline LISTs and never read
+/// their answers: 2 to 10 KiB of RSS and 12 to 16 KiB of socket buffers (`ss -tm`) each,
+/// depending on the peer's receive buffer. Connections still waiting in the accept queue
+/// are not the server's yet.
+pub const CONN_WORST_CASE: usize = size_of::<Option<Conn>>()
+    + 64
+    + MAX_UNSENT
+    + 2 * SOCKET_RCVBUF
+    + 2 * SOCKET_SNDBUF
+    + NOTSENT_MAX
+    + NOTSENT_CHECK
+    + MAX_UNSENT
+    + 2 * 4096;
+
+/// The most bytes of answers a connection holds that its socket did not take: one turn's
+/// batch, and the error the sweep sends before closing it.
+const MAX_UNSENT: usize = OUT_CAPACITY + MAX_RESPONSE;
+
+/// Bytes written to a connection between two looks at how many its kernel socket has not
+/// sent yet (a phone's answers are ~100 bytes: one look in dozens of requests).
+const NOTSENT_CHECK: usize = 4 * 1024;
+
+/// Bytes the kernel has not sent yet beyond which a connection is not served until its
+/// socket is writable again (that is, until the kernel's queue is below two thirds of
+/// its send buffer).
+const NOTSENT_MAX: usize = 4 * 1024;
+
 /// Pending connections the kernel queues for us (capped by net.core.somaxconn).
 const BACKLOG: i32 = 4096;
-
-/// File descriptors kept for things other than client connections (listener, epoll,
-/// signal pipe, database, WAL, stdio...).
-const RESERVED_FDS: u64 = 32;
 
 /// Keepalive probes sent, and their spacing, once a peer has been silent for `--keepalive`.
 const KEEPALIVE_PROBES: u32 = 3;
@@ -129,8 +182,13 @@ struct Conn {
     session: Session,
     /// Answers the socket did not take yet; empty (and unallocated) nearly always.
     unsent: Vec<u8>,
-    /// Whether the socket is registered for writability (only while `unsent` is not empty).
+    /// Whether the socket is registered for writability (only while throttled).
     watching_writable: bool,
+    /// The kernel held more than [`NOTSENT_MAX`] bytes not sent yet at the last look:
+    /// served again once the socket is writable.
+    backed_up: bool,
+    /// Bytes written since the last look at the kernel's unsent bytes.
+    written_since_check: usize,
     /// The peer sent end of file: close once everything buffered is answered and sent.
     peer_done: bool,
     /// The peer's FIN (or an error) was reported: read until end of file rather than
@@ -146,6 +204,14 @@ struct Conn {
     /// Since when the connection holds no registration (its start, or its DISCONNECT);
     /// `None` while it holds one.
     unregistered_since: Option<Instant>,
+}
+
+impl Conn {
+    /// Whether the connection waits for its peer to read: answers are parked, or the
+    /// kernel holds too many not sent yet. It is neither read nor answered meanwhile.
+    fn is_throttled(&self) -> bool {
+        !self.unsent.is_empty() || self.backed_up
+    }
 }
 
 /// Counters since start-up, for the SIGHUP status line.
@@ -210,52 +276,6 @@ struct Server {
     now: Instant,
 }
 
-/// Raises the soft open-files limit to what `max_clients` needs (up to the hard limit)
-/// and returns how many clients the final limit allows.
-fn raise_fd_limit(max_clients: usize) -> usize {
-    let wanted = max_clients as u64 + RESERVED_FDS;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass, which lives for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        log::warn!(
-            "cannot read the open-files limit: {}",
-            io::Error::last_os_error()
-        );
-        return max_clients;
-    }
-    if limit.rlim_cur < wanted {
-        let raised = libc::rlimit {
-            rlim_cur: wanted.min(limit.rlim_max),
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct we pass, which lives for the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit.rlim_cur = raised.rlim_cur;
-        } else {
-            log::warn!(
-                "cannot raise the open-files limit: {}",
-                io::Error::last_os_error()
-            );
-        }
-    }
-    let allowed =
-        usize::try_from(limit.rlim_cur.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
-    if allowed < max_clients {
-        log::warn!(
-            "the open-files limit ({}, hard limit {}) allows only {allowed} clients, not the \
-             {max_clients} of --max-clients: raise it (LimitNOFILE= under systemd, ulimit -n)",
-            limit.rlim_cur,
-            limit.rlim_max
-        );
-        allowed.max(1)
-    } else {
-        max_clients
-    }
-}
-
 /// Binds the listening socket with a long accept queue.
 fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
     let failed = |source| Error::Listen { addr, source };
@@ -265,6 +285,11 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
         // [::] also accepts IPv4 clients, as on most systems by default.
         let _ = socket.set_only_v6(false);
     }
+    // Fixed, small kernel buffers (see CONN_WORST_CASE): set on the listener, they are
+    // every accepted connection's, and the kernel's autotuning, which would let one
+    // connection hold megabytes, is off for them.
+    socket.set_recv_buffer_size(SOCKET_RCVBUF).map_err(failed)?;
+    socket.set_send_buffer_size(SOCKET_SNDBUF).map_err(failed)?;
     socket.bind(&addr.into()).map_err(failed)?;
     socket.listen(BACKLOG).map_err(failed)?;
     socket.set_nonblocking(true).map_err(failed)?;
@@ -274,7 +299,8 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
 /// Runs the directory server until SIGTERM or SIGINT.
 pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
     let now = Instant::now();
-    let max_clients = raise_fd_limit(config.max_clients);
+    let max_clients =
+        limits::fit_memory(limits::raise_fd_limit(config.max_clients), CONN_WORST_CASE);
     let poll_failed = |doing| move |source| Error::Poll { doing, source };
     let poll = Poll::new().map_err(poll_failed("create the event queue"))?;
     let mut listener = listen(config.listen)?;
@@ -534,6 +560,8 @@ impl Server {
             session: Session::new(),
             unsent: Vec::new(),
             watching_writable: false,
+            backed_up: false,
+            written_since_check: 0,
             peer_done: false,
             read_to_end: false,
             ready: false,
@@ -553,13 +581,17 @@ impl Server {
             return; // closed earlier in this batch
         };
         conn.read_to_end |= event.is_read_closed() || event.is_error();
-        if event.is_writable() && !conn.unsent.is_empty() {
-            if let Err(e) = send_unsent(conn) {
+        if event.is_writable() {
+            // Writable: the kernel's queue is below two thirds of the send buffer.
+            conn.backed_up = false;
+            if !conn.unsent.is_empty()
+                && let Err(e) = send_unsent(conn)
+            {
                 self.close(index, CloseReason::Failed(e));
                 return;
             }
         }
-        if conn.unsent.is_empty() && conn.served_turn != self.turn {
+        if !conn.is_throttled() && conn.served_turn != self.turn {
             self.serve_conn(index);
         }
     }
@@ -572,7 +604,7 @@ impl Server {
             if let Some(Some(conn)) = self.conns.get(index)
                 && conn.id == id
                 && conn.served_turn != self.turn
-                && conn.unsent.is_empty()
+                && !conn.is_throttled()
             {
                 self.serve_conn(index);
             }
@@ -654,7 +686,7 @@ impl Server {
         };
         if let Some(e) = failure {
             self.close(index, CloseReason::Failed(e));
-        } else if !conn.unsent.is_empty() {
+        } else if conn.is_throttled() {
             // Throttled: served again once the peer takes its answers.
             if let Err(e) = watch_writable(&self.poll, conn, index) {
                 self.close(index, CloseReason::Failed(e));
@@ -810,7 +842,7 @@ fn refuse(stream: &mut TcpStream, reason: Reason) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     Continue,
-    /// Answers are waiting in `unsent`: stop reading until the peer takes them.
+    /// The connection waits for its peer to read (see [`Conn::is_throttled`]): stop reading.
     Throttled,
     /// The connection had its work for this turn.
     Spent,
@@ -849,7 +881,7 @@ fn answer_buffered(
             send(conn, out.filled())?;
             out.len = 0;
         }
-        if !conn.unsent.is_empty() {
+        if conn.is_throttled() {
             return Ok(Flow::Throttled);
         }
         if *work == 0 {
@@ -906,7 +938,12 @@ fn secs(duration: Duration) -> u32 {
 
 /// Writes `bytes` after whatever is already waiting; what the socket does not take waits
 /// in `unsent`.
+///
+/// `unsent` stays within [`MAX_UNSENT`]: a connection with answers waiting is neither read
+/// nor answered, so bytes only come after others when the sweep says goodbye, and then
+/// the connection is closed.
 fn send(conn: &mut Conn, bytes: &[u8]) -> io::Result<()> {
+    debug_assert!(conn.unsent.len() + bytes.len() <= MAX_UNSENT);
     if !conn.unsent.is_empty() {
         conn.unsent.extend_from_slice(bytes);
         return send_unsent(conn);
@@ -922,7 +959,33 @@ fn send(conn: &mut Conn, bytes: &[u8]) -> io::Result<()> {
         }
     }
     conn.unsent.extend_from_slice(&bytes[written..]);
+    check_notsent(conn, written);
     Ok(())
+}
+
+/// Looks at the bytes the kernel has not sent yet once [`NOTSENT_CHECK`] bytes were
+/// written since the last look; too many make the connection backed up.
+fn check_notsent(conn: &mut Conn, written: usize) {
+    conn.written_since_check += written;
+    if conn.written_since_check < NOTSENT_CHECK {
+        return;
+    }
+    conn.written_since_check = 0;
+    /// `SIOCOUTQNSD` (linux/sockios.h): bytes in the send queue not sent yet.
+    const SIOCOUTQNSD: u32 = 0x894B;
+    let mut notsent: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int through the pointer, to a local that outlives
+    // the call; the descriptor is the connection's own, open while `conn` lives.
+    let asked = unsafe {
+        libc::ioctl(
+            conn.stream.as_raw_fd(),
+            SIOCOUTQNSD as _,
+            &mut notsent as *mut libc::c_int,
+        )
+    };
+    if asked == 0 && usize::try_from(notsent).is_ok_and(|n| n > NOTSENT_MAX) {
+        conn.backed_up = true;
+    }
 }
 
 /// Writes as much of `unsent` as the socket takes.
@@ -938,6 +1001,7 @@ fn send_unsent(conn: &mut Conn) -> io::Result<()> {
         }
     }
     conn.unsent.drain(..written);
+    check_notsent(conn, written);
     if conn.unsent.is_empty() {
         // Give the memory back: a throttled connection is the exception.
         conn.unsent = Vec::new();
@@ -945,9 +1009,9 @@ fn send_unsent(conn: &mut Conn) -> io::Result<()> {
     Ok(())
 }
 
-/// Watches for writability exactly while answers are waiting.
+/// Watches for writability exactly while the connection is throttled.
 fn watch_writable(poll: &Poll, conn: &mut Conn, index: usize) -> io::Result<()> {
-    let wanted = !conn.unsent.is_empty();
+    let wanted = conn.is_throttled();
     if wanted != conn.watching_writable {
         let interest = if wanted {
             Interest::READABLE | Interest::WRITABLE
@@ -959,4 +1023,55 @@ fn watch_writable(poll: &Poll, conn: &mut Conn, index: usize) -> io::Result<()> 
         conn.watching_writable = wanted;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `MemoryMax=` of the systemd unit, in bytes.
+    fn unit_memory_max() -> u64 {
+        let unit = include_str!("../../deploy/parlo-server.service");
+        let value = unit
+            .lines()
+            .find_map(|line| line.strip_prefix("MemoryMax="))
+            .expect("the unit sets MemoryMax=");
+        let (digits, unit) = value.split_at(value.len() - 1);
+        let scale = match unit {
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            other => panic!("MemoryMax={value}: unit {other:?}"),
+        };
+        digits.parse::<u64>().expect("a number") * scale
+    }
+
+    #[test]
+    fn the_worst_case_of_a_connection_is_what_its_docs_add_up() {
+        let kib = CONN_WORST_CASE / 1024;
+        assert!((48..=54).contains(&kib), "{CONN_WORST_CASE} bytes");
+        assert!(
+            size_of::<Option<Conn>>() < 1536,
+            "{}",
+            size_of::<Option<Conn>>()
+        );
+    }
+
+    #[test]
+    fn the_unit_s_memory_limit_holds_the_default_number_of_clients() {
+        let Ok(crate::cli::Command::Serve(defaults)) = crate::cli::parse([]) else {
+            panic!("no arguments means serve");
+        };
+        let limit = unit_memory_max();
+        let clients = limits::clients_within(limit, CONN_WORST_CASE);
+        assert!(
+            clients >= defaults.max_clients,
+            "MemoryMax={} MiB holds {clients} clients, not {}: make it {} MiB",
+            limit >> 20,
+            defaults.max_clients,
+            limits::memory_for(defaults.max_clients, CONN_WORST_CASE) >> 20
+        );
+        // And not so much more that the bound means nothing.
+        assert!(clients < defaults.max_clients * 5 / 4, "{clients}");
+    }
 }

@@ -296,6 +296,18 @@ fn spawn(listen: &str, db: &Path, flags: &[&str]) -> (Child, Arc<Log>) {
     (child, log)
 }
 
+/// `/proc/net/tcp`'s spelling of an IPv4 socket address (the address as a native integer).
+pub fn proc_net_tcp_addr(addr: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only: {addr}");
+    };
+    format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    )
+}
+
 /// Runs the server binary with exactly these arguments and waits for it to exit;
 /// returns its exit status and stderr.
 pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {

@@ -3,11 +3,12 @@
 //! stay, and nothing a request says reaches the log raw or unthrottled.
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parlo_tests::server_harness::{LineClient, Server, eventually, loopback};
+use parlo_tests::server_harness::{LineClient, Server, eventually, loopback, proc_net_tcp_addr};
 
 const REGISTERED: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}";
 const PONG: &str = "{\"ack\":\"PONG\"}";
@@ -272,4 +273,82 @@ fn requests_never_reach_the_log_raw_and_refusals_are_logged_at_a_bounded_rate() 
         "{logged} warnings for {refused} refusals:\n{}",
         server.log()
     );
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Bytes queued in the kernel (to send, and received but not read) on the server's side of
+/// its connections to `clients`, from /proc/net/tcp.
+fn queued_on_server_side(server: SocketAddr, clients: &[SocketAddr]) -> usize {
+    let local = proc_net_tcp_addr(server);
+    let remotes: Vec<String> = clients.iter().map(|&c| proc_net_tcp_addr(c)).collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("procfs");
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && f[1] == local && remotes.iter().any(|r| r == f[2]))
+        .map(|f| {
+            let (tx, rx) = f[4].split_once(':').expect("tx_queue:rx_queue");
+            usize::from_str_radix(tx, 16).expect("hex")
+                + usize::from_str_radix(rx, 16).expect("hex")
+        })
+        .sum()
+}
+
+#[test]
+fn answers_nobody_reads_take_a_bounded_amount_of_memory() {
+    let server = Server::start(&[]);
+    let _phones: Vec<LineClient> = (0..40)
+        .map(|i| {
+            let mut phone = LineClient::new(server.connect());
+            let reg = format!(r#"{{"command":"REG","name":"a-rather-long-name-{i:010}"}}"#);
+            assert_eq!(phone.ask(&reg), REGISTERED);
+            phone
+        })
+        .collect();
+    let rss_before = rss_kib(server.pid());
+    // Hostile peers: LISTs (a page of about 1 KiB each) for as long as the server reads
+    // them, and never a byte read back.
+    let hostile = loopback();
+    let mut peers: Vec<TcpStream> = (0..30).map(|_| server.connect_from(hostile)).collect();
+    let flood = br#"{"command":"LIST"}"#.repeat(1000);
+    for peer in &peers {
+        peer.set_nonblocking(true).expect("non-blocking");
+    }
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        for peer in &mut peers {
+            let _ = peer.write(&flood);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let clients: Vec<SocketAddr> = peers
+        .iter()
+        .map(|p| p.local_addr().expect("bound"))
+        .collect();
+    let queued = queued_on_server_side(server.addr, &clients);
+    let grown = rss_kib(server.pid()).saturating_sub(rss_before);
+    // Per connection: the kernel holds a few KiB each way, the server one turn's answers.
+    assert!(
+        queued <= peers.len() * 32 * 1024,
+        "{} KiB queued in the kernel for {} peers that do not read",
+        queued / 1024,
+        peers.len()
+    );
+    assert!(
+        grown <= 2048 + peers.len() as u64 * 16,
+        "server RSS grew by {grown} KiB for {} peers that do not read",
+        peers.len()
+    );
+    // And the server is as quick as ever for everyone else.
+    let mut phone = LineClient::new(server.connect());
+    assert_eq!(phone.ask(r#"{"command":"PING"}"#), PONG);
 }

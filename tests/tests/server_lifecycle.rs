@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use parlo_tests::server_harness::{
-    LineClient, PATIENCE, Server, TempDir, eventually, loopback, run_to_exit, server_binary,
-    signal, wait_exit,
+    LineClient, PATIENCE, Server, TempDir, eventually, loopback, proc_net_tcp_addr, run_to_exit,
+    server_binary, signal, wait_exit,
 };
 
 const REGISTERED: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}";
@@ -169,18 +169,6 @@ fn users_without_a_database_is_a_critical_error() {
     let (status, stderr) = run_to_exit(&["users", "--db", &db.to_string_lossy()]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no database at"), "{stderr}");
-}
-
-/// `/proc/net/tcp`'s spelling of an IPv4 socket address (the address as a native integer).
-fn proc_net_tcp_addr(addr: SocketAddr) -> String {
-    let SocketAddr::V4(v4) = addr else {
-        panic!("IPv4 only: {addr}");
-    };
-    format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(v4.ip().octets()),
-        v4.port()
-    )
 }
 
 /// The kernel timer armed on the server's side of connection `client` (the
