@@ -21,6 +21,9 @@ USAGE:
 OPTIONS:
     --listen ADDR:PORT      Address and TCP port to listen on.          [default: 0.0.0.0:10000]
     --db PATH               SQLite database holding the live directory (read by `users`).
+                            A mirror: while it cannot be written (locked by another
+                            program, disk full, damaged: moved aside) the server serves
+                            from memory, logs why, and rewrites it once it can.
                             [default: $STATE_DIRECTORY/directory.db under systemd,
                              else ./parlo-directory.db]
     --max-clients N         Connections held at once; the next ones get an error and are
@@ -55,7 +58,8 @@ SIGNALS:
 
 EXIT CODES:
     0 stopped on request    1 stopped, but the database could not always be written
-    2 critical error (bad option, port in use, database unusable)    3 unknown error (bug)
+    2 critical error (bad option, port in use, database held by another parlo-server or
+      its file impossible to create)    3 unknown error (bug)
 ";
 
 /// `--help` text of `users`.

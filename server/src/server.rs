@@ -469,7 +469,10 @@ impl Server {
                 "database reopened, {} registrations written",
                 self.store.len()
             ),
-            Err(e) => log::error!("SIGHUP: {e}; keeping the database connection open before"),
+            Err(e) => log::error!(
+                "SIGHUP: {e}; the directory is served from memory and the database tried \
+                 again every few seconds"
+            ),
         }
     }
 
