@@ -27,7 +27,8 @@ OPTIONS:
                             [default: $STATE_DIRECTORY/directory.db under systemd,
                              else ./parlo-directory.db]
     --max-clients N         Connections held at once; the next ones get an error and are
-                            closed. Capped by the open-files limit.      [default: 16384]
+                            closed. Capped by the open-files limit, and by the memory
+                            limit (MemoryMax=) at ~51 KiB a connection.  [default: 16384]
     --max-per-address N     Connections held at once from one source address; the next
                             ones from it get an error and are closed, so that one host
                             cannot fill the server; 0 = no limit.         [default: 64]
@@ -40,9 +41,8 @@ OPTIONS:
                             it within SECS seconds; 0 = never.           [default: 10]
     --unregistered-timeout SECS
                             Close a connection that holds no registration for SECS
-                            seconds (from its start, or from its DISCONNECT): phones
-                            register at once, and lookups need no connection of their
-                            own; 0 = never.                               [default: 30]
+                            seconds (from its start, or from its DISCONNECT); phones
+                            register as soon as they connect. 0 = never.  [default: 30]
     --keepalive SECS        TCP keepalive: probe a peer silent for SECS seconds and drop it
                             (and its registration) when 3 probes 10 s apart go unanswered,
                             e.g. a box that lost power; 0 = off.          [default: 60]
