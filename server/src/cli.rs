@@ -22,10 +22,17 @@ OPTIONS:
     --listen ADDR:PORT      Address and TCP port to listen on: port 1024-65535, or 0 for a
                             free port.                                  [default: 0.0.0.0:10000]
     --db PATH               SQLite database holding the live directory (read by `users`).
+                            A mirror: while it cannot be written (locked by another
+                            program, disk full, damaged: moved aside) the server serves
+                            from memory, logs why, and rewrites it once it can.
                             [default: $STATE_DIRECTORY/directory.db under systemd,
                              else ./parlo-directory.db]
     --max-clients N         Connections held at once; the next ones get an error and are
-                            closed. Capped by the open-files limit.      [default: 16384]
+                            closed. Capped by the open-files limit, and by the memory
+                            limit (MemoryMax=) at ~51 KiB a connection.  [default: 16384]
+    --max-per-address N     Connections held at once from one source address; the next
+                            ones from it get an error and are closed, so that one host
+                            cannot fill the server; 0 = no limit.         [default: 64]
     --log-level LEVEL       off, error, warn, info (registrations, disconnections, errors),
                             debug (also every lookup), trace.            [default: info]
     --idle-timeout SECS     Close a connection that sends nothing for SECS seconds, which
@@ -33,6 +40,10 @@ OPTIONS:
                             silent between calls: keep 0 for them.       [default: 0]
     --request-timeout SECS  Close a connection that starts a request and does not finish
                             it within SECS seconds; 0 = never.           [default: 10]
+    --unregistered-timeout SECS
+                            Close a connection that holds no registration for SECS
+                            seconds (from its start, or from its DISCONNECT); phones
+                            register as soon as they connect. 0 = never.  [default: 30]
     --keepalive SECS        TCP keepalive: probe a peer silent for SECS seconds and drop it
                             (and its registration) when 3 probes 10 s apart go unanswered,
                             e.g. a box that lost power; 0 = off.          [default: 60]
@@ -48,7 +59,8 @@ SIGNALS:
 
 EXIT CODES:
     0 stopped on request    1 stopped, but the database could not always be written
-    2 critical error (bad option, port in use, database unusable)    3 unknown error (bug)
+    2 critical error (bad option, port in use, database held by another parlo-server or
+      its file impossible to create)    3 unknown error (bug)
 ";
 
 /// `--help` text of `users`.
@@ -77,12 +89,16 @@ pub struct ServeConfig {
     pub db: PathBuf,
     /// Most connections held at once.
     pub max_clients: usize,
+    /// Most connections held at once from one source address; `None`: no limit.
+    pub max_per_address: Option<usize>,
     /// Log verbosity.
     pub log_level: LevelFilter,
     /// Close connections silent for this long.
     pub idle_timeout: Option<Duration>,
     /// Close connections whose request stays incomplete for this long.
     pub request_timeout: Option<Duration>,
+    /// Close connections that hold no registration for this long.
+    pub unregistered_timeout: Option<Duration>,
     /// Idle time before TCP keepalive probes start.
     pub keepalive: Option<Duration>,
 }
@@ -145,9 +161,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
         listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
         db: default_db(),
         max_clients: 16384,
+        // A phone holds one connection, and after a reset maybe a few more until the old
+        // ones are found dead (keepalive); 64 leaves room for several phones or tools on
+        // one host, while one host holds at most 1/256 of the default 16384 slots.
+        max_per_address: Some(64),
         log_level: LevelFilter::Info,
         idle_timeout: None,
         request_timeout: Some(Duration::from_secs(10)),
+        unregistered_timeout: Some(Duration::from_secs(30)),
         keepalive: Some(Duration::from_secs(60)),
     };
     while let Some(arg) = parser.next().map_err(from_lexopt)? {
@@ -169,6 +190,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
                     }
                 };
             }
+            Long("max-per-address") => {
+                let value = text(&mut parser, "--max-per-address")?;
+                config.max_per_address = match value.parse::<usize>() {
+                    Ok(0) => None,
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        return Err(usage(format!(
+                            "--max-per-address: expected a number (0 for no limit), got \
+                             {value:?}"
+                        )));
+                    }
+                };
+            }
             Long("log-level") => {
                 let value = text(&mut parser, "--log-level")?;
                 config.log_level = value.parse().map_err(|_| {
@@ -181,6 +215,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
             Long("idle-timeout") => config.idle_timeout = seconds(&mut parser, "--idle-timeout")?,
             Long("request-timeout") => {
                 config.request_timeout = seconds(&mut parser, "--request-timeout")?;
+            }
+            Long("unregistered-timeout") => {
+                config.unregistered_timeout = seconds(&mut parser, "--unregistered-timeout")?;
             }
             Long("keepalive") => config.keepalive = seconds(&mut parser, "--keepalive")?,
             Short('h') | Long("help") => return Ok(Command::Help(HELP)),
@@ -222,7 +259,9 @@ mod tests {
         };
         assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], 10000)));
         assert_eq!(config.max_clients, 16384);
+        assert_eq!(config.max_per_address, Some(64));
         assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.unregistered_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.keepalive, Some(Duration::from_secs(60)));
     }
 
@@ -230,16 +269,19 @@ mod tests {
     fn every_flag() {
         let Ok(Command::Serve(config)) = parse_words(
             "--listen 127.0.0.5:4000 --db /tmp/x.db --max-clients 7 --log-level debug \
-             --idle-timeout 30 --request-timeout 0 --keepalive 0",
+             --idle-timeout 30 --request-timeout 0 --keepalive 0 --max-per-address 3 \
+             --unregistered-timeout 0",
         ) else {
             panic!("valid flags");
         };
         assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 5], 4000)));
         assert_eq!(config.db, PathBuf::from("/tmp/x.db"));
         assert_eq!(config.max_clients, 7);
+        assert_eq!(config.max_per_address, Some(3));
         assert_eq!(config.log_level, LevelFilter::Debug);
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.request_timeout, None);
+        assert_eq!(config.unregistered_timeout, None);
         assert_eq!(config.keepalive, None);
     }
 
@@ -249,6 +291,14 @@ mod tests {
             panic!("port 0 is allowed");
         };
         assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+
+    #[test]
+    fn zero_lifts_the_per_address_limit() {
+        let Ok(Command::Serve(config)) = parse_words("--max-per-address 0") else {
+            panic!("valid flags");
+        };
+        assert_eq!(config.max_per_address, None);
     }
 
     #[test]
@@ -274,6 +324,7 @@ mod tests {
             ),
             ("--listen [::]:70000", "port 70000 is above 65535"),
             ("--max-clients 0", "above 0"),
+            ("--max-per-address -1", "0 for no limit"),
             ("--log-level loud", "expected off, error"),
             ("--idle-timeout -1", "whole number of seconds"),
             ("--frobnicate", "frobnicate"),
@@ -292,9 +343,11 @@ mod tests {
             "--listen",
             "--db",
             "--max-clients",
+            "--max-per-address",
             "--log-level",
             "--idle-timeout",
             "--request-timeout",
+            "--unregistered-timeout",
             "--keepalive",
             "SIGHUP",
         ] {

@@ -15,7 +15,8 @@ pub enum Error {
     Usage(String),
     /// The listening socket could not be set up on this address.
     Listen { addr: SocketAddr, source: io::Error },
-    /// The database could not be opened, set up or written (`doing` says which).
+    /// The database could not be opened, set up or written (`doing` says which). Only
+    /// `users` stops on it: the server serves from memory and tries again.
     Database {
         path: PathBuf,
         doing: &'static str,
@@ -25,8 +26,13 @@ pub enum Error {
     NoDatabase(PathBuf),
     /// Another parlo-server holds the database: starting would wipe its live directory.
     DatabaseInUse(PathBuf),
-    /// The database file could not be locked for this server.
-    DatabaseLock { path: PathBuf, source: io::Error },
+    /// The database file could not be opened, created, locked for this server, or moved
+    /// aside (`doing` says which).
+    DatabaseFile {
+        path: PathBuf,
+        doing: &'static str,
+        source: io::Error,
+    },
     /// The event loop's own machinery (epoll, signal handlers) failed.
     Poll {
         doing: &'static str,
@@ -44,7 +50,7 @@ impl Failure for Error {
             | Error::Database { .. }
             | Error::NoDatabase(_)
             | Error::DatabaseInUse(_)
-            | Error::DatabaseLock { .. }
+            | Error::DatabaseFile { .. }
             | Error::Poll { .. } => Exit::Critical,
             Error::Output(_) => Exit::Warning,
         }
@@ -75,21 +81,37 @@ impl fmt::Display for Error {
                 path,
                 doing,
                 source,
-            } => write!(
-                f,
-                "database {}: cannot {doing}: {source} (check that the directory exists \
-                 and is writable by this user, or choose another file with --db)",
-                path.display()
-            ),
+            } => {
+                write!(f, "database {}: cannot {doing}: {source}", path.display())?;
+                use rusqlite::ErrorCode as Code;
+                f.write_str(match source.sqlite_error_code() {
+                    Some(Code::DatabaseBusy | Code::DatabaseLocked) => {
+                        " (another program holds a lock on it, a write transaction or a \
+                         backup: end it)"
+                    }
+                    Some(Code::DiskFull) => " (the disk is full: make room)",
+                    Some(Code::DatabaseCorrupt) => " (the file is damaged)",
+                    Some(Code::NotADatabase) => "",
+                    _ => {
+                        " (check that the directory exists and is writable by this user, \
+                         or choose another file with --db)"
+                    }
+                })
+            }
             Error::DatabaseInUse(path) => write!(
                 f,
                 "database {} is in use by another parlo-server: stop it, or give this one \
                  another --db (starting would wipe the other's live directory)",
                 path.display()
             ),
-            Error::DatabaseLock { path, source } => write!(
+            Error::DatabaseFile {
+                path,
+                doing,
+                source,
+            } => write!(
                 f,
-                "database {}: cannot lock it for this server: {source}",
+                "database {}: cannot {doing}: {source} (check that the directory exists and \
+                 is writable by this user, or choose another file with --db)",
                 path.display()
             ),
             Error::NoDatabase(path) => write!(
@@ -103,13 +125,28 @@ impl fmt::Display for Error {
     }
 }
 
+impl Error {
+    /// Whether this is the database saying its file is damaged or not a database at all.
+    pub fn is_corrupt_database(&self) -> bool {
+        use rusqlite::ErrorCode as Code;
+        matches!(
+            self,
+            Error::Database { source, .. }
+                if matches!(
+                    source.sqlite_error_code(),
+                    Some(Code::DatabaseCorrupt | Code::NotADatabase)
+                )
+        )
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Usage(_) | Error::NoDatabase(_) | Error::DatabaseInUse(_) => None,
             Error::Listen { source, .. }
             | Error::Poll { source, .. }
-            | Error::DatabaseLock { source, .. }
+            | Error::DatabaseFile { source, .. }
             | Error::Output(source) => Some(source),
             Error::Database { source, .. } => Some(source),
         }

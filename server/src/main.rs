@@ -27,6 +27,8 @@
 
 mod cli;
 mod error;
+mod limits;
+mod quota;
 mod server;
 mod store;
 mod users;

@@ -3,7 +3,8 @@
 //! Each iteration waits for events (or the next deadline: a commit of the store, the
 //! once-a-second sweep), reads the clock once, then drains every ready source:
 //! - the listener: accept until `WouldBlock`; past `--max-clients` a connection gets a
-//!   "server full" error and is closed;
+//!   "server full" error and is closed, and so does one past `--max-per-address` from its
+//!   source address (so that one host cannot take every slot);
 //! - a connection: read into its 1024-byte [`FrameBuffer`], hand every complete request
 //!   to parlo-net ([`Request::parse`], [`Session::handle_request`]) and encode the answers
 //!   into one shared output buffer, written with one `write` per batch;
@@ -17,6 +18,18 @@
 //! Flow control: a connection whose peer does not read its answers gets its unsent bytes
 //! parked in its own buffer, is watched for writability, and is not read from again until
 //! they are gone, so a slow or hostile reader costs at most one output buffer of memory.
+//! The kernel's side is bounded too: small fixed socket buffers, and, since the kernel
+//! lets writes grow its last unsent segment beyond the send buffer, a look at the bytes
+//! it has not sent yet after every [`NOTSENT_CHECK`] bytes written: past
+//! [`NOTSENT_MAX`], the connection waits for writability as if its answers were parked.
+//!
+//! Fairness: each connection gets a budget per turn of the loop, [`TURN_WORK`] requests'
+//! worth of work ([`Request::work`]: a LIST by offset counts the names it walks past) and
+//! [`TURN_READ`] bytes read, so one client pipelining requests cannot hold the loop while
+//! others wait. A connection that spent its budget with work left (requests in its buffer,
+//! or bytes maybe still in its socket) goes on the ready list and is served again in the
+//! next turn, after the events of that turn; edge-triggered epoll would not report it
+//! again. While the list is not empty the loop polls without waiting.
 //!
 //! Reading: after a read that returned fewer bytes than asked, the socket is known to be
 //! drained, so the loop does not spend a second `read` to see `WouldBlock`; edge-triggered
@@ -27,8 +40,10 @@
 //! while events are being handled is only reused after the batch, so a stale event of a
 //! closed connection can never reach a new one.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -43,31 +58,96 @@ use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::cli::ServeConfig;
 use crate::error::Error;
+use crate::limits;
+use crate::quota::Quota;
 use crate::store::Store;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 
-/// Output gathered for one connection before it is written; a multiple of the largest
-/// response so a pipelining client gets its answers in few writes.
-const OUT_CAPACITY: usize = 16 * MAX_RESPONSE;
+/// The work one connection gets done per turn of the loop, in requests
+/// ([`Request::work`]). Phones send a request or two at a time; only a client pipelining
+/// many ever spends it all, and it then waits a turn for everyone else.
+const TURN_WORK: u32 = 8;
+
+/// Bytes read from one connection per turn of the loop at most (requests are at most
+/// 1024 bytes, white space between them is free of work).
+const TURN_READ: usize = 8 * 1024;
+
+/// Output gathered for one connection before it is written: the answers of one turn
+/// always fit, so a turn costs a connection one `write`.
+const OUT_CAPACITY: usize = TURN_WORK as usize * MAX_RESPONSE;
+
+/// The receive buffer asked for each connection's socket (the kernel doubles it for its
+/// bookkeeping): a few requests' worth, since a connection is read at most [`TURN_READ`]
+/// a turn and not at all while its answers wait.
+const SOCKET_RCVBUF: usize = 4 * 1024;
+
+/// The send buffer asked for each connection's socket (doubled by the kernel too): one
+/// turn's answers, [`OUT_CAPACITY`].
+const SOCKET_SNDBUF: usize = 4 * 1024;
+
+/// The most memory one connection can make the server use, whatever its peer does, in
+/// bytes (`--max-clients` is lowered to what the memory limit holds at this much each,
+/// [`limits::fit_memory`]):
+/// - its slot, the `Conn` (its 1024-byte [`FrameBuffer`], session, timers), and its
+///   address's count: ~1.3 KiB;
+/// - answers parked for a peer that does not read them: one turn's batch and a goodbye
+///   from the sweep, [`MAX_UNSENT`] = 9 KiB (nothing more is read from it meanwhile);
+/// - in the kernel, which charges socket buffers to the service's cgroup (v2): the
+///   receive queue, twice [`SOCKET_RCVBUF`] (the kernel doubles what is asked, for its
+///   bookkeeping) = 8 KiB; the send queue, twice [`SOCKET_SNDBUF`] = 8 KiB, and what
+///   writes add to its last unsent segment, which the kernel grows past the send buffer,
+///   between two looks at it: [`NOTSENT_MAX`] + [`NOTSENT_CHECK`] + a batch and a
+///   goodbye = 17 KiB; pages reserved ahead, and the socket itself (TCP state, inode,
+///   file, epoll entry): ~8 KiB.
+///
+/// That makes ~51 KiB. Measured with 300 connections that pipeline LISTs and never read
+/// their answers: 2 to 10 KiB of RSS and 12 to 16 KiB of socket buffers (`ss -tm`) each,
+/// depending on the peer's receive buffer. Connections still waiting in the accept queue
+/// are not the server's yet.
+pub const CONN_WORST_CASE: usize = size_of::<Option<Conn>>()
+    + 64
+    + MAX_UNSENT
+    + 2 * SOCKET_RCVBUF
+    + 2 * SOCKET_SNDBUF
+    + NOTSENT_MAX
+    + NOTSENT_CHECK
+    + MAX_UNSENT
+    + 2 * 4096;
+
+/// The most bytes of answers a connection holds that its socket did not take: one turn's
+/// batch, and the error the sweep sends before closing it.
+const MAX_UNSENT: usize = OUT_CAPACITY + MAX_RESPONSE;
+
+/// Bytes written to a connection between two looks at how many its kernel socket has not
+/// sent yet (a phone's answers are ~100 bytes: one look in dozens of requests).
+const NOTSENT_CHECK: usize = 4 * 1024;
+
+/// Bytes the kernel has not sent yet beyond which a connection is not served until its
+/// socket is writable again (that is, until the kernel's queue is below two thirds of
+/// its send buffer).
+const NOTSENT_MAX: usize = 4 * 1024;
 
 /// Pending connections the kernel queues for us (capped by net.core.somaxconn).
 const BACKLOG: i32 = 4096;
-
-/// File descriptors kept for things other than client connections (listener, epoll,
-/// signal pipe, database, WAL, stdio...).
-const RESERVED_FDS: u64 = 32;
 
 /// Keepalive probes sent, and their spacing, once a peer has been silent for `--keepalive`.
 const KEEPALIVE_PROBES: u32 = 3;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// How often timeouts are checked and the "server full" counter is reported.
+/// How often timeouts are checked and the lines held back by quotas are counted in the log.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The shortest time between two status lines for the service manager.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// Lines a second about refused connections, of each kind (the rest are counted).
+const REFUSALS_LOGGED: u32 = 1;
+
+/// Warnings a second about refused requests (bad ones, names taken; the rest are
+/// counted): enough to see what is wrong, too few to flood the journal.
+const REFUSED_REQUESTS_LOGGED: u32 = 10;
 
 /// How the daemon ended, when it ended on request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,27 +183,61 @@ impl std::fmt::Display for CloseReason {
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
+    /// Unique over the server's life, so that a ready-list entry of a closed connection is
+    /// not taken for the one reusing its slot.
+    id: u64,
     input: FrameBuffer,
     session: Session,
     /// Answers the socket did not take yet; empty (and unallocated) nearly always.
     unsent: Vec<u8>,
-    /// Whether the socket is registered for writability (only while `unsent` is not empty).
+    /// Whether the socket is registered for writability (only while throttled).
     watching_writable: bool,
+    /// The kernel held more than [`NOTSENT_MAX`] bytes not sent yet at the last look:
+    /// served again once the socket is writable.
+    backed_up: bool,
+    /// Bytes written since the last look at the kernel's unsent bytes.
+    written_since_check: usize,
     /// The peer sent end of file: close once everything buffered is answered and sent.
     peer_done: bool,
+    /// The peer's FIN (or an error) was reported: read until end of file rather than
+    /// stopping at a short read.
+    read_to_end: bool,
+    /// On the ready list (see the module docs).
+    ready: bool,
+    /// The last turn of the loop this connection was served in.
+    served_turn: u64,
     last_input: Instant,
     /// When the request now in the buffer began, if one is incomplete.
     request_began: Option<Instant>,
+    /// Since when the connection holds no registration (its start, or its DISCONNECT);
+    /// `None` while it holds one.
+    unregistered_since: Option<Instant>,
+}
+
+impl Conn {
+    /// Whether the connection waits for its peer to read: answers are parked, or the
+    /// kernel holds too many not sent yet. It is neither read nor answered meanwhile.
+    fn is_throttled(&self) -> bool {
+        !self.unsent.is_empty() || self.backed_up
+    }
 }
 
 /// Counters since start-up, for the SIGHUP status line.
 #[derive(Debug, Default)]
 struct Stats {
     accepted: u64,
+    /// Refused as the server was full.
     refused: u64,
-    refused_unreported: u64,
+    /// Refused as their address held `--max-per-address` connections already.
+    crowded: u64,
     requests: u64,
     errors: u64,
+}
+
+/// The address connections are counted under: an IPv4 peer seen through a dual-stack
+/// socket is the IPv4 address it is.
+fn source(peer: SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
 }
 
 /// The running daemon.
@@ -136,19 +250,36 @@ struct Server {
     free: Vec<usize>,
     /// Slots emptied during the current batch of events (see the module docs).
     freed: Vec<usize>,
+    /// Connections (slot, id) to serve again in the next turn: their budget ran out with
+    /// work left.
+    ready: Vec<(usize, u64)>,
+    /// The ready list being served in this turn (kept to reuse its allocation).
+    backlog: Vec<(usize, u64)>,
+    /// Turns of the loop so far.
+    turn: u64,
     open: usize,
     max_clients: usize,
+    max_per_address: Option<usize>,
+    /// Open connections of each source address that has any.
+    per_address: HashMap<IpAddr, usize>,
+    /// Log lines about connections refused as the server is full...
+    full_log: Quota,
+    /// ...and as their address has too many.
+    crowded_log: Quota,
     /// accept() failed for lack of file descriptors: retry when one is released.
     accept_paused: bool,
     idle_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
+    unregistered_timeout: Option<Duration>,
     /// Silence before TCP keepalive probes start; `None` when keepalive is off.
     keepalive: Option<Duration>,
     /// A connection was released while accept() was paused for lack of descriptors.
     retry_accept: bool,
     next_sweep: Instant,
-    out: Box<[u8; OUT_CAPACITY]>,
+    out: Batch,
     page: Page,
+    /// Warnings about refused requests.
+    refused_log: Quota,
     stats: Stats,
     now: Instant,
     /// The service manager, told the number of registrations.
@@ -157,52 +288,6 @@ struct Server {
     local: SocketAddr,
     /// The number of registrations last told, and when the next line may go.
     told: (usize, Instant),
-}
-
-/// Raises the soft open-files limit to what `max_clients` needs (up to the hard limit)
-/// and returns how many clients the final limit allows.
-fn raise_fd_limit(max_clients: usize) -> usize {
-    let wanted = max_clients as u64 + RESERVED_FDS;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass, which lives for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        log::warn!(
-            "cannot read the open-files limit: {}",
-            io::Error::last_os_error()
-        );
-        return max_clients;
-    }
-    if limit.rlim_cur < wanted {
-        let raised = libc::rlimit {
-            rlim_cur: wanted.min(limit.rlim_max),
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct we pass, which lives for the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit.rlim_cur = raised.rlim_cur;
-        } else {
-            log::warn!(
-                "cannot raise the open-files limit: {}",
-                io::Error::last_os_error()
-            );
-        }
-    }
-    let allowed =
-        usize::try_from(limit.rlim_cur.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
-    if allowed < max_clients {
-        log::warn!(
-            "the open-files limit ({}, hard limit {}) allows only {allowed} clients, not the \
-             {max_clients} of --max-clients: raise it (LimitNOFILE= under systemd, ulimit -n)",
-            limit.rlim_cur,
-            limit.rlim_max
-        );
-        allowed.max(1)
-    } else {
-        max_clients
-    }
 }
 
 /// Binds the listening socket with a long accept queue.
@@ -214,6 +299,11 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
         // [::] also accepts IPv4 clients, as on most systems by default.
         let _ = socket.set_only_v6(false);
     }
+    // Fixed, small kernel buffers (see CONN_WORST_CASE): set on the listener, they are
+    // every accepted connection's, and the kernel's autotuning, which would let one
+    // connection hold megabytes, is off for them.
+    socket.set_recv_buffer_size(SOCKET_RCVBUF).map_err(failed)?;
+    socket.set_send_buffer_size(SOCKET_SNDBUF).map_err(failed)?;
     socket.bind(&addr.into()).map_err(failed)?;
     socket.listen(BACKLOG).map_err(failed)?;
     socket.set_nonblocking(true).map_err(failed)?;
@@ -223,7 +313,8 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
 /// Runs the directory server until SIGTERM or SIGINT.
 pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
     let now = Instant::now();
-    let max_clients = raise_fd_limit(config.max_clients);
+    let max_clients =
+        limits::fit_memory(limits::raise_fd_limit(config.max_clients), CONN_WORST_CASE);
     let poll_failed = |doing| move |source| Error::Poll { doing, source };
     let poll = Poll::new().map_err(poll_failed("create the event queue"))?;
     let mut listener = listen(config.listen)?;
@@ -244,16 +335,28 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
         conns: Vec::new(),
         free: Vec::new(),
         freed: Vec::new(),
+        ready: Vec::new(),
+        backlog: Vec::new(),
+        turn: 0,
         open: 0,
         max_clients,
+        max_per_address: config.max_per_address,
+        per_address: HashMap::new(),
+        full_log: Quota::new(REFUSALS_LOGGED),
+        crowded_log: Quota::new(REFUSALS_LOGGED),
         accept_paused: false,
         idle_timeout: config.idle_timeout,
         request_timeout: config.request_timeout,
+        unregistered_timeout: config.unregistered_timeout,
         keepalive: config.keepalive,
         retry_accept: false,
         next_sweep: now + SWEEP_EVERY,
-        out: Box::new([0; OUT_CAPACITY]),
+        out: Batch {
+            bytes: Box::new([0; OUT_CAPACITY]),
+            len: 0,
+        },
         page: Page::new(),
+        refused_log: Quota::new(REFUSED_REQUESTS_LOGGED),
         stats: Stats::default(),
         now,
         notify: Notifier::from_env(),
@@ -275,9 +378,12 @@ impl Server {
     fn run(&mut self) -> Result<(), Error> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = if self.ready.is_empty() {
+                self.next_deadline()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO) // connections with work left: just look for events
+            };
             parlo_daemon::wait(&mut self.poll, &mut events, timeout).map_err(|source| {
                 Error::Poll {
                     doing: "wait for events",
@@ -286,6 +392,17 @@ impl Server {
             })?;
             self.now = Instant::now();
             self.store.set_now(self.now);
+            self.turn += 1;
+            // Last turn's ready list is served after this turn's events; a connection an
+            // event serves first goes back on the list by itself if it needs to.
+            std::mem::swap(&mut self.backlog, &mut self.ready);
+            for &(index, id) in &self.backlog {
+                if let Some(Some(conn)) = self.conns.get_mut(index)
+                    && conn.id == id
+                {
+                    conn.ready = false;
+                }
+            }
             let mut stop = false;
             for event in events.iter() {
                 match event.token() {
@@ -294,6 +411,7 @@ impl Server {
                     Token(index) => self.handle_conn_event(index, event),
                 }
             }
+            self.serve_backlog();
             self.free.append(&mut self.freed);
             if self.retry_accept {
                 self.accept_all();
@@ -313,9 +431,12 @@ impl Server {
     fn next_deadline(&self) -> Option<Instant> {
         let sweep = (self.idle_timeout.is_some()
             || self.request_timeout.is_some()
+            || self.unregistered_timeout.is_some()
             || self.accept_paused
-            || self.stats.refused_unreported > 0)
-            .then_some(self.next_sweep);
+            || !self.full_log.is_idle()
+            || !self.crowded_log.is_idle()
+            || !self.refused_log.is_idle())
+        .then_some(self.next_sweep);
         let status = self.status_due();
         [sweep, self.store.next_deadline(), status]
             .into_iter()
@@ -371,13 +492,16 @@ impl Server {
     fn reload(&mut self) {
         let s = &self.stats;
         log::info!(
-            "status: {} connections (max {}), {} registered; since start {} accepted, {} \
-             refused as full, {} requests, {} errors, {} database write failures",
+            "status: {} connections (max {}) from {} addresses, {} registered; since start {} \
+             accepted, {} refused as full, {} refused as too many from their address, {} \
+             requests, {} errors, {} database write failures",
             self.open,
             self.max_clients,
+            self.per_address.len(),
             self.store.len(),
             s.accepted,
             s.refused,
+            s.crowded,
             s.requests,
             s.errors,
             self.store.failures()
@@ -387,7 +511,10 @@ impl Server {
                 "database reopened, {} registrations written",
                 self.store.len()
             ),
-            Err(e) => log::error!("SIGHUP: {e}; keeping the database connection open before"),
+            Err(e) => log::error!(
+                "SIGHUP: {e}; the directory is served from memory and the database tried \
+                 again every few seconds"
+            ),
         }
     }
 
@@ -416,19 +543,27 @@ impl Server {
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         if self.open >= self.max_clients {
-            let mut buf = [0u8; MAX_RESPONSE];
-            // Read what the client already sent, so that closing sends a FIN after the
-            // error rather than a reset that could destroy it.
-            let _ = stream.read(&mut buf);
-            if let Ok(len) = Response::Error(Reason::ServerFull).encode(&mut buf) {
-                // Best effort: a fresh socket's send buffer is empty, and we do not wait.
-                let _ = stream.write(&buf[..len]);
-            }
+            refuse(&mut stream, Reason::ServerFull);
             self.stats.refused += 1;
-            if self.stats.refused_unreported == 0 {
+            if self.full_log.allows() {
                 log::warn!("{peer} refused: server full ({} clients)", self.max_clients);
             }
-            self.stats.refused_unreported += 1;
+            return;
+        }
+        let ip = source(peer);
+        if let Some(most) = self.max_per_address
+            && self.per_address.get(&ip).is_some_and(|&open| open >= most)
+        {
+            refuse(
+                &mut stream,
+                Reason::TooManyFromAddress(u32::try_from(most).unwrap_or(u32::MAX)),
+            );
+            self.stats.crowded += 1;
+            if self.crowded_log.allows() {
+                log::warn!(
+                    "{peer} refused: {ip} holds {most} connections already (--max-per-address)"
+                );
+            }
             return;
         }
         if let Err(e) = stream.set_nodelay(true) {
@@ -465,15 +600,23 @@ impl Server {
         self.conns[index] = Some(Conn {
             stream,
             peer,
+            id: self.stats.accepted,
             input: FrameBuffer::new(),
             session: Session::new(),
             unsent: Vec::new(),
             watching_writable: false,
+            backed_up: false,
+            written_since_check: 0,
             peer_done: false,
+            read_to_end: false,
+            ready: false,
+            served_turn: 0,
             last_input: self.now,
             request_began: None,
+            unregistered_since: Some(self.now),
         });
         self.open += 1;
+        *self.per_address.entry(ip).or_insert(0) += 1;
         self.stats.accepted += 1;
         log::debug!("{peer} connected ({} open)", self.open);
     }
@@ -482,21 +625,43 @@ impl Server {
         let Some(Some(conn)) = self.conns.get_mut(index) else {
             return; // closed earlier in this batch
         };
-        if event.is_writable() && !conn.unsent.is_empty() {
-            if let Err(e) = send_unsent(conn) {
+        conn.read_to_end |= event.is_read_closed() || event.is_error();
+        if event.is_writable() {
+            // Writable: the kernel's queue is below two thirds of the send buffer.
+            conn.backed_up = false;
+            if !conn.unsent.is_empty()
+                && let Err(e) = send_unsent(conn)
+            {
                 self.close(index, CloseReason::Failed(e));
                 return;
             }
         }
-        if conn.unsent.is_empty() {
-            self.serve_conn(index, event.is_read_closed() || event.is_error());
+        if !conn.is_throttled() && conn.served_turn != self.turn {
+            self.serve_conn(index);
         }
     }
 
+    /// Serves the connections left with work by the last turn, unless an event of this
+    /// turn served them already or their peer stopped reading.
+    fn serve_backlog(&mut self) {
+        let mut backlog = std::mem::take(&mut self.backlog);
+        for &(index, id) in &backlog {
+            if let Some(Some(conn)) = self.conns.get(index)
+                && conn.id == id
+                && conn.served_turn != self.turn
+                && !conn.is_throttled()
+            {
+                self.serve_conn(index);
+            }
+        }
+        backlog.clear();
+        self.backlog = backlog;
+    }
+
     /// Reads, answers and writes for one connection until it would block, is throttled by
-    /// a peer that does not read, or ends. `read_to_end`: the peer's FIN (or an error) was
-    /// reported, so read until end of file rather than stopping at a short read.
-    fn serve_conn(&mut self, index: usize, read_to_end: bool) {
+    /// a peer that does not read, ends, or has had its budget for this turn (then it goes
+    /// on the ready list).
+    fn serve_conn(&mut self, index: usize) {
         let Server {
             conns,
             store,
@@ -504,17 +669,28 @@ impl Server {
             page,
             stats,
             now,
+            turn,
+            ready,
+            refused_log,
             ..
         } = self;
         let Some(Some(conn)) = conns.get_mut(index) else {
             return;
         };
-        let mut out_len = 0;
+        conn.served_turn = *turn;
+        let mut work = TURN_WORK;
+        let mut read = 0;
+        out.len = 0;
         let mut drained = false;
+        let mut work_left = false;
         let failure = loop {
-            match answer_buffered(conn, store, page, stats, out, &mut out_len) {
+            match answer_buffered(conn, store, page, stats, out, refused_log, &mut work) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Throttled) => break None,
+                Ok(Flow::Spent) => {
+                    work_left = true;
+                    break None;
+                }
                 Err(e) => break Some(e),
             }
             conn.request_began = if conn.input.is_mid_request() {
@@ -525,28 +701,50 @@ impl Server {
             if conn.peer_done || drained {
                 break None;
             }
+            if read >= TURN_READ {
+                work_left = true; // the socket may hold more
+                break None;
+            }
             let spare = conn.input.spare();
-            let asked = spare.len();
-            match conn.stream.read(spare) {
+            let asked = spare.len().min(TURN_READ - read);
+            match conn.stream.read(&mut spare[..asked]) {
                 Ok(0) => conn.peer_done = true,
                 Ok(n) => {
                     conn.input.filled(n);
                     conn.last_input = *now;
+                    read += n;
                     // Drained (see the module docs): answer what came, then stop.
-                    drained = n < asked && !read_to_end;
+                    drained = n < asked && !conn.read_to_end;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Some(e),
             }
         };
+        conn.unregistered_since = match conn.session.registered() {
+            Some(_) => None,
+            None => conn.unregistered_since.or(Some(*now)),
+        };
         let failure = match failure {
-            None if out_len > 0 => send(conn, &out[..out_len]).err(),
+            None if out.len > 0 => send(conn, out.filled()).err(),
             other => other,
         };
         if let Some(e) = failure {
             self.close(index, CloseReason::Failed(e));
-        } else if conn.peer_done && conn.unsent.is_empty() {
+        } else if conn.is_throttled() {
+            // Throttled: served again once the peer takes its answers.
+            if let Err(e) = watch_writable(&self.poll, conn, index) {
+                self.close(index, CloseReason::Failed(e));
+            }
+        } else if work_left {
+            if !conn.ready {
+                conn.ready = true;
+                ready.push((index, conn.id));
+            }
+            if let Err(e) = watch_writable(&self.poll, conn, index) {
+                self.close(index, CloseReason::Failed(e));
+            }
+        } else if conn.peer_done {
             self.close(index, CloseReason::PeerClosed);
         } else if let Err(e) = watch_writable(&self.poll, conn, index) {
             self.close(index, CloseReason::Failed(e));
@@ -565,25 +763,49 @@ impl Server {
             None => log::debug!("{} {why}", conn.peer),
         }
         self.open -= 1;
+        let ip = source(conn.peer);
+        if let Some(open) = self.per_address.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                self.per_address.remove(&ip);
+            }
+        }
         self.freed.push(index);
         self.retry_accept |= self.accept_paused;
     }
 
-    /// Once a second: timeouts, and the count of connections refused as full.
+    /// Once a second: timeouts, and the log lines held back by the quotas.
     fn sweep(&mut self) {
         self.next_sweep = self.now + SWEEP_EVERY;
-        if self.stats.refused_unreported > 1 {
+        let held_back = self.full_log.renew();
+        if held_back > 0 {
             log::warn!(
-                "{} more connections refused: server full ({} clients)",
-                self.stats.refused_unreported - 1,
+                "{held_back} more connections refused: server full ({} clients)",
                 self.max_clients
             );
         }
-        self.stats.refused_unreported = 0;
+        let held_back = self.refused_log.renew();
+        if held_back > 0 {
+            log::warn!(
+                "{held_back} more refused requests in the last second, not logged one by one \
+                 (at most {REFUSED_REQUESTS_LOGGED} a second are)"
+            );
+        }
+        let held_back = self.crowded_log.renew();
+        if held_back > 0 {
+            log::warn!(
+                "{held_back} more connections refused: too many from their address (at most \
+                 {}, --max-per-address)",
+                self.max_per_address.unwrap_or_default()
+            );
+        }
         if self.accept_paused {
             self.retry_accept = true;
         }
-        if self.idle_timeout.is_none() && self.request_timeout.is_none() {
+        if self.idle_timeout.is_none()
+            && self.request_timeout.is_none()
+            && self.unregistered_timeout.is_none()
+        {
             return;
         }
         for index in 0..self.conns.len() {
@@ -600,6 +822,12 @@ impl Server {
                 && self.now.duration_since(conn.last_input) >= limit
             {
                 Reason::IdleTimeout(secs(limit))
+            } else if let Some(limit) = self.unregistered_timeout
+                && conn
+                    .unregistered_since
+                    .is_some_and(|since| self.now.duration_since(since) >= limit)
+            {
+                Reason::UnregisteredTimeout(secs(limit))
             } else {
                 continue;
             };
@@ -643,40 +871,78 @@ impl Server {
     }
 }
 
+/// Answers a connection that is not admitted with an error saying why; closes it when
+/// dropped.
+fn refuse(stream: &mut TcpStream, reason: Reason) {
+    let mut buf = [0u8; MAX_RESPONSE];
+    // Read what the client already sent, so that closing sends a FIN after the error
+    // rather than a reset that could destroy it.
+    let _ = stream.read(&mut buf);
+    if let Ok(len) = Response::Error(reason).encode(&mut buf) {
+        // Best effort: a fresh socket's send buffer is empty, and we do not wait.
+        let _ = stream.write(&buf[..len]);
+    }
+}
+
 /// Whether a connection may go on being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     Continue,
-    /// Answers are waiting in `unsent`: stop reading until the peer takes them.
+    /// The connection waits for its peer to read (see [`Conn::is_throttled`]): stop reading.
     Throttled,
+    /// The connection had its work for this turn.
+    Spent,
 }
 
-/// Answers every complete request in the connection's buffer, gathering the answers in
-/// `out` and writing them out whenever another answer might not fit.
+/// Answers gathered for one connection, written with one `write`.
+#[derive(Debug)]
+struct Batch {
+    bytes: Box<[u8; OUT_CAPACITY]>,
+    len: usize,
+}
+
+impl Batch {
+    fn filled(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Answers the complete requests in the connection's buffer while `work` lasts (each takes
+/// its [`Request::work`] off it; one that needs more than is left still runs, as the
+/// turn's last), gathering the answers in `out` and writing them out whenever another
+/// answer might not fit. Refused requests are logged as warnings while `refused_log`
+/// allows.
 fn answer_buffered(
     conn: &mut Conn,
     store: &mut Store,
     page: &mut Page,
     stats: &mut Stats,
-    out: &mut [u8; OUT_CAPACITY],
-    out_len: &mut usize,
+    out: &mut Batch,
+    refused_log: &mut Quota,
+    work: &mut u32,
 ) -> io::Result<Flow> {
     let peer_ip = conn.peer.ip().to_canonical();
     loop {
-        if *out_len + MAX_RESPONSE > OUT_CAPACITY {
-            send(conn, &out[..*out_len])?;
-            *out_len = 0;
+        if out.len + MAX_RESPONSE > OUT_CAPACITY {
+            send(conn, out.filled())?;
+            out.len = 0;
         }
-        if !conn.unsent.is_empty() {
+        if conn.is_throttled() {
             return Ok(Flow::Throttled);
+        }
+        if *work == 0 {
+            return Ok(Flow::Spent);
         }
         let Some(frame) = conn.input.next_frame() else {
             return Ok(Flow::Continue);
         };
         stats.requests += 1;
+        *work -= 1; // not 0: checked above
         let (request, response) = match frame {
             Frame::Object(bytes) => match Request::parse(bytes) {
                 Ok(request) => {
+                    // Beyond the one counted already.
+                    *work = work.saturating_sub(request.work().saturating_sub(1));
                     // A copy for the log line: the session consumes the request.
                     let logged = request.clone();
                     let response = conn.session.handle_request(request, peer_ip, store, page);
@@ -689,17 +955,24 @@ fn answer_buffered(
         let level = match (&request, &response) {
             (_, Response::Error(_) | Response::NameTaken(_)) => {
                 stats.errors += 1;
-                log::Level::Warn
+                // A peer decides how many of these there are: the first few of each
+                // second are logged, the rest counted (see the sweep).
+                refused_log.allows().then_some(log::Level::Warn)
             }
-            (Some(Request::Reg { .. } | Request::Disconnect { .. }), _) => log::Level::Info,
-            _ => log::Level::Debug,
+            (Some(Request::Reg { .. } | Request::Disconnect { .. }), _) => Some(log::Level::Info),
+            _ => Some(log::Level::Debug),
         };
-        match &request {
-            Some(request) => log::log!(level, "{} {request}: {response}", conn.peer),
-            None => log::log!(level, "{} {response}", conn.peer),
+        // Every line is escaped on its way out (parlo_daemon::logging): what a request
+        // says can neither drive a terminal nor end the line.
+        match (level, &request) {
+            (Some(level), Some(request)) => {
+                log::log!(level, "{} {request}: {response}", conn.peer);
+            }
+            (Some(level), None) => log::log!(level, "{} {response}", conn.peer),
+            (None, _) => {}
         }
-        match response.encode(&mut out[*out_len..]) {
-            Ok(len) => *out_len += len,
+        match response.encode(&mut out.bytes[out.len..]) {
+            Ok(len) => out.len += len,
             Err(e) => log::error!("{} answer lost: {e}", conn.peer),
         }
     }
@@ -711,7 +984,12 @@ fn secs(duration: Duration) -> u32 {
 
 /// Writes `bytes` after whatever is already waiting; what the socket does not take waits
 /// in `unsent`.
+///
+/// `unsent` stays within [`MAX_UNSENT`]: a connection with answers waiting is neither read
+/// nor answered, so bytes only come after others when the sweep says goodbye, and then
+/// the connection is closed.
 fn send(conn: &mut Conn, bytes: &[u8]) -> io::Result<()> {
+    debug_assert!(conn.unsent.len() + bytes.len() <= MAX_UNSENT);
     if !conn.unsent.is_empty() {
         conn.unsent.extend_from_slice(bytes);
         return send_unsent(conn);
@@ -727,7 +1005,33 @@ fn send(conn: &mut Conn, bytes: &[u8]) -> io::Result<()> {
         }
     }
     conn.unsent.extend_from_slice(&bytes[written..]);
+    check_notsent(conn, written);
     Ok(())
+}
+
+/// Looks at the bytes the kernel has not sent yet once [`NOTSENT_CHECK`] bytes were
+/// written since the last look; too many make the connection backed up.
+fn check_notsent(conn: &mut Conn, written: usize) {
+    conn.written_since_check += written;
+    if conn.written_since_check < NOTSENT_CHECK {
+        return;
+    }
+    conn.written_since_check = 0;
+    /// `SIOCOUTQNSD` (linux/sockios.h): bytes in the send queue not sent yet.
+    const SIOCOUTQNSD: u32 = 0x894B;
+    let mut notsent: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int through the pointer, to a local that outlives
+    // the call; the descriptor is the connection's own, open while `conn` lives.
+    let asked = unsafe {
+        libc::ioctl(
+            conn.stream.as_raw_fd(),
+            SIOCOUTQNSD as _,
+            &mut notsent as *mut libc::c_int,
+        )
+    };
+    if asked == 0 && usize::try_from(notsent).is_ok_and(|n| n > NOTSENT_MAX) {
+        conn.backed_up = true;
+    }
 }
 
 /// Writes as much of `unsent` as the socket takes.
@@ -743,6 +1047,7 @@ fn send_unsent(conn: &mut Conn) -> io::Result<()> {
         }
     }
     conn.unsent.drain(..written);
+    check_notsent(conn, written);
     if conn.unsent.is_empty() {
         // Give the memory back: a throttled connection is the exception.
         conn.unsent = Vec::new();
@@ -750,9 +1055,9 @@ fn send_unsent(conn: &mut Conn) -> io::Result<()> {
     Ok(())
 }
 
-/// Watches for writability exactly while answers are waiting.
+/// Watches for writability exactly while the connection is throttled.
 fn watch_writable(poll: &Poll, conn: &mut Conn, index: usize) -> io::Result<()> {
-    let wanted = !conn.unsent.is_empty();
+    let wanted = conn.is_throttled();
     if wanted != conn.watching_writable {
         let interest = if wanted {
             Interest::READABLE | Interest::WRITABLE
@@ -764,4 +1069,55 @@ fn watch_writable(poll: &Poll, conn: &mut Conn, index: usize) -> io::Result<()> 
         conn.watching_writable = wanted;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `MemoryMax=` of the systemd unit, in bytes.
+    fn unit_memory_max() -> u64 {
+        let unit = include_str!("../../deploy/parlo-server.service");
+        let value = unit
+            .lines()
+            .find_map(|line| line.strip_prefix("MemoryMax="))
+            .expect("the unit sets MemoryMax=");
+        let (digits, unit) = value.split_at(value.len() - 1);
+        let scale = match unit {
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            other => panic!("MemoryMax={value}: unit {other:?}"),
+        };
+        digits.parse::<u64>().expect("a number") * scale
+    }
+
+    #[test]
+    fn the_worst_case_of_a_connection_is_what_its_docs_add_up() {
+        let kib = CONN_WORST_CASE / 1024;
+        assert!((48..=54).contains(&kib), "{CONN_WORST_CASE} bytes");
+        assert!(
+            size_of::<Option<Conn>>() < 1536,
+            "{}",
+            size_of::<Option<Conn>>()
+        );
+    }
+
+    #[test]
+    fn the_unit_s_memory_limit_holds_the_default_number_of_clients() {
+        let Ok(crate::cli::Command::Serve(defaults)) = crate::cli::parse([]) else {
+            panic!("no arguments means serve");
+        };
+        let limit = unit_memory_max();
+        let clients = limits::clients_within(limit, CONN_WORST_CASE);
+        assert!(
+            clients >= defaults.max_clients,
+            "MemoryMax={} MiB holds {clients} clients, not {}: make it {} MiB",
+            limit >> 20,
+            defaults.max_clients,
+            limits::memory_for(defaults.max_clients, CONN_WORST_CASE) >> 20
+        );
+        // And not so much more that the bound means nothing.
+        assert!(clients < defaults.max_clients * 5 / 4, "{clients}");
+    }
 }

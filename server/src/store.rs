@@ -15,14 +15,22 @@
 //! on the loop's connection and a [`Checkpointer`] thread, with its own connection, runs a
 //! passive checkpoint every [`CHECKPOINT_EVERY`] (passive: it never blocks the writer).
 //!
-//! A failed write (disk full, file deleted...) never stops the directory: it is logged,
-//! the transaction is dropped, and the table is rewritten from the map at the next commit
-//! (retried every [`RESYNC_EVERY`] while it keeps failing).
+//! The database is a mirror, so nothing that goes wrong with it stops the directory, at
+//! start-up or later: a database locked by another program (beyond the busy timeout), a
+//! full disk, a file deleted, replaced, unwritable or damaged. The failure is logged as an
+//! error, the server serves from memory, and every [`RESYNC_EVERY`] it tries again: it
+//! opens the file anew if it has to (a replaced file is locked again) and rewrites the
+//! whole table from the map. A file that is damaged or not a database at all is moved
+//! aside, never deleted (`directory.db.corrupt-20261125T194001Z`, with its `-wal`), and a
+//! fresh one is made. What stops the server is only what configuration must fix: a
+//! database path that cannot be opened or created at all, and a database another
+//! parlo-server holds ([`lock`]).
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,8 +46,16 @@ pub const COMMIT_EVERY: Duration = Duration::from_millis(10);
 /// How often the WAL is copied back into the database file, off the event loop.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// How often a database that failed is rewritten from memory.
+/// How often a database that failed is tried again and rewritten from memory.
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a write waits for a lock another program holds on the database. The checkpoint
+/// thread and `users` never hold one a writer waits for (WAL), so waiting means another
+/// program writes: after this the write fails and is retried later. Retries do not wait.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How often the same database failure is logged again while retries keep failing.
+const RELOG_EVERY: Duration = Duration::from_secs(60);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS presence (
@@ -74,31 +90,54 @@ struct Entry {
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
-    db: Connection,
+    /// The connection to the database; `None` while it cannot be opened.
+    db: Option<Connection>,
     live: BTreeMap<Name, Entry>,
     /// When the open transaction began, if one is open.
     open_since: Option<Instant>,
-    /// When the database last failed, if it is out of step with `live`.
+    /// When the database last failed, if it is out of step with `live` (always while `db`
+    /// is `None`).
     stale_since: Option<Instant>,
-    /// Writes that failed since start-up.
+    /// Writes, and attempts to restore the database, that failed since start-up.
     failures: u64,
+    /// When a failure was last logged, and what it said.
+    last_logged: Option<(Instant, String)>,
     /// The time of the current loop iteration.
     now: Instant,
     checkpointer: Option<Checkpointer>,
-    /// The database file, locked for as long as the store lives ([`lock`]).
-    _lock: File,
+    /// The database file, locked for as long as the store lives ([`lock`]); locked anew
+    /// when the file at `path` is another one.
+    lock: File,
 }
 
-/// Locks the database file (`flock`, exclusive, without waiting) for this server's
-/// lifetime: a second server on the same file would clear the presence table under the
-/// first. The lock is advisory and separate from SQLite's own locks, so `parlo-server
-/// users` still reads the file; it ends with the process, however that ends.
+/// Opens the database file, creating it if missing, and locks it (`flock`, exclusive,
+/// without waiting) for this server's lifetime: a second server on the same file would
+/// clear the presence table under the first. The lock is advisory and separate from
+/// SQLite's own locks, so `parlo-server users` still reads the file; it ends with the
+/// process, however that ends.
 fn lock(path: &Path) -> Result<File, Error> {
-    let locking = |source| Error::DatabaseLock {
-        path: path.to_owned(),
-        source,
+    let failed = |doing| {
+        move |source| Error::DatabaseFile {
+            path: path.to_owned(),
+            doing,
+            source,
+        }
     };
-    let file = File::open(path).map_err(locking)?;
+    // An empty file is an empty database; the mode is SQLite's own.
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false) // never: it is the database
+        .mode(0o644)
+        .open(path)
+    {
+        // A file this user may only read can still be locked (and its writes retried).
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && path.is_file() => {
+            File::open(path).map_err(failed("open it"))?
+        }
+        other => other.map_err(failed("open or create it"))?,
+    };
     // SAFETY: flock on a descriptor this function owns; it stays open as long as `file`.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if locked == 0 {
@@ -108,11 +147,21 @@ fn lock(path: &Path) -> Result<File, Error> {
     if error.kind() == std::io::ErrorKind::WouldBlock {
         return Err(Error::DatabaseInUse(path.to_owned()));
     }
-    Err(locking(error))
+    Err(failed("lock it for this server")(error))
 }
 
-/// Opens `path` for writing, in WAL mode, with the schema in place.
-fn open(path: &Path) -> Result<Connection, Error> {
+/// Whether `lock` is a lock on the file now at `path`: a file moved away, deleted or
+/// replaced leaves it on the old one.
+fn locks(lock: &File, path: &Path) -> bool {
+    match (lock.metadata(), std::fs::metadata(path)) {
+        (Ok(held), Ok(current)) => held.dev() == current.dev() && held.ino() == current.ino(),
+        _ => false,
+    }
+}
+
+/// Opens `path` for writing, in WAL mode, with the schema in place; a lock another
+/// program holds is waited for up to `busy`.
+fn open(path: &Path, busy: Duration) -> Result<Connection, Error> {
     let failed = |doing| {
         move |source| Error::Database {
             path: path.to_owned(),
@@ -124,6 +173,8 @@ fn open(path: &Path) -> Result<Connection, Error> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let db = Connection::open_with_flags(path, flags).map_err(failed("open it"))?;
+    db.busy_timeout(busy)
+        .map_err(failed("set a busy timeout"))?;
     let mode: String = db
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(failed("switch it to WAL mode"))?;
@@ -144,9 +195,6 @@ fn open(path: &Path) -> Result<Connection, Error> {
         db.execute_batch("DROP TABLE presence")
             .map_err(failed("replace an earlier version's presence table"))?;
     }
-    // `users` readers never block a WAL writer, but a checkpoint may wait for them briefly.
-    db.busy_timeout(Duration::from_millis(200))
-        .map_err(failed("set a busy timeout"))?;
     db.execute_batch(SCHEMA)
         .map_err(failed("create the presence table"))?;
     // The checkpointer thread does it instead (see the module docs).
@@ -154,6 +202,41 @@ fn open(path: &Path) -> Result<Connection, Error> {
         .map_err(failed("turn off automatic checkpoints"))?;
     db.set_prepared_statement_cache_capacity(8);
     Ok(db)
+}
+
+/// Where a damaged database file is kept: beside it, named for the time it was found,
+/// and never over an earlier one.
+fn aside_path(path: &Path, now_unix: i64) -> PathBuf {
+    let stem = path.as_os_str().to_string_lossy().into_owned();
+    let stamp = utc_stamp(now_unix);
+    let mut aside = PathBuf::from(format!("{stem}.corrupt-{stamp}"));
+    let mut n = 1;
+    while aside.symlink_metadata().is_ok() {
+        aside = PathBuf::from(format!("{stem}.corrupt-{stamp}-{n}"));
+        n += 1;
+    }
+    aside
+}
+
+/// `secs` since 1970 as a UTC time for a file name: `20261125T194001Z`.
+fn utc_stamp(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] (see the module docs).
@@ -207,35 +290,40 @@ fn unix_now() -> i64 {
 }
 
 impl Store {
-    /// Opens (or creates) the database and clears the presence left by a previous run.
+    /// Locks the database file (creating it if missing), and clears the presence a
+    /// previous run left in it. Fails only when the file cannot be opened or created at
+    /// all, or another parlo-server holds it; any other trouble with the database is
+    /// logged, and the store serves from memory and tries again later.
     pub fn open(path: &Path, now: Instant) -> Result<Store, Error> {
-        let db = open(path)?;
         let lock = lock(path)?;
-        db.execute("DELETE FROM presence", [])
-            .map_err(|source| Error::Database {
-                path: path.to_owned(),
-                doing: "clear the presence of the previous run",
-                source,
-            })?;
-        let checkpointer = match Checkpointer::start(path) {
-            Ok(checkpointer) => Some(checkpointer),
-            Err(e) => {
-                log::warn!("cannot start the checkpoint thread ({e}); checkpointing inline");
-                let _ = db.pragma_update(None, "wal_autocheckpoint", 1000);
-                None
-            }
-        };
-        Ok(Store {
+        let mut store = Store {
             path: path.to_owned(),
-            db,
+            db: None,
             live: BTreeMap::new(),
             open_since: None,
             stale_since: None,
             failures: 0,
+            last_logged: None,
             now,
-            checkpointer,
-            _lock: lock,
-        })
+            checkpointer: None,
+            lock,
+        };
+        // The table is rewritten from the (empty) map: the previous run's presence goes.
+        match store.restore(BUSY_TIMEOUT) {
+            Ok(()) => {}
+            // A fresh file (after a damaged one) taken by another server meanwhile.
+            Err(e @ Error::DatabaseInUse(_)) => return Err(e),
+            Err(e) => store.failed_restore(&e),
+        }
+        store.checkpointer = match Checkpointer::start(path) {
+            Ok(checkpointer) => Some(checkpointer),
+            Err(e) => {
+                log::warn!("cannot start the checkpoint thread ({e}); checkpointing inline");
+                None
+            }
+        };
+        store.set_autocheckpoint();
+        Ok(store)
     }
 
     /// Sets the time of the current loop iteration.
@@ -280,9 +368,10 @@ impl Store {
     /// Commits the open transaction now.
     pub fn commit(&mut self) {
         if self.open_since.take().is_some()
-            && let Err(e) = self.db.execute_batch("COMMIT")
+            && let Some(db) = &self.db
+            && let Err(e) = db.execute_batch("COMMIT")
         {
-            self.failed("commit", &e);
+            self.failed("commit", e);
         }
     }
 
@@ -295,98 +384,211 @@ impl Store {
         if self.stale_since.is_some() {
             return; // the whole table is rewritten at the next resync
         }
+        let Some(db) = &self.db else {
+            return; // unreachable: no connection means stale
+        };
         if self.open_since.is_none() {
-            if let Err(e) = self.db.execute_batch("BEGIN") {
-                self.failed("begin a transaction", &e);
+            if let Err(e) = db.execute_batch("BEGIN") {
+                self.failed("begin a transaction", e);
                 return;
             }
             self.open_since = Some(self.now);
         }
-        if let Err(e) = run(&self.db) {
-            self.failed(doing, &e);
+        if let Err(e) = run(db) {
+            self.failed(doing, e);
         }
     }
 
-    fn failed(&mut self, doing: &str, error: &rusqlite::Error) {
+    /// A write failed: the transaction is dropped, and the table will be rewritten.
+    fn failed(&mut self, doing: &'static str, source: rusqlite::Error) {
         self.failures += 1;
+        let error = Error::Database {
+            path: self.path.clone(),
+            doing,
+            source,
+        };
         if self.stale_since.is_none() {
-            log::error!(
-                "database {}: cannot {doing}: {error}; lookups go on from memory and the \
-                 database will be rewritten in {} s",
-                self.path.display(),
-                RESYNC_EVERY.as_secs()
-            );
+            self.log_failure(&error);
         }
-        if self.open_since.take().is_some() {
-            let _ = self.db.execute_batch("ROLLBACK");
+        if self.open_since.take().is_some()
+            && let Some(db) = &self.db
+        {
+            let _ = db.execute_batch("ROLLBACK");
         }
         self.stale_since = Some(self.now);
     }
 
-    /// Rewrites the whole presence table from memory in one transaction.
-    fn rewrite(&mut self) -> rusqlite::Result<()> {
-        self.commit();
-        let tx = self.db.transaction()?;
-        tx.execute("DELETE FROM presence", [])?;
+    /// Trying to restore the database failed: the store serves from memory.
+    fn failed_restore(&mut self, error: &Error) {
+        self.failures += 1;
+        self.stale_since = Some(self.now);
+        self.log_failure(error);
+    }
+
+    /// Logs a database failure as an error, unless the same was logged less than
+    /// [`RELOG_EVERY`] ago (a long outage is not one line every [`RESYNC_EVERY`]).
+    fn log_failure(&mut self, error: &Error) {
+        let text = error.to_string();
+        if let Some((at, logged)) = &self.last_logged
+            && *logged == text
+            && self.now < *at + RELOG_EVERY
         {
-            let mut insert = tx.prepare_cached(INSERT)?;
-            for (name, entry) in &self.live {
-                insert.execute(params![
-                    name.as_str(),
-                    ip_text(entry.contact.ip),
-                    entry.contact.port,
-                    entry.since,
-                    dialect_text(entry.contact)
-                ])?;
-            }
+            return;
         }
-        tx.commit()
+        log::error!(
+            "{text}; the directory is served from memory and the database tried again every \
+             {} s",
+            RESYNC_EVERY.as_secs()
+        );
+        self.last_logged = Some((self.now, text));
     }
 
-    fn resync(&mut self) {
-        self.stale_since = None;
-        match self.rewrite() {
-            Ok(()) => log::info!(
-                "database {}: rewritten with the {} live registrations",
-                self.path.display(),
-                self.live.len()
-            ),
-            Err(e) => {
-                self.failures += 1;
-                log::error!(
-                    "database {}: still cannot write: {e}; next try in {} s",
-                    self.path.display(),
-                    RESYNC_EVERY.as_secs()
-                );
-                self.stale_since = Some(self.now);
-            }
-        }
-    }
-
-    /// Closes and reopens the database file, then rewrites the live directory into it.
-    /// On failure the old connection stays in use.
-    pub fn reopen(&mut self) -> Result<(), Error> {
+    /// Rewrites the whole presence table from memory in one transaction.
+    fn rewrite(&mut self) -> Result<(), Error> {
         self.commit();
-        let db = open(&self.path)?;
-        if self.checkpointer.is_none() {
-            let _ = db.pragma_update(None, "wal_autocheckpoint", 1000);
-        }
-        self.db = db;
-        self.stale_since = None;
-        self.rewrite().map_err(|source| Error::Database {
+        let failed = |source| Error::Database {
             path: self.path.clone(),
             doing: "rewrite the live directory",
             source,
-        })
+        };
+        let Some(db) = &mut self.db else {
+            return Ok(()); // unreachable: restore opens it first
+        };
+        let tx = db.transaction().map_err(failed)?;
+        tx.execute("DELETE FROM presence", []).map_err(failed)?;
+        {
+            let mut insert = tx.prepare_cached(INSERT).map_err(failed)?;
+            for (name, entry) in &self.live {
+                insert
+                    .execute(params![
+                        name.as_str(),
+                        ip_text(entry.contact.ip),
+                        entry.contact.port,
+                        entry.since,
+                        dialect_text(entry.contact)
+                    ])
+                    .map_err(failed)?;
+            }
+        }
+        tx.commit().map_err(failed)
+    }
+
+    /// Brings the database back in step with the map: locks the file now at the path if
+    /// the lock is on another, opens it if there is no connection, and rewrites the
+    /// table. A damaged file is moved aside first, and a fresh one made.
+    fn restore(&mut self, busy: Duration) -> Result<(), Error> {
+        match self.try_restore(busy) {
+            Err(e) if e.is_corrupt_database() => {
+                self.db = None;
+                let aside = aside_path(&self.path, unix_now());
+                self.move_aside(&aside)?;
+                log::error!(
+                    "{e}: moved it aside to {} (kept for inspection) and made a new one",
+                    aside.display()
+                );
+                self.try_restore(busy)
+            }
+            other => other,
+        }
+    }
+
+    fn try_restore(&mut self, busy: Duration) -> Result<(), Error> {
+        if !locks(&self.lock, &self.path) {
+            self.db = None; // a connection to the old file goes with the old lock
+            self.lock = lock(&self.path)?;
+        }
+        if self.db.is_none() {
+            self.db = Some(open(&self.path, busy)?);
+            self.set_autocheckpoint();
+        }
+        self.stale_since = None;
+        let rewritten = self.rewrite();
+        if rewritten.is_err() {
+            self.stale_since = Some(self.now);
+        }
+        rewritten
+    }
+
+    /// Moves the database file and its write-ahead log to `aside`.
+    fn move_aside(&self, aside: &Path) -> Result<(), Error> {
+        let moving = |source| Error::DatabaseFile {
+            path: self.path.clone(),
+            doing: "move it aside",
+            source,
+        };
+        std::fs::rename(&self.path, aside).map_err(moving)?;
+        // The log belongs to the damaged file: left here, it would be replayed into the
+        // new one. The shared-memory index is rebuilt from the log, but is kept with it.
+        for suffix in ["-wal", "-shm"] {
+            let from = PathBuf::from(format!("{}{suffix}", self.path.display()));
+            if from.symlink_metadata().is_ok() {
+                let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+                std::fs::rename(&from, &to).map_err(moving)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Without the checkpoint thread, the loop's connection checkpoints as SQLite does by
+    /// default.
+    fn set_autocheckpoint(&self) {
+        if self.checkpointer.is_none()
+            && let Some(db) = &self.db
+        {
+            let _ = db.pragma_update(None, "wal_autocheckpoint", 1000);
+        }
+    }
+
+    /// Tries the database again, without waiting for another program's lock (the loop
+    /// waits on this).
+    fn resync(&mut self) {
+        if let Some(db) = &self.db {
+            let _ = db.busy_timeout(Duration::ZERO);
+        }
+        let restored = self.restore(Duration::ZERO);
+        if let Some(db) = &self.db {
+            let _ = db.busy_timeout(BUSY_TIMEOUT);
+        }
+        match restored {
+            Ok(()) => {
+                log::info!(
+                    "database {}: rewritten with the {} live registrations",
+                    self.path.display(),
+                    self.live.len()
+                );
+                self.last_logged = None;
+            }
+            Err(e) => self.failed_restore(&e),
+        }
+    }
+
+    /// Closes and reopens the database file (the one now at the path: locked anew if it
+    /// is another), then rewrites the live directory into it. On failure the store
+    /// serves from memory and tries again every [`RESYNC_EVERY`].
+    pub fn reopen(&mut self) -> Result<(), Error> {
+        self.commit();
+        self.db = None;
+        let restored = self.restore(BUSY_TIMEOUT);
+        if let Err(e) = &restored {
+            self.failures += 1;
+            self.stale_since = Some(self.now);
+            self.last_logged = Some((self.now, e.to_string()));
+        } else {
+            self.last_logged = None;
+        }
+        restored
     }
 
     /// Empties the presence table (nobody is online once the server stops) and checkpoints
-    /// the WAL into the database file.
+    /// the WAL into the database file. Nothing to do without a database.
     pub fn close(mut self) -> Result<(), Error> {
         self.commit();
         if let Some(checkpointer) = self.checkpointer.take() {
             checkpointer.stop();
         }
+        let Some(db) = self.db.take() else {
+            return Ok(());
+        };
         let failed = |doing| {
             let path = self.path.clone();
             move |source| Error::Database {
@@ -395,15 +597,11 @@ impl Store {
                 source,
             }
         };
-        self.db
-            .execute("DELETE FROM presence", [])
+        db.execute("DELETE FROM presence", [])
             .map_err(failed("clear the presence table"))?;
-        self.db
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(failed("checkpoint the write-ahead log"))?;
-        self.db
-            .close()
-            .map_err(|(_, source)| failed("close it")(source))
+        db.close().map_err(|(_, source)| failed("close it")(source))
     }
 }
 
@@ -449,8 +647,15 @@ impl Registry for Store {
         }
     }
 
-    fn page(&self, offset: u32, page: &mut Page) -> bool {
-        let mut names = self.live.keys().skip(offset as usize);
+    fn page(&self, after: Option<&Name>, skip: u32, page: &mut Page) -> bool {
+        use std::ops::Bound::{Excluded, Unbounded};
+        // From the cursor: a walk down the tree, whatever the number of names.
+        let from = after.map_or(Unbounded, Excluded);
+        let mut names = self
+            .live
+            .range::<Name, _>((from, Unbounded))
+            .map(|(name, _)| name)
+            .skip(skip as usize);
         for name in names.by_ref() {
             if page.push(name.clone()).is_err() {
                 return true;
@@ -670,18 +875,166 @@ mod tests {
         assert!(error.to_string().contains("no-such-dir"), "{error}");
     }
 
+    mod failures {
+        use super::*;
+
+        /// Lets `store` reach its next retry of the database, and makes it.
+        fn retry(store: &mut Store, start: Instant, nth: u32) {
+            store.set_now(start + RESYNC_EVERY * nth);
+            store.commit_if_due();
+        }
+
+        #[test]
+        fn a_database_locked_by_another_program_is_served_from_memory_then_rewritten() {
+            let dir = TempDir::new("locked");
+            let other = Connection::open(dir.db()).expect("another program opens it");
+            other
+                .execute_batch("BEGIN EXCLUSIVE")
+                .expect("and holds a lock");
+            let start = Instant::now();
+            let mut store = Store::open(&dir.db(), start).expect("starts anyway");
+            assert!(store.failures() > 0);
+            store.insert(&name("alice"), contact(1, 5001));
+            assert_eq!(store.find(&name("alice")), Some(contact(1, 5001)));
+            assert_eq!(store.next_deadline(), Some(start + RESYNC_EVERY));
+            retry(&mut store, start, 1);
+            assert!(store.db.is_none(), "still locked");
+            other.execute_batch("COMMIT").expect("the lock ends");
+            drop(other);
+            retry(&mut store, start, 2);
+            assert_eq!(
+                rows(&dir.db()),
+                [("alice".into(), "127.0.0.1".into(), 5001)]
+            );
+            assert_eq!(store.next_deadline(), None, "in step again");
+        }
+
+        #[test]
+        fn a_damaged_file_is_moved_aside_kept_and_replaced() {
+            let dir = TempDir::new("garbage");
+            let garbage: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+            std::fs::write(dir.db(), &garbage).expect("garbage written");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("starts anyway");
+            store.insert(&name("alice"), contact(1, 5001));
+            store.commit();
+            assert_eq!(
+                rows(&dir.db()),
+                [("alice".into(), "127.0.0.1".into(), 5001)]
+            );
+            let kept: Vec<PathBuf> = std::fs::read_dir(&dir.0)
+                .expect("listable")
+                .map(|entry| entry.expect("an entry").path())
+                .filter(|p| p.to_string_lossy().contains("directory.db.corrupt-"))
+                .collect();
+            assert_eq!(kept.len(), 1, "{kept:?}");
+            assert_eq!(std::fs::read(&kept[0]).expect("kept"), garbage);
+            // Still one server per database: the new file is locked too.
+            assert!(matches!(
+                Store::open(&dir.db(), Instant::now()),
+                Err(Error::DatabaseInUse(_))
+            ));
+        }
+
+        #[test]
+        fn a_full_disk_is_served_from_memory_then_rewritten() {
+            let dir = TempDir::new("full");
+            let start = Instant::now();
+            let mut store = Store::open(&dir.db(), start).expect("open");
+            let pages: i64 = {
+                let db = store.db.as_ref().expect("open");
+                db.query_row("PRAGMA page_count", [], |row| row.get(0))
+                    .expect("page count")
+            };
+            // No page more for this connection: as good as a full disk.
+            let db = store.db.as_ref().expect("open");
+            db.pragma_update(None, "max_page_count", pages)
+                .expect("limit");
+            for i in 0..200 {
+                store.insert(&name(&format!("phone-{i:03}")), contact(1, 5001));
+            }
+            store.commit();
+            assert!(store.failures() > 0, "the disk filled up");
+            assert_eq!(store.find(&name("phone-199")), Some(contact(1, 5001)));
+            let db = store.db.as_ref().expect("open");
+            db.pragma_update(None, "max_page_count", 1_000_000)
+                .expect("room again");
+            retry(&mut store, start, 1);
+            assert_eq!(rows(&dir.db()).len(), 200);
+        }
+
+        #[test]
+        fn a_replaced_file_is_locked_and_written_again() {
+            let dir = TempDir::new("replaced");
+            let start = Instant::now();
+            let mut store = Store::open(&dir.db(), start).expect("open");
+            store.insert(&name("alice"), contact(1, 5001));
+            store.commit();
+            std::fs::rename(dir.db(), dir.0.join("moved.db")).expect("moved away");
+            let _ = std::fs::remove_file(format!("{}-wal", dir.db().display()));
+            let _ = std::fs::remove_file(format!("{}-shm", dir.db().display()));
+            store.reopen().expect("a new file");
+            assert_eq!(
+                rows(&dir.db()),
+                [("alice".into(), "127.0.0.1".into(), 5001)]
+            );
+            assert!(matches!(
+                Store::open(&dir.db(), Instant::now()),
+                Err(Error::DatabaseInUse(_))
+            ));
+        }
+
+        #[test]
+        fn a_file_moved_aside_takes_its_log_along() {
+            let dir = TempDir::new("log-along");
+            let store = Store::open(&dir.db(), Instant::now()).expect("open");
+            for suffix in ["-wal", "-shm"] {
+                std::fs::write(format!("{}{suffix}", dir.db().display()), suffix).expect("written");
+            }
+            let aside = dir.0.join("aside");
+            store.move_aside(&aside).expect("moved");
+            for suffix in ["", "-wal", "-shm"] {
+                assert!(!PathBuf::from(format!("{}{suffix}", dir.db().display())).exists());
+                assert!(PathBuf::from(format!("{}{suffix}", aside.display())).exists());
+            }
+        }
+
+        #[test]
+        fn damaged_files_are_kept_under_the_time_they_were_found() {
+            assert_eq!(utc_stamp(0), "19700101T000000Z");
+            assert_eq!(utc_stamp(1_764_099_601), "20251125T194001Z");
+            assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
+            assert_eq!(utc_stamp(4_102_444_799), "20991231T235959Z");
+            let dir = TempDir::new("aside");
+            let first = aside_path(&dir.db(), 0);
+            assert!(first.ends_with("directory.db.corrupt-19700101T000000Z"));
+            std::fs::write(&first, b"x").expect("written");
+            let second = aside_path(&dir.db(), 0);
+            assert!(second.ends_with("directory.db.corrupt-19700101T000000Z-1"));
+        }
+    }
+
     #[test]
-    fn page_skips_and_reports_more() {
+    fn page_starts_after_the_cursor_or_skips_and_reports_more() {
         let dir = TempDir::new("page");
         let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
         for i in 0..40 {
             store.insert(&name(&format!("n{i:02}")), contact(1, 1));
         }
         let mut page = Page::new();
-        assert!(store.page(0, &mut page));
+        assert!(store.page(None, 0, &mut page));
         assert_eq!(page.first().map(Name::as_str), Some("n00"));
         page.clear();
-        assert!(!store.page(35, &mut page));
+        assert!(!store.page(None, 35, &mut page));
         assert_eq!(page.len(), 5);
+        page.clear();
+        assert!(!store.page(Some(&name("n34")), 0, &mut page));
+        assert_eq!(page.first().map(Name::as_str), Some("n35"));
+        assert_eq!(page.len(), 5);
+        page.clear();
+        assert!(
+            store.page(Some(&name("m")), 0, &mut page),
+            "a cursor need not be a name"
+        );
+        assert_eq!(page.first().map(Name::as_str), Some("n00"));
     }
 }

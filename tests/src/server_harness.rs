@@ -181,6 +181,24 @@ impl Server {
         stream
     }
 
+    /// A new client connection from the source address `from` (any 127/8 address), with a
+    /// read timeout like [`Server::connect`].
+    pub fn connect_from(&self, from: std::net::IpAddr) -> TcpStream {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket");
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .expect("any 127/8 address can be bound");
+        socket
+            .connect(&self.addr.into())
+            .expect("the server accepts connections");
+        let stream = TcpStream::from(socket);
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("timeouts can be set");
+        stream
+    }
+
     /// Everything the server logged so far (it writes its log out before it waits for
     /// events, so a line may lag an answer slightly: use [`Server::wait_for_log`] to
     /// check that something was logged).
@@ -276,6 +294,18 @@ fn spawn(listen: &str, db: &Path, flags: &[&str]) -> (Child, Arc<Log>) {
         sink.grew.notify_all();
     });
     (child, log)
+}
+
+/// `/proc/net/tcp`'s spelling of an IPv4 socket address (the address as a native integer).
+pub fn proc_net_tcp_addr(addr: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only: {addr}");
+    };
+    format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    )
 }
 
 /// Runs the server binary with exactly these arguments and waits for it to exit;

@@ -613,9 +613,10 @@ fn version_prints_and_exits_0() {
 #[test]
 fn list_gathers_every_page_of_a_large_directory() {
     let server = Server::start(&[]);
+    // A hundred phones, from a hundred addresses (one address holds at most 64).
     let _others: Vec<LineClient> = (0..100)
         .map(|i| {
-            let mut client = LineClient::new(server.connect());
+            let mut client = LineClient::new(server.connect_from(loopback()));
             let reply = client.ask(&format!(r#"{{"command":"REG","name":"user{i:03}"}}"#));
             assert!(reply.contains("Registered successfully"), "{reply}");
             client

@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use parlo_tests::server_harness::{
-    LineClient, PATIENCE, Server, TempDir, eventually, loopback, run_to_exit, server_binary,
-    signal, wait_exit,
+    LineClient, PATIENCE, Server, TempDir, eventually, loopback, proc_net_tcp_addr, run_to_exit,
+    server_binary, signal, wait_exit,
 };
 
 const REGISTERED: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}";
@@ -218,18 +218,6 @@ fn users_without_a_database_is_a_critical_error() {
     assert!(stderr.contains("no database at"), "{stderr}");
 }
 
-/// `/proc/net/tcp`'s spelling of an IPv4 socket address (the address as a native integer).
-fn proc_net_tcp_addr(addr: SocketAddr) -> String {
-    let SocketAddr::V4(v4) = addr else {
-        panic!("IPv4 only: {addr}");
-    };
-    format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(v4.ip().octets()),
-        v4.port()
-    )
-}
-
 /// The kernel timer armed on the server's side of connection `client` (the
 /// `tr:tm->when` column of /proc/net/tcp): `(kind, ticks left)`, kind 2 being keepalive.
 fn server_side_timer(server: SocketAddr, client: SocketAddr) -> (u32, u64) {
@@ -345,4 +333,64 @@ fn a_second_server_on_a_live_database_is_refused_and_the_first_keeps_its_directo
     eventually("the database still lists kitchen", || {
         first.users().contains("kitchen")
     });
+}
+
+#[test]
+fn a_database_file_of_garbage_is_moved_aside_kept_and_replaced() {
+    let dir = TempDir::new("garbage-db");
+    let db = dir.path().join("directory.db");
+    let garbage: Vec<u8> = (0..=255u8).cycle().take(50_000).collect();
+    std::fs::write(&db, &garbage).expect("garbage written");
+    let server = Server::start_in(dir, db, &[]);
+    let mut phone = register(&server, "porch");
+    assert_eq!(phone.ask(r#"{"command":"PING"}"#), "{\"ack\":\"PONG\"}");
+    let line = server.wait_for_log("moved it aside to ");
+    assert!(
+        line.contains("[ERROR]") && line.contains("not a database"),
+        "{line}"
+    );
+    let kept: Vec<_> = std::fs::read_dir(server.dir())
+        .expect("listable")
+        .map(|entry| entry.expect("an entry").path())
+        .filter(|p| p.to_string_lossy().contains("directory.db.corrupt-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).expect("kept"), garbage);
+    eventually("the new database lists the phone", || {
+        server.users().contains("porch")
+    });
+}
+
+#[test]
+fn a_database_another_program_keeps_locked_is_rewritten_once_it_lets_go() {
+    let dir = TempDir::new("locked-db");
+    let db = dir.path().join("directory.db");
+    let other = rusqlite::Connection::open(&db).expect("another program opens it");
+    other
+        .execute_batch("CREATE TABLE mine (x); BEGIN EXCLUSIVE; INSERT INTO mine VALUES (1);")
+        .expect("and keeps it locked");
+    let mut server = Server::start_in(dir, db, &[]);
+    let _phone = register(&server, "attic");
+    let mut asker = LineClient::new(server.connect());
+    assert_eq!(asker.ask(r#"{"command":"PING"}"#), "{\"ack\":\"PONG\"}");
+    assert!(
+        asker
+            .ask(r#"{"command":"GET","name":"attic"}"#)
+            .starts_with("{\"ip\":\"127.")
+    );
+    let line = server.wait_for_log("another program holds a lock on it");
+    assert!(
+        line.contains("[ERROR]") && line.contains("served from memory"),
+        "{line}"
+    );
+    other.execute_batch("COMMIT").expect("the lock ends");
+    drop(other);
+    server.wait_for_log("rewritten with the 1 live registrations");
+    assert!(server.users().contains("attic"));
+    // Stopping clears the directory in the database as usual, and the exit status says
+    // that the database could not always be written.
+    server.signal("TERM");
+    let status = server.wait();
+    assert_eq!(status.code(), Some(1), "{}", server.log());
+    assert!(!server.users().contains("attic"));
 }

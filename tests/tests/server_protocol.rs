@@ -1,30 +1,17 @@
 //! parlo-server end to end: the directory protocol as clients see it, on loopback.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use parlo_tests::server_harness::{
     LineClient, OriginalClient, PATIENCE, Server, eventually, loopback, signal, wait_exit,
 };
-use socket2::{Domain, Socket, Type};
 
 const REGISTERED: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}\n";
 const DISCONNECTED: &str = "{\"ack\":\"Disconnected\"}\n";
 const NOT_FOUND: &str = "{\"ip\":\"None\"}\n";
-
-/// A connection to `server` from the source address `from`.
-fn connect_from(server: &Server, from: IpAddr) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::new(from, 0).into())
-        .expect("any 127/8 address can be bound");
-    socket.connect(&server.addr.into()).expect("connect");
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    stream
-}
 
 /// GET `name` on a fresh newline-JSON connection.
 fn lookup(server: &Server, name: &str) -> String {
@@ -86,7 +73,7 @@ fn newline_json_client_pipelined_and_split_requests() {
 fn registered_ip_is_the_peer_address() {
     let server = Server::start(&[]);
     let phone_ip = loopback();
-    let mut phone = LineClient::new(connect_from(&server, phone_ip));
+    let mut phone = LineClient::new(server.connect_from(phone_ip));
     assert_eq!(
         phone.ask(r#"{"command":"REG","name":"door","port":7070}"#),
         REGISTERED.trim_end()
@@ -101,8 +88,8 @@ fn registered_ip_is_the_peer_address() {
 fn get_tells_an_original_phone_from_a_parlo_phone() {
     let server = Server::start(&[]);
     let (old_ip, parlo_ip) = (loopback(), loopback());
-    let mut old = OriginalClient::new(connect_from(&server, old_ip));
-    let mut parlo = LineClient::new(connect_from(&server, parlo_ip));
+    let mut old = OriginalClient::new(server.connect_from(old_ip));
+    let mut parlo = LineClient::new(server.connect_from(parlo_ip));
     assert_eq!(old.request("REG", "oldphone"), REGISTERED);
     assert_eq!(
         parlo.ask(r#"{"command":"REG","name":"door","port":5001}"#),
@@ -132,7 +119,7 @@ fn get_tells_an_original_phone_from_a_parlo_phone() {
 #[test]
 fn name_taken_by_a_live_registration_is_refused() {
     let server = Server::start(&[]);
-    let mut first = OriginalClient::new(connect_from(&server, loopback()));
+    let mut first = OriginalClient::new(server.connect_from(loopback()));
     let mut second = OriginalClient::new(server.connect());
     assert_eq!(first.request("REG", "alice"), REGISTERED);
     let refused = second.request("REG", "alice");
@@ -235,6 +222,20 @@ fn registration_removed_when_a_client_process_is_killed() {
     });
 }
 
+/// The names of a LIST answer, and whether more follow.
+fn users_page(page: &str) -> (Vec<String>, bool) {
+    let (list, more) = page
+        .strip_prefix("{\"users\":[")
+        .and_then(|rest| rest.split_once("],\"more\":"))
+        .unwrap_or_else(|| panic!("a users page: {page}"));
+    let names = list
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_matches('"').to_owned())
+        .collect();
+    (names, more == "true}")
+}
+
 #[test]
 fn list_pages_through_every_registered_name() {
     let server = Server::start(&[]);
@@ -245,37 +246,48 @@ fn list_pages_through_every_registered_name() {
         assert_eq!(reply, REGISTERED.trim_end());
         phones.push(phone);
     }
+    let expected: Vec<String> = (0..45).map(|i| format!("phone-{i:02}")).collect();
     let mut client = LineClient::new(server.connect());
-    let mut names = Vec::new();
-    let mut offset = 0;
+    // By offset, as phones of Parlo's first version page.
+    let mut names: Vec<String> = Vec::new();
     loop {
-        let page = client.ask(&format!(r#"{{"command":"LIST","offset":{offset}}}"#));
-        let list = page
-            .strip_prefix("{\"users\":[")
-            .and_then(|rest| rest.split_once("],\"more\":"))
-            .unwrap_or_else(|| panic!("a users page: {page}"));
-        let on_page: Vec<String> = list
-            .0
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.trim_matches('"').to_owned())
-            .collect();
-        assert!(!on_page.is_empty() || list.1 == "false}", "{page}");
-        offset += on_page.len();
+        let offset = names.len();
+        let (on_page, more) =
+            users_page(&client.ask(&format!(r#"{{"command":"LIST","offset":{offset}}}"#)));
+        assert!(!on_page.is_empty() || !more);
         names.extend(on_page);
-        if list.1 == "false}" {
+        if !more {
             break;
         }
     }
-    let expected: Vec<String> = (0..45).map(|i| format!("phone-{i:02}")).collect();
     assert_eq!(names, expected);
+    // By cursor: each page after the last name of the one before.
+    let mut names: Vec<String> = Vec::new();
+    loop {
+        let request = match names.last() {
+            Some(last) => format!(r#"{{"command":"LIST","after":"{last}"}}"#),
+            None => r#"{"command":"LIST"}"#.to_owned(),
+        };
+        let (on_page, more) = users_page(&client.ask(&request));
+        names.extend(on_page);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(names, expected);
+    // An offset further than any phone asks is refused, saying how to page instead.
+    let reply = client.ask(r#"{"command":"LIST","offset":5000}"#);
+    assert!(
+        reply.starts_with("{\"ack\":\"Error\"") && reply.contains("after"),
+        "{reply}"
+    );
 }
 
 #[test]
 fn users_subcommand_prints_the_live_directory() {
     let server = Server::start(&[]);
     let phone_ip = loopback();
-    let mut phone = LineClient::new(connect_from(&server, phone_ip));
+    let mut phone = LineClient::new(server.connect_from(phone_ip));
     assert_eq!(
         phone.ask(r#"{"command":"REG","name":"kitchen","port":5050}"#),
         REGISTERED.trim_end()

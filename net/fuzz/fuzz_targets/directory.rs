@@ -32,8 +32,9 @@ impl Registry for VecRegistry {
     fn remove(&mut self, name: &Name) {
         self.0.retain(|(n, _)| n != name);
     }
-    fn page(&self, offset: u32, page: &mut Page) -> bool {
-        let mut rest = self.0.iter().skip(offset as usize);
+    fn page(&self, after: Option<&Name>, skip: u32, page: &mut Page) -> bool {
+        let start = after.map_or(0, |after| self.0.partition_point(|(n, _)| n <= after));
+        let mut rest = self.0[start..].iter().skip(skip as usize);
         for (name, _) in rest.by_ref() {
             if page.push(name.clone()).is_err() {
                 return true;

@@ -65,7 +65,9 @@
 //! - `LIST` is asked once by the phone; the client walks the pages and answers with every
 //!   name, at most [`LIST_MAX_NAMES`] names in at most [`LIST_MAX_PAGES`] pages. A server
 //!   that goes on answering `"more":true` past that (or with an empty page) gets an answer
-//!   that says the list was cut.
+//!   that says the list was cut. Each page after the first is asked `"after"` the last
+//!   name of the one before (the cursor), and also by `"offset"`, for a server of Parlo's
+//!   first version, which knows only that.
 //! - Text from the server reaches the phone escaped ([`ServerText`]): it can be printed.
 //!
 //! Memory is bounded: the requests waiting (by [`UNSENT_LIMIT`]), the received bytes (one
@@ -293,8 +295,8 @@ enum Purpose<T> {
     Ping,
     Disconnect,
     Lookup(T),
-    /// A `list`, gathering pages: the names so far, the offset of the page asked, and how
-    /// many pages were asked.
+    /// A `list`, gathering pages: the names so far, the offset of the page asked (for a
+    /// server that pages by offset only), and how many pages were asked.
     List {
         tag: T,
         names: Vec<Name>,
@@ -526,7 +528,10 @@ impl<T> Client<T> {
                 return self.answer(tag, Err(Failure::ListUnsupported));
             }
             Query::List => (
-                Request::List { offset: 0 },
+                Request::List {
+                    after: None,
+                    offset: 0,
+                },
                 Purpose::List {
                     tag,
                     names: Vec::new(),
@@ -746,7 +751,10 @@ impl<T> Client<T> {
                     // A page holds at most LIST_PAGE names: the cast cannot truncate.
                     let offset = offset.saturating_add(page.len() as u32);
                     self.queued.push_back(Queued {
-                        request: Request::List { offset },
+                        request: Request::List {
+                            after: page.last().cloned(),
+                            offset,
+                        },
                         purpose: Purpose::List {
                             tag,
                             names,
@@ -1603,11 +1611,18 @@ mod tests {
                     break;
                 }
                 assert!(pages <= LIST_MAX_PAGES as usize, "asked without end");
-                let offset = asked
+                let offset: usize = asked
                     .split("\"offset\":")
                     .nth(1)
                     .and_then(|rest| rest.trim_end_matches("}\n").parse().ok())
                     .unwrap_or(0);
+                // Every page but the first is asked after the last name received too.
+                let after = asked
+                    .split("\"after\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next());
+                let last = offset.checked_sub(1).map(|i| format!("u{i:05}"));
+                assert_eq!(after, last.as_deref(), "{asked}");
                 pages += 1;
                 receive(client, ms, &answer(offset));
             }
@@ -1632,9 +1647,11 @@ mod tests {
             assert_eq!(written(&mut client), "{\"command\":\"LIST\"}\n");
             receive(&mut client, 21, r#"{"users":["alice","bob"],"more":true}"#);
             assert!(events(&mut client).is_empty());
+            // After the last name (the cursor), and by offset for a server of Parlo's
+            // first version.
             assert_eq!(
                 written(&mut client),
-                "{\"command\":\"LIST\",\"offset\":2}\n"
+                "{\"command\":\"LIST\",\"after\":\"bob\",\"offset\":2}\n"
             );
             receive(&mut client, 22, r#"{"users":["carol"],"more":false}"#);
             assert_eq!(

@@ -9,7 +9,7 @@
 //! | `{"command":"REG","name":N}` (+ `"port":P`, default 5001) | `{"ack":"Registered successfully","server":"parlo"}` · `{"ack":"Error Registering","reason":..}` · `{"ack":"Error","reason":..}` |
 //! | `{"command":"GET","name":N}` | `{"ip":"A.B.C.D","port":P,"dialect":D}` · `{"ip":"None"}` |
 //! | `{"command":"DISCONNECT","name":N}` | `{"ack":"Disconnected"}` · `{"ack":"Error","reason":..}` |
-//! | `{"command":"LIST"}` (+ `"offset":K`) | `{"users":[N,..],"more":bool}` |
+//! | `{"command":"LIST"}` (+ `"after":N`, or `"offset":K`) | `{"users":[N,..],"more":bool}` |
 //! | `{"command":"PING"}` | `{"ack":"PONG"}` |
 //!
 //! Parlo's additions to the original's answers are fields its `json.loads` ignores:
@@ -56,6 +56,12 @@ pub const DEFAULT_PEER_PORT: u16 = 5001;
 /// The most names one LIST response carries (fewer when long names fill the response).
 pub const LIST_PAGE: usize = 32;
 
+/// The furthest a LIST by `"offset"` may start: the most names a phone of Parlo's first
+/// version gathers ([`client::LIST_MAX_NAMES`]), so the furthest it ever asks for. Paging
+/// by offset walks past the names it skips; paging by `"after"` does not, and has no such
+/// limit.
+pub const LIST_MAX_OFFSET: u32 = 1_000;
+
 /// The longest encoded response, `\n` included: fits the original client's `recv(1024)`.
 pub const MAX_RESPONSE: usize = 1024;
 
@@ -87,6 +93,8 @@ pub enum RequestError {
     BadPort(i64),
     /// `"offset"` is negative or beyond 2^32 (the value sent).
     BadOffset(i64),
+    /// `"after"` breaks the naming rule: it is the last name of a LIST page.
+    BadCursor(NameError),
 }
 
 impl fmt::Display for RequestError {
@@ -112,6 +120,7 @@ impl fmt::Display for RequestError {
             RequestError::BadOffset(offset) => {
                 write!(f, "offset {offset} is not between 0 and 4294967295")
             }
+            RequestError::BadCursor(error) => write!(f, "\"after\" is not a name: {error}"),
         }
     }
 }
@@ -158,8 +167,10 @@ pub enum Request {
     Get { name: Name },
     /// Remove this connection's registration of `name`.
     Disconnect { name: Name },
-    /// The registered names, from the `offset`-th on (in name order).
-    List { offset: u32 },
+    /// The registered names in name order: those after `after` when it is given (the
+    /// cursor: the last name of the previous page), else from the `offset`-th on (how
+    /// phones of Parlo's first version page; `offset` is ignored when `after` is given).
+    List { after: Option<Name>, offset: u32 },
     /// Are you there?
     Ping,
 }
@@ -172,7 +183,13 @@ impl fmt::Display for Request {
             }
             Request::Get { name } => write!(f, "GET {name:?}"),
             Request::Disconnect { name } => write!(f, "DISCONNECT {name:?}"),
-            Request::List { offset } => write!(f, "LIST from {offset}"),
+            Request::List {
+                after: Some(after), ..
+            } => write!(f, "LIST after {after:?}"),
+            Request::List {
+                after: None,
+                offset,
+            } => write!(f, "LIST from {offset}"),
             Request::Ping => f.write_str("PING"),
         }
     }
@@ -226,13 +243,29 @@ struct Wire {
     name: Option<Text<MAX_NAME_LEN>>,
     port: Option<i64>,
     offset: Option<i64>,
+    after: Option<Text<MAX_NAME_LEN>>,
 }
 
 impl Request {
+    /// How much of the server's time answering this takes, in units of one ordinary
+    /// request (a server shares its time out in these units, [`Session`] being the rule
+    /// that makes them true): a LIST by offset walks past the names it skips, and every
+    /// [`LIST_PAGE`] names walked count as one more request, so a client paging by offset
+    /// gets no more of the server's time than one paging by cursor.
+    pub fn work(&self) -> u32 {
+        match self {
+            Request::List {
+                after: None,
+                offset,
+            } => 1 + (*offset).min(LIST_MAX_OFFSET) / LIST_PAGE as u32,
+            _ => 1,
+        }
+    }
+
     /// Parses one JSON object (a [`crate::framing::Frame::Object`]).
     ///
     /// Strings are unescaped (`"\u00e9"` is `é`); fields other than `command`, `name`,
-    /// `port` and `offset` are ignored, so clients may add their own.
+    /// `port`, `offset` and `after` are ignored, so clients may add their own.
     pub fn parse(bytes: &[u8]) -> Result<Request, RequestError> {
         // The JSON parser refuses escaped surrogate pairs: join them and try again. Only
         // then, so that the common request pays nothing for it.
@@ -284,7 +317,16 @@ impl Request {
                         u32::try_from(offset).map_err(|_| RequestError::BadOffset(offset))?
                     }
                 };
-                Ok(Request::List { offset })
+                let after = match &wire.after {
+                    None => None,
+                    Some(text) => {
+                        let text = text
+                            .whole()
+                            .map_err(|len| RequestError::BadCursor(NameError::TooLong { len }))?;
+                        Some(Name::new(text).map_err(RequestError::BadCursor)?)
+                    }
+                };
+                Ok(Request::List { after, offset })
             }
             Ok("PING") => Ok(Request::Ping),
             _ => Err(RequestError::UnknownCommand(command.kept)),
@@ -370,7 +412,9 @@ fn describe(error: &serde_json_core::de::Error) -> &'static str {
         E::ExpectedSomeIdent => "expected true, false or null",
         E::ExpectedSomeValue => "expected a value",
         E::InvalidNumber => "invalid number (port and offset are whole numbers)",
-        E::InvalidType => "wrong type (command and name are strings, port and offset numbers)",
+        E::InvalidType => {
+            "wrong type (command, name and after are strings, port and offset numbers)"
+        }
         E::InvalidUnicodeCodePoint => "invalid UTF-8 or unicode escape",
         E::InvalidEscapeSequence => "invalid escape sequence",
         E::EscapedStringIsTooLong => "string too long",
@@ -395,10 +439,17 @@ pub enum Reason {
     NotRegistered(Name),
     /// The server holds as many connections as it may; this one is closed.
     ServerFull,
+    /// The server holds as many connections from this one's source address as it takes
+    /// from one address (that many); this one is closed.
+    TooManyFromAddress(u32),
     /// A request began and did not end within this many seconds; the connection is closed.
     RequestTimeout(u32),
     /// Nothing arrived for this many seconds; the connection is closed.
     IdleTimeout(u32),
+    /// The connection held no registration for this many seconds; it is closed.
+    UnregisteredTimeout(u32),
+    /// LIST by an offset beyond [`LIST_MAX_OFFSET`] (the offset sent).
+    OffsetTooFar(u32),
 }
 
 impl From<RequestError> for Reason {
@@ -420,10 +471,22 @@ impl fmt::Display for Reason {
             }
             Reason::NotRegistered(name) => write!(f, "\"{name}\" is not registered"),
             Reason::ServerFull => f.write_str("server full, try again later"),
+            Reason::TooManyFromAddress(most) => write!(
+                f,
+                "too many connections from your address (at most {most}), try again later"
+            ),
             Reason::RequestTimeout(secs) => {
                 write!(f, "request incomplete after {secs} s, closing")
             }
             Reason::IdleTimeout(secs) => write!(f, "nothing received for {secs} s, closing"),
+            Reason::UnregisteredTimeout(secs) => {
+                write!(f, "no registration for {secs} s, closing")
+            }
+            Reason::OffsetTooFar(offset) => write!(
+                f,
+                "offset {offset} is beyond {LIST_MAX_OFFSET}: page on with \"after\" and the \
+                 last name of the previous page"
+            ),
         }
     }
 }
@@ -613,9 +676,12 @@ pub trait Registry {
     fn insert(&mut self, name: &Name, contact: Contact);
     /// Removes `name`.
     fn remove(&mut self, name: &Name);
-    /// Fills `page` with registered names in name order, skipping the first `offset`;
-    /// returns whether more names follow the page.
-    fn page(&self, offset: u32, page: &mut Page) -> bool;
+    /// Fills `page` with registered names in name order: those after `after` (from the
+    /// first when `None`), skipping the first `skip` of them; returns whether more names
+    /// follow the page. [`Session`] asks for a `skip` above 0 only without `after`, and
+    /// never above [`LIST_MAX_OFFSET`]: finding `after` is expected to cost what a lookup
+    /// costs, whatever the number of names.
+    fn page(&self, after: Option<&Name>, skip: u32, page: &mut Page) -> bool;
 }
 
 /// A LIST page, borrowed by [`Response::Users`].
@@ -681,9 +747,16 @@ impl Session {
                     Response::Error(Reason::NotRegistered(name))
                 }
             }
-            Request::List { offset } => {
+            Request::List { after, offset } => {
                 page.clear();
-                let mut more = registry.page(offset, page);
+                let skip = match after {
+                    Some(_) => 0,
+                    None if offset > LIST_MAX_OFFSET => {
+                        return Response::Error(Reason::OffsetTooFar(offset));
+                    }
+                    None => offset,
+                };
+                let mut more = registry.page(after.as_ref(), skip, page);
                 let mut room = MAX_RESPONSE - USERS_OVERHEAD;
                 let mut fits = 0;
                 for name in page.iter() {
@@ -732,8 +805,14 @@ mod tests {
         fn remove(&mut self, name: &Name) {
             self.0.remove(name);
         }
-        fn page(&self, offset: u32, page: &mut Page) -> bool {
-            let mut names = self.0.keys().skip(offset as usize);
+        fn page(&self, after: Option<&Name>, skip: u32, page: &mut Page) -> bool {
+            use core::ops::Bound::{Excluded, Unbounded};
+            let from = after.map_or(Unbounded, Excluded);
+            let mut names = self
+                .0
+                .range::<Name, _>((from, Unbounded))
+                .map(|(name, _)| name)
+                .skip(skip as usize);
             for name in names.by_ref() {
                 if page.push(name.clone()).is_err() {
                     return true;
@@ -808,11 +887,24 @@ mod tests {
             );
             assert_eq!(
                 parse(r#"{"command":"LIST"}"#),
-                Ok(Request::List { offset: 0 })
+                Ok(Request::List {
+                    after: None,
+                    offset: 0
+                })
             );
             assert_eq!(
                 parse(r#"{"offset":40,"command":"LIST"}"#),
-                Ok(Request::List { offset: 40 })
+                Ok(Request::List {
+                    after: None,
+                    offset: 40
+                })
+            );
+            assert_eq!(
+                parse(r#"{"command":"LIST","after":"bob","offset":40}"#),
+                Ok(Request::List {
+                    after: Some(name("bob")),
+                    offset: 40
+                })
             );
             assert_eq!(parse(r#"{"command":"PING"}"#), Ok(Request::Ping));
         }
@@ -978,6 +1070,29 @@ mod tests {
             assert_eq!(
                 parse(r#"{"command":"LIST","offset":-1}"#),
                 Err(RequestError::BadOffset(-1))
+            );
+        }
+
+        #[test]
+        fn a_list_cursor_follows_the_naming_rule() {
+            let list = |after: &str| parse(&format!(r#"{{"command":"LIST","after":"{after}"}}"#));
+            assert_eq!(list(""), Err(RequestError::BadCursor(NameError::Empty)));
+            assert_eq!(
+                list(&"n".repeat(300)),
+                Err(RequestError::BadCursor(NameError::TooLong { len: 300 }))
+            );
+            assert_eq!(
+                list("a b"),
+                Err(RequestError::BadCursor(NameError::Whitespace { ch: ' ' }))
+            );
+            assert!(matches!(
+                parse(r#"{"command":"LIST","after":7}"#),
+                Err(RequestError::Malformed(_))
+            ));
+            assert!(
+                RequestError::BadCursor(NameError::Empty)
+                    .to_string()
+                    .starts_with("\"after\" is not a name")
             );
         }
 
@@ -1156,12 +1271,16 @@ mod tests {
                 Reason::NotOwner(worst.clone()),
                 Reason::NotRegistered(worst.clone()),
                 Reason::ServerFull,
+                Reason::TooManyFromAddress(u32::MAX),
                 Reason::RequestTimeout(u32::MAX),
                 Reason::IdleTimeout(u32::MAX),
+                Reason::UnregisteredTimeout(u32::MAX),
+                Reason::OffsetTooFar(u32::MAX),
                 RequestError::UnknownCommand("\u{1}".repeat(16).as_str().try_into().expect("fits"))
                     .into(),
                 RequestError::BadPort(i64::MIN).into(),
                 RequestError::BadName(NameError::TooLong { len: usize::MAX }).into(),
+                RequestError::BadCursor(NameError::TooLong { len: usize::MAX }).into(),
             ];
             for reason in reasons {
                 let mut buf = [0u8; MAX_RESPONSE];
@@ -1363,28 +1482,111 @@ mod tests {
                     Contact::registered(ip(1), Some(1)),
                 );
             }
+            let all: Vec<Name> = registry.0.keys().cloned().collect();
             let mut session = Session::new();
             let mut page = Page::new();
-            let mut seen = Vec::new();
-            let mut offset = 0;
-            loop {
-                let response = session.handle_request(
-                    Request::List { offset },
-                    ip(1),
-                    &mut registry,
-                    &mut page,
-                );
-                let Response::Users { names, more } = response else {
-                    panic!("LIST answers with users");
-                };
-                seen.extend(names.iter().cloned());
-                offset += names.len() as u32;
-                if !more {
-                    break;
+            // By offset, as phones of Parlo's first version page, and by cursor.
+            for by_cursor in [false, true] {
+                let mut seen: Vec<Name> = Vec::new();
+                loop {
+                    let request = Request::List {
+                        after: seen.last().cloned().filter(|_| by_cursor),
+                        offset: if by_cursor { 0 } else { seen.len() as u32 },
+                    };
+                    let response = session.handle_request(request, ip(1), &mut registry, &mut page);
+                    let Response::Users { names, more } = response else {
+                        panic!("LIST answers with users");
+                    };
+                    seen.extend(names.iter().cloned());
+                    if !more {
+                        break;
+                    }
                 }
+                assert_eq!(seen, all, "by cursor: {by_cursor}");
             }
-            let all: Vec<Name> = registry.0.keys().cloned().collect();
-            assert_eq!(seen, all);
+        }
+
+        /// A LIST from `after` (or `offset`) of `registry`: the names and `more`.
+        fn list(
+            registry: &mut MapRegistry,
+            after: Option<&str>,
+            offset: u32,
+        ) -> Result<(Vec<Name>, bool), Reason> {
+            let mut page = Page::new();
+            let request = Request::List {
+                after: after.map(name),
+                offset,
+            };
+            match Session::new().handle_request(request, ip(1), registry, &mut page) {
+                Response::Users { names, more } => Ok((names.to_vec(), more)),
+                Response::Error(reason) => Err(reason),
+                other => panic!("LIST answers with users or an error: {other:?}"),
+            }
+        }
+
+        fn registry_of(names: &[&str]) -> MapRegistry {
+            let mut registry = MapRegistry::default();
+            for n in names {
+                registry.insert(&name(n), Contact::registered(ip(1), Some(1)));
+            }
+            registry
+        }
+
+        #[test]
+        fn a_cursor_need_not_be_registered_and_changes_do_not_shift_the_pages() {
+            let mut registry = registry_of(&["ann", "bob", "cid", "dee"]);
+            assert_eq!(
+                list(&mut registry, Some("bz"), 0),
+                Ok((vec![name("cid"), name("dee")], false))
+            );
+            // A name removed before the cursor shifts an offset, not a cursor.
+            registry.remove(&name("ann"));
+            assert_eq!(
+                list(&mut registry, Some("bob"), 0),
+                Ok((vec![name("cid"), name("dee")], false))
+            );
+            assert_eq!(list(&mut registry, None, 2), Ok((vec![name("dee")], false)));
+            // The offset is ignored when a cursor is given, whatever it is.
+            assert_eq!(
+                list(&mut registry, Some("dee"), u32::MAX),
+                Ok((vec![], false))
+            );
+        }
+
+        #[test]
+        fn an_offset_walks_at_most_as_far_as_a_first_version_phone_asks() {
+            let names: Vec<String> = (0..LIST_MAX_OFFSET + 40)
+                .map(|i| format!("u{i:05}"))
+                .collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut registry = registry_of(&refs);
+            let (page, more) = list(&mut registry, None, LIST_MAX_OFFSET).expect("a page");
+            assert_eq!(page.first().map(Name::as_str), Some("u01000"));
+            assert!(more);
+            assert_eq!(
+                list(&mut registry, None, LIST_MAX_OFFSET + 1),
+                Err(Reason::OffsetTooFar(LIST_MAX_OFFSET + 1))
+            );
+            let reason = Reason::OffsetTooFar(5000).to_string();
+            assert!(reason.contains("\"after\""), "{reason}");
+            // The cursor goes on from there.
+            let (page, _) = list(&mut registry, Some("u01000"), 0).expect("a page");
+            assert_eq!(page.first().map(Name::as_str), Some("u01001"));
+        }
+
+        #[test]
+        fn the_work_of_a_request_counts_the_names_an_offset_walks_past() {
+            let list = |after: Option<&str>, offset| Request::List {
+                after: after.map(name),
+                offset,
+            };
+            assert_eq!(Request::Ping.work(), 1);
+            assert_eq!(list(None, 0).work(), 1);
+            assert_eq!(list(None, 31).work(), 1);
+            assert_eq!(list(None, 32).work(), 2);
+            assert_eq!(list(None, LIST_MAX_OFFSET).work(), 32);
+            assert_eq!(list(None, u32::MAX).work(), 32, "refused at once anyway");
+            assert_eq!(list(Some("bob"), 960).work(), 1, "a cursor walks nothing");
         }
 
         #[test]
@@ -1397,7 +1599,10 @@ mod tests {
             }
             let mut page = Page::new();
             let response = Session::new().handle_request(
-                Request::List { offset: 0 },
+                Request::List {
+                    after: None,
+                    offset: 0,
+                },
                 ip(1),
                 &mut registry,
                 &mut page,
@@ -1420,7 +1625,8 @@ mod tests {
 // ---------------------------------------------------------------------------------------
 
 /// A buffer size that always holds what [`Request::encode`] writes, `\n` included (a REG
-/// of a 32-byte name made of escaped quotes and the largest port takes 106 bytes).
+/// of a 32-byte name made of escaped quotes and the largest port takes 106 bytes, a LIST
+/// after such a name with the largest offset 114).
 pub const MAX_ENCODED_REQUEST: usize = 128;
 
 impl Request {
@@ -1452,8 +1658,15 @@ impl Request {
             Request::Reg {
                 port: Some(port), ..
             } => w.fmt(format_args!(r#","port":{port}"#))?,
-            Request::List { offset } if *offset > 0 => {
-                w.fmt(format_args!(r#","offset":{offset}"#))?;
+            Request::List { after, offset } => {
+                if let Some(after) = after {
+                    w.raw(r#","after":""#)?;
+                    w.escaped(format_args!("{after}"))?;
+                    w.raw("\"")?;
+                }
+                if *offset > 0 {
+                    w.fmt(format_args!(r#","offset":{offset}"#))?;
+                }
             }
             _ => {}
         }
@@ -1554,7 +1767,7 @@ pub enum Reply {
     Users {
         /// The names of this page.
         names: Page,
-        /// Whether more names follow (ask again with the offset moved on).
+        /// Whether more names follow (ask again after the page's last name).
         more: bool,
     },
     /// `{"ack":"PONG"}`
@@ -1796,12 +2009,26 @@ mod client_side_tests {
             "{\"command\":\"DISCONNECT\",\"name\":\"alice\"}\n"
         );
         assert_eq!(
-            encoded(&Request::List { offset: 0 }),
+            encoded(&Request::List {
+                after: None,
+                offset: 0
+            }),
             "{\"command\":\"LIST\"}\n"
         );
         assert_eq!(
-            encoded(&Request::List { offset: 32 }),
+            encoded(&Request::List {
+                after: None,
+                offset: 32
+            }),
             "{\"command\":\"LIST\",\"offset\":32}\n"
+        );
+        // The cursor, and the offset for a server of Parlo's first version.
+        assert_eq!(
+            encoded(&Request::List {
+                after: Some(name("b\"ob")),
+                offset: 32
+            }),
+            "{\"command\":\"LIST\",\"after\":\"b\\\"ob\",\"offset\":32}\n"
         );
         assert_eq!(encoded(&Request::Ping), "{\"command\":\"PING\"}\n");
     }
@@ -1821,8 +2048,22 @@ mod client_side_tests {
                 name: name("é€")
             },
             Request::Disconnect { name: name("x") },
-            Request::List { offset: 7 },
-            Request::List { offset: 0 },
+            Request::List {
+                after: None,
+                offset: 7,
+            },
+            Request::List {
+                after: None,
+                offset: 0,
+            },
+            Request::List {
+                after: Some(name("zoë")),
+                offset: 0,
+            },
+            Request::List {
+                after: Some(name("\\")),
+                offset: 64,
+            },
             Request::Ping,
         ] {
             let text = encoded(&request);
@@ -1839,6 +2080,12 @@ mod client_side_tests {
             port: Some(65535),
         };
         let len = quotes.encode(&mut buf).expect("fits");
+        assert!(len <= MAX_ENCODED_REQUEST);
+        let list = Request::List {
+            after: Some(name(&"\"".repeat(MAX_NAME_LEN))),
+            offset: u32::MAX,
+        };
+        let len = list.encode(&mut buf).expect("fits");
         assert!(len <= MAX_ENCODED_REQUEST);
         let mut small = [0u8; 10];
         assert_eq!(quotes.encode(&mut small), Err(BufferTooSmall));
