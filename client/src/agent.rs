@@ -182,8 +182,6 @@ pub struct Snapshot {
     pub garbage: u64,
     /// Whether the directory holds our registration, and if not why.
     pub registration: Registration,
-    /// Heap allocations since the phone started.
-    pub allocations: u64,
 }
 
 /// Work queued behind the transition being carried out.
@@ -670,7 +668,6 @@ impl<R: CallIds> Agent<R> {
             foreign: counters.foreign,
             garbage: snapshot.garbage,
             retransmissions: counters.retransmissions,
-            allocations: snapshot.allocations,
         }
     }
 
@@ -1175,7 +1172,6 @@ mod tests {
             },
             garbage: 3,
             registration: Registration::Registered,
-            allocations: 9,
         };
         let status = a.status(&snapshot);
         assert_eq!(
@@ -1186,10 +1182,7 @@ mod tests {
             (status.dialect, status.media.codec),
             (Some("parlo"), Some(fsm::Codec::L16))
         );
-        assert_eq!(
-            (status.media.sent, status.garbage, status.allocations),
-            (5, 3, 9)
-        );
+        assert_eq!((status.media.sent, status.garbage), (5, 3));
         assert!(status.registration.is_registered());
         assert_eq!(idle().status(&Snapshot::default()).state, "idle");
     }

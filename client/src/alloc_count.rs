@@ -1,6 +1,5 @@
-//! Counts heap allocations, process-wide, for `status`: the media path must not allocate
-//! per frame, and this is how a running phone shows it (two `status` answers during a
-//! call differ only by the allocations of answering `status` itself).
+//! Counts heap allocations, process-wide: installed as the global allocator by the test
+//! that shows the media path allocates nothing per frame (`tests/media_no_alloc.rs`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};

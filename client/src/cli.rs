@@ -68,14 +68,36 @@ EVENTS (stdout, one per line; with --json the same as objects with an \"event\" 
     calling PEER    ringing PEER         incoming PEER from=ADDR verified=yes|no|unknown
     connected PEER dialect=parlo|original codec=L16|PCMU
     ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled|lookup-failed
-    users NAME...    status state=... (counters)    help ...    bye    error reason=TEXT
-    status, always: state; registered=yes, or registered=no with reason=TEXT last (why:
-    the name taken, the server unreachable; and when the next attempt is).
-    status, during or after a call: peer, dialect, codec; media packets sent, received
-    (and frames played, lost, late, duplicate, discarded, concealed); jitter-buffer depth
-    (frames) and estimated jitter (jitter_ms); device queue underruns, capture_overruns and
-    playback_overruns; foreign and garbage datagrams, and foreign_media (RTP from the
-    peer's address that is not the call's stream); retransmissions; heap allocations.
+    users NAME...    status state=... (see STATUS)    help ...    bye    error reason=TEXT
+
+STATUS (the answer to `status`, one line; with --json the same fields in an object):
+    state             idle, dialing, ringing, in-call or closing
+    peer, peer_addr   the phone of the current or last call, and its UDP address
+    dialect, codec    parlo or original; L16 or PCMU (the codec this phone sends)
+    registered        yes, or no with reason=TEXT at the end of the line: why (the name
+                      is taken, the server is unreachable) and when the next attempt is
+    The counters are those of the current or last call, since it began:
+    sent, received    media packets sent to and received from the peer
+    played            frames of the peer's sound given to the sound device
+    lost              frames missing when their turn to play came (concealed instead)
+    late              packets that arrived after their turn to play: dropped
+    duplicate         packets that arrived twice: the copy dropped
+    discarded         packets far outside the expected sequence (strays, a stream that
+                      restarted): dropped
+    concealed         frames played as a fade or silence for want of a packet
+    underruns         times the sound device found nothing to play
+    depth, jitter_ms  frames waiting in the jitter buffer now; the network's estimated
+                      jitter (RFC 3550), in milliseconds
+    capture_overruns  microphone frames lost because the phone fell behind the device
+    playback_overruns received frames lost because the device fell behind the phone
+    The phone's own counters, since it started:
+    foreign           datagrams ignored as another call's or another address's
+    foreign_media     RTP from the peer's address that is not the call's stream (another
+                      source or payload type), ignored: someone else sending as the peer
+    garbage           datagrams that were neither signalling nor media
+    retransmissions   signalling messages sent again for want of an answer
+    Only lost, late, concealed, underruns and the overruns mean the sound suffered; a
+    few after a call starts or on a busy LAN are normal.
 
 STDIN:
     When stdin is a terminal, a pipe or a socket and no --control socket is given, the end
@@ -459,7 +481,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
             Some(v) => from_env("PARLO_SERVER", parse_server(&v))?,
             None => {
                 return Err(usage(
-                    "--server is required: the directory server's ADDR[:PORT]",
+                    "--server is required (or PARLO_SERVER): the directory server's ADDR[:PORT]",
                 ));
             }
         },
@@ -468,7 +490,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
         Some(name) => name,
         None => match env.var("PARLO_NAME") {
             Some(v) => from_env("PARLO_NAME", parse_name(&v))?,
-            None => return Err(usage("--name is required: you must give a name")),
+            None => {
+                return Err(usage(
+                    "--name is required (or PARLO_NAME): this phone's name",
+                ));
+            }
         },
     };
     let listen = match listen {
@@ -769,7 +795,10 @@ mod tests {
             usage_error("--server 127.0.0.1 --name a --listen 0.0.0.0:53", &no_env())
                 .contains("choose a port from 1024 to 65535")
         );
-        assert!(usage_error("--server 127.0.0.1", &no_env()).contains("you must give a name"));
+        assert!(
+            usage_error("--server 127.0.0.1", &no_env())
+                .contains("--name is required (or PARLO_NAME)")
+        );
         assert!(
             parse(
                 ["--server", "127.0.0.1", "--name", ""].map(OsString::from),
@@ -1016,6 +1045,35 @@ mod tests {
             parse_words("ctl --help", &no_env()),
             Ok(Command::Help(CTL_HELP))
         ));
+    }
+
+    #[test]
+    fn help_explains_every_field_of_status() {
+        use crate::output::{Event, Registration, Status};
+        let status = Event::Status(Box::new(Status {
+            state: "in-call",
+            peer: Some("bob".into()),
+            peer_addr: Some(SocketAddr::from(([127, 0, 0, 1], 5001))),
+            dialect: Some("parlo"),
+            registration: Registration::Unregistered {
+                reason: "the name is taken".into(),
+            },
+            ..Status::default()
+        }));
+        let text = status.text();
+        let keys: Vec<&str> = text
+            .split(' ')
+            .filter_map(|field| field.split_once('=').map(|(key, _)| key))
+            .collect();
+        assert!(keys.len() > 15, "{text}");
+        let section = &HELP[HELP.find("STATUS").expect("a STATUS section")..];
+        for key in keys {
+            // The key as a word of the section: `key`, `key,` or `key=`.
+            let explained = section.split([' ', '\n']).any(|word| {
+                word.trim_end_matches([',', '=']) == key || word.starts_with(&format!("{key}="))
+            });
+            assert!(explained, "status field {key} is not explained in --help");
+        }
     }
 
     #[test]

@@ -6,11 +6,8 @@ use std::process::ExitCode;
 
 use parlo_client::cli::{self, Command};
 use parlo_client::error::{Error, Exit};
-use parlo_client::{alloc_count, control, phone};
+use parlo_client::{control, phone};
 use parlo_daemon::logging::{self, Sink};
-
-#[global_allocator]
-static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
 fn run() -> Result<Exit, Error> {
     match cli::parse(std::env::args_os().skip(1), &cli::ProcessEnv)? {

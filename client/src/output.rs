@@ -145,14 +145,12 @@ pub struct Status {
     pub garbage: u64,
     /// Signalling messages resent.
     pub retransmissions: u64,
-    /// Heap allocations since the phone started (all threads).
-    pub allocations: u64,
 }
 
 impl Status {
     /// The numeric fields, in the order `status` prints them (numbers in both the text and
     /// the JSON form; the jitter in milliseconds with three decimals).
-    fn counters(&self) -> [(&'static str, Counter); 18] {
+    fn counters(&self) -> [(&'static str, Counter); 17] {
         let media = &self.media;
         [
             ("sent", Counter::Count(media.sent)),
@@ -172,7 +170,6 @@ impl Status {
             ("foreign_media", Counter::Count(media.foreign_media)),
             ("garbage", Counter::Count(self.garbage)),
             ("retransmissions", Counter::Count(self.retransmissions)),
-            ("allocations", Counter::Count(self.allocations)),
         ]
     }
 }
@@ -632,15 +629,14 @@ mod tests {
              \"received\":0,\"played\":0,\"lost\":0,\"late\":0,\"duplicate\":0,\
              \"discarded\":0,\"concealed\":0,\"underruns\":0,\"depth\":0,\
              \"jitter_ms\":0.000,\"capture_overruns\":0,\"playback_overruns\":0,\
-             \"foreign\":0,\"foreign_media\":0,\"garbage\":0,\"retransmissions\":0,\
-             \"allocations\":0}"
+             \"foreign\":0,\"foreign_media\":0,\"garbage\":0,\"retransmissions\":0}"
         );
         assert_eq!(
             status.text(),
             "status state=idle registered=yes sent=0 received=0 played=0 lost=0 late=0 \
              duplicate=0 discarded=0 concealed=0 underruns=0 depth=0 jitter_ms=0.000 \
              capture_overruns=0 playback_overruns=0 foreign=0 foreign_media=0 garbage=0 \
-             retransmissions=0 allocations=0"
+             retransmissions=0"
         );
         let refused = Event::Status(Box::new(Status {
             state: "idle",
@@ -655,7 +651,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with(" allocations=0 reason=the name is taken; next attempt in 5 s"),
+            text.ends_with(" retransmissions=0 reason=the name is taken; next attempt in 5 s"),
             "{text}"
         );
         let json = refused.json();

@@ -329,7 +329,6 @@ impl Phone {
             media: self.media.stats(),
             garbage: self.garbage,
             registration: self.directory.registration(Instant::now()),
-            allocations: crate::alloc_count::allocations(),
         }
     }
 
