@@ -105,6 +105,7 @@ pub use types::{
     Action, CallIds, EndReason, Event, Instant, Note, Refusal, SplitMix64, Timer, verified_name,
 };
 pub use vocab::{
-    CallId, Codec, CodecSet, Dialect, Escaped, FRAME_MS, FRAME_SAMPLES, Frame, MAX_NAME_LEN,
-    Message, Name, NameError, Preference, SAMPLE_RATE, VERSION, is_escaped, is_name_char,
+    CallId, Codec, CodecSet, Dialect, Escaped, FRAME_MS, FRAME_SAMPLES, Frame, KeyError,
+    MAX_NAME_LEN, Message, Name, NameError, Preference, PublicKey, SAMPLE_RATE, VERSION,
+    is_escaped, is_name_char,
 };

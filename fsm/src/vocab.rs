@@ -538,6 +538,131 @@ impl fmt::Display for Preference {
     }
 }
 
+/// A static X25519 public key: who a phone (or the directory server) is. Its text form is
+/// standard base64 with padding (44 characters), as WireGuard writes keys; people compare
+/// the shorter fingerprint `parlo-net` derives from it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey(pub [u8; PublicKey::LEN]);
+
+/// Why a text is not a [`PublicKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    /// Not 44 characters.
+    Length(usize),
+    /// A character outside base64, or padding out of place.
+    NotBase64,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Length(n) => write!(
+                f,
+                "a key is 44 characters of base64, not {n} (e.g. as `parlo-client id` prints it)"
+            ),
+            KeyError::NotBase64 => f.write_str(
+                "a key is 44 characters of base64 (A-Z a-z 0-9 + /, ending in =), \
+                 as `parlo-client id` prints it",
+            ),
+        }
+    }
+}
+
+impl core::error::Error for KeyError {}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64_value(byte: u8) -> Option<u32> {
+    let value = match byte {
+        b'A'..=b'Z' => byte - b'A',
+        b'a'..=b'z' => byte - b'a' + 26,
+        b'0'..=b'9' => byte - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => return None,
+    };
+    Some(u32::from(value))
+}
+
+impl PublicKey {
+    /// Bytes in a key.
+    pub const LEN: usize = 32;
+    /// Characters in its text form.
+    pub const TEXT_LEN: usize = 44;
+
+    /// Reads the text form: 44 characters of standard base64, the last one `=`, and the
+    /// bits the padding leaves over zero (so that each key has exactly one text form).
+    pub fn parse(text: &str) -> Result<PublicKey, KeyError> {
+        let bytes = text.as_bytes();
+        if bytes.len() != Self::TEXT_LEN {
+            return Err(KeyError::Length(text.chars().count()));
+        }
+        if bytes[43] != b'=' {
+            return Err(KeyError::NotBase64);
+        }
+        let mut key = [0u8; Self::LEN];
+        // 10 groups of 4 characters make 30 bytes; the last 3 characters make 2 bytes
+        // (16 bits of their 18; the 2 left over must be zero).
+        for (group, out) in bytes[..40].chunks_exact(4).zip(key.chunks_exact_mut(3)) {
+            let mut bits = 0u32;
+            for &byte in group {
+                bits = bits << 6 | base64_value(byte).ok_or(KeyError::NotBase64)?;
+            }
+            out.copy_from_slice(&bits.to_be_bytes()[1..]);
+        }
+        let mut bits = 0u32;
+        for &byte in &bytes[40..43] {
+            bits = bits << 6 | base64_value(byte).ok_or(KeyError::NotBase64)?;
+        }
+        if bits & 0b11 != 0 {
+            return Err(KeyError::NotBase64);
+        }
+        key[30] = (bits >> 10) as u8;
+        key[31] = (bits >> 2) as u8;
+        Ok(PublicKey(key))
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = [0u8; Self::TEXT_LEN];
+        let chars = |bits: u32, n: usize, out: &mut [u8]| {
+            for (i, slot) in out.iter_mut().take(n).enumerate() {
+                *slot = BASE64[(bits >> (18 - 6 * i) & 0x3f) as usize];
+            }
+        };
+        for (bytes, out) in self.0.chunks(3).zip(text.chunks_exact_mut(4)) {
+            let bits = bytes
+                .iter()
+                .enumerate()
+                .fold(0u32, |bits, (i, &b)| bits | u32::from(b) << (16 - 8 * i));
+            chars(bits, bytes.len() + 1, out);
+        }
+        text[43] = b'=';
+        // Every byte written is ASCII from the alphabet above, or '='.
+        f.write_str(core::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl core::str::FromStr for PublicKey {
+    type Err = KeyError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        PublicKey::parse(text)
+    }
+}
+
 /// One signalling message between phones. `parlo-net` reads and writes it on the wire;
 /// the call machine takes it in and asks for it to be sent.
 ///
@@ -664,6 +789,52 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod keys {
+        use super::*;
+        use std::string::ToString;
+
+        #[test]
+        fn text_form_is_standard_base64_with_padding() {
+            // 32 zero bytes, and 0..32, as `base64` (coreutils) writes them.
+            let zero = PublicKey([0; 32]);
+            assert_eq!(
+                zero.to_string(),
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+            );
+            let mut bytes = [0u8; 32];
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            let counting = PublicKey(bytes);
+            assert_eq!(
+                counting.to_string(),
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+            );
+            assert_eq!(PublicKey::parse(&counting.to_string()), Ok(counting));
+            assert_eq!(PublicKey::parse(&zero.to_string()), Ok(zero));
+            let all = PublicKey([0xff; 32]);
+            assert_eq!(PublicKey::parse(&all.to_string()), Ok(all));
+        }
+
+        #[test]
+        fn anything_else_is_refused() {
+            let good = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+            assert_eq!(PublicKey::parse(""), Err(KeyError::Length(0)));
+            assert_eq!(PublicKey::parse(&good[..43]), Err(KeyError::Length(43)));
+            // Padding missing or misplaced, a character outside the alphabet, URL-safe
+            // base64, and leftover bits set (a second spelling of the same key).
+            for bad in [
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8A",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdH=8=",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh*=",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd_h8=",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh9=",
+            ] {
+                assert_eq!(PublicKey::parse(bad), Err(KeyError::NotBase64), "{bad}");
+            }
+        }
+    }
 
     mod escaping {
         use super::*;
