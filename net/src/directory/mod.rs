@@ -48,7 +48,7 @@ use crate::framing::MAX_REQUEST;
 
 pub mod client;
 
-pub use parlo_fsm::{Dialect, Escaped, MAX_NAME_LEN, Name, NameError};
+pub use parlo_fsm::{Dialect, Escaped, MAX_NAME_LEN, Name, NameError, PublicKey};
 
 /// The UDP port a phone listens on when its REG does not say (the original's fixed port).
 pub const DEFAULT_PEER_PORT: u16 = 5001;
@@ -687,16 +687,33 @@ pub trait Registry {
 /// A LIST page, borrowed by [`Response::Users`].
 pub type Page = heapless::Vec<Name, LIST_PAGE>;
 
-/// The protocol state of one connection: which name it registered, if any.
+/// The protocol state of one connection: who is at the other end, if the connection
+/// proved it (a key), and which name it registered, if any.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Session {
     registered: Option<Name>,
+    key: Option<PublicKey>,
 }
 
 impl Session {
-    /// A new connection's state: nothing registered.
+    /// A new plain connection's state (the original JSON protocol): no key, nothing
+    /// registered.
     pub fn new() -> Self {
         Session::default()
+    }
+
+    /// A new encrypted connection's state, its peer having proved it holds `key`'s private
+    /// half in the handshake: nothing registered yet.
+    pub fn with_key(key: PublicKey) -> Self {
+        Session {
+            registered: None,
+            key: Some(key),
+        }
+    }
+
+    /// The key the peer proved it holds; `None` on a plain connection.
+    pub fn key(&self) -> Option<&PublicKey> {
+        self.key.as_ref()
     }
 
     /// The name this connection registered, if any.
