@@ -71,18 +71,23 @@ fn one_address_gets_its_share_of_connections_and_others_still_register() {
 /// LISTs the flooder pipelines.
 const FLOOD: usize = 20_000;
 
-#[test]
-fn a_client_pipelining_lists_does_not_hold_the_server_from_a_ping() {
-    let server = Server::start(&[]);
-    // Enough long names that every LIST answer is a full page of about 1 KiB.
-    let _phones: Vec<LineClient> = (0..40)
+/// Forty phones registered under long names, so that every LIST answer is a full page of
+/// about 1 KiB; they stay registered while the connections live.
+fn forty_long_names(server: &Server) -> Vec<LineClient> {
+    (0..40)
         .map(|i| {
             let mut phone = LineClient::new(server.connect());
             let reg = format!(r#"{{"command":"REG","name":"a-rather-long-name-{i:010}"}}"#);
             assert_eq!(phone.ask(&reg), REGISTERED);
             phone
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_client_pipelining_lists_does_not_hold_the_server_from_a_ping() {
+    let server = Server::start(&[]);
+    let _phones = forty_long_names(&server);
     let mut pinger = LineClient::new(server.connect());
     assert_eq!(pinger.ask(r#"{"command":"PING"}"#), PONG);
     // The flooder writes every LIST at once from one thread and reads the answers as fast
@@ -306,14 +311,7 @@ fn queued_on_server_side(server: SocketAddr, clients: &[SocketAddr]) -> usize {
 #[test]
 fn answers_nobody_reads_take_a_bounded_amount_of_memory() {
     let server = Server::start(&[]);
-    let _phones: Vec<LineClient> = (0..40)
-        .map(|i| {
-            let mut phone = LineClient::new(server.connect());
-            let reg = format!(r#"{{"command":"REG","name":"a-rather-long-name-{i:010}"}}"#);
-            assert_eq!(phone.ask(&reg), REGISTERED);
-            phone
-        })
-        .collect();
+    let _phones = forty_long_names(&server);
     let rss_before = rss_kib(server.pid());
     // Hostile peers: LISTs (a page of about 1 KiB each) for as long as the server reads
     // them, and never a byte read back.
