@@ -90,8 +90,9 @@ EXIT CODES:
 
 /// `--help` text of `users`.
 pub const USERS_HELP: &str = "\
-parlo-server users: print the live directory (name, ip, port, since) from the database of a
-running parlo-server.
+parlo-server users: print the live directory from the database of a running parlo-server:
+name, ip, port, dialect, the first characters of the key the phone proved (- for none),
+and since when.
 
 USAGE:
     parlo-server users [--db PATH] [--watch]

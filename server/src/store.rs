@@ -1223,6 +1223,114 @@ mod tests {
         assert!(error.to_string().contains("no-such-dir"), "{error}");
     }
 
+    mod bindings {
+        use super::*;
+
+        fn key(byte: u8) -> PublicKey {
+            PublicKey([byte; PublicKey::LEN])
+        }
+
+        fn stored(path: &Path) -> Vec<(String, String)> {
+            let db = Connection::open(path).expect("database exists");
+            let mut stmt = db
+                .prepare("SELECT name, key FROM bindings ORDER BY name")
+                .expect("valid query");
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .expect("query runs")
+                .collect::<Result<_, _>>()
+                .expect("rows decode")
+        }
+
+        #[test]
+        fn a_binding_outlives_the_store_and_presence_does_not() {
+            let dir = TempDir::new("bind-restart");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+            assert_eq!(store.owner(&name("alice")), Owner::Free);
+            store.bind(&name("alice"), &key(1));
+            store.insert(&name("alice"), contact(1, 5001).with_key(Some(key(1))));
+            store.commit();
+            assert_eq!(stored(&dir.db()), [("alice".into(), key(1).to_string())]);
+            store.close().expect("close");
+            let store = Store::open(&dir.db(), Instant::now()).expect("reopen");
+            assert_eq!(store.find(&name("alice")), None);
+            assert_eq!(store.owner(&name("alice")), Owner::Key(key(1)));
+        }
+
+        #[test]
+        fn a_binding_made_while_the_database_is_locked_is_written_once_it_lets_go() {
+            let dir = TempDir::new("bind-locked");
+            let start = Instant::now();
+            drop(Store::open(&dir.db(), start).expect("the file exists"));
+            let other = Connection::open(dir.db()).expect("another program opens it");
+            other
+                .execute_batch("BEGIN EXCLUSIVE")
+                .expect("and holds a lock");
+            let mut store = Store::open(&dir.db(), start).expect("starts anyway");
+            // No copy, no binding was ever made: names are free.
+            assert_eq!(store.owner(&name("alice")), Owner::Free);
+            store.bind(&name("alice"), &key(1));
+            store.set_now(start + RESYNC_EVERY);
+            store.commit_if_due();
+            other.execute_batch("COMMIT").expect("the lock ends");
+            drop(other);
+            store.set_now(start + RESYNC_EVERY * 2);
+            store.commit_if_due();
+            assert_eq!(stored(&dir.db()), [("alice".into(), key(1).to_string())]);
+        }
+
+        #[test]
+        fn a_release_by_another_program_is_seen_at_the_next_refresh() {
+            let dir = TempDir::new("bind-release");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+            store.assign(&[(name("alice"), key(1)), (name("bob"), key(2))]);
+            store.commit();
+            store.refresh_bindings();
+            assert_eq!(store.owner(&name("alice")), Owner::Key(key(1)));
+            let released = crate::names::release(&dir.db(), &name("alice")).expect("released");
+            assert_eq!(released, Some(key(1).to_string()));
+            store.refresh_bindings();
+            assert_eq!(store.owner(&name("alice")), Owner::Free);
+            assert_eq!(store.owner(&name("bob")), Owner::Key(key(2)));
+        }
+
+        #[test]
+        fn a_damaged_database_s_bindings_come_from_the_copy_or_stay_unknown() {
+            let dir = TempDir::new("bind-damaged");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+            store.bind(&name("alice"), &key(1));
+            store.commit();
+            store.save_copy();
+            drop(store);
+            let garbage: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+            std::fs::write(dir.db(), &garbage).expect("garbage written");
+            let store = Store::open(&dir.db(), Instant::now()).expect("starts anyway");
+            assert_eq!(store.owner(&name("alice")), Owner::Key(key(1)));
+            assert_eq!(store.owner(&name("bob")), Owner::Free);
+            // Carried into the new file.
+            assert_eq!(stored(&dir.db()), [("alice".into(), key(1).to_string())]);
+            drop(store);
+            std::fs::write(dir.db(), &garbage).expect("garbage again");
+            std::fs::write(dir.0.join("directory.db.bindings"), "alice ???\n").expect("copy");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("starts anyway");
+            assert!(!store.bindings_read());
+            assert_eq!(store.owner(&name("bob")), Owner::Unknown);
+            // Even a working database does not make them known for this run.
+            store.reopen().expect("reopen");
+            assert_eq!(store.owner(&name("bob")), Owner::Unknown);
+        }
+
+        #[test]
+        fn the_names_file_wins_over_the_database() {
+            let dir = TempDir::new("bind-assign");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+            store.bind(&name("alice"), &key(1));
+            store.assign(&[(name("alice"), key(2))]);
+            store.commit();
+            assert_eq!(store.owner(&name("alice")), Owner::Key(key(2)));
+            assert_eq!(stored(&dir.db()), [("alice".into(), key(2).to_string())]);
+        }
+    }
+
     mod failures {
         use super::*;
 
