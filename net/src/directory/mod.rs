@@ -7,7 +7,7 @@
 //! | request | responses |
 //! | --- | --- |
 //! | `{"command":"REG","name":N}` (+ `"port":P`, default 5001) | `{"ack":"Registered successfully","server":"parlo"}` · `{"ack":"Error Registering","reason":..}` · `{"ack":"Error","reason":..}` |
-//! | `{"command":"GET","name":N}` | `{"ip":"A.B.C.D","port":P,"dialect":D}` · `{"ip":"None"}` |
+//! | `{"command":"GET","name":N}` | `{"ip":"A.B.C.D","port":P,"dialect":D}` (+ `"key":K`) · `{"ip":"None"}` |
 //! | `{"command":"DISCONNECT","name":N}` | `{"ack":"Disconnected"}` · `{"ack":"Error","reason":..}` |
 //! | `{"command":"LIST"}` (+ `"after":N`, or `"offset":K`) | `{"users":[N,..],"more":bool}` |
 //! | `{"command":"PING"}` | `{"ack":"PONG"}` |
@@ -17,7 +17,8 @@
 //! which the original server does not survive), and a GET answer's `"dialect"` says which
 //! peer protocol the name's phone speaks: `"parlo"` when its REG carried a `"port"` (Parlo
 //! phones always send one), `"original"` when it had none (a phone of the original
-//! project).
+//! project); its `"key"` gives the public key the name's phone proved, when it registered
+//! over an encrypted connection.
 //!
 //! Who calls what, in order, for each connection (the server is the shell around this):
 //! 1. [`crate::framing::FrameBuffer`] cuts the stream into frames;
@@ -31,7 +32,9 @@
 //! [`Request`]s, parses each response into a [`Reply`] and keeps the connection's rules.
 //!
 //! The rules live here and nowhere else: one registration per connection; a name belongs
-//! to the connection that registered it until that connection says DISCONNECT or ends; a
+//! to the connection that registered it until that connection says DISCONNECT or ends,
+//! and to the first key that registered it for good (its REG rules are
+//! [`Session::handle_request`]'s); a
 //! name follows Parlo's one naming rule ([`Name`]: 1–32 bytes of printable UTF-8, no
 //! whitespace, control or invisible formatting character, no `=`); LIST answers in
 //! pages that fit one response. Nothing here reads a clock or a socket, the codecs and the
