@@ -508,13 +508,19 @@ impl Server {
     fn reload(&mut self) {
         let s = &self.stats;
         log::info!(
-            "status: {} connections (max {}) from {} addresses, {} registered; since start {} \
-             accepted, {} refused as full, {} refused as too many from their address, {} \
-             requests, {} errors, {} database write failures",
+            "status: {} connections (max {}) from {} addresses, {} registered, {} names bound \
+             to keys{}; since start {} accepted, {} refused as full, {} refused as too many \
+             from their address, {} requests, {} errors, {} database write failures",
             self.open,
             self.max_clients,
             self.per_address.len(),
             self.store.len(),
+            self.store.bindings_len(),
+            if self.store.bindings_read() {
+                ""
+            } else {
+                " (the others unknown: the bindings cannot be read)"
+            },
             s.accepted,
             s.refused,
             s.crowded,

@@ -801,6 +801,13 @@ impl Store {
                     self.bindings.entry(name).or_insert(binding);
                 }
             }
+            // Read before (the file was damaged later): memory holds every binding.
+            Err(e) if self.bindings_read => log::warn!(
+                "database {}: the name bindings cannot be read from the damaged file ({e}); \
+                 the {} in memory are written into the new one",
+                self.path.display(),
+                self.bindings.len()
+            ),
             Err(e) => {
                 log::error!(
                     "database {}: the name bindings cannot be read from the damaged file \
@@ -886,6 +893,7 @@ impl Store {
     /// the WAL into the database file. Nothing to do without a database.
     pub fn close(mut self) -> Result<(), Error> {
         self.commit();
+        self.save_copy();
         if let Some(checkpointer) = self.checkpointer.take() {
             checkpointer.stop();
         }
@@ -1317,6 +1325,25 @@ mod tests {
             // Even a working database does not make them known for this run.
             store.reopen().expect("reopen");
             assert_eq!(store.owner(&name("bob")), Owner::Unknown);
+        }
+
+        #[test]
+        fn a_file_damaged_while_running_keeps_the_bindings_in_memory() {
+            let dir = TempDir::new("bind-damaged-later");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+            store.bind(&name("alice"), &key(1));
+            store.commit();
+            // No copy to fall back on, and the file turns to garbage.
+            drop(store.db.take());
+            let garbage: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+            std::fs::write(dir.db(), &garbage).expect("garbage written");
+            let _ = std::fs::remove_file(format!("{}-wal", dir.db().display()));
+            let _ = std::fs::remove_file(format!("{}-shm", dir.db().display()));
+            store.reopen().expect("a new file");
+            assert!(store.bindings_read());
+            assert_eq!(store.owner(&name("alice")), Owner::Key(key(1)));
+            assert_eq!(store.owner(&name("bob")), Owner::Free);
+            assert_eq!(stored(&dir.db()), [("alice".into(), key(1).to_string())]);
         }
 
         #[test]
