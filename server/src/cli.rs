@@ -33,7 +33,8 @@ NAMES AND KEYS:
 OPTIONS:
     --listen ADDR:PORT      Address and TCP port to listen on: port 1024-65535, or 0 for a
                             free port.                                  [default: 0.0.0.0:10000]
-    --db PATH               SQLite database holding the live directory (read by `users`).
+    --db PATH               SQLite database holding the live directory (read by `users`)
+                            and the names bound to keys (`names`, kept across restarts).
                             A mirror: while it cannot be written (locked by another
                             program, disk full, damaged: moved aside) the server serves
                             from memory, logs why, and rewrites it once it can.
@@ -84,8 +85,8 @@ FILES:
 
 EXIT CODES:
     0 stopped on request    1 stopped, but the database could not always be written
-    2 critical error (bad option, port in use, database held by another parlo-server or
-      its file impossible to create)    3 unknown error (bug)
+    2 critical error (bad option, bad --names file, port in use, database held by another
+      parlo-server or its file impossible to create)    3 unknown error (bug)
 ";
 
 /// `--help` text of `users`.

@@ -800,6 +800,8 @@ impl Store {
                 for (name, binding) in stored {
                     self.bindings.entry(name).or_insert(binding);
                 }
+                // Every binding there was is known, even if the new file fails too.
+                self.bindings_read = !self.bindings_lost;
             }
             // Read before (the file was damaged later): memory holds every binding.
             Err(e) if self.bindings_read => log::warn!(
