@@ -1012,7 +1012,7 @@ fn answer_buffered(
             Frame::Invalid(error) => (None, Response::Error(error.into())),
         };
         let level = match (&request, &response) {
-            (_, Response::Error(_) | Response::NameTaken(_)) => {
+            (_, Response::Error(_) | Response::NameTaken(_) | Response::OwnedByAnotherKey(_)) => {
                 stats.errors += 1;
                 // A peer decides how many of these there are: the first few of each
                 // second are logged, the rest counted (see the sweep).
