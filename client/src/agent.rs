@@ -791,6 +791,7 @@ mod tests {
             ip: at.ip(),
             port: at.port(),
             dialect: Some(Dialect::Parlo),
+            key: None,
         }))
     }
 

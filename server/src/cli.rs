@@ -1,4 +1,5 @@
-//! The command line: `parlo-server [OPTIONS]` and `parlo-server users [--db PATH] [--watch]`.
+//! The command line: `parlo-server [OPTIONS]`, `parlo-server users [--db PATH] [--watch]`,
+//! `parlo-server names [--db PATH]` and `parlo-server release NAME [--db PATH]`.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -17,11 +18,23 @@ and look each other up; a registration lives as long as its connection.
 USAGE:
     parlo-server [OPTIONS]
     parlo-server users [--db PATH] [--watch]
+    parlo-server names [--db PATH]
+    parlo-server release NAME [--db PATH]
+
+NAMES AND KEYS:
+    A phone on an encrypted connection proves a key. The first key to register a name owns
+    it, for good (the database keeps the binding across restarts): a REG of that name with
+    another key, or on a plain connection (original clients), is refused with \"Error
+    Registering\" and a reason. Its own key gets it back at once, even while a stale
+    registration of it is held (the old connection is closed). Names no key owns stay
+    first come, first served, for plain clients too. `names` lists the bindings;
+    `release NAME` frees one (a running server sees it within a second or two).
 
 OPTIONS:
     --listen ADDR:PORT      Address and TCP port to listen on: port 1024-65535, or 0 for a
                             free port.                                  [default: 0.0.0.0:10000]
-    --db PATH               SQLite database holding the live directory (read by `users`).
+    --db PATH               SQLite database holding the live directory (read by `users`)
+                            and the names bound to keys (`names`, kept across restarts).
                             A mirror: while it cannot be written (locked by another
                             program, disk full, damaged: moved aside) the server serves
                             from memory, logs why, and rewrites it once it can.
@@ -47,6 +60,13 @@ OPTIONS:
     --keepalive SECS        TCP keepalive: probe a peer silent for SECS seconds and drop it
                             (and its registration) when 3 probes 10 s apart go unanswered,
                             e.g. a box that lost power; 0 = off.          [default: 60]
+    --names FILE            Bind names to keys for a managed site, at every start: one
+                            `NAME KEY` a line (the key as `parlo-client id` prints it),
+                            # starts a comment. Over what the database held for those
+                            names. A bad line stops the server (exit 2) and says which.
+    --require-keys          Register only phones that prove a key: plain REGs (original
+                            clients) are refused, saying why. Lookups (GET, LIST) and
+                            PING are still answered on plain connections.
     -h, --help              Print this help.
     -V, --version           Print the version.
 
@@ -57,16 +77,23 @@ SIGNALS:
                             reopen the database file, rewriting the live directory into it
                             (use after moving, deleting or restoring the file).
 
+FILES:
+    The database, and beside it DB.bindings: a copy of the name bindings in the --names
+    format, read only when the database cannot be read at start (locked, damaged). While
+    neither can be read, names not bound by --names are not registered at all (the REG
+    is refused, saying why), so that no name goes to another key for want of its binding.
+
 EXIT CODES:
     0 stopped on request    1 stopped, but the database could not always be written
-    2 critical error (bad option, port in use, database held by another parlo-server or
-      its file impossible to create)    3 unknown error (bug)
+    2 critical error (bad option, bad --names file, port in use, database held by another
+      parlo-server or its file impossible to create)    3 unknown error (bug)
 ";
 
 /// `--help` text of `users`.
 pub const USERS_HELP: &str = "\
-parlo-server users: print the live directory (name, ip, port, since) from the database of a
-running parlo-server.
+parlo-server users: print the live directory from the database of a running parlo-server:
+name, ip, port, dialect, the first characters of the key the phone proved (- for none),
+and since when.
 
 USAGE:
     parlo-server users [--db PATH] [--watch]
@@ -75,6 +102,38 @@ OPTIONS:
     --db PATH       The server's database.  [default: as for the server]
     --watch         Print again every second until interrupted.
     -h, --help      Print this help.
+";
+
+/// `--help` text of `names`.
+pub const NAMES_HELP: &str = "\
+parlo-server names: print the names bound to keys (name, key, since when) from the database
+of a parlo-server, running or not.
+
+USAGE:
+    parlo-server names [--db PATH]
+
+OPTIONS:
+    --db PATH       The server's database.  [default: as for the server]
+    -h, --help      Print this help.
+";
+
+/// `--help` text of `release`.
+pub const RELEASE_HELP: &str = "\
+parlo-server release: free a name bound to a key, so that the next phone to register it
+(with any key, or none) gets it. Works on the database of a running server, which sees
+the change within a second or two. A phone registered under the name keeps its
+registration until its connection ends: stop it first. A name the server's --names file
+binds is bound again at the server's next start: remove it from the file too.
+
+USAGE:
+    parlo-server release NAME [--db PATH]
+
+OPTIONS:
+    --db PATH       The server's database.  [default: as for the server]
+    -h, --help      Print this help.
+
+EXIT CODES:
+    0 released    1 the name was not bound    2 critical error (no database, locked)
 ";
 
 /// The TCP port the server listens on by default, the original's.
@@ -101,6 +160,10 @@ pub struct ServeConfig {
     pub unregistered_timeout: Option<Duration>,
     /// Idle time before TCP keepalive probes start.
     pub keepalive: Option<Duration>,
+    /// `--names FILE`: names bound to keys at every start.
+    pub names: Option<PathBuf>,
+    /// Plain REGs are refused.
+    pub require_keys: bool,
 }
 
 /// What the command line asks for.
@@ -110,6 +173,13 @@ pub enum Command {
     Serve(ServeConfig),
     /// Print the live directory from a database.
     Users { db: PathBuf, watch: bool },
+    /// Print the names bound to keys.
+    Names { db: PathBuf },
+    /// Free a name bound to a key.
+    Release {
+        db: PathBuf,
+        name: parlo_net::directory::Name,
+    },
     /// Print this text and exit.
     Help(&'static str),
     /// Print the version and exit.
@@ -170,6 +240,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
         request_timeout: Some(Duration::from_secs(10)),
         unregistered_timeout: Some(Duration::from_secs(30)),
         keepalive: Some(Duration::from_secs(60)),
+        names: None,
+        require_keys: false,
     };
     while let Some(arg) = parser.next().map_err(from_lexopt)? {
         match arg {
@@ -220,9 +292,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
                 config.unregistered_timeout = seconds(&mut parser, "--unregistered-timeout")?;
             }
             Long("keepalive") => config.keepalive = seconds(&mut parser, "--keepalive")?,
+            Long("names") => config.names = Some(parser.value().map_err(from_lexopt)?.into()),
+            Long("require-keys") => config.require_keys = true,
             Short('h') | Long("help") => return Ok(Command::Help(HELP)),
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(word) if word == "users" => return parse_users(parser, config.db),
+            Value(word) if word == "names" => return parse_names(parser, config.db),
+            Value(word) if word == "release" => return parse_release(parser, config.db),
             _ => return Err(from_lexopt(arg.unexpected())),
         }
     }
@@ -244,9 +320,47 @@ fn parse_users(mut parser: lexopt::Parser, mut db: PathBuf) -> Result<Command, E
     Ok(Command::Users { db, watch })
 }
 
+fn parse_names(mut parser: lexopt::Parser, mut db: PathBuf) -> Result<Command, Error> {
+    use lexopt::prelude::*;
+
+    while let Some(arg) = parser.next().map_err(from_lexopt)? {
+        match arg {
+            Long("db") => db = parser.value().map_err(from_lexopt)?.into(),
+            Short('h') | Long("help") => return Ok(Command::Help(NAMES_HELP)),
+            _ => return Err(from_lexopt(arg.unexpected())),
+        }
+    }
+    Ok(Command::Names { db })
+}
+
+fn parse_release(mut parser: lexopt::Parser, mut db: PathBuf) -> Result<Command, Error> {
+    use lexopt::prelude::*;
+
+    let mut name = None;
+    while let Some(arg) = parser.next().map_err(from_lexopt)? {
+        match arg {
+            Long("db") => db = parser.value().map_err(from_lexopt)?.into(),
+            Short('h') | Long("help") => return Ok(Command::Help(RELEASE_HELP)),
+            Value(word) if name.is_none() => {
+                let word = word.to_string_lossy().into_owned();
+                name = Some(parlo_net::directory::Name::new(&word).map_err(|e| {
+                    usage(format!(
+                        "release: \"{}\" is not a name: {e}",
+                        parlo_net::directory::Escaped::text(&word)
+                    ))
+                })?);
+            }
+            _ => return Err(from_lexopt(arg.unexpected())),
+        }
+    }
+    let name = name.ok_or_else(|| usage("release: which NAME?"))?;
+    Ok(Command::Release { db, name })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn parse_words(words: &str) -> Result<Command, Error> {
         parse(words.split_whitespace().map(OsString::from))
@@ -314,6 +428,33 @@ mod tests {
     }
 
     #[test]
+    fn names_flags_and_subcommands() {
+        let Ok(Command::Serve(config)) = parse_words("--names site.names --require-keys") else {
+            panic!("valid flags");
+        };
+        assert_eq!(config.names, Some(PathBuf::from("site.names")));
+        assert!(config.require_keys);
+        assert!(matches!(
+            parse_words("--db a.db names"),
+            Ok(Command::Names { db }) if db == Path::new("a.db")
+        ));
+        let Ok(Command::Release { db, name }) = parse_words("release alice --db b.db") else {
+            panic!("release");
+        };
+        assert_eq!((db, name.as_str()), (PathBuf::from("b.db"), "alice"));
+        for (words, expected) in [
+            ("release", "which NAME"),
+            ("release a=b", "not a name"),
+            ("release a b", "unexpected"),
+        ] {
+            let Err(Error::Usage(text)) = parse_words(words) else {
+                panic!("{words} must be refused");
+            };
+            assert!(text.contains(expected), "{words}: {text}");
+        }
+    }
+
+    #[test]
     fn bad_values_say_what_was_expected() {
         for (words, expected) in [
             ("--listen 10000", "expected ADDR:PORT"),
@@ -349,6 +490,9 @@ mod tests {
             "--request-timeout",
             "--unregistered-timeout",
             "--keepalive",
+            "--names",
+            "--require-keys",
+            "release NAME",
             "SIGHUP",
         ] {
             assert!(HELP.contains(flag), "{flag}");

@@ -40,6 +40,14 @@ pub enum Error {
     },
     /// Writing the `users` table to stdout failed.
     Output(io::Error),
+    /// A names file (`--names`) could not be read.
+    NamesFile { path: PathBuf, source: io::Error },
+    /// A line of a names file is not `NAME KEY` (its number, and what is wrong).
+    BadNames {
+        path: PathBuf,
+        line: usize,
+        what: String,
+    },
 }
 
 impl Failure for Error {
@@ -51,7 +59,9 @@ impl Failure for Error {
             | Error::NoDatabase(_)
             | Error::DatabaseInUse(_)
             | Error::DatabaseFile { .. }
-            | Error::Poll { .. } => Exit::Critical,
+            | Error::Poll { .. }
+            | Error::NamesFile { .. }
+            | Error::BadNames { .. } => Exit::Critical,
             Error::Output(_) => Exit::Warning,
         }
     }
@@ -121,6 +131,15 @@ impl fmt::Display for Error {
             ),
             Error::Poll { doing, source } => write!(f, "cannot {doing}: {source}"),
             Error::Output(source) => write!(f, "cannot write to stdout: {source}"),
+            Error::NamesFile { path, source } => {
+                write!(f, "cannot read the names file {}: {source}", path.display())
+            }
+            Error::BadNames { path, line, what } => write!(
+                f,
+                "names file {}, line {line}: {what} (each line is NAME KEY, the key as \
+                 `parlo-client id` prints it; # starts a comment)",
+                path.display()
+            ),
         }
     }
 }
@@ -143,7 +162,11 @@ impl Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Usage(_) | Error::NoDatabase(_) | Error::DatabaseInUse(_) => None,
+            Error::Usage(_)
+            | Error::NoDatabase(_)
+            | Error::DatabaseInUse(_)
+            | Error::BadNames { .. } => None,
+            Error::NamesFile { source, .. } => Some(source),
             Error::Listen { source, .. }
             | Error::Poll { source, .. }
             | Error::DatabaseFile { source, .. }

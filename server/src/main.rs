@@ -4,7 +4,8 @@
 //! (the protocol, its rules and its wire format live in `parlo_net::directory` and
 //! `parlo_net::framing`; `docs/protocol.md` describes it). This crate is the shell around them:
 //! the event loop and sockets ([`server`]), the store ([`store`]), the command line
-//! ([`cli`]) and `parlo-server users` ([`users`]); what it shares with the phone daemon
+//! ([`cli`]), `parlo-server users` ([`users`]), and names bound to keys as text:
+//! `--names`, `parlo-server names` and `release` ([`names`]); what it shares with the phone daemon
 //! (exit codes, `main`, logging, waiting for events) is `parlo_daemon`'s.
 //!
 //! Shape, chosen for thousands of boxes on a small machine:
@@ -28,6 +29,7 @@
 mod cli;
 mod error;
 mod limits;
+mod names;
 mod quota;
 mod server;
 mod store;
@@ -54,6 +56,20 @@ fn run() -> Result<Exit, Error> {
             users::run(&db, watch)?;
             Ok(Exit::Done)
         }
+        Command::Names { db } => {
+            names::list(&db)?;
+            Ok(Exit::Done)
+        }
+        Command::Release { db, name } => match names::release(&db, &name)? {
+            Some(key) => {
+                println!("{name} released (it was bound to {key})");
+                Ok(Exit::Done)
+            }
+            None => {
+                println!("{name} is not bound to a key: nothing to release");
+                Ok(Exit::Warning)
+            }
+        },
         Command::Serve(config) => {
             logging::init(config.log_level, Sink::Gathered);
             match server::serve(&config)? {

@@ -43,12 +43,6 @@ impl Quota {
         self.written = 0;
         std::mem::take(&mut self.held_back)
     }
-
-    /// Whether nothing was written or held back in this second (so there is nothing to
-    /// renew).
-    pub fn is_idle(&self) -> bool {
-        self.written == 0 && self.held_back == 0
-    }
 }
 
 #[cfg(test)]
@@ -58,13 +52,10 @@ mod tests {
     #[test]
     fn the_first_lines_of_a_second_pass_and_the_rest_are_counted() {
         let mut quota = Quota::new(3);
-        assert!(quota.is_idle());
         let passed = (0..10).filter(|_| quota.allows()).count();
         assert_eq!(passed, 3);
-        assert!(!quota.is_idle());
         assert_eq!(quota.renew(), 7);
         // The next second starts afresh.
-        assert!(quota.is_idle());
         assert!(quota.allows());
         assert_eq!(quota.renew(), 0);
         assert_eq!(quota.renew(), 0);
@@ -74,7 +65,6 @@ mod tests {
     fn a_quota_of_nothing_holds_everything_back() {
         let mut quota = Quota::new(0);
         assert!(!quota.allows());
-        assert!(!quota.is_idle());
         assert_eq!(quota.renew(), 1);
     }
 }

@@ -50,7 +50,7 @@ use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use parlo_daemon::notify::Notifier;
-use parlo_net::directory::{MAX_RESPONSE, Page, Reason, Request, Response, Session};
+use parlo_net::directory::{MAX_RESPONSE, Name, Page, Reason, Request, Response, Session};
 use parlo_net::framing::{Frame, FrameBuffer};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -164,6 +164,8 @@ enum CloseReason {
     PeerClosed,
     Failed(io::Error),
     Timeout(Reason),
+    /// Its name was registered again by its key on another connection.
+    Displaced(Reason),
     Shutdown,
 }
 
@@ -172,7 +174,7 @@ impl std::fmt::Display for CloseReason {
         match self {
             CloseReason::PeerClosed => f.write_str("closed by the peer"),
             CloseReason::Failed(e) => write!(f, "connection lost: {e}"),
-            CloseReason::Timeout(reason) => reason.fmt(f),
+            CloseReason::Timeout(reason) | CloseReason::Displaced(reason) => reason.fmt(f),
             CloseReason::Shutdown => f.write_str("server stopping"),
         }
     }
@@ -326,7 +328,20 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(poll_failed("watch signals"))?;
-    let store = Store::open(&config.db, now)?;
+    // A bad names file stops the server before anything else happens.
+    let assigned = match &config.names {
+        Some(path) => crate::names::read(path)?,
+        None => Vec::new(),
+    };
+    let mut store = Store::open(&config.db, now)?;
+    store.set_keys_required(config.require_keys);
+    store.assign(&assigned);
+    if !store.bindings_read() {
+        log::error!(
+            "the name bindings cannot be read: only names bound by --names are registered \
+             until they can be"
+        );
+    }
     let mut server = Server {
         poll,
         listener,
@@ -365,8 +380,15 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
     };
     let local = server.listener.local_addr().unwrap_or(config.listen);
     log::info!(
-        "listening on {local}, database {}, up to {max_clients} clients",
-        config.db.display()
+        "listening on {local}, database {}, up to {max_clients} clients, {} names bound to \
+         keys{}",
+        config.db.display(),
+        server.store.bindings_len(),
+        if config.require_keys {
+            ", plain registrations refused (--require-keys)"
+        } else {
+            ""
+        }
     );
     server.local = local;
     server.notify.ready(&server.status_line());
@@ -429,14 +451,8 @@ impl Server {
 
     /// The earliest time the loop must wake up without events.
     fn next_deadline(&self) -> Option<Instant> {
-        let sweep = (self.idle_timeout.is_some()
-            || self.request_timeout.is_some()
-            || self.unregistered_timeout.is_some()
-            || self.accept_paused
-            || !self.full_log.is_idle()
-            || !self.crowded_log.is_idle()
-            || !self.refused_log.is_idle())
-        .then_some(self.next_sweep);
+        // Always: the sweep also looks for bindings released by another program.
+        let sweep = Some(self.next_sweep);
         let status = self.status_due();
         [sweep, self.store.next_deadline(), status]
             .into_iter()
@@ -492,13 +508,19 @@ impl Server {
     fn reload(&mut self) {
         let s = &self.stats;
         log::info!(
-            "status: {} connections (max {}) from {} addresses, {} registered; since start {} \
-             accepted, {} refused as full, {} refused as too many from their address, {} \
-             requests, {} errors, {} database write failures",
+            "status: {} connections (max {}) from {} addresses, {} registered, {} names bound \
+             to keys{}; since start {} accepted, {} refused as full, {} refused as too many \
+             from their address, {} requests, {} errors, {} database write failures",
             self.open,
             self.max_clients,
             self.per_address.len(),
             self.store.len(),
+            self.store.bindings_len(),
+            if self.store.bindings_read() {
+                ""
+            } else {
+                " (the others unknown: the bindings cannot be read)"
+            },
             s.accepted,
             s.refused,
             s.crowded,
@@ -725,6 +747,7 @@ impl Server {
             Some(_) => None,
             None => conn.unregistered_since.or(Some(*now)),
         };
+        let displaced = conn.session.poll_displaced();
         let failure = match failure {
             None if out.len > 0 => send(conn, out.filled()).err(),
             other => other,
@@ -748,6 +771,38 @@ impl Server {
             self.close(index, CloseReason::PeerClosed);
         } else if let Err(e) = watch_writable(&self.poll, conn, index) {
             self.close(index, CloseReason::Failed(e));
+        }
+        if let Some(name) = displaced {
+            self.displace(index, &name);
+        }
+    }
+
+    /// `name` was registered again by its key on the connection in slot `by` (a phone back
+    /// from a reboot): any other connection holding it (the phone's stale one, not found
+    /// dead yet) loses it without removing the new registration, is told why, and is
+    /// closed. A walk over every connection, for an event as rare as a reboot.
+    fn displace(&mut self, by: usize, name: &Name) {
+        for index in 0..self.conns.len() {
+            if index == by {
+                continue;
+            }
+            let Some(Some(conn)) = self.conns.get_mut(index) else {
+                continue;
+            };
+            if conn.session.registered() != Some(name) {
+                continue;
+            }
+            let _ = conn.session.handle_displaced();
+            let reason = Reason::Displaced(name.clone());
+            let mut buf = [0u8; MAX_RESPONSE];
+            if let Ok(len) = Response::Error(reason.clone()).encode(&mut buf) {
+                let _ = send(conn, &buf[..len]);
+            }
+            log::info!(
+                "{} {name:?} registered again by its key from another connection",
+                conn.peer
+            );
+            self.close(index, CloseReason::Displaced(reason));
         }
     }
 
@@ -802,6 +857,10 @@ impl Server {
         if self.accept_paused {
             self.retry_accept = true;
         }
+        // Bindings another program changed (`parlo-server release`), and the copy of ours.
+        self.store.commit();
+        self.store.refresh_bindings();
+        self.store.save_copy();
         if self.idle_timeout.is_none()
             && self.request_timeout.is_none()
             && self.unregistered_timeout.is_none()
@@ -953,7 +1012,7 @@ fn answer_buffered(
             Frame::Invalid(error) => (None, Response::Error(error.into())),
         };
         let level = match (&request, &response) {
-            (_, Response::Error(_) | Response::NameTaken(_)) => {
+            (_, Response::Error(_) | Response::NameTaken(_) | Response::OwnedByAnotherKey(_)) => {
                 stats.errors += 1;
                 // A peer decides how many of these there are: the first few of each
                 // second are logged, the rest counted (see the sweep).

@@ -25,8 +25,26 @@
 //! fresh one is made. What stops the server is only what configuration must fix: a
 //! database path that cannot be opened or created at all, and a database another
 //! parlo-server holds ([`lock`]).
+//!
+//! Names bound to keys are the one thing the database holds that the map cannot rebuild:
+//! the `bindings` table is never cleared, and it is the truth. The store reads it at
+//! start-up and keeps it in memory ([`Registry::owner`] is a lookup), writes a new binding
+//! in the same transactions as presence, and once a second looks whether another program
+//! changed the file (`PRAGMA data_version`: `parlo-server release` deletes a row), and
+//! then reads the bindings again. A binding made while the database cannot be written
+//! stays in memory and is written at the next successful retry, with any the file lacks
+//! (a replaced or deleted file gets them all back).
+//!
+//! Beside the database the store keeps a copy of the bindings in the `--names` format
+//! (`directory.db.bindings`), rewritten whole (atomically) at most once a second when they
+//! changed. It is read only when the database cannot be read at start-up (locked by
+//! another program, or damaged and moved aside after its bindings could not be read), so
+//! that a name is never handed to another key because its binding was unreadable. When
+//! neither can be read (the copy is unreadable), names not bound in memory are
+//! [`Owner::Unknown`] and nobody registers them until the bindings are read; a missing
+//! copy means no name was ever bound.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -35,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parlo_net::directory::{Contact, Dialect, Name, Page, Registry};
+use parlo_net::directory::{Contact, Dialect, Name, Owner, Page, PublicKey, Registry};
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::error::Error;
@@ -63,25 +81,44 @@ const SCHEMA: &str = "
         ip      TEXT    NOT NULL,              -- the connection's peer address
         port    INTEGER NOT NULL,              -- the phone's UDP port
         since   INTEGER NOT NULL,              -- registration time, seconds since 1970 UTC
-        dialect TEXT    NOT NULL               -- 'parlo' (REG with a port) or 'original'
+        dialect TEXT    NOT NULL,              -- 'parlo' (REG with a port) or 'original'
+        key     TEXT                           -- the key the phone proved, base64; NULL
+                                               -- for a plain registration
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS bindings (
+        name    TEXT    NOT NULL PRIMARY KEY,  -- a name bound to a key
+        key     TEXT    NOT NULL,              -- the key, base64 (44 characters)
+        since   INTEGER NOT NULL               -- when it was bound, seconds since 1970 UTC
     ) WITHOUT ROWID;
 ";
 
-/// Whether `presence` exists without the `dialect` column, as a database of an earlier
-/// version holds it.
-const LACKS_DIALECT: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'presence')
-    AND NOT EXISTS (SELECT 1 FROM pragma_table_info('presence') WHERE name = 'dialect')";
+/// Whether `presence` exists without the `key` column (or the `dialect` column), as a
+/// database of an earlier version holds it.
+const OUTDATED_PRESENCE: &str =
+    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'presence')
+    AND NOT EXISTS (SELECT 1 FROM pragma_table_info('presence') WHERE name = 'key')";
 
-const INSERT: &str = "INSERT INTO presence (name, ip, port, since, dialect)
-    VALUES (?1, ?2, ?3, ?4, ?5)
+const INSERT: &str = "INSERT INTO presence (name, ip, port, since, dialect, key)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
     ON CONFLICT (name) DO UPDATE
-    SET ip = excluded.ip, port = excluded.port, dialect = excluded.dialect";
+    SET ip = excluded.ip, port = excluded.port, dialect = excluded.dialect, key = excluded.key";
 const DELETE: &str = "DELETE FROM presence WHERE name = ?1";
+const BIND: &str = "INSERT INTO bindings (name, key, since) VALUES (?1, ?2, ?3)
+    ON CONFLICT (name) DO UPDATE SET key = excluded.key, since = excluded.since";
+const BINDINGS: &str = "SELECT name, key, since FROM bindings";
 
 /// One registration as the store keeps it.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     contact: Contact,
+    /// Seconds since 1970 UTC.
+    since: i64,
+}
+
+/// One name's binding to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Binding {
+    key: PublicKey,
     /// Seconds since 1970 UTC.
     since: i64,
 }
@@ -108,6 +145,25 @@ pub struct Store {
     /// The database file, locked for as long as the store lives ([`lock`]); locked anew
     /// when the file at `path` is another one.
     lock: File,
+    /// Names bound to keys (see the module docs).
+    bindings: BTreeMap<Name, Binding>,
+    /// Bindings made or assigned here that the database does not hold yet.
+    unwritten: BTreeSet<Name>,
+    /// Whether `bindings` holds every binding there is: read from the database or its
+    /// copy. Until then names not in `bindings` are [`Owner::Unknown`].
+    bindings_read: bool,
+    /// The bindings of a damaged file could be read neither from it nor from the copy:
+    /// they stay unknown for the rest of the run.
+    bindings_lost: bool,
+    /// `PRAGMA data_version` when the bindings were last read: another program's change
+    /// to the file changes it.
+    data_version: Option<i64>,
+    /// The copy beside the database is older than `bindings`.
+    copy_stale: bool,
+    /// Writing the copy failed (logged once until it works again).
+    copy_failing: bool,
+    /// REGs must come with a key (`--require-keys`).
+    keys_required: bool,
 }
 
 /// Opens the database file, creating it if missing, and locks it (`flock`, exclusive,
@@ -188,15 +244,15 @@ fn open(path: &Path, busy: Duration) -> Result<Connection, Error> {
         .map_err(failed("set synchronous=NORMAL"))?;
     // The table holds nothing but live presence, cleared at every start and rewritten
     // from memory at every reopen: an earlier version's table is simply made again.
-    let lacks_dialect: bool = db
-        .query_row(LACKS_DIALECT, [], |row| row.get(0))
+    let outdated: bool = db
+        .query_row(OUTDATED_PRESENCE, [], |row| row.get(0))
         .map_err(failed("read the presence table's columns"))?;
-    if lacks_dialect {
+    if outdated {
         db.execute_batch("DROP TABLE presence")
             .map_err(failed("replace an earlier version's presence table"))?;
     }
     db.execute_batch(SCHEMA)
-        .map_err(failed("create the presence table"))?;
+        .map_err(failed("create the presence and bindings tables"))?;
     // The checkpointer thread does it instead (see the module docs).
     db.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(failed("turn off automatic checkpoints"))?;
@@ -219,7 +275,7 @@ fn aside_path(path: &Path, now_unix: i64) -> PathBuf {
 }
 
 /// `secs` since 1970 as a UTC time for a file name: `20261125T194001Z`.
-fn utc_stamp(secs: i64) -> String {
+pub fn utc_stamp(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days to a civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
     let z = days + 719_468;
@@ -307,13 +363,26 @@ impl Store {
             now,
             checkpointer: None,
             lock,
+            bindings: BTreeMap::new(),
+            unwritten: BTreeSet::new(),
+            bindings_read: false,
+            bindings_lost: false,
+            data_version: None,
+            copy_stale: false,
+            copy_failing: false,
+            keys_required: false,
         };
         // The table is rewritten from the (empty) map: the previous run's presence goes.
         match store.restore(BUSY_TIMEOUT) {
             Ok(()) => {}
             // A fresh file (after a damaged one) taken by another server meanwhile.
             Err(e @ Error::DatabaseInUse(_)) => return Err(e),
-            Err(e) => store.failed_restore(&e),
+            Err(e) => {
+                store.failed_restore(&e);
+                if !store.bindings_read {
+                    store.read_copy();
+                }
+            }
         }
         store.checkpointer = match Checkpointer::start(path) {
             Ok(checkpointer) => Some(checkpointer),
@@ -334,6 +403,166 @@ impl Store {
     /// Registered names.
     pub fn len(&self) -> usize {
         self.live.len()
+    }
+
+    /// REGs must come with a key (`--require-keys`).
+    pub fn set_keys_required(&mut self, required: bool) {
+        self.keys_required = required;
+    }
+
+    /// Binds names to keys as an administrator's `--names` file says: over whatever the
+    /// database held for them (the file is the administrator's word), at every start.
+    pub fn assign(&mut self, assigned: &[(Name, PublicKey)]) {
+        let now = unix_now();
+        for (name, key) in assigned {
+            match self.bindings.get(name) {
+                Some(bound) if bound.key == *key => continue,
+                Some(bound) => log::warn!(
+                    "{name:?} was bound to {}, --names binds it to {key}",
+                    bound.key
+                ),
+                None => {}
+            }
+            self.bind_at(name, key, now);
+        }
+    }
+
+    /// Names bound to keys.
+    pub fn bindings_len(&self) -> usize {
+        self.bindings.len()
+    }
+
+    /// Whether every binding is known (read from the database or its copy).
+    pub fn bindings_read(&self) -> bool {
+        self.bindings_read
+    }
+
+    /// Where the copy of the bindings is kept: beside the database.
+    fn copy_path(&self) -> PathBuf {
+        let mut path = self.path.as_os_str().to_owned();
+        path.push(".bindings");
+        PathBuf::from(path)
+    }
+
+    /// The database cannot be read at start-up: the bindings come from the copy, and are
+    /// written into the database once it can be. Without a copy no name was ever bound;
+    /// an unreadable copy leaves them unknown.
+    fn read_copy(&mut self) {
+        let path = self.copy_path();
+        if !path.exists() {
+            self.bindings_read = !self.bindings_lost;
+            return;
+        }
+        match crate::names::read(&path) {
+            Ok(copied) => {
+                let now = unix_now();
+                for (name, key) in copied {
+                    self.bindings
+                        .entry(name)
+                        .or_insert(Binding { key, since: now });
+                }
+                self.bindings_read = true;
+                self.bindings_lost = false;
+                log::warn!(
+                    "{} name bindings read from the copy {} until the database can be read",
+                    self.bindings.len(),
+                    path.display()
+                );
+            }
+            Err(e) => {
+                self.bindings_lost = true;
+                self.bindings_read = false;
+                log::error!(
+                    "{e}: the name bindings are unknown, so only names bound by --names \
+                     can be registered until the database can be read"
+                );
+            }
+        }
+    }
+
+    /// Rewrites the copy of the bindings if they changed since (at most once a second,
+    /// from the server's sweep).
+    pub fn save_copy(&mut self) {
+        if !self.copy_stale || !self.bindings_read {
+            return;
+        }
+        let text = crate::names::render(
+            self.bindings
+                .iter()
+                .map(|(name, binding)| (name, &binding.key, binding.since)),
+        );
+        match crate::names::write_atomically(&self.copy_path(), &text) {
+            Ok(()) => {
+                self.copy_stale = false;
+                self.copy_failing = false;
+            }
+            Err(e) if !self.copy_failing => {
+                self.copy_failing = true;
+                log::error!(
+                    "cannot write the copy of the name bindings {}: {e}; retrying every second",
+                    self.copy_path().display()
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Reads the bindings again if another program changed the database since they were
+    /// last read (`parlo-server release`): called once a second, after a commit.
+    pub fn refresh_bindings(&mut self) {
+        if self.stale_since.is_some() || self.open_since.is_some() {
+            return;
+        }
+        let Some(db) = &self.db else {
+            return;
+        };
+        let read = data_version(db).and_then(|version| {
+            if Some(version) == self.data_version {
+                return Ok(None);
+            }
+            read_bindings(db).map(|stored| Some((version, stored)))
+        });
+        let (version, stored) = match read {
+            Ok(Some(read)) => read,
+            Ok(None) => return,
+            Err(e) => return self.failed("read the name bindings", e),
+        };
+        let mut fresh = stored;
+        // Ours not written yet stay (none, after a commit, unless the database failed).
+        for name in &self.unwritten {
+            if let Some(binding) = self.bindings.get(name) {
+                fresh.insert(name.clone(), *binding);
+            }
+        }
+        for (name, binding) in &self.bindings {
+            if !fresh.contains_key(name) {
+                log::info!("{name:?} released: no longer bound to {}", binding.key);
+            }
+        }
+        for (name, binding) in &fresh {
+            if self.bindings.get(name) != Some(binding) {
+                log::info!("{name:?} bound to {} in the database", binding.key);
+            }
+        }
+        if fresh != self.bindings {
+            self.copy_stale = true;
+        }
+        self.bindings = fresh;
+        self.data_version = Some(version);
+    }
+
+    /// Binds `name` to `key` since `since`, in memory now and in the database at the next
+    /// commit (or retry).
+    fn bind_at(&mut self, name: &Name, key: &PublicKey, since: i64) {
+        self.bindings
+            .insert(name.clone(), Binding { key: *key, since });
+        self.unwritten.insert(name.clone());
+        self.copy_stale = true;
+        self.write("record a name's binding", |db| {
+            db.prepare_cached(BIND)?
+                .execute(params![name.as_str(), key.to_string(), since])?;
+            Ok(())
+        });
     }
 
     /// Writes that failed since start-up.
@@ -369,9 +598,12 @@ impl Store {
     pub fn commit(&mut self) {
         if self.open_since.take().is_some()
             && let Some(db) = &self.db
-            && let Err(e) = db.execute_batch("COMMIT")
         {
-            self.failed("commit", e);
+            match db.execute_batch("COMMIT") {
+                // Every binding made since the last commit was in the transaction.
+                Ok(()) => self.unwritten.clear(),
+                Err(e) => self.failed("commit", e),
+            }
         }
     }
 
@@ -465,12 +697,44 @@ impl Store {
                         ip_text(entry.contact.ip),
                         entry.contact.port,
                         entry.since,
-                        dialect_text(entry.contact)
+                        dialect_text(entry.contact),
+                        entry.contact.key.map(|key| key.to_string())
                     ])
                     .map_err(failed)?;
             }
         }
-        tx.commit().map_err(failed)
+        // The file's bindings, with ours it lacks (made while it could not be written, or
+        // it is a new file) or that are not written yet; the file's win over ours.
+        let stored = read_bindings(&tx).map_err(failed)?;
+        let mut merged = stored.clone();
+        for (name, binding) in &self.bindings {
+            if self.unwritten.contains(name) || !stored.contains_key(name) {
+                merged.insert(name.clone(), *binding);
+            }
+        }
+        {
+            let mut bind = tx.prepare_cached(BIND).map_err(failed)?;
+            for (name, binding) in &merged {
+                if stored.get(name) != Some(binding) {
+                    bind.execute(params![
+                        name.as_str(),
+                        binding.key.to_string(),
+                        binding.since
+                    ])
+                    .map_err(failed)?;
+                }
+            }
+        }
+        tx.commit().map_err(failed)?;
+        let version = data_version(db).map_err(failed)?;
+        if merged != self.bindings || !self.copy_path().exists() {
+            self.copy_stale = true;
+        }
+        self.bindings = merged;
+        self.unwritten.clear();
+        self.bindings_read = !self.bindings_lost;
+        self.data_version = Some(version);
+        Ok(())
     }
 
     /// Brings the database back in step with the map: locks the file now at the path if
@@ -480,6 +744,7 @@ impl Store {
         match self.try_restore(busy) {
             Err(e) if e.is_corrupt_database() => {
                 self.db = None;
+                self.salvage_bindings();
                 let aside = aside_path(&self.path, unix_now());
                 self.move_aside(&aside)?;
                 log::error!(
@@ -507,6 +772,53 @@ impl Store {
             self.stale_since = Some(self.now);
         }
         rewritten
+    }
+
+    /// The database file is damaged: reads what bindings it still gives, to carry them into
+    /// the new file; when it gives none, from the copy.
+    fn salvage_bindings(&mut self) {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let salvaged = Connection::open_with_flags(&self.path, flags).and_then(|db| {
+            let exists: bool = db.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'bindings')",
+                [],
+                |row| row.get(0),
+            )?;
+            if exists {
+                read_bindings(&db)
+            } else {
+                Ok(BTreeMap::new())
+            }
+        });
+        match salvaged {
+            Ok(stored) => {
+                log::warn!(
+                    "database {}: {} name bindings read from the damaged file",
+                    self.path.display(),
+                    stored.len()
+                );
+                for (name, binding) in stored {
+                    self.bindings.entry(name).or_insert(binding);
+                }
+                // Every binding there was is known, even if the new file fails too.
+                self.bindings_read = !self.bindings_lost;
+            }
+            // Read before (the file was damaged later): memory holds every binding.
+            Err(e) if self.bindings_read => log::warn!(
+                "database {}: the name bindings cannot be read from the damaged file ({e}); \
+                 the {} in memory are written into the new one",
+                self.path.display(),
+                self.bindings.len()
+            ),
+            Err(e) => {
+                log::error!(
+                    "database {}: the name bindings cannot be read from the damaged file \
+                     ({e}); reading them from the copy",
+                    self.path.display()
+                );
+                self.read_copy();
+            }
+        }
     }
 
     /// Moves the database file and its write-ahead log to `aside`.
@@ -583,6 +895,7 @@ impl Store {
     /// the WAL into the database file. Nothing to do without a database.
     pub fn close(mut self) -> Result<(), Error> {
         self.commit();
+        self.save_copy();
         if let Some(checkpointer) = self.checkpointer.take() {
             checkpointer.stop();
         }
@@ -603,6 +916,33 @@ impl Store {
             .map_err(failed("checkpoint the write-ahead log"))?;
         db.close().map_err(|(_, source)| failed("close it")(source))
     }
+}
+
+/// `PRAGMA data_version`: changes when another connection commits a change to the file.
+fn data_version(db: &Connection) -> rusqlite::Result<i64> {
+    db.query_row("PRAGMA data_version", [], |row| row.get(0))
+}
+
+/// The bindings table. A row that is not a binding (the file edited by hand) is skipped
+/// with a warning.
+fn read_bindings(db: &Connection) -> rusqlite::Result<BTreeMap<Name, Binding>> {
+    let mut stmt = db.prepare_cached(BINDINGS)?;
+    let mut rows = stmt.query([])?;
+    let mut bindings = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let (name, key, since): (String, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        match (Name::new(&name), PublicKey::parse(&key)) {
+            (Ok(name), Ok(key)) => {
+                bindings.insert(name, Binding { key, since });
+            }
+            (Err(e), _) => log::warn!(
+                "bindings table: {:?} skipped, not a name: {e}",
+                parlo_net::directory::Escaped::text(&name).to_string()
+            ),
+            (_, Err(e)) => log::warn!("bindings table: {name:?} skipped, its key: {e}"),
+        }
+    }
+    Ok(bindings)
 }
 
 /// How an address is stored: v4 peers seen through a dual-stack socket as plain v4.
@@ -632,10 +972,28 @@ impl Registry for Store {
                 ip_text(contact.ip),
                 contact.port,
                 since,
-                dialect_text(contact)
+                dialect_text(contact),
+                contact.key.map(|key| key.to_string())
             ])?;
             Ok(())
         });
+    }
+
+    fn owner(&self, name: &Name) -> Owner {
+        match self.bindings.get(name) {
+            Some(binding) => Owner::Key(binding.key),
+            None if self.bindings_read => Owner::Free,
+            None => Owner::Unknown,
+        }
+    }
+
+    fn bind(&mut self, name: &Name, key: &PublicKey) {
+        log::info!("{name:?} bound to {key}: only this key registers it from now on");
+        self.bind_at(name, key, unix_now());
+    }
+
+    fn keys_required(&self) -> bool {
+        self.keys_required
     }
 
     fn remove(&mut self, name: &Name) {
@@ -873,6 +1231,133 @@ mod tests {
         let path = dir.0.join("no-such-dir").join("directory.db");
         let error = Store::open(&path, Instant::now()).expect_err("cannot create");
         assert!(error.to_string().contains("no-such-dir"), "{error}");
+    }
+
+    mod bindings {
+        use super::*;
+
+        fn key(byte: u8) -> PublicKey {
+            PublicKey([byte; PublicKey::LEN])
+        }
+
+        fn stored(path: &Path) -> Vec<(String, String)> {
+            let db = Connection::open(path).expect("database exists");
+            let mut stmt = db
+                .prepare("SELECT name, key FROM bindings ORDER BY name")
+                .expect("valid query");
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .expect("query runs")
+                .collect::<Result<_, _>>()
+                .expect("rows decode")
+        }
+
+        #[test]
+        fn a_binding_outlives_the_store_and_presence_does_not() {
+            let dir = TempDir::new("bind-restart");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+            assert_eq!(store.owner(&name("alice")), Owner::Free);
+            store.bind(&name("alice"), &key(1));
+            store.insert(&name("alice"), contact(1, 5001).with_key(Some(key(1))));
+            store.commit();
+            assert_eq!(stored(&dir.db()), [("alice".into(), key(1).to_string())]);
+            store.close().expect("close");
+            let store = Store::open(&dir.db(), Instant::now()).expect("reopen");
+            assert_eq!(store.find(&name("alice")), None);
+            assert_eq!(store.owner(&name("alice")), Owner::Key(key(1)));
+        }
+
+        #[test]
+        fn a_binding_made_while_the_database_is_locked_is_written_once_it_lets_go() {
+            let dir = TempDir::new("bind-locked");
+            let start = Instant::now();
+            drop(Store::open(&dir.db(), start).expect("the file exists"));
+            let other = Connection::open(dir.db()).expect("another program opens it");
+            other
+                .execute_batch("BEGIN EXCLUSIVE")
+                .expect("and holds a lock");
+            let mut store = Store::open(&dir.db(), start).expect("starts anyway");
+            // No copy, no binding was ever made: names are free.
+            assert_eq!(store.owner(&name("alice")), Owner::Free);
+            store.bind(&name("alice"), &key(1));
+            store.set_now(start + RESYNC_EVERY);
+            store.commit_if_due();
+            other.execute_batch("COMMIT").expect("the lock ends");
+            drop(other);
+            store.set_now(start + RESYNC_EVERY * 2);
+            store.commit_if_due();
+            assert_eq!(stored(&dir.db()), [("alice".into(), key(1).to_string())]);
+        }
+
+        #[test]
+        fn a_release_by_another_program_is_seen_at_the_next_refresh() {
+            let dir = TempDir::new("bind-release");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+            store.assign(&[(name("alice"), key(1)), (name("bob"), key(2))]);
+            store.commit();
+            store.refresh_bindings();
+            assert_eq!(store.owner(&name("alice")), Owner::Key(key(1)));
+            let released = crate::names::release(&dir.db(), &name("alice")).expect("released");
+            assert_eq!(released, Some(key(1).to_string()));
+            store.refresh_bindings();
+            assert_eq!(store.owner(&name("alice")), Owner::Free);
+            assert_eq!(store.owner(&name("bob")), Owner::Key(key(2)));
+        }
+
+        #[test]
+        fn a_damaged_database_s_bindings_come_from_the_copy_or_stay_unknown() {
+            let dir = TempDir::new("bind-damaged");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+            store.bind(&name("alice"), &key(1));
+            store.commit();
+            store.save_copy();
+            drop(store);
+            let garbage: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+            std::fs::write(dir.db(), &garbage).expect("garbage written");
+            let store = Store::open(&dir.db(), Instant::now()).expect("starts anyway");
+            assert_eq!(store.owner(&name("alice")), Owner::Key(key(1)));
+            assert_eq!(store.owner(&name("bob")), Owner::Free);
+            // Carried into the new file.
+            assert_eq!(stored(&dir.db()), [("alice".into(), key(1).to_string())]);
+            drop(store);
+            std::fs::write(dir.db(), &garbage).expect("garbage again");
+            std::fs::write(dir.0.join("directory.db.bindings"), "alice ???\n").expect("copy");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("starts anyway");
+            assert!(!store.bindings_read());
+            assert_eq!(store.owner(&name("bob")), Owner::Unknown);
+            // Even a working database does not make them known for this run.
+            store.reopen().expect("reopen");
+            assert_eq!(store.owner(&name("bob")), Owner::Unknown);
+        }
+
+        #[test]
+        fn a_file_damaged_while_running_keeps_the_bindings_in_memory() {
+            let dir = TempDir::new("bind-damaged-later");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+            store.bind(&name("alice"), &key(1));
+            store.commit();
+            // No copy to fall back on, and the file turns to garbage.
+            drop(store.db.take());
+            let garbage: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+            std::fs::write(dir.db(), &garbage).expect("garbage written");
+            let _ = std::fs::remove_file(format!("{}-wal", dir.db().display()));
+            let _ = std::fs::remove_file(format!("{}-shm", dir.db().display()));
+            store.reopen().expect("a new file");
+            assert!(store.bindings_read());
+            assert_eq!(store.owner(&name("alice")), Owner::Key(key(1)));
+            assert_eq!(store.owner(&name("bob")), Owner::Free);
+            assert_eq!(stored(&dir.db()), [("alice".into(), key(1).to_string())]);
+        }
+
+        #[test]
+        fn the_names_file_wins_over_the_database() {
+            let dir = TempDir::new("bind-assign");
+            let mut store = Store::open(&dir.db(), Instant::now()).expect("open");
+            store.bind(&name("alice"), &key(1));
+            store.assign(&[(name("alice"), key(2))]);
+            store.commit();
+            assert_eq!(store.owner(&name("alice")), Owner::Key(key(2)));
+            assert_eq!(stored(&dir.db()), [("alice".into(), key(2).to_string())]);
+        }
     }
 
     mod failures {

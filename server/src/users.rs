@@ -20,6 +20,9 @@ struct User {
     port: u16,
     /// `parlo` or `original`.
     dialect: String,
+    /// The key the phone proved, shortened to its first characters; `-` for a plain
+    /// registration (`parlo-server names` shows keys whole).
+    key: String,
     /// `YYYY-MM-DD HH:MM:SS`, UTC.
     since: String,
 }
@@ -33,7 +36,7 @@ fn read(db: &Connection, path: &Path) -> Result<Vec<User>, Error> {
     let mut stmt = db
         .prepare_cached(
             "SELECT name, ip, port, dialect,
-                    strftime('%Y-%m-%d %H:%M:%S', since, 'unixepoch')
+                    strftime('%Y-%m-%d %H:%M:%S', since, 'unixepoch'), key
              FROM presence ORDER BY name",
         )
         .map_err(failed)?;
@@ -47,11 +50,18 @@ fn read(db: &Connection, path: &Path) -> Result<Vec<User>, Error> {
                 port: row.get(2)?,
                 dialect: text(row.get(3)?),
                 since: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                key: match row.get::<_, Option<String>>(5)? {
+                    Some(key) => text(key.chars().take(KEY_SHOWN).collect()),
+                    None => "-".to_owned(),
+                },
             })
         })
         .map_err(failed)?;
     rows.collect::<Result<_, _>>().map_err(failed)
 }
+
+/// Characters of a key shown: enough to tell the keys of a site apart at a glance.
+const KEY_SHOWN: usize = 8;
 
 /// The table as text: a header, one line per user, and a count.
 fn render(users: &[User]) -> String {
@@ -61,14 +71,15 @@ fn render(users: &[User]) -> String {
     let name_w = width("NAME", &|u| u.name.chars().count());
     let ip_w = width("IP", &|u| u.ip.len());
     let dialect_w = width("DIALECT", &|u| u.dialect.len());
+    let key_w = width("KEY", &|u| u.key.chars().count());
     let mut text = format!(
-        "{:name_w$}  {:ip_w$}  {:>5}  {:dialect_w$}  SINCE (UTC)\n",
-        "NAME", "IP", "PORT", "DIALECT"
+        "{:name_w$}  {:ip_w$}  {:>5}  {:dialect_w$}  {:key_w$}  SINCE (UTC)\n",
+        "NAME", "IP", "PORT", "DIALECT", "KEY"
     );
     for u in users {
         text.push_str(&format!(
-            "{:name_w$}  {:ip_w$}  {:>5}  {:dialect_w$}  {}\n",
-            u.name, u.ip, u.port, u.dialect, u.since
+            "{:name_w$}  {:ip_w$}  {:>5}  {:dialect_w$}  {:key_w$}  {}\n",
+            u.name, u.ip, u.port, u.dialect, u.key, u.since
         ));
     }
     text.push_str(&match users.len() {
@@ -153,6 +164,7 @@ mod tests {
                 ip: "192.168.1.20".into(),
                 port: 5001,
                 dialect: "parlo".into(),
+                key: "AAECAwQF".into(),
                 since: "2026-11-25 19:40:01".into(),
             },
             User {
@@ -160,14 +172,15 @@ mod tests {
                 ip: "10.0.0.3".into(),
                 port: 5001,
                 dialect: "original".into(),
+                key: "-".into(),
                 since: "2026-11-25 19:41:00".into(),
             },
         ];
         assert_eq!(
             render(&users),
-            "NAME                IP             PORT  DIALECT   SINCE (UTC)\n\
-             alice               192.168.1.20   5001  parlo     2026-11-25 19:40:01\n\
-             door-phone-kitchen  10.0.0.3       5001  original  2026-11-25 19:41:00\n\
+            "NAME                IP             PORT  DIALECT   KEY       SINCE (UTC)\n\
+             alice               192.168.1.20   5001  parlo     AAECAwQF  2026-11-25 19:40:01\n\
+             door-phone-kitchen  10.0.0.3       5001  original  -         2026-11-25 19:41:00\n\
              2 online\n"
         );
     }
@@ -176,7 +189,7 @@ mod tests {
     fn empty_table() {
         assert_eq!(
             render(&[]),
-            "NAME  IP   PORT  DIALECT  SINCE (UTC)\nnobody online\n"
+            "NAME  IP   PORT  DIALECT  KEY  SINCE (UTC)\nnobody online\n"
         );
     }
 }

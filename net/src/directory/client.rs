@@ -976,6 +976,7 @@ mod tests {
             ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
             port,
             dialect,
+            key: None,
         }
     }
 
@@ -1436,6 +1437,44 @@ mod tests {
 
     mod queries {
         use super::*;
+
+        #[test]
+        fn a_lookup_answer_gives_the_callee_s_key() {
+            let mut client = registered_parlo();
+            ask(&mut client, 20, "bob", 1);
+            ask(&mut client, 20, "carol", 2);
+            let _ = written(&mut client);
+            let key = parlo_fsm::PublicKey([9; 32]);
+            receive(
+                &mut client,
+                30,
+                &format!(
+                    "{{\"ip\":\"10.0.0.2\",\"port\":5001,\"dialect\":\"parlo\",\"key\":\"{key}\"}}\n\
+                     {{\"ip\":\"10.0.0.3\",\"key\":\"not a key\"}}\n"
+                ),
+            );
+            let answers = events(&mut client);
+            assert_eq!(
+                answers[0],
+                Event::Answer {
+                    tag: 1,
+                    result: Ok(Answer::Found(Contact {
+                        key: Some(key),
+                        ..contact(2, 5001, Some(Dialect::Parlo))
+                    }))
+                }
+            );
+            assert!(
+                matches!(
+                    &answers[1],
+                    Event::Answer {
+                        tag: 2,
+                        result: Err(Failure::BadReply(ReplyError::BadKey(_)))
+                    }
+                ),
+                "{answers:?}"
+            );
+        }
 
         #[test]
         fn requests_in_flight_are_answered_in_order() {

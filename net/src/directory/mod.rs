@@ -7,7 +7,7 @@
 //! | request | responses |
 //! | --- | --- |
 //! | `{"command":"REG","name":N}` (+ `"port":P`, default 5001) | `{"ack":"Registered successfully","server":"parlo"}` · `{"ack":"Error Registering","reason":..}` · `{"ack":"Error","reason":..}` |
-//! | `{"command":"GET","name":N}` | `{"ip":"A.B.C.D","port":P,"dialect":D}` · `{"ip":"None"}` |
+//! | `{"command":"GET","name":N}` | `{"ip":"A.B.C.D","port":P,"dialect":D}` (+ `"key":K`) · `{"ip":"None"}` |
 //! | `{"command":"DISCONNECT","name":N}` | `{"ack":"Disconnected"}` · `{"ack":"Error","reason":..}` |
 //! | `{"command":"LIST"}` (+ `"after":N`, or `"offset":K`) | `{"users":[N,..],"more":bool}` |
 //! | `{"command":"PING"}` | `{"ack":"PONG"}` |
@@ -17,7 +17,8 @@
 //! which the original server does not survive), and a GET answer's `"dialect"` says which
 //! peer protocol the name's phone speaks: `"parlo"` when its REG carried a `"port"` (Parlo
 //! phones always send one), `"original"` when it had none (a phone of the original
-//! project).
+//! project); its `"key"` gives the public key the name's phone proved, when it registered
+//! over an encrypted connection.
 //!
 //! Who calls what, in order, for each connection (the server is the shell around this):
 //! 1. [`crate::framing::FrameBuffer`] cuts the stream into frames;
@@ -31,7 +32,9 @@
 //! [`Request`]s, parses each response into a [`Reply`] and keeps the connection's rules.
 //!
 //! The rules live here and nowhere else: one registration per connection; a name belongs
-//! to the connection that registered it until that connection says DISCONNECT or ends; a
+//! to the connection that registered it until that connection says DISCONNECT or ends,
+//! and to the first key that registered it for good (its REG rules are
+//! [`Session::handle_request`]'s); a
 //! name follows Parlo's one naming rule ([`Name`]: 1–32 bytes of printable UTF-8, no
 //! whitespace, control or invisible formatting character, no `=`); LIST answers in
 //! pages that fit one response. Nothing here reads a clock or a socket, the codecs and the
@@ -139,6 +142,9 @@ pub struct Contact {
     /// [`Dialect::Original`] when it had none. `None` when the server did not say (an
     /// original server's GET answer); a Parlo server always knows.
     pub dialect: Option<Dialect>,
+    /// The key the phone proved it holds when it registered (over an encrypted
+    /// connection); `None` for a plain registration, or from a server that does not say.
+    pub key: Option<PublicKey>,
 }
 
 impl Contact {
@@ -153,7 +159,13 @@ impl Contact {
                 Some(_) => Dialect::Parlo,
                 None => Dialect::Original,
             }),
+            key: None,
         }
+    }
+
+    /// This contact, proved to hold `key` (or not, with `None`).
+    pub fn with_key(self, key: Option<PublicKey>) -> Contact {
+        Contact { key, ..self }
     }
 }
 
@@ -450,6 +462,16 @@ pub enum Reason {
     UnregisteredTimeout(u32),
     /// LIST by an offset beyond [`LIST_MAX_OFFSET`] (the offset sent).
     OffsetTooFar(u32),
+    /// A REG on a plain connection, where the server registers only phones that prove a
+    /// key (`--require-keys`).
+    KeyRequired,
+    /// A REG of a name the server cannot tell is free: its bindings of names to keys are
+    /// not read yet (the database is unreadable), and the name may belong to a key.
+    BindingsUnknown(Name),
+    /// The connection's registration was taken over by the name's own key from another
+    /// connection (the phone came back before this connection was found dead); it is
+    /// closed.
+    Displaced(Name),
 }
 
 impl From<RequestError> for Reason {
@@ -487,6 +509,20 @@ impl fmt::Display for Reason {
                 "offset {offset} is beyond {LIST_MAX_OFFSET}: page on with \"after\" and the \
                  last name of the previous page"
             ),
+            Reason::KeyRequired => f.write_str(
+                "this server registers only phones that prove a key (an encrypted \
+                 connection); plain registrations are refused",
+            ),
+            Reason::BindingsUnknown(name) => write!(
+                f,
+                "the server cannot read its bindings of names to keys yet (database \
+                 unreadable), so it cannot tell whether \"{name}\" belongs to a key; try \
+                 again later"
+            ),
+            Reason::Displaced(name) => write!(
+                f,
+                "\"{name}\" was registered again by its key on another connection, closing"
+            ),
         }
     }
 }
@@ -498,6 +534,9 @@ pub enum Response<'p> {
     Registered,
     /// `{"ack":"Error Registering","reason":..}`: another connection holds the name.
     NameTaken(Name),
+    /// `{"ack":"Error Registering","reason":..}`: the name belongs to a key, and the REG
+    /// came with another key or none.
+    OwnedByAnotherKey(Name),
     /// `{"ip":"A.B.C.D","port":P,"dialect":D}` (no `"dialect"` when the contact has none)
     Found(Contact),
     /// `{"ip":"None"}`
@@ -517,6 +556,9 @@ impl fmt::Display for Response<'_> {
         match self {
             Response::Registered => f.write_str("registered"),
             Response::NameTaken(name) => write!(f, "refused: {name:?} is taken"),
+            Response::OwnedByAnotherKey(name) => {
+                write!(f, "refused: {name:?} belongs to another key")
+            }
             Response::Found(contact) => {
                 write!(f, "found at {}:{}", contact.ip, contact.port)?;
                 match contact.dialect {
@@ -570,6 +612,11 @@ impl Response<'_> {
                 w.escaped(format_args!("\"{name}\" is already registered"))?;
                 w.raw(r#""}"#)
             }
+            Response::OwnedByAnotherKey(name) => {
+                w.raw(r#"{"ack":"Error Registering","reason":""#)?;
+                w.escaped(format_args!("\"{name}\" belongs to another key"))?;
+                w.raw(r#""}"#)
+            }
             Response::Found(contact) => {
                 // A v4 peer seen through a dual-stack socket is reported as plain v4.
                 let ip = match contact.ip {
@@ -579,6 +626,9 @@ impl Response<'_> {
                 w.fmt(format_args!(r#"{{"ip":"{ip}","port":{}"#, contact.port))?;
                 if let Some(dialect) = contact.dialect {
                     w.fmt(format_args!(r#","dialect":"{}""#, dialect.name()))?;
+                }
+                if let Some(key) = contact.key {
+                    w.fmt(format_args!(r#","key":"{key}""#))?;
                 }
                 w.raw("}")
             }
@@ -665,14 +715,31 @@ impl fmt::Write for Plain<'_, '_> {
     }
 }
 
-/// The server's store of live registrations, as the protocol rules see it.
+/// Who owns a name, as far as the server knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// No key: the name goes to whoever registers it first while nobody holds it, and to
+    /// a key for good if that REG came with one.
+    Free,
+    /// The name is bound to this key: only a REG proving it gets the name.
+    Key(PublicKey),
+    /// The server cannot tell: its bindings are not read yet (the database is unreadable)
+    /// and none binds this name in memory. Nobody gets the name meanwhile, so that a name
+    /// is never handed to another key because its binding could not be read.
+    Unknown,
+}
+
+/// The server's store of live registrations and of the names bound to keys, as the
+/// protocol rules see it.
 ///
 /// The rules in [`Session`] guarantee that `insert` is only called for a name that is free
-/// or already this connection's, and `remove` only by the name's owner.
+/// or already this connection's, or by the name's own key (which takes it over from
+/// another connection), `remove` only by the name's holder, and `bind` only for a name
+/// whose owner is [`Owner::Free`].
 pub trait Registry {
     /// Where `name` can be reached, if it is registered.
     fn find(&self, name: &Name) -> Option<Contact>;
-    /// Registers `name` at `contact`, replacing this connection's previous contact for it.
+    /// Registers `name` at `contact`, replacing the contact it had, if any.
     fn insert(&mut self, name: &Name, contact: Contact);
     /// Removes `name`.
     fn remove(&mut self, name: &Name);
@@ -682,6 +749,14 @@ pub trait Registry {
     /// never above [`LIST_MAX_OFFSET`]: finding `after` is expected to cost what a lookup
     /// costs, whatever the number of names.
     fn page(&self, after: Option<&Name>, skip: u32, page: &mut Page) -> bool;
+    /// Who owns `name` (see [`Owner`]).
+    fn owner(&self, name: &Name) -> Owner;
+    /// Binds `name` to `key` for good: from now on only `key` registers it (until an
+    /// administrator releases it). Expected to survive a restart of the server.
+    fn bind(&mut self, name: &Name, key: &PublicKey);
+    /// Whether a REG must come with a key (on an encrypted connection): plain ones are
+    /// refused.
+    fn keys_required(&self) -> bool;
 }
 
 /// A LIST page, borrowed by [`Response::Users`].
@@ -693,6 +768,8 @@ pub type Page = heapless::Vec<Name, LIST_PAGE>;
 pub struct Session {
     registered: Option<Name>,
     key: Option<PublicKey>,
+    /// A name this session's REG took over from another connection, until polled.
+    displaced: Option<Name>,
 }
 
 impl Session {
@@ -708,6 +785,7 @@ impl Session {
         Session {
             registered: None,
             key: Some(key),
+            displaced: None,
         }
     }
 
@@ -724,6 +802,20 @@ impl Session {
     /// Applies one request from this connection, whose peer address is `peer`.
     ///
     /// `page` is scratch space for a LIST answer, which borrows it.
+    ///
+    /// A REG follows these rules, in order (a *plain* connection proved no key):
+    /// 1. this connection's own name again: its contact is updated; another name: refused
+    ///    (one registration per connection);
+    /// 2. plain, and the registry requires keys: refused ([`Reason::KeyRequired`]);
+    /// 3. the name's owner is [`Owner::Unknown`]: refused ([`Reason::BindingsUnknown`]);
+    /// 4. the name is bound to a key other than this connection's (or it is plain):
+    ///    refused ([`Response::OwnedByAnotherKey`]);
+    /// 5. the name is bound to this connection's key: registered, even when another
+    ///    connection holds it (a phone back from a reboot before its old connection was
+    ///    found dead): that one's registration is *displaced* ([`Session::poll_displaced`]);
+    /// 6. the name is free and another connection holds it: refused
+    ///    ([`Response::NameTaken`]);
+    /// 7. otherwise registered, and bound to this connection's key if it has one.
     #[must_use]
     pub fn handle_request<'p, R: Registry>(
         &mut self,
@@ -733,22 +825,7 @@ impl Session {
         page: &'p mut Page,
     ) -> Response<'p> {
         match request {
-            Request::Reg { name, port } => {
-                let contact = Contact::registered(peer, port);
-                match &self.registered {
-                    Some(mine) if *mine == name => {
-                        registry.insert(&name, contact);
-                        Response::Registered
-                    }
-                    Some(mine) => Response::Error(Reason::AlreadyRegistered(mine.clone())),
-                    None if registry.find(&name).is_some() => Response::NameTaken(name),
-                    None => {
-                        registry.insert(&name, contact);
-                        self.registered = Some(name);
-                        Response::Registered
-                    }
-                }
-            }
+            Request::Reg { name, port } => self.handle_reg(name, port, peer, registry),
             Request::Get { name } => match registry.find(&name) {
                 Some(contact) => Response::Found(contact),
                 None => Response::NotFound,
@@ -794,6 +871,59 @@ impl Session {
         }
     }
 
+    /// A REG, by the rules of [`Session::handle_request`].
+    fn handle_reg<R: Registry>(
+        &mut self,
+        name: Name,
+        port: Option<u16>,
+        peer: IpAddr,
+        registry: &mut R,
+    ) -> Response<'static> {
+        let contact = Contact::registered(peer, port).with_key(self.key);
+        match &self.registered {
+            Some(mine) if *mine == name => {
+                registry.insert(&name, contact);
+                return Response::Registered;
+            }
+            Some(mine) => return Response::Error(Reason::AlreadyRegistered(mine.clone())),
+            None => {}
+        }
+        if self.key.is_none() && registry.keys_required() {
+            return Response::Error(Reason::KeyRequired);
+        }
+        let held = registry.find(&name).is_some();
+        match (registry.owner(&name), self.key) {
+            (Owner::Unknown, _) => return Response::Error(Reason::BindingsUnknown(name)),
+            (Owner::Key(owner), Some(key)) if owner == key => {
+                if held {
+                    self.displaced = Some(name.clone());
+                }
+            }
+            (Owner::Key(_), _) => return Response::OwnedByAnotherKey(name),
+            (Owner::Free, _) if held => return Response::NameTaken(name),
+            (Owner::Free, Some(key)) => registry.bind(&name, &key),
+            (Owner::Free, None) => {}
+        }
+        registry.insert(&name, contact);
+        self.registered = Some(name);
+        Response::Registered
+    }
+
+    /// The name whose registration by another connection this session's last REG took
+    /// over (rule 5 of [`Session::handle_request`]), once. The shell then finds the other
+    /// connection holding that name, calls [`Session::handle_displaced`] on its session
+    /// and closes it ([`Reason::Displaced`]).
+    pub fn poll_displaced(&mut self) -> Option<Name> {
+        self.displaced.take()
+    }
+
+    /// This connection's registration was taken over by its name's key on another
+    /// connection: forgets it without touching the registry, which holds the new one.
+    /// Returns the name it held.
+    pub fn handle_displaced(&mut self) -> Option<Name> {
+        self.registered.take()
+    }
+
     /// The connection ended (closed, reset, timed out): frees its name, if it had one.
     pub fn handle_close<R: Registry>(&mut self, registry: &mut R) -> Option<Name> {
         let name = self.registered.take()?;
@@ -808,9 +938,18 @@ mod tests {
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
 
-    /// A registry in a map: the simplest store that obeys the trait.
+    /// A registry in maps: the simplest store that obeys the trait.
     #[derive(Default)]
-    struct MapRegistry(BTreeMap<Name, Contact>);
+    struct MapRegistry(BTreeMap<Name, Contact>, Bindings);
+
+    /// The names bound to keys, whether the rest are known to be free, and the policy.
+    #[derive(Default)]
+    struct Bindings {
+        keys: BTreeMap<Name, PublicKey>,
+        /// The bindings could not be read: names not in `keys` are unknown.
+        unread: bool,
+        keys_required: bool,
+    }
 
     impl Registry for MapRegistry {
         fn find(&self, name: &Name) -> Option<Contact> {
@@ -836,6 +975,19 @@ mod tests {
                 }
             }
             false
+        }
+        fn owner(&self, name: &Name) -> Owner {
+            match self.1.keys.get(name) {
+                Some(key) => Owner::Key(*key),
+                None if self.1.unread => Owner::Unknown,
+                None => Owner::Free,
+            }
+        }
+        fn bind(&mut self, name: &Name, key: &PublicKey) {
+            self.1.keys.insert(name.clone(), *key);
+        }
+        fn keys_required(&self) -> bool {
+            self.1.keys_required
         }
     }
 
@@ -1207,7 +1359,8 @@ mod tests {
                 Contact {
                     ip: ip(1),
                     port: 5001,
-                    dialect: Some(Dialect::Parlo)
+                    dialect: Some(Dialect::Parlo),
+                    key: None
                 }
             );
             assert_eq!(
@@ -1215,7 +1368,8 @@ mod tests {
                 Contact {
                     ip: ip(1),
                     port: DEFAULT_PEER_PORT,
-                    dialect: Some(Dialect::Original)
+                    dialect: Some(Dialect::Original),
+                    key: None
                 }
             );
         }
@@ -1305,6 +1459,209 @@ mod tests {
             }
             let mut buf = [0u8; MAX_RESPONSE];
             assert!(Response::NameTaken(worst).encode(&mut buf).is_ok());
+        }
+    }
+
+    mod owned_names {
+        use super::*;
+
+        const OK: &str = "{\"ack\":\"Registered successfully\",\"server\":\"parlo\"}\n";
+        const REG_ALICE: &str = r#"{"command":"REG","name":"alice","port":5001}"#;
+        const GET_ALICE: &str = r#"{"command":"GET","name":"alice"}"#;
+
+        fn key(byte: u8) -> PublicKey {
+            PublicKey([byte; PublicKey::LEN])
+        }
+
+        /// `key`'s phone registered "alice" from 127.0.0.`peer`.
+        fn alice_with(key_byte: u8, peer: u8, registry: &mut MapRegistry) -> Session {
+            let mut session = Session::with_key(key(key_byte));
+            assert_eq!(exchange(&mut session, registry, peer, REG_ALICE), OK);
+            session
+        }
+
+        fn refused_as_another_keys(reply: &str) {
+            assert_eq!(
+                reply,
+                "{\"ack\":\"Error Registering\",\"reason\":\"\\\"alice\\\" belongs to another \
+                 key\"}\n"
+            );
+        }
+
+        #[test]
+        fn the_first_key_to_register_a_name_binds_it() {
+            let mut registry = MapRegistry::default();
+            let session = alice_with(1, 1, &mut registry);
+            assert_eq!(session.registered(), Some(&name("alice")));
+            assert_eq!(registry.owner(&name("alice")), Owner::Key(key(1)));
+            assert_eq!(registry.owner(&name("bob")), Owner::Free);
+        }
+
+        #[test]
+        fn the_same_key_registers_again_on_a_new_connection() {
+            let mut registry = MapRegistry::default();
+            let mut first = alice_with(1, 1, &mut registry);
+            assert_eq!(first.handle_close(&mut registry), Some(name("alice")));
+            assert_eq!(registry.find(&name("alice")), None);
+            let again = alice_with(1, 2, &mut registry);
+            assert_eq!(again.registered(), Some(&name("alice")));
+            assert_eq!(registry.owner(&name("alice")), Owner::Key(key(1)));
+        }
+
+        #[test]
+        fn another_key_is_refused_whether_the_owner_is_online_or_not() {
+            let mut registry = MapRegistry::default();
+            let mut owner = alice_with(1, 1, &mut registry);
+            let mut mallory = Session::with_key(key(2));
+            refused_as_another_keys(&exchange(&mut mallory, &mut registry, 9, REG_ALICE));
+            let _ = owner.handle_close(&mut registry);
+            refused_as_another_keys(&exchange(&mut mallory, &mut registry, 9, REG_ALICE));
+            assert_eq!(mallory.registered(), None);
+            assert_eq!(mallory.poll_displaced(), None);
+            assert_eq!(registry.find(&name("alice")), None);
+            assert_eq!(registry.owner(&name("alice")), Owner::Key(key(1)));
+        }
+
+        #[test]
+        fn a_plain_reg_of_a_bound_name_is_refused() {
+            let mut registry = MapRegistry::default();
+            let mut owner = alice_with(1, 1, &mut registry);
+            let _ = owner.handle_close(&mut registry);
+            let mut plain = Session::new();
+            refused_as_another_keys(&exchange(
+                &mut plain,
+                &mut registry,
+                9,
+                r#"{"command":"REG","name":"alice"}"#,
+            ));
+            assert_eq!(plain.registered(), None);
+        }
+
+        #[test]
+        fn a_plain_reg_binds_nothing_and_a_key_waits_for_the_name_to_be_free() {
+            let mut registry = MapRegistry::default();
+            let mut plain = Session::new();
+            assert_eq!(exchange(&mut plain, &mut registry, 1, REG_ALICE), OK);
+            assert_eq!(registry.owner(&name("alice")), Owner::Free);
+            let mut keyed = Session::with_key(key(1));
+            assert!(
+                exchange(&mut keyed, &mut registry, 2, REG_ALICE).contains("is already registered")
+            );
+            let _ = plain.handle_close(&mut registry);
+            assert_eq!(exchange(&mut keyed, &mut registry, 2, REG_ALICE), OK);
+            assert_eq!(registry.owner(&name("alice")), Owner::Key(key(1)));
+        }
+
+        #[test]
+        fn the_owner_back_from_a_reboot_displaces_its_stale_registration() {
+            let mut registry = MapRegistry::default();
+            let mut stale = alice_with(1, 1, &mut registry);
+            // The phone rebooted: a new connection from a new address, the old one not
+            // found dead yet.
+            let mut back = alice_with(1, 2, &mut registry);
+            assert_eq!(back.registered(), Some(&name("alice")));
+            assert_eq!(registry.find(&name("alice")).map(|c| c.ip), Some(ip(2)));
+            assert_eq!(back.poll_displaced(), Some(name("alice")));
+            assert_eq!(back.poll_displaced(), None, "once");
+            // The shell detaches the old connection's session, then closes it: the new
+            // registration stays.
+            assert_eq!(stale.handle_displaced(), Some(name("alice")));
+            assert_eq!(stale.handle_close(&mut registry), None);
+            assert_eq!(registry.find(&name("alice")).map(|c| c.ip), Some(ip(2)));
+            let mut mallory = Session::new();
+            assert!(
+                exchange(
+                    &mut mallory,
+                    &mut registry,
+                    9,
+                    r#"{"command":"DISCONNECT","name":"alice"}"#
+                )
+                .contains("another connection")
+            );
+        }
+
+        #[test]
+        fn the_owner_takes_its_name_from_a_plain_holder_too() {
+            let mut registry = MapRegistry::default();
+            let mut plain = Session::new();
+            assert_eq!(exchange(&mut plain, &mut registry, 1, REG_ALICE), OK);
+            // Bound meanwhile (an administrator's --names file, read again).
+            registry.bind(&name("alice"), &key(1));
+            let mut owner = alice_with(1, 2, &mut registry);
+            assert_eq!(owner.poll_displaced(), Some(name("alice")));
+        }
+
+        #[test]
+        fn required_keys_refuse_plain_registrations_but_not_lookups() {
+            let mut registry = MapRegistry::default();
+            registry.1.keys_required = true;
+            let mut plain = Session::new();
+            let reply = exchange(&mut plain, &mut registry, 1, REG_ALICE);
+            assert!(
+                reply.starts_with("{\"ack\":\"Error\",\"reason\":"),
+                "{reply}"
+            );
+            assert!(reply.contains("only phones that prove a key"), "{reply}");
+            assert_eq!(registry.find(&name("alice")), None);
+            let _owner = alice_with(1, 2, &mut registry);
+            assert!(exchange(&mut plain, &mut registry, 1, GET_ALICE).contains("127.0.0.2"));
+        }
+
+        #[test]
+        fn unread_bindings_refuse_every_name_not_known_to_be_free() {
+            let mut registry = MapRegistry::default();
+            registry.1.unread = true;
+            // Known in memory (an administrator's --names file): its key registers it.
+            registry.bind(&name("alice"), &key(1));
+            let _owner = alice_with(1, 1, &mut registry);
+            let reg_bob = r#"{"command":"REG","name":"bob","port":5001}"#;
+            for mut session in [Session::new(), Session::with_key(key(2))] {
+                let reply = exchange(&mut session, &mut registry, 2, reg_bob);
+                assert!(
+                    reply.starts_with("{\"ack\":\"Error\",\"reason\":"),
+                    "{reply}"
+                );
+                assert!(reply.contains("cannot read its bindings"), "{reply}");
+                assert_eq!(session.registered(), None);
+            }
+            assert_eq!(registry.owner(&name("bob")), Owner::Unknown);
+            assert_eq!(registry.find(&name("bob")), None);
+        }
+
+        #[test]
+        fn a_lookup_gives_the_key_the_callee_proved() {
+            let mut registry = MapRegistry::default();
+            let _owner = alice_with(7, 3, &mut registry);
+            let mut asker = Session::new();
+            assert_eq!(
+                exchange(&mut asker, &mut registry, 4, GET_ALICE),
+                format!(
+                    "{{\"ip\":\"127.0.0.3\",\"port\":5001,\"dialect\":\"parlo\",\"key\":\"{}\"}}\n",
+                    key(7)
+                )
+            );
+        }
+
+        #[test]
+        fn the_longest_answers_with_a_key_fit() {
+            let contact = Contact::registered(
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"
+                    .parse()
+                    .expect("v6"),
+                Some(65535),
+            )
+            .with_key(Some(key(0xff)));
+            let mut buf = [0u8; MAX_RESPONSE];
+            assert!(Response::Found(contact).encode(&mut buf).is_ok());
+            let worst = name(&"\"".repeat(32));
+            for response in [
+                Response::OwnedByAnotherKey(worst.clone()),
+                Response::Error(Reason::BindingsUnknown(worst.clone())),
+                Response::Error(Reason::Displaced(worst)),
+                Response::Error(Reason::KeyRequired),
+            ] {
+                assert!(response.encode(&mut buf).is_ok());
+            }
         }
     }
 
@@ -1773,8 +2130,9 @@ pub enum Reply {
         /// The server's explanation, if it gave one.
         reason: ServerText,
     },
-    /// `{"ip":"A.B.C.D","port":P,"dialect":D}`; an original server sends neither port
-    /// (which means [`DEFAULT_PEER_PORT`]) nor dialect (unknown: `None`).
+    /// `{"ip":"A.B.C.D","port":P,"dialect":D,"key":K}`; an original server sends neither
+    /// port (which means [`DEFAULT_PEER_PORT`]) nor dialect (unknown: `None`), and no
+    /// server sends a key for a plain registration.
     Found(Contact),
     /// `{"ip":"None"}`
     NotFound,
@@ -1830,6 +2188,8 @@ pub enum ReplyError {
     BadName(NameError),
     /// `"users"` lists more than [`LIST_PAGE`] names.
     TooManyNames,
+    /// `"key"` is not a key (what is wrong with it).
+    BadKey(parlo_fsm::KeyError),
 }
 
 impl fmt::Display for ReplyError {
@@ -1846,6 +2206,7 @@ impl fmt::Display for ReplyError {
             ReplyError::BadPort(port) => write!(f, "port {port} is not between 1 and 65535"),
             ReplyError::BadName(error) => write!(f, "listed name refused: {error}"),
             ReplyError::TooManyNames => write!(f, "more than {LIST_PAGE} names in one page"),
+            ReplyError::BadKey(error) => write!(f, "\"key\" refused: {error}"),
         }
     }
 }
@@ -1896,6 +2257,7 @@ struct WireReply {
     more: Option<bool>,
     server: Option<Text<16>>,
     dialect: Option<Text<16>>,
+    key: Option<Text<{ PublicKey::TEXT_LEN }>>,
 }
 
 /// The first bytes of `text` a server sent, escaped to be printed (see [`ServerText`]).
@@ -1953,7 +2315,23 @@ impl Reply {
                 Some(Ok("original")) => Some(Dialect::Original),
                 _ => None,
             };
-            return Ok(Reply::Found(Contact { ip, port, dialect }));
+            // A key that is not one is an error, not a missing key: the phone trusts the
+            // callee's key to be the one the server holds.
+            let key = match &wire.key {
+                None => None,
+                Some(text) => Some(
+                    text.whole()
+                        .map_err(parlo_fsm::KeyError::Length)
+                        .and_then(PublicKey::parse)
+                        .map_err(ReplyError::BadKey)?,
+                ),
+            };
+            return Ok(Reply::Found(Contact {
+                ip,
+                port,
+                dialect,
+                key,
+            }));
         }
         if let Some(users) = &wire.users {
             if users.overflow {
@@ -2127,7 +2505,8 @@ mod client_side_tests {
             Ok(Reply::Found(Contact {
                 ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
                 port: 6000,
-                dialect: Some(Dialect::Parlo)
+                dialect: Some(Dialect::Parlo),
+                key: None
             }))
         );
         assert_eq!(
@@ -2135,7 +2514,8 @@ mod client_side_tests {
             Ok(Reply::Found(Contact {
                 ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
                 port: 5001,
-                dialect: Some(Dialect::Original)
+                dialect: Some(Dialect::Original),
+                key: None
             }))
         );
         // A dialect from a later version is unknown, not an error.
@@ -2167,6 +2547,45 @@ mod client_side_tests {
     }
 
     #[test]
+    fn a_found_answer_gives_the_callee_s_key_when_the_server_has_one() {
+        let key = PublicKey(core::array::from_fn(|i| i as u8));
+        let text = format!(r#"{{"ip":"127.0.0.2","port":6000,"dialect":"parlo","key":"{key}"}}"#);
+        assert_eq!(
+            reply(&text),
+            Ok(Reply::Found(Contact {
+                ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+                port: 6000,
+                dialect: Some(Dialect::Parlo),
+                key: Some(key)
+            }))
+        );
+        // Without one (a plain registration, an older server), the contact has none.
+        assert!(matches!(
+            reply(r#"{"ip":"127.0.0.2","port":6000,"dialect":"parlo"}"#),
+            Ok(Reply::Found(Contact { key: None, .. }))
+        ));
+        // A key that is not one is refused, not taken for none.
+        for (bad, error) in [
+            ("short=", parlo_fsm::KeyError::Length(6)),
+            (&"A".repeat(60), parlo_fsm::KeyError::Length(60)),
+            (&"!".repeat(44), parlo_fsm::KeyError::NotBase64),
+        ] {
+            let text = format!(r#"{{"ip":"127.0.0.2","key":"{bad}"}}"#);
+            assert_eq!(reply(&text), Err(ReplyError::BadKey(error)), "{bad}");
+        }
+        assert!(
+            ReplyError::BadKey(parlo_fsm::KeyError::NotBase64)
+                .to_string()
+                .contains("key")
+        );
+        let wrong_type = reply(r#"{"ip":"127.0.0.2","key":7}"#);
+        assert!(
+            matches!(wrong_type, Err(ReplyError::Malformed(_))),
+            "{wrong_type:?}"
+        );
+    }
+
+    #[test]
     fn original_server_responses() {
         // The original answers with Python's spacing, no port, no dialect, no reason, and
         // does not say what it is.
@@ -2181,7 +2600,8 @@ mod client_side_tests {
             Ok(Reply::Found(Contact {
                 ip: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20)),
                 port: DEFAULT_PEER_PORT,
-                dialect: None
+                dialect: None,
+                key: None
             }))
         );
         assert_eq!(
@@ -2209,6 +2629,7 @@ mod client_side_tests {
     fn what_the_server_encodes_the_phone_parses() {
         let contact = Contact::registered(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), Some(5001));
         let original = Contact::registered(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 4)), None);
+        let keyed = contact.with_key(Some(PublicKey([0xfb; 32])));
         let names = [name("a\"b"), name("c\\d")];
         for (response, expected) in [
             (
@@ -2219,6 +2640,7 @@ mod client_side_tests {
             ),
             (Response::Found(original), Reply::Found(original)),
             (Response::Found(contact), Reply::Found(contact)),
+            (Response::Found(keyed), Reply::Found(keyed)),
             (Response::NotFound, Reply::NotFound),
             (Response::Disconnected, Reply::Disconnected),
             (Response::Pong, Reply::Pong),
