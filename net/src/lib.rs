@@ -2,8 +2,8 @@
 //!
 //! Owns the directory protocol (JSON requests and responses over TCP, the splitter that
 //! cuts a TCP byte stream into requests, the server's rules and the phone's sans-IO
-//! client), the peer signalling lines, and the media packets (RTP and the original's raw
-//! PCM datagrams), over the vocabulary of `parlo-fsm`. Pure: no sockets, no clock, no
+//! client), the peer signalling lines, the media packets (RTP and the original's raw PCM
+//! datagrams), and the anti-replay window of encrypted datagrams, over the vocabulary of `parlo-fsm`. Pure: no sockets, no clock, no
 //! threads. The codecs are functions over byte slices that do not allocate; the phone's
 //! directory client, a state machine, keeps its queues and the names of a listing on the
 //! heap, bounded.
@@ -12,3 +12,4 @@ pub mod directory;
 pub mod framing;
 pub mod media;
 pub mod peer;
+pub mod replay;
