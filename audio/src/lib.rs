@@ -11,6 +11,7 @@
 //!   `tone[:HZ]`, `null`.
 //! - [`jitter`]: the jitter buffer the loop feeds with received packets and drains once per
 //!   playback tick (reordering, duplicate/late drop, adaptive depth, loss concealment).
+//! - [`mix`]: the saturating mixer that sums other members' frames in a conference.
 //! - [`pcmu`]: G.711 µ-law encode/decode.
 //!
 //! # Contract
@@ -63,6 +64,7 @@ mod cpal_device;
 pub mod device;
 mod error;
 pub mod jitter;
+pub mod mix;
 pub mod pcmu;
 pub mod queue;
 
