@@ -95,6 +95,7 @@
 extern crate std;
 
 mod machine;
+pub mod messages;
 pub mod table;
 mod types;
 mod vocab;
