@@ -2,6 +2,7 @@
 //! harness code they share.
 
 pub mod call_audio;
+pub mod message_spec;
 pub mod phone_harness;
 pub mod picture;
 pub mod server_harness;

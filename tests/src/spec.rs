@@ -43,6 +43,13 @@ use parlo_net::peer::Wire;
 #[derive(Debug, Default)]
 pub struct ScriptedIds(VecDeque<CallId>);
 
+impl ScriptedIds {
+    /// Adds an id to hand out after the others.
+    pub fn push(&mut self, id: CallId) {
+        self.0.push_back(id);
+    }
+}
+
 impl CallIds for ScriptedIds {
     fn next_call_id(&mut self) -> CallId {
         // A spec that dials more often than it lists ids gets a recognisable filler.
@@ -59,14 +66,14 @@ pub struct Failure {
     pub message: String,
 }
 
-fn fail<T>(line: usize, message: impl Into<String>) -> Result<T, Failure> {
+pub(crate) fn fail<T>(line: usize, message: impl Into<String>) -> Result<T, Failure> {
     Err(Failure {
         line,
         message: message.into(),
     })
 }
 
-fn name(line: usize, text: &str) -> Result<Name, Failure> {
+pub(crate) fn name(line: usize, text: &str) -> Result<Name, Failure> {
     Name::new(text).or_else(|e| fail(line, format!("{text:?}: {e}")))
 }
 
@@ -94,7 +101,7 @@ fn dialect(line: usize, text: &str) -> Result<Dialect, Failure> {
         .map_or_else(|| fail(line, format!("no such dialect: {text}")), Ok)
 }
 
-fn state(line: usize, text: &str) -> Result<State, Failure> {
+pub(crate) fn state(line: usize, text: &str) -> Result<State, Failure> {
     State::ALL
         .into_iter()
         .find(|s| format!("{s:?}") == text)
@@ -132,7 +139,7 @@ pub fn render(action: &Action) -> String {
 }
 
 /// An expected `send MESSAGE to ADDR`, read through the wire's parser.
-fn expected_send(line: usize, text: &str) -> Result<Option<Action>, Failure> {
+pub(crate) fn expected_send(line: usize, text: &str) -> Result<Option<Action>, Failure> {
     let Some(rest) = text.strip_prefix("send ") else {
         return Ok(None);
     };
@@ -146,7 +153,7 @@ fn expected_send(line: usize, text: &str) -> Result<Option<Action>, Failure> {
 }
 
 /// `None` means `tick`.
-fn event(line: usize, text: &str) -> Result<Option<Event>, Failure> {
+pub(crate) fn event(line: usize, text: &str) -> Result<Option<Event>, Failure> {
     let (verb, rest) = text.split_once(' ').unwrap_or((text, ""));
     let args: Vec<&str> = rest.split_whitespace().collect();
     Ok(Some(match (verb, args.as_slice()) {

@@ -372,6 +372,11 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// Only `names` (`--messages-from`); `None` when they are more than [`MAX_ALLOWED`].
+    pub fn only(names: &[Name]) -> Option<Policy> {
+        heapless::Vec::from_slice(names).ok().map(Policy::Only)
+    }
+
     /// Whether `from`, verified so, may message this phone.
     pub fn allows(&self, from: &Name, verification: Verification) -> bool {
         verification.is_key_verified()
