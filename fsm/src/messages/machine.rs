@@ -42,6 +42,9 @@ struct Sender {
     top: u32,
     /// Bit `i`: counter `top - i` was printed.
     seen: u64,
+    /// Bit `i`: counter `top - i` was refused over the rate (and is refused again if it
+    /// comes again: printing it later would contradict the NAK its sender was given).
+    limited: u64,
     /// Tokens, in thousandths, as of `refilled`.
     tokens: u64,
     refilled: Instant,
@@ -50,30 +53,47 @@ struct Sender {
 }
 
 impl Sender {
-    fn has_seen(&self, id: MessageId) -> bool {
+    /// Where `id` falls in the window: `Some(bit)` within it, `None` when it is new
+    /// (another run, or above the highest); below the window, `Some(None)`.
+    fn slot(&self, id: MessageId) -> Option<Option<u32>> {
         if id.run() != self.run || id.counter() > self.top {
-            return false;
+            return None;
         }
         let back = self.top - id.counter();
-        // Below the window: its sender settled it long ago (see the module docs).
-        back >= WINDOW || self.seen & (1 << back) != 0
+        Some((back < WINDOW).then_some(back))
     }
 
-    fn remember(&mut self, id: MessageId) {
+    fn has_seen(&self, id: MessageId) -> bool {
+        match self.slot(id) {
+            None => false,
+            // Below the window: its sender settled it long ago (see the module docs).
+            Some(None) => true,
+            Some(Some(back)) => self.seen & (1 << back) != 0,
+        }
+    }
+
+    fn was_limited(&self, id: MessageId) -> bool {
+        matches!(self.slot(id), Some(Some(back)) if self.limited & (1 << back) != 0)
+    }
+
+    /// Remembers `id` as printed, or as refused over the rate.
+    fn remember(&mut self, id: MessageId, printed: bool) {
         let counter = id.counter();
         if id.run() != self.run {
             // The sender restarted: its previous run is over.
-            (self.run, self.top, self.seen) = (id.run(), counter, 1);
+            (self.run, self.top, self.seen, self.limited) = (id.run(), counter, 0, 0);
         } else if counter > self.top {
             let shift = counter - self.top;
-            self.seen = if shift >= WINDOW {
-                0
-            } else {
-                self.seen << shift
-            } | 1;
+            let slide = |bits: u64| if shift >= WINDOW { 0 } else { bits << shift };
+            (self.seen, self.limited) = (slide(self.seen), slide(self.limited));
             self.top = counter;
-        } else if self.top - counter < WINDOW {
-            self.seen |= 1 << (self.top - counter);
+        }
+        if let Some(Some(back)) = self.slot(id) {
+            if printed {
+                self.seen |= 1 << back;
+            } else {
+                self.limited |= 1 << back;
+            }
         }
     }
 
@@ -203,10 +223,12 @@ impl Messenger {
                 let id = line.id();
                 let (kind, state) = match line {
                     Line::Msg { .. } => {
-                        let seen = self.sender(from).is_some_and(|s| s.has_seen(id));
-                        if seen {
+                        let sender = self.sender(from);
+                        if sender.is_some_and(|s| s.has_seen(id)) {
                             self.counters.duplicates += 1;
                             (EventKind::Msg, State::Seen)
+                        } else if sender.is_some_and(|s| s.was_limited(id)) {
+                            (EventKind::Msg, State::Limited)
                         } else {
                             (EventKind::Msg, State::None)
                         }
@@ -290,6 +312,7 @@ impl Messenger {
                 run: id.run(),
                 top: id.counter(),
                 seen: 0,
+                limited: 0,
                 tokens: u64::from(self.config.rate_burst) * TOKEN,
                 refilled: self.now,
                 heard: self.now,
@@ -398,7 +421,7 @@ impl Messenger {
                     h.state = to;
                 }
             }
-            State::Seen => {}
+            State::Seen | State::Limited => {}
         }
     }
 
@@ -463,10 +486,10 @@ impl Messenger {
                     }
                 }
             }
-            Step::Remember => {
+            Step::Remember | Step::RememberLimited => {
                 if let Some(Event::Peer { from, .. }) = event {
                     if let Some(s) = self.sender_mut(from, id) {
-                        s.remember(id);
+                        s.remember(id, step == Step::Remember);
                     }
                 }
             }
@@ -642,11 +665,12 @@ mod tests {
             run: top.run(),
             top: top.counter(),
             seen: 0,
+            limited: 0,
             tokens: 0,
             refilled: Instant(0),
             heard: Instant(0),
         };
-        s.remember(top);
+        s.remember(top, true);
         s
     }
 
@@ -655,12 +679,12 @@ mod tests {
         let mut s = sender_at(MessageId::new(7, 10));
         for c in [12, 11, 30] {
             assert!(!s.has_seen(MessageId::new(7, c)));
-            s.remember(MessageId::new(7, c));
+            s.remember(MessageId::new(7, c), true);
             assert!(s.has_seen(MessageId::new(7, c)));
         }
         assert!(s.has_seen(MessageId::new(7, 10)), "still in the window");
         assert!(!s.has_seen(MessageId::new(7, 29)), "a gap stays unseen");
-        s.remember(MessageId::new(7, 29));
+        s.remember(MessageId::new(7, 29), true);
         assert!(s.has_seen(MessageId::new(7, 29)));
     }
 
@@ -676,7 +700,7 @@ mod tests {
     fn a_new_run_starts_the_window_afresh() {
         let mut s = sender_at(MessageId::new(7, 100));
         assert!(!s.has_seen(MessageId::new(8, 1)), "a restarted sender");
-        s.remember(MessageId::new(8, 1));
+        s.remember(MessageId::new(8, 1), true);
         assert!(s.has_seen(MessageId::new(8, 1)));
         assert!(
             !s.has_seen(MessageId::new(7, 100)),
@@ -687,7 +711,7 @@ mod tests {
     #[test]
     fn a_jump_beyond_the_window_clears_it() {
         let mut s = sender_at(MessageId::new(7, 1));
-        s.remember(MessageId::new(7, 1 + 2 * WINDOW));
+        s.remember(MessageId::new(7, 1 + 2 * WINDOW), true);
         assert!(!s.has_seen(MessageId::new(7, 2 + WINDOW)));
         assert!(s.has_seen(MessageId::new(7, 1 + 2 * WINDOW)));
     }

@@ -56,8 +56,11 @@
 //!   key-verified sender); otherwise `NAK refused`, and nothing is printed;
 //! - the sender must be within its rate: a token bucket per sender, [`Config::rate_burst`]
 //!   (10) at once, refilled at [`Config::rate_per_second`] (5) per second; over it,
-//!   `NAK rate-limited`, nothing printed. A duplicate costs no token: it is answered
-//!   `ACK` whatever the rate, since its sender is only asking whether it arrived.
+//!   `NAK rate-limited`, nothing printed — and the id is remembered as refused, so that
+//!   a copy arriving later, tokens or not, is refused too: a message whose sender was
+//!   told `rate-limited` is never printed. A duplicate of a printed message costs no
+//!   token: it is answered `ACK` whatever the rate, since its sender is only asking
+//!   whether it arrived.
 //! - a text longer than [`MAX_TEXT`] is `NAK too-long`.
 //!
 //! The memory of senders is bounded ([`SENDERS`]); when it is full, the sender heard
@@ -65,7 +68,7 @@
 //! cannot push the others out.
 //!
 //! Duplicates are recognised by a window per sender: the highest id of the sender's
-//! current run and the [`WINDOW`] ids below it. Ids of one run increase, and a sender holds
+//! current run and the [`WINDOW`] ids below it, each marked printed or refused. Ids of one run increase, and a sender holds
 //! at most [`QUEUE`] messages at a time, fewer than the window, so an id below the window
 //! belongs to a message its sender has long settled: it is taken as seen (acknowledged,
 //! not printed). An id of another run starts the window afresh (the sender restarted).

@@ -23,11 +23,19 @@ pub enum State {
     Sent,
     /// Theirs, printed already (its id is in the sender's window).
     Seen,
+    /// Theirs, refused over its sender's rate (its id is in the sender's window).
+    Limited,
 }
 
 impl State {
     /// Every state, in table order.
-    pub const ALL: [State; 4] = [State::None, State::Waiting, State::Sent, State::Seen];
+    pub const ALL: [State; 5] = [
+        State::None,
+        State::Waiting,
+        State::Sent,
+        State::Seen,
+        State::Limited,
+    ];
 }
 
 /// The table's columns: a [`super::Event`] or a timer, classified against the message it
@@ -178,8 +186,10 @@ pub enum Step {
     Resend,
     /// Take one token from the sender's bucket.
     Spend,
-    /// Remember the id in the sender's window.
+    /// Remember the id in the sender's window, as printed.
     Remember,
+    /// Remember the id in the sender's window, as refused over the rate.
+    RememberLimited,
     /// Tell the user of the message received.
     Deliver,
     /// Answer the sender `ACK`.
@@ -263,7 +273,7 @@ const NOT_OURS: &str =
     "no message of ours is out under this id to this peer (a late duplicate, or already settled)";
 const NOT_SENT: &str = "not sent yet: an answer about it is not its receiver's";
 const THEIRS: &str = "concerns the messages we send; this one was received";
-const OURS: &str = "only a received message is seen; ours are never in a sender's window";
+const OURS: &str = "only a received message is in a sender's window; ours never are";
 
 /// The transition table of the message machine.
 #[rustfmt::skip]
@@ -277,7 +287,7 @@ pub static TABLE: &[Entry] = &[
     ignore(None, E::Route, NOT_WAITING),
     ignore(None, E::NoRoute, NOT_WAITING),
     row(None, E::Msg, Refused, Stay, &[Nak(Reason::Refused)]),
-    row(None, E::Msg, RateLimited, Stay, &[Nak(Reason::RateLimited)]),
+    row(None, E::Msg, RateLimited, To(Limited), &[RememberLimited, Nak(Reason::RateLimited)]),
     row(None, E::Msg, Accepted, To(Seen), &[Spend, Remember, Deliver, Ack]),
     row(None, E::MsgTooLong, Always, Stay, &[Nak(Reason::TooLong)]),
     ignore(None, E::Ack, NOT_OURS),
@@ -321,6 +331,18 @@ pub static TABLE: &[Entry] = &[
     ignore(Seen, E::Retransmit, NO_TIMER),
     ignore(Seen, E::RetransmitExhausted, NO_TIMER),
     ignore(Seen, E::RouteWait, NO_TIMER),
+
+    // ---- Limited: theirs, refused over the rate ------------------------------------
+    ignore(Limited, E::Send, OURS),
+    ignore(Limited, E::Route, OURS),
+    ignore(Limited, E::NoRoute, OURS),
+    row(Limited, E::Msg, Always, Stay, &[Nak(Reason::RateLimited)]),
+    ignore(Limited, E::MsgTooLong, "an over-long text is never remembered"),
+    ignore(Limited, E::Ack, OURS),
+    ignore(Limited, E::Nak, OURS),
+    ignore(Limited, E::Retransmit, NO_TIMER),
+    ignore(Limited, E::RetransmitExhausted, NO_TIMER),
+    ignore(Limited, E::RouteWait, NO_TIMER),
 ];
 
 #[cfg(test)]
