@@ -1,11 +1,12 @@
-//! Pictures of the call machine, generated from its table: the full transition matrix
-//! as text (`specs/transitions.txt`) and a Mermaid state diagram (in the README).
+//! Pictures of the machines, generated from their tables: the call machine's full
+//! transition matrix as text (`specs/transitions.txt`) and a Mermaid state diagram (in
+//! the README), and the message machine's matrix (`specs/messages/transitions.txt`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use parlo_fsm::table::{Entry, Next, Outcome, Say, Step, Tell};
-use parlo_fsm::{EventKind, Guard, State, TABLE};
+use parlo_fsm::{EventKind, Guard, State, TABLE, messages};
 
 fn say(s: Say) -> &'static str {
     match s {
@@ -141,5 +142,86 @@ pub fn mermaid() -> String {
         let _ = writeln!(out, "    {from:?} --> {to:?}: {}", labels.join(", "));
     }
     out.push_str("```\n");
+    out
+}
+
+fn message_step(s: messages::table::Step) -> String {
+    use messages::table::{Step as S, Tell as T};
+    match s {
+        S::Hold => "hold".into(),
+        S::Connect => "ask for a session".into(),
+        S::ArmRouteWait => "arm route-wait".into(),
+        S::Transmit => "send MSG, arm retransmit".into(),
+        S::Resend => "resend MSG, back off".into(),
+        S::Spend => "spend a token".into(),
+        S::Remember => "remember as printed".into(),
+        S::RememberLimited => "remember as rate-limited".into(),
+        S::Deliver => "tell message".into(),
+        S::Ack => "reply ACK".into(),
+        S::Nak(r) => format!("reply NAK {}", r.name()),
+        S::Tell(T::Sending) => "tell sending".into(),
+        S::Tell(T::Delivered) => "tell delivered".into(),
+        S::Tell(T::Undelivered(r)) => format!("tell undelivered ({})", r.name()),
+        S::Tell(T::UndeliveredAsTold) => "tell undelivered (as told)".into(),
+    }
+}
+
+/// The message machine's whole table as text: a grid of next states, then every entry.
+pub fn message_matrix() -> String {
+    use messages::table::{Next as N, Outcome as O};
+    use messages::{EventKind as K, Guard as G, State as St, TABLE as T};
+    let label = |e: &messages::table::Entry| match e.guard {
+        G::Always => e.event.name().to_string(),
+        g => format!("{} [{}]", e.event.name(), g.name()),
+    };
+    let mut out = String::new();
+    out.push_str(
+        "# The message machine's transition matrix, generated from parlo-fsm's table.\n\
+         # Do not edit: `PARLO_BLESS=1 cargo test -p parlo-tests --test picture` rewrites it.\n\
+         #\n\
+         # Rows: what happens; columns: what this phone holds about the message concerned.\n\
+         # Grid: the state after each event. `=` stays, `·` ignores; `a/b/c` depends on a guard.\n\n",
+    );
+    let width = K::ALL.iter().map(|e| e.name().len()).max().unwrap_or(0);
+    let _ = write!(out, "{:width$}", "");
+    for s in St::ALL {
+        let _ = write!(out, " {:>22}", format!("{s:?}"));
+    }
+    out.push('\n');
+    for event in K::ALL {
+        let _ = write!(out, "{:width$}", event.name());
+        for state in St::ALL {
+            let cells: Vec<String> = T
+                .iter()
+                .filter(|e| e.state == state && e.event == event)
+                .map(|e| match e.outcome {
+                    O::Ignore(_) => "·".to_string(),
+                    O::Row { next: N::Stay, .. } => "=".to_string(),
+                    O::Row { next: N::To(s), .. } => format!("{s:?}"),
+                })
+                .collect();
+            let _ = write!(out, " {:>22}", cells.join("/"));
+        }
+        out.push('\n');
+    }
+    for state in St::ALL {
+        let _ = write!(out, "\n## {state:?}\n");
+        for e in T.iter().filter(|e| e.state == state) {
+            let label = label(e);
+            match e.outcome {
+                O::Ignore(why) => {
+                    let _ = writeln!(out, "  {label:<34} ignored: {why}");
+                }
+                O::Row { next, steps } => {
+                    let to = match next {
+                        N::Stay => "=".to_string(),
+                        N::To(s) => format!("{s:?}"),
+                    };
+                    let steps: Vec<String> = steps.iter().map(|s| message_step(*s)).collect();
+                    let _ = writeln!(out, "  {label:<34} -> {to:<8} {}", steps.join(", "));
+                }
+            }
+        }
+    }
     out
 }

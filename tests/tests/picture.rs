@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use parlo_tests::picture::{matrix, mermaid};
+use parlo_tests::picture::{matrix, mermaid, message_matrix};
 
 const BEGIN: &str = "<!-- state-diagram: generated from the table, do not edit -->\n";
 const END: &str = "<!-- state-diagram end -->";
@@ -31,6 +31,22 @@ fn transition_matrix_is_current() {
         have == want,
         "specs/transitions.txt is stale: the table changed. Review the change, then run \
          `PARLO_BLESS=1 cargo test -p parlo-tests --test picture` and commit the result."
+    );
+}
+
+#[test]
+fn message_transition_matrix_is_current() {
+    let path = root().join("specs/messages/transitions.txt");
+    let want = message_matrix();
+    if bless() {
+        fs::write(&path, &want).expect("specs/messages/transitions.txt is writable");
+    }
+    let have = fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "specs/messages/transitions.txt is stale: the message table changed. Review the \
+         change, then run `PARLO_BLESS=1 cargo test -p parlo-tests --test picture` and \
+         commit the result."
     );
 }
 
