@@ -1,4 +1,5 @@
-//! parlo-fsm: the call state machine of a Parlo phone, and Parlo's vocabulary.
+//! parlo-fsm: the call state machine and the message machine of a Parlo phone, and
+//! Parlo's vocabulary.
 //!
 //! The vocabulary — [`Name`], [`CallId`], [`Codec`], [`CodecSet`], [`Dialect`], the
 //! signalling [`Message`] and the audio frame ([`FRAME_SAMPLES`] at [`SAMPLE_RATE`]) — is
@@ -23,6 +24,12 @@
 //!   poll_timeout()               ◀─────   earliest deadline
 //!   handle_timeout(now)          ─────▶   fire one due timer (repeat while due)
 //! ```
+//!
+//! # Messages
+//! Text messages between phones have their own small table-driven machine,
+//! [`messages::Messenger`], with its own vocabulary (message ids, texts, the `MSG`, `ACK`
+//! and `NAK` lines). It shares nothing with the call machine but [`Name`] and
+//! [`Instant`]: the shell routes each event to one or the other by kind.
 //!
 //! # Incoming calls
 //! A new incoming call rings at once (RINGING to the caller) and asks the directory
