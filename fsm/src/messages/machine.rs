@@ -464,7 +464,7 @@ impl Messenger {
                 } else {
                     h.tries.saturating_add(1)
                 };
-                let delay = initial.saturating_mul(1u64 << (h.tries - 1).min(32));
+                let delay = initial.saturating_mul(1u64 << h.tries.saturating_sub(1).min(32));
                 h.deadline = now.after(delay);
                 let line = Line::Msg {
                     id,
