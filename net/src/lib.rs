@@ -11,4 +11,5 @@
 pub mod directory;
 pub mod framing;
 pub mod media;
+pub mod noise;
 pub mod peer;
