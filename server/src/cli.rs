@@ -1,4 +1,5 @@
-//! The command line: `parlo-server [OPTIONS]` and `parlo-server users [--db PATH] [--watch]`.
+//! The command line: `parlo-server [OPTIONS]`, `parlo-server users [--db PATH] [--watch]`,
+//! `parlo-server keygen [--identity PATH] [--force]` and `parlo-server id [--identity PATH]`.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -17,6 +18,8 @@ and look each other up; a registration lives as long as its connection.
 USAGE:
     parlo-server [OPTIONS]
     parlo-server users [--db PATH] [--watch]
+    parlo-server keygen [--identity PATH] [--force]
+    parlo-server id [--identity PATH]
 
 OPTIONS:
     --listen ADDR:PORT      Address and TCP port to listen on: port 1024-65535, or 0 for a
@@ -27,9 +30,14 @@ OPTIONS:
                             from memory, logs why, and rewrites it once it can.
                             [default: $STATE_DIRECTORY/directory.db under systemd,
                              else ./parlo-directory.db]
+    --identity PATH         The server's key pair (X25519), made on first start, mode
+                            0600; refused if its group or others may read it. Phones
+                            encrypt to its public key (`parlo-server id` prints it).
+                            [default: the file `identity` beside the database:
+                             $STATE_DIRECTORY/identity under systemd, else ./identity]
     --max-clients N         Connections held at once; the next ones get an error and are
                             closed. Capped by the open-files limit, and by the memory
-                            limit (MemoryMax=) at ~51 KiB a connection.  [default: 16384]
+                            limit (MemoryMax=) at ~56 KiB a connection.  [default: 16384]
     --max-per-address N     Connections held at once from one source address; the next
                             ones from it get an error and are closed, so that one host
                             cannot fill the server; 0 = no limit.         [default: 64]
@@ -77,6 +85,33 @@ OPTIONS:
     -h, --help      Print this help.
 ";
 
+/// `--help` text of `keygen`.
+pub const KEYGEN_HELP: &str = "\
+parlo-server keygen: make the server's key pair (the server also makes one on first start).
+
+USAGE:
+    parlo-server keygen [--identity PATH] [--force]
+
+OPTIONS:
+    --identity PATH  Where to keep it (mode 0600).  [default: as for the server]
+    --force          Replace an existing key pair: phones that pinned the old public key
+                     will refuse this server until they are given the new one.
+    -h, --help       Print this help.
+";
+
+/// `--help` text of `id`.
+pub const ID_HELP: &str = "\
+parlo-server id: print the server's public key and its fingerprint, to give to phones
+(parlo-client --server-key) and to compare with what they report.
+
+USAGE:
+    parlo-server id [--identity PATH]
+
+OPTIONS:
+    --identity PATH  The server's key pair.  [default: as for the server]
+    -h, --help       Print this help.
+";
+
 /// The TCP port the server listens on by default, the original's.
 pub const DEFAULT_PORT: u16 = 10000;
 
@@ -87,6 +122,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The SQLite database file.
     pub db: PathBuf,
+    /// The server's key pair.
+    pub identity: PathBuf,
     /// Most connections held at once.
     pub max_clients: usize,
     /// Most connections held at once from one source address; `None`: no limit.
@@ -110,6 +147,10 @@ pub enum Command {
     Serve(ServeConfig),
     /// Print the live directory from a database.
     Users { db: PathBuf, watch: bool },
+    /// Make the server's key pair.
+    Keygen { identity: PathBuf, force: bool },
+    /// Print the server's public key and fingerprint.
+    Id { identity: PathBuf },
     /// Print this text and exit.
     Help(&'static str),
     /// Print the version and exit.
@@ -127,6 +168,11 @@ fn default_db() -> PathBuf {
         }
         _ => PathBuf::from("parlo-directory.db"),
     }
+}
+
+/// The default identity: the file `identity` beside the database.
+fn default_identity(db: &std::path::Path) -> PathBuf {
+    db.with_file_name("identity")
 }
 
 fn usage(text: impl Into<String>) -> Error {
@@ -157,9 +203,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
     use lexopt::prelude::*;
 
     let mut parser = lexopt::Parser::from_args(args);
+    let mut identity: Option<PathBuf> = None;
     let mut config = ServeConfig {
         listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
         db: default_db(),
+        identity: PathBuf::new(),
         max_clients: 16384,
         // A phone holds one connection, and after a reset maybe a few more until the old
         // ones are found dead (keepalive); 64 leaves room for several phones or tools on
@@ -179,6 +227,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
                     .map_err(usage)?;
             }
             Long("db") => config.db = parser.value().map_err(from_lexopt)?.into(),
+            Long("identity") => identity = Some(parser.value().map_err(from_lexopt)?.into()),
             Long("max-clients") => {
                 let value = text(&mut parser, "--max-clients")?;
                 config.max_clients = match value.parse::<usize>() {
@@ -223,10 +272,41 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
             Short('h') | Long("help") => return Ok(Command::Help(HELP)),
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(word) if word == "users" => return parse_users(parser, config.db),
+            Value(word) if word == "keygen" || word == "id" => {
+                let identity = identity.unwrap_or_else(|| default_identity(&config.db));
+                return parse_keys(parser, word == "keygen", identity);
+            }
             _ => return Err(from_lexopt(arg.unexpected())),
         }
     }
+    config.identity = identity.unwrap_or_else(|| default_identity(&config.db));
     Ok(Command::Serve(config))
+}
+
+/// `keygen` (`make`) or `id`, with their flags.
+fn parse_keys(
+    mut parser: lexopt::Parser,
+    make: bool,
+    mut identity: PathBuf,
+) -> Result<Command, Error> {
+    use lexopt::prelude::*;
+
+    let mut force = false;
+    while let Some(arg) = parser.next().map_err(from_lexopt)? {
+        match arg {
+            Long("identity") => identity = parser.value().map_err(from_lexopt)?.into(),
+            Long("force") if make => force = true,
+            Short('h') | Long("help") => {
+                return Ok(Command::Help(if make { KEYGEN_HELP } else { ID_HELP }));
+            }
+            _ => return Err(from_lexopt(arg.unexpected())),
+        }
+    }
+    Ok(if make {
+        Command::Keygen { identity, force }
+    } else {
+        Command::Id { identity }
+    })
 }
 
 fn parse_users(mut parser: lexopt::Parser, mut db: PathBuf) -> Result<Command, Error> {

@@ -40,6 +40,8 @@ pub enum Error {
     },
     /// Writing the `users` table to stdout failed.
     Output(io::Error),
+    /// The server's identity cannot be used.
+    Identity(parlo_daemon::identity::IdentityError),
 }
 
 impl Failure for Error {
@@ -51,7 +53,8 @@ impl Failure for Error {
             | Error::NoDatabase(_)
             | Error::DatabaseInUse(_)
             | Error::DatabaseFile { .. }
-            | Error::Poll { .. } => Exit::Critical,
+            | Error::Poll { .. }
+            | Error::Identity(_) => Exit::Critical,
             Error::Output(_) => Exit::Warning,
         }
     }
@@ -121,6 +124,7 @@ impl fmt::Display for Error {
             ),
             Error::Poll { doing, source } => write!(f, "cannot {doing}: {source}"),
             Error::Output(source) => write!(f, "cannot write to stdout: {source}"),
+            Error::Identity(error) => error.fmt(f),
         }
     }
 }
@@ -143,7 +147,10 @@ impl Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Usage(_) | Error::NoDatabase(_) | Error::DatabaseInUse(_) => None,
+            Error::Usage(_)
+            | Error::NoDatabase(_)
+            | Error::DatabaseInUse(_)
+            | Error::Identity(_) => None,
             Error::Listen { source, .. }
             | Error::Poll { source, .. }
             | Error::DatabaseFile { source, .. }

@@ -69,6 +69,18 @@
 //!   name of the one before (the cursor), and also by `"offset"`, for a server of Parlo's
 //!   first version, which knows only that.
 //! - Text from the server reaches the phone escaped ([`ServerText`]): it can be printed.
+//! - Encryption ([`Client::with_security`]; a client without it speaks plain JSON only):
+//!   with the server's key known ([`ServerKey`]: given by the user, or pinned), every
+//!   connection starts with a Noise handshake ([`crate::noise`]) and carries its requests
+//!   sealed; a handshake the server does not complete (it answers with something else,
+//!   closes, or fails the connection) is a refusal, [`Refusal::ServerKey`], retried like
+//!   any refusal and never followed by plain text. Without a key, the first request of a
+//!   connection is `KEY`, in plain JSON: a server that answers with its key gets it
+//!   pinned ([`Event::ServerKeyLearned`], which the shell stores) and is connected to
+//!   again at once, through Noise; one that does not (the original project's, an older
+//!   Parlo's) is spoken to in plain JSON from then on ([`Event::Unencrypted`]), since
+//!   nothing better can be had from it. `KEY` carries a `"name"`: the original server
+//!   reads one before the command, and answers an unknown command with an error.
 //!
 //! Memory is bounded: the requests waiting (by [`UNSENT_LIMIT`]), the received bytes (one
 //! [`FrameBuffer`]), a list being gathered (by [`LIST_MAX_NAMES`]). No input panics.
@@ -81,10 +93,11 @@ use std::vec::Vec;
 use parlo_fsm::{CallIds, Instant, SplitMix64};
 
 use super::{
-    Contact, MAX_ENCODED_REQUEST, Name, Reply, ReplyError, Request, RequestError, ServerKind,
-    ServerText,
+    Contact, MAX_ENCODED_REQUEST, Name, PublicKey, Reply, ReplyError, Request, RequestError,
+    ServerKind, ServerText,
 };
 use crate::framing::{Frame, FrameBuffer, MAX_REQUEST};
+use crate::noise::{Channel, SecretKey, fingerprint};
 
 /// How long the shell may take to look the server's host name up and start connecting
 /// (from [`Link::Connect`] to [`Client::handle_connecting`]).
@@ -212,6 +225,50 @@ pub enum Refusal {
     Unexpected(&'static str),
     /// An answer that could not be understood.
     BadReply(ReplyError),
+    /// The server did not complete the Noise handshake for the key we hold for it: it has
+    /// another key (or is another server), or speaks no Noise. Nothing is sent in plain
+    /// text to it.
+    ServerKey(ServerKey),
+}
+
+/// The server's public key as the phone knows it, and where from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerKey {
+    /// The key.
+    pub key: PublicKey,
+    /// Given by the user (`--server-key`) rather than pinned on first contact.
+    pub configured: bool,
+}
+
+/// What a phone needs to encrypt its directory connection.
+pub struct Security {
+    /// The phone's own key pair.
+    pub identity: SecretKey,
+    /// The server's key, if known.
+    pub server: Option<ServerKey>,
+    /// 32 random bytes for each handshake's ephemeral key (from the operating system);
+    /// `None` if there are none, which fails the attempt.
+    pub entropy: Box<dyn FnMut() -> Option<[u8; 32]> + Send>,
+}
+
+impl fmt::Debug for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Security")
+            .field("public", &self.identity.public())
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the current connection speaks.
+#[derive(Debug)]
+enum Speech {
+    /// Plain JSON (no security, or a server that speaks no Noise).
+    Plain,
+    /// Plain JSON, `KEY` asked: its answer decides.
+    Asking,
+    /// Noise, through this channel.
+    Noise(Box<Channel>),
 }
 
 /// When the next connection attempt is.
@@ -251,6 +308,12 @@ pub enum Event<T> {
     },
     /// The answer to the DISCONNECT sent when the phone quit.
     Disconnected(Result<(), Failure>),
+    /// The server said its key on first contact: the shell pins it (stores it for this
+    /// server's address). The client uses it from now on.
+    ServerKeyLearned(PublicKey),
+    /// The server knows no `KEY`: it speaks no Noise, and gets plain JSON for the life of
+    /// this client (what it said instead).
+    Unencrypted(ServerText),
 }
 
 /// What the shell is to do with the connection.
@@ -292,6 +355,7 @@ enum Outage {
 #[derive(Debug)]
 enum Purpose<T> {
     Register,
+    Key,
     Ping,
     Disconnect,
     Lookup(T),
@@ -351,6 +415,12 @@ pub struct Client<T> {
     outbox: Vec<u8>,
     links: VecDeque<Link>,
     events: VecDeque<Event<T>>,
+    /// Encryption, when the phone has an identity.
+    security: Option<Security>,
+    /// The server answered `KEY` with something else: plain JSON from then on.
+    unencrypted: bool,
+    /// How the current connection speaks.
+    speech: Speech,
 }
 
 impl<T> Client<T> {
@@ -379,7 +449,31 @@ impl<T> Client<T> {
             outbox: Vec::new(),
             links: VecDeque::new(),
             events: VecDeque::new(),
+            security: None,
+            unencrypted: false,
+            speech: Speech::Plain,
         }
+    }
+
+    /// Encrypts the connection with `security` (see the module docs).
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = Some(security);
+        self
+    }
+
+    /// The server's key as the client knows it now.
+    pub fn server_key(&self) -> Option<ServerKey> {
+        self.security.as_ref().and_then(|s| s.server)
+    }
+
+    /// Whether the current connection speaks Noise (its bytes are not text).
+    pub fn speaks_noise(&self) -> bool {
+        matches!(self.speech, Speech::Noise(_))
+    }
+
+    /// Whether the current connection is encrypted (its handshake done).
+    pub fn is_encrypted(&self) -> bool {
+        matches!(&self.speech, Speech::Noise(channel) if channel.is_established())
     }
 
     /// Whether the connection is up: queries are sent now.
@@ -462,7 +556,49 @@ impl<T> Client<T> {
             },
             purpose: Purpose::Register,
         });
+        self.speech = Speech::Plain;
+        if let Some(security) = self.security.as_mut().filter(|_| !self.unencrypted) {
+            match security.server {
+                Some(server) => {
+                    let Some(ephemeral) = (security.entropy)() else {
+                        let why = "the operating system's random source failed";
+                        return self.fail(now, Loss::Failed(why.into()));
+                    };
+                    match Channel::initiator(&security.identity, &server.key, ephemeral) {
+                        Ok(mut channel) => {
+                            if let Some(hello) = channel.poll_transmit() {
+                                self.outbox.extend_from_slice(hello);
+                                let n = hello.len();
+                                channel.handle_written(n);
+                            }
+                            self.speech = Speech::Noise(Box::new(channel));
+                        }
+                        Err(_) => {
+                            return self.fail(now, Loss::Refused(Refusal::ServerKey(server)));
+                        }
+                    }
+                }
+                None => {
+                    self.speech = Speech::Asking;
+                    self.queued.push_front(Queued {
+                        request: Request::Key,
+                        purpose: Purpose::Key,
+                    });
+                }
+            }
+        }
         self.pump(now);
+    }
+
+    /// The Noise handshake under way did not complete: the server's key is not the one
+    /// held, or it speaks no Noise.
+    fn handshake_failed(&mut self) -> Option<Loss> {
+        match &self.speech {
+            Speech::Noise(channel) if !channel.is_established() => self
+                .server_key()
+                .map(|key| Loss::Refused(Refusal::ServerKey(key))),
+            _ => None,
+        }
     }
 
     /// The connection attempt, or the connection, failed; `why` in the shell's words.
@@ -472,7 +608,12 @@ impl<T> Client<T> {
             State::Opening { .. } | State::Connecting { .. } => {
                 self.fail(now, Loss::Unreachable(why.into()));
             }
-            State::Open => self.fail(now, Loss::Failed(why.into())),
+            State::Open => {
+                let loss = self
+                    .handshake_failed()
+                    .unwrap_or_else(|| Loss::Failed(why.into()));
+                self.fail(now, loss);
+            }
             State::Waiting { .. } | State::Stopped => {}
         }
     }
@@ -481,7 +622,10 @@ impl<T> Client<T> {
     pub fn handle_closed(&mut self, now: Instant) {
         let now = self.clock(now);
         match self.state {
-            State::Open => self.fail(now, Loss::Closed),
+            State::Open => {
+                let loss = self.handshake_failed().unwrap_or(Loss::Closed);
+                self.fail(now, loss);
+            }
             State::Opening { .. } | State::Connecting { .. } => {
                 self.fail(
                     now,
@@ -493,8 +637,55 @@ impl<T> Client<T> {
     }
 
     /// Bytes read from the connection, in any cut.
-    pub fn handle_received(&mut self, now: Instant, mut bytes: &[u8]) {
+    pub fn handle_received(&mut self, now: Instant, bytes: &[u8]) {
         let now = self.clock(now);
+        if let Speech::Noise(_) = self.speech {
+            return self.receive_sealed(now, bytes);
+        }
+        self.receive_plain(now, bytes);
+    }
+
+    /// Bytes of a Noise connection: the handshake, then sealed responses.
+    fn receive_sealed(&mut self, now: Instant, mut bytes: &[u8]) {
+        while self.state == State::Open {
+            let Speech::Noise(channel) = &mut self.speech else {
+                return;
+            };
+            let taken = channel.handle_received(bytes);
+            bytes = &bytes[taken..];
+            let was_established = channel.is_established();
+            let mut plain = [0u8; MAX_REQUEST];
+            let read = channel.read(&mut plain);
+            if let Some(message) = channel.poll_transmit() {
+                self.outbox.extend_from_slice(message);
+                let n = message.len();
+                channel.handle_written(n);
+            }
+            let established = channel.is_established();
+            let n =
+                match read {
+                    Ok(n) => n,
+                    Err(_) => {
+                        let loss = self.handshake_failed().unwrap_or(Loss::Garbled(
+                            RequestError::Malformed("an encrypted response that does not verify"),
+                        ));
+                        return self.fail(now, loss);
+                    }
+                };
+            if established && !was_established {
+                // The handshake is done: the requests waiting go out, sealed.
+                self.pump(now);
+            }
+            if n > 0 {
+                self.receive_plain(now, &plain[..n]);
+            } else if bytes.is_empty() || taken == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Plain bytes: responses, in any cut.
+    fn receive_plain(&mut self, now: Instant, mut bytes: &[u8]) {
         while !bytes.is_empty() && self.state == State::Open {
             let spare = self.frames.spare();
             let n = spare.len().min(bytes.len());
@@ -630,6 +821,16 @@ impl<T> Client<T> {
         if self.state != State::Open {
             return;
         }
+        if let Speech::Noise(channel) = &self.speech
+            && !channel.is_established()
+        {
+            return; // they go once the handshake is done
+        }
+        if let Speech::Asking = self.speech
+            && !self.sent.is_empty()
+        {
+            return; // nothing goes before KEY is answered
+        }
         let parlo = self.server == Some(ServerKind::Parlo);
         while !self.queued.is_empty() && (parlo || self.sent.is_empty()) {
             let Some(Queued { request, purpose }) = self.queued.pop_front() else {
@@ -648,7 +849,16 @@ impl<T> Client<T> {
                 // Unreachable: MAX_ENCODED_REQUEST holds every request.
                 continue;
             };
-            self.outbox.extend_from_slice(&buf[..len]);
+            if let Speech::Noise(channel) = &mut self.speech {
+                let mut sealed = [0u8; Channel::sealed_len(MAX_ENCODED_REQUEST)];
+                let Ok(len) = channel.seal(&buf[..len], &mut sealed) else {
+                    // Unreachable: the channel is established (checked above).
+                    continue;
+                };
+                self.outbox.extend_from_slice(&sealed[..len]);
+            } else {
+                self.outbox.extend_from_slice(&buf[..len]);
+            }
             self.sent.push_back(Sent { purpose, at: now });
             self.last_request = now;
         }
@@ -706,6 +916,35 @@ impl<T> Client<T> {
                         Err(error) => Refusal::BadReply(error),
                     };
                     self.fail(now, Loss::Refused(refusal));
+                }
+            },
+            Purpose::Key => match reply {
+                Ok(Reply::Key(key)) => {
+                    if let Some(security) = self.security.as_mut() {
+                        security.server = Some(ServerKey {
+                            key,
+                            configured: false,
+                        });
+                    }
+                    self.events.push_back(Event::ServerKeyLearned(key));
+                    // Again at once, through Noise; the REG waiting goes on that one.
+                    self.links.push_back(Link::Close);
+                    self.frames = FrameBuffer::new();
+                    self.outbox.clear();
+                    self.queued.clear();
+                    self.sent.clear();
+                    self.speech = Speech::Plain;
+                    self.state = State::Waiting { retry_at: now };
+                }
+                other => {
+                    let said = match other {
+                        Ok(Reply::Error { reason }) => reason,
+                        Ok(reply) => ServerText::new(reply.kind()),
+                        Err(error) => ServerText::new(&std::format!("{error}")),
+                    };
+                    self.unencrypted = true;
+                    self.speech = Speech::Plain;
+                    self.events.push_back(Event::Unencrypted(said));
                 }
             },
             // Any answer shows that the server is alive, which is all a PING asks.
@@ -793,6 +1032,7 @@ impl<T> Client<T> {
         self.frames = FrameBuffer::new();
         self.outbox.clear();
         self.server = None;
+        self.speech = Speech::Plain;
         let was_registered = core::mem::replace(&mut self.registered, false);
         let sent = core::mem::take(&mut self.sent)
             .into_iter()
@@ -803,7 +1043,7 @@ impl<T> Client<T> {
         for purpose in sent.chain(queued) {
             let lost = Failure::Lost(reason.clone());
             match purpose {
-                Purpose::Register | Purpose::Ping => {}
+                Purpose::Register | Purpose::Ping | Purpose::Key => {}
                 Purpose::Disconnect => self.events.push_back(Event::Disconnected(Err(lost))),
                 Purpose::Lookup(tag) | Purpose::List { tag, .. } => self.answer(tag, Err(lost)),
             }
@@ -935,6 +1175,24 @@ impl fmt::Display for Refusal {
             Refusal::Error(reason) => reason.fmt(f),
             Refusal::Unexpected(what) => write!(f, "unexpected answer ({what})"),
             Refusal::BadReply(error) => error.fmt(f),
+            Refusal::ServerKey(ServerKey { key, configured }) => write!(
+                f,
+                "it did not complete the encrypted handshake for the key {} (fingerprint {}, \
+                 {}): it holds another key, or is another server, or speaks no encryption; \
+                 nothing is sent to it in plain text. Check `parlo-server id` on the server{}",
+                key,
+                fingerprint(key),
+                if *configured {
+                    "given with --server-key"
+                } else {
+                    "pinned on first contact"
+                },
+                if *configured {
+                    ""
+                } else {
+                    " and, if its key changed on purpose, remove the pin"
+                }
+            ),
         }
     }
 }
