@@ -1205,4 +1205,79 @@ mod tests {
             assert!(HELP.contains(word), "{word}");
         }
     }
+
+    mod keys {
+        use super::*;
+
+        #[test]
+        fn the_identity_lives_in_the_state_directory() {
+            let words = "--server 127.0.0.1 --name alice";
+            let systemd = FakeEnv(HashMap::from([
+                ("STATE_DIRECTORY", "/var/lib/parlo-client:/other"),
+                ("HOME", "/home/a"),
+            ]));
+            assert_eq!(
+                config(words, &systemd).identity,
+                PathBuf::from("/var/lib/parlo-client/identity")
+            );
+            let xdg = FakeEnv(HashMap::from([
+                ("XDG_STATE_HOME", "/home/a/state"),
+                ("HOME", "/home/a"),
+            ]));
+            assert_eq!(
+                config(words, &xdg).identity,
+                PathBuf::from("/home/a/state/parlo/identity")
+            );
+            let home = FakeEnv(HashMap::from([("HOME", "/home/a")]));
+            assert_eq!(
+                config(words, &home).identity,
+                PathBuf::from("/home/a/.local/state/parlo/identity")
+            );
+            assert_eq!(
+                known_servers(&config(words, &home).identity),
+                PathBuf::from("/home/a/.local/state/parlo/known-servers")
+            );
+            let given = FakeEnv(HashMap::from([("PARLO_IDENTITY", "/etc/parlo/key")]));
+            assert_eq!(
+                config(words, &given).identity,
+                PathBuf::from("/etc/parlo/key")
+            );
+            let flag = config(&format!("{words} --identity /x/id"), &given);
+            assert_eq!(flag.identity, PathBuf::from("/x/id"));
+        }
+
+        #[test]
+        fn the_server_key_is_a_44_character_key_by_flag_or_environment() {
+            let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+            let words = "--server 127.0.0.1 --name alice";
+            assert_eq!(config(words, &no_env()).server_key, None);
+            let c = config(&format!("{words} --server-key {key}"), &no_env());
+            assert_eq!(c.server_key, Some(PublicKey([0; 32])));
+            let env = FakeEnv(HashMap::from([("PARLO_SERVER_KEY", key)]));
+            assert_eq!(config(words, &env).server_key, Some(PublicKey([0; 32])));
+            let error = usage_error(&format!("{words} --server-key nope"), &no_env());
+            assert!(error.starts_with("--server-key: "), "{error}");
+            let bad = FakeEnv(HashMap::from([("PARLO_SERVER_KEY", "nope")]));
+            let error = usage_error(words, &bad);
+            assert!(
+                error.starts_with("PARLO_SERVER_KEY (environment)"),
+                "{error}"
+            );
+        }
+
+        #[test]
+        fn keygen_and_id_take_the_identity_like_the_phone() {
+            let home = FakeEnv(HashMap::from([("HOME", "/home/a")]));
+            assert!(matches!(
+                parse_words("keygen --force", &home),
+                Ok(Command::Keygen { identity, force: true })
+                    if identity == Path::new("/home/a/.local/state/parlo/identity")
+            ));
+            assert!(matches!(
+                parse_words("id --identity /x/id", &home),
+                Ok(Command::Id { identity }) if identity == Path::new("/x/id")
+            ));
+            assert!(parse_words("id --force", &home).is_err());
+        }
+    }
 }

@@ -418,6 +418,27 @@ mod tests {
     }
 
     #[test]
+    fn the_identity_lives_beside_the_database() {
+        let Ok(Command::Serve(config)) = parse_words("--db /var/lib/parlo/d.db") else {
+            panic!("serve");
+        };
+        assert_eq!(config.identity, PathBuf::from("/var/lib/parlo/identity"));
+        let Ok(Command::Serve(config)) = parse_words("--identity /k/id --db a.db") else {
+            panic!("serve");
+        };
+        assert_eq!(config.identity, PathBuf::from("/k/id"));
+        assert!(matches!(
+            parse_words("--db /s/d.db keygen --force"),
+            Ok(Command::Keygen { identity, force: true }) if identity == std::path::Path::new("/s/identity")
+        ));
+        assert!(matches!(
+            parse_words("id --identity /k/id"),
+            Ok(Command::Id { identity }) if identity == std::path::Path::new("/k/id")
+        ));
+        assert!(parse_words("id --force").is_err());
+    }
+
+    #[test]
     fn help_mentions_every_flag() {
         for flag in [
             "--listen",
@@ -429,6 +450,8 @@ mod tests {
             "--request-timeout",
             "--unregistered-timeout",
             "--keepalive",
+            "--identity",
+            "keygen",
             "SIGHUP",
         ] {
             assert!(HELP.contains(flag), "{flag}");

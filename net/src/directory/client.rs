@@ -78,8 +78,9 @@
 //!   connection is `KEY`, in plain JSON: a server that answers with its key gets it
 //!   pinned ([`Event::ServerKeyLearned`], which the shell stores) and is connected to
 //!   again at once, through Noise; one that does not (the original project's, an older
-//!   Parlo's) is spoken to in plain JSON from then on ([`Event::Unencrypted`]), since
-//!   nothing better can be had from it. `KEY` carries a `"name"`: the original server
+//!   Parlo's) is spoken to in plain JSON on that connection ([`Event::Unencrypted`], the
+//!   first time), since nothing better can be had from it; the next connection asks
+//!   again, so a server upgraded meanwhile gets pinned. `KEY` carries a `"name"`: the original server
 //!   reads one before the command, and answers an unknown command with an error.
 //!
 //! Memory is bounded: the requests waiting (by [`UNSENT_LIMIT`]), the received bytes (one
@@ -311,8 +312,8 @@ pub enum Event<T> {
     /// The server said its key on first contact: the shell pins it (stores it for this
     /// server's address). The client uses it from now on.
     ServerKeyLearned(PublicKey),
-    /// The server knows no `KEY`: it speaks no Noise, and gets plain JSON for the life of
-    /// this client (what it said instead).
+    /// The server knows no `KEY`: it speaks no Noise, and gets plain JSON (what it said
+    /// instead). Told once.
     Unencrypted(ServerText),
 }
 
@@ -417,7 +418,7 @@ pub struct Client<T> {
     events: VecDeque<Event<T>>,
     /// Encryption, when the phone has an identity.
     security: Option<Security>,
-    /// The server answered `KEY` with something else: plain JSON from then on.
+    /// The server answered `KEY` with something else (said once).
     unencrypted: bool,
     /// How the current connection speaks.
     speech: Speech,
@@ -557,7 +558,7 @@ impl<T> Client<T> {
             purpose: Purpose::Register,
         });
         self.speech = Speech::Plain;
-        if let Some(security) = self.security.as_mut().filter(|_| !self.unencrypted) {
+        if let Some(security) = self.security.as_mut() {
             match security.server {
                 Some(server) => {
                     let Some(ephemeral) = (security.entropy)() else {
@@ -931,7 +932,10 @@ impl<T> Client<T> {
                     self.links.push_back(Link::Close);
                     self.frames = FrameBuffer::new();
                     self.outbox.clear();
-                    self.queued.clear();
+                    // The phone's queries wait for the next connection (which makes its
+                    // own REG); nothing but KEY was sent on this one.
+                    self.queued
+                        .retain(|q| !matches!(q.purpose, Purpose::Register));
                     self.sent.clear();
                     self.speech = Speech::Plain;
                     self.state = State::Waiting { retry_at: now };
@@ -942,9 +946,13 @@ impl<T> Client<T> {
                         Ok(reply) => ServerText::new(reply.kind()),
                         Err(error) => ServerText::new(&std::format!("{error}")),
                     };
-                    self.unencrypted = true;
                     self.speech = Speech::Plain;
-                    self.events.push_back(Event::Unencrypted(said));
+                    // News once: every connection asks again (the server may be upgraded
+                    // meanwhile), and a server that stays as it is is no news.
+                    if !self.unencrypted {
+                        self.unencrypted = true;
+                        self.events.push_back(Event::Unencrypted(said));
+                    }
                 }
             },
             // Any answer shows that the server is alive, which is all a PING asks.
@@ -2300,5 +2308,262 @@ mod tests {
             client.handle_timeout(at(0));
             assert!(links(&mut client).is_empty() && events(&mut client).is_empty());
         }
+    }
+
+    mod security {
+        use super::*;
+        use crate::noise::{Channel, MSG1_LEN, SecretKey};
+
+        fn server_secret() -> SecretKey {
+            SecretKey::from_bytes([1; 32])
+        }
+
+        fn security(server: Option<ServerKey>) -> Security {
+            let mut draws = 0u8;
+            Security {
+                identity: SecretKey::from_bytes([2; 32]),
+                server,
+                entropy: Box::new(move || {
+                    draws = draws.wrapping_add(1);
+                    Some([draws; 32])
+                }),
+            }
+        }
+
+        fn pinned(key: PublicKey) -> Option<ServerKey> {
+            Some(ServerKey {
+                key,
+                configured: false,
+            })
+        }
+
+        /// Connected at 0 ms with `security`.
+        fn connected_with(security: Security) -> Client<Tag> {
+            let mut client = Client::new(name("alice"), 5001, SEED, at(0)).with_security(security);
+            client.handle_timeout(at(0));
+            assert_eq!(links(&mut client), [Link::Connect]);
+            client.handle_connecting(at(0));
+            client.handle_connected(at(0));
+            client
+        }
+
+        /// The bytes the client has to write, reported written.
+        fn wire(client: &mut Client<Tag>) -> Vec<u8> {
+            let bytes = client
+                .poll_transmit()
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+            client.handle_written(bytes.len());
+            bytes
+        }
+
+        /// A server's end of the channel, fed `bytes`; returns the plaintext it read.
+        fn server_reads(server: &mut Channel, mut bytes: &[u8]) -> Vec<u8> {
+            let mut plain = Vec::new();
+            loop {
+                let taken = server.handle_received(bytes);
+                bytes = &bytes[taken..];
+                let mut buf = [0u8; 256];
+                loop {
+                    let n = server.read(&mut buf).expect("the phone's frames verify");
+                    if n == 0 {
+                        break;
+                    }
+                    plain.extend_from_slice(&buf[..n]);
+                }
+                if bytes.is_empty() {
+                    return plain;
+                }
+            }
+        }
+
+        /// The server's handshake message, framed.
+        fn server_says(server: &mut Channel) -> Vec<u8> {
+            let message = server
+                .poll_transmit()
+                .expect("a handshake message")
+                .to_vec();
+            server.handle_written(message.len());
+            message
+        }
+
+        fn sealed(server: &mut Channel, text: &str) -> Vec<u8> {
+            let mut out = vec![0u8; Channel::sealed_len(text.len())];
+            let n = server.seal(text.as_bytes(), &mut out).expect("established");
+            out.truncate(n);
+            out
+        }
+
+        /// Through the handshake with a server holding `secret`: REG arrives sealed.
+        fn handshake(client: &mut Client<Tag>, secret: &SecretKey) -> Channel {
+            let mut server = Channel::responder(secret, [9; 32]).expect("responder");
+            let hello = wire(client);
+            assert_eq!(&hello[..2], &[0, MSG1_LEN as u8], "a Noise frame, not JSON");
+            assert!(server_reads(&mut server, &hello).is_empty());
+            let answer = server_says(&mut server);
+            client.handle_received(at(5), &answer);
+            let rest = wire(client);
+            assert_eq!(server_reads(&mut server, &rest), REG_ALICE.as_bytes());
+            assert_eq!(
+                server.remote_key(),
+                Some(SecretKey::from_bytes([2; 32]).public())
+            );
+            server
+        }
+
+        #[test]
+        fn with_a_key_everything_goes_sealed_after_the_handshake() {
+            let mut client = connected_with(security(pinned(server_secret().public())));
+            let mut server = handshake(&mut client, &server_secret());
+            let answer = sealed(&mut server, PARLO_REGISTERED);
+            client.handle_received(at(6), &answer);
+            assert_eq!(
+                events(&mut client),
+                [Event::Registered {
+                    server: ServerKind::Parlo
+                }]
+            );
+            assert!(client.is_encrypted());
+            ask(&mut client, 7, "bob", 1);
+            let request = wire(&mut client);
+            assert!(!request.windows(3).any(|w| w == b"bob"));
+            assert_eq!(server_reads(&mut server, &request), get("bob").as_bytes());
+            let found = sealed(&mut server, "{\"ip\":\"None\"}\n");
+            client.handle_received(at(8), &found);
+            assert_eq!(
+                events(&mut client),
+                [Event::Answer {
+                    tag: 1,
+                    result: Ok(Answer::NotFound)
+                }]
+            );
+        }
+
+        #[test]
+        fn a_server_with_another_key_is_refused_and_nothing_goes_in_plain_text() {
+            let expected = SecretKey::from_bytes([8; 32]).public();
+            let mut client = connected_with(security(pinned(expected)));
+            let mut server = Channel::responder(&server_secret(), [9; 32]).expect("r");
+            let hello = wire(&mut client);
+            server.handle_received(&hello);
+            assert_eq!(
+                server.read(&mut [0; 8]),
+                Err(crate::noise::NoiseError::Handshake)
+            );
+            // The server says so in JSON, then closes.
+            receive(
+                &mut client,
+                5,
+                "{\"ack\":\"Error\",\"reason\":\"not our key\"}\n",
+            );
+            let (loss, retry, announce) = expect_lost(&events(&mut client));
+            let refusal = Refusal::ServerKey(ServerKey {
+                key: expected,
+                configured: false,
+            });
+            assert_eq!(loss, Loss::Refused(refusal));
+            assert!(announce);
+            assert_eq!(retry.map(|r| r.after_ms), Some(REFUSED_BACKOFF_INITIAL_MS));
+            assert_eq!(links(&mut client), [Link::Close]);
+            assert!(
+                loss.to_string().contains("pinned on first contact"),
+                "{loss}"
+            );
+            assert_eq!(client.poll_transmit(), None);
+            // The next attempt is Noise again, never plain JSON.
+            client.handle_timeout(at(5 + REFUSED_BACKOFF_INITIAL_MS));
+            client.handle_connecting(at(5 + REFUSED_BACKOFF_INITIAL_MS));
+            client.handle_connected(at(5 + REFUSED_BACKOFF_INITIAL_MS));
+            assert_eq!(wire(&mut client)[..2], [0, MSG1_LEN as u8]);
+        }
+
+        #[test]
+        fn a_server_that_closes_or_fails_during_the_handshake_is_refused_too() {
+            let key = ServerKey {
+                key: server_secret().public(),
+                configured: true,
+            };
+            let mut client = connected_with(security(Some(key)));
+            let _ = wire(&mut client);
+            client.handle_closed(at(5));
+            let (loss, _, _) = expect_lost(&events(&mut client));
+            assert_eq!(loss, Loss::Refused(Refusal::ServerKey(key)));
+            assert!(loss.to_string().contains("--server-key"), "{loss}");
+            let mut client = connected_with(security(Some(key)));
+            client.handle_failed(at(5), "connection reset");
+            let (loss, _, _) = expect_lost(&events(&mut client));
+            assert_eq!(loss, Loss::Refused(Refusal::ServerKey(key)));
+        }
+
+        #[test]
+        fn without_a_key_the_first_question_is_key_and_its_answer_is_pinned() {
+            let mut client = connected_with(security(None));
+            assert_eq!(
+                written(&mut client),
+                "{\"command\":\"KEY\",\"name\":\"server key\"}\n"
+            );
+            // A lookup asked meanwhile waits for the encrypted connection.
+            ask(&mut client, 1, "bob", 1);
+            assert_eq!(client.poll_transmit(), None);
+            let key = server_secret().public();
+            receive(
+                &mut client,
+                5,
+                &std::format!("{{\"server_key\":\"{key}\"}}\n"),
+            );
+            assert_eq!(events(&mut client), [Event::ServerKeyLearned(key)]);
+            assert_eq!(links(&mut client), [Link::Close]);
+            assert_eq!(client.server_key(), pinned(key));
+            // Again at once, through Noise.
+            assert_eq!(client.poll_timeout(), Some(at(5)));
+            client.handle_timeout(at(5));
+            assert_eq!(links(&mut client), [Link::Connect]);
+            client.handle_connecting(at(5));
+            client.handle_connected(at(6));
+            let mut server = handshake(&mut client, &server_secret());
+            let registered = sealed(&mut server, PARLO_REGISTERED);
+            client.handle_received(at(7), &registered);
+            let request = wire(&mut client);
+            assert_eq!(server_reads(&mut server, &request), get("bob").as_bytes());
+        }
+
+        #[test]
+        fn a_server_without_a_key_gets_plain_json_with_a_warning_once() {
+            let mut client = connected_with(security(None));
+            let _ = written(&mut client);
+            receive(&mut client, 5, ORIGINAL_ERROR);
+            assert!(matches!(
+                &events(&mut client)[..],
+                [Event::Unencrypted(said)] if said.is_empty()
+            ));
+            assert_eq!(written(&mut client), REG_ALICE);
+            receive(&mut client, 6, ORIGINAL_REGISTERED);
+            assert_eq!(
+                events(&mut client),
+                [Event::Registered {
+                    server: ServerKind::Original
+                }]
+            );
+            assert!(!client.is_encrypted());
+            // The next connection asks again (the server may have been upgraded); the same
+            // answer is no news.
+            client.handle_closed(at(10));
+            let _ = events(&mut client);
+            let _ = links(&mut client);
+            let retry = client.poll_timeout().expect("a retry");
+            client.handle_timeout(retry);
+            client.handle_connecting(retry);
+            client.handle_connected(retry);
+            assert_eq!(
+                written(&mut client),
+                "{\"command\":\"KEY\",\"name\":\"server key\"}\n"
+            );
+            receive(&mut client, retry.0 + 1, ORIGINAL_ERROR);
+            assert!(events(&mut client).is_empty());
+            assert_eq!(written(&mut client), REG_ALICE);
+        }
+
+        /// The original server's answer to a command it does not know.
+        const ORIGINAL_ERROR: &str = "{\"ack\": \"Error\"}";
     }
 }
