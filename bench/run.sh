@@ -101,8 +101,8 @@ fi
 
 : >"$results"
 run() {
-    run_once "$@"
-    if [[ -n $key ]]; then run_once "$@" noise; fi
+    run_once "$1" "$2" "${3:-$2}"
+    if [[ -n $key ]]; then run_once "$1" "$2" "${3:-$2}" noise; fi
 }
 run_once() {
     local mode=$1 c=$2 active=${3:-$2} encrypted=${4:-}

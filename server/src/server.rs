@@ -377,18 +377,7 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
     let now = Instant::now();
     let max_clients =
         limits::fit_memory(limits::raise_fd_limit(config.max_clients), CONN_WORST_CASE);
-    let poll_failed = |doing| move |source| Error::Poll { doing, source };
-    let poll = Poll::new().map_err(poll_failed("create the event queue"))?;
-    let mut listener = listen(config.listen)?;
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(poll_failed("install signal handlers"))?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)
-        .map_err(poll_failed("watch the listening socket"))?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(poll_failed("watch signals"))?;
-    let store = Store::open(&config.db, now)?;
+    // Before listening: a phone that connects gets the key that is on disk.
     let (secret, made) =
         parlo_daemon::identity::load_or_create(&config.identity).map_err(Error::Identity)?;
     let identity = SecretKey::from_bytes(secret);
@@ -401,6 +390,18 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
         fingerprint(&key),
         config.identity.display()
     );
+    let poll_failed = |doing| move |source| Error::Poll { doing, source };
+    let poll = Poll::new().map_err(poll_failed("create the event queue"))?;
+    let mut listener = listen(config.listen)?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(poll_failed("install signal handlers"))?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .map_err(poll_failed("watch the listening socket"))?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(poll_failed("watch signals"))?;
+    let store = Store::open(&config.db, now)?;
     let mut server = Server {
         poll,
         listener,
