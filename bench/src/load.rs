@@ -21,9 +21,15 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use parlo_net::directory::PublicKey;
+use parlo_net::noise::{Channel, SecretKey};
+
 use crate::error::Error;
 use crate::histogram::Histogram;
 use crate::wire::{self, REQUEST_CAP, Reply, Request};
+
+/// Bytes a connection may have to write at once: a handshake message and a sealed request.
+const WRITE_CAP: usize = 2 + 64 + Channel::sealed_len(REQUEST_CAP);
 
 /// What the connections do once set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +38,18 @@ pub enum Mode {
     Lookup,
     /// Each connection registers its name and disconnects it, over and over.
     Churn,
+    /// Each connection is closed and made again, over and over, and asks PING on each new
+    /// one: with `noise`, a handshake per connection.
+    Connect,
+}
+
+/// What a load connection encrypts with.
+#[derive(Debug)]
+pub struct NoisePlan {
+    /// The server's public key.
+    pub server: PublicKey,
+    /// The load generator's own key pair (one for every connection).
+    pub identity: SecretKey,
 }
 
 /// Everything the load threads need to know, shared read-only between them.
@@ -58,6 +76,8 @@ pub struct Plan {
     pub duration: Duration,
     /// Seed of the lookup-target generator.
     pub seed: u64,
+    /// Speak Noise to the server (its key), rather than plain JSON.
+    pub noise: Option<NoisePlan>,
 }
 
 /// How the threads meet: a barrier for the start of the load (threads + the main thread)
@@ -160,6 +180,8 @@ enum State {
     Idle,
     /// Connect in progress.
     Connecting,
+    /// Noise handshake in progress.
+    Handshaking,
     /// Set-up request (REG or PING) sent.
     SettingUp,
     /// Set up, waiting for the load to start.
@@ -187,9 +209,11 @@ struct Conn {
     after_disconnect: bool,
     rbuf: [u8; READ_CAP],
     rlen: usize,
-    wbuf: [u8; REQUEST_CAP],
+    wbuf: [u8; WRITE_CAP],
     wlen: usize,
     woff: usize,
+    /// The Noise channel, on an encrypted connection.
+    noise: Option<Box<Channel>>,
 }
 
 /// What reading a connection found.
@@ -214,18 +238,78 @@ impl Conn {
             after_disconnect: false,
             rbuf: [0; READ_CAP],
             rlen: 0,
-            wbuf: [0; REQUEST_CAP],
+            wbuf: [0; WRITE_CAP],
             wlen: 0,
             woff: 0,
+            noise: None,
         }
     }
 
-    /// Queues `request` and writes as much as the socket takes now; the rest goes out on
-    /// the next writable event.
+    /// Queues `request` (sealed on an encrypted connection) and writes as much as the
+    /// socket takes now; the rest goes out on the next writable event.
     fn send(&mut self, request: Request<'_>) -> io::Result<()> {
-        self.wlen = wire::encode(&mut self.wbuf, request);
-        self.woff = 0;
+        let mut plain = [0u8; REQUEST_CAP];
+        let len = wire::encode(&mut plain, request);
+        match self.noise.as_mut() {
+            Some(channel) => {
+                let mut sealed = [0u8; Channel::sealed_len(REQUEST_CAP)];
+                let n = channel
+                    .seal(&plain[..len], &mut sealed)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                self.queue(&sealed[..n]);
+            }
+            None => self.queue(&plain[..len]),
+        }
         self.flush()
+    }
+
+    /// Adds `bytes` after those not written yet.
+    fn queue(&mut self, bytes: &[u8]) {
+        self.wbuf.copy_within(self.woff..self.wlen, 0);
+        self.wlen -= self.woff;
+        self.woff = 0;
+        let n = bytes.len().min(WRITE_CAP - self.wlen);
+        self.wbuf[self.wlen..self.wlen + n].copy_from_slice(&bytes[..n]);
+        self.wlen += n;
+    }
+
+    /// The TCP connection is made: on an encrypted one, the handshake starts. Returns
+    /// whether requests may go now.
+    fn begin(&mut self, plan: &Plan) -> io::Result<bool> {
+        let Some(noise) = &plan.noise else {
+            return Ok(true);
+        };
+        let mut ephemeral = [0u8; 32];
+        getrandom::fill(&mut ephemeral).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut channel = Channel::initiator(&noise.identity, &noise.server, ephemeral)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let hello = channel
+            .poll_transmit()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        channel.handle_written(hello.len());
+        self.noise = Some(Box::new(channel));
+        self.queue(&hello);
+        self.state = State::Handshaking;
+        self.flush()?;
+        Ok(false)
+    }
+
+    /// During the handshake: reads the server's message; returns whether it is done.
+    fn handshake(&mut self) -> io::Result<bool> {
+        self.flush()?;
+        match self.fill() {
+            Inbound::Open => {}
+            _ => return Err(io::ErrorKind::ConnectionReset.into()),
+        }
+        let Some(channel) = self.noise.as_mut() else {
+            return Ok(true);
+        };
+        if let Some(message) = channel.poll_transmit().map(<[u8]>::to_vec) {
+            channel.handle_written(message.len());
+            self.queue(&message);
+        }
+        Ok(self.noise.as_ref().is_some_and(|c| c.is_established()))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -246,6 +330,9 @@ impl Conn {
 
     /// Reads what has arrived into the reply buffer.
     fn fill(&mut self) -> Inbound {
+        if self.noise.is_some() {
+            return self.fill_sealed();
+        }
         let Some(stream) = self.stream.as_mut() else {
             return Inbound::Closed;
         };
@@ -269,6 +356,44 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Inbound::Open,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Inbound::Closed,
+            }
+        }
+    }
+
+    /// [`Conn::fill`] on an encrypted connection: through the channel.
+    fn fill_sealed(&mut self) -> Inbound {
+        let (Some(stream), Some(channel)) = (self.stream.as_mut(), self.noise.as_mut()) else {
+            return Inbound::Closed;
+        };
+        let mut raw = [0u8; 2048];
+        loop {
+            let n = match stream.read(&mut raw) {
+                Ok(0) => return Inbound::Closed,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Inbound::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Inbound::Closed,
+            };
+            let mut rest = &raw[..n];
+            loop {
+                let taken = channel.handle_received(rest);
+                rest = &rest[taken..];
+                loop {
+                    if self.rlen == READ_CAP {
+                        return Inbound::Overlong;
+                    }
+                    match channel.read(&mut self.rbuf[self.rlen..]) {
+                        Ok(0) => break,
+                        Ok(got) => self.rlen += got,
+                        Err(_) => return Inbound::Closed,
+                    }
+                }
+                if rest.is_empty() {
+                    break;
+                }
+            }
+            if n < raw.len() {
+                return Inbound::Open;
             }
         }
     }
@@ -298,6 +423,7 @@ impl Conn {
         self.rlen = 0;
         self.wlen = 0;
         self.woff = 0;
+        self.noise = None;
     }
 }
 
@@ -440,7 +566,7 @@ impl<'p> Worker<'p> {
         let mut progress = Instant::now();
         let setup_request = match self.plan.mode {
             Mode::Lookup => "REG",
-            Mode::Churn => "PING",
+            Mode::Churn | Mode::Connect => "PING",
         };
         while ready < total {
             let now = Instant::now();
@@ -517,6 +643,15 @@ impl<'p> Worker<'p> {
             if !Self::connected(conn).map_err(SetupFailure::Retry)? {
                 return Ok(false);
             }
+            if !conn.begin(plan).map_err(SetupFailure::Retry)? {
+                return Ok(false);
+            }
+            conn.state = State::Handshaking;
+        }
+        if conn.state == State::Handshaking {
+            if !conn.handshake().map_err(SetupFailure::Retry)? {
+                return Ok(false);
+            }
             conn.state = State::SettingUp;
             let first = match plan.mode {
                 Mode::Lookup => Request::Reg {
@@ -524,7 +659,7 @@ impl<'p> Worker<'p> {
                     index: conn.index,
                     port: wire::port_for(conn.index),
                 },
-                Mode::Churn => Request::Ping,
+                Mode::Churn | Mode::Connect => Request::Ping,
             };
             conn.send(first).map_err(SetupFailure::Retry)?;
         }
@@ -538,7 +673,7 @@ impl<'p> Worker<'p> {
             let line = &conn.rbuf[..len];
             let expected = match plan.mode {
                 Mode::Lookup => Reply::Registered,
-                Mode::Churn => Reply::Pong,
+                Mode::Churn | Mode::Connect => Reply::Pong,
             };
             return match wire::parse_reply(line) {
                 reply if reply == expected => {
@@ -590,7 +725,7 @@ impl<'p> Worker<'p> {
     fn load(&mut self, now: Instant) -> Result<(), Error> {
         for i in 0..self.conns.len() {
             if self.conns[i].index < self.plan.active {
-                self.next_request(i, now);
+                self.cycle(i, now);
             }
         }
         let mut now = Instant::now();
@@ -616,12 +751,31 @@ impl<'p> Worker<'p> {
         Ok(())
     }
 
-    /// Sends connection `i`'s next request: a GET of a random name, or a REG.
+    /// Starts connection `i`'s next operation: a request on it, or (connect mode) a new
+    /// connection in its place.
+    fn cycle(&mut self, i: usize, now: Instant) {
+        if self.plan.mode != Mode::Connect {
+            return self.next_request(i, now);
+        }
+        let conn = &mut self.conns[i];
+        conn.close(State::Idle);
+        conn.started = now;
+        if self.connect(i).is_err() {
+            self.errors.lost += 1;
+            self.conns[i].close(State::Dead);
+        }
+    }
+
+    /// Sends connection `i`'s next request: a GET of a random name, a REG, or (connect
+    /// mode, on a new connection) a PING.
     fn next_request(&mut self, i: usize, now: Instant) {
         let plan = self.plan;
         let target = self.rng.below(plan.connections);
         let conn = &mut self.conns[i];
-        conn.started = now;
+        if plan.mode != Mode::Connect {
+            // A connect's time runs from the connect.
+            conn.started = now;
+        }
         let sent = match plan.mode {
             Mode::Lookup => {
                 conn.state = State::Looking;
@@ -638,6 +792,10 @@ impl<'p> Worker<'p> {
                     index: conn.index,
                     port: wire::port_for(conn.index),
                 })
+            }
+            Mode::Connect => {
+                conn.state = State::Looking;
+                conn.send(Request::Ping)
             }
         };
         if sent.is_err() {
@@ -673,9 +831,22 @@ impl<'p> Worker<'p> {
         match conn.state {
             State::Dead | State::Idle | State::Ready | State::SettingUp => return,
             State::Connecting => {
-                // Churn: a new connection after the server closed one on DISCONNECT.
+                // A new connection: churn, after the server closed one on DISCONNECT;
+                // connect mode, every time.
                 let now = Instant::now();
-                match Self::connected(conn) {
+                match Self::connected(conn).and_then(|made| match made {
+                    true => conn.begin(plan).map(Some),
+                    false => Ok(None),
+                }) {
+                    Ok(Some(true)) if now < self.end => self.next_request(i, now),
+                    Ok(_) => {}
+                    Err(_) => self.drop_conn(i, now),
+                }
+                return;
+            }
+            State::Handshaking => {
+                let now = Instant::now();
+                match conn.handshake() {
                     Ok(true) if now < self.end => self.next_request(i, now),
                     Ok(_) => {}
                     Err(_) => self.drop_conn(i, now),
@@ -716,7 +887,8 @@ impl<'p> Worker<'p> {
                 continue;
             }
             if verdict.complete {
-                self.next_request(i, now);
+                self.cycle(i, now);
+                return;
             } else {
                 conn.state = State::Disconnecting;
                 let sent = conn.send(Request::Disconnect {
@@ -769,8 +941,31 @@ fn judge(mode: Mode, conn: &Conn, reply: Reply) -> Verdict {
         // A failed REG still gets its DISCONNECT, so that the next pair starts clean.
         (Mode::Churn, State::Registering) => (reply == Reply::Registered, false),
         (Mode::Churn, _) => (reply == Reply::Disconnected, true),
+        (Mode::Connect, _) => (reply == Reply::Pong, true),
     };
     Verdict { ok, complete }
+}
+
+/// Lets the kernel pick the source port at connect time, unique for the four-tuple only,
+/// rather than at bind time, unique for the address (`IP_BIND_ADDRESS_NO_PORT`): with
+/// thousands of connections in TIME_WAIT (connect mode), a port search at every bind takes
+/// milliseconds of the load generator's CPU. Best effort: older kernels do without.
+fn bind_address_no_port(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    /// `IP_BIND_ADDRESS_NO_PORT` (linux/in.h).
+    const IP_BIND_ADDRESS_NO_PORT: libc::c_int = 24;
+    let on: libc::c_int = 1;
+    // SAFETY: the option takes an int, passed by a pointer to a local that outlives the
+    // call, with its size; the descriptor is the socket's own, open while it lives.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 /// Opens a non-blocking connection to the server, from the plan's next source address.
@@ -782,6 +977,7 @@ fn open(plan: &Plan, index: u32) -> io::Result<TcpStream> {
     let domain = socket2::Domain::for_address(plan.server);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_nonblocking(true)?;
+    bind_address_no_port(&socket);
     socket.bind(&SocketAddr::new(source, 0).into())?;
     match socket.connect(&plan.server.into()) {
         Ok(()) => {}

@@ -5,7 +5,12 @@
 //!
 //! - `lookup` mode: every connection registers a name of its own, then looks up random
 //!   registered names in a closed loop (one request outstanding per connection);
-//! - `churn` mode: every connection registers its name and disconnects it, over and over.
+//! - `churn` mode: every connection registers its name and disconnects it, over and over;
+//! - `connect` mode: every connection is closed and made again, over and over, with a PING
+//!   on each new one.
+//!
+//! With `--noise KEY` every connection speaks Noise to the server (a handshake, then the
+//! same requests sealed), as a Parlo phone does.
 //!
 //! Load threads each run one mio event loop over their share of the connections; see
 //! [`load`]. With `--server-pid` it also reports the server's memory and CPU time, read
@@ -45,7 +50,12 @@ OPTIONS:
                           each answer (the name's port must come back).
                           churn: each connection registers its name and disconnects it,
                           over and over; a REG + DISCONNECT pair is one operation.
+                          connect: each connection is closed and made again, over and
+                          over, with a PING on each new one; a new connection answered
+                          is one operation (with --noise: a handshake).
                           [default: lookup]
+    --noise KEY           Encrypt every connection with Noise to the server's public key
+                          KEY (`parlo-server id`), as a Parlo phone does
     --duration SECS       Measured time, after the warm-up [default: 10]
     --warmup SECS         Load applied before measuring starts [default: 2]
     --threads T           Load threads, each with its own event loop and 1/T of the
@@ -120,6 +130,7 @@ fn parse_args() -> Result<Option<Options>, Error> {
     let mut server_pid = None;
     let mut seed: u64 = 1;
     let mut json = false;
+    let mut noise = None;
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Long("server") => server = parser.value().map_err(usage)?.parse().map_err(usage)?,
@@ -134,9 +145,10 @@ fn parse_args() -> Result<Option<Options>, Error> {
                 mode = match value.as_str() {
                     "lookup" => Mode::Lookup,
                     "churn" => Mode::Churn,
+                    "connect" => Mode::Connect,
                     other => {
                         return Err(Error::Usage(format!(
-                            "--mode {other:?}: use lookup or churn"
+                            "--mode {other:?}: use lookup, churn or connect"
                         )));
                     }
                 };
@@ -161,6 +173,18 @@ fn parse_args() -> Result<Option<Options>, Error> {
             }
             Long("seed") => seed = parser.value().map_err(usage)?.parse().map_err(usage)?,
             Long("json") => json = true,
+            Long("noise") => {
+                let value: String = parser.value().map_err(usage)?.parse().map_err(usage)?;
+                let server = parlo_net::directory::PublicKey::parse(value.trim())
+                    .map_err(|e| Error::Usage(format!("--noise: {e}")))?;
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret)
+                    .map_err(|e| Error::Usage(format!("no random source for a key: {e}")))?;
+                noise = Some(load::NoisePlan {
+                    server,
+                    identity: parlo_net::noise::SecretKey::from_bytes(secret),
+                });
+            }
             Short('h') | Long("help") => return Ok(None),
             _ => return Err(usage(arg.unexpected())),
         }
@@ -201,6 +225,7 @@ fn parse_args() -> Result<Option<Options>, Error> {
             warmup,
             duration,
             seed,
+            noise,
         },
         server_pid,
         json,

@@ -36,6 +36,8 @@ pub struct MachineUse {
 #[derive(Debug)]
 pub struct Report {
     mode: Mode,
+    /// Over Noise connections.
+    noise: bool,
     server_addr: SocketAddr,
     connections: u32,
     active: u32,
@@ -61,6 +63,7 @@ impl Report {
     pub fn new(plan: &Plan, setup: Duration, bench_cpu: Duration) -> Self {
         Self {
             mode: plan.mode,
+            noise: plan.noise.is_some(),
             server_addr: plan.server,
             connections: plan.connections,
             active: plan.active,
@@ -98,6 +101,7 @@ impl Report {
         match self.mode {
             Mode::Lookup => "lookups",
             Mode::Churn => "pairs",
+            Mode::Connect => "connects",
         }
     }
 
@@ -107,16 +111,22 @@ impl Report {
         let secs = self.duration.as_secs_f64();
         let _ = writeln!(
             out,
-            "parlo-bench: {} mode, {} connection{}, {} thread{}, server {}",
+            "parlo-bench: {} mode, {} connection{}, {} thread{}, server {}{}",
             match self.mode {
                 Mode::Lookup => "lookup",
                 Mode::Churn => "churn (REG + DISCONNECT pairs)",
+                Mode::Connect => "connect (new connection + PING)",
             },
             self.connections,
             if self.connections == 1 { "" } else { "s" },
             self.threads,
             if self.threads == 1 { "" } else { "s" },
-            self.server_addr
+            self.server_addr,
+            if self.noise {
+                ", encrypted (Noise)"
+            } else {
+                ""
+            }
         );
         let _ = writeln!(
             out,
@@ -125,7 +135,7 @@ impl Report {
             if self.connections == 1 { "" } else { "s" },
             match self.mode {
                 Mode::Lookup => "connected and registered",
-                Mode::Churn => "connected",
+                Mode::Churn | Mode::Connect => "connected",
             },
             self.setup.as_secs_f64()
         );
@@ -220,11 +230,13 @@ impl Report {
         let mut out = String::new();
         let _ = write!(
             out,
-            r#"{{"mode":"{}","server":"{}","connections":{},"active":{},"threads":{},"warmup_s":{},"duration_s":{},"setup_s":{:.3},"#,
+            r#"{{"mode":"{}","noise":{},"server":"{}","connections":{},"active":{},"threads":{},"warmup_s":{},"duration_s":{},"setup_s":{:.3},"#,
             match self.mode {
                 Mode::Lookup => "lookup",
                 Mode::Churn => "churn",
+                Mode::Connect => "connect",
             },
+            self.noise,
             self.server_addr,
             self.connections,
             self.active,
@@ -322,6 +334,7 @@ mod tests {
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(4),
             seed: 1,
+            noise: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The command line: `parlo-client [OPTIONS]`, `parlo-client ctl`, `parlo-client devices`,
-//! with the environment variables a systemd `EnvironmentFile=` sets.
+//! `parlo-client keygen` and `parlo-client id`, with the environment variables a systemd
+//! `EnvironmentFile=` sets.
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
@@ -10,6 +11,7 @@ use log::LevelFilter;
 use parlo_audio::DeviceSpec;
 use parlo_daemon::port::{self, Role};
 use parlo_fsm::{Codec, Preference};
+use parlo_net::directory::PublicKey;
 use parlo_net::peer::Name;
 
 use crate::error::Error;
@@ -24,6 +26,8 @@ USAGE:
     parlo-client --server ADDR[:PORT] --name NAME [OPTIONS]
     parlo-client ctl [--control PATH] [--json] [COMMAND...]     (see `ctl --help`)
     parlo-client devices
+    parlo-client keygen [--identity PATH] [--force]
+    parlo-client id [--identity PATH]      (the phone's public key and its fingerprint)
 
 OPTIONS:
     --server ADDR[:PORT]    The directory server: an IP address or a host name, and its
@@ -54,6 +58,18 @@ OPTIONS:
                             [default: 7]                            env: PARLO_ANSWER_TIMEOUT
     --log-level LEVEL       Log to stderr: off, error, warn, info, debug, trace.
                             [default: info]                         env: PARLO_LOG_LEVEL
+    --identity PATH         This phone's key pair (X25519): made on first start, mode
+                            0600, refused if its group or others may read it. Its pins
+                            of servers' keys are kept beside it, in known-servers.
+                            [default: $STATE_DIRECTORY/identity under systemd, else
+                            $XDG_STATE_HOME/parlo/identity, else
+                            ~/.local/state/parlo/identity]          env: PARLO_IDENTITY
+    --server-key KEY        The directory server's public key (`parlo-server id` prints
+                            it): the connection is encrypted to it, and a server without
+                            it is refused. Without it, the key the server gives on first
+                            contact is pinned in known-servers and required from then on;
+                            a server that has none (the original) is spoken to in plain
+                            text, with a warning.                   env: PARLO_SERVER_KEY
     -h, --help              Print this help.
     -V, --version           Print the version.
     Flags override the environment. Boolean variables take 1/true/yes or 0/false/no.
@@ -234,6 +250,10 @@ pub struct PhoneConfig {
     pub answer_timeout_ms: u64,
     /// Log verbosity.
     pub log_level: LevelFilter,
+    /// The phone's key pair.
+    pub identity: PathBuf,
+    /// The server's key, if given.
+    pub server_key: Option<PublicKey>,
 }
 
 /// What `parlo-client ctl` is asked to do.
@@ -258,6 +278,18 @@ pub enum Command {
     Ctl(Ctl),
     /// List the sound devices.
     Devices,
+    /// Make the phone's key pair.
+    Keygen {
+        /// Where.
+        identity: PathBuf,
+        /// Replace an existing one.
+        force: bool,
+    },
+    /// Print the phone's public key and fingerprint.
+    Id {
+        /// The key pair.
+        identity: PathBuf,
+    },
     /// Print this text and exit.
     Help(&'static str),
     /// Print the version and exit.
@@ -399,6 +431,55 @@ fn parse_bool(key: &str, text: &str) -> Result<bool, Error> {
     }
 }
 
+/// The default identity: in systemd's state directory, else in the user's.
+pub fn default_identity(env: &dyn Env) -> PathBuf {
+    if let Some(dirs) = env.var("STATE_DIRECTORY") {
+        // systemd may pass several directories separated by ':'; the first is ours.
+        let first = dirs.split(':').next().unwrap_or_default();
+        return PathBuf::from(first).join("identity");
+    }
+    if let Some(state) = env.var("XDG_STATE_HOME") {
+        return PathBuf::from(state).join("parlo/identity");
+    }
+    match env.var("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/parlo/identity"),
+        None => PathBuf::from("parlo-identity"),
+    }
+}
+
+/// The file of the servers' keys pinned on first contact: beside the identity.
+pub fn known_servers(identity: &Path) -> PathBuf {
+    identity.with_file_name("known-servers")
+}
+
+fn parse_server_key(text: &str) -> Result<PublicKey, Error> {
+    PublicKey::parse(text.trim()).map_err(|e| usage(format!("--server-key: {e}")))
+}
+
+/// `keygen` (`make`) or `id`, with their flags.
+fn parse_keys(mut parser: lexopt::Parser, make: bool, env: &dyn Env) -> Result<Command, Error> {
+    use lexopt::prelude::*;
+
+    let mut identity: Option<PathBuf> = None;
+    let mut force = false;
+    while let Some(arg) = parser.next().map_err(from_lexopt)? {
+        match arg {
+            Long("identity") => identity = Some(parser.value().map_err(from_lexopt)?.into()),
+            Long("force") if make => force = true,
+            Short('h') | Long("help") => return Ok(Command::Help(HELP)),
+            _ => return Err(from_lexopt(arg.unexpected())),
+        }
+    }
+    let identity = identity
+        .or_else(|| env.var("PARLO_IDENTITY").map(PathBuf::from))
+        .unwrap_or_else(|| default_identity(env));
+    Ok(if make {
+        Command::Keygen { identity, force }
+    } else {
+        Command::Id { identity }
+    })
+}
+
 /// Names the variable in an error about its value.
 fn from_env<T>(key: &str, result: Result<T, Error>) -> Result<T, Error> {
     result.map_err(|e| match e {
@@ -440,10 +521,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
     let mut auto_answer = false;
     let mut answer_timeout_ms = None;
     let mut log_level = None;
+    let mut identity: Option<PathBuf> = None;
+    let mut server_key = None;
     let mut first = true;
     while let Some(arg) = parser.next().map_err(from_lexopt)? {
         match arg {
             Value(word) if first && word == "ctl" => return parse_ctl(parser, env),
+            Value(word) if first && (word == "keygen" || word == "id") => {
+                return parse_keys(parser, word == "keygen", env);
+            }
+            Long("identity") => identity = Some(parser.value().map_err(from_lexopt)?.into()),
+            Long("server-key") => {
+                server_key = Some(parse_server_key(&text(&mut parser, "--server-key")?)?);
+            }
             Value(word) if first && word == "devices" => {
                 return match parser.next().map_err(from_lexopt)? {
                     None => Ok(Command::Devices),
@@ -577,6 +667,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
             None => LevelFilter::Info,
         },
     };
+    let identity = identity
+        .or_else(|| env.var("PARLO_IDENTITY").map(PathBuf::from))
+        .unwrap_or_else(|| default_identity(env));
+    let server_key = match server_key {
+        Some(key) => Some(key),
+        None => match env.var("PARLO_SERVER_KEY") {
+            Some(v) => Some(from_env("PARLO_SERVER_KEY", parse_server_key(&v))?),
+            None => None,
+        },
+    };
     Ok(Command::Run(Box::new(PhoneConfig {
         server,
         name,
@@ -588,6 +688,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
         auto_answer,
         answer_timeout_ms,
         log_level,
+        identity,
+        server_key,
     })))
 }
 
@@ -1101,6 +1203,81 @@ mod tests {
             "PARLO_CODECS",
         ] {
             assert!(HELP.contains(word), "{word}");
+        }
+    }
+
+    mod keys {
+        use super::*;
+
+        #[test]
+        fn the_identity_lives_in_the_state_directory() {
+            let words = "--server 127.0.0.1 --name alice";
+            let systemd = FakeEnv(HashMap::from([
+                ("STATE_DIRECTORY", "/var/lib/parlo-client:/other"),
+                ("HOME", "/home/a"),
+            ]));
+            assert_eq!(
+                config(words, &systemd).identity,
+                PathBuf::from("/var/lib/parlo-client/identity")
+            );
+            let xdg = FakeEnv(HashMap::from([
+                ("XDG_STATE_HOME", "/home/a/state"),
+                ("HOME", "/home/a"),
+            ]));
+            assert_eq!(
+                config(words, &xdg).identity,
+                PathBuf::from("/home/a/state/parlo/identity")
+            );
+            let home = FakeEnv(HashMap::from([("HOME", "/home/a")]));
+            assert_eq!(
+                config(words, &home).identity,
+                PathBuf::from("/home/a/.local/state/parlo/identity")
+            );
+            assert_eq!(
+                known_servers(&config(words, &home).identity),
+                PathBuf::from("/home/a/.local/state/parlo/known-servers")
+            );
+            let given = FakeEnv(HashMap::from([("PARLO_IDENTITY", "/etc/parlo/key")]));
+            assert_eq!(
+                config(words, &given).identity,
+                PathBuf::from("/etc/parlo/key")
+            );
+            let flag = config(&format!("{words} --identity /x/id"), &given);
+            assert_eq!(flag.identity, PathBuf::from("/x/id"));
+        }
+
+        #[test]
+        fn the_server_key_is_a_44_character_key_by_flag_or_environment() {
+            let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+            let words = "--server 127.0.0.1 --name alice";
+            assert_eq!(config(words, &no_env()).server_key, None);
+            let c = config(&format!("{words} --server-key {key}"), &no_env());
+            assert_eq!(c.server_key, Some(PublicKey([0; 32])));
+            let env = FakeEnv(HashMap::from([("PARLO_SERVER_KEY", key)]));
+            assert_eq!(config(words, &env).server_key, Some(PublicKey([0; 32])));
+            let error = usage_error(&format!("{words} --server-key nope"), &no_env());
+            assert!(error.starts_with("--server-key: "), "{error}");
+            let bad = FakeEnv(HashMap::from([("PARLO_SERVER_KEY", "nope")]));
+            let error = usage_error(words, &bad);
+            assert!(
+                error.starts_with("PARLO_SERVER_KEY (environment)"),
+                "{error}"
+            );
+        }
+
+        #[test]
+        fn keygen_and_id_take_the_identity_like_the_phone() {
+            let home = FakeEnv(HashMap::from([("HOME", "/home/a")]));
+            assert!(matches!(
+                parse_words("keygen --force", &home),
+                Ok(Command::Keygen { identity, force: true })
+                    if identity == Path::new("/home/a/.local/state/parlo/identity")
+            ));
+            assert!(matches!(
+                parse_words("id --identity /x/id", &home),
+                Ok(Command::Id { identity }) if identity == Path::new("/x/id")
+            ));
+            assert!(parse_words("id --force", &home).is_err());
         }
     }
 }

@@ -34,11 +34,15 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use parlo_daemon::notify::Notifier;
 use parlo_fsm as fsm;
-use parlo_net::directory::client::{Answer, Client, Event, Failure, Link, Loss, Query};
+use parlo_net::directory::client::{
+    Answer, Client, Event, Failure, Link, Loss, Query, Security, ServerKey,
+};
 use parlo_net::directory::{Name, ServerKind};
+use parlo_net::noise::fingerprint;
 use socket2::{Domain, Socket, TcpKeepalive, Type};
 
 use crate::cli::ServerAddr;
+use crate::keys::{self, Keys};
 use crate::output::Registration;
 
 /// Bytes read from the connection at a time.
@@ -77,6 +81,14 @@ pub enum Outcome {
     },
     /// The answer to a request, or why there is none.
     Answer(Purpose, Result<Answer, String>),
+}
+
+/// 32 bytes from the operating system for a handshake's ephemeral key; `None` if the
+/// source fails (on Linux it does not once it has worked, and the phone checked it at
+/// start): the attempt then fails rather than use guessable bytes.
+fn ephemeral() -> Option<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).ok().map(|()| bytes)
 }
 
 /// Wakes the phone's loop (from the lookup thread).
@@ -145,6 +157,8 @@ pub struct Directory {
     standing: Standing,
     /// The service manager, told how the registration stands.
     notify: Notifier,
+    /// Where a server's key learned on first contact is pinned.
+    known_servers: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Directory {
@@ -162,7 +176,7 @@ impl Directory {
     /// the random delay of a reconnection (from the operating system: it must differ
     /// from phone to phone). `wake` wakes the loop when a host-name lookup has its answer
     /// (the loop then runs [`Directory::handle_timeout`] again). `notify` is told how the
-    /// registration stands.
+    /// registration stands. `keys` encrypt the connection.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         server: ServerAddr,
@@ -173,11 +187,19 @@ impl Directory {
         now: Instant,
         wake: Wake,
         notify: Notifier,
+        keys: Keys,
     ) -> Self {
         let bind = (!listen.ip().is_unspecified()).then(|| listen.ip());
+        let security = Security {
+            identity: keys.identity,
+            server: keys.server,
+            entropy: Box::new(ephemeral),
+        };
         Directory {
             server,
-            client: Client::new(name.clone(), listen.port(), seed, fsm::Instant(0)),
+            client: Client::new(name.clone(), listen.port(), seed, fsm::Instant(0))
+                .with_security(security),
+            known_servers: keys.known_servers,
             name,
             bind,
             token,
@@ -358,10 +380,22 @@ impl Directory {
     fn report(&mut self, event: Event<Purpose>, out: &mut Vec<Outcome>) {
         match event {
             Event::Registered { server } => {
-                let kind = match server {
-                    ServerKind::Parlo => "",
-                    ServerKind::Original => " (not a Parlo server: no PING, no list)",
+                let kind = match (server, self.client.is_encrypted()) {
+                    (ServerKind::Parlo, true) => String::new(),
+                    (ServerKind::Parlo, false) => " (not encrypted)".to_owned(),
+                    (ServerKind::Original, _) => {
+                        " (not a Parlo server: no PING, no list, not encrypted)".to_owned()
+                    }
                 };
+                if let Some(ServerKey { key, .. }) = self.client.server_key()
+                    && self.client.is_encrypted()
+                {
+                    log::debug!(
+                        "encrypted to the directory server {}, key fingerprint {}",
+                        self.server,
+                        fingerprint(&key)
+                    );
+                }
                 log::info!(
                     "registered as {} with the directory server {}{kind}",
                     self.name,
@@ -418,6 +452,29 @@ impl Directory {
             }
             Event::Disconnected(Err(failure)) => {
                 log::warn!("DISCONNECT: {}", self.describe(&failure));
+            }
+            Event::ServerKeyLearned(key) => {
+                let path = self.known_servers.display();
+                match keys::pin(&self.known_servers, &self.server, &key) {
+                    Ok(()) => log::info!(
+                        "pinned the directory server {}'s key {key} (fingerprint {}) in {path}",
+                        self.server,
+                        fingerprint(&key)
+                    ),
+                    Err(e) => log::warn!(
+                        "cannot pin the directory server {}'s key {key} in {path}: {e}; it is \
+                         required until the phone stops, and asked again at the next start",
+                        self.server
+                    ),
+                }
+            }
+            Event::Unencrypted(said) => {
+                log::warn!(
+                    "the directory server {} speaks no encryption (asked for its key, it \
+                     answered: {said}): registering in plain text, which anyone on the \
+                     network can read; give --server-key to refuse such a server",
+                    self.server
+                );
             }
         }
     }
@@ -582,10 +639,14 @@ impl Directory {
                     break;
                 }
                 Ok(n) => {
-                    log::debug!(
-                        "directory <- {}",
-                        String::from_utf8_lossy(&bytes[..n]).trim_end()
-                    );
+                    if self.client.speaks_noise() {
+                        log::trace!("directory <- {n} bytes, encrypted");
+                    } else {
+                        log::debug!(
+                            "directory <- {}",
+                            String::from_utf8_lossy(&bytes[..n]).trim_end()
+                        );
+                    }
                     self.client.handle_written(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -625,10 +686,14 @@ impl Directory {
             match stream.read(&mut buf) {
                 Ok(0) => return self.client.handle_closed(ms),
                 Ok(n) => {
-                    log::debug!(
-                        "directory -> {}",
-                        String::from_utf8_lossy(&buf[..n]).trim_end()
-                    );
+                    if self.client.speaks_noise() {
+                        log::trace!("directory -> {n} bytes, encrypted");
+                    } else {
+                        log::debug!(
+                            "directory -> {}",
+                            String::from_utf8_lossy(&buf[..n]).trim_end()
+                        );
+                    }
                     self.client.handle_received(ms, &buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -650,6 +715,26 @@ mod tests {
 
     fn name(s: &str) -> Name {
         Name::new(s).expect("test name")
+    }
+
+    /// A phone's keys that know no key for the server: it asks for one first.
+    fn keys() -> Keys {
+        Keys {
+            identity: parlo_net::noise::SecretKey::from_bytes([7; 32]),
+            server: None,
+            known_servers: std::env::temp_dir().join("parlo-directory-tests-known-servers"),
+        }
+    }
+
+    /// Plays a server that knows no KEY (the original, or an older Parlo): the phone
+    /// asks, is told no, and goes on in plain text.
+    fn knows_no_key(reader: &mut BufReader<std::net::TcpStream>, conn: &std::net::TcpStream) {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("KEY");
+        assert_eq!(line, "{\"command\":\"KEY\",\"name\":\"server key\"}\n");
+        let mut conn = conn;
+        conn.write_all(b"{\"ack\":\"Error\",\"reason\":\"unknown command \\\"KEY\\\"\"}\n")
+            .expect("answer");
     }
 
     /// Runs the loop until `done` says so (or fails after 5 s instead of hanging).
@@ -678,6 +763,12 @@ mod tests {
         }
     }
 
+    /// Runs the loop for 200 ms: the phone reads what the fake server said and answers.
+    fn settle(poll: &mut Poll, directory: &mut Directory, out: &mut Vec<Outcome>) {
+        let until = Instant::now() + Duration::from_millis(200);
+        drive(poll, directory, out, |_, _| Instant::now() >= until);
+    }
+
     /// A directory for `host` (a name for the stand-in resolvers below) at `port`.
     fn directory_for(host: &str, port: u16, resolver: Resolver) -> Directory {
         let server = ServerAddr {
@@ -694,6 +785,7 @@ mod tests {
             Instant::now(),
             Arc::new(|| {}),
             Notifier::disabled(),
+            keys(),
         )
         .with_resolver(resolver)
     }
@@ -779,6 +871,7 @@ mod tests {
             Instant::now(),
             Arc::new(|| {}),
             Notifier::disabled(),
+            keys(),
         );
         let mut out = Vec::new();
         // Connect; the fake server accepts and checks where the connection comes from.
@@ -791,6 +884,8 @@ mod tests {
         );
         drive(&mut poll, &mut directory, &mut out, |d, _| d.is_open());
         let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        knows_no_key(&mut reader, &conn);
+        settle(&mut poll, &mut directory, &mut out);
         let mut line = String::new();
         reader.read_line(&mut line).expect("REG");
         assert_eq!(
@@ -900,6 +995,7 @@ mod tests {
             Instant::now(),
             Arc::new(|| {}),
             notify,
+            keys(),
         );
         let at = format!("127.0.0.206:{port}");
         directory.ready();
@@ -921,9 +1017,10 @@ mod tests {
             .expect("a timeout");
         drive(&mut poll, &mut directory, &mut out, |d, _| d.is_open());
         let mut line = String::new();
-        BufReader::new(conn.try_clone().expect("clone"))
-            .read_line(&mut line)
-            .expect("REG");
+        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        knows_no_key(&mut reader, &conn);
+        settle(&mut poll, &mut directory, &mut out);
+        reader.read_line(&mut line).expect("REG");
         (&conn)
             .write_all(b"{\"ack\":\"Error Registering\",\"reason\":\"\\\"door\\\" is already registered\"}\n")
             .expect("answer");

@@ -51,6 +51,15 @@ pub enum Error {
     /// The operating system's random source cannot be read: call ids and SSRCs would be
     /// guessable.
     Random(getrandom::Error),
+    /// The phone's identity (its key pair) cannot be used.
+    Identity(parlo_daemon::identity::IdentityError),
+    /// The file of pinned server keys cannot be read (why).
+    KnownServers {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 impl Failure for Error {
@@ -115,6 +124,12 @@ impl fmt::Display for Error {
                 "cannot read the operating system's random source ({error}): without it call \
                  ids and media SSRCs could be guessed, so the phone does not start"
             ),
+            Error::Identity(error) => error.fmt(f),
+            Error::KnownServers { path, why } => write!(
+                f,
+                "cannot read the pinned server keys in {}: {why} (fix or remove the line)",
+                path.display()
+            ),
         }
     }
 }
@@ -122,7 +137,11 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Usage(_) | Error::ControlInUse(_) | Error::ControlNotSocket(_) => None,
+            Error::Usage(_)
+            | Error::ControlInUse(_)
+            | Error::ControlNotSocket(_)
+            | Error::Identity(_)
+            | Error::KnownServers { .. } => None,
             Error::Listen { source, .. }
             | Error::Control { source, .. }
             | Error::Poll { source, .. }

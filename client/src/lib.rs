@@ -18,6 +18,7 @@ pub mod command;
 pub mod control;
 pub mod directory;
 pub mod error;
+pub mod keys;
 pub mod media;
 pub mod output;
 pub mod phone;

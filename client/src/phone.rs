@@ -28,6 +28,7 @@ use crate::cli::PhoneConfig;
 use crate::control::Control;
 use crate::directory::{Directory, Outcome};
 use crate::error::{Error, Exit};
+use crate::keys::Keys;
 use crate::media::{self, Media};
 use crate::output::{Event as Out, Format};
 use crate::random::OsRandom;
@@ -111,6 +112,7 @@ impl Phone {
         let agent = Agent::new(Settings::of(&config), call_ids, fsm::Instant(0));
         let mut random = OsRandom::new().map_err(Error::Random)?;
         let lookup_waker = Arc::clone(&waker);
+        let keys = Keys::load(&config)?;
         let directory = Directory::new(
             config.server.clone(),
             config.name.clone(),
@@ -122,6 +124,7 @@ impl Phone {
                 let _ = lookup_waker.wake();
             }),
             parlo_daemon::notify::Notifier::from_env(),
+            keys,
         );
         log::info!(
             "{} listening for calls on UDP {}, directory server {}, audio {}",

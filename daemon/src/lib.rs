@@ -7,6 +7,7 @@
 //! text ([`flag_text`]) and the rule, and its wording, for every port a flag takes
 //! ([`port`]). The two daemons depend on this crate, never on each other.
 
+pub mod identity;
 pub mod logging;
 pub mod notify;
 pub mod port;

@@ -3,13 +3,16 @@
 //! Owns the directory protocol (JSON requests and responses over TCP, the splitter that
 //! cuts a TCP byte stream into requests, the server's rules and the phone's sans-IO
 //! client), the peer signalling lines, the media packets (RTP and the original's raw PCM
-//! datagrams), and the anti-replay window of encrypted datagrams, over the vocabulary of `parlo-fsm`. Pure: no sockets, no clock, no
-//! threads. The codecs are functions over byte slices that do not allocate; the phone's
+//! datagrams), and the anti-replay window of encrypted datagrams, over the vocabulary of
+//! `parlo-fsm`; and the encrypted directory channel ([`noise`]: Noise through `snow`, the
+//! handshake's randomness passed in). Pure: no sockets, no clock, no threads. The codecs
+//! are functions over byte slices that do not allocate; the phone's
 //! directory client, a state machine, keeps its queues and the names of a listing on the
 //! heap, bounded.
 
 pub mod directory;
 pub mod framing;
 pub mod media;
+pub mod noise;
 pub mod peer;
 pub mod replay;

@@ -1,5 +1,6 @@
 //! The command line: `parlo-server [OPTIONS]`, `parlo-server users [--db PATH] [--watch]`,
-//! `parlo-server names [--db PATH]` and `parlo-server release NAME [--db PATH]`.
+//! `parlo-server names [--db PATH]`, `parlo-server release NAME [--db PATH]`,
+//! `parlo-server keygen [--identity PATH] [--force]` and `parlo-server id [--identity PATH]`.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ USAGE:
     parlo-server users [--db PATH] [--watch]
     parlo-server names [--db PATH]
     parlo-server release NAME [--db PATH]
+    parlo-server keygen [--identity PATH] [--force]
+    parlo-server id [--identity PATH]
 
 NAMES AND KEYS:
     A phone on an encrypted connection proves a key. The first key to register a name owns
@@ -40,9 +43,14 @@ OPTIONS:
                             from memory, logs why, and rewrites it once it can.
                             [default: $STATE_DIRECTORY/directory.db under systemd,
                              else ./parlo-directory.db]
+    --identity PATH         The server's key pair (X25519), made on first start, mode
+                            0600; refused if its group or others may read it. Phones
+                            encrypt to its public key (`parlo-server id` prints it).
+                            [default: the file `identity` beside the database:
+                             $STATE_DIRECTORY/identity under systemd, else ./identity]
     --max-clients N         Connections held at once; the next ones get an error and are
                             closed. Capped by the open-files limit, and by the memory
-                            limit (MemoryMax=) at ~51 KiB a connection.  [default: 16384]
+                            limit (MemoryMax=) at ~56 KiB a connection.  [default: 16384]
     --max-per-address N     Connections held at once from one source address; the next
                             ones from it get an error and are closed, so that one host
                             cannot fill the server; 0 = no limit.         [default: 64]
@@ -136,6 +144,33 @@ EXIT CODES:
     0 released    1 the name was not bound    2 critical error (no database, locked)
 ";
 
+/// `--help` text of `keygen`.
+pub const KEYGEN_HELP: &str = "\
+parlo-server keygen: make the server's key pair (the server also makes one on first start).
+
+USAGE:
+    parlo-server keygen [--identity PATH] [--force]
+
+OPTIONS:
+    --identity PATH  Where to keep it (mode 0600).  [default: as for the server]
+    --force          Replace an existing key pair: phones that pinned the old public key
+                     will refuse this server until they are given the new one.
+    -h, --help       Print this help.
+";
+
+/// `--help` text of `id`.
+pub const ID_HELP: &str = "\
+parlo-server id: print the server's public key and its fingerprint, to give to phones
+(parlo-client --server-key) and to compare with what they report.
+
+USAGE:
+    parlo-server id [--identity PATH]
+
+OPTIONS:
+    --identity PATH  The server's key pair.  [default: as for the server]
+    -h, --help       Print this help.
+";
+
 /// The TCP port the server listens on by default, the original's.
 pub const DEFAULT_PORT: u16 = 10000;
 
@@ -146,6 +181,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The SQLite database file.
     pub db: PathBuf,
+    /// The server's key pair.
+    pub identity: PathBuf,
     /// Most connections held at once.
     pub max_clients: usize,
     /// Most connections held at once from one source address; `None`: no limit.
@@ -180,6 +217,10 @@ pub enum Command {
         db: PathBuf,
         name: parlo_net::directory::Name,
     },
+    /// Make the server's key pair.
+    Keygen { identity: PathBuf, force: bool },
+    /// Print the server's public key and fingerprint.
+    Id { identity: PathBuf },
     /// Print this text and exit.
     Help(&'static str),
     /// Print the version and exit.
@@ -197,6 +238,11 @@ fn default_db() -> PathBuf {
         }
         _ => PathBuf::from("parlo-directory.db"),
     }
+}
+
+/// The default identity: the file `identity` beside the database.
+fn default_identity(db: &std::path::Path) -> PathBuf {
+    db.with_file_name("identity")
 }
 
 fn usage(text: impl Into<String>) -> Error {
@@ -227,9 +273,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
     use lexopt::prelude::*;
 
     let mut parser = lexopt::Parser::from_args(args);
+    let mut identity: Option<PathBuf> = None;
     let mut config = ServeConfig {
         listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
         db: default_db(),
+        identity: PathBuf::new(),
         max_clients: 16384,
         // A phone holds one connection, and after a reset maybe a few more until the old
         // ones are found dead (keepalive); 64 leaves room for several phones or tools on
@@ -251,6 +299,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
                     .map_err(usage)?;
             }
             Long("db") => config.db = parser.value().map_err(from_lexopt)?.into(),
+            Long("identity") => identity = Some(parser.value().map_err(from_lexopt)?.into()),
             Long("max-clients") => {
                 let value = text(&mut parser, "--max-clients")?;
                 config.max_clients = match value.parse::<usize>() {
@@ -299,10 +348,41 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
             Value(word) if word == "users" => return parse_users(parser, config.db),
             Value(word) if word == "names" => return parse_names(parser, config.db),
             Value(word) if word == "release" => return parse_release(parser, config.db),
+            Value(word) if word == "keygen" || word == "id" => {
+                let identity = identity.unwrap_or_else(|| default_identity(&config.db));
+                return parse_keys(parser, word == "keygen", identity);
+            }
             _ => return Err(from_lexopt(arg.unexpected())),
         }
     }
+    config.identity = identity.unwrap_or_else(|| default_identity(&config.db));
     Ok(Command::Serve(config))
+}
+
+/// `keygen` (`make`) or `id`, with their flags.
+fn parse_keys(
+    mut parser: lexopt::Parser,
+    make: bool,
+    mut identity: PathBuf,
+) -> Result<Command, Error> {
+    use lexopt::prelude::*;
+
+    let mut force = false;
+    while let Some(arg) = parser.next().map_err(from_lexopt)? {
+        match arg {
+            Long("identity") => identity = parser.value().map_err(from_lexopt)?.into(),
+            Long("force") if make => force = true,
+            Short('h') | Long("help") => {
+                return Ok(Command::Help(if make { KEYGEN_HELP } else { ID_HELP }));
+            }
+            _ => return Err(from_lexopt(arg.unexpected())),
+        }
+    }
+    Ok(if make {
+        Command::Keygen { identity, force }
+    } else {
+        Command::Id { identity }
+    })
 }
 
 fn parse_users(mut parser: lexopt::Parser, mut db: PathBuf) -> Result<Command, Error> {
@@ -479,6 +559,27 @@ mod tests {
     }
 
     #[test]
+    fn the_identity_lives_beside_the_database() {
+        let Ok(Command::Serve(config)) = parse_words("--db /var/lib/parlo/d.db") else {
+            panic!("serve");
+        };
+        assert_eq!(config.identity, PathBuf::from("/var/lib/parlo/identity"));
+        let Ok(Command::Serve(config)) = parse_words("--identity /k/id --db a.db") else {
+            panic!("serve");
+        };
+        assert_eq!(config.identity, PathBuf::from("/k/id"));
+        assert!(matches!(
+            parse_words("--db /s/d.db keygen --force"),
+            Ok(Command::Keygen { identity, force: true }) if identity == std::path::Path::new("/s/identity")
+        ));
+        assert!(matches!(
+            parse_words("id --identity /k/id"),
+            Ok(Command::Id { identity }) if identity == std::path::Path::new("/k/id")
+        ));
+        assert!(parse_words("id --force").is_err());
+    }
+
+    #[test]
     fn help_mentions_every_flag() {
         for flag in [
             "--listen",
@@ -493,6 +594,8 @@ mod tests {
             "--names",
             "--require-keys",
             "release NAME",
+            "--identity",
+            "keygen",
             "SIGHUP",
         ] {
             assert!(HELP.contains(flag), "{flag}");

@@ -48,6 +48,8 @@ pub enum Error {
         line: usize,
         what: String,
     },
+    /// The server's identity cannot be used.
+    Identity(parlo_daemon::identity::IdentityError),
 }
 
 impl Failure for Error {
@@ -61,7 +63,8 @@ impl Failure for Error {
             | Error::DatabaseFile { .. }
             | Error::Poll { .. }
             | Error::NamesFile { .. }
-            | Error::BadNames { .. } => Exit::Critical,
+            | Error::BadNames { .. }
+            | Error::Identity(_) => Exit::Critical,
             Error::Output(_) => Exit::Warning,
         }
     }
@@ -140,6 +143,7 @@ impl fmt::Display for Error {
                  `parlo-client id` prints it; # starts a comment)",
                 path.display()
             ),
+            Error::Identity(error) => error.fmt(f),
         }
     }
 }
@@ -165,7 +169,8 @@ impl std::error::Error for Error {
             Error::Usage(_)
             | Error::NoDatabase(_)
             | Error::DatabaseInUse(_)
-            | Error::BadNames { .. } => None,
+            | Error::BadNames { .. }
+            | Error::Identity(_) => None,
             Error::NamesFile { source, .. } => Some(source),
             Error::Listen { source, .. }
             | Error::Poll { source, .. }

@@ -39,7 +39,10 @@ use std::process::ExitCode;
 
 use cli::Command;
 use error::{Error, Exit};
+use parlo_daemon::identity;
 use parlo_daemon::logging::{self, Sink};
+use parlo_net::directory::PublicKey;
+use parlo_net::noise::{SecretKey, fingerprint};
 use server::Stopped;
 
 fn run() -> Result<Exit, Error> {
@@ -70,6 +73,16 @@ fn run() -> Result<Exit, Error> {
                 Ok(Exit::Warning)
             }
         },
+        Command::Keygen { identity, force } => {
+            let key = identity::create(&identity, force).map_err(Error::Identity)?;
+            print_id(&SecretKey::from_bytes(key).public());
+            Ok(Exit::Done)
+        }
+        Command::Id { identity } => {
+            let key = identity::load(&identity).map_err(Error::Identity)?;
+            print_id(&SecretKey::from_bytes(key).public());
+            Ok(Exit::Done)
+        }
         Command::Serve(config) => {
             logging::init(config.log_level, Sink::Gathered);
             match server::serve(&config)? {
@@ -78,6 +91,12 @@ fn run() -> Result<Exit, Error> {
             }
         }
     }
+}
+
+/// `id`'s and `keygen`'s output: the public key, then its fingerprint.
+fn print_id(key: &PublicKey) {
+    println!("key {key}");
+    println!("fingerprint {}", fingerprint(key));
 }
 
 fn main() -> ExitCode {

@@ -335,6 +335,11 @@ impl PhoneBuilder {
             }
         }
         args.extend(self.extra);
+        // Each phone has its own state: its identity and its pins of servers' keys.
+        env.push((
+            "XDG_STATE_HOME",
+            dir.path().join("state").display().to_string(),
+        ));
         env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.clone())));
 
         let mut command = client_command();
@@ -375,7 +380,7 @@ impl PhoneBuilder {
 }
 
 /// The environment variables parlo-client reads its settings from.
-const SETTINGS_ENV: [&str; 10] = [
+const SETTINGS_ENV: [&str; 13] = [
     "PARLO_SERVER",
     "PARLO_NAME",
     "PARLO_LISTEN",
@@ -386,6 +391,9 @@ const SETTINGS_ENV: [&str; 10] = [
     "PARLO_ANSWER_TIMEOUT",
     "PARLO_LOG_LEVEL",
     "PARLO_CODECS",
+    "PARLO_IDENTITY",
+    "PARLO_SERVER_KEY",
+    "STATE_DIRECTORY",
 ];
 
 /// A command running parlo-client with none of its settings inherited from the

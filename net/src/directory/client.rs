@@ -69,6 +69,19 @@
 //!   name of the one before (the cursor), and also by `"offset"`, for a server of Parlo's
 //!   first version, which knows only that.
 //! - Text from the server reaches the phone escaped ([`ServerText`]): it can be printed.
+//! - Encryption ([`Client::with_security`]; a client without it speaks plain JSON only):
+//!   with the server's key known ([`ServerKey`]: given by the user, or pinned), every
+//!   connection starts with a Noise handshake ([`crate::noise`]) and carries its requests
+//!   sealed; a handshake the server does not complete (it answers with something else,
+//!   closes, or fails the connection) is a refusal, [`Refusal::ServerKey`], retried like
+//!   any refusal and never followed by plain text. Without a key, the first request of a
+//!   connection is `KEY`, in plain JSON: a server that answers with its key gets it
+//!   pinned ([`Event::ServerKeyLearned`], which the shell stores) and is connected to
+//!   again at once, through Noise; one that does not (the original project's, an older
+//!   Parlo's) is spoken to in plain JSON on that connection ([`Event::Unencrypted`], the
+//!   first time), since nothing better can be had from it; the next connection asks
+//!   again, so a server upgraded meanwhile gets pinned. `KEY` carries a `"name"`: the original server
+//!   reads one before the command, and answers an unknown command with an error.
 //!
 //! Memory is bounded: the requests waiting (by [`UNSENT_LIMIT`]), the received bytes (one
 //! [`FrameBuffer`]), a list being gathered (by [`LIST_MAX_NAMES`]). No input panics.
@@ -81,10 +94,11 @@ use std::vec::Vec;
 use parlo_fsm::{CallIds, Instant, SplitMix64};
 
 use super::{
-    Contact, MAX_ENCODED_REQUEST, Name, Reply, ReplyError, Request, RequestError, ServerKind,
-    ServerText,
+    Contact, MAX_ENCODED_REQUEST, Name, PublicKey, Reply, ReplyError, Request, RequestError,
+    ServerKind, ServerText,
 };
 use crate::framing::{Frame, FrameBuffer, MAX_REQUEST};
+use crate::noise::{Channel, SecretKey, fingerprint};
 
 /// How long the shell may take to look the server's host name up and start connecting
 /// (from [`Link::Connect`] to [`Client::handle_connecting`]).
@@ -212,6 +226,50 @@ pub enum Refusal {
     Unexpected(&'static str),
     /// An answer that could not be understood.
     BadReply(ReplyError),
+    /// The server did not complete the Noise handshake for the key we hold for it: it has
+    /// another key (or is another server), or speaks no Noise. Nothing is sent in plain
+    /// text to it.
+    ServerKey(ServerKey),
+}
+
+/// The server's public key as the phone knows it, and where from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerKey {
+    /// The key.
+    pub key: PublicKey,
+    /// Given by the user (`--server-key`) rather than pinned on first contact.
+    pub configured: bool,
+}
+
+/// What a phone needs to encrypt its directory connection.
+pub struct Security {
+    /// The phone's own key pair.
+    pub identity: SecretKey,
+    /// The server's key, if known.
+    pub server: Option<ServerKey>,
+    /// 32 random bytes for each handshake's ephemeral key (from the operating system);
+    /// `None` if there are none, which fails the attempt.
+    pub entropy: Box<dyn FnMut() -> Option<[u8; 32]> + Send>,
+}
+
+impl fmt::Debug for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Security")
+            .field("public", &self.identity.public())
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the current connection speaks.
+#[derive(Debug)]
+enum Speech {
+    /// Plain JSON (no security, or a server that speaks no Noise).
+    Plain,
+    /// Plain JSON, `KEY` asked: its answer decides.
+    Asking,
+    /// Noise, through this channel.
+    Noise(Box<Channel>),
 }
 
 /// When the next connection attempt is.
@@ -251,6 +309,12 @@ pub enum Event<T> {
     },
     /// The answer to the DISCONNECT sent when the phone quit.
     Disconnected(Result<(), Failure>),
+    /// The server said its key on first contact: the shell pins it (stores it for this
+    /// server's address). The client uses it from now on.
+    ServerKeyLearned(PublicKey),
+    /// The server knows no `KEY`: it speaks no Noise, and gets plain JSON (what it said
+    /// instead). Told once.
+    Unencrypted(ServerText),
 }
 
 /// What the shell is to do with the connection.
@@ -292,6 +356,7 @@ enum Outage {
 #[derive(Debug)]
 enum Purpose<T> {
     Register,
+    Key,
     Ping,
     Disconnect,
     Lookup(T),
@@ -351,6 +416,12 @@ pub struct Client<T> {
     outbox: Vec<u8>,
     links: VecDeque<Link>,
     events: VecDeque<Event<T>>,
+    /// Encryption, when the phone has an identity.
+    security: Option<Security>,
+    /// The server answered `KEY` with something else (said once).
+    unencrypted: bool,
+    /// How the current connection speaks.
+    speech: Speech,
 }
 
 impl<T> Client<T> {
@@ -379,7 +450,31 @@ impl<T> Client<T> {
             outbox: Vec::new(),
             links: VecDeque::new(),
             events: VecDeque::new(),
+            security: None,
+            unencrypted: false,
+            speech: Speech::Plain,
         }
+    }
+
+    /// Encrypts the connection with `security` (see the module docs).
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = Some(security);
+        self
+    }
+
+    /// The server's key as the client knows it now.
+    pub fn server_key(&self) -> Option<ServerKey> {
+        self.security.as_ref().and_then(|s| s.server)
+    }
+
+    /// Whether the current connection speaks Noise (its bytes are not text).
+    pub fn speaks_noise(&self) -> bool {
+        matches!(self.speech, Speech::Noise(_))
+    }
+
+    /// Whether the current connection is encrypted (its handshake done).
+    pub fn is_encrypted(&self) -> bool {
+        matches!(&self.speech, Speech::Noise(channel) if channel.is_established())
     }
 
     /// Whether the connection is up: queries are sent now.
@@ -462,7 +557,49 @@ impl<T> Client<T> {
             },
             purpose: Purpose::Register,
         });
+        self.speech = Speech::Plain;
+        if let Some(security) = self.security.as_mut() {
+            match security.server {
+                Some(server) => {
+                    let Some(ephemeral) = (security.entropy)() else {
+                        let why = "the operating system's random source failed";
+                        return self.fail(now, Loss::Failed(why.into()));
+                    };
+                    match Channel::initiator(&security.identity, &server.key, ephemeral) {
+                        Ok(mut channel) => {
+                            if let Some(hello) = channel.poll_transmit() {
+                                self.outbox.extend_from_slice(hello);
+                                let n = hello.len();
+                                channel.handle_written(n);
+                            }
+                            self.speech = Speech::Noise(Box::new(channel));
+                        }
+                        Err(_) => {
+                            return self.fail(now, Loss::Refused(Refusal::ServerKey(server)));
+                        }
+                    }
+                }
+                None => {
+                    self.speech = Speech::Asking;
+                    self.queued.push_front(Queued {
+                        request: Request::Key,
+                        purpose: Purpose::Key,
+                    });
+                }
+            }
+        }
         self.pump(now);
+    }
+
+    /// The Noise handshake under way did not complete: the server's key is not the one
+    /// held, or it speaks no Noise.
+    fn handshake_failed(&mut self) -> Option<Loss> {
+        match &self.speech {
+            Speech::Noise(channel) if !channel.is_established() => self
+                .server_key()
+                .map(|key| Loss::Refused(Refusal::ServerKey(key))),
+            _ => None,
+        }
     }
 
     /// The connection attempt, or the connection, failed; `why` in the shell's words.
@@ -472,7 +609,12 @@ impl<T> Client<T> {
             State::Opening { .. } | State::Connecting { .. } => {
                 self.fail(now, Loss::Unreachable(why.into()));
             }
-            State::Open => self.fail(now, Loss::Failed(why.into())),
+            State::Open => {
+                let loss = self
+                    .handshake_failed()
+                    .unwrap_or_else(|| Loss::Failed(why.into()));
+                self.fail(now, loss);
+            }
             State::Waiting { .. } | State::Stopped => {}
         }
     }
@@ -481,7 +623,10 @@ impl<T> Client<T> {
     pub fn handle_closed(&mut self, now: Instant) {
         let now = self.clock(now);
         match self.state {
-            State::Open => self.fail(now, Loss::Closed),
+            State::Open => {
+                let loss = self.handshake_failed().unwrap_or(Loss::Closed);
+                self.fail(now, loss);
+            }
             State::Opening { .. } | State::Connecting { .. } => {
                 self.fail(
                     now,
@@ -493,8 +638,55 @@ impl<T> Client<T> {
     }
 
     /// Bytes read from the connection, in any cut.
-    pub fn handle_received(&mut self, now: Instant, mut bytes: &[u8]) {
+    pub fn handle_received(&mut self, now: Instant, bytes: &[u8]) {
         let now = self.clock(now);
+        if let Speech::Noise(_) = self.speech {
+            return self.receive_sealed(now, bytes);
+        }
+        self.receive_plain(now, bytes);
+    }
+
+    /// Bytes of a Noise connection: the handshake, then sealed responses.
+    fn receive_sealed(&mut self, now: Instant, mut bytes: &[u8]) {
+        while self.state == State::Open {
+            let Speech::Noise(channel) = &mut self.speech else {
+                return;
+            };
+            let taken = channel.handle_received(bytes);
+            bytes = &bytes[taken..];
+            let was_established = channel.is_established();
+            let mut plain = [0u8; MAX_REQUEST];
+            let read = channel.read(&mut plain);
+            if let Some(message) = channel.poll_transmit() {
+                self.outbox.extend_from_slice(message);
+                let n = message.len();
+                channel.handle_written(n);
+            }
+            let established = channel.is_established();
+            let n =
+                match read {
+                    Ok(n) => n,
+                    Err(_) => {
+                        let loss = self.handshake_failed().unwrap_or(Loss::Garbled(
+                            RequestError::Malformed("an encrypted response that does not verify"),
+                        ));
+                        return self.fail(now, loss);
+                    }
+                };
+            if established && !was_established {
+                // The handshake is done: the requests waiting go out, sealed.
+                self.pump(now);
+            }
+            if n > 0 {
+                self.receive_plain(now, &plain[..n]);
+            } else if bytes.is_empty() || taken == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Plain bytes: responses, in any cut.
+    fn receive_plain(&mut self, now: Instant, mut bytes: &[u8]) {
         while !bytes.is_empty() && self.state == State::Open {
             let spare = self.frames.spare();
             let n = spare.len().min(bytes.len());
@@ -630,6 +822,16 @@ impl<T> Client<T> {
         if self.state != State::Open {
             return;
         }
+        if let Speech::Noise(channel) = &self.speech
+            && !channel.is_established()
+        {
+            return; // they go once the handshake is done
+        }
+        if let Speech::Asking = self.speech
+            && !self.sent.is_empty()
+        {
+            return; // nothing goes before KEY is answered
+        }
         let parlo = self.server == Some(ServerKind::Parlo);
         while !self.queued.is_empty() && (parlo || self.sent.is_empty()) {
             let Some(Queued { request, purpose }) = self.queued.pop_front() else {
@@ -648,7 +850,16 @@ impl<T> Client<T> {
                 // Unreachable: MAX_ENCODED_REQUEST holds every request.
                 continue;
             };
-            self.outbox.extend_from_slice(&buf[..len]);
+            if let Speech::Noise(channel) = &mut self.speech {
+                let mut sealed = [0u8; Channel::sealed_len(MAX_ENCODED_REQUEST)];
+                let Ok(len) = channel.seal(&buf[..len], &mut sealed) else {
+                    // Unreachable: the channel is established (checked above).
+                    continue;
+                };
+                self.outbox.extend_from_slice(&sealed[..len]);
+            } else {
+                self.outbox.extend_from_slice(&buf[..len]);
+            }
             self.sent.push_back(Sent { purpose, at: now });
             self.last_request = now;
         }
@@ -706,6 +917,42 @@ impl<T> Client<T> {
                         Err(error) => Refusal::BadReply(error),
                     };
                     self.fail(now, Loss::Refused(refusal));
+                }
+            },
+            Purpose::Key => match reply {
+                Ok(Reply::Key(key)) => {
+                    if let Some(security) = self.security.as_mut() {
+                        security.server = Some(ServerKey {
+                            key,
+                            configured: false,
+                        });
+                    }
+                    self.events.push_back(Event::ServerKeyLearned(key));
+                    // Again at once, through Noise; the REG waiting goes on that one.
+                    self.links.push_back(Link::Close);
+                    self.frames = FrameBuffer::new();
+                    self.outbox.clear();
+                    // The phone's queries wait for the next connection (which makes its
+                    // own REG); nothing but KEY was sent on this one.
+                    self.queued
+                        .retain(|q| !matches!(q.purpose, Purpose::Register));
+                    self.sent.clear();
+                    self.speech = Speech::Plain;
+                    self.state = State::Waiting { retry_at: now };
+                }
+                other => {
+                    let said = match other {
+                        Ok(Reply::Error { reason }) => reason,
+                        Ok(reply) => ServerText::new(reply.kind()),
+                        Err(error) => ServerText::new(&std::format!("{error}")),
+                    };
+                    self.speech = Speech::Plain;
+                    // News once: every connection asks again (the server may be upgraded
+                    // meanwhile), and a server that stays as it is is no news.
+                    if !self.unencrypted {
+                        self.unencrypted = true;
+                        self.events.push_back(Event::Unencrypted(said));
+                    }
                 }
             },
             // Any answer shows that the server is alive, which is all a PING asks.
@@ -793,6 +1040,7 @@ impl<T> Client<T> {
         self.frames = FrameBuffer::new();
         self.outbox.clear();
         self.server = None;
+        self.speech = Speech::Plain;
         let was_registered = core::mem::replace(&mut self.registered, false);
         let sent = core::mem::take(&mut self.sent)
             .into_iter()
@@ -803,7 +1051,7 @@ impl<T> Client<T> {
         for purpose in sent.chain(queued) {
             let lost = Failure::Lost(reason.clone());
             match purpose {
-                Purpose::Register | Purpose::Ping => {}
+                Purpose::Register | Purpose::Ping | Purpose::Key => {}
                 Purpose::Disconnect => self.events.push_back(Event::Disconnected(Err(lost))),
                 Purpose::Lookup(tag) | Purpose::List { tag, .. } => self.answer(tag, Err(lost)),
             }
@@ -935,6 +1183,24 @@ impl fmt::Display for Refusal {
             Refusal::Error(reason) => reason.fmt(f),
             Refusal::Unexpected(what) => write!(f, "unexpected answer ({what})"),
             Refusal::BadReply(error) => error.fmt(f),
+            Refusal::ServerKey(ServerKey { key, configured }) => write!(
+                f,
+                "it did not complete the encrypted handshake for the key {} (fingerprint {}, \
+                 {}): it holds another key, or is another server, or speaks no encryption; \
+                 nothing is sent to it in plain text. Check `parlo-server id` on the server{}",
+                key,
+                fingerprint(key),
+                if *configured {
+                    "given with --server-key"
+                } else {
+                    "pinned on first contact"
+                },
+                if *configured {
+                    ""
+                } else {
+                    " and, if its key changed on purpose, remove the pin"
+                }
+            ),
         }
     }
 }
@@ -2081,5 +2347,262 @@ mod tests {
             client.handle_timeout(at(0));
             assert!(links(&mut client).is_empty() && events(&mut client).is_empty());
         }
+    }
+
+    mod security {
+        use super::*;
+        use crate::noise::{Channel, MSG1_LEN, SecretKey};
+
+        fn server_secret() -> SecretKey {
+            SecretKey::from_bytes([1; 32])
+        }
+
+        fn security(server: Option<ServerKey>) -> Security {
+            let mut draws = 0u8;
+            Security {
+                identity: SecretKey::from_bytes([2; 32]),
+                server,
+                entropy: Box::new(move || {
+                    draws = draws.wrapping_add(1);
+                    Some([draws; 32])
+                }),
+            }
+        }
+
+        fn pinned(key: PublicKey) -> Option<ServerKey> {
+            Some(ServerKey {
+                key,
+                configured: false,
+            })
+        }
+
+        /// Connected at 0 ms with `security`.
+        fn connected_with(security: Security) -> Client<Tag> {
+            let mut client = Client::new(name("alice"), 5001, SEED, at(0)).with_security(security);
+            client.handle_timeout(at(0));
+            assert_eq!(links(&mut client), [Link::Connect]);
+            client.handle_connecting(at(0));
+            client.handle_connected(at(0));
+            client
+        }
+
+        /// The bytes the client has to write, reported written.
+        fn wire(client: &mut Client<Tag>) -> Vec<u8> {
+            let bytes = client
+                .poll_transmit()
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+            client.handle_written(bytes.len());
+            bytes
+        }
+
+        /// A server's end of the channel, fed `bytes`; returns the plaintext it read.
+        fn server_reads(server: &mut Channel, mut bytes: &[u8]) -> Vec<u8> {
+            let mut plain = Vec::new();
+            loop {
+                let taken = server.handle_received(bytes);
+                bytes = &bytes[taken..];
+                let mut buf = [0u8; 256];
+                loop {
+                    let n = server.read(&mut buf).expect("the phone's frames verify");
+                    if n == 0 {
+                        break;
+                    }
+                    plain.extend_from_slice(&buf[..n]);
+                }
+                if bytes.is_empty() {
+                    return plain;
+                }
+            }
+        }
+
+        /// The server's handshake message, framed.
+        fn server_says(server: &mut Channel) -> Vec<u8> {
+            let message = server
+                .poll_transmit()
+                .expect("a handshake message")
+                .to_vec();
+            server.handle_written(message.len());
+            message
+        }
+
+        fn sealed(server: &mut Channel, text: &str) -> Vec<u8> {
+            let mut out = vec![0u8; Channel::sealed_len(text.len())];
+            let n = server.seal(text.as_bytes(), &mut out).expect("established");
+            out.truncate(n);
+            out
+        }
+
+        /// Through the handshake with a server holding `secret`: REG arrives sealed.
+        fn handshake(client: &mut Client<Tag>, secret: &SecretKey) -> Channel {
+            let mut server = Channel::responder(secret, [9; 32]).expect("responder");
+            let hello = wire(client);
+            assert_eq!(&hello[..2], &[0, MSG1_LEN as u8], "a Noise frame, not JSON");
+            assert!(server_reads(&mut server, &hello).is_empty());
+            let answer = server_says(&mut server);
+            client.handle_received(at(5), &answer);
+            let rest = wire(client);
+            assert_eq!(server_reads(&mut server, &rest), REG_ALICE.as_bytes());
+            assert_eq!(
+                server.remote_key(),
+                Some(SecretKey::from_bytes([2; 32]).public())
+            );
+            server
+        }
+
+        #[test]
+        fn with_a_key_everything_goes_sealed_after_the_handshake() {
+            let mut client = connected_with(security(pinned(server_secret().public())));
+            let mut server = handshake(&mut client, &server_secret());
+            let answer = sealed(&mut server, PARLO_REGISTERED);
+            client.handle_received(at(6), &answer);
+            assert_eq!(
+                events(&mut client),
+                [Event::Registered {
+                    server: ServerKind::Parlo
+                }]
+            );
+            assert!(client.is_encrypted());
+            ask(&mut client, 7, "bob", 1);
+            let request = wire(&mut client);
+            assert!(!request.windows(3).any(|w| w == b"bob"));
+            assert_eq!(server_reads(&mut server, &request), get("bob").as_bytes());
+            let found = sealed(&mut server, "{\"ip\":\"None\"}\n");
+            client.handle_received(at(8), &found);
+            assert_eq!(
+                events(&mut client),
+                [Event::Answer {
+                    tag: 1,
+                    result: Ok(Answer::NotFound)
+                }]
+            );
+        }
+
+        #[test]
+        fn a_server_with_another_key_is_refused_and_nothing_goes_in_plain_text() {
+            let expected = SecretKey::from_bytes([8; 32]).public();
+            let mut client = connected_with(security(pinned(expected)));
+            let mut server = Channel::responder(&server_secret(), [9; 32]).expect("r");
+            let hello = wire(&mut client);
+            server.handle_received(&hello);
+            assert_eq!(
+                server.read(&mut [0; 8]),
+                Err(crate::noise::NoiseError::Handshake)
+            );
+            // The server says so in JSON, then closes.
+            receive(
+                &mut client,
+                5,
+                "{\"ack\":\"Error\",\"reason\":\"not our key\"}\n",
+            );
+            let (loss, retry, announce) = expect_lost(&events(&mut client));
+            let refusal = Refusal::ServerKey(ServerKey {
+                key: expected,
+                configured: false,
+            });
+            assert_eq!(loss, Loss::Refused(refusal));
+            assert!(announce);
+            assert_eq!(retry.map(|r| r.after_ms), Some(REFUSED_BACKOFF_INITIAL_MS));
+            assert_eq!(links(&mut client), [Link::Close]);
+            assert!(
+                loss.to_string().contains("pinned on first contact"),
+                "{loss}"
+            );
+            assert_eq!(client.poll_transmit(), None);
+            // The next attempt is Noise again, never plain JSON.
+            client.handle_timeout(at(5 + REFUSED_BACKOFF_INITIAL_MS));
+            client.handle_connecting(at(5 + REFUSED_BACKOFF_INITIAL_MS));
+            client.handle_connected(at(5 + REFUSED_BACKOFF_INITIAL_MS));
+            assert_eq!(wire(&mut client)[..2], [0, MSG1_LEN as u8]);
+        }
+
+        #[test]
+        fn a_server_that_closes_or_fails_during_the_handshake_is_refused_too() {
+            let key = ServerKey {
+                key: server_secret().public(),
+                configured: true,
+            };
+            let mut client = connected_with(security(Some(key)));
+            let _ = wire(&mut client);
+            client.handle_closed(at(5));
+            let (loss, _, _) = expect_lost(&events(&mut client));
+            assert_eq!(loss, Loss::Refused(Refusal::ServerKey(key)));
+            assert!(loss.to_string().contains("--server-key"), "{loss}");
+            let mut client = connected_with(security(Some(key)));
+            client.handle_failed(at(5), "connection reset");
+            let (loss, _, _) = expect_lost(&events(&mut client));
+            assert_eq!(loss, Loss::Refused(Refusal::ServerKey(key)));
+        }
+
+        #[test]
+        fn without_a_key_the_first_question_is_key_and_its_answer_is_pinned() {
+            let mut client = connected_with(security(None));
+            assert_eq!(
+                written(&mut client),
+                "{\"command\":\"KEY\",\"name\":\"server key\"}\n"
+            );
+            // A lookup asked meanwhile waits for the encrypted connection.
+            ask(&mut client, 1, "bob", 1);
+            assert_eq!(client.poll_transmit(), None);
+            let key = server_secret().public();
+            receive(
+                &mut client,
+                5,
+                &std::format!("{{\"server_key\":\"{key}\"}}\n"),
+            );
+            assert_eq!(events(&mut client), [Event::ServerKeyLearned(key)]);
+            assert_eq!(links(&mut client), [Link::Close]);
+            assert_eq!(client.server_key(), pinned(key));
+            // Again at once, through Noise.
+            assert_eq!(client.poll_timeout(), Some(at(5)));
+            client.handle_timeout(at(5));
+            assert_eq!(links(&mut client), [Link::Connect]);
+            client.handle_connecting(at(5));
+            client.handle_connected(at(6));
+            let mut server = handshake(&mut client, &server_secret());
+            let registered = sealed(&mut server, PARLO_REGISTERED);
+            client.handle_received(at(7), &registered);
+            let request = wire(&mut client);
+            assert_eq!(server_reads(&mut server, &request), get("bob").as_bytes());
+        }
+
+        #[test]
+        fn a_server_without_a_key_gets_plain_json_with_a_warning_once() {
+            let mut client = connected_with(security(None));
+            let _ = written(&mut client);
+            receive(&mut client, 5, ORIGINAL_ERROR);
+            assert!(matches!(
+                &events(&mut client)[..],
+                [Event::Unencrypted(said)] if said.is_empty()
+            ));
+            assert_eq!(written(&mut client), REG_ALICE);
+            receive(&mut client, 6, ORIGINAL_REGISTERED);
+            assert_eq!(
+                events(&mut client),
+                [Event::Registered {
+                    server: ServerKind::Original
+                }]
+            );
+            assert!(!client.is_encrypted());
+            // The next connection asks again (the server may have been upgraded); the same
+            // answer is no news.
+            client.handle_closed(at(10));
+            let _ = events(&mut client);
+            let _ = links(&mut client);
+            let retry = client.poll_timeout().expect("a retry");
+            client.handle_timeout(retry);
+            client.handle_connecting(retry);
+            client.handle_connected(retry);
+            assert_eq!(
+                written(&mut client),
+                "{\"command\":\"KEY\",\"name\":\"server key\"}\n"
+            );
+            receive(&mut client, retry.0 + 1, ORIGINAL_ERROR);
+            assert!(events(&mut client).is_empty());
+            assert_eq!(written(&mut client), REG_ALICE);
+        }
+
+        /// The original server's answer to a command it does not know.
+        const ORIGINAL_ERROR: &str = "{\"ack\": \"Error\"}";
     }
 }

@@ -185,6 +185,9 @@ pub enum Request {
     List { after: Option<Name>, offset: u32 },
     /// Are you there?
     Ping,
+    /// What is the server's public key? Asked in plain JSON by a phone that knows no key
+    /// for this server yet, to pin the key and then connect through Noise.
+    Key,
 }
 
 impl fmt::Display for Request {
@@ -203,6 +206,7 @@ impl fmt::Display for Request {
                 offset,
             } => write!(f, "LIST from {offset}"),
             Request::Ping => f.write_str("PING"),
+            Request::Key => f.write_str("KEY"),
         }
     }
 }
@@ -321,6 +325,7 @@ impl Request {
                 })
             }
             Ok("GET") => Ok(Request::Get { name: name()? }),
+            Ok("KEY") => Ok(Request::Key),
             Ok("DISCONNECT") => Ok(Request::Disconnect { name: name()? }),
             Ok("LIST") => {
                 let offset = match wire.offset {
@@ -472,6 +477,10 @@ pub enum Reason {
     /// connection (the phone came back before this connection was found dead); it is
     /// closed.
     Displaced(Name),
+    /// KEY asked of a server that has no key.
+    NoKey,
+    /// A Noise handshake that does not verify with this server's key.
+    NotOurKey,
 }
 
 impl From<RequestError> for Reason {
@@ -523,6 +532,10 @@ impl fmt::Display for Reason {
                 f,
                 "\"{name}\" was registered again by its key on another connection, closing"
             ),
+            Reason::NoKey => f.write_str("this server has no key"),
+            Reason::NotOurKey => f.write_str(
+                "the Noise handshake is not for this server's key (see `parlo-server id`)",
+            ),
         }
     }
 }
@@ -549,6 +562,8 @@ pub enum Response<'p> {
     Pong,
     /// `{"ack":"Error","reason":..}`
     Error(Reason),
+    /// `{"server_key":K}`: the server's public key, the answer to KEY.
+    Key(PublicKey),
 }
 
 impl fmt::Display for Response<'_> {
@@ -578,6 +593,7 @@ impl fmt::Display for Response<'_> {
             }
             Response::Pong => f.write_str("pong"),
             Response::Error(reason) => write!(f, "error: {reason}"),
+            Response::Key(key) => write!(f, "key {key}"),
         }
     }
 }
@@ -656,6 +672,7 @@ impl Response<'_> {
                 w.escaped(format_args!("{reason}"))?;
                 w.raw(r#""}"#)
             }
+            Response::Key(key) => w.fmt(format_args!(r#"{{"server_key":"{key}"}}"#)),
         }
     }
 }
@@ -757,6 +774,10 @@ pub trait Registry {
     /// Whether a REG must come with a key (on an encrypted connection): plain ones are
     /// refused.
     fn keys_required(&self) -> bool;
+    /// The server's own public key, the answer to KEY; `None` for a server without one.
+    fn server_key(&self) -> Option<PublicKey> {
+        None
+    }
 }
 
 /// A LIST page, borrowed by [`Response::Users`].
@@ -868,6 +889,10 @@ impl Session {
                 Response::Users { names: page, more }
             }
             Request::Ping => Response::Pong,
+            Request::Key => match registry.server_key() {
+                Some(key) => Response::Key(key),
+                None => Response::Error(Reason::NoKey),
+            },
         }
     }
 
@@ -2019,6 +2044,7 @@ impl Request {
             Request::Disconnect { name } => ("DISCONNECT", Some(name)),
             Request::List { .. } => ("LIST", None),
             Request::Ping => ("PING", None),
+            Request::Key => ("KEY", None),
         };
         w.raw(r#"{"command":""#)?;
         w.raw(command)?;
@@ -2042,6 +2068,9 @@ impl Request {
                     w.fmt(format_args!(r#","offset":{offset}"#))?;
                 }
             }
+            // An original server reads "name" before the command and fails without it: a
+            // name that no phone can hold (names have no space) keeps it answering.
+            Request::Key => w.raw(r#","name":"server key""#)?,
             _ => {}
         }
         w.raw("}\n")?;
@@ -2152,6 +2181,8 @@ pub enum Reply {
         /// The server's explanation (empty when it gave none).
         reason: ServerText,
     },
+    /// `{"server_key":K}`: the server's public key.
+    Key(PublicKey),
 }
 
 impl Reply {
@@ -2167,6 +2198,7 @@ impl Reply {
             Reply::Users { .. } => "a list of names",
             Reply::Pong => "PONG",
             Reply::Error { .. } => "an error",
+            Reply::Key(_) => "a key",
         }
     }
 }
@@ -2258,6 +2290,7 @@ struct WireReply {
     server: Option<Text<16>>,
     dialect: Option<Text<16>>,
     key: Option<Text<{ PublicKey::TEXT_LEN }>>,
+    server_key: Option<Text<48>>,
 }
 
 /// The first bytes of `text` a server sent, escaped to be printed (see [`ServerText`]).
@@ -2350,6 +2383,12 @@ impl Reply {
                 names,
                 more: wire.more.unwrap_or(false),
             });
+        }
+        if let Some(key) = &wire.server_key {
+            return match key.whole().map(PublicKey::parse) {
+                Ok(Ok(key)) => Ok(Reply::Key(key)),
+                _ => Err(ReplyError::Malformed("the server's key is not a key")),
+            };
         }
         Err(ReplyError::NotAResponse)
     }
@@ -2803,5 +2842,78 @@ mod client_side_properties {
             let len = request.encode(&mut buf).expect("fits");
             prop_assert_eq!(Request::parse(&buf[..len - 1]), Ok(request));
         }
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use std::string::String;
+
+    struct Keyed(Option<PublicKey>);
+
+    impl Registry for Keyed {
+        fn find(&self, _: &Name) -> Option<Contact> {
+            None
+        }
+        fn insert(&mut self, _: &Name, _: Contact) {}
+        fn remove(&mut self, _: &Name) {}
+        fn page(&self, _: Option<&Name>, _: u32, _: &mut Page) -> bool {
+            false
+        }
+        fn owner(&self, _: &Name) -> Owner {
+            Owner::Free
+        }
+        fn bind(&mut self, _: &Name, _: &PublicKey) {}
+        fn keys_required(&self) -> bool {
+            false
+        }
+        fn server_key(&self) -> Option<PublicKey> {
+            self.0
+        }
+    }
+
+    fn answer(key: Option<PublicKey>) -> String {
+        let mut buf = [0u8; MAX_ENCODED_REQUEST];
+        let len = Request::Key.encode(&mut buf).expect("fits");
+        let request = Request::parse(&buf[..len - 1]).expect("KEY parses");
+        assert_eq!(request, Request::Key);
+        let mut page = Page::new();
+        let response = Session::new().handle_request(
+            request,
+            [127, 0, 0, 1].into(),
+            &mut Keyed(key),
+            &mut page,
+        );
+        let mut out = [0u8; MAX_RESPONSE];
+        let len = response.encode(&mut out).expect("fits");
+        String::from_utf8(out[..len].to_vec()).expect("UTF-8")
+    }
+
+    #[test]
+    fn key_carries_a_name_for_the_original_server_and_gets_the_server_s_key() {
+        let mut buf = [0u8; MAX_ENCODED_REQUEST];
+        let len = Request::Key.encode(&mut buf).expect("fits");
+        assert_eq!(
+            &buf[..len],
+            b"{\"command\":\"KEY\",\"name\":\"server key\"}\n"
+        );
+        let key = PublicKey([5; 32]);
+        let text = answer(Some(key));
+        assert_eq!(text, format!("{{\"server_key\":\"{key}\"}}\n"));
+        assert_eq!(
+            Reply::parse(text.trim_end().as_bytes()),
+            Ok(Reply::Key(key))
+        );
+    }
+
+    #[test]
+    fn a_server_without_a_key_says_so() {
+        let text = answer(None);
+        assert!(text.contains("\"ack\":\"Error\""), "{text}");
+        assert!(matches!(
+            Reply::parse(text.trim_end().as_bytes()),
+            Ok(Reply::Error { .. })
+        ));
     }
 }
