@@ -95,6 +95,8 @@ done
 echo "parlo-server pid $server_pid listening on $addr:$port (options: $server_args)"
 key=
 if [[ $noise == 1 ]]; then
+    # The server makes its identity once its database is open: wait for it.
+    for _ in $(seq 50); do [[ -s $tmp/identity ]] && break; sleep 0.1; done
     key=$("$server_bin" id --identity "$tmp/identity" | awk '/^key /{print $2}')
     echo "server key $key"
 fi

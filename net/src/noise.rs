@@ -261,7 +261,8 @@ enum Phase {
 /// One end of an encrypted directory connection (see the module docs for the contract).
 pub struct Channel {
     phase: Phase,
-    /// Received bytes not yet taken as frames: at most one frame.
+    /// Received bytes not yet taken as frames: at most [`MAX_FRAME`] bytes, the start of
+    /// the next frames (several small ones, or the beginning of a long one).
     rx: Box<[u8; MAX_FRAME]>,
     rx_len: usize,
     /// The plaintext of the last frame, and how much of it was read.
@@ -355,14 +356,10 @@ impl Channel {
         })
     }
 
-    /// Room for received bytes (empty while a whole frame waits to be read).
+    /// Room for received bytes (empty only while whole frames fill the buffer: read them
+    /// first). One read may bring several frames: the fewer reads, the better.
     pub fn spare(&mut self) -> &mut [u8] {
-        let end = match self.frame_len() {
-            Some(len) => len.min(MAX_FRAME),
-            None => LEN_PREFIX,
-        }
-        .max(self.rx_len);
-        &mut self.rx[self.rx_len..end]
+        &mut self.rx[self.rx_len..]
     }
 
     /// `n` bytes were put at the start of [`Channel::spare`].
@@ -478,8 +475,9 @@ impl Channel {
             return Ok(false);
         }
         let result = self.open(len);
-        // At most one frame is ever buffered: nothing follows it in `rx`.
-        self.rx_len = 0;
+        // The next frames' bytes move to the front; the rest of any frame fits behind them.
+        self.rx.copy_within(len..self.rx_len, 0);
+        self.rx_len -= len;
         if result.is_err() {
             self.phase = Phase::Failed;
         }

@@ -389,19 +389,6 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
     let now = Instant::now();
     let max_clients =
         limits::fit_memory(limits::raise_fd_limit(config.max_clients), CONN_WORST_CASE);
-    // Before listening: a phone that connects gets the key that is on disk.
-    let (secret, made) =
-        parlo_daemon::identity::load_or_create(&config.identity).map_err(Error::Identity)?;
-    let identity = SecretKey::from_bytes(secret);
-    let key = identity.public();
-    if made {
-        log::info!("made a new identity at {}", config.identity.display());
-    }
-    log::info!(
-        "server key {key} (fingerprint {}), identity {}",
-        fingerprint(&key),
-        config.identity.display()
-    );
     let poll_failed = |doing| move |source| Error::Poll { doing, source };
     let poll = Poll::new().map_err(poll_failed("create the event queue"))?;
     let mut listener = listen(config.listen)?;
@@ -427,6 +414,20 @@ pub fn serve(config: &ServeConfig) -> Result<Stopped, Error> {
              until they can be"
         );
     }
+    // After the database (whose directory the identity's default shares, and whose
+    // errors come first), before the loop: no connection is served without the key.
+    let (secret, made) =
+        parlo_daemon::identity::load_or_create(&config.identity).map_err(Error::Identity)?;
+    let identity = SecretKey::from_bytes(secret);
+    let key = identity.public();
+    if made {
+        log::info!("made a new identity at {}", config.identity.display());
+    }
+    log::info!(
+        "server key {key} (fingerprint {}), identity {}",
+        fingerprint(&key),
+        config.identity.display()
+    );
     let mut server = Server {
         poll,
         listener,

@@ -232,7 +232,11 @@ fn a_phone_started_before_its_server_registers_when_the_server_comes() {
 
 #[test]
 fn after_a_server_restart_phones_register_again_and_the_call_in_progress_goes_on() {
-    let mut server = Server::start(&[]);
+    // The server keeps its identity across the restart, as in its state directory: the
+    // phones pinned its key.
+    let keys = TempDir::new("server-identity");
+    let identity = keys.path().join("identity").display().to_string();
+    let mut server = Server::start(&["--identity", &identity]);
     let addr = server.addr;
     let mut alice = Phone::registered("alice", &server);
     let mut bob = Phone::registered("bob", &server);
@@ -251,7 +255,7 @@ fn after_a_server_restart_phones_register_again_and_the_call_in_progress_goes_on
     let dir = TempDir::new("server");
     let db = dir.path().join("directory.db");
     let listen = addr.to_string();
-    let server = Server::start_in(dir, db, &["--listen", &listen]);
+    let server = Server::start_in(dir, db, &["--listen", &listen, "--identity", &identity]);
     alice.expect_event("registered");
     bob.expect_event("registered");
     alice.expect_no_event("ended", Duration::ZERO);
