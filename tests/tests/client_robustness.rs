@@ -405,21 +405,30 @@ fn a_phone_on_port_0_gets_a_free_port_which_the_directory_records() {
 }
 
 #[test]
-fn a_name_already_taken_is_reported_and_the_phone_keeps_trying() {
+fn a_name_bound_to_another_key_is_reported_and_the_phone_keeps_trying() {
     let server = Server::start(&[]);
     let mut first = Phone::registered("alice", &server);
+    // Another phone, with a key of its own, asks for the name the first one's key owns.
     let mut second = Phone::builder("alice").server(&server).start();
     // Told clearly, without crashing...
     let said = second.expect_event("unregistered");
     assert!(
         said.reason()
-            .is_some_and(|r| r.contains("alice") || r.contains("taken") || r.contains("Error")),
+            .is_some_and(|r| r.contains("alice") && r.contains("another key")),
         "{said}"
     );
     assert_eq!(second.exit_status(), None, "{}", second.transcript());
-    // ...and registered once the name is free again.
+    // ...refused even once the owner is gone (the name is its key's for good)...
     assert_eq!(first.quit().code(), Some(0));
-    second.expect_event("registered");
+    // ...and registered at its next attempt once an administrator frees the name.
+    let released = std::process::Command::new(parlo_tests::server_harness::server_binary())
+        .args(["release", "alice", "--db"])
+        .arg(&server.db)
+        .output()
+        .expect("parlo-server release runs");
+    assert_eq!(released.status.code(), Some(0), "{released:?}");
+    // The first retry after a refusal comes 5 s later.
+    second.expect_event_within("registered", Duration::from_secs(12));
 }
 
 #[test]

@@ -469,3 +469,59 @@ fn a_capture_of_a_phone_s_directory_traffic_shows_no_name() {
     );
     assert!(contains(&recorded, callee), "the control run saw no lookup");
 }
+
+/// The one name takeover the directory used to allow: alice's phone drops (a reboot, a
+/// reset), and someone else registers "alice" to receive her calls.
+#[test]
+fn a_name_is_its_keys_over_noise_and_plain_json_and_across_a_restart() {
+    let state = TempDir::new("takeover");
+    let db = state.path().join("directory.db");
+    let server_identity = state.path().join("server-identity").display().to_string();
+    let alice_identity = state.path().join("alice-identity").display().to_string();
+    let flags = ["--identity", server_identity.as_str()];
+    let mut server = Server::start_in(TempDir::new("server"), db.clone(), &flags);
+
+    // Alice registers with her key, and drops.
+    let mut alice = Phone::builder("alice")
+        .env("PARLO_IDENTITY", alice_identity.as_str())
+        .server(&server)
+        .start();
+    alice.expect_event("registered");
+    assert_eq!(alice.quit().code(), Some(0));
+
+    // Another key, over Noise, and a plain JSON client are refused the name.
+    let refused = |server: &Server| {
+        let mut mallory = Phone::builder("alice").server(server).start();
+        let said = mallory.expect_event("unregistered");
+        assert!(
+            said.reason().is_some_and(|r| r.contains("another key")),
+            "{said}"
+        );
+        let answer = parlo_tests::server_harness::LineClient::new(server.connect())
+            .ask(r#"{"command":"REG","name":"alice"}"#);
+        assert!(
+            answer.contains("Error Registering") && answer.contains("another key"),
+            "{answer}"
+        );
+    };
+    refused(&server);
+
+    // The same after a restart of the server, on its database.
+    server.signal("TERM");
+    server.wait();
+    let listen = server.addr.to_string();
+    drop(server);
+    let restarted = Server::start_in(
+        TempDir::new("server"),
+        db,
+        &["--listen", &listen, "--identity", &server_identity],
+    );
+    refused(&restarted);
+
+    // Alice's own key gets her name back.
+    let mut alice = Phone::builder("alice")
+        .env("PARLO_IDENTITY", alice_identity.as_str())
+        .server(&restarted)
+        .start();
+    alice.expect_event("registered");
+}
