@@ -11,13 +11,25 @@ use parlo_tests::server_harness::{Server, TempDir, eventually, loopback};
 
 /// The call id of the phone's current call, as its debug log shows it (`call=<8 hex>`).
 fn call_id_from_log(phone: &Phone) -> Option<String> {
-    phone.stderr_lines().iter().rev().find_map(|line| {
-        let at = line.find("call=")?;
-        let id = line.get(at + 5..at + 13)?;
-        id.chars()
-            .all(|c| c.is_ascii_hexdigit())
-            .then(|| id.to_owned())
-    })
+    let scan = || {
+        phone.stderr_lines().iter().rev().find_map(|line| {
+            let at = line.find("call=")?;
+            let id = line.get(at + 5..at + 13)?;
+            id.chars()
+                .all(|c| c.is_ascii_hexdigit())
+                .then(|| id.to_owned())
+        })
+    };
+    // The log is read from the phone's stderr as it comes, apart from its events: the
+    // call's lines may come in a moment after `connected`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let found = scan();
+        if found.is_some() || std::time::Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Every datagram a third party might throw at a phone in a call.
