@@ -1171,15 +1171,18 @@ mod tests {
         );
     }
 
-    fn dialects(path: &Path) -> Vec<(String, String)> {
+    /// The two text columns `query` selects, row by row.
+    fn pairs(path: &Path, query: &str) -> Vec<(String, String)> {
         let db = Connection::open(path).expect("database exists");
-        let mut stmt = db
-            .prepare("SELECT name, dialect FROM presence ORDER BY name")
-            .expect("valid query");
+        let mut stmt = db.prepare(query).expect("valid query");
         stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .expect("query runs")
             .collect::<Result<_, _>>()
             .expect("rows decode")
+    }
+
+    fn dialects(path: &Path) -> Vec<(String, String)> {
+        pairs(path, "SELECT name, dialect FROM presence ORDER BY name")
     }
 
     #[test]
@@ -1241,14 +1244,7 @@ mod tests {
         }
 
         fn stored(path: &Path) -> Vec<(String, String)> {
-            let db = Connection::open(path).expect("database exists");
-            let mut stmt = db
-                .prepare("SELECT name, key FROM bindings ORDER BY name")
-                .expect("valid query");
-            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-                .expect("query runs")
-                .collect::<Result<_, _>>()
-                .expect("rows decode")
+            pairs(path, "SELECT name, key FROM bindings ORDER BY name")
         }
 
         #[test]
