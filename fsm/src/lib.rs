@@ -103,6 +103,7 @@ extern crate std;
 
 mod machine;
 pub mod messages;
+mod rows;
 pub mod table;
 mod types;
 mod vocab;

@@ -201,68 +201,21 @@ pub enum Step {
 }
 
 /// Where a row leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Next {
-    /// Stay in the current state.
-    Stay,
-    /// Go to the state.
-    To(State),
-}
-
+pub type Next = crate::rows::Next<State>;
 /// What a table entry does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// Run `steps`, then go to `next`.
-    Row {
-        /// The state after the steps.
-        next: Next,
-        /// The steps, in order.
-        steps: &'static [Step],
-    },
-    /// Nothing happens, for the reason given.
-    Ignore(&'static str),
-}
-
+pub type Outcome = crate::rows::Outcome<State, Step>;
 /// One entry of the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Entry {
-    /// The state the entry applies in.
-    pub state: State,
-    /// The event it applies to.
-    pub event: EventKind,
-    /// Condition picking this entry among the entries of the same state and event.
-    pub guard: Guard,
-    /// What happens.
-    pub outcome: Outcome,
-}
+pub type Entry = crate::rows::Entry<State, EventKind, Guard, Step>;
 
-const fn row(
-    state: State,
-    event: EventKind,
-    guard: Guard,
-    next: Next,
-    steps: &'static [Step],
-) -> Entry {
-    Entry {
-        state,
-        event,
-        guard,
-        outcome: Outcome::Row { next, steps },
-    }
-}
+use crate::rows::{ignore_when, row};
 
 const fn ignore(state: State, event: EventKind, why: &'static str) -> Entry {
-    Entry {
-        state,
-        event,
-        guard: Guard::Always,
-        outcome: Outcome::Ignore(why),
-    }
+    ignore_when(state, event, Guard::Always, why)
 }
 
+use crate::rows::Next::{Stay, To};
 use EventKind as E;
 use Guard::*;
-use Next::{Stay, To};
 use State::*;
 use Step::*;
 
