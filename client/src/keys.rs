@@ -7,9 +7,7 @@
 //! it: a server with another key is refused (see `parlo_net::directory::client`). To
 //! accept a server's new key on purpose, remove its line (or give `--server-key`).
 
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use parlo_daemon::identity;
@@ -19,6 +17,7 @@ use parlo_net::noise::{SecretKey, fingerprint};
 
 use crate::cli::{PhoneConfig, ServerAddr, known_servers};
 use crate::error::Error;
+use crate::pins;
 
 /// What the phone encrypts its directory connection with.
 #[derive(Debug)]
@@ -87,69 +86,23 @@ impl Keys {
 /// The key pinned for `server` in `file`, if any. A line that cannot be read is an error
 /// only when it is `server`'s.
 pub fn pinned(file: &Path, server: &ServerAddr) -> Result<Option<PublicKey>, String> {
-    let text = match fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let wanted = server.to_string();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (addr, key) = line.split_once(' ').unwrap_or((line, ""));
-        if addr == wanted {
-            return PublicKey::parse(key.trim())
-                .map(Some)
-                .map_err(|e| format!("line {}: {e}", number + 1));
-        }
-    }
-    Ok(None)
+    pins::pinned(file, &server.to_string())
 }
 
 /// Pins `key` for `server` in `file`, replacing any other line for it.
 pub fn pin(file: &Path, server: &ServerAddr, key: &PublicKey) -> io::Result<()> {
-    let wanted = server.to_string();
-    let old = match fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            "# Directory servers' keys, pinned on first contact: HOST:PORT KEY\n".to_owned()
-        }
-        Err(e) => return Err(e),
-    };
-    let mut text: String = old
-        .lines()
-        .filter(|line| line.split(' ').next() != Some(wanted.as_str()))
-        .flat_map(|line| [line, "\n"])
-        .collect();
-    text.push_str(&format!("{wanted} {key}\n"));
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
-    let mut temp = file.as_os_str().to_owned();
-    temp.push(format!(".new.{}", std::process::id()));
-    let temp = PathBuf::from(temp);
-    let written = (|| {
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)?;
-        out.write_all(text.as_bytes())?;
-        out.sync_all()?;
-        fs::rename(&temp, file)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
+    pins::pin(
+        file,
+        "# Directory servers' keys, pinned on first contact: HOST:PORT KEY\n",
+        &server.to_string(),
+        key,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn server(port: u16) -> ServerAddr {
         ServerAddr {

@@ -22,5 +22,6 @@ pub mod keys;
 pub mod media;
 pub mod output;
 pub mod phone;
+pub mod pins;
 pub mod random;
 pub mod stdin;

@@ -61,6 +61,20 @@ pub const START_MARGIN: Duration = Duration::from_millis(16);
 /// Arrival times kept: as many frames as the jitter buffer holds.
 const ARRIVALS: usize = parlo_audio::jitter::CAPACITY;
 
+/// Where media packets go: the phone's UDP socket, in the clear or through the call's
+/// encrypted session.
+pub trait Link {
+    /// Sends one media packet (RTP or raw PCM) to `to`.
+    fn send(&mut self, packet: &[u8], to: SocketAddr) -> io::Result<()>;
+}
+
+/// The socket itself: media in the clear.
+impl Link for &UdpSocket {
+    fn send(&mut self, packet: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.send_to(packet, to).map(|_| ())
+    }
+}
+
 /// Counters of one call's media, kept after it ends for `status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MediaStats {
@@ -105,6 +119,8 @@ struct Session {
     peer: SocketAddr,
     dialect: Dialect,
     codec: Codec,
+    /// Whether the call is encrypted: its media must come out of the call's session.
+    sealed: bool,
     header: RtpHeader,
     /// Which packets from the peer's address are its stream.
     stream: StreamLock,
@@ -255,11 +271,14 @@ impl Media {
 
     /// Starts the device and media with `peer`, sending `codec` (always L16, as raw PCM,
     /// to an original peer). `random` seeds the RTP SSRC, sequence number and timestamp.
+    /// In an encrypted call (`sealed`), only media that came out of the call's session is
+    /// played (see [`Media::handle_rtp`]).
     pub fn start(
         &mut self,
         peer: SocketAddr,
         dialect: Dialect,
         codec: Codec,
+        sealed: bool,
         wake: Wake,
         random: u64,
     ) -> Result<(), parlo_audio::Error> {
@@ -267,7 +286,7 @@ impl Media {
             log::warn!("audio device of the previous call: {e}");
         }
         let audio = Audio::start(&self.spec, wake)?;
-        self.start_on(audio, peer, dialect, codec, random);
+        self.start_on(audio, peer, dialect, codec, sealed, random);
         Ok(())
     }
 
@@ -280,6 +299,7 @@ impl Media {
         peer: SocketAddr,
         dialect: Dialect,
         codec: Codec,
+        sealed: bool,
         random: u64,
     ) {
         if let Err(e) = self.stop() {
@@ -315,6 +335,7 @@ impl Media {
             peer,
             dialect,
             codec,
+            sealed,
             header,
             stream: StreamLock::new(codec),
             foreign: 0,
@@ -353,7 +374,7 @@ impl Media {
     /// Handles a wake from the device: sends each captured frame to the peer (and hands
     /// a frame over if one is owed and ready). Returns whether the device failed (media
     /// should end).
-    pub fn handle_wake(&mut self, udp: &UdpSocket) -> bool {
+    pub fn handle_wake(&mut self, link: &mut dyn Link) -> bool {
         let Some(session) = self.session.as_mut() else {
             return false;
         };
@@ -373,8 +394,8 @@ impl Media {
                 }
             };
             match len {
-                Ok(len) => match udp.send_to(&self.packet[..len], session.peer) {
-                    Ok(_) => session.sent += 1,
+                Ok(len) => match link.send(&self.packet[..len], session.peer) {
+                    Ok(()) => session.sent += 1,
                     Err(e) => {
                         session.send_errors += 1;
                         if session.send_errors == 1 {
@@ -466,16 +487,43 @@ impl Media {
         session.sync();
     }
 
-    /// A media packet. `arrival` is the arrival time in 8 kHz ticks. Returns `false` for
-    /// a packet from the peer's address that is not the call's stream (another SSRC or
-    /// payload type): counted, not played, and no sign that the peer is there; `true`
-    /// for the rest (the call's media, or a packet from elsewhere, the machine's to judge).
-    pub fn handle_rtp(&mut self, from: SocketAddr, packet: &RtpRepr<'_>, arrival: u32) -> bool {
+    /// A media packet. `arrival` is the arrival time in 8 kHz ticks; `sealed`: it came
+    /// out of an encrypted session with its sender. Returns `false` for a packet from
+    /// the peer's address that is not the call's stream (another SSRC or payload type, or
+    /// in the clear in an encrypted call): counted, not played, and no sign that the peer
+    /// is there; `true` for the rest (the call's media, or a packet from elsewhere, the
+    /// machine's to judge).
+    pub fn handle_rtp(
+        &mut self,
+        from: SocketAddr,
+        packet: &RtpRepr<'_>,
+        arrival: u32,
+        sealed: bool,
+    ) -> bool {
         let Some(session) = self.session.as_mut() else {
             return true;
         };
         if from != session.peer {
             return true;
+        }
+        if sealed != session.sealed {
+            session.foreign += 1;
+            if session.foreign == 1 {
+                log::warn!(
+                    "ignoring media from {from} {} in an {} call (further ones are only counted)",
+                    if sealed {
+                        "from an encrypted session"
+                    } else {
+                        "in the clear"
+                    },
+                    if session.sealed {
+                        "encrypted"
+                    } else {
+                        "unencrypted"
+                    },
+                );
+            }
+            return false;
         }
         let h = packet.header;
         let learnt = session.stream.ssrc().is_none();
@@ -625,7 +673,10 @@ mod tests {
         while media.stats().sent < sent {
             assert!(Instant::now() < limit, "the device never captured");
             std::thread::sleep(Duration::from_millis(10));
-            assert!(!media.handle_wake(udp), "the null device does not fail");
+            assert!(
+                !media.handle_wake(&mut &*udp),
+                "the null device does not fail"
+            );
             media.handle_playout(Instant::now());
         }
     }
@@ -639,7 +690,14 @@ mod tests {
         let (wake, _) = wake_counter();
         let (device, end) = parlo_audio::frame_queues(wake);
         let mut media = Media::new(DeviceSpec::Null);
-        media.start_on(Audio::from_queues(end), peer, Dialect::Parlo, Codec::L16, 1);
+        media.start_on(
+            Audio::from_queues(end),
+            peer,
+            Dialect::Parlo,
+            Codec::L16,
+            false,
+            1,
+        );
         (media, udp, device, peer)
     }
 
@@ -655,7 +713,7 @@ mod tests {
         let mut packet = [0u8; MAX_RTP_LEN];
         let len = header.emit_l16(frame, &mut packet).expect("emit");
         let repr = RtpRepr::parse(&packet[..len]).expect("parse");
-        media.handle_rtp(from, &repr, u32::from(seq) * 512);
+        media.handle_rtp(from, &repr, u32::from(seq) * 512, false);
     }
 
     /// Offers `media` an RTP packet of `frame` from `from`, with `header`'s fields;
@@ -676,7 +734,7 @@ mod tests {
             }
         };
         let repr = RtpRepr::parse(&packet[..len]).expect("parse");
-        media.handle_rtp(from, &repr, header.timestamp)
+        media.handle_rtp(from, &repr, header.timestamp, false)
     }
 
     fn header(payload_type: PayloadType, seq: u16, ssrc: u32) -> RtpHeader {
@@ -690,12 +748,49 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_call_plays_only_what_came_out_of_its_session() {
+        let (wake, _) = wake_counter();
+        let (mut device, end) = parlo_audio::frame_queues(wake);
+        let mut media = Media::new(DeviceSpec::Null);
+        let peer: SocketAddr = "127.0.0.226:5004".parse().expect("address");
+        media.start_on(
+            Audio::from_queues(end),
+            peer,
+            Dialect::Parlo,
+            Codec::L16,
+            true,
+            1,
+        );
+        let frame = |v: i16| [v; parlo_audio::FRAME_SAMPLES];
+        let mut packet = [0u8; MAX_RTP_LEN];
+        let mut give = |media: &mut Media, seq: u16, value: i16, sealed: bool| {
+            let header = header(PayloadType::L16, seq, 9);
+            let len = header.emit_l16(&frame(value), &mut packet).expect("emit");
+            let repr = RtpRepr::parse(&packet[..len]).expect("parse");
+            media.handle_rtp(peer, &repr, header.timestamp, sealed)
+        };
+        // In the clear, from the peer's very address, with the stream's next fields: not
+        // the call's. Out of the session: played.
+        let udp = UdpSocket::bind("127.0.0.227:0".parse().expect("address")).expect("bind");
+        let mut played = SILENCE;
+        assert!(!device.pop_playback(&mut played));
+        assert!(!media.handle_wake(&mut &udp));
+        for seq in 0..2 {
+            assert!(!give(&mut media, seq, 66, false));
+            assert!(give(&mut media, seq, seq as i16 + 1, true));
+            assert!(device.pop_playback(&mut played));
+            assert_eq!(played, frame(seq as i16 + 1));
+        }
+        assert_eq!(media.stats().foreign_media, 2);
+    }
+
+    #[test]
     fn media_of_another_ssrc_or_payload_type_is_ignored_and_counted() {
         let (mut media, udp, mut device, peer) = on_queues("127.0.0.224", "127.0.0.225");
         let frame = |v: i16| [v; parlo_audio::FRAME_SAMPLES];
         let mut played = SILENCE;
         assert!(!device.pop_playback(&mut played));
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
 
         // Before the peer's stream is known, a packet of another codec (PCMU in an L16
         // call) is not the call's, and does not teach its SSRC.
@@ -743,7 +838,7 @@ mod tests {
             header(PayloadType::L16, 1, 9),
             &frame(2)
         ));
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
         assert!(device.pop_playback(&mut played));
         assert_eq!(played, frame(2));
         // From another address: not for the media to judge (the machine counts it).
@@ -774,6 +869,7 @@ mod tests {
             peer,
             Dialect::Parlo,
             Codec::Pcmu,
+            false,
             1,
         );
         let frame = [100; parlo_audio::FRAME_SAMPLES];
@@ -808,12 +904,12 @@ mod tests {
 
         // The device's first tick: nothing to play yet. The loop learns of it when it
         // next runs, and owes the device a frame by its next tick.
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
         assert_eq!(media.playout_deadline(), None, "the device has not ticked");
         let before = Instant::now();
         assert!(!device.pop_playback(&mut played));
         let after = Instant::now();
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
         let due = media
             .playout_deadline()
             .expect("a tick arms the playout deadline");
@@ -843,7 +939,7 @@ mod tests {
 
         // Frame 1 is late: at the deadline the tick is concealed (the buffer waits a tick
         // for it), and it plays at the next one.
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
         let due = media.playout_deadline().expect("armed");
         media.handle_playout(due);
         assert!(device.pop_playback(&mut played));
@@ -862,20 +958,20 @@ mod tests {
         assert!(!device.pop_playback(&mut played), "the loop was late");
         receive(&mut media, peer, 2, &frame(13));
         receive(&mut media, peer, 3, &frame(14));
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
         assert!(device.pop_playback(&mut played));
         assert_eq!(played, frame(13), "late by a tick, but whole");
         assert!(
             !device.pop_playback(&mut played),
             "a single frame was queued: the delay did not grow in the playback queue"
         );
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
         assert!(device.pop_playback(&mut played));
         assert_eq!(played, frame(14), "one frame per tick again");
 
         // The underruns, once frames flowed, widened the guard.
         let tick = Instant::now();
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
         let due = media.playout_deadline().expect("armed");
         assert!(
             due <= tick + FRAME_DURATION - 2 * GUARD,
@@ -906,6 +1002,7 @@ mod tests {
                 peer_addr,
                 Dialect::Parlo,
                 Codec::L16,
+                false,
                 wake,
                 0x1234_5678_9abc_def0,
             )
@@ -946,8 +1043,13 @@ mod tests {
         for k in 0..4u32 {
             let len = header.emit_l16(&frame, &mut packet).expect("emit");
             let repr = RtpRepr::parse(&packet[..len]).expect("parse");
-            media.handle_rtp(peer_addr, &repr, k * 512);
-            media.handle_rtp("127.0.0.213:5001".parse().expect("address"), &repr, k * 512);
+            media.handle_rtp(peer_addr, &repr, k * 512, false);
+            media.handle_rtp(
+                "127.0.0.213:5001".parse().expect("address"),
+                &repr,
+                k * 512,
+                false,
+            );
             header = header.next_frame();
         }
         let stats = media.stats();
@@ -975,7 +1077,7 @@ mod tests {
         assert!(device.pop_playback(&mut played));
         assert_eq!(played, SILENCE);
         // ... and the frame plays at the one after, a whole frame clear of its deadline.
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
         assert!(device.pop_playback(&mut played));
         assert_eq!(played, [7; parlo_audio::FRAME_SAMPLES]);
         media.stop().expect("nothing to stop");
@@ -986,13 +1088,13 @@ mod tests {
         let (mut media, udp, mut device, _) = on_queues("127.0.0.220", "127.0.0.221");
         let mut played = SILENCE;
         device.pop_playback(&mut played);
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
         let first = media.playout_deadline().expect("armed");
         media.handle_playout(first);
         // The device's next tick runs 20 ms (or more) late.
         std::thread::sleep(FRAME_DURATION + Duration::from_millis(20));
         assert!(device.pop_playback(&mut played));
-        assert!(!media.handle_wake(&udp));
+        assert!(!media.handle_wake(&mut &udp));
         let due = media.playout_deadline().expect("armed");
         // Its schedule did not move (but for a sixteenth of the lateness): the next tick
         // is due two frames after the first, and so is the next frame, a guard before.
@@ -1009,7 +1111,7 @@ mod tests {
         let mut media = Media::new(DeviceSpec::Tone { hz: 1000 });
         let (wake, _) = wake_counter();
         media
-            .start(peer_addr, Dialect::Parlo, Codec::Pcmu, wake, 5)
+            .start(peer_addr, Dialect::Parlo, Codec::Pcmu, false, wake, 5)
             .expect("the tone device starts");
         pump(&mut media, &udp, 2);
         let mut buf = [0u8; 2048];
@@ -1024,7 +1126,7 @@ mod tests {
 
         // What we send, we play back when it comes in.
         let repr = RtpRepr::parse(&buf[..len]).expect("RTP");
-        media.handle_rtp(peer_addr, &repr, 0);
+        media.handle_rtp(peer_addr, &repr, 0, false);
         assert_eq!(media.stats().received, 1);
         assert_eq!(media.stats().codec, Some(Codec::Pcmu));
         media.stop().expect("stops cleanly");
@@ -1057,12 +1159,13 @@ mod tests {
                 peer.local_addr().expect("address"),
                 Dialect::Parlo,
                 Codec::L16,
+                false,
                 wake,
                 3,
             )
             .expect("the file device starts");
         let limit = Instant::now() + Duration::from_secs(10);
-        while !media.handle_wake(&udp) {
+        while !media.handle_wake(&mut &udp) {
             assert!(
                 Instant::now() < limit,
                 "the device never reported its failure"
@@ -1093,7 +1196,7 @@ mod tests {
         let mut media = Media::new(DeviceSpec::Tone { hz: 1000 });
         let (wake, _) = wake_counter();
         media
-            .start(peer_addr, Dialect::Original, Codec::Pcmu, wake, 1)
+            .start(peer_addr, Dialect::Original, Codec::Pcmu, false, wake, 1)
             .expect("the tone device starts");
         pump(&mut media, &udp, 1);
         let mut buf = [0u8; 2048];

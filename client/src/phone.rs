@@ -261,7 +261,7 @@ impl Phone {
                     let _ = waker.wake();
                 });
                 let random = self.random.next_u64();
-                if let Err(e) = self.media.start(peer, dialect, codec, wake, random) {
+                if let Err(e) = self.media.start(peer, dialect, codec, false, wake, random) {
                     let failure = MediaFailure::Start(e.to_string());
                     self.agent.handle_media_failed(self.ms(), failure);
                 }
@@ -365,7 +365,7 @@ impl Phone {
                 }
                 Ok(Datagram::Rtp(packet)) => {
                     // Another stream from the peer's address is no sign of the peer's life.
-                    if self.media.handle_rtp(from, &packet, arrival) {
+                    if self.media.handle_rtp(from, &packet, arrival, false) {
                         self.agent.handle_media(now, from);
                         self.drive();
                     }
@@ -384,7 +384,7 @@ impl Phone {
     }
 
     fn handle_wake(&mut self) {
-        if self.media.handle_wake(&self.udp) {
+        if self.media.handle_wake(&mut &self.udp) {
             // Stopped here, so that its error says what went wrong.
             let stopped = self.media.stop().err().map(|e| e.to_string());
             self.agent

@@ -87,7 +87,14 @@ impl Side {
         let udp = UdpSocket::bind(addr.parse().expect("address")).expect("bind");
         let (device, end) = frame_queues(std::sync::Arc::new(|| {}));
         let mut media = Media::new(parlo_audio::DeviceSpec::Null);
-        media.start_on(Audio::from_queues(end), peer, dialect, codec, 0x1234_5678);
+        media.start_on(
+            Audio::from_queues(end),
+            peer,
+            dialect,
+            codec,
+            false,
+            0x1234_5678,
+        );
         let config = fsm::Config::new(fsm::Name::new(name).expect("name"));
         let mut machine = Machine::new(config, SplitMix64(1), fsm::Instant(0));
         let now = fsm::Instant(0);
@@ -145,7 +152,7 @@ impl Side {
         self.play(tick);
         captured(tick, &mut self.frame);
         assert!(self.device.push_captured(&self.frame), "capture queue full");
-        assert!(!self.media.handle_wake(&self.udp), "the device failed");
+        assert!(!self.media.handle_wake(&mut &self.udp), "the device failed");
         // The deadline comes: the frame for the next tick is handed over, if it was not
         // already (the jitter buffer had it). The next tick checks that it was.
         let due = self
@@ -180,7 +187,7 @@ impl Side {
                     let _ = self
                         .machine
                         .handle(fsm::Instant(now_ms), &fsm::Event::Media { from });
-                    self.media.handle_rtp(from, &packet, arrival);
+                    self.media.handle_rtp(from, &packet, arrival, false);
                 }
                 Ok(Datagram::RawPcm(raw)) => {
                     let _ = self
