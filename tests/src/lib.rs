@@ -5,5 +5,6 @@ pub mod call_audio;
 pub mod message_spec;
 pub mod phone_harness;
 pub mod picture;
+pub mod relay;
 pub mod server_harness;
 pub mod spec;
