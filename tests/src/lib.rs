@@ -2,6 +2,7 @@
 //! harness code they share.
 
 pub mod call_audio;
+pub mod capture;
 pub mod message_spec;
 pub mod phone_harness;
 pub mod picture;
