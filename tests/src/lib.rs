@@ -3,6 +3,7 @@
 
 pub mod call_audio;
 pub mod capture;
+pub mod forge;
 pub mod message_spec;
 pub mod phone_harness;
 pub mod picture;
