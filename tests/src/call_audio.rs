@@ -1,8 +1,8 @@
 //! Audio measurements of real calls: JACK dummy servers and ALSA configurations for the
-//! cpal path without a sound card, a seeded impairment relay (loss, duplication,
-//! reordering, delay with jitter) between two phones, and the figures judged on what a
-//! phone played: alignment and its drift over a call, segmental SNR, mouth-to-ear latency
-//! and the CPU and memory of a phone process.
+//! cpal path without a sound card, a seeded impairment link between two phones (loss,
+//! duplication, reordering, delay with jitter: a [`Relay`] with only a [`Netem`]), and the
+//! figures judged on what a phone played: alignment and its drift over a call, segmental
+//! SNR, mouth-to-ear latency and the CPU and memory of a phone process.
 //!
 //! Latency needs one clock for both ends: each phone logs, with a wall-clock timestamp,
 //! the moment its audio device starts (`media with ...`). Sample `n` of what a phone sends
@@ -10,17 +10,14 @@
 //! left its speaker at `start_B + m / 8000`. Both devices run on a real-time clock from
 //! that start, so the difference is the mouth-to-ear latency of the whole pipeline.
 
-use std::collections::BinaryHeap;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::phone_harness::{FRAME_SAMPLES, SAMPLE_RATE, man_in_the_middle};
+use crate::phone_harness::{FRAME_SAMPLES, SAMPLE_RATE};
+use crate::relay::{Plan, Relay};
 use crate::server_harness::Server;
 
 /// Whether `jackd` can be run here (Debian's `jackd2`).
@@ -181,268 +178,33 @@ pub fn read_raw(path: &Path) -> Vec<i16> {
 // ---------------------------------------------------------------------------------------
 // The impairment relay.
 
-/// What the [`ImpairedLink`] does to each media packet (RTP), in both directions, with a
-/// seeded random generator: the statistics of `netem loss P duplicate P reorder P delay D
-/// J` (uniform jitter). Signalling is delayed by `delay` alone, never lost (it has its own
-/// retransmissions, tested elsewhere).
-#[derive(Debug, Clone, Copy)]
-pub struct Netem {
-    /// Probability that a media packet is dropped.
-    pub loss: f64,
-    /// Probability that a media packet is sent twice (the copy 1 ms later).
-    pub duplicate: f64,
-    /// Probability that a media packet is held back and sent right after the next one.
-    pub reorder: f64,
-    /// Fixed one-way delay.
-    pub delay: Duration,
-    /// Each media packet's delay is `delay` plus a uniform draw in [-jitter, +jitter].
-    pub jitter: Duration,
-    /// Seed of the random draws.
-    pub seed: u64,
-}
+pub use crate::relay::{Netem, RelayReport as LinkReport, Rng, Traffic as Impaired};
 
-impl Netem {
-    /// No impairment at all: a transparent relay.
-    pub fn clean() -> Netem {
-        Netem {
-            loss: 0.0,
-            duplicate: 0.0,
-            reorder: 0.0,
-            delay: Duration::ZERO,
-            jitter: Duration::ZERO,
-            seed: 1,
-        }
-    }
-}
-
-/// What an [`ImpairedLink`] did to the media of one direction.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Impaired {
-    /// Media packets received from the sender.
-    pub media: usize,
-    /// Dropped.
-    pub lost: usize,
-    /// Sent twice.
-    pub duplicated: usize,
-    /// Held back behind the next packet.
-    pub reordered: usize,
-    /// Signalling datagrams forwarded.
-    pub signalling: usize,
-}
-
-/// What an [`ImpairedLink`] did, by direction.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LinkReport {
-    /// Caller → callee.
-    pub forward: Impaired,
-    /// Callee → caller.
-    pub backward: Impaired,
-}
-
-/// A seeded xorshift generator: the same seed gives the same impairments.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed` (0 is replaced: xorshift needs a non-zero state).
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// A datagram waiting for its departure time.
-#[derive(Debug, PartialEq, Eq)]
-struct Pending {
-    due: Instant,
-    order: u64,
-    to_callee: bool,
-    bytes: Vec<u8>,
-}
-
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        // Earliest first in a max-heap.
-        other
-            .due
-            .cmp(&self.due)
-            .then_with(|| other.order.cmp(&self.order))
-    }
-}
-
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// The network between two phones, in user space (this kernel has no netem): registered
-/// in the directory under a name of its own with the address of its caller-facing socket,
-/// it forwards everything from whoever calls that name to `callee` (from a second socket)
-/// and back, impairing the media both ways as a [`Netem`] says.
+/// The network between two phones, in user space (this kernel has no netem): a
+/// [`Relay`] whose only plan is a [`Netem`]. Registered in the directory under a name of
+/// its own with the address of its caller-facing socket, it forwards everything from
+/// whoever calls that name to `callee` (from a second socket) and back, impairing the
+/// media both ways.
 #[derive(Debug)]
 pub struct ImpairedLink {
     /// The address callers reach: what the directory gives for the link's name.
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<LinkReport>>,
-    _directory: TcpStream,
+    relay: Relay,
 }
 
 impl ImpairedLink {
     /// Starts a link registered as `name` on `server`, forwarding to `callee`.
     pub fn start(name: &str, server: &Server, callee: SocketAddr, netem: Netem) -> ImpairedLink {
-        let (front, back, directory) = man_in_the_middle(name, server);
-        let addr = front.local_addr().expect("bound");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("impaired-link".into())
-            .spawn(move || forward(&front, &back, callee, netem, &stopping))
-            .expect("a thread for the link");
+        let relay = Relay::start(name, server, callee, Plan::transparent().impaired(netem));
         ImpairedLink {
-            addr,
-            stop,
-            thread: Some(thread),
-            _directory: directory,
+            addr: relay.addr,
+            relay,
         }
     }
 
     /// Stops forwarding and says what was done.
-    pub fn finish(mut self) -> LinkReport {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for ImpairedLink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn is_rtp(datagram: &[u8]) -> bool {
-    datagram.first().is_some_and(|b| (0x80..=0xBF).contains(b))
-}
-
-/// One direction's impairment state.
-struct Direction {
-    stats: Impaired,
-    held: Option<Vec<u8>>,
-}
-
-impl Direction {
-    /// Decides what becomes of one datagram and queues the copies that leave.
-    fn take(
-        &mut self,
-        datagram: &[u8],
-        to_callee: bool,
-        netem: &Netem,
-        rng: &mut Rng,
-        queue: &mut BinaryHeap<Pending>,
-        order: &mut u64,
-    ) {
-        let now = Instant::now();
-        let mut send = |bytes: Vec<u8>, due: Instant| {
-            *order += 1;
-            queue.push(Pending {
-                due,
-                order: *order,
-                to_callee,
-                bytes,
-            });
-        };
-        if !is_rtp(datagram) {
-            self.stats.signalling += 1;
-            send(datagram.to_vec(), now + netem.delay);
-            return;
-        }
-        self.stats.media += 1;
-        // Every draw is made for every packet, so one impairment's rate does not shift
-        // the others' sequences.
-        let (lose, dup, hold, spread) = (rng.unit(), rng.unit(), rng.unit(), rng.unit());
-        if lose < netem.loss {
-            self.stats.lost += 1;
-            return;
-        }
-        let jitter = netem.jitter.as_secs_f64() * (2.0 * spread - 1.0);
-        let delay = Duration::from_secs_f64((netem.delay.as_secs_f64() + jitter).max(0.0));
-        if self.held.is_none() && hold < netem.reorder {
-            self.stats.reordered += 1;
-            self.held = Some(datagram.to_vec());
-            return;
-        }
-        send(datagram.to_vec(), now + delay);
-        if dup < netem.duplicate {
-            self.stats.duplicated += 1;
-            send(datagram.to_vec(), now + delay + Duration::from_millis(1));
-        }
-        if let Some(late) = self.held.take() {
-            send(late, now + delay + Duration::from_micros(100));
-        }
-    }
-}
-
-fn forward(
-    front: &UdpSocket,
-    back: &UdpSocket,
-    callee: SocketAddr,
-    netem: Netem,
-    stop: &AtomicBool,
-) -> LinkReport {
-    let mut rng = Rng::new(netem.seed);
-    let mut forward = Direction {
-        stats: Impaired::default(),
-        held: None,
-    };
-    let mut backward = Direction {
-        stats: Impaired::default(),
-        held: None,
-    };
-    let mut caller: Option<SocketAddr> = None;
-    let mut queue: BinaryHeap<Pending> = BinaryHeap::new();
-    let mut order = 0u64;
-    let mut buf = [0u8; 2048];
-    let _ = front.set_nonblocking(true);
-    let _ = back.set_nonblocking(true);
-    while !stop.load(Ordering::SeqCst) {
-        while let Ok((n, from)) = front.recv_from(&mut buf) {
-            caller = Some(from);
-            forward.take(&buf[..n], true, &netem, &mut rng, &mut queue, &mut order);
-        }
-        while let Ok((n, from)) = back.recv_from(&mut buf) {
-            if from == callee {
-                backward.take(&buf[..n], false, &netem, &mut rng, &mut queue, &mut order);
-            }
-        }
-        let now = Instant::now();
-        while queue.peek().is_some_and(|p| p.due <= now) {
-            let Some(p) = queue.pop() else { break };
-            if p.to_callee {
-                let _ = back.send_to(&p.bytes, callee);
-            } else if let Some(caller) = caller {
-                let _ = front.send_to(&p.bytes, caller);
-            }
-        }
-        // A millisecond of sleep: the scheduling granularity of the delays.
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    LinkReport {
-        forward: forward.stats,
-        backward: backward.stats,
+    pub fn finish(self) -> LinkReport {
+        self.relay.finish()
     }
 }
 
@@ -712,21 +474,5 @@ mod tests {
             ),
             Some(35.0)
         );
-    }
-
-    #[test]
-    fn the_rng_is_seeded_and_uniform() {
-        let mut a = Rng::new(7);
-        let mut b = Rng::new(7);
-        let draws: Vec<f64> = (0..10_000).map(|_| a.unit()).collect();
-        assert!(draws.iter().all(|&x| (0.0..1.0).contains(&x)));
-        assert!(
-            draws
-                .iter()
-                .zip((0..).map(|_| b.unit()))
-                .all(|(x, y)| *x == y)
-        );
-        let below = draws.iter().filter(|&&x| x < 0.05).count();
-        assert!((400..=600).contains(&below), "{below}");
     }
 }

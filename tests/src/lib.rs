@@ -2,8 +2,11 @@
 //! harness code they share.
 
 pub mod call_audio;
+pub mod capture;
+pub mod forge;
 pub mod message_spec;
 pub mod phone_harness;
 pub mod picture;
+pub mod relay;
 pub mod server_harness;
 pub mod spec;
