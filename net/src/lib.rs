@@ -16,3 +16,4 @@ pub mod media;
 pub mod noise;
 pub mod peer;
 pub mod replay;
+mod seeded;
