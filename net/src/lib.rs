@@ -4,11 +4,12 @@
 //! cuts a TCP byte stream into requests, the server's rules and the phone's sans-IO
 //! client), the peer signalling lines, the media packets (RTP and the original's raw PCM
 //! datagrams), and the anti-replay window of encrypted datagrams, over the vocabulary of
-//! `parlo-fsm`; and the encrypted directory channel ([`noise`]: Noise through `snow`, the
-//! handshake's randomness passed in). Pure: no sockets, no clock, no threads. The codecs
-//! are functions over byte slices that do not allocate; the phone's
-//! directory client, a state machine, keeps its queues and the names of a listing on the
-//! heap, bounded.
+//! `parlo-fsm`; the encrypted directory channel ([`noise`]: Noise through `snow`, the
+//! handshake's randomness passed in); and the encrypted calls between phones ([`secure`]:
+//! a Noise handshake, then datagrams sealed in place with rotating keys). Pure: no
+//! sockets, no clock, no threads. The codecs are functions over byte slices that do not
+//! allocate; the phone's directory client, a state machine, keeps its queues and the names
+//! of a listing on the heap, bounded, and so do the call sessions their handshakes.
 
 pub mod directory;
 pub mod framing;
@@ -16,3 +17,5 @@ pub mod media;
 pub mod noise;
 pub mod peer;
 pub mod replay;
+pub mod secure;
+mod seeded;

@@ -34,8 +34,8 @@ use core::fmt;
 
 use parlo_fsm::PublicKey;
 use snow::params::{DHChoice, HashChoice};
-use snow::resolvers::{BoxedCryptoResolver, CryptoResolver, DefaultResolver};
-use snow::types::{Cipher, Dh, Hash, Random};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Dh, Hash};
 use snow::{HandshakeState, TransportState};
 
 /// The Noise protocol of the directory channel.
@@ -216,39 +216,6 @@ fn blake2s() -> Box<dyn Hash> {
     DefaultResolver
         .resolve_hash(&HashChoice::Blake2s)
         .expect("snow is built with use-blake2")
-}
-
-/// The primitives of the default resolver, and as randomness exactly the 32 bytes given:
-/// the handshake's ephemeral key, drawn by the shell. Asked for more, it fails.
-struct Seeded([u8; 32]);
-
-struct OneShot(Option<[u8; 32]>);
-
-impl Random for OneShot {
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        match self.0.take() {
-            Some(seed) if dest.len() <= seed.len() => {
-                dest.copy_from_slice(&seed[..dest.len()]);
-                Ok(())
-            }
-            _ => Err(snow::Error::Rng),
-        }
-    }
-}
-
-impl CryptoResolver for Seeded {
-    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        Some(Box::new(OneShot(Some(self.0))))
-    }
-    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
-        DefaultResolver.resolve_dh(choice)
-    }
-    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
-        DefaultResolver.resolve_hash(choice)
-    }
-    fn resolve_cipher(&self, choice: &snow::params::CipherChoice) -> Option<Box<dyn Cipher>> {
-        DefaultResolver.resolve_cipher(choice)
-    }
 }
 
 /// Where the channel stands.
@@ -541,11 +508,7 @@ impl Channel {
 }
 
 fn builder(ephemeral: [u8; 32]) -> snow::Builder<'static> {
-    let resolver: BoxedCryptoResolver = Box::new(Seeded(ephemeral));
-    // PATTERN is a valid Noise pattern (a test builds it).
-    #[allow(clippy::expect_used)]
-    let params = PATTERN.parse().expect("PATTERN parses");
-    snow::Builder::with_resolver(params, resolver)
+    crate::seeded::builder(PATTERN, ephemeral)
 }
 
 #[cfg(test)]
