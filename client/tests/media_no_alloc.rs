@@ -88,7 +88,9 @@ impl Side {
         let (device, end) = frame_queues(std::sync::Arc::new(|| {}));
         let mut media = Media::new(parlo_audio::DeviceSpec::Null);
         media.start_on(Audio::from_queues(end), peer, dialect, codec, 0x1234_5678);
-        let config = fsm::Config::new(fsm::Name::new(name).expect("name"));
+        let mut config = fsm::Config::new(fsm::Name::new(name).expect("name"));
+        // A plaintext call, as the phone makes them.
+        config.security = fsm::Security::Preferred;
         let mut machine = Machine::new(config, SplitMix64(1), fsm::Instant(0));
         let now = fsm::Instant(0);
         let other = fsm::Name::new(if caller { "callee" } else { "caller" }).expect("name");
@@ -100,6 +102,8 @@ impl Side {
                     name: other,
                     addr: peer,
                     dialect: None,
+                    key: None,
+                    pinned: None,
                 },
             );
             let call = machine.call_id();
@@ -109,6 +113,8 @@ impl Side {
                 &fsm::Event::Peer {
                     from: peer,
                     message,
+                    sender: fsm::Sender::Plain,
+                    pinned: None,
                 },
             );
         } else {
@@ -119,6 +125,8 @@ impl Side {
                 &fsm::Event::Peer {
                     from: peer,
                     message,
+                    sender: fsm::Sender::Plain,
+                    pinned: None,
                 },
             );
             let _ = machine.handle(now, &fsm::Event::Accept);
@@ -177,15 +185,23 @@ impl Side {
             };
             match Datagram::parse(&self.buf[..len], Some(self.dialect)) {
                 Ok(Datagram::Rtp(packet)) => {
-                    let _ = self
-                        .machine
-                        .handle(fsm::Instant(now_ms), &fsm::Event::Media { from });
+                    let _ = self.machine.handle(
+                        fsm::Instant(now_ms),
+                        &fsm::Event::Media {
+                            from,
+                            sender: fsm::Sender::Plain,
+                        },
+                    );
                     self.media.handle_rtp(from, &packet, arrival);
                 }
                 Ok(Datagram::RawPcm(raw)) => {
-                    let _ = self
-                        .machine
-                        .handle(fsm::Instant(now_ms), &fsm::Event::Media { from });
+                    let _ = self.machine.handle(
+                        fsm::Instant(now_ms),
+                        &fsm::Event::Media {
+                            from,
+                            sender: fsm::Sender::Plain,
+                        },
+                    );
                     self.media.handle_raw(from, &raw, arrival);
                 }
                 other => panic!("unexpected datagram: {other:?}"),
