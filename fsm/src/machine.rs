@@ -791,10 +791,20 @@ impl<R: CallIds> Machine<R> {
                 _ => {}
             },
             Step::LearnKey => {
-                if let (Some(c), Some(Event::Resolved { key, pinned, .. })) =
-                    (&mut self.call, event)
+                if let (
+                    Some(c),
+                    Some(Event::Resolved {
+                        key,
+                        pinned,
+                        dialect,
+                        ..
+                    }),
+                ) = (&mut self.call, event)
                 {
+                    // An original phone has no key; under `Off` keys are not looked at.
+                    let original = *dialect == Some(Dialect::Original);
                     let key = match self.config.security {
+                        _ if original => None,
                         Security::Off => None,
                         Security::Required | Security::Preferred => pinned.or(*key),
                     };
@@ -1784,6 +1794,14 @@ mod tests {
                 None,
                 Want::Call(None, false),
             ),
+            // An original phone has no key, whatever a pin says.
+            (
+                Required,
+                Some(Dialect::Original),
+                None,
+                Some(K),
+                Want::Call(None, false),
+            ),
         ];
         for (security, dialect, key, pinned, want) in cases {
             let what = std::format!("{security:?} {dialect:?} key {key:?} pin {pinned:?}");
@@ -1815,6 +1833,11 @@ mod tests {
                 Want::Call(call_key, new) => {
                     assert_eq!(m.state(), State::Dialing, "{what}");
                     assert_eq!(m.peer_key(), call_key, "{what}");
+                    let verified = match call_key {
+                        Some(_) => Verification::Key,
+                        None => Verification::Plaintext,
+                    };
+                    assert_eq!(m.verification(), Some(verified), "{what}");
                     let sent = sends(&actions);
                     assert_eq!(sent.len(), 1, "{what}");
                     assert_eq!(

@@ -384,8 +384,8 @@ pub enum Step {
     /// original protocol).
     LearnDialect,
     /// Take the key to call the callee with: this phone's pin for its name, else the key
-    /// the directory binds to it (none under [`crate::Security::Off`]). A call with a key
-    /// is encrypted, and in Parlo's dialect (an original phone has no key).
+    /// the directory binds to it (none for an original phone, and none under
+    /// [`crate::Security::Off`]). A call with a key is encrypted, and in Parlo's dialect.
     LearnKey,
     /// Pin the call's key to the peer's name if it was seen for the first time (the
     /// directory binds it and there was no pin); once per call.
@@ -496,7 +496,7 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::Hangup, PeerKnown, To(Closing), &[SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
     row(Dialing, E::Hangup, PeerUnknown, To(Idle), &[Tell(Tell::Ended(EndReason::Cancelled))]),
     row(Dialing, E::Resolved, ParloCallee, Stay, &[LearnAddress, LearnDialect, LearnKey, SendReliably(Say::Start)]),
-    row(Dialing, E::Resolved, OriginalCallee, Stay, &[LearnAddress, LearnDialect, Send(Say::Start), Arm(Timer::StartAgain)]),
+    row(Dialing, E::Resolved, OriginalCallee, Stay, &[LearnAddress, LearnDialect, LearnKey, Send(Say::Start), Arm(Timer::StartAgain)]),
     row(Dialing, E::Resolved, CalleeKeyChanged, To(Idle), &[Tell(Tell::Ended(EndReason::KeyChanged))]),
     row(Dialing, E::Resolved, CalleeRefused, To(Idle), &[Tell(Tell::Ended(EndReason::Insecure))]),
     row(Dialing, E::Unknown, Always, To(Idle), &[Tell(Tell::Ended(EndReason::UnknownUser))]),
