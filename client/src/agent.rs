@@ -26,6 +26,16 @@
 //!   finish()                         ◀─────  `bye` and the exit code
 //! ```
 //!
+//! # Plaintext
+//! This phone has no secure sessions with its peers: it gives the machine every message
+//! and media packet as come in the clear ([`fsm::Sender::Plain`]), without the key the
+//! directory binds to a name, sends every message in the clear, and keeps no pins
+//! ([`fsm::Action::Pin`] is logged). Its machine makes and takes plaintext calls with
+//! Parlo phones ([`fsm::Security::Preferred`]). No caller is verified by key, and the
+//! machine's intercom answers only callers verified by key: so for an intercom
+//! (`--auto-answer`) the agent answers a plaintext caller itself once the call is
+//! announced and still rings, as the phone always has.
+//!
 //! The loop drains [`Agent::poll_output`] after every input. Outputs are made one at a
 //! time, as the loop asks, so that what the loop reports about an output while it carries
 //! it out — a request it could not send ([`Agent::handle_directory`]), a device that would
@@ -80,6 +90,9 @@ impl Settings {
         machine.answer_timeout = config.answer_timeout_ms;
         machine.codecs = config.codecs.clone();
         machine.auto_answer = config.auto_answer;
+        // This phone speaks in the clear: it takes and makes plaintext calls with Parlo
+        // phones.
+        machine.security = fsm::Security::Preferred;
         Settings {
             machine,
             server: config.server.to_string(),
@@ -355,14 +368,21 @@ impl<R: CallIds> Agent<R> {
     /// A signalling message from `from`.
     pub fn handle_peer(&mut self, now: Instant, from: SocketAddr, message: fsm::Message) {
         self.advance(now);
-        self.feed(fsm::Event::Peer { from, message }, None);
+        let event = fsm::Event::Peer {
+            from,
+            message,
+            sender: fsm::Sender::Plain,
+            pinned: None,
+        };
+        self.feed(event, None);
     }
 
     /// Media from `from` that belongs to the call's stream (or raw PCM, which has none
     /// to check): a sign of the peer's life.
     pub fn handle_media(&mut self, now: Instant, from: SocketAddr) {
         self.advance(now);
-        self.feed(fsm::Event::Media { from }, None);
+        let sender = fsm::Sender::Plain;
+        self.feed(fsm::Event::Media { from, sender }, None);
     }
 
     /// What the directory connection reports: the registration, its loss, an answer.
@@ -420,10 +440,13 @@ impl<R: CallIds> Agent<R> {
     /// machine gives on its way back to idle is told.
     fn handle_lookup(&mut self, name: fsm::Name, result: Result<Answer, String>, dialling: bool) {
         let event = match result {
+            // Calls are plaintext: the key the directory may bind to the name is not used.
             Ok(Answer::Found(contact)) => fsm::Event::Resolved {
                 name,
                 addr: SocketAddr::new(contact.ip.to_canonical(), contact.port),
                 dialect: contact.dialect,
+                key: None,
+                pinned: None,
             },
             Ok(Answer::NotFound) => fsm::Event::Unknown { name },
             other => {
@@ -584,7 +607,12 @@ impl<R: CallIds> Agent<R> {
                 query: Query::Lookup(name.clone()),
                 purpose: Purpose::Verify { peer: name },
             },
-            Action::Send { to, message } => Output::Send { to, message },
+            // Sent in the clear: this phone has no secure sessions with its peers.
+            Action::Send { to, message, .. } => Output::Send { to, message },
+            Action::Pin { name, key } => {
+                log::debug!("not pinned (this phone keeps no pins): {name} {key}");
+                return;
+            }
             Action::ArmTimer { .. } | Action::CancelTimer(_) => return,
             Action::StartMedia {
                 peer,
@@ -603,10 +631,20 @@ impl<R: CallIds> Agent<R> {
                 self.withdrawn = None;
                 return;
             }
-            Action::Notify(note @ Note::Incoming { .. }) => Output::Print {
-                event: self.event_of(note),
-                answer: None,
-            },
+            Action::Notify(note @ Note::Incoming { verified, .. }) => {
+                // The intercom of a phone without secure sessions (see the module docs).
+                let intercom = self.machine.config().auto_answer;
+                if intercom
+                    && verified == fsm::Verification::Plaintext
+                    && self.machine.state() == State::Ringing
+                {
+                    self.feed(fsm::Event::Accept, None);
+                }
+                Output::Print {
+                    event: self.event_of(note),
+                    answer: None,
+                }
+            }
             Action::Notify(note) => Output::Print {
                 event: self.event_of(note),
                 answer: self.answer.take(),
@@ -627,15 +665,25 @@ impl<R: CallIds> Agent<R> {
                 peer,
                 from,
                 verified,
+                new,
+                address,
             } => Out::Incoming {
                 peer: peer.to_string(),
                 from,
                 verified,
+                new,
+                address,
             },
-            Note::Connected { peer } => Out::Connected {
+            Note::Connected {
+                peer,
+                verified,
+                new,
+            } => Out::Connected {
                 peer: peer.to_string(),
                 dialect: self.machine.dialect().map_or("parlo", fsm::Dialect::name),
                 codec: self.machine.codec().map_or("L16", fsm::Codec::name),
+                verified,
+                new,
             },
             Note::Ended { peer, reason } => Out::Ended {
                 peer: peer.to_string(),
@@ -732,8 +780,11 @@ mod tests {
     }
 
     fn settings() -> Settings {
+        // As the phone's: plaintext calls with Parlo phones are made and taken.
+        let mut machine = fsm::Config::new(name("alice"));
+        machine.security = fsm::Security::Preferred;
         Settings {
-            machine: fsm::Config::new(name("alice")),
+            machine,
             server: SERVER.into(),
             device: "tone:440".into(),
             control: true,
@@ -898,7 +949,10 @@ mod tests {
         }));
         assert_eq!(
             printed(&out),
-            [("connected bob dialect=parlo codec=L16".into(), None)]
+            [(
+                "connected bob dialect=parlo codec=L16 verified=plaintext".into(),
+                None
+            )]
         );
     }
 
@@ -985,7 +1039,10 @@ mod tests {
             answer(&mut a, 10, verify_bob(), result);
             assert_eq!(
                 printed(&outputs(&mut a)),
-                [(format!("incoming bob from={BOB} verified={verified}"), None)]
+                [(
+                    format!("incoming bob from={BOB} verified=plaintext address={verified}"),
+                    None
+                )]
             );
             assert_eq!(a.state(), State::Ringing);
         }
@@ -994,7 +1051,10 @@ mod tests {
         a.handle_timeout(Instant(1_000));
         assert_eq!(
             printed(&outputs(&mut a)),
-            [(format!("incoming bob from={BOB} verified=unknown"), None)]
+            [(
+                format!("incoming bob from={BOB} verified=plaintext address=unknown"),
+                None
+            )]
         );
     }
 
@@ -1016,11 +1076,42 @@ mod tests {
         assert_eq!(
             printed(&out),
             [
-                (format!("incoming bob from={BOB} verified=yes"), None),
-                ("connected bob dialect=parlo codec=L16".into(), None),
+                (
+                    format!("incoming bob from={BOB} verified=plaintext address=yes"),
+                    None
+                ),
+                (
+                    "connected bob dialect=parlo codec=L16 verified=plaintext".into(),
+                    None
+                ),
             ]
         );
         assert_eq!(a.state(), State::InCall);
+    }
+
+    #[test]
+    fn an_intercom_does_not_answer_a_call_announced_as_it_ends() {
+        let mut settings = settings();
+        settings.machine.auto_answer = true;
+        let mut a = rung_with(settings);
+        a.handle_peer(
+            Instant(10),
+            addr(BOB),
+            Message::Close {
+                call: Some(CallId(1)),
+            },
+        );
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [
+                (
+                    format!("incoming bob from={BOB} verified=plaintext address=unknown"),
+                    None
+                ),
+                ("ended bob reason=cancelled".into(), None),
+            ]
+        );
+        assert_eq!(a.state(), State::Closing);
     }
 
     // ---- commands and their answers ----
@@ -1034,7 +1125,10 @@ mod tests {
         assert_eq!(
             printed(&out),
             [
-                (format!("incoming bob from={BOB} verified=unknown"), None),
+                (
+                    format!("incoming bob from={BOB} verified=plaintext address=unknown"),
+                    None
+                ),
                 (
                     "error reason=already in a call: hang up first".into(),
                     Some(ctl(1))
@@ -1052,8 +1146,14 @@ mod tests {
         assert_eq!(
             printed(&out),
             [
-                (format!("incoming bob from={BOB} verified=unknown"), None),
-                ("connected bob dialect=parlo codec=L16".into(), Some(ctl(1))),
+                (
+                    format!("incoming bob from={BOB} verified=plaintext address=unknown"),
+                    None
+                ),
+                (
+                    "connected bob dialect=parlo codec=L16 verified=plaintext".into(),
+                    Some(ctl(1))
+                ),
             ]
         );
         // Events that follow on their own answer nobody.
@@ -1397,7 +1497,10 @@ mod tests {
                     "error reason=audio device tone:440: no such device; hanging up".into(),
                     Some(ctl(1))
                 ),
-                ("connected bob dialect=parlo codec=L16".into(), None),
+                (
+                    "connected bob dialect=parlo codec=L16 verified=plaintext".into(),
+                    None
+                ),
                 ("ended bob reason=hangup".into(), None),
             ]
         );

@@ -81,9 +81,11 @@ COMMANDS (one per line, on stdin and on the control socket; each gets one answer
 
 EVENTS (stdout, one per line; with --json the same as objects with an \"event\" field):
     registered NAME server=ADDR          unregistered reason=TEXT
-    calling PEER    ringing PEER         incoming PEER from=ADDR verified=yes|no|unknown
-    connected PEER dialect=parlo|original codec=L16|PCMU
-    ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled|lookup-failed
+    calling PEER    ringing PEER
+    incoming PEER from=ADDR verified=V [new=yes] [address=yes|no|unknown]
+    connected PEER dialect=parlo|original codec=L16|PCMU verified=V [new=yes]
+      V: key, unbound, no or unknown (encrypted), or plaintext (address: plaintext only)
+    ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled|lookup-failed|key-changed|insecure
     users NAME...    status state=... (see STATUS)    help ...    bye    error reason=TEXT
 
 STATUS (the answer to `status`, one line; with --json the same fields in an object):

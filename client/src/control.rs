@@ -995,11 +995,11 @@ help
         assert_eq!(
             follow(&[
                 "ended bob reason=busy",
-                "incoming carol from=127.0.0.3:5001 verified=yes",
+                "incoming carol from=127.0.0.3:5001 verified=plaintext address=yes",
                 "calling bob",
                 "registered alice server=127.0.0.1:10000",
                 "ringing bob",
-                "connected bob dialect=parlo codec=L16",
+                "connected bob dialect=parlo codec=L16 verified=plaintext",
             ]),
             [Skip, Skip, Show, Skip, Show, Outcome(Exit::Done)]
         );

@@ -9,9 +9,12 @@
 //! unregistered reason=TEXT                    {"event":"unregistered","reason":"TEXT"}
 //! calling bob                                 {"event":"calling","peer":"bob"}
 //! ringing bob                                 {"event":"ringing","peer":"bob"}
-//! incoming bob from=127.0.0.2:5001 verified=yes
-//!                                             {"event":"incoming","peer":"bob","from":"127.0.0.2:5001","verified":true}
-//! connected bob dialect=parlo                 {"event":"connected","peer":"bob","dialect":"parlo"}
+//! incoming bob from=127.0.0.2:5001 verified=key new=yes
+//!                                             {"event":"incoming","peer":"bob","from":"127.0.0.2:5001","verified":"key","new":true}
+//! incoming bob from=127.0.0.2:5001 verified=plaintext address=yes
+//!                                             {"event":"incoming","peer":"bob","from":"127.0.0.2:5001","verified":"plaintext","new":false,"address":true}
+//! connected bob dialect=parlo codec=L16 verified=key
+//!                                             {"event":"connected","peer":"bob","dialect":"parlo","codec":"L16","verified":"key","new":false}
 //! ended bob reason=hangup                     {"event":"ended","peer":"bob","reason":"hangup"}
 //! users alice bob                             {"event":"users","users":["alice","bob"]}
 //! status state=in-call peer=bob ...           {"event":"status","state":"in-call","peer":"bob",...}
@@ -21,7 +24,12 @@
 //! bye                                         {"event":"bye"}
 //! error reason=TEXT                           {"event":"error","reason":"TEXT"}
 //! ```
-//! `verified` is `unknown` (JSON `null`) when the directory could not be asked. `status`
+//! `verified` says how the peer is verified: `key`, `unbound`, `no`, `unknown` or
+//! `plaintext` (see [`parlo_fsm::Verification`]); `new=yes` (JSON `"new":true`) when its
+//! key was seen for the first time and pinned. A plaintext caller's `address` says
+//! whether the directory gives its name the IP address the call came from: `yes`, `no`,
+//! or `unknown` (JSON `true`, `false`, `null`) when the directory could not be asked;
+//! it is absent for an encrypted call. `status`
 //! says `registered=yes` while the directory holds the phone's registration; otherwise
 //! `registered=no` and, last, why and when the next attempt is (`reason=`: the name taken,
 //! the server unreachable, the first attempt under way).
@@ -37,7 +45,7 @@ use std::net::SocketAddr;
 
 use crate::media::MediaStats;
 
-use parlo_fsm::Escaped;
+use parlo_fsm::{Escaped, Verification};
 
 /// The commands, as `help` lists them.
 pub const COMMANDS: [&str; 10] = [
@@ -222,8 +230,13 @@ pub enum Event {
         peer: String,
         /// Where the call comes from.
         from: SocketAddr,
-        /// Whether the directory's address for that name is the caller's (None: unknown).
-        verified: Option<bool>,
+        /// How the caller is verified.
+        verified: Verification,
+        /// Whether its key was pinned just now (first contact).
+        new: bool,
+        /// For a plaintext call: whether the directory's address for that name is the
+        /// caller's (None: unknown).
+        address: Option<bool>,
     },
     /// The call is connected.
     Connected {
@@ -233,6 +246,10 @@ pub enum Event {
         dialect: &'static str,
         /// The codec of the call's media: `L16` or `PCMU`.
         codec: &'static str,
+        /// How the other side is verified.
+        verified: Verification,
+        /// Whether its key was pinned just now (first contact).
+        new: bool,
     },
     /// The call ended.
     Ended {
@@ -257,6 +274,47 @@ pub enum Event {
         /// What and why.
         reason: String,
     },
+}
+
+/// How a peer is verified, and for a plaintext caller (`address` is `Some`) the address
+/// check, as a text line ends: ` verified=V`, ` new=yes` when new, ` address=A`.
+fn verification_text(
+    out: &mut String,
+    verified: Verification,
+    new: bool,
+    address: Option<Option<bool>>,
+) -> fmt::Result {
+    write!(out, " verified={}", verified.name())?;
+    if new {
+        out.push_str(" new=yes");
+    }
+    if let Some(address) = address {
+        write!(out, " address={}", parlo_fsm::address_name(address))?;
+    }
+    Ok(())
+}
+
+/// The same as JSON fields: `,"verified":"V","new":B` and `,"address":true|false|null`.
+fn verification_json(
+    out: &mut String,
+    verified: Verification,
+    new: bool,
+    address: Option<Option<bool>>,
+) {
+    let _ = write!(out, ",\"verified\":\"{}\",\"new\":{new}", verified.name());
+    if let Some(address) = address {
+        out.push_str(",\"address\":");
+        out.push_str(match address {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "null",
+        });
+    }
+}
+
+/// The address check an `incoming` event shows: a plaintext caller's only.
+fn shown_address(verified: Verification, address: Option<bool>) -> Option<Option<bool>> {
+    (verified == Verification::Plaintext).then_some(address)
 }
 
 /// Appends `s` as a JSON string (with quotes), escaped.
@@ -306,15 +364,23 @@ impl Event {
                 peer,
                 from,
                 verified,
+                new,
+                address,
             } => {
-                let verified = parlo_fsm::verified_name(*verified);
-                write!(out, " {} from={from} verified={verified}", text(peer))
+                let _ = write!(out, " {} from={from}", text(peer));
+                let address = shown_address(*verified, *address);
+                verification_text(&mut out, *verified, *new, address)
             }
             Event::Connected {
                 peer,
                 dialect,
                 codec,
-            } => write!(out, " {} dialect={dialect} codec={codec}", text(peer)),
+                verified,
+                new,
+            } => {
+                let _ = write!(out, " {} dialect={dialect} codec={codec}", text(peer));
+                verification_text(&mut out, *verified, *new, None)
+            }
             Event::Ended { peer, reason } => write!(out, " {} reason={reason}", text(peer)),
             Event::Users { names } => {
                 for name in names {
@@ -381,24 +447,25 @@ impl Event {
                 peer,
                 from,
                 verified,
+                new,
+                address,
             } => {
                 field(&mut out, "peer", peer);
                 field(&mut out, "from", &from.to_string());
-                out.push_str(",\"verified\":");
-                out.push_str(match verified {
-                    Some(true) => "true",
-                    Some(false) => "false",
-                    None => "null",
-                });
+                let address = shown_address(*verified, *address);
+                verification_json(&mut out, *verified, *new, address);
             }
             Event::Connected {
                 peer,
                 dialect,
                 codec,
+                verified,
+                new,
             } => {
                 field(&mut out, "peer", peer);
                 field(&mut out, "dialect", dialect);
                 field(&mut out, "codec", codec);
+                verification_json(&mut out, *verified, *new, None);
             }
             Event::Ended { peer, reason } => {
                 field(&mut out, "peer", peer);
@@ -522,25 +589,62 @@ mod tests {
                 Event::Incoming {
                     peer: "bob".into(),
                     from: addr(),
-                    verified: Some(true),
+                    verified: Verification::Plaintext,
+                    new: false,
+                    address: Some(true),
                 },
-                "incoming bob from=127.0.0.2:5001 verified=yes",
+                "incoming bob from=127.0.0.2:5001 verified=plaintext address=yes",
             ),
             (
                 Event::Incoming {
                     peer: "bob".into(),
                     from: addr(),
-                    verified: None,
+                    verified: Verification::Plaintext,
+                    new: false,
+                    address: None,
                 },
-                "incoming bob from=127.0.0.2:5001 verified=unknown",
+                "incoming bob from=127.0.0.2:5001 verified=plaintext address=unknown",
+            ),
+            (
+                Event::Incoming {
+                    peer: "bob".into(),
+                    from: addr(),
+                    verified: Verification::Key,
+                    new: true,
+                    address: None,
+                },
+                "incoming bob from=127.0.0.2:5001 verified=key new=yes",
+            ),
+            (
+                Event::Incoming {
+                    peer: "bob".into(),
+                    from: addr(),
+                    verified: Verification::Unbound,
+                    new: false,
+                    // Meaningless for an encrypted call: not shown.
+                    address: Some(false),
+                },
+                "incoming bob from=127.0.0.2:5001 verified=unbound",
             ),
             (
                 Event::Connected {
                     peer: "bob".into(),
                     dialect: "original",
                     codec: "L16",
+                    verified: Verification::Plaintext,
+                    new: false,
                 },
-                "connected bob dialect=original codec=L16",
+                "connected bob dialect=original codec=L16 verified=plaintext",
+            ),
+            (
+                Event::Connected {
+                    peer: "bob".into(),
+                    dialect: "parlo",
+                    codec: "PCMU",
+                    verified: Verification::Key,
+                    new: true,
+                },
+                "connected bob dialect=parlo codec=PCMU verified=key new=yes",
             ),
             (
                 Event::Ended {
@@ -581,10 +685,34 @@ mod tests {
             Event::Incoming {
                 peer: "b\"ob".into(),
                 from: addr(),
-                verified: Some(false)
+                verified: Verification::Plaintext,
+                new: false,
+                address: Some(false),
             }
             .json(),
-            r#"{"event":"incoming","peer":"b\"ob","from":"127.0.0.2:5001","verified":false}"#
+            r#"{"event":"incoming","peer":"b\"ob","from":"127.0.0.2:5001","verified":"plaintext","new":false,"address":false}"#
+        );
+        assert_eq!(
+            Event::Incoming {
+                peer: "bob".into(),
+                from: addr(),
+                verified: Verification::Plaintext,
+                new: false,
+                address: None,
+            }
+            .json(),
+            r#"{"event":"incoming","peer":"bob","from":"127.0.0.2:5001","verified":"plaintext","new":false,"address":null}"#
+        );
+        assert_eq!(
+            Event::Incoming {
+                peer: "bob".into(),
+                from: addr(),
+                verified: Verification::Key,
+                new: true,
+                address: None,
+            }
+            .json(),
+            r#"{"event":"incoming","peer":"bob","from":"127.0.0.2:5001","verified":"key","new":true}"#
         );
         assert_eq!(
             Event::Ended {
@@ -612,10 +740,12 @@ mod tests {
             Event::Connected {
                 peer: "bob".into(),
                 dialect: "parlo",
-                codec: "PCMU"
+                codec: "PCMU",
+                verified: Verification::Unknown,
+                new: false,
             }
             .json(),
-            r#"{"event":"connected","peer":"bob","dialect":"parlo","codec":"PCMU"}"#
+            r#"{"event":"connected","peer":"bob","dialect":"parlo","codec":"PCMU","verified":"unknown","new":false}"#
         );
         assert_eq!(Event::Bye.json(), r#"{"event":"bye"}"#);
         let status = Event::Status(Box::new(Status {
@@ -720,7 +850,9 @@ mod tests {
             Event::Incoming {
                 peer: hostile.into(),
                 from: addr(),
-                verified: None,
+                verified: Verification::Plaintext,
+                new: false,
+                address: None,
             },
             Event::Users {
                 names: vec!["bob".into(), hostile.into()],

@@ -95,7 +95,9 @@ impl Side {
             false,
             0x1234_5678,
         );
-        let config = fsm::Config::new(fsm::Name::new(name).expect("name"));
+        let mut config = fsm::Config::new(fsm::Name::new(name).expect("name"));
+        // A plaintext call, as the phone makes them.
+        config.security = fsm::Security::Preferred;
         let mut machine = Machine::new(config, SplitMix64(1), fsm::Instant(0));
         let now = fsm::Instant(0);
         let other = fsm::Name::new(if caller { "callee" } else { "caller" }).expect("name");
@@ -107,6 +109,8 @@ impl Side {
                     name: other,
                     addr: peer,
                     dialect: None,
+                    key: None,
+                    pinned: None,
                 },
             );
             let call = machine.call_id();
@@ -116,6 +120,8 @@ impl Side {
                 &fsm::Event::Peer {
                     from: peer,
                     message,
+                    sender: fsm::Sender::Plain,
+                    pinned: None,
                 },
             );
         } else {
@@ -126,6 +132,8 @@ impl Side {
                 &fsm::Event::Peer {
                     from: peer,
                     message,
+                    sender: fsm::Sender::Plain,
+                    pinned: None,
                 },
             );
             let _ = machine.handle(now, &fsm::Event::Accept);
@@ -184,15 +192,23 @@ impl Side {
             };
             match Datagram::parse(&self.buf[..len], Some(self.dialect)) {
                 Ok(Datagram::Rtp(packet)) => {
-                    let _ = self
-                        .machine
-                        .handle(fsm::Instant(now_ms), &fsm::Event::Media { from });
+                    let _ = self.machine.handle(
+                        fsm::Instant(now_ms),
+                        &fsm::Event::Media {
+                            from,
+                            sender: fsm::Sender::Plain,
+                        },
+                    );
                     self.media.handle_rtp(from, &packet, arrival, false);
                 }
                 Ok(Datagram::RawPcm(raw)) => {
-                    let _ = self
-                        .machine
-                        .handle(fsm::Instant(now_ms), &fsm::Event::Media { from });
+                    let _ = self.machine.handle(
+                        fsm::Instant(now_ms),
+                        &fsm::Event::Media {
+                            from,
+                            sender: fsm::Sender::Plain,
+                        },
+                    );
                     self.media.handle_raw(from, &raw, arrival);
                 }
                 other => panic!("unexpected datagram: {other:?}"),

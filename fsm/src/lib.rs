@@ -31,17 +31,38 @@
 //! and `NAK` lines). It shares nothing with the call machine but [`Name`] and
 //! [`Instant`]: the shell routes each event to one or the other by kind.
 //!
+//! # Security
+//! Calls between Parlo phones are encrypted (Noise, in the shell): a call has the peer's
+//! static key, or none for a plaintext call. The machine never sees ciphertext; it is
+//! told how each message and media packet came ([`Sender`]: in the clear, or out of a
+//! session with a given key), what this phone has pinned for a name (`pinned`, from its
+//! known peers) and what key the directory binds to a name ([`Event::Resolved`]'s `key`),
+//! and it says how each message must go ([`Action::Send`]'s `key`: sealed for that key,
+//! never in the clear) and when a key is to be pinned ([`Action::Pin`], on first
+//! contact). [`Config::security`] ([`Security`]) says which calls may be plaintext;
+//! [`Config::original_phones`] whether phones of the original project, which have no
+//! encryption, are called and answered. A START from a key other than the name's pin,
+//! or a plaintext one the policy refuses, rings nothing: it is answered REJECT and the
+//! user is told `key-changed` or `insecure`; a callee whose directory key contradicts
+//! the pin, or that would be plaintext against the policy, is not called at all. In an
+//! encrypted call only what comes out of a session with the call's key belongs to it.
+//! The table's module docs ([`table`]) list the rows; [`Machine`] the classification
+//! and the verification.
+//!
 //! # Incoming calls
 //! A new incoming call rings at once (RINGING to the caller) and asks the directory
 //! where the name the caller gave is registered ([`Action::LookupCaller`]). The user is
-//! told of the call ([`Note::Incoming`]) when the directory answers — `verified` says
-//! whether the START came from that name's IP address — or, unverified, when it cannot
-//! be asked ([`Event::LookupFailed`]) or has not answered within
+//! told of the call ([`Note::Incoming`]) when the directory answers, with how the caller
+//! is verified ([`Verification`]: by its key, or for a plaintext call by whether the
+//! START came from that name's IP address), or, without the directory's word, when it
+//! cannot be asked ([`Event::LookupFailed`]) or has not answered within
 //! [`Config::verify_wait`]. Whatever comes first about the call (the user answers, the
-//! caller gives up) announces it first, unverified: nobody is told `connected` or
-//! `ended` about an incoming call never announced. (A call that wins glare connects
-//! without an announcement: its user had dialled that very peer.) With [`Config::auto_answer`] (an intercom) the
-//! machine answers the call itself as soon as it is announced.
+//! caller gives up) announces it first, without the directory's word: nobody is told
+//! `connected` or `ended` about an incoming call never announced. (A call that wins
+//! glare connects without an announcement: its user had dialled that very peer.) With
+//! [`Config::auto_answer`] (an intercom) the machine answers the call itself as soon as
+//! it is announced — if the caller is verified by its key, and on
+//! [`Config::answer_from`] when that list is not empty; any other call rings.
 //!
 //! A lookup the machine no longer waits for (the call moved on, another name) is
 //! foreign; a failed lookup while dialling ends the call as
@@ -108,10 +129,11 @@ pub mod table;
 mod types;
 mod vocab;
 
-pub use machine::{Actions, Config, Counters, MAX_ACTIONS, Machine};
+pub use machine::{Actions, Config, Counters, MAX_ACTIONS, MAX_ANSWER_FROM, Machine};
 pub use table::{EventKind, Guard, State, TABLE};
 pub use types::{
-    Action, CallIds, EndReason, Event, Instant, Note, Refusal, SplitMix64, Timer, verified_name,
+    Action, CallIds, EndReason, Event, Instant, Note, Refusal, Security, Sender, SplitMix64, Timer,
+    Verification, address_name,
 };
 pub use vocab::{
     CallId, Codec, CodecSet, Dialect, Escaped, FRAME_MS, FRAME_SAMPLES, Frame, KeyError,

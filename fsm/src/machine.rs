@@ -3,8 +3,11 @@
 use core::net::SocketAddr;
 
 use crate::table::{Entry, EventKind, Guard, Next, Outcome, Say, State, Step, TABLE, Tell};
-use crate::types::{Action, CallIds, Event, Instant, Note, Timer};
-use crate::vocab::{CallId, Codec, Dialect, Message, Name, Preference};
+use crate::types::{Action, CallIds, Event, Instant, Note, Security, Sender, Timer, Verification};
+use crate::vocab::{CallId, Codec, Dialect, Message, Name, Preference, PublicKey};
+
+/// Most names [`Config::answer_from`] holds.
+pub const MAX_ANSWER_FROM: usize = 16;
 
 /// Most actions one transition can produce (the longest row, plus the timer
 /// cancellations of a state change, fits with room to spare).
@@ -48,8 +51,19 @@ pub struct Config {
     /// before it is announced unverified.
     pub verify_wait: u64,
     /// Whether the phone answers an incoming call by itself once it is announced (an
-    /// intercom).
+    /// intercom) — only a caller verified by its key ([`Verification::Key`]), and only
+    /// one on [`Config::answer_from`] when that list is not empty; every other call
+    /// rings for the user to answer.
     pub auto_answer: bool,
+    /// Which callers an intercom answers by itself, by name (each must be key-verified
+    /// too). Empty: every key-verified caller.
+    pub answer_from: heapless::Vec<Name, MAX_ANSWER_FROM>,
+    /// Which calls may go without encryption (`--security`; default
+    /// [`Security::Required`]).
+    pub security: Security,
+    /// Whether calls with phones of the original project, which have no encryption, are
+    /// made and taken (in plaintext, and told so). Default: yes.
+    pub original_phones: bool,
     /// The codecs this phone accepts, most preferred first: offered in START (as a set),
     /// and chosen from by preference when answering one.
     pub codecs: Preference,
@@ -72,6 +86,9 @@ impl Config {
             ended_close_interval: 1_000,
             verify_wait: 1_000,
             auto_answer: false,
+            answer_from: heapless::Vec::new(),
+            security: Security::default(),
+            original_phones: true,
             codecs: Preference::default(),
         }
     }
@@ -101,6 +118,27 @@ struct Call {
     awaiting: Option<Say>,
     /// Retransmissions of `awaiting` so far.
     resends: u8,
+    /// The peer's static key: `Some` for an encrypted call (everything is sealed for it,
+    /// and only what comes out of a session with it belongs to the call), `None` for a
+    /// plaintext one.
+    key: Option<PublicKey>,
+    /// For an incoming call: this phone's pin for the name the START claims.
+    pinned: Option<PublicKey>,
+    /// How the peer is verified, once known (an incoming call: at its announcement).
+    verification: Option<Verification>,
+    /// Whether the call's key is to be pinned (first contact).
+    pin: NewKey,
+}
+
+/// Whether a call's key is new to this phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NewKey {
+    /// No: pinned already, or no key.
+    No,
+    /// Yes: the next note about the peer says `new`, and [`Step::Pin`] pins it.
+    ToPin,
+    /// It was new, and is pinned now.
+    Pinned,
 }
 
 impl Call {
@@ -112,6 +150,22 @@ impl Call {
         if dialect == Dialect::Original {
             self.id = None;
         }
+    }
+
+    /// Whether something from `sender` can be the peer's: out of a session with the
+    /// call's key in an encrypted call, in the clear in a plaintext one.
+    fn fits(&self, sender: Sender) -> bool {
+        Sender::of(self.key) == sender
+    }
+
+    /// The verification the user is told once it is known: a caller's is settled at its
+    /// announcement; a callee is `key` when the call is encrypted (with the pinned key,
+    /// or the directory's on first contact), else `plaintext`.
+    fn verified(&self) -> Verification {
+        self.verification.unwrap_or(match self.key {
+            Some(_) => Verification::Key,
+            None => Verification::Plaintext,
+        })
     }
 }
 
@@ -145,11 +199,35 @@ pub struct Counters {
 /// treated as that earlier-seen time.
 ///
 /// Before the table is consulted, an event is classified against the current call: a
-/// peer message belongs to the call when it comes from the peer's address and carries
-/// the call's id (no id in a call in the original dialect, which has none; see the crate
-/// docs on dialects). One that does not belong is [`EventKind::Foreign`]. A START is a
-/// repeat of the current call's, a crossing call (glare) when it comes from the address
-/// the directory gave for the phone being dialled, or else a new call request.
+/// peer message belongs to the call when it comes from the peer's address, carries the
+/// call's id (no id in a call in the original dialect, which has none; see the crate
+/// docs on dialects) and comes the call's way: out of a secure session with the call's
+/// key in an encrypted call, in the clear in a plaintext one ([`Sender`]). One that does
+/// not belong is [`EventKind::Foreign`]: a CLOSE forged in the clear from the peer's
+/// address, with the right id, cannot end an encrypted call. Media belongs by the same
+/// address and sender rules. A START is a repeat of the current call's (same name,
+/// address, id and sender), a crossing call (glare) when it comes from the address the
+/// directory gave for the phone being dialled and with the key it is being dialled
+/// with (or both in the clear), or else a new call request.
+///
+/// # Verification
+/// An incoming call is announced ([`Note::Incoming`]) with how its caller is verified.
+/// A plaintext call is [`Verification::Plaintext`], with the old address check (`address`:
+/// does the directory give the name the IP address the call came from). An encrypted
+/// call from key `k`, whose START's name this phone has pinned to `p` (`None` or `k`:
+/// another pin refuses the call as `key-changed`), is:
+///
+/// | the directory's answer                | `p == Some(k)` | `p == None`        |
+/// | ------------------------------------- | -------------- | ------------------ |
+/// | resolved, binds `k`                    | `key`          | `key`, new: pinned |
+/// | resolved, binds another key            | `no`           | `no`               |
+/// | resolved, binds none (unbound)         | `key`          | `unbound`          |
+/// | unknown (the name is not registered)   | `key`          | `no`               |
+/// | lookup failed, no answer in time, or the call announced before the answer | `key` | `unknown` |
+///
+/// A callee is `key` when the call is encrypted (`new`, and pinned, when the key came
+/// from the directory without a pin), `plaintext` otherwise; it is told when the call
+/// connects ([`Note::Connected`]).
 #[derive(Debug)]
 pub struct Machine<R> {
     config: Config,
@@ -204,6 +282,18 @@ impl<R: CallIds> Machine<R> {
     /// The current call's id (`None` without a call, or with an original-protocol peer).
     pub fn call_id(&self) -> Option<CallId> {
         self.call.as_ref().and_then(|c| c.id)
+    }
+
+    /// The current call's peer key: `Some` while the call is encrypted (everything sent
+    /// in it is sealed for this key), `None` without a call or in a plaintext one.
+    pub fn peer_key(&self) -> Option<PublicKey> {
+        self.call.as_ref().and_then(|c| c.key)
+    }
+
+    /// How the current call's peer is verified, once known: an incoming call's from its
+    /// announcement, an outgoing call's from the directory's answer.
+    pub fn verification(&self) -> Option<Verification> {
+        self.call.as_ref().and_then(|c| c.verification)
     }
 
     /// The protocol the current peer speaks.
@@ -329,30 +419,45 @@ impl<R: CallIds> Machine<R> {
                     _ => EventKind::LookupFailed,
                 }
             }
-            Event::Media { from } => match call {
-                Some(c) if c.addr != Some(*from) => EventKind::Foreign,
+            Event::Media { from, sender } => match call {
+                Some(c) if c.addr != Some(*from) || !c.fits(*sender) => EventKind::Foreign,
                 Some(_) => EventKind::Media,
-                None if self.ended_peer(self.now, *from).is_some() => EventKind::LeftoverMedia,
+                // The ended peer is an original phone: its audio comes in the clear.
+                None if *sender == Sender::Plain && self.ended_peer(self.now, *from).is_some() => {
+                    EventKind::LeftoverMedia
+                }
                 None => EventKind::Media,
             },
-            Event::Peer { from, message } => {
+            Event::Peer {
+                from,
+                message,
+                sender,
+                ..
+            } => {
                 let Some(c) = call else {
                     return peer_kind(message);
                 };
                 if let Message::Start { caller, call, .. } = message {
-                    if !c.outgoing && c.addr == Some(*from) && c.id == *call && &c.peer == caller {
+                    if !c.outgoing
+                        && c.addr == Some(*from)
+                        && c.id == *call
+                        && &c.peer == caller
+                        && c.fits(*sender)
+                    {
                         EventKind::StartRepeat
                     } else if self.state == State::Dialing
                         && &c.peer == caller
                         && c.addr == Some(*from)
+                        && c.fits(*sender)
                     {
-                        // Only from the directory's address for the callee: before the
-                        // lookup has answered, anyone could claim the callee's name.
+                        // Only from the directory's address for the callee, and with the
+                        // key it is dialled with: before the lookup has answered, anyone
+                        // could claim the callee's name.
                         EventKind::StartCrossing
                     } else {
                         EventKind::Start
                     }
-                } else if self.belongs(c, *from, message) {
+                } else if self.belongs(c, *from, *sender, message) {
                     peer_kind(message)
                 } else {
                     EventKind::Foreign
@@ -362,12 +467,14 @@ impl<R: CallIds> Machine<R> {
     }
 
     /// Whether a message other than START belongs to the call `c`: it comes from the
-    /// peer's address and carries the call's id, or none in a call in the original
+    /// peer's address, the call's way (sealed for the call's key, or in the clear in a
+    /// plaintext call), and carries the call's id, or none in a call in the original
     /// dialect. The dialect is fixed when the call is set up; the one exception is a
-    /// call whose callee's dialect the directory did not say, where the callee's first
-    /// answer (ACCEPT or REJECT, bare or not) fixes it.
-    fn belongs(&self, c: &Call, from: SocketAddr, message: &Message) -> bool {
-        if c.addr != Some(from) {
+    /// plaintext call whose callee's dialect the directory did not say, where the
+    /// callee's first answer (ACCEPT or REJECT, bare or not) fixes it. (An encrypted call
+    /// is Parlo's from the start: an original phone has no key.)
+    fn belongs(&self, c: &Call, from: SocketAddr, sender: Sender, message: &Message) -> bool {
+        if c.addr != Some(from) || !c.fits(sender) {
             return false;
         }
         match message.call_id() {
@@ -375,9 +482,111 @@ impl<R: CallIds> Machine<R> {
             None if c.dialect_fixed => c.dialect == Dialect::Original,
             None => {
                 self.state == State::Dialing
+                    && c.key.is_none()
                     && matches!(message, Message::Accept { .. } | Message::Reject { .. })
             }
         }
+    }
+
+    /// Which of `welcome`, `plaintext refused` and `key changed` a START is (see the
+    /// table's module docs).
+    fn start_verdict(&self, event: Option<&Event>) -> Guard {
+        let Some(Event::Peer {
+            message: Message::Start { call, .. },
+            sender,
+            pinned,
+            ..
+        }) = event
+        else {
+            return Guard::Welcome;
+        };
+        match sender {
+            // Under `Off` the shell drops encrypted STARTs; one that comes anyway is
+            // taken as it is.
+            Sender::Key(_) if self.config.security == Security::Off => Guard::Welcome,
+            Sender::Key(k) if pinned.is_some_and(|p| p != *k) => Guard::KeyChanged,
+            Sender::Key(_) => Guard::Welcome,
+            Sender::Plain => {
+                let refused = match call {
+                    Some(_) => self.config.security == Security::Required,
+                    None => !self.config.original_phones,
+                };
+                if refused {
+                    Guard::PlaintextRefused
+                } else {
+                    Guard::Welcome
+                }
+            }
+        }
+    }
+
+    /// Which of `callee original`, `callee parlo or unknown`, `key changed` and
+    /// `plaintext refused` the directory's answer about a callee is (see the table's
+    /// module docs).
+    fn dial_verdict(&self, event: Option<&Event>) -> Guard {
+        let Some(Event::Resolved {
+            dialect,
+            key,
+            pinned,
+            ..
+        }) = event
+        else {
+            return Guard::ParloCallee;
+        };
+        let original = *dialect == Some(Dialect::Original);
+        let security = self.config.security;
+        // Under `Off` keys are not looked at; an original phone has none.
+        let plaintext_refused = if original {
+            !self.config.original_phones
+        } else {
+            security == Security::Required && pinned.or(*key).is_none()
+        };
+        if security != Security::Off && matches!((pinned, key), (Some(p), Some(k)) if p != k) {
+            Guard::CalleeKeyChanged
+        } else if plaintext_refused {
+            Guard::CalleeRefused
+        } else if original {
+            Guard::OriginalCallee
+        } else {
+            Guard::ParloCallee
+        }
+    }
+
+    /// How the caller of the incoming call `c` is verified when announced after `event`
+    /// (see [`Machine`]): the verification, whether its key is new (to be pinned), and,
+    /// for a plaintext call, whether the directory gives the address it came from.
+    fn verify(c: &Call, event: Option<&Event>) -> (Verification, bool, Option<bool>) {
+        let Some(k) = c.key else {
+            let address = match (event, c.addr) {
+                (Some(Event::Resolved { addr, .. }), Some(from)) => {
+                    Some(addr.ip().to_canonical() == from.ip().to_canonical())
+                }
+                (Some(Event::Unknown { .. }), _) => Some(false),
+                _ => None,
+            };
+            return (Verification::Plaintext, false, address);
+        };
+        let pinned = c.pinned == Some(k);
+        let verification = match event {
+            Some(Event::Resolved { key: Some(d), .. }) if *d == k => {
+                return (Verification::Key, c.pinned.is_none(), None);
+            }
+            Some(Event::Resolved { key: Some(_), .. }) => Verification::No,
+            _ if pinned => Verification::Key,
+            Some(Event::Resolved { key: None, .. }) => Verification::Unbound,
+            Some(Event::Unknown { .. }) => Verification::No,
+            _ => Verification::Unknown,
+        };
+        (verification, false, None)
+    }
+
+    /// Whether this phone answers the incoming call `c` by itself (an intercom): only a
+    /// key-verified caller, and one on the list when there is a list.
+    fn answers_itself(&self, c: &Call, event: Option<&Event>) -> bool {
+        let verification = c.verification.unwrap_or_else(|| Self::verify(c, event).0);
+        self.config.auto_answer
+            && verification == Verification::Key
+            && (self.config.answer_from.is_empty() || self.config.answer_from.contains(&c.peer))
     }
 
     fn guard_holds(&self, guard: Guard, event: Option<&Event>) -> bool {
@@ -415,15 +624,12 @@ impl<R: CallIds> Machine<R> {
                 };
                 they_win == (guard == Guard::TheyWin)
             }
-            Guard::OriginalCallee | Guard::ParloCallee => {
-                let original = matches!(
-                    event,
-                    Some(Event::Resolved {
-                        dialect: Some(Dialect::Original),
-                        ..
-                    })
-                );
-                original == (guard == Guard::OriginalCallee)
+            Guard::OriginalCallee
+            | Guard::ParloCallee
+            | Guard::CalleeKeyChanged
+            | Guard::CalleeRefused => self.dial_verdict(event) == guard,
+            Guard::Welcome | Guard::PlaintextRefused | Guard::KeyChanged => {
+                self.start_verdict(event) == guard
             }
             Guard::CloseDue | Guard::CloseRecent => {
                 let due = self
@@ -431,8 +637,10 @@ impl<R: CallIds> Machine<R> {
                     .is_some_and(|e| self.now >= e.closed.after(self.config.ended_close_interval));
                 due == (guard == Guard::CloseDue)
             }
-            Guard::AutoAnswer => self.config.auto_answer,
-            Guard::ManualAnswer => !self.config.auto_answer,
+            Guard::AutoAnswer | Guard::ManualAnswer => {
+                let auto = call.is_some_and(|c| self.answers_itself(c, event));
+                auto == (guard == Guard::AutoAnswer)
+            }
             Guard::Awaiting => call.is_some_and(|c| c.awaiting.is_some()),
             Guard::NotAwaiting => call.is_none_or(|c| c.awaiting.is_none()),
         }
@@ -497,6 +705,10 @@ impl<R: CallIds> Machine<R> {
                         announced: true,
                         awaiting: None,
                         resends: 0,
+                        key: None,
+                        pinned: None,
+                        verification: None,
+                        pin: NewKey::No,
                     });
                 }
             }
@@ -510,9 +722,17 @@ impl<R: CallIds> Machine<R> {
                             codecs,
                             ..
                         },
+                    sender,
+                    pinned,
                 }) = event
                 {
                     self.ended = None;
+                    // A crossing call replaces the one being dialled, with the same peer
+                    // and key: what is known of the key carries over.
+                    let (verification, pin) = match &self.call {
+                        Some(c) if self.state == State::Dialing => (c.verification, c.pin),
+                        _ => (None, NewKey::No),
+                    };
                     // An original caller (no call id) sends raw PCM, i.e. L16.
                     let (dialect, codec) = match call {
                         Some(_) => (Dialect::Parlo, self.config.codecs.choose(*codecs)),
@@ -529,6 +749,10 @@ impl<R: CallIds> Machine<R> {
                         announced: false,
                         awaiting: None,
                         resends: 0,
+                        key: sender.key(),
+                        pinned: *pinned,
+                        verification,
+                        pin,
                     });
                 }
             }
@@ -566,6 +790,46 @@ impl<R: CallIds> Machine<R> {
                 }
                 _ => {}
             },
+            Step::LearnKey => {
+                if let (
+                    Some(c),
+                    Some(Event::Resolved {
+                        key,
+                        pinned,
+                        dialect,
+                        ..
+                    }),
+                ) = (&mut self.call, event)
+                {
+                    // An original phone has no key; under `Off` keys are not looked at.
+                    let original = *dialect == Some(Dialect::Original);
+                    let key = match self.config.security {
+                        _ if original => None,
+                        Security::Off => None,
+                        Security::Required | Security::Preferred => pinned.or(*key),
+                    };
+                    c.key = key;
+                    c.verification = Some(match key {
+                        Some(_) => Verification::Key,
+                        None => Verification::Plaintext,
+                    });
+                    if key.is_some() {
+                        c.fix_dialect(Dialect::Parlo);
+                        if pinned.is_none() {
+                            c.pin = NewKey::ToPin;
+                        }
+                    }
+                }
+            }
+            Step::Pin => {
+                if let Some(c) = &mut self.call {
+                    if let (NewKey::ToPin, Some(key)) = (c.pin, c.key) {
+                        c.pin = NewKey::Pinned;
+                        let name = c.peer.clone();
+                        push(out, Action::Pin { name, key });
+                    }
+                }
+            }
             Step::LearnCodec => {
                 if let (Some(c), Some(Event::Peer { message, .. })) = (&mut self.call, event) {
                     // The callee decides: its choice stands even if we did not offer it
@@ -613,14 +877,28 @@ impl<R: CallIds> Machine<R> {
                 }
                 self.cancel(Timer::Retransmit, out);
             }
-            Step::ReplyBusy => {
-                if let Some(Event::Peer { from, message }) = event {
+            Step::ReplyBusy | Step::ReplyReject => {
+                if let Some(Event::Peer {
+                    from,
+                    message,
+                    sender,
+                    ..
+                }) = event
+                {
                     // The original protocol has no BUSY; its callers understand REJECT.
                     let message = match message.call_id() {
-                        Some(call) => Message::Busy { call: Some(call) },
-                        None => Message::Reject { call: None },
+                        Some(call) if step == Step::ReplyBusy => Message::Busy { call: Some(call) },
+                        call => Message::Reject { call },
                     };
-                    push(out, Action::Send { to: *from, message });
+                    let key = sender.key();
+                    push(
+                        out,
+                        Action::Send {
+                            to: *from,
+                            message,
+                            key,
+                        },
+                    );
                 }
             }
             Step::Disarm(timer) => self.cancel(timer, out),
@@ -657,6 +935,16 @@ impl<R: CallIds> Machine<R> {
                 }
             }
             Step::StopMedia => push(out, Action::StopMedia),
+            Step::Tell(Tell::EndedRequest(reason)) => {
+                if let Some(Event::Peer {
+                    message: Message::Start { caller, .. },
+                    ..
+                }) = event
+                {
+                    let peer = caller.clone();
+                    push(out, Action::Notify(Note::Ended { peer, reason }));
+                }
+            }
             Step::Tell(tell) => {
                 if let Some(note) = self.note(tell) {
                     push(out, Action::Notify(note));
@@ -691,6 +979,7 @@ impl<R: CallIds> Machine<R> {
                         Action::Send {
                             to: e.addr,
                             message,
+                            key: None,
                         },
                     );
                 }
@@ -698,10 +987,10 @@ impl<R: CallIds> Machine<R> {
         }
     }
 
-    /// Tells the user of the incoming call, once. The directory's answer about the
-    /// caller's name says whether the call comes from where that name is registered;
+    /// Tells the user of the incoming call, once, with how its caller is verified (see
+    /// [`Machine`]): the directory's answer about the caller's name when `event` is it;
     /// anything else (no answer in time, a failed lookup, the user or the caller acting
-    /// first) leaves it unverified.
+    /// first) leaves only the pin to go by.
     fn announce(&mut self, event: Option<&Event>, out: &mut Actions) {
         let Some(c) = &mut self.call else { return };
         let Some(from) = c.addr else { return };
@@ -709,13 +998,11 @@ impl<R: CallIds> Machine<R> {
             return;
         }
         c.announced = true;
-        let verified = match event {
-            Some(Event::Resolved { addr, .. }) => {
-                Some(addr.ip().to_canonical() == from.ip().to_canonical())
-            }
-            Some(Event::Unknown { .. }) => Some(false),
-            _ => None,
-        };
+        let (verified, new, address) = Self::verify(c, event);
+        c.verification = Some(verified);
+        if new {
+            c.pin = NewKey::ToPin;
+        }
         let peer = c.peer.clone();
         push(
             out,
@@ -723,6 +1010,8 @@ impl<R: CallIds> Machine<R> {
                 peer,
                 from,
                 verified,
+                new,
+                address,
             }),
         );
     }
@@ -736,8 +1025,12 @@ impl<R: CallIds> Machine<R> {
         Some(match tell {
             Tell::Calling => Note::Calling { peer },
             Tell::Ringing => Note::Ringing { peer },
-            Tell::Connected => Note::Connected { peer },
-            Tell::Ended(reason) => Note::Ended { peer, reason },
+            Tell::Connected => Note::Connected {
+                peer,
+                verified: c.verified(),
+                new: c.pin == NewKey::ToPin,
+            },
+            Tell::Ended(reason) | Tell::EndedRequest(reason) => Note::Ended { peer, reason },
             Tell::Refused(why) => Note::Refused(why),
         })
     }
@@ -776,7 +1069,8 @@ impl<R: CallIds> Machine<R> {
                 Say::Ringing | Say::Closed | Say::Ack => return,
             },
         };
-        push(out, Action::Send { to, message });
+        let key = c.key;
+        push(out, Action::Send { to, message, key });
     }
 
     fn arm(&mut self, timer: Timer, at: Instant, out: &mut Actions) {
@@ -833,6 +1127,41 @@ mod tests {
         Event::Peer {
             from: addr(BOB),
             message,
+            sender: Sender::Plain,
+            pinned: None,
+        }
+    }
+
+    /// A phone named `me` that makes and takes plaintext calls with Parlo phones (the
+    /// scenarios below are about other things than keys).
+    fn plain_config(me: &str) -> Config {
+        let mut config = Config::new(name(me));
+        config.security = Security::Preferred;
+        config
+    }
+
+    fn resolved(who: &str, at: &str, dialect: Option<Dialect>) -> Event {
+        Event::Resolved {
+            name: name(who),
+            addr: addr(at),
+            dialect,
+            key: None,
+            pinned: None,
+        }
+    }
+
+    fn media(from: &str) -> Event {
+        Event::Media {
+            from: addr(from),
+            sender: Sender::Plain,
+        }
+    }
+
+    fn send(to: &str, message: Message) -> Action {
+        Action::Send {
+            to: addr(to),
+            message,
+            key: None,
         }
     }
 
@@ -841,7 +1170,7 @@ mod tests {
     }
 
     fn idle() -> Machine<SplitMix64> {
-        Machine::new(Config::new(name("alice")), SplitMix64(7), Instant(0))
+        Machine::new(plain_config("alice"), SplitMix64(7), Instant(0))
     }
 
     fn dialing() -> Machine<SplitMix64> {
@@ -851,14 +1180,7 @@ mod tests {
     /// `m` dials bob, whom the directory finds at BOB and says speaks `dialect`.
     fn dialing_as(mut m: Machine<SplitMix64>, dialect: Option<Dialect>) -> Machine<SplitMix64> {
         let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
-        let _ = m.handle(
-            Instant(0),
-            &Event::Resolved {
-                name: name("bob"),
-                addr: addr(BOB),
-                dialect,
-            },
-        );
+        let _ = m.handle(Instant(0), &resolved("bob", BOB, dialect));
         m
     }
 
@@ -902,7 +1224,7 @@ mod tests {
         // The directory says bob is original: our START goes bare. Should bob's own START,
         // with a call id, cross it, ours wins here as it does at bob's (a START without id
         // always wins), so that both sides keep the same call — whatever the names' order.
-        let zoe = Machine::new(Config::new(name("zoe")), SplitMix64(7), Instant(0));
+        let zoe = Machine::new(plain_config("zoe"), SplitMix64(7), Instant(0));
         let mut m = dialing_as(zoe, Some(Dialect::Original));
         assert_eq!(m.call_id(), None);
         let actions = m.handle(Instant(10), &start_from_bob(None, Some(CallId(1))));
@@ -956,10 +1278,7 @@ mod tests {
         let _ = m.handle(Instant(20), &from_bob(Message::Close { call: ours }));
         assert_eq!((m.state(), m.counters().foreign), (State::InCall, 1));
         let actions = m.handle(Instant(30), &Event::Hangup);
-        assert!(actions.contains(&Action::Send {
-            to: addr(BOB),
-            message: Message::Close { call: None }
-        }));
+        assert!(actions.contains(&send(BOB, Message::Close { call: None })));
     }
 
     #[test]
@@ -988,7 +1307,7 @@ mod tests {
     }
 
     fn callee_with(preference: &[Codec], start: &Event) -> Machine<SplitMix64> {
-        let mut config = Config::new(name("alice"));
+        let mut config = plain_config("alice");
         config.codecs = Preference::new(preference).expect("valid preference");
         let mut m = Machine::new(config, SplitMix64(7), Instant(0));
         let _ = m.handle(Instant(0), start);
@@ -1017,13 +1336,13 @@ mod tests {
             let mut m = callee_with(preference, &start_from_bob(offer, id));
             assert_eq!(m.codec(), Some(want), "{preference:?} for {offer:?}");
             let actions = m.handle(Instant(10), &Event::Accept);
-            assert!(actions.contains(&Action::Send {
-                to: addr(BOB),
-                message: Message::Accept {
+            assert!(actions.contains(&send(
+                BOB,
+                Message::Accept {
                     call: id,
                     codec: Some(want)
                 }
-            }));
+            )));
             assert!(actions.contains(&Action::StartMedia {
                 peer: addr(BOB),
                 dialect: Dialect::Parlo,
@@ -1036,36 +1355,26 @@ mod tests {
     fn an_original_caller_gets_a_bare_accept_and_l16() {
         let mut m = callee_with(&[Codec::Pcmu], &start_from_bob(None, None));
         let actions = m.handle(Instant(10), &Event::Accept);
-        assert!(actions.contains(&Action::Send {
-            to: addr(BOB),
-            message: accept(None)
-        }));
+        assert!(actions.contains(&send(BOB, accept(None))));
         assert_eq!(m.codec(), Some(Codec::L16));
     }
 
     #[test]
     fn the_caller_offers_its_preference_and_follows_the_answer() {
-        let mut config = Config::new(name("alice"));
+        let mut config = plain_config("alice");
         config.codecs = Preference::new(&[Codec::L16]).expect("valid preference");
         let mut m = Machine::new(config, SplitMix64(7), Instant(0));
         let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
-        let actions = m.handle(
-            Instant(0),
-            &Event::Resolved {
-                name: name("bob"),
-                addr: addr(BOB),
-                dialect: None,
-            },
-        );
+        let actions = m.handle(Instant(0), &resolved("bob", BOB, None));
         let id = m.call_id();
-        assert!(actions.contains(&Action::Send {
-            to: addr(BOB),
-            message: Message::start(
+        assert!(actions.contains(&send(
+            BOB,
+            Message::start(
                 name("alice"),
                 id.expect("a Parlo call has an id"),
                 crate::vocab::CodecSet::only(Codec::L16)
             )
-        }));
+        )));
         // Not offered, but the callee decides and both ends decode every codec.
         let actions = m.handle(
             Instant(5),
@@ -1100,7 +1409,7 @@ mod tests {
 
     /// Bob's phone, ringing for Alice's call from ALICE, not yet announced.
     fn ringing_unannounced() -> Machine<SplitMix64> {
-        ringing_unannounced_with(Config::new(name("bob")))
+        ringing_unannounced_with(plain_config("bob"))
     }
 
     fn ringing_unannounced_with(config: Config) -> Machine<SplitMix64> {
@@ -1108,6 +1417,8 @@ mod tests {
         let start = Event::Peer {
             from: addr(ALICE),
             message: Message::start(name("alice"), CallId(1), Preference::default().set()),
+            sender: Sender::Plain,
+            pinned: None,
         };
         let actions = m.handle(Instant(0), &start);
         assert!(notes(&actions).is_empty(), "announced at once: {actions:?}");
@@ -1127,6 +1438,8 @@ mod tests {
             message: Message::Close {
                 call: Some(CallId(1)),
             },
+            sender: Sender::Plain,
+            pinned: None,
         };
         let firsts = [
             Event::Accept,
@@ -1144,40 +1457,659 @@ mod tests {
                 Some(&&Note::Incoming {
                     peer: name("alice"),
                     from: addr(ALICE),
-                    verified: None
+                    verified: Verification::Plaintext,
+                    new: false,
+                    address: None,
                 }),
                 "after {first:?}: {actions:?}"
             );
             assert_eq!(told.len(), 2, "then what happened: {actions:?}");
         }
         // The ring limit too, with a verification wait longer than it.
-        let mut config = Config::new(name("bob"));
+        let mut config = plain_config("bob");
         config.verify_wait = 60_000;
         let mut m = ringing_unannounced_with(config);
         let actions = m.handle_timeout(Instant(9_000));
         assert!(matches!(
             notes(&actions).as_slice(),
-            [Note::Incoming { verified: None, .. }, Note::Ended { .. }]
+            [Note::Incoming { address: None, .. }, Note::Ended { .. }]
         ));
     }
 
     #[test]
     fn the_call_is_announced_once() {
         let mut m = ringing_unannounced();
-        let resolved = Event::Resolved {
-            name: name("alice"),
-            addr: addr(ALICE),
-            dialect: None,
-        };
-        let actions = m.handle(Instant(10), &resolved);
+        let actions = m.handle(Instant(10), &resolved("alice", ALICE, None));
         assert_eq!(notes(&actions).len(), 1);
         let actions = m.handle(Instant(20), &Event::Accept);
         assert_eq!(
             notes(&actions),
             [&Note::Connected {
-                peer: name("alice")
+                peer: name("alice"),
+                verified: Verification::Plaintext,
+                new: false,
             }]
         );
+    }
+
+    // ---- security ----
+
+    const K: PublicKey = PublicKey([1; 32]);
+
+    /// A key, or none (in the clear, unbound, not pinned).
+    type Key = Option<PublicKey>;
+
+    /// Policy, original phones allowed, the START's id, its key, the pin; the refusal.
+    type StartCase = (Security, bool, Option<CallId>, Key, Key, Option<EndReason>);
+    const OTHER: PublicKey = PublicKey([2; 32]);
+
+    fn secure(me: &str, security: Security) -> Machine<SplitMix64> {
+        let mut config = Config::new(name(me));
+        config.security = security;
+        Machine::new(config, SplitMix64(7), Instant(0))
+    }
+
+    /// A START from alice at ALICE (id 1, or bare without `id`), sealed for `key` or in
+    /// the clear, with this phone's pin for alice.
+    fn start_from_alice(
+        id: Option<CallId>,
+        key: Option<PublicKey>,
+        pinned: Option<PublicKey>,
+    ) -> Event {
+        Event::Peer {
+            from: addr(ALICE),
+            message: Message::Start {
+                caller: name("alice"),
+                call: id,
+                version: id.map(|_| crate::vocab::VERSION),
+                codecs: None,
+            },
+            sender: Sender::of(key),
+            pinned,
+        }
+    }
+
+    fn sends(actions: &Actions) -> Vec<(&Message, Option<PublicKey>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { message, key, .. } => Some((message, *key)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pins(actions: &Actions) -> Vec<(&str, PublicKey)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Pin { name, key } => Some((name.as_str(), *key)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_callee_verifies_an_encrypted_caller_by_key_and_pin() {
+        let lookup = |key: Option<PublicKey>| Event::Resolved {
+            name: name("alice"),
+            addr: addr("127.0.0.9:5001"),
+            dialect: None,
+            key,
+            pinned: None,
+        };
+        let unknown = Event::Unknown {
+            name: name("alice"),
+        };
+        let failed = Event::LookupFailed {
+            name: name("alice"),
+        };
+        // (directory's answer, pin, verification, new); `None`: the verify timer fires.
+        let cases: [(Option<&Event>, Option<PublicKey>, Verification, bool); 10] = [
+            (Some(&lookup(Some(K))), Some(K), Verification::Key, false),
+            (Some(&lookup(Some(K))), None, Verification::Key, true),
+            (Some(&lookup(Some(OTHER))), Some(K), Verification::No, false),
+            (Some(&lookup(Some(OTHER))), None, Verification::No, false),
+            (Some(&lookup(None)), Some(K), Verification::Key, false),
+            (Some(&lookup(None)), None, Verification::Unbound, false),
+            (Some(&unknown), Some(K), Verification::Key, false),
+            (Some(&unknown), None, Verification::No, false),
+            (Some(&failed), Some(K), Verification::Key, false),
+            (Some(&failed), None, Verification::Unknown, false),
+        ];
+        for (answer, pinned, want, new) in cases {
+            for verify_timer in [false, true] {
+                if verify_timer && !matches!(answer, Some(Event::LookupFailed { .. })) {
+                    continue;
+                }
+                let mut m = secure("bob", Security::Required);
+                let _ = m.handle(
+                    Instant(0),
+                    &start_from_alice(Some(CallId(1)), Some(K), pinned),
+                );
+                assert_eq!((m.state(), m.peer_key()), (State::Ringing, Some(K)));
+                let actions = match answer {
+                    Some(event) if !verify_timer => m.handle(Instant(10), event),
+                    _ => m.handle_timeout(Instant(1_000)),
+                };
+                let what = std::format!("{answer:?} pinned {pinned:?}");
+                assert_eq!(
+                    notes(&actions),
+                    [&Note::Incoming {
+                        peer: name("alice"),
+                        from: addr(ALICE),
+                        verified: want,
+                        new,
+                        address: None
+                    }],
+                    "{what}"
+                );
+                assert_eq!(m.verification(), Some(want), "{what}");
+                let pinned_now = if new {
+                    std::vec![("alice", K)]
+                } else {
+                    std::vec![]
+                };
+                assert_eq!(pins(&actions), pinned_now, "{what}");
+                // Answered: the ACCEPT is sealed for the caller's key, and no second pin.
+                let actions = m.handle(Instant(20), &Event::Accept);
+                assert_eq!(
+                    sends(&actions),
+                    [(&accept_with(Some(CallId(1)), Codec::L16), Some(K))],
+                    "{what}"
+                );
+                assert!(pins(&actions).is_empty(), "{what}");
+                assert!(
+                    notes(&actions).contains(&&Note::Connected {
+                        peer: name("alice"),
+                        verified: want,
+                        new: false
+                    }),
+                    "{what}: {actions:?}"
+                );
+            }
+        }
+    }
+
+    fn accept_with(call: Option<CallId>, codec: Codec) -> Message {
+        Message::Accept {
+            call,
+            codec: Some(codec),
+        }
+    }
+
+    #[test]
+    fn a_start_is_welcome_refused_or_key_changed_by_policy_and_pin() {
+        use Security::{Off, Preferred, Required};
+        // (policy, original phones allowed, START id, sealed for, pin) -> outcome
+        let id = Some(CallId(1));
+        let cases: [StartCase; 14] = [
+            (Required, true, id, Some(K), None, None),
+            (Required, true, id, Some(K), Some(K), None),
+            (
+                Required,
+                true,
+                id,
+                Some(K),
+                Some(OTHER),
+                Some(EndReason::KeyChanged),
+            ),
+            (
+                Preferred,
+                true,
+                id,
+                Some(K),
+                Some(OTHER),
+                Some(EndReason::KeyChanged),
+            ),
+            (Off, true, id, Some(K), Some(OTHER), None),
+            (Required, true, id, None, None, Some(EndReason::Insecure)),
+            (Required, true, id, None, Some(K), Some(EndReason::Insecure)),
+            (Preferred, true, id, None, None, None),
+            (Off, true, id, None, None, None),
+            (Required, true, None, None, None, None),
+            (Required, false, None, None, None, Some(EndReason::Insecure)),
+            (
+                Preferred,
+                false,
+                None,
+                None,
+                None,
+                Some(EndReason::Insecure),
+            ),
+            (Off, false, None, None, None, Some(EndReason::Insecure)),
+            (Preferred, false, id, None, None, None),
+        ];
+        for (security, original_phones, call, key, pinned, refused) in cases {
+            let what = std::format!(
+                "{security:?} original={original_phones} {call:?} {key:?} pin {pinned:?}"
+            );
+            let mut m = secure("bob", security);
+            m.config.original_phones = original_phones;
+            let actions = m.handle(Instant(0), &start_from_alice(call, key, pinned));
+            match refused {
+                None => {
+                    assert_eq!(m.state(), State::Ringing, "{what}");
+                    assert_eq!(m.peer_key(), key, "{what}");
+                }
+                Some(reason) => {
+                    assert_eq!(m.state(), State::Idle, "{what}");
+                    assert_eq!(
+                        sends(&actions),
+                        [(&Message::Reject { call }, key)],
+                        "{what}"
+                    );
+                    assert_eq!(
+                        notes(&actions),
+                        [&Note::Ended {
+                            peer: name("alice"),
+                            reason
+                        }],
+                        "{what}"
+                    );
+                    assert_eq!(actions.len(), 2, "nothing else: {actions:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_start_leaves_the_closing_call_alone() {
+        let mut m = secure("bob", Security::Required);
+        let _ = m.handle(
+            Instant(0),
+            &start_from_alice(Some(CallId(1)), Some(K), None),
+        );
+        let _ = m.handle(Instant(10), &Event::Reject);
+        assert_eq!(m.state(), State::Closing);
+        let deadline = m.poll_timeout();
+        // Carol, with a changed key, from another address.
+        let carol = Event::Peer {
+            from: addr("127.0.0.3:5001"),
+            message: Message::start(name("carol"), CallId(9), Preference::default().set()),
+            sender: Sender::Key(OTHER),
+            pinned: Some(K),
+        };
+        let actions = m.handle(Instant(20), &carol);
+        assert_eq!(
+            notes(&actions),
+            [&Note::Ended {
+                peer: name("carol"),
+                reason: EndReason::KeyChanged
+            }]
+        );
+        assert!(actions.contains(&Action::Send {
+            to: addr("127.0.0.3:5001"),
+            message: Message::Reject {
+                call: Some(CallId(9))
+            },
+            key: Some(OTHER)
+        }));
+        assert_eq!(m.state(), State::Closing);
+        assert_eq!(m.peer(), Some(&name("alice")));
+        assert_eq!((m.peer_key(), m.call_id()), (Some(K), Some(CallId(1))));
+        assert_eq!(m.poll_timeout(), deadline, "its timers run on");
+    }
+
+    #[test]
+    fn the_caller_takes_the_pin_else_the_directorys_key() {
+        use Security::{Off, Preferred, Required};
+        enum Want {
+            Call(Option<PublicKey>, bool),
+            Ended(EndReason),
+        }
+        // (policy, directory's dialect, its key, the pin) -> outcome
+        let cases = [
+            (Required, None, Some(K), None, Want::Call(Some(K), true)),
+            (
+                Required,
+                Some(Dialect::Parlo),
+                Some(K),
+                Some(K),
+                Want::Call(Some(K), false),
+            ),
+            (Required, None, None, Some(K), Want::Call(Some(K), false)),
+            (
+                Required,
+                None,
+                Some(OTHER),
+                Some(K),
+                Want::Ended(EndReason::KeyChanged),
+            ),
+            (
+                Preferred,
+                None,
+                Some(OTHER),
+                Some(K),
+                Want::Ended(EndReason::KeyChanged),
+            ),
+            (Required, None, None, None, Want::Ended(EndReason::Insecure)),
+            (Preferred, None, None, None, Want::Call(None, false)),
+            (Off, None, Some(K), None, Want::Call(None, false)),
+            (Off, None, Some(OTHER), Some(K), Want::Call(None, false)),
+            (
+                Required,
+                Some(Dialect::Original),
+                None,
+                None,
+                Want::Call(None, false),
+            ),
+            // An original phone has no key, whatever a pin says.
+            (
+                Required,
+                Some(Dialect::Original),
+                None,
+                Some(K),
+                Want::Call(None, false),
+            ),
+        ];
+        for (security, dialect, key, pinned, want) in cases {
+            let what = std::format!("{security:?} {dialect:?} key {key:?} pin {pinned:?}");
+            let mut m = secure("alice", security);
+            let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
+            let actions = m.handle(
+                Instant(5),
+                &Event::Resolved {
+                    name: name("bob"),
+                    addr: addr(BOB),
+                    dialect,
+                    key,
+                    pinned,
+                },
+            );
+            match want {
+                Want::Ended(reason) => {
+                    assert_eq!(m.state(), State::Idle, "{what}");
+                    assert!(sends(&actions).is_empty(), "nothing sent: {what}");
+                    assert_eq!(
+                        notes(&actions),
+                        [&Note::Ended {
+                            peer: name("bob"),
+                            reason
+                        }],
+                        "{what}"
+                    );
+                }
+                Want::Call(call_key, new) => {
+                    assert_eq!(m.state(), State::Dialing, "{what}");
+                    assert_eq!(m.peer_key(), call_key, "{what}");
+                    let verified = match call_key {
+                        Some(_) => Verification::Key,
+                        None => Verification::Plaintext,
+                    };
+                    assert_eq!(m.verification(), Some(verified), "{what}");
+                    let sent = sends(&actions);
+                    assert_eq!(sent.len(), 1, "{what}");
+                    assert_eq!(
+                        sent[0].1, call_key,
+                        "START sealed for the call's key: {what}"
+                    );
+                    let id = m.call_id();
+                    let answer = match dialect {
+                        Some(Dialect::Original) => accept(None),
+                        _ => accept(id),
+                    };
+                    let actions = m.handle(
+                        Instant(10),
+                        &Event::Peer {
+                            from: addr(BOB),
+                            message: answer,
+                            sender: Sender::of(call_key),
+                            pinned: None,
+                        },
+                    );
+                    let verified = match call_key {
+                        Some(_) => Verification::Key,
+                        None => Verification::Plaintext,
+                    };
+                    assert_eq!(m.state(), State::InCall, "{what}");
+                    assert!(
+                        notes(&actions).contains(&&Note::Connected {
+                            peer: name("bob"),
+                            verified,
+                            new
+                        }),
+                        "{what}: {actions:?}"
+                    );
+                    let pinned_now = match (new, call_key) {
+                        (true, Some(k)) => std::vec![("bob", k)],
+                        _ => std::vec![],
+                    };
+                    assert_eq!(pins(&actions), pinned_now, "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn original_callees_are_refused_when_original_phones_are_not_allowed() {
+        let mut m = secure("alice", Security::Preferred);
+        m.config.original_phones = false;
+        let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
+        let actions = m.handle(Instant(5), &resolved("bob", BOB, Some(Dialect::Original)));
+        assert_eq!(m.state(), State::Idle);
+        assert!(sends(&actions).is_empty());
+        assert_eq!(
+            notes(&actions),
+            [&Note::Ended {
+                peer: name("bob"),
+                reason: EndReason::Insecure
+            }]
+        );
+    }
+
+    /// Alice in an encrypted call with bob (key K) at BOB.
+    fn in_secure_call() -> Machine<SplitMix64> {
+        let mut m = secure("alice", Security::Required);
+        let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
+        let _ = m.handle(
+            Instant(5),
+            &Event::Resolved {
+                name: name("bob"),
+                addr: addr(BOB),
+                dialect: None,
+                key: Some(K),
+                pinned: Some(K),
+            },
+        );
+        let id = m.call_id();
+        let sealed = |message| Event::Peer {
+            from: addr(BOB),
+            message,
+            sender: Sender::Key(K),
+            pinned: None,
+        };
+        let _ = m.handle(Instant(10), &sealed(accept(id)));
+        assert_eq!(m.state(), State::InCall);
+        m
+    }
+
+    #[test]
+    fn only_the_calls_key_speaks_in_an_encrypted_call() {
+        let mut m = in_secure_call();
+        let id = m.call_id();
+        let close = Message::Close { call: id };
+        for sender in [Sender::Plain, Sender::Key(OTHER)] {
+            let forged = Event::Peer {
+                from: addr(BOB),
+                message: close.clone(),
+                sender,
+                pinned: None,
+            };
+            let actions = m.handle(Instant(20), &forged);
+            assert!(actions.is_empty(), "{sender:?}: {actions:?}");
+            assert_eq!(m.state(), State::InCall, "{sender:?}");
+            let before = m.deadline(Timer::PeerSilence);
+            let _ = m.handle(
+                Instant(30),
+                &Event::Media {
+                    from: addr(BOB),
+                    sender,
+                },
+            );
+            assert_eq!(m.deadline(Timer::PeerSilence), before, "{sender:?} media");
+        }
+        assert_eq!(m.counters().foreign, 4);
+        let actions = m.handle(
+            Instant(40),
+            &Event::Peer {
+                from: addr(BOB),
+                message: close,
+                sender: Sender::Key(K),
+                pinned: None,
+            },
+        );
+        assert_eq!(m.state(), State::Closing);
+        assert_eq!(
+            sends(&actions),
+            [(
+                &Message::Closed {
+                    call: id.expect("an id")
+                },
+                Some(K)
+            )]
+        );
+    }
+
+    #[test]
+    fn a_bare_answer_to_an_encrypted_start_is_foreign() {
+        let mut m = secure("alice", Security::Required);
+        let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
+        let _ = m.handle(
+            Instant(5),
+            &Event::Resolved {
+                name: name("bob"),
+                addr: addr(BOB),
+                dialect: None,
+                key: Some(K),
+                pinned: None,
+            },
+        );
+        let bare = Event::Peer {
+            from: addr(BOB),
+            message: accept(None),
+            sender: Sender::Key(K),
+            pinned: None,
+        };
+        let actions = m.handle(Instant(10), &bare);
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(
+            (m.state(), m.dialect()),
+            (State::Dialing, Some(Dialect::Parlo))
+        );
+    }
+
+    #[test]
+    fn a_start_with_another_sender_is_a_new_request() {
+        let mut m = secure("bob", Security::Required);
+        let first = start_from_alice(Some(CallId(1)), Some(K), None);
+        let _ = m.handle(Instant(0), &first);
+        // The same START again, sealed for K: a repeat.
+        let actions = m.handle(Instant(10), &first);
+        assert_eq!(
+            sends(&actions),
+            [(&Message::Ringing { call: CallId(1) }, Some(K))]
+        );
+        for key in [Some(OTHER), None] {
+            let actions = m.handle(Instant(20), &start_from_alice(Some(CallId(1)), key, None));
+            assert_eq!(
+                sends(&actions),
+                [(
+                    &Message::Busy {
+                        call: Some(CallId(1))
+                    },
+                    key
+                )],
+                "{key:?}"
+            );
+            assert_eq!(m.state(), State::Ringing);
+        }
+    }
+
+    #[test]
+    fn a_crossing_start_must_come_with_the_key_being_dialled() {
+        // Bob wins the glare with a lower id, but only sealed for the key Alice dials.
+        for (key, crossing) in [(Some(K), true), (Some(OTHER), false), (None, false)] {
+            let mut m = secure("alice", Security::Required);
+            let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
+            let _ = m.handle(
+                Instant(5),
+                &Event::Resolved {
+                    name: name("bob"),
+                    addr: addr(BOB),
+                    dialect: None,
+                    key: Some(K),
+                    pinned: None,
+                },
+            );
+            let start = Event::Peer {
+                from: addr(BOB),
+                message: Message::start(name("bob"), CallId(0), Preference::default().set()),
+                sender: Sender::of(key),
+                pinned: None,
+            };
+            let actions = m.handle(Instant(10), &start);
+            if crossing {
+                assert_eq!(m.state(), State::InCall);
+                assert_eq!(m.peer_key(), Some(K));
+                assert!(notes(&actions).contains(&&Note::Connected {
+                    peer: name("bob"),
+                    verified: Verification::Key,
+                    new: true
+                }));
+                assert_eq!(pins(&actions), [("bob", K)]);
+            } else {
+                assert_eq!(m.state(), State::Dialing, "{key:?}");
+                assert_eq!(
+                    sends(&actions),
+                    [(
+                        &Message::Busy {
+                            call: Some(CallId(0))
+                        },
+                        key
+                    )],
+                    "{key:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_intercom_answers_only_key_verified_callers_on_its_list() {
+        let lookup = |key| Event::Resolved {
+            name: name("alice"),
+            addr: addr(ALICE),
+            dialect: None,
+            key,
+            pinned: None,
+        };
+        // (caller's key, directory's key, list) -> answered by itself
+        let cases: [(Key, Key, &[&str], bool); 7] = [
+            (Some(K), Some(K), &[], true),
+            (Some(K), Some(K), &["alice"], true),
+            (Some(K), Some(K), &["carol"], false),
+            (Some(K), None, &[], false),
+            (Some(K), Some(OTHER), &[], false),
+            (None, None, &[], false),
+            (None, Some(K), &[], false),
+        ];
+        for (key, bound, list, answered) in cases {
+            let mut config = Config::new(name("door"));
+            config.security = Security::Preferred;
+            config.auto_answer = true;
+            for n in list {
+                config.answer_from.push(name(n)).expect("room");
+            }
+            let mut m = Machine::new(config, SplitMix64(7), Instant(0));
+            let _ = m.handle(Instant(0), &start_from_alice(Some(CallId(1)), key, None));
+            let _ = m.handle(Instant(10), &lookup(bound));
+            let want = if answered {
+                State::InCall
+            } else {
+                State::Ringing
+            };
+            assert_eq!(m.state(), want, "{key:?} bound {bound:?} list {list:?}");
+        }
     }
 
     // ---- InCall ----
@@ -1186,12 +2118,7 @@ mod tests {
     fn foreign_media_does_not_keep_a_call_alive() {
         let mut m = in_call();
         let before = m.deadline(Timer::PeerSilence);
-        let _ = m.handle(
-            Instant(100),
-            &Event::Media {
-                from: addr("127.0.0.9:5001"),
-            },
-        );
+        let _ = m.handle(Instant(100), &media("127.0.0.9:5001"));
         assert_eq!(m.deadline(Timer::PeerSilence), before);
         assert_eq!(m.counters().foreign, 1);
     }
@@ -1263,11 +2190,11 @@ mod tests {
         let mut m = in_original_call();
         let _ = m.handle(Instant(1_000), &Event::Hangup);
         let _ = m.handle(Instant(1_100), &Event::Dial(name("carol")));
-        let actions = m.handle(Instant(1_200), &Event::Media { from: addr(BOB) });
+        let actions = m.handle(Instant(1_200), &media(BOB));
         assert!(actions.is_empty(), "{actions:?}");
         assert_eq!(m.media_dialect(Instant(1_200), addr(BOB)), None);
         let _ = m.handle(Instant(1_300), &Event::Hangup);
-        let actions = m.handle(Instant(2_500), &Event::Media { from: addr(BOB) });
+        let actions = m.handle(Instant(2_500), &media(BOB));
         assert!(actions.is_empty(), "still forgotten once idle: {actions:?}");
     }
 
@@ -1276,7 +2203,7 @@ mod tests {
         let mut m = in_call();
         hang_up_and_settle(&mut m, 1_000);
         assert_eq!(m.media_dialect(Instant(5_000), addr(BOB)), None);
-        let actions = m.handle(Instant(5_000), &Event::Media { from: addr(BOB) });
+        let actions = m.handle(Instant(5_000), &media(BOB));
         assert!(actions.is_empty(), "{actions:?}");
     }
 

@@ -7,6 +7,34 @@
 //! Two rules hold for every row and are not repeated in it:
 //! - leaving a state cancels every timer armed in it (a state's timers never outlive it);
 //! - entering `Idle` forgets the call.
+//!
+//! # Security
+//! A call is encrypted with one peer key, or plaintext; the machine decides which and
+//! the shell does the cryptography ([`crate::Action::Send`]'s `key`). The rows that
+//! decide are these:
+//! - A new START in `Idle` or `Closing` is `welcome` (it rings), `key changed` (it comes
+//!   out of a secure session with another key than the one pinned for the name it
+//!   claims) or `plaintext refused` (in the clear, and the policy refuses it: a Parlo
+//!   START under [`crate::Security::Required`], an original one without
+//!   [`crate::Config::original_phones`]). A refused START rings nothing: its sender gets
+//!   REJECT, the user is told `ended <name>: key-changed` or `insecure`, and a call
+//!   lingering in `Closing` is left as it was.
+//! - `Dialing × resolved` chooses the callee's key: the pin for its name, else the key
+//!   the directory binds to it. Both known and different: `key changed`, nothing is
+//!   sent. None, with a Parlo (or unknown) callee, under `Required`: `plaintext
+//!   refused`. An original callee is called in plaintext when original phones are
+//!   allowed, else refused alike. Under [`crate::Security::Off`] keys are not looked at.
+//! - The incoming call is announced with the caller's verification (see
+//!   [`crate::Verification`] and [`crate::Machine`]); only a `key`-verified caller, on
+//!   the [`crate::Config::answer_from`] list when it is not empty, is answered by an
+//!   intercom (`auto-answer`); every other call rings.
+//! - A key seen for the first time (the directory binds it, this phone has no pin) is
+//!   pinned ([`crate::Action::Pin`]) when it is told: at the announcement of an incoming
+//!   call, when an outgoing call connects.
+//!
+//! The classification (in [`crate::Machine`]) keeps the rest out: in an encrypted call
+//! only what comes out of a session with the call's key belongs to it; in a plaintext
+//! call only what comes in the clear.
 
 use crate::types::{EndReason, Refusal, Timer};
 
@@ -220,10 +248,28 @@ pub enum Guard {
     CloseDue,
     /// A CLOSE went to the ended original peer less than the interval ago.
     CloseRecent,
-    /// The phone answers incoming calls by itself ([`crate::Config::auto_answer`]).
+    /// The phone answers this call by itself: [`crate::Config::auto_answer`], the caller
+    /// is key-verified, and on [`crate::Config::answer_from`] when that list is not
+    /// empty.
     AutoAnswer,
-    /// The user answers incoming calls.
+    /// The user answers this call (every call without auto-answer, and every caller that
+    /// is not key-verified or not on the list).
     ManualAnswer,
+    /// A START the policy lets ring: encrypted with the key pinned for its name (or a
+    /// name without pin), or plaintext that the policy allows.
+    Welcome,
+    /// A plaintext START the policy refuses: a Parlo START under
+    /// [`crate::Security::Required`], an original START without
+    /// [`crate::Config::original_phones`].
+    PlaintextRefused,
+    /// An encrypted START whose key is not the one pinned for the name it claims.
+    KeyChanged,
+    /// The callee's key from the directory is not the one pinned for its name.
+    CalleeKeyChanged,
+    /// The policy refuses to call the callee in plaintext: a Parlo (or unknown) callee
+    /// without key under [`crate::Security::Required`], an original callee without
+    /// [`crate::Config::original_phones`].
+    CalleeRefused,
 }
 
 impl Guard {
@@ -241,6 +287,9 @@ impl Guard {
             Guard::NotAwaiting => "nothing awaited",
             Guard::OriginalCallee => "callee original",
             Guard::ParloCallee => "callee parlo or unknown",
+            Guard::Welcome => "welcome",
+            Guard::PlaintextRefused | Guard::CalleeRefused => "plaintext refused",
+            Guard::KeyChanged | Guard::CalleeKeyChanged => "key changed",
             Guard::CloseDue => "close due",
             Guard::CloseRecent => "close too recent",
             Guard::AutoAnswer => "auto-answer",
@@ -256,8 +305,17 @@ impl Guard {
             Guard::PeerKnown | Guard::PeerUnknown => &[Guard::PeerKnown, Guard::PeerUnknown],
             Guard::TheyWin | Guard::WeWin => &[Guard::TheyWin, Guard::WeWin],
             Guard::Awaiting | Guard::NotAwaiting => &[Guard::Awaiting, Guard::NotAwaiting],
-            Guard::OriginalCallee | Guard::ParloCallee => {
-                &[Guard::OriginalCallee, Guard::ParloCallee]
+            Guard::OriginalCallee
+            | Guard::ParloCallee
+            | Guard::CalleeKeyChanged
+            | Guard::CalleeRefused => &[
+                Guard::OriginalCallee,
+                Guard::ParloCallee,
+                Guard::CalleeKeyChanged,
+                Guard::CalleeRefused,
+            ],
+            Guard::Welcome | Guard::PlaintextRefused | Guard::KeyChanged => {
+                &[Guard::Welcome, Guard::PlaintextRefused, Guard::KeyChanged]
             }
             Guard::CloseDue | Guard::CloseRecent => &[Guard::CloseDue, Guard::CloseRecent],
             Guard::AutoAnswer | Guard::ManualAnswer => &[Guard::AutoAnswer, Guard::ManualAnswer],
@@ -295,6 +353,9 @@ pub enum Tell {
     Connected,
     /// `ended <peer>: <reason>`.
     Ended(EndReason),
+    /// `ended <caller>: <reason>` about a START refused without ringing: the name the
+    /// START claims, not the current call's peer.
+    EndedRequest(EndReason),
     /// `refused: <why>`.
     Refused(Refusal),
 }
@@ -311,9 +372,10 @@ pub enum Step {
     Lookup,
     /// Ask the directory for the caller's address, to verify its name.
     LookupCaller,
-    /// Tell the user of the incoming call, unless told already: verified as the
-    /// directory's answer says when the event is that answer, unverified otherwise. Every
-    /// row that tells anything else about a call not yet announced announces it first.
+    /// Tell the user of the incoming call, unless told already, with how the caller is
+    /// verified: by the directory's answer when the event is that answer, by the pin
+    /// alone otherwise (see [`crate::Machine`]). Every row that tells anything else about
+    /// a call not yet announced announces it first.
     Announce,
     /// Remember the address the directory gave.
     LearnAddress,
@@ -321,6 +383,13 @@ pub enum Step {
     /// when it says, else from the callee's first answer (one without call id means the
     /// original protocol).
     LearnDialect,
+    /// Take the key to call the callee with: this phone's pin for its name, else the key
+    /// the directory binds to it (none for an original phone, and none under
+    /// [`crate::Security::Off`]). A call with a key is encrypted, and in Parlo's dialect.
+    LearnKey,
+    /// Pin the call's key to the peer's name if it was seen for the first time (the
+    /// directory binds it and there was no pin); once per call.
+    Pin,
     /// Take the codec the ACCEPT names (L16 when it names none).
     LearnCodec,
     /// Send once.
@@ -331,8 +400,12 @@ pub enum Step {
     Resend,
     /// Stop retransmitting: the message was acknowledged or is given up.
     StopRetransmitting,
-    /// Answer the sender of a START (not our peer) with BUSY.
+    /// Answer the sender of a START (not our peer) with BUSY (REJECT to an original
+    /// START), sealed for the START's key when it came encrypted.
     ReplyBusy,
+    /// Answer the sender of a START (not our peer) with REJECT (bare to an original
+    /// START), sealed for the START's key when it came encrypted.
+    ReplyReject,
     /// Arm a timer.
     Arm(Timer),
     /// Disarm a timer.
@@ -392,7 +465,9 @@ pub static TABLE: &[Entry] = &[
     ignore(Idle, E::Resolved, NOT_DIALLING),
     ignore(Idle, E::Unknown, NOT_DIALLING),
     ignore(Idle, E::LookupFailed, NOT_DIALLING),
-    row(Idle, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), LookupCaller, Arm(Timer::Verify)]),
+    row(Idle, E::Start, Welcome, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), LookupCaller, Arm(Timer::Verify)]),
+    row(Idle, E::Start, PlaintextRefused, Stay, &[ReplyReject, Tell(Tell::EndedRequest(EndReason::Insecure))]),
+    row(Idle, E::Start, KeyChanged, Stay, &[ReplyReject, Tell(Tell::EndedRequest(EndReason::KeyChanged))]),
     ignore(Idle, E::StartRepeat, "a repeat needs a current call"),
     ignore(Idle, E::StartCrossing, "a crossing START needs a call being dialled"),
     ignore(Idle, E::Ringing, NO_CALL),
@@ -420,17 +495,19 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::Reject, Always, Stay, &[Tell(Tell::Refused(Refusal::NoIncomingCall))]),
     row(Dialing, E::Hangup, PeerKnown, To(Closing), &[SendReliably(Say::Close), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Cancelled))]),
     row(Dialing, E::Hangup, PeerUnknown, To(Idle), &[Tell(Tell::Ended(EndReason::Cancelled))]),
-    row(Dialing, E::Resolved, ParloCallee, Stay, &[LearnAddress, LearnDialect, SendReliably(Say::Start)]),
-    row(Dialing, E::Resolved, OriginalCallee, Stay, &[LearnAddress, LearnDialect, Send(Say::Start), Arm(Timer::StartAgain)]),
+    row(Dialing, E::Resolved, ParloCallee, Stay, &[LearnAddress, LearnDialect, LearnKey, SendReliably(Say::Start)]),
+    row(Dialing, E::Resolved, OriginalCallee, Stay, &[LearnAddress, LearnDialect, LearnKey, Send(Say::Start), Arm(Timer::StartAgain)]),
+    row(Dialing, E::Resolved, CalleeKeyChanged, To(Idle), &[Tell(Tell::Ended(EndReason::KeyChanged))]),
+    row(Dialing, E::Resolved, CalleeRefused, To(Idle), &[Tell(Tell::Ended(EndReason::Insecure))]),
     row(Dialing, E::Unknown, Always, To(Idle), &[Tell(Tell::Ended(EndReason::UnknownUser))]),
     row(Dialing, E::LookupFailed, Always, To(Idle), &[Tell(Tell::Ended(EndReason::LookupFailed))]),
     row(Dialing, E::Start, Always, Stay, &[ReplyBusy]),
     ignore(Dialing, E::StartRepeat, "only the callee receives START, and the callee is not dialling"),
-    row(Dialing, E::StartCrossing, TheyWin, To(InCall), &[BeginIncoming, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Dialing, E::StartCrossing, TheyWin, To(InCall), &[BeginIncoming, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected), Pin]),
     ignore_when(Dialing, E::StartCrossing, WeWin, "our call wins the glare: the peer yields to our START"),
     row(Dialing, E::Ringing, Awaiting, Stay, &[LearnDialect, StopRetransmitting, Tell(Tell::Ringing)]),
     ignore_when(Dialing, E::Ringing, NotAwaiting, "a duplicate: the user was told already"),
-    row(Dialing, E::PeerAccept, Always, To(InCall), &[LearnDialect, LearnCodec, Send(Say::Ack), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Dialing, E::PeerAccept, Always, To(InCall), &[LearnDialect, LearnCodec, Send(Say::Ack), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected), Pin]),
     row(Dialing, E::PeerReject, Always, To(Idle), &[LearnDialect, Send(Say::Ack), Tell(Tell::Ended(EndReason::Rejected))]),
     row(Dialing, E::Busy, Always, To(Idle), &[Tell(Tell::Ended(EndReason::Busy))]),
     row(Dialing, E::Close, Always, To(Closing), &[Send(Say::Closed), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::RemoteHangup))]),
@@ -453,8 +530,8 @@ pub static TABLE: &[Entry] = &[
     row(Ringing, E::Accept, Always, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
     row(Ringing, E::Reject, Always, To(Closing), &[Announce, SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
     row(Ringing, E::Hangup, Always, To(Closing), &[Announce, SendReliably(Say::Reject), Arm(Timer::Linger), Tell(Tell::Ended(EndReason::Rejected))]),
-    row(Ringing, E::Resolved, ManualAnswer, Stay, &[Disarm(Timer::Verify), Announce]),
-    row(Ringing, E::Resolved, AutoAnswer, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
+    row(Ringing, E::Resolved, ManualAnswer, Stay, &[Disarm(Timer::Verify), Announce, Pin]),
+    row(Ringing, E::Resolved, AutoAnswer, To(InCall), &[Announce, Pin, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
     row(Ringing, E::Unknown, ManualAnswer, Stay, &[Disarm(Timer::Verify), Announce]),
     row(Ringing, E::Unknown, AutoAnswer, To(InCall), &[Announce, SendReliably(Say::Accept), StartMedia, Arm(Timer::PeerSilence), Tell(Tell::Connected)]),
     row(Ringing, E::LookupFailed, ManualAnswer, Stay, &[Disarm(Timer::Verify), Announce]),
@@ -519,7 +596,9 @@ pub static TABLE: &[Entry] = &[
     ignore(Closing, E::Resolved, NOT_DIALLING),
     ignore(Closing, E::Unknown, NOT_DIALLING),
     ignore(Closing, E::LookupFailed, NOT_DIALLING),
-    row(Closing, E::Start, Always, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), LookupCaller, Arm(Timer::Verify)]),
+    row(Closing, E::Start, Welcome, To(Ringing), &[BeginIncoming, Send(Say::Ringing), Arm(Timer::NoAnswer), LookupCaller, Arm(Timer::Verify)]),
+    row(Closing, E::Start, PlaintextRefused, Stay, &[ReplyReject, Tell(Tell::EndedRequest(EndReason::Insecure))]),
+    row(Closing, E::Start, KeyChanged, Stay, &[ReplyReject, Tell(Tell::EndedRequest(EndReason::KeyChanged))]),
     row(Closing, E::StartRepeat, Always, Stay, &[Resend]),
     ignore(Closing, E::StartCrossing, "a crossing START needs a call being dialled"),
     ignore(Closing, E::Ringing, "the call is over"),

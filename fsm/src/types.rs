@@ -3,7 +3,7 @@
 use core::fmt;
 use core::net::SocketAddr;
 
-use crate::vocab::{CallId, Codec, Dialect, Message, Name};
+use crate::vocab::{CallId, Codec, Dialect, Message, Name, PublicKey};
 
 /// A point in time, in milliseconds since an origin the shell chooses (e.g. its start).
 ///
@@ -70,6 +70,11 @@ pub enum Event {
         /// The protocol the phone speaks, when the directory says (a Parlo directory
         /// server does; one of the original project does not: `None`).
         dialect: Option<Dialect>,
+        /// The key the directory binds to the name: `None` when no key is bound to it
+        /// (anyone could register it) or the directory knows no keys.
+        key: Option<PublicKey>,
+        /// This phone's pin for the name (its known peers), if it has one.
+        pinned: Option<PublicKey>,
     },
     /// The directory does not know `name`.
     Unknown {
@@ -88,12 +93,123 @@ pub enum Event {
         from: SocketAddr,
         /// The decoded message.
         message: Message,
+        /// How it reached the phone: in the clear, or out of a secure session.
+        sender: Sender,
+        /// For a START: this phone's pin for the name the START claims, if it has one
+        /// (the shell looks it up). `None` for every other message.
+        pinned: Option<PublicKey>,
     },
     /// A media packet arrived from `from`.
     Media {
         /// Source address of the packet.
         from: SocketAddr,
+        /// How it reached the phone: in the clear, or out of a secure session.
+        sender: Sender,
     },
+}
+
+/// How a peer message or media packet reached the phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sender {
+    /// In the clear: anyone who can send to the phone's address could have sent it.
+    Plain,
+    /// Out of a secure (Noise) session whose remote static key is this one: only the
+    /// holder of the key's private half could have sent it.
+    Key(PublicKey),
+}
+
+impl Sender {
+    /// The key it came with, if it came out of a secure session.
+    pub const fn key(self) -> Option<PublicKey> {
+        match self {
+            Sender::Plain => None,
+            Sender::Key(key) => Some(key),
+        }
+    }
+
+    /// The sender of a message sealed for `key` (`None`: in the clear).
+    pub const fn of(key: Option<PublicKey>) -> Sender {
+        match key {
+            None => Sender::Plain,
+            Some(key) => Sender::Key(key),
+        }
+    }
+}
+
+/// The phone's security policy (`--security`): which calls without encryption it makes
+/// and takes. Calls with phones of the original project, which have no encryption, have
+/// their own switch ([`crate::Config::original_phones`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Security {
+    /// Every call between Parlo phones is encrypted: a Parlo phone without a key is
+    /// neither called nor answered (`insecure`).
+    #[default]
+    Required,
+    /// Encrypted when the peer has a key; a Parlo phone without one is called and
+    /// answered in plaintext, and the user is told (`verified=plaintext`).
+    Preferred,
+    /// Never encrypted: keys are not looked at, every call is plaintext.
+    Off,
+}
+
+impl Security {
+    /// Every policy.
+    pub const ALL: [Security; 3] = [Security::Required, Security::Preferred, Security::Off];
+
+    /// The policy's name on the command line and in specs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Security::Required => "required",
+            Security::Preferred => "preferred",
+            Security::Off => "off",
+        }
+    }
+
+    /// The policy a name names.
+    pub fn from_name(name: &str) -> Option<Security> {
+        Security::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// How the peer of a call is verified, as the user is told in `incoming` and `connected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verification {
+    /// Encrypted, and the peer's key is the one the name is known by: this phone's pin
+    /// for the name, or (first contact) the one the directory binds to it.
+    Key,
+    /// Encrypted, but no key is bound to the name at the directory and this phone has no
+    /// pin for it: anyone could have claimed the name.
+    Unbound,
+    /// Encrypted, but the key is not the name's: the directory binds another key to it,
+    /// or does not know the name (and this phone has no pin for it).
+    No,
+    /// Encrypted, but the directory could not say in time, and this phone has no pin for
+    /// the name.
+    Unknown,
+    /// Not encrypted: the name is only as good as the address it came from.
+    Plaintext,
+}
+
+impl Verification {
+    /// Every verification.
+    pub const ALL: [Verification; 5] = [
+        Verification::Key,
+        Verification::Unbound,
+        Verification::No,
+        Verification::Unknown,
+        Verification::Plaintext,
+    ];
+
+    /// Its name in events and specs: `key`, `unbound`, `no`, `unknown`, `plaintext`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verification::Key => "key",
+            Verification::Unbound => "unbound",
+            Verification::No => "no",
+            Verification::Unknown => "unknown",
+            Verification::Plaintext => "plaintext",
+        }
+    }
 }
 
 /// The timers of a call; each is either off or armed with one deadline.
@@ -161,6 +277,13 @@ pub enum EndReason {
     Cancelled,
     /// The directory could not be asked where the callee is.
     LookupFailed,
+    /// The peer's key is not the one pinned for its name (a caller's START, or the
+    /// directory's key for a callee): nothing was said to it in the clear and nothing
+    /// rang.
+    KeyChanged,
+    /// The security policy refuses the call: a plaintext call with a Parlo phone under
+    /// [`Security::Required`], or one with an original phone when they are not allowed.
+    Insecure,
 }
 
 impl EndReason {
@@ -176,6 +299,8 @@ impl EndReason {
             EndReason::PeerLost => "peer-lost",
             EndReason::Cancelled => "cancelled",
             EndReason::LookupFailed => "lookup-failed",
+            EndReason::KeyChanged => "key-changed",
+            EndReason::Insecure => "insecure",
         }
     }
 }
@@ -223,15 +348,26 @@ pub enum Note {
         peer: Name,
         /// The caller's address.
         from: SocketAddr,
-        /// Whether the directory confirms the name: `Some(true)` when it gives the same
-        /// IP address as `from`'s, `Some(false)` when another or none (the name is not
-        /// registered), `None` when it could not be asked or did not answer in time.
-        verified: Option<bool>,
+        /// How the caller is verified.
+        verified: Verification,
+        /// Whether the caller's key was pinned just now (first contact, the directory
+        /// binding it to the name): an [`Action::Pin`] goes with the note.
+        new: bool,
+        /// For a plaintext call, whether the directory gives the name the IP address the
+        /// call came from: `Some(false)` when another or none (the name is not
+        /// registered), `None` when it could not say in time. Always `None` for an
+        /// encrypted call, where the key says more than the address.
+        address: Option<bool>,
     },
     /// The call with `peer` is connected.
     Connected {
         /// The other side.
         peer: Name,
+        /// How the other side is verified.
+        verified: Verification,
+        /// Whether the peer's key was pinned just now (first contact): an
+        /// [`Action::Pin`] goes with the note.
+        new: bool,
     },
     /// The call with `peer` ended.
     Ended {
@@ -265,6 +401,18 @@ pub enum Action {
         to: SocketAddr,
         /// What to send.
         message: Message,
+        /// `Some(k)`: seal it in a secure session with the holder of static key `k`, and
+        /// never send it in the clear (the call's key; for a BUSY or REJECT answering a
+        /// START, that START's sender's key). `None`: send it in the clear.
+        key: Option<PublicKey>,
+    },
+    /// Record `key` as the pin for `name` (first contact: the directory bound it to the
+    /// name, and this phone had no pin for it).
+    Pin {
+        /// The peer's name.
+        name: Name,
+        /// Its key.
+        key: PublicKey,
     },
     /// `timer` is armed for `at`. Informational: the machine keeps its timers itself and
     /// reports the earliest through [`crate::Machine::poll_timeout`].
@@ -292,11 +440,11 @@ pub enum Action {
     Notify(Note),
 }
 
-/// How an incoming caller was verified, in the words of events and specs: `yes` (the
-/// directory gives the address the call came from), `no` (another address, or the name is
-/// unknown), `unknown` (the directory could not say in time).
-pub const fn verified_name(verified: Option<bool>) -> &'static str {
-    match verified {
+/// Whether a plaintext caller's address is the one the directory gives for its name, in
+/// the words of events and specs: `yes`, `no` (another address, or the name is unknown),
+/// `unknown` (the directory could not say in time).
+pub const fn address_name(address: Option<bool>) -> &'static str {
+    match address {
         Some(true) => "yes",
         Some(false) => "no",
         None => "unknown",
@@ -312,11 +460,33 @@ impl fmt::Display for Note {
                 peer,
                 from,
                 verified,
+                new,
+                address,
             } => {
-                let verified = verified_name(*verified);
-                write!(f, "incoming {peer} from {from} verified={verified}")
+                write!(
+                    f,
+                    "incoming {peer} from {from} verified={}",
+                    verified.name()
+                )?;
+                if *new {
+                    f.write_str(" new=yes")?;
+                }
+                if *verified == Verification::Plaintext {
+                    write!(f, " address={}", address_name(*address))?;
+                }
+                Ok(())
             }
-            Note::Connected { peer } => write!(f, "connected {peer}"),
+            Note::Connected {
+                peer,
+                verified,
+                new,
+            } => {
+                write!(f, "connected {peer} verified={}", verified.name())?;
+                if *new {
+                    f.write_str(" new=yes")?;
+                }
+                Ok(())
+            }
             Note::Ended { peer, reason } => write!(f, "ended {peer}: {}", reason.name()),
             Note::Refused(why) => write!(f, "refused: {why}"),
         }

@@ -1,11 +1,12 @@
-//! Property tests: random sequences of events, from every state, never panic and keep
-//! the machine's invariants.
+//! Property tests: random sequences of events, from every state, under every security
+//! policy, never panic and keep the machine's invariants.
 
 use std::net::SocketAddr;
 
 use parlo_fsm::{
-    Action, CallId, CallIds, Codec, CodecSet, Config, Dialect, Event, Instant, MAX_ACTIONS,
-    Machine, Message, Name, Note, Preference, State, Timer,
+    Action, CallId, CallIds, Codec, CodecSet, Config, Dialect, EndReason, Event, Instant,
+    MAX_ACTIONS, Machine, Message, Name, Note, Preference, PublicKey, Security, Sender, State,
+    Timer,
 };
 use proptest::prelude::*;
 
@@ -28,6 +29,23 @@ fn name(i: usize) -> Name {
 
 fn addr(i: u8) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 2 + i % 3], 5001))
+}
+
+/// Two keys, so that random keys often match and sometimes differ.
+fn key() -> impl Strategy<Value = PublicKey> {
+    (1u8..=2).prop_map(|b| PublicKey([b; 32]))
+}
+
+fn sender() -> impl Strategy<Value = Sender> {
+    prop_oneof![Just(Sender::Plain), key().prop_map(Sender::Key)]
+}
+
+fn security() -> impl Strategy<Value = Security> {
+    prop_oneof![
+        Just(Security::Required),
+        Just(Security::Preferred),
+        Just(Security::Off)
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -100,36 +118,52 @@ fn input() -> impl Strategy<Value = Input> {
         1 => Just(Input::Event(Event::Accept)),
         1 => Just(Input::Event(Event::Reject)),
         1 => Just(Input::Event(Event::Hangup)),
-        1 => (0..3usize, 0..3u8, dialect()).prop_map(|(n, a, dialect)| Input::Event(Event::Resolved {
-            name: name(n),
-            addr: addr(a),
-            dialect,
-        })),
+        1 => (0..3usize, 0..3u8, dialect(), prop::option::of(key()), prop::option::of(key()))
+            .prop_map(|(n, a, dialect, key, pinned)| Input::Event(Event::Resolved {
+                name: name(n),
+                addr: addr(a),
+                dialect,
+                key,
+                pinned,
+            })),
         1 => (0..3usize).prop_map(|n| Input::Event(Event::Unknown { name: name(n) })),
         1 => (0..3usize).prop_map(|n| Input::Event(Event::LookupFailed { name: name(n) })),
-        4 => (0..3u8, message()).prop_map(|(a, message)| Input::Event(Event::Peer {
-            from: addr(a),
-            message
-        })),
-        2 => (0..3u8).prop_map(|a| Input::Event(Event::Media { from: addr(a) })),
+        4 => (0..3u8, message(), sender(), prop::option::of(key()))
+            .prop_map(|(a, message, sender, pinned)| {
+                // The shell looks a pin up for a START only.
+                let pinned = pinned.filter(|_| matches!(message, Message::Start { .. }));
+                Input::Event(Event::Peer { from: addr(a), message, sender, pinned })
+            }),
+        2 => (0..3u8, sender()).prop_map(|(a, sender)| Input::Event(Event::Media { from: addr(a), sender })),
         3 => prop_oneof![0..100u64, 0..3_000u64, 0..12_000u64].prop_map(Input::Wait),
     ]
 }
 
 /// Prefixes that bring a fresh machine into each state.
-fn prefix(state: State) -> Vec<Input> {
+/// The calls they make are encrypted with bob's key (so that every policy lets them
+/// through), except under `Off`, which looks at no key.
+fn prefix(state: State, security: Security) -> Vec<Input> {
+    let bob = PublicKey([1; 32]);
+    let sender = match security {
+        Security::Off => Sender::Plain,
+        Security::Required | Security::Preferred => Sender::Key(bob),
+    };
     let dial = || Input::Event(Event::Dial(name(1)));
     let resolved = || {
         Input::Event(Event::Resolved {
             name: name(1),
             addr: addr(0),
             dialect: None,
+            key: Some(bob),
+            pinned: Some(bob),
         })
     };
     let from_bob = |message: Message| {
         Input::Event(Event::Peer {
             from: addr(0),
             message,
+            sender,
+            pinned: None,
         })
     };
     let accept = || {
@@ -163,10 +197,30 @@ struct Observer {
     bare_starts: usize,
 }
 
+/// Whether `note` says a key is new (first contact).
+fn says_new(note: &Note) -> bool {
+    matches!(
+        note,
+        Note::Incoming { new: true, .. } | Note::Connected { new: true, .. }
+    )
+}
+
 impl Observer {
     fn see(&mut self, actions: &[Action]) -> Result<(), String> {
         if actions.len() >= MAX_ACTIONS {
             return Err(format!("action list full: {actions:?}"));
+        }
+        // A key is pinned exactly when the user is told it is new, in the same step.
+        let pins = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Pin { .. }))
+            .count();
+        let news = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Notify(n) if says_new(n)))
+            .count();
+        if pins != news || pins > 1 {
+            return Err(format!("{pins} pins, {news} notes saying new: {actions:?}"));
         }
         for action in actions {
             match action {
@@ -197,6 +251,25 @@ impl Observer {
                 }
                 Action::Notify(Note::Connected { .. }) if !self.call_open => {
                     return Err("`connected` for a call never announced".into());
+                }
+                Action::Notify(Note::Ended {
+                    reason: EndReason::KeyChanged | EndReason::Insecure,
+                    ..
+                }) if !self.call_open => {
+                    // A START refused without ringing: it began no call. It must have
+                    // been answered with a REJECT.
+                    let rejected = actions.iter().any(|a| {
+                        matches!(
+                            a,
+                            Action::Send {
+                                message: Message::Reject { .. },
+                                ..
+                            }
+                        )
+                    });
+                    if !rejected {
+                        return Err(format!("a refused START without REJECT: {actions:?}"));
+                    }
                 }
                 Action::Notify(Note::Ended { .. }) => {
                     if !self.call_open {
@@ -275,13 +348,88 @@ fn check_codecs<R: CallIds>(m: &Machine<R>, actions: &[Action]) -> Result<(), St
     Ok(())
 }
 
+/// The security rules, checked on every event: in an encrypted call, a message other
+/// than START, or media, that does not come out of a session with the call's key changes
+/// nothing (a forgery from the peer's address included); every message sent to the
+/// peer of an encrypted call, from the same call, is sealed for its key; and a BUSY or
+/// REJECT answering a START goes back the way the START came.
+fn check_security<R: CallIds>(
+    before: (Option<PublicKey>, Option<SocketAddr>, State, Option<CallId>),
+    m: &Machine<R>,
+    event: &Event,
+    actions: &[Action],
+) -> Result<(), String> {
+    let (key, peer, state, id) = before;
+    let sender = match event {
+        Event::Peer {
+            sender, message, ..
+        } if !matches!(message, Message::Start { .. }) => Some(*sender),
+        Event::Media { sender, .. } => Some(*sender),
+        _ => None,
+    };
+    if let (Some(k), Some(sender)) = (key, sender) {
+        if sender != Sender::Key(k) && (!actions.is_empty() || m.state() != state) {
+            return Err(format!(
+                "{event:?} from {sender:?} moved an encrypted call with {k:?}: {actions:?}"
+            ));
+        }
+    }
+    for action in actions {
+        if let Action::Send {
+            to,
+            message,
+            key: sent_with,
+        } = action
+        {
+            let answer_to_start =
+                matches!(
+                    event,
+                    Event::Peer {
+                        message: Message::Start { .. },
+                        ..
+                    }
+                ) && matches!(message, Message::Busy { .. } | Message::Reject { .. });
+            // The call the message is of: the one after the event (a new one, or the same),
+            // else the one before (it ended).
+            let of = |peer: Option<SocketAddr>, id: Option<CallId>| {
+                Some(*to) == peer && message.call_id().is_some() && message.call_id() == id
+            };
+            let call_key = if of(m.peer_addr(), m.call_id()) {
+                Some(m.peer_key())
+            } else if of(peer, id) {
+                Some(key)
+            } else {
+                None
+            };
+            if let (Some(call_key), false) = (call_key, answer_to_start) {
+                if *sent_with != call_key {
+                    return Err(format!(
+                        "{message:?} of a call with {call_key:?} sent with {sent_with:?}"
+                    ));
+                }
+            }
+            if let Event::Peer { sender, .. } = event {
+                if answer_to_start && *sent_with != sender.key() {
+                    return Err(format!(
+                        "{message:?} answers a START from {sender:?} with {sent_with:?}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Run {
     fn step(&mut self, input: &Input) -> Result<(), String> {
         match input {
             Input::Event(e) => {
+                let m = &self.machine;
+                let before = (m.peer_key(), m.peer_addr(), m.state(), m.call_id());
                 let actions = self.machine.handle(Instant(self.now), e);
                 self.seen.see(&actions)?;
                 check_codecs(&self.machine, &actions)?;
+                check_security(before, &self.machine, e, &actions)?;
                 if let Event::Peer {
                     message:
                         Message::Start {
@@ -326,21 +474,30 @@ impl Run {
     }
 }
 
+/// The settings a run varies: codecs, auto-answer, the security policy, and whether
+/// original phones are allowed.
+type Settings = (Preference, bool, Security, bool);
+
+fn settings() -> impl Strategy<Value = Settings> {
+    (preference(), any::<bool>(), security(), any::<bool>())
+}
+
 fn run(
     start: State,
-    codecs: Preference,
-    auto_answer: bool,
+    (codecs, auto_answer, security, original_phones): Settings,
     inputs: Vec<Input>,
 ) -> Result<(), TestCaseError> {
     let mut config = Config::new(name(0));
     config.codecs = codecs;
     config.auto_answer = auto_answer;
+    config.security = security;
+    config.original_phones = original_phones;
     let mut run = Run {
         machine: Machine::new(config, FewIds(0), Instant(0)),
         now: 0,
         seen: Observer::default(),
     };
-    for input in prefix(start) {
+    for input in prefix(start, security) {
         run.step(&input).map_err(TestCaseError::fail)?;
     }
     prop_assert_eq!(
@@ -376,46 +533,41 @@ proptest! {
 
     #[test]
     fn random_events_from_idle(
-        codecs in preference(),
-        auto_answer in any::<bool>(),
+        settings in settings(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Idle, codecs, auto_answer, inputs)?;
+        run(State::Idle, settings, inputs)?;
     }
 
     #[test]
     fn random_events_from_dialing(
-        codecs in preference(),
-        auto_answer in any::<bool>(),
+        settings in settings(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Dialing, codecs, auto_answer, inputs)?;
+        run(State::Dialing, settings, inputs)?;
     }
 
     #[test]
     fn random_events_from_ringing(
-        codecs in preference(),
-        auto_answer in any::<bool>(),
+        settings in settings(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Ringing, codecs, auto_answer, inputs)?;
+        run(State::Ringing, settings, inputs)?;
     }
 
     #[test]
     fn random_events_from_in_call(
-        codecs in preference(),
-        auto_answer in any::<bool>(),
+        settings in settings(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::InCall, codecs, auto_answer, inputs)?;
+        run(State::InCall, settings, inputs)?;
     }
 
     #[test]
     fn random_events_from_closing(
-        codecs in preference(),
-        auto_answer in any::<bool>(),
+        settings in settings(),
         inputs in prop::collection::vec(input(), 0..300),
     ) {
-        run(State::Closing, codecs, auto_answer, inputs)?;
+        run(State::Closing, settings, inputs)?;
     }
 }

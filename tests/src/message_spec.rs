@@ -10,7 +10,8 @@
 //!                                         (retransmit-initial, tries, route-wait,
 //!                                         rate-burst, rate-per-second)
 //! call                                    optional: a call machine too (`ids` as in
-//! ids 0000002a                            specs/*.spec), for the call events
+//! ids 0000002a                            specs/*.spec), for the call events; it makes
+//!                                         and takes plaintext calls (`security preferred`)
 //!
 //! at 0 msg bob hello there                an event, at a time in milliseconds
 //!   notify sending 0000000100000001 to bob    every action, in order
@@ -38,7 +39,7 @@ use std::net::SocketAddr;
 use parlo_fsm::messages::{
     self, Action, Event, Line, MessageId, Messenger, Policy, Reason, Text, Verification,
 };
-use parlo_fsm::{CallId, Config, Instant, Machine, Name};
+use parlo_fsm::{CallId, Config, Instant, Machine, Name, Security};
 
 use crate::spec::{self, Failure, ScriptedIds, expected_send, fail, name};
 
@@ -284,7 +285,12 @@ pub fn replay(text_: &str) -> Result<Replay, Failure> {
     let me: Name = me.map_or_else(|| fail(1, "the spec does not say `me NAME`"), Ok)?;
     let run = run.map_or_else(|| fail(1, "the spec does not say `run HEX`"), Ok)?;
     let mut messenger = Messenger::new(config(settings.0, &settings.1)?, run, Instant(0));
-    let mut call = with_call.then(|| Machine::new(Config::new(me.clone()), ids, Instant(0)));
+    // The calls of these specs are plaintext (their subject is the messages beside them).
+    let mut call = with_call.then(|| {
+        let mut config = Config::new(me.clone());
+        config.security = Security::Preferred;
+        Machine::new(config, ids, Instant(0))
+    });
 
     let mut reached = BTreeSet::new();
     for step in &steps {

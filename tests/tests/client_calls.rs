@@ -28,6 +28,11 @@ fn alice_calls_bob_bob_answers_alice_hangs_up() {
     );
     assert_eq!(
         incoming.field("verified").as_deref(),
+        Some("plaintext"),
+        "{incoming}"
+    );
+    assert_eq!(
+        incoming.field("address").as_deref(),
         Some("yes"),
         "{incoming}"
     );

@@ -205,6 +205,11 @@ fn incoming_says_whether_the_caller_id_is_verified() {
     let incoming = bob.expect_event("incoming");
     assert_eq!(
         incoming.field("verified").as_deref(),
+        Some("plaintext"),
+        "{incoming}"
+    );
+    assert_eq!(
+        incoming.field("address").as_deref(),
         Some("true"),
         "a caller calling from its registered address: {incoming}"
     );
@@ -219,7 +224,7 @@ fn incoming_says_whether_the_caller_id_is_verified() {
     let incoming = bob.expect_event("incoming");
     assert_eq!(incoming.peer(), Some("alice"));
     assert_eq!(
-        incoming.field("verified").as_deref(),
+        incoming.field("address").as_deref(),
         Some("false"),
         "a START from an address the directory does not know for that name: {incoming}"
     );

@@ -71,6 +71,11 @@ fn an_original_phone_calls_a_parlo_phone_and_hangs_up() {
     assert_eq!(incoming.peer(), Some("oldphone"), "{incoming}");
     assert_eq!(
         incoming.field("verified").as_deref(),
+        Some("plaintext"),
+        "{incoming}"
+    );
+    assert_eq!(
+        incoming.field("address").as_deref(),
         Some("yes"),
         "{incoming}"
     );

@@ -458,6 +458,11 @@ fn without_a_directory_an_incoming_caller_id_is_unknown() {
     assert_eq!(incoming.peer(), Some("bob"));
     assert_eq!(
         incoming.field("verified").as_deref(),
+        Some("plaintext"),
+        "{incoming}"
+    );
+    assert_eq!(
+        incoming.field("address").as_deref(),
         Some("unknown"),
         "{incoming}"
     );
