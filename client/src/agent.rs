@@ -26,15 +26,15 @@
 //!   finish()                         ◀─────  `bye` and the exit code
 //! ```
 //!
-//! # Plaintext
-//! This phone has no secure sessions with its peers: it gives the machine every message
-//! and media packet as come in the clear ([`fsm::Sender::Plain`]), without the key the
-//! directory binds to a name, sends every message in the clear, and keeps no pins
-//! ([`fsm::Action::Pin`] is logged). Its machine makes and takes plaintext calls with
-//! Parlo phones ([`fsm::Security::Preferred`]). No caller is verified by key, and the
-//! machine's intercom answers only callers verified by key: so for an intercom
-//! (`--auto-answer`) the agent answers a plaintext caller itself once the call is
-//! announced and still rings, as the phone always has.
+//! # Keys
+//! The loop opens and seals the encrypted datagrams; the agent is told, for each message
+//! and media packet, the key it came out of ([`fsm::Sender`]), and says, for each message
+//! it sends, the key it must be sealed for. It keeps the phone's pins (`known_peers`,
+//! loaded by the loop at start): the machine is given the pin of the name a START claims
+//! and of the name it dials, together with the key the directory binds to that name.
+//! New pins (first contact, `trust`) are kept here and written by the loop
+//! ([`Output::Pin`]). The key of every session the loop completes is reported with its
+//! short code ([`Agent::handle_session`]), which `connected` shows.
 //!
 //! The loop drains [`Agent::poll_output`] after every input. Outputs are made one at a
 //! time, as the loop asks, so that what the loop reports about an output while it carries
@@ -43,11 +43,12 @@
 //! the rest of the transition: the error is printed there, and the hang-up or lookup
 //! failure it leads to is fed to the machine once the transition is carried out.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
-use parlo_fsm::{self as fsm, Action, CallIds, Instant, Machine, Note, State};
+use parlo_fsm::{self as fsm, Action, CallIds, Instant, Machine, Note, PublicKey, State};
 use parlo_net::directory::client::{Answer, Query};
+use parlo_net::noise::fingerprint;
 
 use crate::cli::PhoneConfig;
 use crate::command::{self, Command, Line};
@@ -81,23 +82,26 @@ pub struct Settings {
     /// Whether commands may also come on a control socket (then the end of stdin does
     /// not stop the phone).
     pub control: bool,
+    /// The keys pinned for other phones' names (`known_peers`).
+    pub pins: BTreeMap<fsm::Name, PublicKey>,
 }
 
 impl Settings {
-    /// The settings of the phone `config` describes.
-    pub fn of(config: &PhoneConfig) -> Settings {
+    /// The settings of the phone `config` describes, with the pins `pins`.
+    pub fn of(config: &PhoneConfig, pins: BTreeMap<fsm::Name, PublicKey>) -> Settings {
         let mut machine = fsm::Config::new(config.name.clone());
         machine.answer_timeout = config.answer_timeout_ms;
         machine.codecs = config.codecs.clone();
         machine.auto_answer = config.auto_answer;
-        // This phone speaks in the clear: it takes and makes plaintext calls with Parlo
-        // phones.
-        machine.security = fsm::Security::Preferred;
+        machine.answer_from = config.answer_from.clone();
+        machine.security = config.security;
+        machine.original_phones = config.original_phones;
         Settings {
             machine,
             server: config.server.to_string(),
             device: config.audio.to_string(),
             control: config.control.is_some(),
+            pins,
         }
     }
 }
@@ -119,6 +123,15 @@ pub enum Output {
         to: SocketAddr,
         /// What to send.
         message: fsm::Message,
+        /// The key it must be sealed for; `None`: in the clear.
+        key: Option<PublicKey>,
+    },
+    /// Record a pin in `known_peers`.
+    Pin {
+        /// The name.
+        name: fsm::Name,
+        /// Its key.
+        key: PublicKey,
     },
     /// Ask the directory. Its answer comes back as [`Outcome::Answer`] with `purpose`;
     /// when the request cannot be sent (not connected), the loop feeds that failure back
@@ -138,6 +151,9 @@ pub enum Output {
         dialect: fsm::Dialect,
         /// The codec sent.
         codec: fsm::Codec,
+        /// The peer's key when the call is encrypted: media goes sealed for it, and
+        /// only media out of its session is played.
+        key: Option<PublicKey>,
     },
     /// Stop the call's media; report a failure with [`MediaFailure::Stop`].
     StopMedia,
@@ -195,6 +211,8 @@ pub struct Snapshot {
     pub garbage: u64,
     /// Whether the directory holds our registration, and if not why.
     pub registration: Registration,
+    /// What the encrypted sessions dropped, and handshakes done.
+    pub secure: parlo_net::secure::Counters,
 }
 
 /// Work queued behind the transition being carried out.
@@ -238,7 +256,17 @@ pub struct Agent<R> {
     withdrawn: Option<fsm::Name>,
     /// Whether something went wrong that makes the exit code 1.
     warnings: bool,
+    /// The keys pinned for other phones' names.
+    pins: BTreeMap<fsm::Name, PublicKey>,
+    /// The latest key each name was seen with where it differs from its pin (a caller,
+    /// or the directory's answer for a callee): what `trust NAME` pins.
+    changed: BTreeMap<fsm::Name, PublicKey>,
+    /// The sessions the loop completed lately: address, key and short code, newest last.
+    sessions: VecDeque<(SocketAddr, PublicKey, String)>,
 }
+
+/// Sessions remembered for their short codes: more than one phone has calls going at once.
+const SESSIONS_KEPT: usize = 8;
 
 fn state_name(state: State) -> &'static str {
     match state {
@@ -284,6 +312,9 @@ impl<R: CallIds> Agent<R> {
             quit: None,
             withdrawn: None,
             warnings: false,
+            pins: settings.pins,
+            changed: BTreeMap::new(),
+            sessions: VecDeque::with_capacity(SESSIONS_KEPT),
         }
     }
 
@@ -345,7 +376,43 @@ impl<R: CallIds> Agent<R> {
             Command::Help => self.print(Out::Help, answer),
             Command::Watch(format) => self.configure(origin, true, format),
             Command::Format(format) => self.configure(origin, false, Some(format)),
+            Command::Trust(name, key) => self.trust(name, key, origin),
         }
+    }
+
+    /// `trust NAME [KEY]`: pins `KEY`, or the key `NAME` was last refused with, for
+    /// `NAME`: a phone's new key accepted on purpose.
+    fn trust(&mut self, name: fsm::Name, key: Option<PublicKey>, origin: Origin) {
+        let Some(key) = key.or_else(|| self.changed.get(&name).copied()) else {
+            let reason = match self.pins.get(&name) {
+                Some(pinned) => format!(
+                    "{name} has not been seen with another key than its pinned one ({}); \
+                     to pin a key you know: trust {name} KEY",
+                    fingerprint(pinned)
+                ),
+                None => format!(
+                    "no key seen for {name}: its key is pinned when it is first verified by \
+                     the directory; to pin a key you know: trust {name} KEY"
+                ),
+            };
+            return self.print(Out::Error { reason }, Some(origin));
+        };
+        self.changed.remove(&name);
+        log::info!(
+            "trusting {name}'s key {key} (fingerprint {}) on the user's word",
+            fingerprint(&key)
+        );
+        self.pins.insert(name.clone(), key);
+        self.ready.push_back(Output::Pin {
+            name: name.clone(),
+            key,
+        });
+        let event = Out::Trusted {
+            peer: name.to_string(),
+            key: key.to_string(),
+            fingerprint: fingerprint(&key).to_string(),
+        };
+        self.print(event, Some(origin));
     }
 
     /// `watch` and `format`: set the control connection up, and answer with the status
@@ -365,24 +432,79 @@ impl<R: CallIds> Agent<R> {
         self.ready.push_back(Output::ShowStatus { answer: origin });
     }
 
-    /// A signalling message from `from`.
-    pub fn handle_peer(&mut self, now: Instant, from: SocketAddr, message: fsm::Message) {
+    /// A signalling message from `from`, in the clear or out of a session with `sender`'s
+    /// key.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        message: fsm::Message,
+        sender: fsm::Sender,
+    ) {
         self.advance(now);
+        let pinned = match &message {
+            fsm::Message::Start { caller, .. } => {
+                let pinned = self.pins.get(caller).copied();
+                if let (fsm::Sender::Key(key), Some(pin)) = (sender, pinned) {
+                    if key != pin {
+                        self.key_changed(caller, pin, key, "calls");
+                    }
+                }
+                pinned
+            }
+            _ => None,
+        };
         let event = fsm::Event::Peer {
             from,
             message,
-            sender: fsm::Sender::Plain,
-            pinned: None,
+            sender,
+            pinned,
         };
         self.feed(event, None);
     }
 
+    /// `name` comes with `key` where `pinned` is pinned: remembered for `trust`, and
+    /// logged with what to do.
+    fn key_changed(&mut self, name: &fsm::Name, pinned: PublicKey, key: PublicKey, how: &str) {
+        if self.changed.insert(name.clone(), key) != Some(key) {
+            log::warn!(
+                "{name} {how} with the key {key} (fingerprint {}), not the one pinned for it \
+                 ({}): refused as key-changed. If {name}'s phone really has a new key (check \
+                 its `parlo-client id`), accept it with: trust {name}",
+                fingerprint(&key),
+                fingerprint(&pinned)
+            );
+        }
+    }
+
     /// Media from `from` that belongs to the call's stream (or raw PCM, which has none
-    /// to check): a sign of the peer's life.
-    pub fn handle_media(&mut self, now: Instant, from: SocketAddr) {
+    /// to check): a sign of the peer's life, in the clear or out of a session with
+    /// `sender`'s key.
+    pub fn handle_media(&mut self, now: Instant, from: SocketAddr, sender: fsm::Sender) {
         self.advance(now);
-        let sender = fsm::Sender::Plain;
         self.feed(fsm::Event::Media { from, sender }, None);
+    }
+
+    /// The loop completed a session with `addr`, whose key is `key`: its short code is
+    /// `code`.
+    pub fn handle_session(&mut self, addr: SocketAddr, key: PublicKey, code: String) {
+        self.sessions.retain(|(a, k, _)| (*a, *k) != (addr, key));
+        if self.sessions.len() == SESSIONS_KEPT {
+            self.sessions.pop_front();
+        }
+        self.sessions.push_back((addr, key, code));
+    }
+
+    /// The short code of the current call's session, if it is encrypted and its
+    /// handshake is done.
+    fn code(&self) -> Option<String> {
+        let addr = self.machine.peer_addr()?;
+        let key = self.machine.peer_key()?;
+        self.sessions
+            .iter()
+            .rev()
+            .find(|(a, k, _)| (*a, *k) == (addr, key))
+            .map(|(_, _, code)| code.clone())
     }
 
     /// What the directory connection reports: the registration, its loss, an answer.
@@ -440,14 +562,21 @@ impl<R: CallIds> Agent<R> {
     /// machine gives on its way back to idle is told.
     fn handle_lookup(&mut self, name: fsm::Name, result: Result<Answer, String>, dialling: bool) {
         let event = match result {
-            // Calls are plaintext: the key the directory may bind to the name is not used.
-            Ok(Answer::Found(contact)) => fsm::Event::Resolved {
-                name,
-                addr: SocketAddr::new(contact.ip.to_canonical(), contact.port),
-                dialect: contact.dialect,
-                key: None,
-                pinned: None,
-            },
+            Ok(Answer::Found(contact)) => {
+                let pinned = self.pins.get(&name).copied();
+                if let (true, Some(key), Some(pin)) = (dialling, contact.key, pinned) {
+                    if key != pin {
+                        self.key_changed(&name, pin, key, "is given by the directory");
+                    }
+                }
+                fsm::Event::Resolved {
+                    name,
+                    addr: SocketAddr::new(contact.ip.to_canonical(), contact.port),
+                    dialect: contact.dialect,
+                    key: contact.key,
+                    pinned,
+                }
+            }
             Ok(Answer::NotFound) => fsm::Event::Unknown { name },
             other => {
                 let why = failure(other);
@@ -607,11 +736,16 @@ impl<R: CallIds> Agent<R> {
                 query: Query::Lookup(name.clone()),
                 purpose: Purpose::Verify { peer: name },
             },
-            // Sent in the clear: this phone has no secure sessions with its peers.
-            Action::Send { to, message, .. } => Output::Send { to, message },
+            Action::Send { to, message, key } => Output::Send { to, message, key },
             Action::Pin { name, key } => {
-                log::debug!("not pinned (this phone keeps no pins): {name} {key}");
-                return;
+                log::info!(
+                    "pinned {name}'s key {key} (fingerprint {}): first contact, confirmed by \
+                     the directory",
+                    fingerprint(&key)
+                );
+                self.pins.insert(name.clone(), key);
+                self.changed.remove(&name);
+                Output::Pin { name, key }
             }
             Action::ArmTimer { .. } | Action::CancelTimer(_) => return,
             Action::StartMedia {
@@ -622,6 +756,7 @@ impl<R: CallIds> Agent<R> {
                 peer,
                 dialect,
                 codec,
+                key: self.machine.peer_key(),
             },
             Action::StopMedia => Output::StopMedia,
             // An incoming call's announcement answers no command: it comes first when a
@@ -631,20 +766,10 @@ impl<R: CallIds> Agent<R> {
                 self.withdrawn = None;
                 return;
             }
-            Action::Notify(note @ Note::Incoming { verified, .. }) => {
-                // The intercom of a phone without secure sessions (see the module docs).
-                let intercom = self.machine.config().auto_answer;
-                if intercom
-                    && verified == fsm::Verification::Plaintext
-                    && self.machine.state() == State::Ringing
-                {
-                    self.feed(fsm::Event::Accept, None);
-                }
-                Output::Print {
-                    event: self.event_of(note),
-                    answer: None,
-                }
-            }
+            Action::Notify(note @ Note::Incoming { .. }) => Output::Print {
+                event: self.event_of(note),
+                answer: None,
+            },
             Action::Notify(note) => Output::Print {
                 event: self.event_of(note),
                 answer: self.answer.take(),
@@ -684,6 +809,7 @@ impl<R: CallIds> Agent<R> {
                 codec: self.machine.codec().map_or("L16", fsm::Codec::name),
                 verified,
                 new,
+                code: self.code(),
             },
             Note::Ended { peer, reason } => Out::Ended {
                 peer: peer.to_string(),
@@ -711,6 +837,10 @@ impl<R: CallIds> Agent<R> {
             peer: self.machine.peer().map(ToString::to_string),
             peer_addr: self.machine.peer_addr(),
             dialect: self.machine.dialect().map(fsm::Dialect::name),
+            verified: self.machine.verification(),
+            code: self.code(),
+            security: Some(self.machine.config().security.name()),
+            secure: snapshot.secure,
             registration: snapshot.registration.clone(),
             media: snapshot.media,
             foreign: counters.foreign,
@@ -788,6 +918,7 @@ mod tests {
             server: SERVER.into(),
             device: "tone:440".into(),
             control: true,
+            pins: BTreeMap::new(),
         }
     }
 
@@ -870,7 +1001,8 @@ mod tests {
             out,
             [Output::Send {
                 to: addr(BOB),
-                message: start
+                message: start,
+                key: None
             }]
         );
         a
@@ -884,6 +1016,7 @@ mod tests {
             Instant(10),
             addr(BOB),
             Message::Accept { call, codec: None },
+            fsm::Sender::Plain,
         );
         let _ = outputs(&mut a);
         assert_eq!(a.state(), State::InCall);
@@ -901,7 +1034,7 @@ mod tests {
     /// Alice's phone rung by Bob at 0, the directory asked to verify him.
     fn rung_with(settings: Settings) -> TestAgent {
         let mut a = agent_with(settings);
-        a.handle_peer(Instant(0), addr(BOB), start_from_bob());
+        a.handle_peer(Instant(0), addr(BOB), start_from_bob(), fsm::Sender::Plain);
         let out = outputs(&mut a);
         assert!(
             out.contains(&Output::Query {
@@ -930,22 +1063,29 @@ mod tests {
         assert_eq!(printed(&out), [("calling bob".into(), Some(ctl(1)))]);
         let mut a = dialing();
         let call = a.machine.call_id().expect("a Parlo call has an id");
-        a.handle_peer(Instant(20), addr(BOB), Message::Ringing { call });
+        a.handle_peer(
+            Instant(20),
+            addr(BOB),
+            Message::Ringing { call },
+            fsm::Sender::Plain,
+        );
         assert_eq!(printed(&outputs(&mut a)), [("ringing bob".into(), None)]);
         let accept = Message::Accept {
             call: Some(call),
             codec: None,
         };
-        a.handle_peer(Instant(30), addr(BOB), accept);
+        a.handle_peer(Instant(30), addr(BOB), accept, fsm::Sender::Plain);
         let out = outputs(&mut a);
         assert!(out.contains(&Output::StartMedia {
             peer: addr(BOB),
             dialect: Dialect::Parlo,
-            codec: Codec::L16
+            codec: Codec::L16,
+            key: None
         }));
         assert!(out.contains(&Output::Send {
             to: addr(BOB),
-            message: Message::Ack { call }
+            message: Message::Ack { call },
+            key: None
         }));
         assert_eq!(
             printed(&out),
@@ -1058,60 +1198,233 @@ mod tests {
         );
     }
 
+    const BOB_KEY: PublicKey = PublicKey([0xb0; 32]);
+    const MALLORY_KEY: PublicKey = PublicKey([0x66; 32]);
+
+    fn found_with_key(at: &str, key: PublicKey) -> Result<Answer, String> {
+        let at = addr(at);
+        Ok(Answer::Found(Contact {
+            ip: at.ip(),
+            port: at.port(),
+            dialect: Some(Dialect::Parlo),
+            key: Some(key),
+        }))
+    }
+
     #[test]
-    fn with_auto_answer_an_incoming_call_is_accepted() {
+    fn an_intercom_answers_a_caller_verified_by_key_pins_it_and_shows_the_code() {
         let mut settings = settings();
         settings.machine.auto_answer = true;
-        let mut a = rung_with(settings);
-        answer(&mut a, 10, verify_bob(), found(BOB));
+        let mut a = agent_with(settings);
+        let key = Some(BOB_KEY);
+        a.handle_peer(
+            Instant(0),
+            addr(BOB),
+            start_from_bob(),
+            fsm::Sender::Key(BOB_KEY),
+        );
         let out = outputs(&mut a);
+        assert!(out.contains(&Output::Send {
+            to: addr(BOB),
+            message: Message::Ringing { call: CallId(1) },
+            key
+        }));
+        // Sending RINGING answered the START: the loop reports the session.
+        a.handle_session(addr(BOB), BOB_KEY, "0042-4242".into());
+        answer(&mut a, 10, verify_bob(), found_with_key(BOB, BOB_KEY));
+        let out = outputs(&mut a);
+        assert!(out.contains(&Output::Pin {
+            name: name("bob"),
+            key: BOB_KEY
+        }));
         assert!(out.contains(&Output::Send {
             to: addr(BOB),
             message: Message::Accept {
                 call: Some(CallId(1)),
                 codec: Some(Codec::L16)
-            }
+            },
+            key
         }));
-        assert!(out.iter().any(|o| matches!(o, Output::StartMedia { .. })));
+        assert!(out.contains(&Output::StartMedia {
+            peer: addr(BOB),
+            dialect: Dialect::Parlo,
+            codec: Codec::L16,
+            key
+        }));
         assert_eq!(
             printed(&out),
             [
                 (
-                    format!("incoming bob from={BOB} verified=plaintext address=yes"),
+                    format!("incoming bob from={BOB} verified=key new=yes"),
                     None
                 ),
                 (
-                    "connected bob dialect=parlo codec=L16 verified=plaintext".into(),
+                    "connected bob dialect=parlo codec=L16 verified=key code=0042-4242".into(),
                     None
                 ),
             ]
         );
         assert_eq!(a.state(), State::InCall);
+        assert_eq!(a.pins.get(&name("bob")), Some(&BOB_KEY));
     }
 
     #[test]
-    fn an_intercom_does_not_answer_a_call_announced_as_it_ends() {
+    fn an_intercom_lets_callers_not_verified_by_key_ring() {
         let mut settings = settings();
         settings.machine.auto_answer = true;
-        let mut a = rung_with(settings);
-        a.handle_peer(
-            Instant(10),
-            addr(BOB),
-            Message::Close {
-                call: Some(CallId(1)),
-            },
+        // In the clear: rings.
+        let mut a = rung_with(settings.clone());
+        answer(&mut a, 10, verify_bob(), found(BOB));
+        let out = outputs(&mut a);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::StartMedia { .. })),
+            "{out:?}"
         );
         assert_eq!(
-            printed(&outputs(&mut a)),
-            [
-                (
-                    format!("incoming bob from={BOB} verified=plaintext address=unknown"),
-                    None
-                ),
-                ("ended bob reason=cancelled".into(), None),
-            ]
+            printed(&out),
+            [(
+                format!("incoming bob from={BOB} verified=plaintext address=yes"),
+                None
+            )]
         );
-        assert_eq!(a.state(), State::Closing);
+        assert_eq!(a.state(), State::Ringing);
+        // Encrypted, but the directory binds bob to another key: rings, as not bob.
+        let mut a = agent_with(settings);
+        a.handle_peer(
+            Instant(0),
+            addr(BOB),
+            start_from_bob(),
+            fsm::Sender::Key(MALLORY_KEY),
+        );
+        let _ = outputs(&mut a);
+        answer(&mut a, 10, verify_bob(), found_with_key(BOB, BOB_KEY));
+        let out = outputs(&mut a);
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::StartMedia { .. } | Output::Pin { .. }))
+        );
+        assert_eq!(
+            printed(&out),
+            [(format!("incoming bob from={BOB} verified=no"), None)]
+        );
+        assert_eq!(a.state(), State::Ringing);
+    }
+
+    #[test]
+    fn a_pinned_caller_with_another_key_is_refused_and_trust_accepts_the_new_key() {
+        let mut settings = settings();
+        settings.pins.insert(name("bob"), BOB_KEY);
+        let mut a = agent_with(settings);
+        a.handle_peer(
+            Instant(0),
+            addr(BOB),
+            start_from_bob(),
+            fsm::Sender::Key(MALLORY_KEY),
+        );
+        let out = outputs(&mut a);
+        assert!(out.contains(&Output::Send {
+            to: addr(BOB),
+            message: Message::Reject {
+                call: Some(CallId(1))
+            },
+            key: Some(MALLORY_KEY)
+        }));
+        assert_eq!(
+            printed(&out),
+            [("ended bob reason=key-changed".into(), None)]
+        );
+        assert!(!out.iter().any(|o| matches!(o, Output::Query { .. })));
+
+        let out = line(&mut a, 100, "trust bob", ctl(1));
+        assert_eq!(
+            out[0],
+            Output::Pin {
+                name: name("bob"),
+                key: MALLORY_KEY
+            }
+        );
+        let fp = fingerprint(&MALLORY_KEY);
+        assert_eq!(
+            printed(&out),
+            [(
+                format!("trusted bob key={MALLORY_KEY} fingerprint={fp}"),
+                Some(ctl(1))
+            )]
+        );
+        // The new key now rings.
+        a.handle_peer(
+            Instant(200),
+            addr(BOB),
+            Message::start(name("bob"), CallId(2), Preference::default().set()),
+            fsm::Sender::Key(MALLORY_KEY),
+        );
+        let out = outputs(&mut a);
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Query { .. })),
+            "{out:?}"
+        );
+        assert_eq!(a.state(), State::Ringing);
+    }
+
+    #[test]
+    fn trust_without_a_changed_key_asks_for_the_key() {
+        let mut a = idle();
+        let out = line(&mut a, 0, "trust bob", ctl(1));
+        let said = printed(&out);
+        assert_eq!(said.len(), 1);
+        assert!(
+            said[0].0.starts_with("error reason=no key seen for bob"),
+            "{said:?}"
+        );
+        let out = line(&mut a, 1, &format!("trust bob {BOB_KEY}"), ctl(1));
+        assert!(out.contains(&Output::Pin {
+            name: name("bob"),
+            key: BOB_KEY
+        }));
+        assert_eq!(a.pins.get(&name("bob")), Some(&BOB_KEY));
+    }
+
+    #[test]
+    fn a_dial_takes_the_directory_s_key_and_a_changed_one_is_refused() {
+        let mut a = idle();
+        let _ = line(&mut a, 0, "call bob", ctl(1));
+        answer(
+            &mut a,
+            5,
+            Purpose::Dial(name("bob")),
+            found_with_key(BOB, BOB_KEY),
+        );
+        let out = outputs(&mut a);
+        let id = a.machine.call_id().expect("a Parlo call has an id");
+        assert_eq!(
+            out,
+            [Output::Send {
+                to: addr(BOB),
+                message: Message::start(name("alice"), id, Preference::default().set()),
+                key: Some(BOB_KEY)
+            }]
+        );
+        // Pinned with another key: refused before anything is sent.
+        let mut settings = settings();
+        settings.pins.insert(name("bob"), MALLORY_KEY);
+        let mut a = agent_with(settings);
+        let _ = line(&mut a, 0, "call bob", ctl(1));
+        answer(
+            &mut a,
+            5,
+            Purpose::Dial(name("bob")),
+            found_with_key(BOB, BOB_KEY),
+        );
+        let out = outputs(&mut a);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Send { .. })),
+            "{out:?}"
+        );
+        assert_eq!(
+            printed(&out),
+            [("ended bob reason=key-changed".into(), None)]
+        );
+        assert_eq!(a.changed.get(&name("bob")), Some(&BOB_KEY));
     }
 
     // ---- commands and their answers ----
@@ -1163,6 +1476,7 @@ mod tests {
             Message::Close {
                 call: Some(CallId(1)),
             },
+            fsm::Sender::Plain,
         );
         assert_eq!(
             printed(&outputs(&mut a)),
@@ -1273,6 +1587,10 @@ mod tests {
             },
             garbage: 3,
             registration: Registration::Registered,
+            secure: parlo_net::secure::Counters {
+                auth_failures: 2,
+                ..Default::default()
+            },
         };
         let status = a.status(&snapshot);
         assert_eq!(
@@ -1386,7 +1704,8 @@ mod tests {
         let call = a.machine.call_id().expect("a Parlo call has an id");
         assert!(out.contains(&Output::Send {
             to: addr(BOB),
-            message: Message::Close { call: Some(call) }
+            message: Message::Close { call: Some(call) },
+            key: None
         }));
         assert!(out.contains(&Output::StopMedia));
         assert_eq!(out.last(), Some(&Output::Disconnect), "after the hang-up");
@@ -1396,7 +1715,12 @@ mod tests {
             !a.is_done(Instant(100), false),
             "CLOSE not acknowledged yet"
         );
-        a.handle_peer(Instant(150), addr(BOB), Message::Closed { call });
+        a.handle_peer(
+            Instant(150),
+            addr(BOB),
+            Message::Closed { call },
+            fsm::Sender::Plain,
+        );
         let _ = outputs(&mut a);
         assert!(
             !a.is_done(Instant(150), true),
@@ -1559,7 +1883,7 @@ mod tests {
         );
         assert_eq!(a.media_dialect(Instant(20), addr("127.0.0.9:5001")), None);
         // Media keeps the call alive past the peer-silence limit (5 s after connecting).
-        a.handle_media(Instant(4_000), addr(BOB));
+        a.handle_media(Instant(4_000), addr(BOB), fsm::Sender::Plain);
         assert!(outputs(&mut a).is_empty());
         a.handle_timeout(Instant(5_010));
         assert!(outputs(&mut a).is_empty());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use log::LevelFilter;
 use parlo_audio::DeviceSpec;
 use parlo_daemon::port::{self, Role};
-use parlo_fsm::{Codec, Preference};
+use parlo_fsm::{Codec, MAX_ANSWER_FROM, Preference, Security};
 use parlo_net::directory::PublicKey;
 use parlo_net::peer::Name;
 
@@ -53,7 +53,26 @@ OPTIONS:
                             where stdin is /dev/null); `ctl` talks to it, `ctl watch`
                             follows its events.                     env: PARLO_CONTROL
     --json                  Print events as JSON lines.             env: PARLO_JSON=1
-    --auto-answer           Answer incoming calls at once (intercom). env: PARLO_AUTO_ANSWER=1
+    --auto-answer           Answer incoming calls at once (intercom), but only from callers
+                            verified by key (verified=key); others ring.
+                                                                    env: PARLO_AUTO_ANSWER=1
+    --answer-from LIST      With --auto-answer, answer only these names (comma separated,
+                            up to 16), still verified by key.       env: PARLO_ANSWER_FROM
+    --security MODE         Calls with other Parlo phones: required (always encrypted; a
+                            phone whose key is not known is not called, a plaintext call
+                            is refused), preferred (encrypted when the key is known), off
+                            (never encrypted). [default: required]  env: PARLO_SECURITY
+    --original-phones allow|refuse
+                            Calls with phones of the original project, which have no
+                            encryption: allowed (marked verified=plaintext) or refused.
+                            [default: allow]                        env: PARLO_ORIGINAL_PHONES
+    --known-peers PATH      Other phones' keys pinned on first contact or by `trust`, one
+                            NAME KEY per line: a phone whose key changed is refused
+                            (key-changed). [default: known_peers beside --identity]
+                                                                    env: PARLO_KNOWN_PEERS
+    --max-clock-skew SECS   How far a caller's clock may be from this phone's: an older
+                            call request is refused as a replay. [default: 300]
+    --rekey-after SECS      How often an encrypted call changes its keys. [default: 120]
     --answer-timeout SECS   How long a call may ring unanswered, 1-600 s.
                             [default: 7]                            env: PARLO_ANSWER_TIMEOUT
     --log-level LEVEL       Log to stderr: off, error, warn, info, debug, trace.
@@ -76,6 +95,7 @@ OPTIONS:
 
 COMMANDS (one per line, on stdin and on the control socket; each gets one answer line):
     call NAME    accept    reject    hangup    list    status    quit    help
+    trust NAME [KEY]   pin KEY for NAME, or the new key NAME was refused with
     On the control socket only: watch [text|json] (every event from then on) and
     format text|json (that connection's lines); see `ctl --help`.
 
@@ -83,15 +103,29 @@ EVENTS (stdout, one per line; with --json the same as objects with an \"event\" 
     registered NAME server=ADDR          unregistered reason=TEXT
     calling PEER    ringing PEER
     incoming PEER from=ADDR verified=V [new=yes] [address=yes|no|unknown]
-    connected PEER dialect=parlo|original codec=L16|PCMU verified=V [new=yes]
+    connected PEER dialect=parlo|original codec=L16|PCMU verified=V [new=yes] [code=NNNN-NNNN]
       V: key, unbound, no or unknown (encrypted), or plaintext (address: plaintext only)
     ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled|lookup-failed|key-changed|insecure
+    trusted PEER key=KEY fingerprint=FP
     users NAME...    status state=... (see STATUS)    help ...    bye    error reason=TEXT
+
+SECURITY:
+    Calls between Parlo phones are encrypted end to end (Noise IK: each phone's key is
+    its --identity; the caller takes the callee's from the directory). verified= says
+    who called: key (the key the directory binds to that name, agreeing with this
+    phone's pin), unbound (no key is bound to that name), no (the name is bound to
+    another key, or unknown), unknown (the directory could not be asked, and no pin),
+    plaintext (no encryption: an original phone). new=yes: first contact, the key is
+    pinned now. A pinned name calling or given with another key is refused: ended
+    reason=key-changed; `trust NAME` accepts its new key on purpose. code= is the same
+    on both phones of a call: read it to each other to rule out a man in the middle.
 
 STATUS (the answer to `status`, one line; with --json the same fields in an object):
     state             idle, dialing, ringing, in-call or closing
     peer, peer_addr   the phone of the current or last call, and its UDP address
     dialect, codec    parlo or original; L16 or PCMU (the codec this phone sends)
+    verified, code    how the peer of the current call is verified; its short code
+    security          required, preferred or off (--security)
     registered        yes, or no with reason=TEXT at the end of the line: why (the name
                       is taken, the server is unreachable) and when the next attempt is
     The counters are those of the current or last call, since it began:
@@ -114,6 +148,13 @@ STATUS (the answer to `status`, one line; with --json the same fields in an obje
                       source or payload type), ignored: someone else sending as the peer
     garbage           datagrams that were neither signalling nor media
     retransmissions   signalling messages sent again for want of an answer
+    auth_failures     encrypted datagrams that did not authenticate (damaged, forged, or
+                      for another key): dropped, never played
+    replays           encrypted datagrams seen before (replayed, or duplicated by the
+                      network), and replayed call requests: dropped
+    stale             call requests timestamped too far from this phone's clock
+    rate_limited      call handshakes dropped for coming too fast
+    handshakes        encrypted sessions set up
     Only lost, late, concealed, underruns and the overruns mean the sound suffered; a
     few after a call starts or on a busy LAN are normal.
 
@@ -256,6 +297,18 @@ pub struct PhoneConfig {
     pub identity: PathBuf,
     /// The server's key, if given.
     pub server_key: Option<PublicKey>,
+    /// Whether calls with other Parlo phones must be encrypted, may be, or are not.
+    pub security: Security,
+    /// Whether calls with phones of the original project (plaintext) are allowed.
+    pub original_phones: bool,
+    /// The callers `--auto-answer` answers (all key-verified ones when empty).
+    pub answer_from: heapless::Vec<Name, MAX_ANSWER_FROM>,
+    /// Other phones' pinned keys.
+    pub known_peers: PathBuf,
+    /// How far a caller's clock may be from ours, in milliseconds.
+    pub max_clock_skew_ms: u64,
+    /// How often an encrypted call changes its keys, in milliseconds.
+    pub rekey_after_ms: u64,
 }
 
 /// What `parlo-client ctl` is asked to do.
@@ -525,6 +578,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
     let mut log_level = None;
     let mut identity: Option<PathBuf> = None;
     let mut server_key = None;
+    let mut security = None;
+    let mut original_phones = None;
+    let mut answer_from = None;
+    let mut known_peers: Option<PathBuf> = None;
+    let mut max_clock_skew_ms = None;
+    let mut rekey_after_ms = None;
     let mut first = true;
     while let Some(arg) = parser.next().map_err(from_lexopt)? {
         match arg {
@@ -559,6 +618,37 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
             }
             Long("log-level") => {
                 log_level = Some(parse_log_level(&text(&mut parser, "--log-level")?)?);
+            }
+            Long("security") => {
+                security = Some(parse_security(&text(&mut parser, "--security")?)?);
+            }
+            Long("original-phones") => {
+                original_phones = Some(parse_original_phones(&text(
+                    &mut parser,
+                    "--original-phones",
+                )?)?);
+            }
+            Long("answer-from") => {
+                answer_from = Some(parse_answer_from(&text(&mut parser, "--answer-from")?)?);
+            }
+            Long("known-peers") => {
+                known_peers = Some(parser.value().map_err(from_lexopt)?.into());
+            }
+            Long("max-clock-skew") => {
+                max_clock_skew_ms = Some(parse_seconds(
+                    "--max-clock-skew",
+                    &text(&mut parser, "--max-clock-skew")?,
+                    1,
+                    86_400,
+                )?);
+            }
+            Long("rekey-after") => {
+                rekey_after_ms = Some(parse_seconds(
+                    "--rekey-after",
+                    &text(&mut parser, "--rekey-after")?,
+                    1,
+                    86_400,
+                )?);
             }
             Short('h') | Long("help") => return Ok(Command::Help(HELP)),
             Short('V') | Long("version") => return Ok(Command::Version),
@@ -679,6 +769,32 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
             None => None,
         },
     };
+    let security = match security {
+        Some(security) => security,
+        None => match env.var("PARLO_SECURITY") {
+            Some(v) => from_env("PARLO_SECURITY", parse_security(&v))?,
+            None => Security::Required,
+        },
+    };
+    let original_phones = match original_phones {
+        Some(allowed) => allowed,
+        None => match env.var("PARLO_ORIGINAL_PHONES") {
+            Some(v) => from_env("PARLO_ORIGINAL_PHONES", parse_original_phones(&v))?,
+            None => true,
+        },
+    };
+    let answer_from = match answer_from {
+        Some(names) => names,
+        None => match env.var("PARLO_ANSWER_FROM") {
+            Some(v) => from_env("PARLO_ANSWER_FROM", parse_answer_from(&v))?,
+            None => heapless::Vec::new(),
+        },
+    };
+    let known_peers = known_peers
+        .or_else(|| env.var("PARLO_KNOWN_PEERS").map(PathBuf::from))
+        .unwrap_or_else(|| default_known_peers(&identity));
+    let max_clock_skew_ms = max_clock_skew_ms.unwrap_or(300_000);
+    let rekey_after_ms = rekey_after_ms.unwrap_or(120_000);
     Ok(Command::Run(Box::new(PhoneConfig {
         server,
         name,
@@ -692,7 +808,63 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
         log_level,
         identity,
         server_key,
+        security,
+        original_phones,
+        answer_from,
+        known_peers,
+        max_clock_skew_ms,
+        rekey_after_ms,
     })))
+}
+
+fn parse_security(text: &str) -> Result<Security, Error> {
+    Security::from_name(&text.to_ascii_lowercase()).ok_or_else(|| {
+        usage(format!(
+            "--security: expected required, preferred or off, got {text:?}"
+        ))
+    })
+}
+
+fn parse_original_phones(text: &str) -> Result<bool, Error> {
+    match text.to_ascii_lowercase().as_str() {
+        "allow" | "allowed" | "yes" => Ok(true),
+        "refuse" | "refused" | "no" => Ok(false),
+        _ => Err(usage(format!(
+            "--original-phones: expected allow or refuse, got {text:?}"
+        ))),
+    }
+}
+
+fn parse_answer_from(text: &str) -> Result<heapless::Vec<Name, MAX_ANSWER_FROM>, Error> {
+    let mut names = heapless::Vec::new();
+    for item in text.split(',') {
+        let name =
+            Name::new(item.trim()).map_err(|e| usage(format!("--answer-from: {item:?}: {e}")))?;
+        if names.contains(&name) {
+            continue;
+        }
+        names.push(name).map_err(|_| {
+            usage(format!(
+                "--answer-from: more than {MAX_ANSWER_FROM} names; list at most {MAX_ANSWER_FROM}"
+            ))
+        })?;
+    }
+    Ok(names)
+}
+
+/// A whole number of seconds from `min` to `max`, as milliseconds.
+fn parse_seconds(flag: &str, text: &str, min: u64, max: u64) -> Result<u64, Error> {
+    match text.parse::<u64>() {
+        Ok(secs) if (min..=max).contains(&secs) => Ok(secs * 1000),
+        _ => Err(usage(format!(
+            "{flag}: expected a whole number of seconds from {min} to {max}, got {text:?}"
+        ))),
+    }
+}
+
+/// Where other phones' keys are pinned by default: beside the identity, in `known_peers`.
+pub fn default_known_peers(identity: &Path) -> PathBuf {
+    identity.with_file_name("known_peers")
 }
 
 fn parse_ctl(mut parser: lexopt::Parser, env: &dyn Env) -> Result<Command, Error> {
@@ -1203,6 +1375,16 @@ mod tests {
             "PARLO_ANSWER_TIMEOUT",
             "PARLO_LOG_LEVEL",
             "PARLO_CODECS",
+            "--security",
+            "--original-phones",
+            "--answer-from",
+            "--known-peers",
+            "--max-clock-skew",
+            "--rekey-after",
+            "PARLO_SECURITY",
+            "PARLO_ORIGINAL_PHONES",
+            "PARLO_ANSWER_FROM",
+            "PARLO_KNOWN_PEERS",
         ] {
             assert!(HELP.contains(word), "{word}");
         }

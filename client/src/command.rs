@@ -1,5 +1,6 @@
 //! User commands: one line each, from stdin or the control socket.
 
+use parlo_fsm::PublicKey;
 use parlo_net::peer::Name;
 
 use crate::output::Format;
@@ -97,6 +98,10 @@ pub enum Command {
     Watch(Option<Format>),
     /// `format text|json`: this control connection's lines from now on.
     Format(Format),
+    /// `trust NAME [KEY]`: pin `KEY` for `NAME` (in `known_peers`), or, without a key,
+    /// the key `NAME` last called or answered with, refused as `key-changed`: the way to
+    /// accept a phone's new key on purpose.
+    Trust(Name, Option<PublicKey>),
 }
 
 /// Parses one line. `Ok(None)` for a blank line (nothing to answer); `Err` says what is
@@ -132,6 +137,17 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Some(format) => Some(format_named(&word, format)?),
             None => None,
         }),
+        "trust" => {
+            let Some(name) = words.next() else {
+                return Err("trust needs a name: trust NAME [KEY]".into());
+            };
+            let name = Name::new(name).map_err(|e| format!("trust: {e}"))?;
+            let key = match words.next() {
+                Some(key) => Some(PublicKey::parse(key).map_err(|e| format!("trust: {e}"))?),
+                None => None,
+            };
+            Command::Trust(name, key)
+        }
         "format" => {
             let Some(format) = words.next() else {
                 return Err("format needs text or json: format json".into());
@@ -142,7 +158,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             let shown: String = word.chars().take(32).collect();
             return Err(format!(
                 "unknown command \"{shown}\": expected call NAME, accept, reject, hangup, \
-                 list, status, quit, help, watch or format"
+                 list, status, trust, quit, help, watch or format"
             ));
         }
     };
@@ -234,6 +250,16 @@ mod tests {
             parse("format text"),
             Ok(Some(Command::Format(Format::Text)))
         );
+        let bob = Name::new("bob").expect("name");
+        assert_eq!(
+            parse("trust bob"),
+            Ok(Some(Command::Trust(bob.clone(), None)))
+        );
+        let key = PublicKey([5; 32]);
+        assert_eq!(
+            parse(&format!("trust bob {key}")),
+            Ok(Some(Command::Trust(bob, Some(key))))
+        );
         assert_eq!(parse("   "), Ok(None));
         assert_eq!(parse(""), Ok(None));
     }
@@ -275,6 +301,16 @@ mod tests {
             parse("watch json now")
                 .expect_err("refused")
                 .contains("unexpected")
+        );
+        assert!(
+            parse("trust")
+                .expect_err("refused")
+                .contains("needs a name")
+        );
+        assert!(
+            parse("trust bob notakey")
+                .expect_err("refused")
+                .contains("44 characters")
         );
         assert!(
             parse(&"x".repeat(2000))

@@ -60,6 +60,13 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// The file of other phones' pinned keys cannot be read (why).
+    KnownPeers {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 impl Failure for Error {
@@ -130,6 +137,12 @@ impl fmt::Display for Error {
                 "cannot read the pinned server keys in {}: {why} (fix or remove the line)",
                 path.display()
             ),
+            Error::KnownPeers { path, why } => write!(
+                f,
+                "cannot read the pinned keys of other phones in {}: {why} (fix or remove \
+                 the line; --known-peers names another file)",
+                path.display()
+            ),
         }
     }
 }
@@ -141,7 +154,8 @@ impl std::error::Error for Error {
             | Error::ControlInUse(_)
             | Error::ControlNotSocket(_)
             | Error::Identity(_)
-            | Error::KnownServers { .. } => None,
+            | Error::KnownServers { .. }
+            | Error::KnownPeers { .. } => None,
             Error::Listen { source, .. }
             | Error::Control { source, .. }
             | Error::Poll { source, .. }

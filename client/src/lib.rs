@@ -16,6 +16,7 @@ pub mod alloc_count;
 pub mod cli;
 pub mod command;
 pub mod control;
+pub mod crypto;
 pub mod directory;
 pub mod error;
 pub mod keys;

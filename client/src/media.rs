@@ -30,6 +30,7 @@ use mio::net::UdpSocket;
 use parlo_audio::{
     Audio, DeviceSpec, FRAME_DURATION, Frame, JitterBuffer, JitterConfig, SILENCE, Wake, pcmu,
 };
+use parlo_fsm::PublicKey;
 use parlo_net::media::{
     MAX_RTP_LEN, PayloadType, RAW_PCM_LEN, RawPcm, RtpHeader, RtpRepr, StreamLock, Verdict,
 };
@@ -119,8 +120,9 @@ struct Session {
     peer: SocketAddr,
     dialect: Dialect,
     codec: Codec,
-    /// Whether the call is encrypted: its media must come out of the call's session.
-    sealed: bool,
+    /// The peer's key when the call is encrypted: its media must come out of a session
+    /// with that key.
+    key: Option<PublicKey>,
     header: RtpHeader,
     /// Which packets from the peer's address are its stream.
     stream: StreamLock,
@@ -271,14 +273,14 @@ impl Media {
 
     /// Starts the device and media with `peer`, sending `codec` (always L16, as raw PCM,
     /// to an original peer). `random` seeds the RTP SSRC, sequence number and timestamp.
-    /// In an encrypted call (`sealed`), only media that came out of the call's session is
-    /// played (see [`Media::handle_rtp`]).
+    /// In an encrypted call (`key`: the peer's), only media that came out of a session
+    /// with that key is played (see [`Media::handle_rtp`]).
     pub fn start(
         &mut self,
         peer: SocketAddr,
         dialect: Dialect,
         codec: Codec,
-        sealed: bool,
+        key: Option<PublicKey>,
         wake: Wake,
         random: u64,
     ) -> Result<(), parlo_audio::Error> {
@@ -286,7 +288,7 @@ impl Media {
             log::warn!("audio device of the previous call: {e}");
         }
         let audio = Audio::start(&self.spec, wake)?;
-        self.start_on(audio, peer, dialect, codec, sealed, random);
+        self.start_on(audio, peer, dialect, codec, key, random);
         Ok(())
     }
 
@@ -299,7 +301,7 @@ impl Media {
         peer: SocketAddr,
         dialect: Dialect,
         codec: Codec,
-        sealed: bool,
+        key: Option<PublicKey>,
         random: u64,
     ) {
         if let Err(e) = self.stop() {
@@ -335,7 +337,7 @@ impl Media {
             peer,
             dialect,
             codec,
-            sealed,
+            key,
             header,
             stream: StreamLock::new(codec),
             foreign: 0,
@@ -487,18 +489,19 @@ impl Media {
         session.sync();
     }
 
-    /// A media packet. `arrival` is the arrival time in 8 kHz ticks; `sealed`: it came
-    /// out of an encrypted session with its sender. Returns `false` for a packet from
-    /// the peer's address that is not the call's stream (another SSRC or payload type, or
-    /// in the clear in an encrypted call): counted, not played, and no sign that the peer
-    /// is there; `true` for the rest (the call's media, or a packet from elsewhere, the
+    /// A media packet. `arrival` is the arrival time in 8 kHz ticks; `key`: the key of
+    /// the encrypted session it came out of (`None`: in the clear). Returns `false` for a
+    /// packet from the peer's address that is not the call's stream (another SSRC or
+    /// payload type, or not out of a session with the peer's key in an encrypted call, or
+    /// out of one in a plaintext call): counted, not played, and no sign that the peer is
+    /// there; `true` for the rest (the call's media, or a packet from elsewhere, the
     /// machine's to judge).
     pub fn handle_rtp(
         &mut self,
         from: SocketAddr,
         packet: &RtpRepr<'_>,
         arrival: u32,
-        sealed: bool,
+        key: Option<PublicKey>,
     ) -> bool {
         let Some(session) = self.session.as_mut() else {
             return true;
@@ -506,20 +509,20 @@ impl Media {
         if from != session.peer {
             return true;
         }
-        if sealed != session.sealed {
+        if key != session.key {
             session.foreign += 1;
             if session.foreign == 1 {
                 log::warn!(
-                    "ignoring media from {from} {} in an {} call (further ones are only counted)",
-                    if sealed {
-                        "from an encrypted session"
+                    "ignoring media from {from} {} in {} call (further ones are only counted)",
+                    if key.is_some() {
+                        "out of an encrypted session"
                     } else {
                         "in the clear"
                     },
-                    if session.sealed {
-                        "encrypted"
+                    if session.key.is_some() {
+                        "an encrypted call with another key"
                     } else {
-                        "unencrypted"
+                        "a plaintext"
                     },
                 );
             }
@@ -695,7 +698,7 @@ mod tests {
             peer,
             Dialect::Parlo,
             Codec::L16,
-            false,
+            None,
             1,
         );
         (media, udp, device, peer)
@@ -713,7 +716,7 @@ mod tests {
         let mut packet = [0u8; MAX_RTP_LEN];
         let len = header.emit_l16(frame, &mut packet).expect("emit");
         let repr = RtpRepr::parse(&packet[..len]).expect("parse");
-        media.handle_rtp(from, &repr, u32::from(seq) * 512, false);
+        media.handle_rtp(from, &repr, u32::from(seq) * 512, None);
     }
 
     /// Offers `media` an RTP packet of `frame` from `from`, with `header`'s fields;
@@ -734,7 +737,7 @@ mod tests {
             }
         };
         let repr = RtpRepr::parse(&packet[..len]).expect("parse");
-        media.handle_rtp(from, &repr, header.timestamp, false)
+        media.handle_rtp(from, &repr, header.timestamp, None)
     }
 
     fn header(payload_type: PayloadType, seq: u16, ssrc: u32) -> RtpHeader {
@@ -748,7 +751,7 @@ mod tests {
     }
 
     #[test]
-    fn an_encrypted_call_plays_only_what_came_out_of_its_session() {
+    fn an_encrypted_call_plays_only_what_came_out_of_a_session_with_the_peer_s_key() {
         let (wake, _) = wake_counter();
         let (mut device, end) = parlo_audio::frame_queues(wake);
         let mut media = Media::new(DeviceSpec::Null);
@@ -758,30 +761,37 @@ mod tests {
             peer,
             Dialect::Parlo,
             Codec::L16,
-            true,
+            Some(PublicKey([7; 32])),
             1,
         );
         let frame = |v: i16| [v; parlo_audio::FRAME_SAMPLES];
         let mut packet = [0u8; MAX_RTP_LEN];
-        let mut give = |media: &mut Media, seq: u16, value: i16, sealed: bool| {
+        let mut give = |media: &mut Media, seq: u16, value: i16, key: Option<PublicKey>| {
             let header = header(PayloadType::L16, seq, 9);
             let len = header.emit_l16(&frame(value), &mut packet).expect("emit");
             let repr = RtpRepr::parse(&packet[..len]).expect("parse");
-            media.handle_rtp(peer, &repr, header.timestamp, sealed)
+            media.handle_rtp(peer, &repr, header.timestamp, key)
         };
-        // In the clear, from the peer's very address, with the stream's next fields: not
-        // the call's. Out of the session: played.
+        // In the clear, or out of a session with another key, from the peer's very
+        // address, with the stream's next fields: not the call's. Out of a session with
+        // the peer's key: played.
         let udp = UdpSocket::bind("127.0.0.227:0".parse().expect("address")).expect("bind");
         let mut played = SILENCE;
         assert!(!device.pop_playback(&mut played));
         assert!(!media.handle_wake(&mut &udp));
         for seq in 0..2 {
-            assert!(!give(&mut media, seq, 66, false));
-            assert!(give(&mut media, seq, seq as i16 + 1, true));
+            assert!(!give(&mut media, seq, 66, None));
+            assert!(!give(&mut media, seq, 77, Some(PublicKey([8; 32]))));
+            assert!(give(
+                &mut media,
+                seq,
+                seq as i16 + 1,
+                Some(PublicKey([7; 32]))
+            ));
             assert!(device.pop_playback(&mut played));
             assert_eq!(played, frame(seq as i16 + 1));
         }
-        assert_eq!(media.stats().foreign_media, 2);
+        assert_eq!(media.stats().foreign_media, 4);
     }
 
     #[test]
@@ -869,7 +879,7 @@ mod tests {
             peer,
             Dialect::Parlo,
             Codec::Pcmu,
-            false,
+            None,
             1,
         );
         let frame = [100; parlo_audio::FRAME_SAMPLES];
@@ -1002,7 +1012,7 @@ mod tests {
                 peer_addr,
                 Dialect::Parlo,
                 Codec::L16,
-                false,
+                None,
                 wake,
                 0x1234_5678_9abc_def0,
             )
@@ -1043,12 +1053,12 @@ mod tests {
         for k in 0..4u32 {
             let len = header.emit_l16(&frame, &mut packet).expect("emit");
             let repr = RtpRepr::parse(&packet[..len]).expect("parse");
-            media.handle_rtp(peer_addr, &repr, k * 512, false);
+            media.handle_rtp(peer_addr, &repr, k * 512, None);
             media.handle_rtp(
                 "127.0.0.213:5001".parse().expect("address"),
                 &repr,
                 k * 512,
-                false,
+                None,
             );
             header = header.next_frame();
         }
@@ -1111,7 +1121,7 @@ mod tests {
         let mut media = Media::new(DeviceSpec::Tone { hz: 1000 });
         let (wake, _) = wake_counter();
         media
-            .start(peer_addr, Dialect::Parlo, Codec::Pcmu, false, wake, 5)
+            .start(peer_addr, Dialect::Parlo, Codec::Pcmu, None, wake, 5)
             .expect("the tone device starts");
         pump(&mut media, &udp, 2);
         let mut buf = [0u8; 2048];
@@ -1126,7 +1136,7 @@ mod tests {
 
         // What we send, we play back when it comes in.
         let repr = RtpRepr::parse(&buf[..len]).expect("RTP");
-        media.handle_rtp(peer_addr, &repr, 0, false);
+        media.handle_rtp(peer_addr, &repr, 0, None);
         assert_eq!(media.stats().received, 1);
         assert_eq!(media.stats().codec, Some(Codec::Pcmu));
         media.stop().expect("stops cleanly");
@@ -1159,7 +1169,7 @@ mod tests {
                 peer.local_addr().expect("address"),
                 Dialect::Parlo,
                 Codec::L16,
-                false,
+                None,
                 wake,
                 3,
             )
@@ -1196,7 +1206,7 @@ mod tests {
         let mut media = Media::new(DeviceSpec::Tone { hz: 1000 });
         let (wake, _) = wake_counter();
         media
-            .start(peer_addr, Dialect::Original, Codec::Pcmu, false, wake, 1)
+            .start(peer_addr, Dialect::Original, Codec::Pcmu, None, wake, 1)
             .expect("the tone device starts");
         pump(&mut media, &udp, 1);
         let mut buf = [0u8; 2048];

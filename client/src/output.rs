@@ -13,8 +13,9 @@
 //!                                             {"event":"incoming","peer":"bob","from":"127.0.0.2:5001","verified":"key","new":true}
 //! incoming bob from=127.0.0.2:5001 verified=plaintext address=yes
 //!                                             {"event":"incoming","peer":"bob","from":"127.0.0.2:5001","verified":"plaintext","new":false,"address":true}
-//! connected bob dialect=parlo codec=L16 verified=key
-//!                                             {"event":"connected","peer":"bob","dialect":"parlo","codec":"L16","verified":"key","new":false}
+//! connected bob dialect=parlo codec=L16 verified=key code=0123-4567
+//!                                             {"event":"connected","peer":"bob","dialect":"parlo","codec":"L16","verified":"key","new":false,"code":"0123-4567"}
+//! trusted bob key=KEY fingerprint=FP          {"event":"trusted","peer":"bob","key":"KEY","fingerprint":"FP"}
 //! ended bob reason=hangup                     {"event":"ended","peer":"bob","reason":"hangup"}
 //! users alice bob                             {"event":"users","users":["alice","bob"]}
 //! status state=in-call peer=bob ...           {"event":"status","state":"in-call","peer":"bob",...}
@@ -29,7 +30,10 @@
 //! key was seen for the first time and pinned. A plaintext caller's `address` says
 //! whether the directory gives its name the IP address the call came from: `yes`, `no`,
 //! or `unknown` (JSON `true`, `false`, `null`) when the directory could not be asked;
-//! it is absent for an encrypted call. `status`
+//! it is absent for an encrypted call. `code` is the short code of an encrypted call's
+//! session, for the two users to read to each other (a man in the middle makes two
+//! sessions with two different codes); a plaintext call has none. `trusted` answers
+//! `trust NAME [KEY]`: the key now pinned for that name. `status`
 //! says `registered=yes` while the directory holds the phone's registration; otherwise
 //! `registered=no` and, last, why and when the next attempt is (`reason=`: the name taken,
 //! the server unreachable, the first attempt under way).
@@ -48,13 +52,14 @@ use crate::media::MediaStats;
 use parlo_fsm::{Escaped, Verification};
 
 /// The commands, as `help` lists them.
-pub const COMMANDS: [&str; 10] = [
+pub const COMMANDS: [&str; 11] = [
     "call NAME",
     "accept",
     "reject",
     "hangup",
     "list",
     "status",
+    "trust NAME [KEY]",
     "quit",
     "help",
     "watch [text|json]",
@@ -143,6 +148,14 @@ pub struct Status {
     pub peer_addr: Option<SocketAddr>,
     /// `parlo` or `original`, during a call.
     pub dialect: Option<&'static str>,
+    /// How the peer of the current or last call is verified (`key`, `plaintext`, ...).
+    pub verified: Option<Verification>,
+    /// The short code of that call's encrypted session.
+    pub code: Option<String>,
+    /// This phone's policy: `required`, `preferred` or `off`.
+    pub security: Option<&'static str>,
+    /// What the encrypted sessions dropped, and handshakes done, since the phone started.
+    pub secure: parlo_net::secure::Counters,
     /// Whether the directory holds our registration, and if not why.
     pub registration: Registration,
     /// The media counters of the current or last call (and its codec).
@@ -158,7 +171,7 @@ pub struct Status {
 impl Status {
     /// The numeric fields, in the order `status` prints them (numbers in both the text and
     /// the JSON form; the jitter in milliseconds with three decimals).
-    fn counters(&self) -> [(&'static str, Counter); 17] {
+    fn counters(&self) -> [(&'static str, Counter); 22] {
         let media = &self.media;
         [
             ("sent", Counter::Count(media.sent)),
@@ -178,6 +191,11 @@ impl Status {
             ("foreign_media", Counter::Count(media.foreign_media)),
             ("garbage", Counter::Count(self.garbage)),
             ("retransmissions", Counter::Count(self.retransmissions)),
+            ("auth_failures", Counter::Count(self.secure.auth_failures)),
+            ("replays", Counter::Count(self.secure.replays)),
+            ("stale", Counter::Count(self.secure.stale)),
+            ("rate_limited", Counter::Count(self.secure.rate_limited)),
+            ("handshakes", Counter::Count(self.secure.handshakes)),
         ]
     }
 }
@@ -250,6 +268,9 @@ pub enum Event {
         verified: Verification,
         /// Whether its key was pinned just now (first contact).
         new: bool,
+        /// The short code of the call's encrypted session (`1234-5678`), for the two
+        /// users to read to each other; `None` for a plaintext call.
+        code: Option<String>,
     },
     /// The call ended.
     Ended {
@@ -257,6 +278,15 @@ pub enum Event {
         peer: String,
         /// Why (`hangup`, `remote-hangup`, ...).
         reason: &'static str,
+    },
+    /// A key is pinned for a name on the user's word (`trust`).
+    Trusted {
+        /// The name.
+        peer: String,
+        /// The key, in its text form.
+        key: String,
+        /// Its fingerprint.
+        fingerprint: String,
     },
     /// The registered names.
     Users {
@@ -339,6 +369,7 @@ impl Event {
             Event::Ringing { .. } => "ringing",
             Event::Incoming { .. } => "incoming",
             Event::Connected { .. } => "connected",
+            Event::Trusted { .. } => "trusted",
             Event::Ended { .. } => "ended",
             Event::Users { .. } => "users",
             Event::Status(_) => "status",
@@ -377,10 +408,20 @@ impl Event {
                 codec,
                 verified,
                 new,
+                code,
             } => {
                 let _ = write!(out, " {} dialect={dialect} codec={codec}", text(peer));
-                verification_text(&mut out, *verified, *new, None)
+                let _ = verification_text(&mut out, *verified, *new, None);
+                match code {
+                    Some(code) => write!(out, " code={code}"),
+                    None => Ok(()),
+                }
             }
+            Event::Trusted {
+                peer,
+                key,
+                fingerprint,
+            } => write!(out, " {} key={key} fingerprint={fingerprint}", text(peer)),
             Event::Ended { peer, reason } => write!(out, " {} reason={reason}", text(peer)),
             Event::Users { names } => {
                 for name in names {
@@ -402,6 +443,15 @@ impl Event {
                 }
                 if let Some(codec) = s.media.codec.map(parlo_fsm::Codec::name) {
                     let _ = write!(out, " codec={codec}");
+                }
+                if let Some(verified) = s.verified {
+                    let _ = write!(out, " verified={}", verified.name());
+                }
+                if let Some(code) = &s.code {
+                    let _ = write!(out, " code={code}");
+                }
+                if let Some(security) = s.security {
+                    let _ = write!(out, " security={security}");
                 }
                 let registered = if s.registration.is_registered() {
                     "yes"
@@ -461,11 +511,24 @@ impl Event {
                 codec,
                 verified,
                 new,
+                code,
             } => {
                 field(&mut out, "peer", peer);
                 field(&mut out, "dialect", dialect);
                 field(&mut out, "codec", codec);
                 verification_json(&mut out, *verified, *new, None);
+                if let Some(code) = code {
+                    field(&mut out, "code", code);
+                }
+            }
+            Event::Trusted {
+                peer,
+                key,
+                fingerprint,
+            } => {
+                field(&mut out, "peer", peer);
+                field(&mut out, "key", key);
+                field(&mut out, "fingerprint", fingerprint);
             }
             Event::Ended { peer, reason } => {
                 field(&mut out, "peer", peer);
@@ -494,6 +557,15 @@ impl Event {
                 }
                 if let Some(codec) = s.media.codec.map(parlo_fsm::Codec::name) {
                     field(&mut out, "codec", codec);
+                }
+                if let Some(verified) = s.verified {
+                    field(&mut out, "verified", verified.name());
+                }
+                if let Some(code) = &s.code {
+                    field(&mut out, "code", code);
+                }
+                if let Some(security) = s.security {
+                    field(&mut out, "security", security);
                 }
                 let _ = write!(out, ",\"registered\":{}", s.registration.is_registered());
                 if let Some(reason) = s.registration.reason() {
@@ -562,6 +634,7 @@ pub fn is_about(line: &str, kind: &str, peer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parlo_fsm::PublicKey;
 
     fn addr() -> SocketAddr {
         "127.0.0.2:5001".parse().expect("address")
@@ -633,6 +706,7 @@ mod tests {
                     codec: "L16",
                     verified: Verification::Plaintext,
                     new: false,
+                    code: None,
                 },
                 "connected bob dialect=original codec=L16 verified=plaintext",
             ),
@@ -643,8 +717,17 @@ mod tests {
                     codec: "PCMU",
                     verified: Verification::Key,
                     new: true,
+                    code: Some("0123-4567".into()),
                 },
-                "connected bob dialect=parlo codec=PCMU verified=key new=yes",
+                "connected bob dialect=parlo codec=PCMU verified=key new=yes code=0123-4567",
+            ),
+            (
+                Event::Trusted {
+                    peer: "bob".into(),
+                    key: PublicKey([1; 32]).to_string(),
+                    fingerprint: "abcd".into(),
+                },
+                "trusted bob key=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE= fingerprint=abcd",
             ),
             (
                 Event::Ended {
@@ -662,7 +745,7 @@ mod tests {
             (Event::Users { names: vec![] }, "users"),
             (
                 Event::Help,
-                "help call NAME|accept|reject|hangup|list|status|quit|help|watch [text|json]|\
+                "help call NAME|accept|reject|hangup|list|status|trust NAME [KEY]|quit|help|watch [text|json]|\
                  format text|json",
             ),
             (Event::Bye, "bye"),
@@ -741,11 +824,12 @@ mod tests {
                 peer: "bob".into(),
                 dialect: "parlo",
                 codec: "PCMU",
-                verified: Verification::Unknown,
+                verified: Verification::Key,
                 new: false,
+                code: Some("0042-0001".into()),
             }
             .json(),
-            r#"{"event":"connected","peer":"bob","dialect":"parlo","codec":"PCMU","verified":"unknown","new":false}"#
+            r#"{"event":"connected","peer":"bob","dialect":"parlo","codec":"PCMU","verified":"key","new":false,"code":"0042-0001"}"#
         );
         assert_eq!(Event::Bye.json(), r#"{"event":"bye"}"#);
         let status = Event::Status(Box::new(Status {
@@ -759,14 +843,16 @@ mod tests {
              \"received\":0,\"played\":0,\"lost\":0,\"late\":0,\"duplicate\":0,\
              \"discarded\":0,\"concealed\":0,\"underruns\":0,\"depth\":0,\
              \"jitter_ms\":0.000,\"capture_overruns\":0,\"playback_overruns\":0,\
-             \"foreign\":0,\"foreign_media\":0,\"garbage\":0,\"retransmissions\":0}"
+             \"foreign\":0,\"foreign_media\":0,\"garbage\":0,\"retransmissions\":0,\
+             \"auth_failures\":0,\"replays\":0,\"stale\":0,\"rate_limited\":0,\
+             \"handshakes\":0}"
         );
         assert_eq!(
             status.text(),
             "status state=idle registered=yes sent=0 received=0 played=0 lost=0 late=0 \
              duplicate=0 discarded=0 concealed=0 underruns=0 depth=0 jitter_ms=0.000 \
              capture_overruns=0 playback_overruns=0 foreign=0 foreign_media=0 garbage=0 \
-             retransmissions=0"
+             retransmissions=0 auth_failures=0 replays=0 stale=0 rate_limited=0 handshakes=0"
         );
         let refused = Event::Status(Box::new(Status {
             state: "idle",
@@ -781,7 +867,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with(" retransmissions=0 reason=the name is taken; next attempt in 5 s"),
+            text.ends_with(" handshakes=0 reason=the name is taken; next attempt in 5 s"),
             "{text}"
         );
         let json = refused.json();

@@ -18,19 +18,22 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parlo_fsm as fsm;
-use parlo_net::media::Datagram;
+use parlo_net::media::{Datagram, RAW_PCM_LEN};
 use parlo_net::peer::Wire;
+use parlo_net::secure::{self, Kind};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::agent::{self, Agent, MediaFailure, Origin, Output, Settings, Snapshot};
 use crate::cli::PhoneConfig;
 use crate::control::Control;
+use crate::crypto::{Closed, Crypto, SealedLink};
 use crate::directory::{Directory, Outcome};
 use crate::error::{Error, Exit};
 use crate::keys::Keys;
 use crate::media::{self, Media};
 use crate::output::{Event as Out, Format};
+use crate::pins::KnownPeers;
 use crate::random::OsRandom;
 use crate::stdin::{Input, Stdin};
 
@@ -64,6 +67,14 @@ pub struct Phone {
     random: OsRandom,
     /// Datagrams that could not be parsed.
     garbage: u64,
+    /// The encrypted sessions with other phones.
+    crypto: Crypto,
+    /// Other phones' pinned keys, as written to `known_peers`.
+    known_peers: KnownPeers,
+    /// The peer's key while media runs in an encrypted call.
+    media_key: Option<fsm::PublicKey>,
+    /// Where media is sealed: allocated once.
+    sealed: Box<[u8; secure::MAX_DATAGRAM]>,
 }
 
 impl std::fmt::Debug for Phone {
@@ -108,11 +119,41 @@ impl Phone {
             None => None,
         };
         let stdin = Stdin::open(registry, STDIN, Arc::clone(&waker));
+        let keys = Keys::load(&config)?;
+        let known_peers =
+            KnownPeers::load(&config.known_peers).map_err(|why| Error::KnownPeers {
+                path: config.known_peers.clone(),
+                why,
+            })?;
+        let on = config.security != fsm::Security::Off;
+        let crypto = Crypto::new(
+            keys.identity.clone(),
+            secure::Config {
+                max_skew: config.max_clock_skew_ms,
+                rekey_after: config.rekey_after_ms,
+                ..secure::Config::default()
+            },
+            on,
+            OsRandom::new().map_err(Error::Random)?,
+        );
+        log::info!(
+            "security {}: {}; {} other phones' keys pinned in {}",
+            config.security.name(),
+            match config.security {
+                fsm::Security::Required => "calls with Parlo phones are encrypted, or refused",
+                fsm::Security::Preferred => {
+                    "calls with Parlo phones are encrypted when their key is known"
+                }
+                fsm::Security::Off => "no call is encrypted",
+            },
+            known_peers.len(),
+            known_peers.path().display()
+        );
         let call_ids = OsRandom::new().map_err(Error::Random)?;
-        let agent = Agent::new(Settings::of(&config), call_ids, fsm::Instant(0));
+        let settings = Settings::of(&config, known_peers.pins());
+        let agent = Agent::new(settings, call_ids, fsm::Instant(0));
         let mut random = OsRandom::new().map_err(Error::Random)?;
         let lookup_waker = Arc::clone(&waker);
-        let keys = Keys::load(&config)?;
         let directory = Directory::new(
             config.server.clone(),
             config.name.clone(),
@@ -148,6 +189,10 @@ impl Phone {
             signals,
             random,
             garbage: 0,
+            crypto,
+            known_peers,
+            media_key: None,
+            sealed: Box::new([0; secure::MAX_DATAGRAM]),
         })
     }
 
@@ -239,7 +284,16 @@ impl Phone {
     fn execute(&mut self, output: Output) {
         match output {
             Output::Print { event, answer } => self.write(&event, answer),
-            Output::Send { to, message } => self.send(to, &message),
+            Output::Send { to, message, key } => self.send(to, &message, key),
+            Output::Pin { name, key } => {
+                if let Err(e) = self.known_peers.pin(&name, key) {
+                    log::warn!(
+                        "cannot write the pin of {name} to {}: {e} (it holds until the phone \
+                         stops)",
+                        self.known_peers.path().display()
+                    );
+                }
+            }
             Output::Query { query, purpose } => {
                 let registry = self.poll.registry();
                 let now = Instant::now();
@@ -255,13 +309,15 @@ impl Phone {
                 peer,
                 dialect,
                 codec,
+                key,
             } => {
+                self.media_key = key;
                 let waker = Arc::clone(&self.waker);
                 let wake: parlo_audio::Wake = Arc::new(move || {
                     let _ = waker.wake();
                 });
                 let random = self.random.next_u64();
-                if let Err(e) = self.media.start(peer, dialect, codec, false, wake, random) {
+                if let Err(e) = self.media.start(peer, dialect, codec, key, wake, random) {
                     let failure = MediaFailure::Start(e.to_string());
                     self.agent.handle_media_failed(self.ms(), failure);
                 }
@@ -287,16 +343,43 @@ impl Phone {
         }
     }
 
-    fn send(&mut self, to: SocketAddr, message: &fsm::Message) {
-        let mut buf = [0u8; parlo_net::peer::MAX_MESSAGE_LEN];
-        match message.emit(&mut buf) {
-            Ok(len) => {
-                log::debug!("-> {to}: {}", message.wire());
-                if let Err(e) = self.udp.send_to(&buf[..len], to) {
-                    log::warn!("cannot send {} to {to}: {e}", message.keyword());
-                }
+    /// Sends `message` to `to`: sealed for `key`, or in the clear.
+    fn send(&mut self, to: SocketAddr, message: &fsm::Message, key: Option<fsm::PublicKey>) {
+        let mut line = [0u8; parlo_net::peer::MAX_MESSAGE_LEN];
+        let len = match message.emit(&mut line) {
+            Ok(len) => len,
+            Err(e) => return log::error!("cannot encode {}: {e}", message.keyword()),
+        };
+        let Some(key) = key else {
+            log::debug!("-> {to}: {}", message.wire());
+            if let Err(e) = self.udp.send_to(&line[..len], to) {
+                log::warn!("cannot send {} to {to}: {e}", message.keyword());
             }
-            Err(e) => log::error!("cannot encode {}: {e}", message.keyword()),
+            return;
+        };
+        let start = matches!(message, fsm::Message::Start { .. });
+        let now = self.ms().0;
+        let mut sealed = [0u8; secure::MAX_DATAGRAM];
+        let n = match self
+            .crypto
+            .seal(now, to, &key, &line[..len], start, &mut sealed)
+        {
+            Ok(n) => n,
+            Err(e) => {
+                // A CLOSE before the callee's answer came: there is no session to send it
+                // on (the callee stops ringing by itself).
+                return log::debug!("cannot send {} to {to}: {e}", message.keyword());
+            }
+        };
+        log::debug!("-> {to} (encrypted, {n} bytes): {}", message.wire());
+        if let Err(e) = self.udp.send_to(&sealed[..n], to) {
+            log::warn!("cannot send {} to {to}: {e}", message.keyword());
+        }
+        // Answering a START completes its session: its short code is known now.
+        if !start {
+            if let Some(session) = self.crypto.session(to).filter(|s| s.key == key) {
+                self.agent.handle_session(to, key, session.code.to_string());
+            }
         }
     }
 
@@ -332,6 +415,7 @@ impl Phone {
             media: self.media.stats(),
             garbage: self.garbage,
             registration: self.directory.registration(Instant::now()),
+            secure: self.crypto.counters(),
         }
     }
 
@@ -357,34 +441,117 @@ impl Phone {
             let dialect = self.agent.media_dialect(now, from);
             // RTP time: 8 kHz samples.
             let arrival = (now.0 as u32).wrapping_mul(8);
-            match Datagram::parse(&buf[..len], dialect) {
-                Ok(Datagram::Signalling(message)) => {
-                    log::debug!("<- {from}: {}", message.wire());
-                    self.agent.handle_peer(now, from, message);
+            let datagram = &buf[..len];
+            // An original peer's raw PCM may start with any byte.
+            let raw = dialect == Some(fsm::Dialect::Original) && len == RAW_PCM_LEN;
+            if !raw && datagram.first().copied().is_some_and(secure::is_secure) {
+                self.handle_sealed(now, from, datagram, arrival, dialect);
+            } else {
+                self.handle_clear(now, from, datagram, arrival, dialect, None);
+            }
+        }
+    }
+
+    /// An encrypted datagram: opened, then handled as what it carried.
+    fn handle_sealed(
+        &mut self,
+        now: fsm::Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        arrival: u32,
+        dialect: Option<fsm::Dialect>,
+    ) {
+        let mut inner = [0u8; secure::MAX_INNER];
+        let opened = match self.crypto.open(now.0, from, datagram, &mut inner) {
+            Ok(opened) => opened,
+            Err(Closed::Off) => {
+                self.garbage += 1;
+                return log::debug!(
+                    "ignored an encrypted datagram of {} bytes from {from}: --security off",
+                    datagram.len()
+                );
+            }
+            Err(Closed::Dropped(why)) => {
+                return log::debug!(
+                    "dropped an encrypted datagram of {} bytes from {from}: {why}",
+                    datagram.len()
+                );
+            }
+        };
+        // The caller's copy of an answer it missed.
+        while let Some((to, bytes)) = self.crypto.poll_transmit() {
+            if let Err(e) = self.udp.send_to(bytes, to) {
+                log::warn!("cannot send to {to}: {e}");
+            }
+        }
+        if let (Kind::Answer, Some(code)) = (opened.kind, opened.code) {
+            self.agent
+                .handle_session(from, opened.key, code.to_string());
+        }
+        let inner = &inner[..opened.len];
+        self.handle_clear(now, from, inner, arrival, dialect, Some(opened.key));
+    }
+
+    /// A datagram in the clear (`key` None), or what an encrypted one carried from a
+    /// session with `key`.
+    fn handle_clear(
+        &mut self,
+        now: fsm::Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        arrival: u32,
+        dialect: Option<fsm::Dialect>,
+        key: Option<fsm::PublicKey>,
+    ) {
+        let sender = fsm::Sender::of(key);
+        match Datagram::parse(datagram, dialect) {
+            Ok(Datagram::Signalling(message)) => {
+                log::debug!(
+                    "<- {from}{}: {}",
+                    if key.is_some() { " (encrypted)" } else { "" },
+                    message.wire()
+                );
+                self.agent.handle_peer(now, from, message, sender);
+                self.drive();
+            }
+            Ok(Datagram::Rtp(packet)) => {
+                // Another stream from the peer's address is no sign of the peer's life.
+                if self.media.handle_rtp(from, &packet, arrival, key) {
+                    self.agent.handle_media(now, from, sender);
                     self.drive();
                 }
-                Ok(Datagram::Rtp(packet)) => {
-                    // Another stream from the peer's address is no sign of the peer's life.
-                    if self.media.handle_rtp(from, &packet, arrival, false) {
-                        self.agent.handle_media(now, from);
-                        self.drive();
-                    }
-                }
-                Ok(Datagram::RawPcm(raw)) => {
-                    self.agent.handle_media(now, from);
-                    self.drive();
-                    self.media.handle_raw(from, &raw, arrival);
-                }
-                Err(e) => {
-                    self.garbage += 1;
-                    log::debug!("ignored a datagram of {len} bytes from {from}: {e}");
-                }
+            }
+            Ok(Datagram::RawPcm(raw)) => {
+                self.agent.handle_media(now, from, sender);
+                self.drive();
+                self.media.handle_raw(from, &raw, arrival);
+            }
+            Err(e) => {
+                self.garbage += 1;
+                log::debug!(
+                    "ignored a datagram of {} bytes from {from}: {e}",
+                    datagram.len()
+                );
             }
         }
     }
 
     fn handle_wake(&mut self) {
-        if self.media.handle_wake(&mut &self.udp) {
+        let now = self.ms().0;
+        let failed = match self.media_key {
+            Some(key) => {
+                let mut link = SealedLink {
+                    udp: &self.udp,
+                    crypto: &mut self.crypto,
+                    key,
+                    now,
+                    buf: &mut self.sealed,
+                };
+                self.media.handle_wake(&mut link)
+            }
+            None => self.media.handle_wake(&mut &self.udp),
+        };
+        if failed {
             // Stopped here, so that its error says what went wrong.
             let stopped = self.media.stop().err().map(|e| e.to_string());
             self.agent

@@ -126,6 +126,11 @@ impl KnownPeers {
         self.pins.get(name).copied()
     }
 
+    /// Every pin, by name.
+    pub fn pins(&self) -> BTreeMap<Name, PublicKey> {
+        self.pins.clone()
+    }
+
     /// How many names are pinned.
     pub fn len(&self) -> usize {
         self.pins.len()

@@ -92,7 +92,7 @@ impl Side {
             peer,
             dialect,
             codec,
-            false,
+            None,
             0x1234_5678,
         );
         let mut config = fsm::Config::new(fsm::Name::new(name).expect("name"));
@@ -199,7 +199,7 @@ impl Side {
                             sender: fsm::Sender::Plain,
                         },
                     );
-                    self.media.handle_rtp(from, &packet, arrival, false);
+                    self.media.handle_rtp(from, &packet, arrival, None);
                 }
                 Ok(Datagram::RawPcm(raw)) => {
                     let _ = self.machine.handle(
