@@ -187,9 +187,22 @@ pub struct PhoneBuilder {
     log_level: String,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    pins: Vec<(String, String)>,
 }
 
 impl PhoneBuilder {
+    /// `--security MODE`: `required` (the phone's default), `preferred` or `off`.
+    pub fn security(self, mode: &str) -> Self {
+        self.arg("--security").arg(mode)
+    }
+
+    /// Pins `key` (its text form) for `name` in the phone's `known_peers` before it
+    /// starts, as a user who knows that phone's key would.
+    pub fn pin(mut self, name: &str, key: &str) -> Self {
+        self.pins.push((name.to_owned(), key.to_owned()));
+        self
+    }
+
     /// The directory server to register with.
     pub fn server(mut self, server: &Server) -> Self {
         self.server = Some(server.addr.to_string());
@@ -335,11 +348,22 @@ impl PhoneBuilder {
             }
         }
         args.extend(self.extra);
-        // Each phone has its own state: its identity and its pins of servers' keys.
+        // Each phone has its own state: its identity and its pins of servers' and other
+        // phones' keys.
         env.push((
             "XDG_STATE_HOME",
             dir.path().join("state").display().to_string(),
         ));
+        if !self.pins.is_empty() {
+            let state = dir.path().join("state/parlo");
+            std::fs::create_dir_all(&state).expect("the phone's state directory");
+            let pins: String = self
+                .pins
+                .iter()
+                .map(|(name, key)| format!("{name} {key}\n"))
+                .collect();
+            std::fs::write(state.join("known_peers"), pins).expect("known_peers written");
+        }
         env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.clone())));
 
         let mut command = client_command();
@@ -380,7 +404,7 @@ impl PhoneBuilder {
 }
 
 /// The environment variables parlo-client reads its settings from.
-const SETTINGS_ENV: [&str; 13] = [
+const SETTINGS_ENV: [&str; 17] = [
     "PARLO_SERVER",
     "PARLO_NAME",
     "PARLO_LISTEN",
@@ -393,6 +417,10 @@ const SETTINGS_ENV: [&str; 13] = [
     "PARLO_CODECS",
     "PARLO_IDENTITY",
     "PARLO_SERVER_KEY",
+    "PARLO_SECURITY",
+    "PARLO_ORIGINAL_PHONES",
+    "PARLO_ANSWER_FROM",
+    "PARLO_KNOWN_PEERS",
     "STATE_DIRECTORY",
 ];
 
@@ -449,6 +477,7 @@ impl Phone {
             log_level: "debug".into(),
             extra: Vec::new(),
             env: Vec::new(),
+            pins: Vec::new(),
         }
     }
 
@@ -551,6 +580,26 @@ impl Phone {
     /// Every stderr line so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.snapshot()
+    }
+
+    /// The phone's public key (text form), as it logs it at start.
+    pub fn public_key(&self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let key = self.stderr_lines().iter().find_map(|line| {
+                let (_, rest) = line.split_once("phone key ")?;
+                rest.split(' ').next().map(str::to_owned)
+            });
+            if let Some(key) = key {
+                return key;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no `phone key` in its log",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Every event so far, read or not.
