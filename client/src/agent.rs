@@ -213,6 +213,8 @@ pub struct Snapshot {
     pub registration: Registration,
     /// What the encrypted sessions dropped, and handshakes done.
     pub secure: parlo_net::secure::Counters,
+    /// Key changes so far in the session with the peer of the current call.
+    pub rekeys: u64,
 }
 
 /// Work queued behind the transition being carried out.
@@ -823,6 +825,11 @@ impl<R: CallIds> Agent<R> {
 
     // ---- queries ----
 
+    /// The address of the current call's peer, once known.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.machine.peer_addr()
+    }
+
     /// The media format to expect from `from` (the machine's
     /// [`Machine::media_dialect`]).
     pub fn media_dialect(&self, now: Instant, from: SocketAddr) -> Option<fsm::Dialect> {
@@ -841,6 +848,7 @@ impl<R: CallIds> Agent<R> {
             code: self.code(),
             security: Some(self.machine.config().security.name()),
             secure: snapshot.secure,
+            rekeys: snapshot.rekeys,
             registration: snapshot.registration.clone(),
             media: snapshot.media,
             foreign: counters.foreign,
@@ -1591,6 +1599,7 @@ mod tests {
                 auth_failures: 2,
                 ..Default::default()
             },
+            rekeys: 4,
         };
         let status = a.status(&snapshot);
         assert_eq!(
@@ -1602,6 +1611,7 @@ mod tests {
             (Some("parlo"), Some(fsm::Codec::L16))
         );
         assert_eq!((status.media.sent, status.garbage), (5, 3));
+        assert_eq!((status.secure.auth_failures, status.rekeys), (2, 4));
         assert!(status.registration.is_registered());
         assert_eq!(idle().status(&Snapshot::default()).state, "idle");
     }

@@ -61,7 +61,8 @@ OPTIONS:
     --security MODE         Calls with other Parlo phones: required (always encrypted; a
                             phone whose key is not known is not called, a plaintext call
                             is refused), preferred (encrypted when the key is known), off
-                            (never encrypted). [default: required]  env: PARLO_SECURITY
+                            (never encrypted; --auto-answer answers anyone, as the original
+                            phones did). [default: required]        env: PARLO_SECURITY
     --original-phones allow|refuse
                             Calls with phones of the original project, which have no
                             encryption: allowed (marked verified=plaintext) or refused.
@@ -155,6 +156,7 @@ STATUS (the answer to `status`, one line; with --json the same fields in an obje
     stale             call requests timestamped too far from this phone's clock
     rate_limited      call handshakes dropped for coming too fast
     handshakes        encrypted sessions set up
+    rekeys            key changes of the current call's session, both ways (--rekey-after)
     Only lost, late, concealed, underruns and the overruns mean the sound suffered; a
     few after a call starts or on a busy LAN are normal.
 

@@ -156,6 +156,8 @@ pub struct Status {
     pub security: Option<&'static str>,
     /// What the encrypted sessions dropped, and handshakes done, since the phone started.
     pub secure: parlo_net::secure::Counters,
+    /// Key changes so far in the current call's session.
+    pub rekeys: u64,
     /// Whether the directory holds our registration, and if not why.
     pub registration: Registration,
     /// The media counters of the current or last call (and its codec).
@@ -171,7 +173,7 @@ pub struct Status {
 impl Status {
     /// The numeric fields, in the order `status` prints them (numbers in both the text and
     /// the JSON form; the jitter in milliseconds with three decimals).
-    fn counters(&self) -> [(&'static str, Counter); 22] {
+    fn counters(&self) -> [(&'static str, Counter); 23] {
         let media = &self.media;
         [
             ("sent", Counter::Count(media.sent)),
@@ -196,6 +198,7 @@ impl Status {
             ("stale", Counter::Count(self.secure.stale)),
             ("rate_limited", Counter::Count(self.secure.rate_limited)),
             ("handshakes", Counter::Count(self.secure.handshakes)),
+            ("rekeys", Counter::Count(self.rekeys)),
         ]
     }
 }
@@ -845,14 +848,14 @@ mod tests {
              \"jitter_ms\":0.000,\"capture_overruns\":0,\"playback_overruns\":0,\
              \"foreign\":0,\"foreign_media\":0,\"garbage\":0,\"retransmissions\":0,\
              \"auth_failures\":0,\"replays\":0,\"stale\":0,\"rate_limited\":0,\
-             \"handshakes\":0}"
+             \"handshakes\":0,\"rekeys\":0}"
         );
         assert_eq!(
             status.text(),
             "status state=idle registered=yes sent=0 received=0 played=0 lost=0 late=0 \
              duplicate=0 discarded=0 concealed=0 underruns=0 depth=0 jitter_ms=0.000 \
              capture_overruns=0 playback_overruns=0 foreign=0 foreign_media=0 garbage=0 \
-             retransmissions=0 auth_failures=0 replays=0 stale=0 rate_limited=0 handshakes=0"
+             retransmissions=0 auth_failures=0 replays=0 stale=0 rate_limited=0 handshakes=0 rekeys=0"
         );
         let refused = Event::Status(Box::new(Status {
             state: "idle",
@@ -867,7 +870,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with(" handshakes=0 reason=the name is taken; next attempt in 5 s"),
+            text.ends_with(" rekeys=0 reason=the name is taken; next attempt in 5 s"),
             "{text}"
         );
         let json = refused.json();

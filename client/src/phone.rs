@@ -416,6 +416,11 @@ impl Phone {
             garbage: self.garbage,
             registration: self.directory.registration(Instant::now()),
             secure: self.crypto.counters(),
+            rekeys: self
+                .agent
+                .peer_addr()
+                .and_then(|addr| self.crypto.session(addr))
+                .map_or(0, |session| session.rekeys),
         }
     }
 

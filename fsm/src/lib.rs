@@ -61,8 +61,9 @@
 //! `connected` or `ended` about an incoming call never announced. (A call that wins
 //! glare connects without an announcement: its user had dialled that very peer.) With
 //! [`Config::auto_answer`] (an intercom) the machine answers the call itself as soon as
-//! it is announced — if the caller is verified by its key, and on
-//! [`Config::answer_from`] when that list is not empty; any other call rings.
+//! it is announced — if the caller is verified by its key (any caller with
+//! [`Security::Off`], which verifies nobody by key), and on [`Config::answer_from`] when
+//! that list is not empty; any other call rings.
 //!
 //! A lookup the machine no longer waits for (the call moved on, another name) is
 //! foreign; a failed lookup while dialling ends the call as

@@ -53,7 +53,8 @@ pub struct Config {
     /// Whether the phone answers an incoming call by itself once it is announced (an
     /// intercom) — only a caller verified by its key ([`Verification::Key`]), and only
     /// one on [`Config::answer_from`] when that list is not empty; every other call
-    /// rings for the user to answer.
+    /// rings for the user to answer. With [`Security::Off`], which verifies nobody by
+    /// key, any caller (on the list), as the original project's phones did.
     pub auto_answer: bool,
     /// Which callers an intercom answers by itself, by name (each must be key-verified
     /// too). Empty: every key-verified caller.
@@ -581,11 +582,13 @@ impl<R: CallIds> Machine<R> {
     }
 
     /// Whether this phone answers the incoming call `c` by itself (an intercom): only a
-    /// key-verified caller, and one on the list when there is a list.
+    /// key-verified caller, and one on the list when there is a list. A phone with
+    /// security off verifies no one by key: it answers as the original did, anyone (on
+    /// the list).
     fn answers_itself(&self, c: &Call, event: Option<&Event>) -> bool {
         let verification = c.verification.unwrap_or_else(|| Self::verify(c, event).0);
         self.config.auto_answer
-            && verification == Verification::Key
+            && (verification == Verification::Key || self.config.security == Security::Off)
             && (self.config.answer_from.is_empty() || self.config.answer_from.contains(&c.peer))
     }
 

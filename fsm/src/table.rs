@@ -249,8 +249,8 @@ pub enum Guard {
     /// A CLOSE went to the ended original peer less than the interval ago.
     CloseRecent,
     /// The phone answers this call by itself: [`crate::Config::auto_answer`], the caller
-    /// is key-verified, and on [`crate::Config::answer_from`] when that list is not
-    /// empty.
+    /// is key-verified (or security is off), and on [`crate::Config::answer_from`] when
+    /// that list is not empty.
     AutoAnswer,
     /// The user answers this call (every call without auto-answer, and every caller that
     /// is not key-verified or not on the list).
