@@ -61,6 +61,9 @@ fn a_tone_device_is_heard_at_its_frequency() {
 /// Alice calls "bob", which is a [`Relay`] in front of the real phone (registered as
 /// `bob-phone`), with alice's audio impaired on the way. Returns what alice sent, what
 /// bob's phone recorded, bob's status at the end of the call and the relay's report.
+/// A call from alice to bob through a relay that reads the plaintext protocol (RTP
+/// headers, signalling lines) to impair it: in the clear, `--security off`. Encrypted
+/// calls carry the same RTP inside (`call_security.rs`, `audio_impaired.rs`).
 fn call_through_relay(impair: Impairment) -> (Vec<i16>, Vec<i16>, Event, RelayReport) {
     let server = Server::start(&[]);
     let dir = parlo_tests::server_harness::TempDir::new("relay");
@@ -71,11 +74,16 @@ fn call_through_relay(impair: Impairment) -> (Vec<i16>, Vec<i16>, Event, RelayRe
         Phone::builder("bob-phone")
             .server(&server)
             .audio(bob_audio)
-            .auto_answer(),
+            .auto_answer()
+            .security("off"),
     );
     let relay = Relay::start("bob", &server, bob.addr, impair);
-    let mut alice =
-        Phone::start_registered(Phone::builder("alice").server(&server).audio(alice_audio));
+    let mut alice = Phone::start_registered(
+        Phone::builder("alice")
+            .server(&server)
+            .audio(alice_audio)
+            .security("off"),
+    );
     alice.send("call bob");
     alice.expect_event("connected");
     bob.expect_event("connected");

@@ -26,16 +26,15 @@ fn alice_calls_bob_bob_answers_alice_hangs_up() {
         Some(alice.addr.to_string()),
         "{incoming}"
     );
+    // Encrypted, and alice's key is the one the directory binds to her name: verified by
+    // key, and pinned on this first contact.
     assert_eq!(
         incoming.field("verified").as_deref(),
-        Some("plaintext"),
+        Some("key"),
         "{incoming}"
     );
-    assert_eq!(
-        incoming.field("address").as_deref(),
-        Some("yes"),
-        "{incoming}"
-    );
+    assert_eq!(incoming.field("new").as_deref(), Some("yes"), "{incoming}");
+    assert_eq!(incoming.field("address"), None, "{incoming}");
     assert_eq!(alice.expect_event("ringing").peer(), Some("bob"));
     let status = alice.status();
     assert_eq!(
@@ -50,8 +49,13 @@ fn alice_calls_bob_bob_answers_alice_hangs_up() {
         "{status}"
     );
     bob.send("accept");
-    assert_eq!(alice.expect_event("connected").peer(), Some("bob"));
-    assert_eq!(bob.expect_event("connected").peer(), Some("alice"));
+    let connected = alice.expect_event("connected");
+    let answered = bob.expect_event("connected");
+    assert_eq!(connected.peer(), Some("bob"));
+    assert_eq!(answered.peer(), Some("alice"));
+    // Both phones show the same short code.
+    assert!(connected.field("code").is_some(), "{connected}");
+    assert_eq!(connected.field("code"), answered.field("code"));
     let status = alice.status();
     assert_eq!(
         status.field("state").as_deref(),

@@ -205,29 +205,23 @@ fn incoming_says_whether_the_caller_id_is_verified() {
     let incoming = bob.expect_event("incoming");
     assert_eq!(
         incoming.field("verified").as_deref(),
-        Some("plaintext"),
+        Some("key"),
         "{incoming}"
     );
-    assert_eq!(
-        incoming.field("address").as_deref(),
-        Some("true"),
-        "a caller calling from its registered address: {incoming}"
-    );
+    assert_eq!(incoming.field("new").as_deref(), Some("true"), "{incoming}");
+    assert_eq!(incoming.field("address"), None, "{incoming}");
     alice.send("hangup");
     bob.expect_event("ended");
 
-    // Someone else claims to be alice, from another address.
+    // Someone else claims to be alice, in the clear: refused without ringing.
     let forger = parlo_tests::phone_harness::third_party();
     forger
         .send_to(b"START alice call=0badcafe v=2", bob.addr)
         .expect("sending on loopback");
-    let incoming = bob.expect_event("incoming");
-    assert_eq!(incoming.peer(), Some("alice"));
-    assert_eq!(
-        incoming.field("address").as_deref(),
-        Some("false"),
-        "a START from an address the directory does not know for that name: {incoming}"
-    );
+    let ended = bob.expect_event("ended");
+    assert_eq!(ended.peer(), Some("alice"));
+    assert_eq!(ended.reason().as_deref(), Some("insecure"), "{ended}");
+    bob.expect_no_event("incoming", std::time::Duration::from_millis(300));
 }
 
 #[test]

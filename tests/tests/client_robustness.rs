@@ -155,8 +155,13 @@ fn send_spoofed(from: SocketAddr, to: SocketAddr, payload: &[u8]) -> bool {
 fn a_bare_close_forged_from_the_peers_own_address_does_not_end_the_call() {
     // The attacker knows both addresses but not the call id: a bare CLOSE, the original
     // protocol's, sent with alice's address as its source. A Parlo call's dialect is fixed
-    // when it is set up, so bob takes it for foreign.
-    let (_server, mut alice, mut bob) = alice_and_bob_in_a_call();
+    // when it is set up, so bob takes it for foreign. A plaintext call (security off): in
+    // an encrypted one not even the call's id would do (`call_security.rs`).
+    let server = Server::start(&[]);
+    let mut alice =
+        Phone::start_registered(Phone::builder("alice").server(&server).security("off"));
+    let mut bob = Phone::start_registered(Phone::builder("bob").server(&server).security("off"));
+    connect_call(&mut alice, &mut bob);
     if !send_spoofed(alice.addr, bob.addr, b"CLOSE") {
         println!("skipped: raw sockets need root");
         return;
@@ -326,7 +331,9 @@ fn a_call_placed_while_the_server_is_away_fails_clearly() {
 #[test]
 fn lost_signalling_is_retransmitted_until_acknowledged() {
     let server = Server::start(&[]);
-    let mut bob = Phone::registered("bob-phone", &server);
+    // The relay reads the signalling lines: a plaintext call (security off).
+    let mut bob =
+        Phone::start_registered(Phone::builder("bob-phone").server(&server).security("off"));
     // The first START and the first two answers (RINGING, ACCEPT or its repeats) vanish.
     let relay = Relay::start(
         "bob",
@@ -338,7 +345,8 @@ fn lost_signalling_is_retransmitted_until_acknowledged() {
             ..Impairment::default()
         },
     );
-    let mut alice = Phone::registered("alice", &server);
+    let mut alice =
+        Phone::start_registered(Phone::builder("alice").server(&server).security("off"));
     alice.send("call bob");
     bob.expect_event("incoming");
     bob.send("accept");
@@ -446,7 +454,12 @@ fn a_name_bound_to_another_key_is_reported_and_the_phone_keeps_trying() {
 #[test]
 fn without_a_directory_an_incoming_caller_id_is_unknown() {
     let mut server = Server::start(&[]);
-    let mut alice = Phone::registered("alice", &server);
+    // A phone that takes plaintext calls (`preferred`): its caller's address is checked.
+    let mut alice = Phone::start_registered(
+        Phone::builder("alice")
+            .server(&server)
+            .security("preferred"),
+    );
     server.signal("KILL");
     server.wait();
     alice.expect_event("unregistered");
