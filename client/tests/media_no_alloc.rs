@@ -10,7 +10,9 @@
 //! arrived is parsed, shown to the call machine (`Event::Media`) and given to the jitter
 //! buffer — what the phone's loop does. After a warm-up, the process-wide allocation
 //! counter of the phone (`alloc_count`, installed here as the global allocator) must not
-//! move, for L16, PCMU and the original protocol's raw PCM.
+//! move, for L16, PCMU and the original protocol's raw PCM, and for L16 and PCMU in an
+//! encrypted call (each packet sealed and opened by the phone's sessions, duplicates
+//! caught by their replay window, both sending keys changed every 20 frames).
 //!
 //! One test function: the counter is process-wide, so nothing else may run beside it.
 
@@ -20,10 +22,14 @@ use std::net::{SocketAddr, UdpSocket as StdUdp};
 use mio::net::UdpSocket;
 use parlo_audio::{Audio, DeviceEnd, Frame, SILENCE, frame_queues};
 use parlo_client::alloc_count::{self, Counting};
+use parlo_client::crypto::{Closed, Crypto, SealedLink};
 use parlo_client::media::Media;
-use parlo_fsm::{self as fsm, Machine, SplitMix64};
+use parlo_client::random::OsRandom;
+use parlo_fsm::{self as fsm, Machine, PublicKey, SplitMix64};
 use parlo_net::media::Datagram;
+use parlo_net::noise::SecretKey;
 use parlo_net::peer::{Codec, Dialect};
+use parlo_net::secure::{self, Dropped};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -73,6 +79,15 @@ struct Side {
     buf: [u8; 2048],
     intact: u64,
     nonsilent: u64,
+    /// In an encrypted call: this side's sessions and the peer's key.
+    crypto: Option<(Crypto, PublicKey)>,
+    sealed: Box<[u8; secure::MAX_DATAGRAM]>,
+    inner: [u8; secure::MAX_INNER],
+}
+
+/// The key pair of side `n` of an encrypted call.
+fn identity(n: u8) -> SecretKey {
+    SecretKey::from_bytes([n; 32])
 }
 
 impl Side {
@@ -83,7 +98,21 @@ impl Side {
         dialect: Dialect,
         codec: Codec,
         caller: bool,
+        encrypted: bool,
     ) -> Side {
+        let (me, them) = if caller { (1, 2) } else { (2, 1) };
+        let crypto = encrypted.then(|| {
+            let config = secure::Config {
+                // 20 frames.
+                rekey_after: 1_280,
+                ..secure::Config::default()
+            };
+            let random = OsRandom::new().expect("the system's random source");
+            (
+                Crypto::new(identity(me), config, true, random),
+                identity(them).public(),
+            )
+        });
         let udp = UdpSocket::bind(addr.parse().expect("address")).expect("bind");
         let (device, end) = frame_queues(std::sync::Arc::new(|| {}));
         let mut media = Media::new(parlo_audio::DeviceSpec::Null);
@@ -92,7 +121,7 @@ impl Side {
             peer,
             dialect,
             codec,
-            None,
+            crypto.as_ref().map(|(_, key)| *key),
             0x1234_5678,
         );
         let mut config = fsm::Config::new(fsm::Name::new(name).expect("name"));
@@ -150,7 +179,15 @@ impl Side {
             buf: [0; 2048],
             intact: 0,
             nonsilent: 0,
+            crypto,
+            sealed: Box::new([0; secure::MAX_DATAGRAM]),
+            inner: [0; secure::MAX_INNER],
         }
+    }
+
+    /// The address this side knows its peer by (the relay's socket facing it).
+    fn peer(&self) -> SocketAddr {
+        self.machine.peer_addr().expect("in a call")
     }
 
     /// The device's tick: play the frame handed over before it, deliver one captured
@@ -160,7 +197,17 @@ impl Side {
         self.play(tick);
         captured(tick, &mut self.frame);
         assert!(self.device.push_captured(&self.frame), "capture queue full");
-        assert!(!self.media.handle_wake(&mut &self.udp), "the device failed");
+        let failed = match &mut self.crypto {
+            Some((crypto, key)) => self.media.handle_wake(&mut SealedLink {
+                udp: &self.udp,
+                crypto,
+                key: *key,
+                now: u64::from(tick) * 64,
+                buf: &mut self.sealed,
+            }),
+            None => self.media.handle_wake(&mut &self.udp),
+        };
+        assert!(!failed, "the device failed");
         // The deadline comes: the frame for the next tick is handed over, if it was not
         // already (the jitter buffer had it). The next tick checks that it was.
         let due = self
@@ -190,16 +237,27 @@ impl Side {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => panic!("receive: {e}"),
             };
-            match Datagram::parse(&self.buf[..len], Some(self.dialect)) {
+            let (datagram, key) = match &mut self.crypto {
+                Some((crypto, _)) => {
+                    match crypto.open(now_ms, from, &self.buf[..len], &mut self.inner) {
+                        Ok(opened) => (&self.inner[..opened.len], Some(opened.key)),
+                        // The relay's duplicates.
+                        Err(Closed::Dropped(Dropped::Replay)) => continue,
+                        Err(e) => panic!("cannot open a packet: {e:?}"),
+                    }
+                }
+                None => (&self.buf[..len], None),
+            };
+            match Datagram::parse(datagram, Some(self.dialect)) {
                 Ok(Datagram::Rtp(packet)) => {
                     let _ = self.machine.handle(
                         fsm::Instant(now_ms),
                         &fsm::Event::Media {
                             from,
-                            sender: fsm::Sender::Plain,
+                            sender: fsm::Sender::of(key),
                         },
                     );
-                    self.media.handle_rtp(from, &packet, arrival, None);
+                    self.media.handle_rtp(from, &packet, arrival, key);
                 }
                 Ok(Datagram::RawPcm(raw)) => {
                     let _ = self.machine.handle(
@@ -215,6 +273,39 @@ impl Side {
             }
         }
     }
+}
+
+/// Sets up the encrypted session between the caller `a` and the callee `b`, as their
+/// phones would: `a` seals its START for `b`'s key, `b` answers it with RINGING.
+fn handshake(a: &mut Side, b: &mut Side) {
+    let (a_peer, b_peer) = (a.peer(), b.peer());
+    let (Some((a_crypto, b_key)), Some((b_crypto, a_key))) = (&mut a.crypto, &mut b.crypto) else {
+        panic!("both sides encrypt");
+    };
+    let mut datagram = [0u8; secure::MAX_DATAGRAM];
+    let mut inner = [0u8; secure::MAX_INNER];
+    let start = b"START caller call=00000007 v=2 codecs=L16,PCMU";
+    let n = a_crypto
+        .seal(0, a_peer, b_key, start, true, &mut datagram)
+        .expect("the Init");
+    let opened = b_crypto
+        .open(0, b_peer, &datagram[..n], &mut inner)
+        .expect("the callee opens the Init");
+    assert_eq!((&inner[..opened.len], opened.key), (&start[..], *a_key));
+    let n = b_crypto
+        .seal(
+            0,
+            b_peer,
+            a_key,
+            b"RINGING call=00000007",
+            false,
+            &mut datagram,
+        )
+        .expect("the Response");
+    let opened = a_crypto
+        .open(0, a_peer, &datagram[..n], &mut inner)
+        .expect("the caller opens the Response");
+    assert_eq!(opened.kind, secure::Kind::Answer);
 }
 
 /// One direction of the relay: what one side sends arrives on `inbound` and leaves from
@@ -297,7 +388,7 @@ struct Report {
 
 /// Runs a call of `WARM_UP + MEASURED` ticks; returns the allocations counted after the
 /// warm-up. `net` is the loopback address block of this run (127.0.<net>.x).
-fn call(net: u8, dialect: Dialect, codec: Codec) -> Report {
+fn call(net: u8, dialect: Dialect, codec: Codec, encrypted: bool) -> Report {
     // The relay: the caller's peer address is `for_caller`, the callee's `for_callee`.
     let for_caller = relay_socket(&format!("127.0.{net}.3:0"));
     let for_callee = relay_socket(&format!("127.0.{net}.4:0"));
@@ -308,6 +399,7 @@ fn call(net: u8, dialect: Dialect, codec: Codec) -> Report {
         dialect,
         codec,
         true,
+        encrypted,
     );
     let mut b = Side::new(
         "callee",
@@ -316,7 +408,11 @@ fn call(net: u8, dialect: Dialect, codec: Codec) -> Report {
         dialect,
         codec,
         false,
+        encrypted,
     );
+    if encrypted {
+        handshake(&mut a, &mut b);
+    }
     let a_addr = a.udp.local_addr().expect("address");
     let b_addr = b.udp.local_addr().expect("address");
     let mut to_b = Lane::new();
@@ -360,7 +456,16 @@ fn call(net: u8, dialect: Dialect, codec: Codec) -> Report {
         if dialect == Dialect::Parlo {
             // The jitter buffer saw the impairments the relay made.
             assert!(lane.duplicated > 0 && lane.reordered > 0);
-            assert!(stats.lost > 0 && stats.duplicate > 0, "{name}: {stats:?}");
+            // Encrypted, duplicates are caught by the session's replay window first.
+            let duplicates = match &side.crypto {
+                Some((crypto, _)) => {
+                    let session = crypto.session(side.peer()).expect("a session");
+                    assert!(session.rekeys >= 100, "{name}: {session:?}");
+                    crypto.counters().replays
+                }
+                None => stats.duplicate,
+            };
+            assert!(stats.lost > 0 && duplicates > 0, "{name}: {stats:?}");
         }
         if codec == Codec::L16 || dialect == Dialect::Original {
             // Lossless: every frame played from a packet is the frame sent, bit for bit.
@@ -395,19 +500,22 @@ fn call(net: u8, dialect: Dialect, codec: Codec) -> Report {
 
 #[test]
 fn media_allocates_nothing_per_frame_on_either_side() {
-    for (net, dialect, codec) in [
-        (221, Dialect::Parlo, Codec::L16),
-        (222, Dialect::Parlo, Codec::Pcmu),
-        (223, Dialect::Original, Codec::L16),
+    for (net, dialect, codec, encrypted) in [
+        (221, Dialect::Parlo, Codec::L16, false),
+        (222, Dialect::Parlo, Codec::Pcmu, false),
+        (223, Dialect::Original, Codec::L16, false),
+        (224, Dialect::Parlo, Codec::L16, true),
+        (225, Dialect::Parlo, Codec::Pcmu, true),
     ] {
-        let report = call(net, dialect, codec);
+        let report = call(net, dialect, codec, encrypted);
+        let how = if encrypted { "encrypted" } else { "plaintext" };
         eprintln!(
-            "{dialect:?}/{codec}: {} allocations over {} frames each way",
+            "{dialect:?}/{codec} {how}: {} allocations over {} frames each way",
             report.allocations, report.ticks
         );
         assert_eq!(
             report.allocations, 0,
-            "{dialect:?}/{codec}: the media path allocated"
+            "{dialect:?}/{codec} {how}: the media path allocated"
         );
     }
 }
