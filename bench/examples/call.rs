@@ -30,6 +30,7 @@ impairment), with real phones on loopback.
 
 USAGE: call [--seconds N] [--impaired-seconds N] [--loss P] [--duplicate P] [--reorder P]
             [--delay MS] [--jitter MS] [--seed S] [--no-jack] [--only NAME]
+            [--security MODE]
 
     --seconds N            length of the CPU/latency call on the file path [30]
     --impaired-seconds N   length of each call through the impaired link [24]
@@ -42,6 +43,8 @@ USAGE: call [--seconds N] [--impaired-seconds N] [--loss P] [--duplicate P] [--r
     --no-jack              skip the cpal/JACK scenarios
     --only NAME            run one scenario: file-clean, file-impaired, file-quality,
                            jack-clean, jack-impaired
+    --security MODE        the phones' --security: required (encrypted calls), off (in
+                           the clear) [required]
 ";
 
 struct Settings {
@@ -50,6 +53,7 @@ struct Settings {
     netem: Netem,
     jack: bool,
     only: Option<String>,
+    security: String,
 }
 
 fn settings() -> Result<Settings, lexopt::Error> {
@@ -67,6 +71,7 @@ fn settings() -> Result<Settings, lexopt::Error> {
         },
         jack: true,
         only: None,
+        security: "required".into(),
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -81,6 +86,7 @@ fn settings() -> Result<Settings, lexopt::Error> {
             Long("seed") => s.netem.seed = parser.value()?.parse()?,
             Long("no-jack") => s.jack = false,
             Long("only") => s.only = Some(parser.value()?.string()?),
+            Long("security") => s.security = parser.value()?.string()?,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 std::process::exit(0);
@@ -150,7 +156,7 @@ fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn run(call: &Call) -> Outcome {
+fn run(call: &Call, security: &str) -> Outcome {
     let dir = TempDir::new(call.name);
     let samples = call.seconds as usize * SAMPLE_RATE as usize;
     let (said_a, said_b) = match call.signal {
@@ -187,7 +193,7 @@ fn run(call: &Call) -> Outcome {
         }
     }
     let server = Server::start(&[]);
-    let start_phone = |name: &str, index: usize, answer: bool| {
+    let start_phone = |name: &str, index: usize, answer: bool, pin: Option<(&str, String)>| {
         let (device, config) = &devices[index];
         if let Some(config) = config {
             // SAFETY: the benchmark's only thread that touches the environment is this
@@ -202,24 +208,31 @@ fn run(call: &Call) -> Outcome {
         let mut builder = Phone::builder(name)
             .server(&server)
             .audio(device.clone())
+            .security(security)
             .log_level("info");
         if answer {
             builder = builder.auto_answer();
         }
+        if let Some((name, key)) = pin {
+            builder = builder.pin(name, &key);
+        }
         Phone::start_registered(builder)
     };
-    let mut bob = start_phone("bob", 1, true);
+    let mut bob = start_phone("bob", 1, true, None);
     let link = call
         .netem
         .map(|netem| ImpairedLink::start("bob-far", &server, bob.addr, netem));
-    let mut alice = start_phone("alice", 0, false);
+    // The link registers its name without a key: alice knows bob's key for it.
+    let pin = link.as_ref().map(|_| ("bob-far", bob.public_key()));
+    let mut alice = start_phone("alice", 0, false, pin);
     alice.send(if link.is_some() {
         "call bob-far"
     } else {
         "call bob"
     });
-    alice.expect_event("connected");
+    let connected = alice.expect_event("connected");
     bob.expect_event("connected");
+    println!("  {connected}");
     let pids = [alice.pid(), bob.pid()];
     let before: Vec<(f64, u64)> = pids
         .iter()
@@ -412,6 +425,7 @@ fn main() {
             signal: Signal::Impulses,
         },
     ];
+    println!("phones: --security {}", s.security);
     println!(
         "impaired link: loss {:.1} %, duplicate {:.1} %, reorder {:.1} %, delay {} ms ± {} ms \
          (uniform), seed {}, both directions",
@@ -445,7 +459,7 @@ fn main() {
                 Signal::Speech => "speech-like signal",
             }
         );
-        let outcome = run(call);
+        let outcome = run(call, &s.security);
         report_usage(&outcome, call.seconds);
         for d in &outcome.directions {
             match call.signal {

@@ -5,8 +5,9 @@
 //! - end-to-end latency of the file-to-file audio path (where the sent recording starts in
 //!   the received one).
 //!
-//! `cargo run --release -p parlo-tests --example measure [-- CALLS [CALL_SECONDS]]`
-//! (defaults: 20 calls, a 30 s call).
+//! `cargo run --release -p parlo-tests --example measure [-- CALLS [CALL_SECONDS [SECURITY]]]`
+//! (defaults: 20 calls, a 30 s call, the phones' `--security required`: encrypted calls;
+//! `off` for calls in the clear).
 
 use std::time::{Duration, Instant};
 
@@ -60,14 +61,21 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(20);
     let call_seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(30);
+    let security = args.get(2).cloned().unwrap_or_else(|| "required".into());
+    println!("phones with --security {security}");
 
     // 1. Set-up time.
     let server = Server::start(&[]);
-    let mut alice =
-        Phone::start_registered(Phone::builder("alice").server(&server).log_level("warn"));
+    let mut alice = Phone::start_registered(
+        Phone::builder("alice")
+            .server(&server)
+            .security(&security)
+            .log_level("warn"),
+    );
     let mut bob = Phone::start_registered(
         Phone::builder("bob")
             .server(&server)
+            .security(&security)
             .auto_answer()
             .log_level("warn"),
     );
@@ -113,12 +121,14 @@ fn main() {
     let mut alice = Phone::start_registered(
         Phone::builder("alice")
             .server(&server)
+            .security(&security)
             .audio(format!("file:{}", alice_in.display()))
             .log_level("warn"),
     );
     let mut bob = Phone::start_registered(
         Phone::builder("bob")
             .server(&server)
+            .security(&security)
             .audio(format!("file:{},{}", bob_in.display(), bob_out.display()))
             .auto_answer()
             .log_level("warn"),
