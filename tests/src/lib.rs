@@ -1,6 +1,7 @@
 //! parlo-tests: end-to-end tests against the real binaries, the spec replayer, and the
 //! harness code they share.
 
+pub mod attacker;
 pub mod call_audio;
 pub mod capture;
 pub mod forge;

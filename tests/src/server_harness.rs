@@ -526,6 +526,8 @@ impl OriginalLog {
 #[derive(Debug, Default)]
 struct OriginalShared {
     names: Mutex<std::collections::BTreeMap<String, std::net::IpAddr>>,
+    /// What a [`FakeDirectory`] answers to `GET` of these names, whatever is registered.
+    lies: Mutex<std::collections::BTreeMap<String, String>>,
     log: Mutex<OriginalLog>,
     stop: std::sync::atomic::AtomicBool,
 }
@@ -593,6 +595,66 @@ impl Drop for OriginalServer {
     }
 }
 
+/// The answers a [`FakeDirectory`] was told to give (a poisoned lock still holds whole
+/// answers).
+fn lock_lies(
+    shared: &OriginalShared,
+) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+    shared
+        .lies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A directory that lies: an [`OriginalServer`] whose `GET` of a name it was told about
+/// ([`FakeDirectory::claim`]) answers as a Parlo server would, with an address, a port,
+/// the Parlo dialect and a key, all of the test's choosing, whatever is registered. It is
+/// the directory of an attacker who took the server over or answers in its place.
+///
+/// Phones register with it as with the original: it answers their `KEY` request with an
+/// error, as the original answers every command it does not know, so they speak plain
+/// JSON to it (and a phone's own REG is recorded, and answered, as the original would).
+#[derive(Debug)]
+pub struct FakeDirectory {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    server: OriginalServer,
+}
+
+impl FakeDirectory {
+    /// Starts one on a fresh loopback address, answering at once.
+    pub fn start() -> FakeDirectory {
+        let server = OriginalServer::start(Duration::ZERO);
+        FakeDirectory {
+            addr: server.addr,
+            server,
+        }
+    }
+
+    /// From now on `GET name` answers that `name` is a Parlo phone at `at` whose key is
+    /// `key`: `{"ip":"…","port":…,"dialect":"parlo","key":"…"}`.
+    pub fn claim(&self, name: &str, at: SocketAddr, key: &parlo_fsm::PublicKey) {
+        let answer = serde_json::json!({
+            "ip": at.ip().to_string(),
+            "port": at.port(),
+            "dialect": "parlo",
+            "key": key.to_string(),
+        })
+        .to_string();
+        lock_lies(&self.server.shared).insert(name.to_owned(), answer);
+    }
+
+    /// What it saw so far (see [`OriginalLog`]).
+    pub fn log(&self) -> OriginalLog {
+        self.server.log()
+    }
+
+    /// Whether a phone registered `name` with it.
+    pub fn is_registered(&self, name: &str) -> bool {
+        self.server.is_registered(name)
+    }
+}
+
 /// One client's thread of an [`OriginalServer`].
 fn original_handler(stream: &TcpStream, shared: &OriginalShared, delay: Duration) {
     let note = |what: fn(&mut OriginalLog) -> &mut Vec<String>, text: String| {
@@ -640,6 +702,8 @@ fn original_handler(stream: &TcpStream, shared: &OriginalShared, delay: Duration
             note(|log| &mut log.overlaps, text.clone());
         }
         let command = request.get("command").and_then(|c| c.as_str());
+        // A fake directory's answer for this name, if it was told one.
+        let lie = lock_lies(shared).get(name).cloned();
         let answer = {
             let Ok(mut names) = shared.names.lock() else {
                 return;
@@ -653,9 +717,10 @@ fn original_handler(stream: &TcpStream, shared: &OriginalShared, delay: Duration
                     registered = Some(name.to_owned());
                     r#"{"ack": "Registered successfully"}"#.to_owned()
                 }
-                Some("GET") => match names.get(name) {
-                    Some(ip) => format!(r#"{{"ip": "{ip}"}}"#),
-                    None => r#"{"ip": "None"}"#.to_owned(),
+                Some("GET") => match (lie, names.get(name)) {
+                    (Some(lie), _) => lie,
+                    (None, Some(ip)) => format!(r#"{{"ip": "{ip}"}}"#),
+                    (None, None) => r#"{"ip": "None"}"#.to_owned(),
                 },
                 Some("DISCONNECT") => {
                     names.remove(name);
