@@ -105,7 +105,9 @@ EVENTS (stdout, one per line; with --json the same as objects with an \"event\" 
     calling PEER    ringing PEER
     incoming PEER from=ADDR verified=V [new=yes] [address=yes|no|unknown]
     connected PEER dialect=parlo|original codec=L16|PCMU verified=V [new=yes] [code=NNNN-NNNN]
-      V: key, unbound, no or unknown (encrypted), or plaintext (address: plaintext only)
+      V: key, unbound, no or unknown (encrypted), or plaintext (address: plaintext only);
+      new=yes: the peer's key was pinned just now (on incoming for a caller, on connected
+      for a callee)
     ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled|lookup-failed|key-changed|insecure
     trusted PEER key=KEY fingerprint=FP
     users NAME...    status state=... (see STATUS)    help ...    bye    error reason=TEXT

@@ -4,13 +4,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use parlo_net::noise::SecretKey;
 use parlo_net::secure::{
-    Config, Dropped, Kind, MAX_DATAGRAM, MAX_INNER, Sessions, TRANSPORT, TRANSPORT_PHASE_1,
-    Timestamp,
+    Config, Dropped, Kind, MAX_DATAGRAM, MAX_INNER, TRANSPORT, TRANSPORT_PHASE_1,
 };
+
+mod common;
+use common::{ALICE, BOB, WALL};
 
 struct Counting;
 
@@ -57,10 +57,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const ALICE: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001));
-const BOB: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5002));
-const WALL: u64 = 1_700_000_000_000_000_000;
-
 #[test]
 fn ten_thousand_packets_sealed_and_opened_allocate_nothing() {
     // Control: the counter sees an allocation.
@@ -73,43 +69,11 @@ fn ten_thousand_packets_sealed_and_opened_allocate_nothing() {
         rekey_after: 1_000,
         ..Config::default()
     };
-    let alice_key = SecretKey::from_bytes([1; 32]);
-    let bob_key = SecretKey::from_bytes([2; 32]);
-    let (alice_public, bob_public) = (alice_key.public(), bob_key.public());
-    let mut alice = Sessions::new(alice_key, config);
-    let mut bob = Sessions::new(bob_key, config);
+    let (mut alice, mut bob) = common::established(config);
+    let (alice_public, bob_public) = (common::alice().public(), common::bob().public());
+    let wall = WALL;
     let mut datagram = [0u8; MAX_DATAGRAM];
     let mut inner = [0u8; MAX_INNER];
-    let wall = Timestamp(WALL);
-    let n = alice
-        .seal(
-            0,
-            wall,
-            BOB,
-            &bob_public,
-            b"START alice call=0000002a",
-            true,
-            &mut datagram,
-            &mut || [3; 32],
-        )
-        .expect("Init");
-    bob.open(0, wall, ALICE, &datagram[..n], &mut inner, &mut || [4; 32])
-        .expect("Init opened");
-    let n = bob
-        .seal(
-            0,
-            wall,
-            ALICE,
-            &alice_public,
-            b"ACCEPT call=0000002a",
-            false,
-            &mut datagram,
-            &mut || [0; 32],
-        )
-        .expect("Response");
-    alice
-        .open(0, wall, BOB, &datagram[..n], &mut inner, &mut || [0; 32])
-        .expect("Response opened");
 
     let mut packet = [0u8; 1036];
     packet[0] = 0x80;

@@ -5,55 +5,21 @@
 //! cargo test -p parlo-net --release --test secure_speed -- --ignored --nocapture
 //! ```
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
-use parlo_net::noise::SecretKey;
-use parlo_net::secure::{Config, MAX_DATAGRAM, MAX_INNER, Sessions, Timestamp};
+use parlo_net::secure::{Config, MAX_DATAGRAM, MAX_INNER};
 
-const ALICE: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001));
-const BOB: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5002));
+mod common;
+use common::{ALICE, BOB, WALL};
 
 #[test]
 #[ignore = "a measurement: run with --release -- --ignored --nocapture"]
 fn nanoseconds_per_seal_and_open_of_an_l16_rtp_packet() {
-    let wall = Timestamp(1_700_000_000_000_000_000);
-    let alice_key = SecretKey::from_bytes([1; 32]);
-    let bob_key = SecretKey::from_bytes([2; 32]);
-    let (alice_public, bob_public) = (alice_key.public(), bob_key.public());
-    let mut alice = Sessions::new(alice_key, Config::default());
-    let mut bob = Sessions::new(bob_key, Config::default());
+    let wall = WALL;
+    let (mut alice, mut bob) = common::established(Config::default());
+    let bob_public = common::bob().public();
     let mut datagram = [0u8; MAX_DATAGRAM];
     let mut inner = [0u8; MAX_INNER];
-    let n = alice
-        .seal(
-            0,
-            wall,
-            BOB,
-            &bob_public,
-            b"START alice call=0000002a",
-            true,
-            &mut datagram,
-            &mut || [3; 32],
-        )
-        .expect("Init");
-    bob.open(0, wall, ALICE, &datagram[..n], &mut inner, &mut || [4; 32])
-        .expect("Init opened");
-    let n = bob
-        .seal(
-            0,
-            wall,
-            ALICE,
-            &alice_public,
-            b"ACCEPT call=0000002a",
-            false,
-            &mut datagram,
-            &mut || [0; 32],
-        )
-        .expect("Response");
-    alice
-        .open(0, wall, BOB, &datagram[..n], &mut inner, &mut || [0; 32])
-        .expect("Response opened");
 
     let mut packet = [0x5au8; 1036];
     packet[0] = 0x80;

@@ -105,7 +105,10 @@ fn main() {
     drop(alice);
     drop(bob);
 
-    // 2. A long call with the file device; 3. the latency of the file-to-file path.
+    // 2. A long call with the file device; 3. the latency of the file-to-file path. New
+    // phones, with keys of their own: a server of their own (the first one binds the names
+    // to the first phones' keys).
+    let server = Server::start(&[]);
     let dir = TempDir::new("measure");
     // A second shorter than the call, so that all of it has arrived when the call ends.
     let says = speechlike(
