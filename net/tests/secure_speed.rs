@@ -56,3 +56,20 @@ fn nanoseconds_per_seal_and_open_of_an_l16_rtp_packet() {
         alice.session(BOB).expect("session").rekeys
     );
 }
+
+#[test]
+#[ignore = "a measurement: run with --release -- --ignored --nocapture"]
+fn microseconds_per_handshake() {
+    const ROUNDS: u32 = 500;
+    let start = Instant::now();
+    for _ in 0..ROUNDS {
+        let (alice, _) = common::established(Config::default());
+        assert!(alice.session(BOB).is_some());
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "a whole handshake (Init sealed and opened, Response sealed and opened, both \
+         sides' work): {} µs ({ROUNDS} rounds)",
+        elapsed.as_micros() / u128::from(ROUNDS)
+    );
+}
