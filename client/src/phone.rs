@@ -526,6 +526,11 @@ impl Phone {
                     self.drive();
                 }
             }
+            Ok(Datagram::RawPcm(_)) if key.is_some() => {
+                // Only an original peer sends raw PCM, and it has no encryption.
+                self.garbage += 1;
+                log::debug!("ignored raw PCM out of an encrypted session with {from}");
+            }
             Ok(Datagram::RawPcm(raw)) => {
                 self.agent.handle_media(now, from, sender);
                 self.drive();
