@@ -361,9 +361,16 @@ fn exact_frames(said: &[i16], heard: &[i16]) -> (usize, usize) {
     )
 }
 
-/// Hangs up, lets both phones quit (their recordings complete); gives the directory of
-/// the recordings and the relay's report.
-fn finish(call: Call) -> (TempDir, parlo_tests::relay::RelayReport) {
+/// What a finished call left: the directory of the recordings, the relay's report, and
+/// alice's and bob's `status` once the call was over (every packet of it handled).
+struct Finished {
+    dir: TempDir,
+    report: parlo_tests::relay::RelayReport,
+    statuses: [parlo_tests::phone_harness::Event; 2],
+}
+
+/// Hangs up, lets both phones quit (their recordings complete).
+fn finish(call: Call) -> Finished {
     let Call {
         mut alice,
         mut bob,
@@ -374,9 +381,16 @@ fn finish(call: Call) -> (TempDir, parlo_tests::relay::RelayReport) {
     alice.send("hangup");
     alice.expect_ended("hangup");
     bob.expect_ended("remote-hangup");
+    // The last packets in flight arrive.
+    std::thread::sleep(Duration::from_millis(200));
+    let statuses = [alice.status(), bob.status()];
     assert_eq!(alice.quit().code(), Some(0));
     assert_eq!(bob.quit().code(), Some(0));
-    (dir, relay.finish())
+    Finished {
+        dir,
+        report: relay.finish(),
+        statuses,
+    }
 }
 
 #[test]
@@ -392,8 +406,18 @@ fn tampered_packets_of_an_encrypted_call_are_counted_and_the_rest_plays_sample_e
         |b| b,
     );
     std::thread::sleep(Duration::from_secs_f64(SECONDS) + Duration::from_millis(500));
-    let [alice_status, bob_status] = statuses_in_call(&mut call.alice, &mut call.bob);
-    let (dir, report) = finish(call);
+    for status in statuses_in_call(&mut call.alice, &mut call.bob) {
+        assert_eq!(
+            status.field("state").as_deref(),
+            Some("in-call"),
+            "{status}"
+        );
+    }
+    let Finished {
+        dir,
+        report,
+        statuses: [alice_status, bob_status],
+    } = finish(call);
     println!("{report:?}");
     // Every flipped datagram is an authentication failure at its receiver (or, with its
     // first byte flipped, no longer reads as an encrypted datagram at all: garbage), and
@@ -410,8 +434,12 @@ fn tampered_packets_of_an_encrypted_call_are_counted_and_the_rest_plays_sample_e
             "{status}"
         );
         assert!(count("auth_failures") >= 1, "{status}");
-        assert_eq!(status.number("lost"), Some(tampered as u64), "{status}");
-        assert_eq!(status.field("state").as_deref(), Some("in-call"));
+        // A frame lost in the call's last moments had no turn to play: not counted.
+        let lost = count("lost");
+        assert!(
+            lost <= tampered as u64 && lost + 1 >= tampered as u64,
+            "{tampered} tampered: {status}"
+        );
     }
     // The rest arrived sample-exact: every frame but the lost ones, give or take the last
     // one, cut by the hang-up.
@@ -680,7 +708,7 @@ fn an_encrypted_call_that_changes_keys_every_second_plays_sample_exact() {
     );
     std::thread::sleep(Duration::from_secs_f64(SECONDS) + Duration::from_millis(500));
     let statuses = statuses_in_call(&mut call.alice, &mut call.bob);
-    let (dir, _) = finish(call);
+    let Finished { dir, .. } = finish(call);
     for status in &statuses {
         // Both sending keys change every second: 2 × 8 changes, give or take.
         let rekeys = status.number("rekeys").expect("rekeys");
