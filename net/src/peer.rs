@@ -213,7 +213,7 @@ pub struct Excerpt {
 impl Excerpt {
     const MAX_CHARS: usize = 20;
 
-    fn of(token: &str) -> Excerpt {
+    pub(crate) fn of(token: &str) -> Excerpt {
         let mut text = heapless::String::new();
         let mut truncated = false;
         for (count, ch) in token.chars().enumerate() {

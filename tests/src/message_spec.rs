@@ -23,9 +23,10 @@
 //! Message events: `msg NAME TEXT` (the `msg` command), `route NAME` (a secure session
 //! with NAME is up), `no-route NAME REASON`, `from NAME VERIFICATION: LINE` (a line over
 //! the session with NAME, verified `key`, `new`, `unbound` or `key-changed`), and `tick`
-//! (fire every timer due by then, of both machines). Lines are written as in the module
-//! docs of `parlo_fsm::messages`: `MSG <id> <text>`, `ACK <id>`, `NAK <id> <reason>`. A
-//! text written `C*N` is the character C N times (`x*1001`, an over-long text). With
+//! (fire every timer due by then, of both machines). Lines are written in their wire form
+//! and read by the phone's codec (`parlo_net::message`): `MSG <id> <text>`, `ACK <id>`,
+//! `NAK <id> <reason>`. A text written `C*N` is the character C N times (`x*1001`, an
+//! over-long text). With
 //! `call`, the call events of `specs/*.spec` (`dial`, `from ADDR: START …`, …) go to
 //! the call machine, and `state STATE` checks its state.
 //!
@@ -36,10 +37,9 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use parlo_fsm::messages::{
-    self, Action, Event, Line, MessageId, Messenger, Policy, Reason, Text, Verification,
-};
+use parlo_fsm::messages::{self, Action, Event, Line, Messenger, Policy, Reason, Verification};
 use parlo_fsm::{CallId, Config, Instant, Machine, Name, Security};
+use parlo_net::message::{self, SessionLine};
 
 use crate::spec::{self, Failure, ScriptedIds, expected_send, fail, name};
 
@@ -64,10 +64,6 @@ fn text(text: &str) -> String {
     text.to_string()
 }
 
-fn id(line: usize, text: &str) -> Result<MessageId, Failure> {
-    MessageId::parse(text).map_or_else(|| fail(line, format!("not a message id: {text}")), Ok)
-}
-
 fn reason(line: usize, text: &str) -> Result<Reason, Failure> {
     Reason::from_name(text).map_or_else(|| fail(line, format!("no such reason: {text}")), Ok)
 }
@@ -79,25 +75,21 @@ fn verification(line: usize, text: &str) -> Result<Verification, Failure> {
         .map_or_else(|| fail(line, format!("no such verification: {text}")), Ok)
 }
 
-/// A message line, as the spec (and the wire) writes it.
-fn message_line(line: usize, text_: &str) -> Result<Line, Failure> {
-    let mut words = text_.splitn(3, ' ');
-    let (kind, n, rest) = (words.next(), words.next(), words.next());
-    Ok(match (kind, n, rest) {
-        (Some("MSG"), Some(n), rest) => {
-            let id = id(line, n)?;
-            match Text::new(&text(rest.unwrap_or(""))) {
-                Ok(text) => Line::Msg { id, text },
-                Err(_) => Line::Oversize { id },
-            }
-        }
-        (Some("ACK"), Some(n), None) => Line::Ack { id: id(line, n)? },
-        (Some("NAK"), Some(n), Some(r)) => Line::Nak {
-            id: id(line, n)?,
-            reason: reason(line, r)?,
-        },
-        _ => return fail(line, format!("not a message line: {text_}")),
-    })
+/// A message line as the spec writes it: the wire form, read by the phone's codec
+/// (`parlo_net::message`), except that a `MSG`'s text may be written `C*N`.
+fn message_line(line: usize, written: &str) -> Result<Line, Failure> {
+    let wire = match written
+        .strip_prefix("MSG ")
+        .and_then(|rest| rest.split_once(' '))
+    {
+        Some((id, body)) => format!("MSG {id} {}", text(body)),
+        None => written.to_string(),
+    };
+    match message::parse(wire.as_bytes()) {
+        Ok(SessionLine::Message(read)) => Ok(read),
+        Ok(SessionLine::Hello(_)) => fail(line, format!("not a message line: {written}")),
+        Err(error) => fail(line, format!("not a message line: {written}: {error}")),
+    }
 }
 
 /// An event of either machine; `Tick` fires the timers.
