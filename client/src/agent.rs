@@ -46,8 +46,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
+use parlo_fsm::messages::{self, Messenger};
 use parlo_fsm::{self as fsm, Action, CallIds, Instant, Machine, Note, PublicKey, State};
 use parlo_net::directory::client::{Answer, Query};
+use parlo_net::message::SessionLine;
 use parlo_net::noise::fingerprint;
 
 use crate::cli::PhoneConfig;
@@ -55,6 +57,7 @@ use crate::command::{self, Command, Line};
 use crate::control::ConnectionId;
 use crate::directory::{self, Outcome, Purpose};
 use crate::error::Exit;
+use crate::mail::Mail;
 use crate::media::MediaStats;
 use crate::output::{Event as Out, Format, Registration, Status};
 
@@ -84,6 +87,10 @@ pub struct Settings {
     pub control: bool,
     /// The keys pinned for other phones' names (`known_peers`).
     pub pins: BTreeMap<fsm::Name, PublicKey>,
+    /// The message machine's: who may message this phone.
+    pub messages: messages::Config,
+    /// This run's number in message ids (random: ids are never reused across runs).
+    pub run: u32,
 }
 
 impl Settings {
@@ -96,12 +103,18 @@ impl Settings {
         machine.answer_from = config.answer_from.clone();
         machine.security = config.security;
         machine.original_phones = config.original_phones;
+        let mut messages = messages::Config::default();
+        if !config.messages_from.is_empty() {
+            messages.from = messages::Policy::Only(config.messages_from.clone());
+        }
         Settings {
             machine,
             server: config.server.to_string(),
             device: config.audio.to_string(),
             control: config.control.is_some(),
             pins,
+            messages,
+            run: 0,
         }
     }
 }
@@ -125,6 +138,18 @@ pub enum Output {
         message: fsm::Message,
         /// The key it must be sealed for; `None`: in the clear.
         key: Option<PublicKey>,
+    },
+    /// Send a line of a message session, sealed for `key`: with `open`, as the Init that
+    /// opens a session for messages (a `HELLO`), else over the session.
+    SendLine {
+        /// Destination.
+        to: SocketAddr,
+        /// The peer's key.
+        key: PublicKey,
+        /// What to send.
+        line: Box<SessionLine>,
+        /// Whether it opens the session.
+        open: bool,
     },
     /// Record a pin in `known_peers`.
     Pin {
@@ -265,6 +290,12 @@ pub struct Agent<R> {
     changed: BTreeMap<fsm::Name, PublicKey>,
     /// The sessions the loop completed lately: address, key and short code, newest last.
     sessions: VecDeque<(SocketAddr, PublicKey, String)>,
+    /// The message machine.
+    messenger: Messenger,
+    /// Over which session each peer's messages go, and who sent what comes in.
+    mail: Mail,
+    /// A name whose messages wait for the session of the call being set up with it.
+    waiting_call: Option<fsm::Name>,
 }
 
 /// Sessions remembered for their short codes: more than one phone has calls going at once.
@@ -297,6 +328,36 @@ fn failure(result: Result<Answer, String>) -> String {
     }
 }
 
+/// What the message machine tells the user, as an event.
+fn message_event(note: messages::Note) -> Out {
+    match note {
+        messages::Note::Sending { id, to } => Out::Sending {
+            id: id.to_string(),
+            to: to.to_string(),
+        },
+        messages::Note::Delivered { id, to } => Out::Delivered {
+            id: id.to_string(),
+            to: to.to_string(),
+        },
+        messages::Note::Undelivered { id, to, reason } => Out::Undelivered {
+            id: id.to_string(),
+            to: to.to_string(),
+            reason: reason.name(),
+        },
+        messages::Note::Message {
+            from,
+            verification,
+            id,
+            text,
+        } => Out::Message {
+            peer: from.to_string(),
+            id: id.to_string(),
+            verified: verification.name(),
+            text: text.as_str().to_owned(),
+        },
+    }
+}
+
 impl<R: CallIds> Agent<R> {
     /// An idle phone; `ids` gives the machine its call ids.
     pub fn new(settings: Settings, ids: R, now: Instant) -> Agent<R> {
@@ -317,6 +378,9 @@ impl<R: CallIds> Agent<R> {
             pins: settings.pins,
             changed: BTreeMap::new(),
             sessions: VecDeque::with_capacity(SESSIONS_KEPT),
+            messenger: Messenger::new(settings.messages, settings.run, now),
+            mail: Mail::default(),
+            waiting_call: None,
         }
     }
 
@@ -379,7 +443,286 @@ impl<R: CallIds> Agent<R> {
             Command::Watch(format) => self.configure(origin, true, format),
             Command::Format(format) => self.configure(origin, false, Some(format)),
             Command::Trust(name, key) => self.trust(name, key, origin),
+            Command::Msg(to, text) => {
+                let event = messages::Event::Send { to, text: &text };
+                self.message(&event, Some(origin));
+            }
         }
+    }
+
+    // ---- messages ----
+
+    /// Feeds the message machine, and carries its actions out (`answer`: the origin of
+    /// the command it comes from, answered by its first note).
+    fn message(&mut self, event: &messages::Event<'_>, mut answer: Option<Origin>) {
+        let actions = self.messenger.handle(self.now, event);
+        for action in actions {
+            self.carry_out_message(action, &mut answer);
+        }
+    }
+
+    fn carry_out_message(&mut self, action: messages::Action, answer: &mut Option<Origin>) {
+        match action {
+            messages::Action::Connect(to) => self.connect(to),
+            messages::Action::Send { to, line } => match self.session_to(&to) {
+                Some((addr, key)) => {
+                    let output = Output::SendLine {
+                        to: addr,
+                        key,
+                        line: Box::new(SessionLine::Message(line)),
+                        open: false,
+                    };
+                    self.ready.push_back(output);
+                }
+                // Not up yet: it goes again at its retransmission, once it is.
+                None => log::debug!("message line for {to} waits for its session: {line}"),
+            },
+            messages::Action::Notify(note) => {
+                let event = message_event(note);
+                self.print(event, answer.take());
+            }
+        }
+    }
+
+    /// The session a message line to `to` goes over: the one opened to send it messages,
+    /// else the one it sent us lines over (answers go back there), else the call's.
+    fn session_to(&self, to: &fsm::Name) -> Option<(SocketAddr, PublicKey)> {
+        if let Some(route) = self.mail.route(to).filter(|r| r.up) {
+            return Some((route.addr, route.key));
+        }
+        if let Some(session) = self.mail.sender_named(to) {
+            return Some(session);
+        }
+        let call = (self.machine.peer_addr(), self.machine.peer_key());
+        match call {
+            (Some(addr), Some(key)) if self.machine.peer() == Some(to) => Some((addr, key)),
+            _ => None,
+        }
+    }
+
+    /// The message machine asks for a session with `to`: the call's when the call is with
+    /// `to` and encrypted, one already open for messages, or a new one (the directory is
+    /// asked where `to` is and with which key).
+    fn connect(&mut self, to: fsm::Name) {
+        if self.mail.route(&to).is_some_and(|r| r.up) {
+            return self.message(&messages::Event::Route { to }, None);
+        }
+        let in_call = self.machine.peer() == Some(&to);
+        if let (true, Some(addr), Some(key)) =
+            (in_call, self.machine.peer_addr(), self.machine.peer_key())
+        {
+            if self
+                .sessions
+                .iter()
+                .any(|(a, k, _)| (*a, *k) == (addr, key))
+            {
+                self.mail.open(&to, addr, key, true, self.now);
+                return self.message(&messages::Event::Route { to }, None);
+            }
+            // The call's handshake is under way: its session will carry the messages.
+            self.waiting_call = Some(to);
+            return;
+        }
+        self.ready.push_back(Output::Query {
+            query: Query::Lookup(to.clone()),
+            purpose: Purpose::Message(to),
+        });
+    }
+
+    /// The directory's answer about `to`, to send it messages.
+    fn handle_message_lookup(&mut self, to: fsm::Name, result: Result<Answer, String>) {
+        let no_route = |reason| messages::Event::NoRoute {
+            to: to.clone(),
+            reason,
+        };
+        let contact = match result {
+            Ok(Answer::Found(contact)) => contact,
+            Ok(Answer::NotFound) => {
+                return self.message(&no_route(messages::Reason::UnknownUser), None);
+            }
+            other => {
+                log::info!(
+                    "cannot look {to} up to send it messages: {}",
+                    failure(other)
+                );
+                return self.message(&no_route(messages::Reason::Unreachable), None);
+            }
+        };
+        let pinned = self.pins.get(&to).copied();
+        let key = match (contact.dialect, pinned, contact.key) {
+            (Some(fsm::Dialect::Original), _, _) => {
+                log::info!("{to} is a phone of the original project, which has no messages");
+                None
+            }
+            (_, Some(pin), Some(key)) if pin != key => {
+                self.key_changed(&to, pin, key, "is given by the directory");
+                None
+            }
+            (_, pin, key) => {
+                let key = pin.or(key);
+                if key.is_none() {
+                    log::info!("no key known for {to}: messages go encrypted only");
+                }
+                key
+            }
+        };
+        let Some(key) = key else {
+            return self.message(&no_route(messages::Reason::Refused), None);
+        };
+        let addr = SocketAddr::new(contact.ip.to_canonical(), contact.port);
+        self.mail.open(&to, addr, key, false, self.now);
+        self.send_hello(addr, key);
+    }
+
+    fn send_hello(&mut self, to: SocketAddr, key: PublicKey) {
+        let line = Box::new(SessionLine::Hello(self.name().clone()));
+        self.ready.push_back(Output::SendLine {
+            to,
+            key,
+            line,
+            open: true,
+        });
+    }
+
+    /// A line of a message session came out of the session with `from` and `key`;
+    /// `answer`: it answered our opening `HELLO`.
+    pub fn handle_session_line(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        key: PublicKey,
+        line: SessionLine,
+        answer: bool,
+    ) {
+        self.advance(now);
+        match line {
+            SessionLine::Hello(name) if answer => match self.mail.answered(from, key) {
+                Some(to) => self.message(&messages::Event::Route { to }, None),
+                None => log::debug!("a HELLO from {name} at {from} that nothing waits for"),
+            },
+            // The same session opened again (our answer was lost), or over the session.
+            SessionLine::Hello(_) if self.mail.sender(from, key).is_some() => {
+                let line = Box::new(SessionLine::Hello(self.name().clone()));
+                self.ready.push_back(Output::SendLine {
+                    to: from,
+                    key,
+                    line,
+                    open: false,
+                });
+            }
+            SessionLine::Hello(name) => self.opened_to_us(from, key, name),
+            SessionLine::Message(line) => self.message_line(from, key, line),
+        }
+    }
+
+    /// A phone at `from` with `key` opened a session for messages, saying it is `name`:
+    /// answered at once, and its name verified as a caller's.
+    fn opened_to_us(&mut self, from: SocketAddr, key: PublicKey, name: fsm::Name) {
+        let verification = match self.pins.get(&name) {
+            Some(pin) if *pin == key => Some(messages::Verification::Key),
+            Some(pin) => {
+                let pin = *pin;
+                self.key_changed(&name, pin, key, "opens a session for messages");
+                Some(messages::Verification::Changed)
+            }
+            None => None,
+        };
+        log::info!("{name} at {from} opened a session for messages");
+        self.mail.remember(from, key, &name, verification, self.now);
+        if verification.is_none() {
+            self.ready.push_back(Output::Query {
+                query: Query::Lookup(name.clone()),
+                purpose: Purpose::VerifySender(Box::new((name, from, key))),
+            });
+        }
+        let line = Box::new(SessionLine::Hello(self.name().clone()));
+        self.ready.push_back(Output::SendLine {
+            to: from,
+            key,
+            line,
+            open: false,
+        });
+    }
+
+    /// The directory's answer about the name a message sender gave.
+    fn handle_sender_lookup(
+        &mut self,
+        name: fsm::Name,
+        addr: SocketAddr,
+        key: PublicKey,
+        result: Result<Answer, String>,
+    ) {
+        let verification = match result {
+            Ok(Answer::Found(contact)) if contact.key == Some(key) => {
+                log::info!(
+                    "pinned {name}'s key {key} (fingerprint {}): first contact, confirmed by \
+                     the directory",
+                    fingerprint(&key)
+                );
+                self.pins.insert(name.clone(), key);
+                self.ready.push_back(Output::Pin {
+                    name: name.clone(),
+                    key,
+                });
+                messages::Verification::New
+            }
+            Ok(Answer::Found(contact)) if contact.key.is_none() => messages::Verification::Unbound,
+            Ok(Answer::Found(_)) | Ok(Answer::NotFound) => messages::Verification::Changed,
+            other => {
+                log::info!(
+                    "cannot verify the message sender {name}: {}",
+                    failure(other)
+                );
+                messages::Verification::Unbound
+            }
+        };
+        if let Some((from, held)) = self.mail.verified(addr, key, verification) {
+            for line in held {
+                let event = messages::Event::Peer {
+                    from: from.clone(),
+                    verification,
+                    line,
+                };
+                self.message(&event, None);
+            }
+        }
+    }
+
+    /// A message line from the session with `from` and `key`: from the phone that opened
+    /// it, or the call's peer.
+    fn message_line(&mut self, from: SocketAddr, key: PublicKey, line: messages::Line) {
+        let now = self.now;
+        if let Some(sender) = self.mail.sender(from, key) {
+            sender.heard = now;
+            let Some(verification) = sender.verification else {
+                if sender.held.len() < crate::mail::HELD {
+                    sender.held.push(line);
+                }
+                return;
+            };
+            let event = messages::Event::Peer {
+                from: sender.name.clone(),
+                verification,
+                line,
+            };
+            return self.message(&event, None);
+        }
+        let call = (self.machine.peer_addr(), self.machine.peer_key());
+        if call == (Some(from), Some(key)) {
+            if let Some(peer) = self.machine.peer().cloned() {
+                let verification = match self.machine.verification() {
+                    Some(fsm::Verification::Key) => messages::Verification::Key,
+                    _ => messages::Verification::Unbound,
+                };
+                let event = messages::Event::Peer {
+                    from: peer,
+                    verification,
+                    line,
+                };
+                return self.message(&event, None);
+            }
+        }
+        log::debug!("a message line from {from} with no known sender: ignored");
     }
 
     /// `trust NAME [KEY]`: pins `KEY`, or the key `NAME` was last refused with, for
@@ -495,6 +838,17 @@ impl<R: CallIds> Agent<R> {
             self.sessions.pop_front();
         }
         self.sessions.push_back((addr, key, code));
+        // Messages waiting for this call's session go over it.
+        let call = (self.machine.peer_addr(), self.machine.peer_key());
+        if call == (Some(addr), Some(key)) {
+            if let Some(to) = self
+                .waiting_call
+                .take_if(|n| self.machine.peer() == Some(n))
+            {
+                self.mail.open(&to, addr, key, true, self.now);
+                self.message(&messages::Event::Route { to }, None);
+            }
+        }
     }
 
     /// The short code of the current call's session, if it is encrypted and its
@@ -536,6 +890,11 @@ impl<R: CallIds> Agent<R> {
         match purpose {
             Purpose::Dial(name) => self.handle_lookup(name, result, true),
             Purpose::Verify { peer } => self.handle_lookup(peer, result, false),
+            Purpose::Message(to) => self.handle_message_lookup(to, result),
+            Purpose::VerifySender(sender) => {
+                let (name, addr, key) = *sender;
+                self.handle_sender_lookup(name, addr, key, result);
+            }
             Purpose::List { origin } => {
                 let event = match result {
                     Ok(Answer::Users { names, complete }) => {
@@ -678,13 +1037,35 @@ impl<R: CallIds> Agent<R> {
     /// quit limit (then [`Agent::is_done`] says so).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let quit = self.quit.as_ref().map(|q| q.deadline);
-        self.machine.poll_timeout().into_iter().chain(quit).min()
+        [
+            self.machine.poll_timeout(),
+            quit,
+            self.messenger.poll_timeout(),
+            self.mail.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Fires the machine's timers due at `now` (as [`Agent::poll_output`] is drained).
+    /// Fires the machine's timers due at `now` (as [`Agent::poll_output`] is drained), and
+    /// the message machine's and the sessions' for messages (now).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
         self.timers_due = true;
+        while self
+            .messenger
+            .poll_timeout()
+            .is_some_and(|due| due <= self.now)
+        {
+            let actions = self.messenger.handle_timeout(self.now);
+            for action in actions {
+                self.carry_out_message(action, &mut None);
+            }
+        }
+        for (to, key) in self.mail.due_hellos(self.now) {
+            self.send_hello(to, key);
+        }
     }
 
     // ---- outputs ----
@@ -927,6 +1308,8 @@ mod tests {
             device: "tone:440".into(),
             control: true,
             pins: BTreeMap::new(),
+            messages: messages::Config::default(),
+            run: 0x0102_0304,
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use log::LevelFilter;
 use parlo_audio::DeviceSpec;
 use parlo_daemon::port::{self, Role};
+use parlo_fsm::messages::MAX_ALLOWED;
 use parlo_fsm::{Codec, MAX_ANSWER_FROM, Preference, Security};
 use parlo_net::directory::PublicKey;
 use parlo_net::peer::Name;
@@ -313,6 +314,8 @@ pub struct PhoneConfig {
     pub max_clock_skew_ms: u64,
     /// How often an encrypted call changes its keys, in milliseconds.
     pub rekey_after_ms: u64,
+    /// Who may send this phone messages (every key-verified phone when empty).
+    pub messages_from: heapless::Vec<Name, MAX_ALLOWED>,
 }
 
 /// What `parlo-client ctl` is asked to do.
@@ -588,6 +591,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
     let mut known_peers: Option<PathBuf> = None;
     let mut max_clock_skew_ms = None;
     let mut rekey_after_ms = None;
+    let mut messages_from = None;
     let mut first = true;
     while let Some(arg) = parser.next().map_err(from_lexopt)? {
         match arg {
@@ -633,7 +637,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
                 )?)?);
             }
             Long("answer-from") => {
-                answer_from = Some(parse_answer_from(&text(&mut parser, "--answer-from")?)?);
+                answer_from = Some(parse_names(
+                    "--answer-from",
+                    &text(&mut parser, "--answer-from")?,
+                )?);
+            }
+            Long("messages-from") => {
+                messages_from = Some(parse_names(
+                    "--messages-from",
+                    &text(&mut parser, "--messages-from")?,
+                )?);
             }
             Long("known-peers") => {
                 known_peers = Some(parser.value().map_err(from_lexopt)?.into());
@@ -790,7 +803,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
     let answer_from = match answer_from {
         Some(names) => names,
         None => match env.var("PARLO_ANSWER_FROM") {
-            Some(v) => from_env("PARLO_ANSWER_FROM", parse_answer_from(&v))?,
+            Some(v) => from_env("PARLO_ANSWER_FROM", parse_names("--answer-from", &v))?,
+            None => heapless::Vec::new(),
+        },
+    };
+    let messages_from = match messages_from {
+        Some(names) => names,
+        None => match env.var("PARLO_MESSAGES_FROM") {
+            Some(v) => from_env("PARLO_MESSAGES_FROM", parse_names("--messages-from", &v))?,
             None => heapless::Vec::new(),
         },
     };
@@ -818,6 +838,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &dyn Env) -> Result<
         known_peers,
         max_clock_skew_ms,
         rekey_after_ms,
+        messages_from,
     })))
 }
 
@@ -839,19 +860,18 @@ fn parse_original_phones(text: &str) -> Result<bool, Error> {
     }
 }
 
-fn parse_answer_from(text: &str) -> Result<heapless::Vec<Name, MAX_ANSWER_FROM>, Error> {
+/// A comma-separated list of names for `flag`, at most `N` (the same name twice counts
+/// once).
+fn parse_names<const N: usize>(flag: &str, text: &str) -> Result<heapless::Vec<Name, N>, Error> {
     let mut names = heapless::Vec::new();
     for item in text.split(',') {
-        let name =
-            Name::new(item.trim()).map_err(|e| usage(format!("--answer-from: {item:?}: {e}")))?;
+        let name = Name::new(item.trim()).map_err(|e| usage(format!("{flag}: {item:?}: {e}")))?;
         if names.contains(&name) {
             continue;
         }
-        names.push(name).map_err(|_| {
-            usage(format!(
-                "--answer-from: more than {MAX_ANSWER_FROM} names; list at most {MAX_ANSWER_FROM}"
-            ))
-        })?;
+        names
+            .push(name)
+            .map_err(|_| usage(format!("{flag}: more than {N} names; list at most {N}")))?;
     }
     Ok(names)
 }

@@ -102,6 +102,8 @@ pub enum Command {
     /// the key `NAME` last called or answered with, refused as `key-changed`: the way to
     /// accept a phone's new key on purpose.
     Trust(Name, Option<PublicKey>),
+    /// `msg NAME TEXT`: sends TEXT (the rest of the line, spaces kept) to NAME.
+    Msg(Name, String),
 }
 
 /// Parses one line. `Ok(None)` for a blank line (nothing to answer); `Err` says what is
@@ -137,6 +139,24 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Some(format) => Some(format_named(&word, format)?),
             None => None,
         }),
+        "msg" | "message" => {
+            let Some(name) = words.next() else {
+                return Err("msg needs a name and a text: msg NAME TEXT".into());
+            };
+            let name = Name::new(name).map_err(|e| format!("msg: {e}"))?;
+            // The text: everything after the name and the one space that follows it.
+            let after = line.trim_start();
+            let after =
+                after[after.find(char::is_whitespace).unwrap_or(after.len())..].trim_start();
+            let text = after[name.as_str().len()..]
+                .strip_prefix(' ')
+                .unwrap_or("")
+                .trim_end_matches(['\r', '\n']);
+            if text.is_empty() {
+                return Err(format!("msg needs a text after the name: msg {name} TEXT"));
+            }
+            return Ok(Some(Command::Msg(name, text.to_owned())));
+        }
         "trust" => {
             let Some(name) = words.next() else {
                 return Err("trust needs a name: trust NAME [KEY]".into());
@@ -158,7 +178,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             let shown: String = word.chars().take(32).collect();
             return Err(format!(
                 "unknown command \"{shown}\": expected call NAME, accept, reject, hangup, \
-                 list, status, trust, quit, help, watch or format"
+                 list, status, msg, trust, quit, help, watch or format"
             ));
         }
     };
@@ -260,6 +280,13 @@ mod tests {
             parse(&format!("trust bob {key}")),
             Ok(Some(Command::Trust(bob, Some(key))))
         );
+        assert_eq!(
+            parse("msg bob parcel at  the door "),
+            Ok(Some(Command::Msg(
+                Name::new("bob").expect("name"),
+                "parcel at  the door ".into()
+            )))
+        );
         assert_eq!(parse("   "), Ok(None));
         assert_eq!(parse(""), Ok(None));
     }
@@ -306,6 +333,17 @@ mod tests {
             parse("trust")
                 .expect_err("refused")
                 .contains("needs a name")
+        );
+        assert!(parse("msg").expect_err("refused").contains("needs a name"));
+        assert!(
+            parse("msg bob")
+                .expect_err("refused")
+                .contains("needs a text")
+        );
+        assert!(
+            parse("msg bob ")
+                .expect_err("refused")
+                .contains("needs a text")
         );
         assert!(
             parse("trust bob notakey")

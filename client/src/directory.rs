@@ -63,6 +63,11 @@ pub enum Purpose {
         /// Who asked.
         origin: crate::agent::Origin,
     },
+    /// Where to send messages to this name, with which key.
+    Message(parlo_fsm::Name),
+    /// Checking the name a phone that opened a session for messages gave: that name,
+    /// its address and the key it proved.
+    VerifySender(Box<(parlo_fsm::Name, std::net::SocketAddr, parlo_fsm::PublicKey)>),
 }
 
 /// What the connection reports to the phone.

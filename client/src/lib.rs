@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod directory;
 pub mod error;
 pub mod keys;
+pub mod mail;
 pub mod media;
 pub mod output;
 pub mod phone;

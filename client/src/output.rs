@@ -16,6 +16,10 @@
 //! connected bob dialect=parlo codec=L16 verified=key code=0123-4567
 //!                                             {"event":"connected","peer":"bob","dialect":"parlo","codec":"L16","verified":"key","new":false,"code":"0123-4567"}
 //! trusted bob key=KEY fingerprint=FP          {"event":"trusted","peer":"bob","key":"KEY","fingerprint":"FP"}
+//! sending ID to=bob                           {"event":"sending","id":"ID","to":"bob"}
+//! delivered ID to=bob                         {"event":"delivered","id":"ID","to":"bob"}
+//! undelivered ID to=bob reason=unreachable    {"event":"undelivered","id":"ID","to":"bob","reason":"unreachable"}
+//! message alice id=ID verified=key text=TEXT  {"event":"message","peer":"alice","id":"ID","verified":"key","text":"TEXT"}
 //! ended bob reason=hangup                     {"event":"ended","peer":"bob","reason":"hangup"}
 //! users alice bob                             {"event":"users","users":["alice","bob"]}
 //! status state=in-call peer=bob ...           {"event":"status","state":"in-call","peer":"bob",...}
@@ -52,13 +56,14 @@ use crate::media::MediaStats;
 use parlo_fsm::{Escaped, Verification};
 
 /// The commands, as `help` lists them.
-pub const COMMANDS: [&str; 11] = [
+pub const COMMANDS: [&str; 12] = [
     "call NAME",
     "accept",
     "reject",
     "hangup",
     "list",
     "status",
+    "msg NAME TEXT",
     "trust NAME [KEY]",
     "quit",
     "help",
@@ -291,6 +296,41 @@ pub enum Event {
         /// Its fingerprint.
         fingerprint: String,
     },
+    /// A message to `to` was taken as `id` (the answer to `msg`); its outcome follows.
+    Sending {
+        /// The message's id.
+        id: String,
+        /// The receiver.
+        to: String,
+    },
+    /// The receiver acknowledged the message `id`.
+    Delivered {
+        /// The message's id.
+        id: String,
+        /// The receiver.
+        to: String,
+    },
+    /// The message `id` was not delivered.
+    Undelivered {
+        /// The message's id.
+        id: String,
+        /// The receiver it was for.
+        to: String,
+        /// Why: `unknown-user`, `unreachable`, `refused`, `too-long`, `rate-limited`,
+        /// `queue-full`.
+        reason: &'static str,
+    },
+    /// A message arrived.
+    Message {
+        /// The sender.
+        peer: String,
+        /// The sender's id for it.
+        id: String,
+        /// How the sender's key is verified: `key`, or `new` (pinned just now).
+        verified: &'static str,
+        /// The text (escaped when written).
+        text: String,
+    },
     /// The registered names.
     Users {
         /// Every name, in the directory's order.
@@ -373,6 +413,10 @@ impl Event {
             Event::Incoming { .. } => "incoming",
             Event::Connected { .. } => "connected",
             Event::Trusted { .. } => "trusted",
+            Event::Sending { .. } => "sending",
+            Event::Delivered { .. } => "delivered",
+            Event::Undelivered { .. } => "undelivered",
+            Event::Message { .. } => "message",
             Event::Ended { .. } => "ended",
             Event::Users { .. } => "users",
             Event::Status(_) => "status",
@@ -425,6 +469,23 @@ impl Event {
                 key,
                 fingerprint,
             } => write!(out, " {} key={key} fingerprint={fingerprint}", text(peer)),
+            Event::Sending { id, to } | Event::Delivered { id, to } => {
+                write!(out, " {id} to={}", text(to))
+            }
+            Event::Undelivered { id, to, reason } => {
+                write!(out, " {id} to={} reason={reason}", text(to))
+            }
+            Event::Message {
+                peer,
+                id,
+                verified,
+                text: words,
+            } => write!(
+                out,
+                " {} id={id} verified={verified} text={}",
+                text(peer),
+                text(words)
+            ),
             Event::Ended { peer, reason } => write!(out, " {} reason={reason}", text(peer)),
             Event::Users { names } => {
                 for name in names {
@@ -532,6 +593,26 @@ impl Event {
                 field(&mut out, "peer", peer);
                 field(&mut out, "key", key);
                 field(&mut out, "fingerprint", fingerprint);
+            }
+            Event::Sending { id, to } | Event::Delivered { id, to } => {
+                field(&mut out, "id", id);
+                field(&mut out, "to", to);
+            }
+            Event::Undelivered { id, to, reason } => {
+                field(&mut out, "id", id);
+                field(&mut out, "to", to);
+                field(&mut out, "reason", reason);
+            }
+            Event::Message {
+                peer,
+                id,
+                verified,
+                text,
+            } => {
+                field(&mut out, "peer", peer);
+                field(&mut out, "id", id);
+                field(&mut out, "verified", verified);
+                field(&mut out, "text", text);
             }
             Event::Ended { peer, reason } => {
                 field(&mut out, "peer", peer);
@@ -725,6 +806,23 @@ mod tests {
                 "connected bob dialect=parlo codec=PCMU verified=key new=yes code=0123-4567",
             ),
             (
+                Event::Message {
+                    peer: "bob".into(),
+                    id: "0000000100000002".into(),
+                    verified: "key",
+                    text: "parcel at\nthe door".into(),
+                },
+                "message bob id=0000000100000002 verified=key text=parcel at the door",
+            ),
+            (
+                Event::Undelivered {
+                    id: "0000000100000003".into(),
+                    to: "bob".into(),
+                    reason: "unreachable",
+                },
+                "undelivered 0000000100000003 to=bob reason=unreachable",
+            ),
+            (
                 Event::Trusted {
                     peer: "bob".into(),
                     key: PublicKey([1; 32]).to_string(),
@@ -748,7 +846,7 @@ mod tests {
             (Event::Users { names: vec![] }, "users"),
             (
                 Event::Help,
-                "help call NAME|accept|reject|hangup|list|status|trust NAME [KEY]|quit|help|watch [text|json]|\
+                "help call NAME|accept|reject|hangup|list|status|msg NAME TEXT|trust NAME [KEY]|quit|help|watch [text|json]|\
                  format text|json",
             ),
             (Event::Bye, "bye"),

@@ -19,6 +19,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parlo_fsm as fsm;
 use parlo_net::media::{Datagram, RAW_PCM_LEN};
+use parlo_net::message::{self, SessionLine};
 use parlo_net::peer::Wire;
 use parlo_net::secure::{self, Kind};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -150,9 +151,11 @@ impl Phone {
             known_peers.path().display()
         );
         let call_ids = OsRandom::new().map_err(Error::Random)?;
-        let settings = Settings::of(&config, known_peers.pins());
-        let agent = Agent::new(settings, call_ids, fsm::Instant(0));
         let mut random = OsRandom::new().map_err(Error::Random)?;
+        let mut settings = Settings::of(&config, known_peers.pins());
+        // Truncation intended: 32 random bits.
+        settings.run = random.next_u64() as u32;
+        let agent = Agent::new(settings, call_ids, fsm::Instant(0));
         let lookup_waker = Arc::clone(&waker);
         let directory = Directory::new(
             config.server.clone(),
@@ -285,6 +288,12 @@ impl Phone {
         match output {
             Output::Print { event, answer } => self.write(&event, answer),
             Output::Send { to, message, key } => self.send(to, &message, key),
+            Output::SendLine {
+                to,
+                key,
+                line,
+                open,
+            } => self.send_line(to, key, &line, open),
             Output::Pin { name, key } => {
                 if let Err(e) = self.known_peers.pin(&name, key) {
                     log::warn!(
@@ -380,6 +389,34 @@ impl Phone {
             if let Some(session) = self.crypto.session(to).filter(|s| s.key == key) {
                 self.agent.handle_session(to, key, session.code.to_string());
             }
+        }
+    }
+
+    /// Sends a line of a message session to `to`, sealed for `key` (`open`: as the Init
+    /// that opens the session).
+    fn send_line(&mut self, to: SocketAddr, key: fsm::PublicKey, line: &SessionLine, open: bool) {
+        let mut text = [0u8; message::MAX_LINE];
+        let written = match line {
+            SessionLine::Hello(name) => message::emit_hello(name, &mut text),
+            SessionLine::Message(line) => message::emit_line(line, &mut text),
+        };
+        let len = match written {
+            Ok(len) => len,
+            Err(e) => return log::error!("cannot encode a message line: {e}"),
+        };
+        let now = self.ms().0;
+        let mut sealed = [0u8; secure::MAX_DATAGRAM];
+        match self
+            .crypto
+            .seal(now, to, &key, &text[..len], open, &mut sealed)
+        {
+            Ok(n) => {
+                log::debug!("-> {to} (encrypted, {n} bytes): message line of {len} bytes");
+                if let Err(e) = self.udp.send_to(&sealed[..n], to) {
+                    log::warn!("cannot send a message line to {to}: {e}");
+                }
+            }
+            Err(e) => log::debug!("cannot send a message line to {to}: {e}"),
         }
     }
 
@@ -494,6 +531,21 @@ impl Phone {
                 .handle_session(from, opened.key, code.to_string());
         }
         let inner = &inner[..opened.len];
+        if message::is_session_line(inner) {
+            match message::parse(inner) {
+                Ok(line) => {
+                    let answer = opened.kind == Kind::Answer;
+                    self.agent
+                        .handle_session_line(now, from, opened.key, line, answer);
+                    self.drive();
+                }
+                Err(e) => {
+                    self.garbage += 1;
+                    log::debug!("ignored a message line from {from}: {e}");
+                }
+            }
+            return;
+        }
         self.handle_clear(now, from, inner, arrival, dialect, Some(opened.key));
     }
 
