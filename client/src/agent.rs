@@ -1757,6 +1757,161 @@ mod tests {
         assert_eq!(a.state(), State::Ringing);
     }
 
+    // ---- messages ----
+
+    fn msg_line(id: messages::MessageId, text: &str) -> SessionLine {
+        SessionLine::Message(messages::Line::Msg {
+            id,
+            text: messages::Text::new(text).expect("short"),
+        })
+    }
+
+    fn line_to(to: &str, key: PublicKey, line: SessionLine, open: bool) -> Output {
+        Output::SendLine {
+            to: addr(to),
+            key,
+            line: Box::new(line),
+            open,
+        }
+    }
+
+    #[test]
+    fn a_message_opens_a_session_goes_over_it_and_is_delivered() {
+        let mut a = idle();
+        let out = line(&mut a, 0, "msg bob parcel at the door", ctl(1));
+        let id = messages::MessageId::new(0x0102_0304, 1);
+        assert_eq!(
+            printed(&out),
+            [(format!("sending {id} to=bob"), Some(ctl(1)))]
+        );
+        assert!(out.contains(&Output::Query {
+            query: Query::Lookup(name("bob")),
+            purpose: Purpose::Message(name("bob"))
+        }));
+        answer(
+            &mut a,
+            5,
+            Purpose::Message(name("bob")),
+            found_with_key(BOB, BOB_KEY),
+        );
+        let hello = SessionLine::Hello(name("alice"));
+        assert_eq!(
+            outputs(&mut a),
+            [line_to(BOB, BOB_KEY, hello.clone(), true)]
+        );
+        // Unanswered, the HELLO goes again.
+        assert_eq!(a.poll_timeout(), Some(Instant(505)));
+        a.handle_timeout(Instant(505));
+        assert!(outputs(&mut a).contains(&line_to(BOB, BOB_KEY, hello, true)));
+        // Bob's HELLO answers: the message goes over the session.
+        a.handle_session_line(
+            Instant(600),
+            addr(BOB),
+            BOB_KEY,
+            SessionLine::Hello(name("bob")),
+            true,
+        );
+        let out = outputs(&mut a);
+        assert!(
+            out.contains(&line_to(
+                BOB,
+                BOB_KEY,
+                msg_line(id, "parcel at the door"),
+                false
+            )),
+            "{out:?}"
+        );
+        let ack = SessionLine::Message(messages::Line::Ack { id });
+        a.handle_session_line(Instant(610), addr(BOB), BOB_KEY, ack, false);
+        assert_eq!(
+            printed(&outputs(&mut a)),
+            [(format!("delivered {id} to=bob"), None)]
+        );
+    }
+
+    #[test]
+    fn a_message_sender_is_verified_before_its_message_is_printed_once() {
+        let mut a = idle();
+        a.handle_session_line(
+            Instant(0),
+            addr(BOB),
+            BOB_KEY,
+            SessionLine::Hello(name("bob")),
+            false,
+        );
+        let out = outputs(&mut a);
+        assert!(out.contains(&line_to(
+            BOB,
+            BOB_KEY,
+            SessionLine::Hello(name("alice")),
+            false
+        )));
+        let verify = Purpose::VerifySender(Box::new((name("bob"), addr(BOB), BOB_KEY)));
+        assert!(out.contains(&Output::Query {
+            query: Query::Lookup(name("bob")),
+            purpose: verify.clone()
+        }));
+        let id = messages::MessageId::new(9, 1);
+        a.handle_session_line(
+            Instant(5),
+            addr(BOB),
+            BOB_KEY,
+            msg_line(id, "hi\u{1b}[2J"),
+            false,
+        );
+        assert!(outputs(&mut a).is_empty(), "held until bob is verified");
+        answer(&mut a, 10, verify, found_with_key(BOB, BOB_KEY));
+        let out = outputs(&mut a);
+        assert!(out.contains(&Output::Pin {
+            name: name("bob"),
+            key: BOB_KEY
+        }));
+        assert_eq!(
+            printed(&out),
+            [(
+                format!("message bob id={id} verified=new text=hi\\u{{1b}}[2J"),
+                None
+            )]
+        );
+        let ack = SessionLine::Message(messages::Line::Ack { id });
+        assert!(out.contains(&line_to(BOB, BOB_KEY, ack.clone(), false)));
+        // A copy: acknowledged again, not printed again.
+        a.handle_session_line(Instant(20), addr(BOB), BOB_KEY, msg_line(id, "hi"), false);
+        let out = outputs(&mut a);
+        assert!(printed(&out).is_empty());
+        assert_eq!(out, [line_to(BOB, BOB_KEY, ack, false)]);
+    }
+
+    #[test]
+    fn a_message_from_a_key_not_bound_to_the_name_it_gives_is_refused_unprinted() {
+        let mut a = idle();
+        a.handle_session_line(
+            Instant(0),
+            addr(BOB),
+            MALLORY_KEY,
+            SessionLine::Hello(name("bob")),
+            false,
+        );
+        let _ = outputs(&mut a);
+        let verify = Purpose::VerifySender(Box::new((name("bob"), addr(BOB), MALLORY_KEY)));
+        let id = messages::MessageId::new(9, 1);
+        a.handle_session_line(
+            Instant(5),
+            addr(BOB),
+            MALLORY_KEY,
+            msg_line(id, "open the door"),
+            false,
+        );
+        answer(&mut a, 10, verify, found_with_key(BOB, BOB_KEY));
+        let out = outputs(&mut a);
+        assert!(printed(&out).is_empty(), "{out:?}");
+        let nak = SessionLine::Message(messages::Line::Nak {
+            id,
+            reason: messages::Reason::Refused,
+        });
+        assert_eq!(out, [line_to(BOB, MALLORY_KEY, nak, false)]);
+    }
+
     #[test]
     fn trust_without_a_changed_key_asks_for_the_key() {
         let mut a = idle();

@@ -72,6 +72,9 @@ OPTIONS:
                             NAME KEY per line: a phone whose key changed is refused
                             (key-changed). [default: known_peers beside --identity]
                                                                     env: PARLO_KNOWN_PEERS
+    --messages-from LIST    Take text messages only from these names (comma separated, up
+                            to 16), verified by key. [default: any phone verified by key]
+                                                                    env: PARLO_MESSAGES_FROM
     --max-clock-skew SECS   How far a caller's clock may be from this phone's: an older
                             call request is refused as a replay. [default: 300]
     --rekey-after SECS      How often an encrypted call changes its keys. [default: 120]
@@ -97,6 +100,7 @@ OPTIONS:
 
 COMMANDS (one per line, on stdin and on the control socket; each gets one answer line):
     call NAME    accept    reject    hangup    list    status    quit    help
+    msg NAME TEXT      send TEXT (the rest of the line, up to 1,000 bytes) to NAME
     trust NAME [KEY]   pin KEY for NAME, or the new key NAME was refused with
     On the control socket only: watch [text|json] (every event from then on) and
     format text|json (that connection's lines); see `ctl --help`.
@@ -111,6 +115,9 @@ EVENTS (stdout, one per line; with --json the same as objects with an \"event\" 
       for a callee)
     ended PEER reason=hangup|remote-hangup|rejected|busy|no-answer|unknown-user|peer-lost|cancelled|lookup-failed|key-changed|insecure
     trusted PEER key=KEY fingerprint=FP
+    sending ID to=PEER    delivered ID to=PEER    undelivered ID to=PEER reason=R
+      R: unknown-user, unreachable, refused, too-long, rate-limited or queue-full
+    message PEER id=ID verified=key|new text=TEXT
     users NAME...    status state=... (see STATUS)    help ...    bye    error reason=TEXT
 
 SECURITY:
@@ -123,6 +130,16 @@ SECURITY:
     pinned now. A pinned name calling or given with another key is refused: ended
     reason=key-changed; `trust NAME` accepts its new key on purpose. code= is the same
     on both phones of a call: read it to each other to rule out a man in the middle.
+
+MESSAGES:
+    `msg NAME TEXT` answers `sending ID`, then says `delivered ID` once NAME's phone
+    acknowledged it, or `undelivered ID reason=R`. A message travels encrypted, over the
+    call's session when in a call with NAME, else over a session made for messages with
+    the same keys and checks as a call's; it is sent again after 0.5, 1, 2, 4 and 8 s,
+    and is unreachable 15.5 s after the first try. A phone prints each message once,
+    from senders verified by key (and listed by --messages-from), at most 10 at once
+    and 5 a second from each. Messages print in the order they arrive; the ids of one
+    sender grow in the order it sent them. Phones of the original project have none.
 
 STATUS (the answer to `status`, one line; with --json the same fields in an object):
     state             idle, dialing, ringing, in-call or closing
@@ -1409,6 +1426,8 @@ mod tests {
             "PARLO_ORIGINAL_PHONES",
             "PARLO_ANSWER_FROM",
             "PARLO_KNOWN_PEERS",
+            "--messages-from",
+            "PARLO_MESSAGES_FROM",
         ] {
             assert!(HELP.contains(word), "{word}");
         }
