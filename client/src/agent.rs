@@ -700,6 +700,10 @@ impl<R: CallIds> Agent<R> {
                 }
                 return;
             };
+            // `new` is said once, with the first message: the key is pinned now.
+            if verification == messages::Verification::New {
+                sender.verification = Some(messages::Verification::Key);
+            }
             let event = messages::Event::Peer {
                 from: sender.name.clone(),
                 verification,

@@ -209,6 +209,7 @@ print the answers, follow a call to its outcome, or watch the phone's events.
 USAGE:
     parlo-client ctl [--control PATH] [--json|--text] [COMMAND...]
     parlo-client ctl [--control PATH] [--json|--text] [--no-wait|--timeout SECS] call NAME
+    parlo-client ctl [--control PATH] [--json|--text] [--no-wait|--timeout SECS] msg NAME TEXT
     parlo-client ctl [--control PATH] [--json|--text] watch
 
     With a COMMAND (e.g. `ctl --control /run/parlo/control status`), sends it and prints
@@ -220,6 +221,10 @@ USAGE:
     lookup-failed, ...). The phone's own no-answer timer (its --answer-timeout) ends a
     call that nobody answers. With --no-wait it prints the first answer and exits.
 
+    msg NAME TEXT follows the message: it prints `sending ID to=NAME` (or the error that
+    refused it) and ends at `delivered ID` (exit 0) or `undelivered ID reason=...`
+    (exit 1; reason=unknown-user, unreachable, refused, rate-limited, ...), within 16 s.
+
     watch prints the phone's status, then each event as the phone prints it on stdout
     (calling, ringing, incoming, connected, ended, registered, unregistered, error, bye),
     one per line, for as long as the phone runs. The answers to other clients' status,
@@ -229,8 +234,8 @@ OPTIONS:
     --control PATH    The daemon's --control socket.    env: PARLO_CONTROL
     --json            Lines as JSON objects, as the daemon's --json prints them.
     --text            Lines as text.             [default: the form the daemon prints]
-    --no-wait         call: print the first answer, do not wait for the outcome.
-    --timeout SECS    call: wait at most SECS (1-86400), then exit 1; the call goes on.
+    --no-wait         call, msg: print the first answer, do not wait for the outcome.
+    --timeout SECS    call, msg: wait at most SECS (1-86400), then exit 1; the call goes on.
                       [default: 620, longer than any phone's --answer-timeout]
     -h, --help        Print this help.
     Options may come before or after the command: `ctl watch --json` = `ctl --json watch`.

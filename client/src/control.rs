@@ -22,7 +22,7 @@ use mio::{Interest, Registry, Token};
 use crate::cli::Ctl;
 use crate::command::{Line, Lines, is_answered};
 use crate::error::{Error, Exit};
-use crate::output::{Event, Format, is_about, is_error_line, is_kind};
+use crate::output::{Event, Format, is_about, is_error_line, is_kind, message_id_of};
 
 /// Most control connections held at once; further ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -412,6 +412,9 @@ pub fn ctl(request: &Ctl) -> Result<Exit, Error> {
         (Some("watch"), [_], _) => session.watch(request.format),
         (Some("watch"), _, _) => session.watch_as_asked(command),
         (Some("call"), [_, name], Some(wait)) => session.call(name, request.format, wait),
+        (Some("msg" | "message"), [_, _, _, ..], Some(wait)) => {
+            session.msg(command, request.format, wait)
+        }
         _ => session.one(command, request.format),
     }
 }
@@ -704,6 +707,63 @@ impl Session {
                     print(&line)?;
                     return Ok(exit);
                 }
+            }
+        }
+    }
+
+    /// `msg NAME TEXT`, followed from `sending ID` to `delivered ID` or `undelivered ID`.
+    fn msg(
+        &mut self,
+        command: &str,
+        format: Option<Format>,
+        wait: Duration,
+    ) -> Result<Exit, Error> {
+        let deadline = std::time::Instant::now() + wait;
+        let watch = match format {
+            Some(format) => format!("watch {}", format.name()),
+            None => "watch".to_owned(),
+        };
+        self.send(&format!("{watch}\n{}\n", command.trim_end()))?;
+        match self.answer()? {
+            Some(line) if is_error_line(&line) => {
+                print(&line)?;
+                return Ok(Exit::Warning);
+            }
+            Some(_) => {}
+            None => return Ok(Exit::Warning),
+        }
+        let mut id: Option<String> = None;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match self.read(Some(left))? {
+                Heard::Line(line) => line,
+                Heard::End => return Ok(Exit::Warning),
+                Heard::TimedOut => {
+                    eprintln!(
+                        "parlo-client ctl: no outcome of the message within {} s",
+                        wait.as_secs()
+                    );
+                    return Ok(Exit::Warning);
+                }
+            };
+            let Some(ours) = &id else {
+                // Our command's answer comes first: `sending ID`, or its refusal.
+                if let Some(sent) = message_id_of(&line, "sending") {
+                    print(&line)?;
+                    id = Some(sent);
+                } else if is_error_line(&line) {
+                    print(&line)?;
+                    return Ok(Exit::Warning);
+                }
+                continue;
+            };
+            if message_id_of(&line, "delivered").as_ref() == Some(ours) {
+                print(&line)?;
+                return Ok(Exit::Done);
+            }
+            if message_id_of(&line, "undelivered").as_ref() == Some(ours) || is_kind(&line, "bye") {
+                print(&line)?;
+                return Ok(Exit::Warning);
             }
         }
     }

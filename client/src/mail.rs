@@ -180,12 +180,13 @@ impl Mail {
         verification: Verification,
     ) -> Option<(Name, Vec<Line>)> {
         let sender = self.senders.get_mut(&(addr, key))?;
-        // `new` is said once: the key is pinned now, and known from then on.
+        let held = std::mem::take(&mut sender.held);
+        // `new` is said once, with the first message: the key is pinned now.
         sender.verification = Some(match verification {
-            Verification::New => Verification::Key,
+            Verification::New if !held.is_empty() => Verification::Key,
             other => other,
         });
-        Some((sender.name.clone(), std::mem::take(&mut sender.held)))
+        Some((sender.name.clone(), held))
     }
 }
 

@@ -715,10 +715,46 @@ pub fn is_about(line: &str, kind: &str, peer: &str) -> bool {
             .is_some_and(|rest| rest.starts_with([',', '}']))
 }
 
+/// The message id of `line`, text or JSON, when it is the event `kind` (`sending`,
+/// `delivered`, `undelivered`): how `ctl msg` follows its message.
+pub fn message_id_of(line: &str, kind: &str) -> Option<String> {
+    let mut json = String::from("{\"event\":");
+    json_string(&mut json, kind);
+    json.push_str(",\"id\":\"");
+    let id = match line.strip_prefix(json.as_str()) {
+        Some(rest) => rest.split('"').next(),
+        None => line
+            .strip_prefix(kind)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|rest| rest.split(' ').next()),
+    }?;
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use parlo_fsm::PublicKey;
+
+    #[test]
+    fn the_id_of_a_message_event_is_read_in_both_forms() {
+        let delivered = Event::Delivered {
+            id: "00000001000000ff".into(),
+            to: "bob".into(),
+        };
+        for line in [delivered.text(), delivered.json()] {
+            assert_eq!(
+                message_id_of(&line, "delivered").as_deref(),
+                Some("00000001000000ff"),
+                "{line}"
+            );
+            assert_eq!(message_id_of(&line, "undelivered"), None, "{line}");
+        }
+        assert_eq!(
+            message_id_of("delivered nonsense to=bob", "delivered"),
+            None
+        );
+    }
 
     fn addr() -> SocketAddr {
         "127.0.0.2:5001".parse().expect("address")
