@@ -9,7 +9,8 @@
 //! the relay does on the way is its [`Plan`]:
 //!
 //! - [`Netem`]: seeded loss, duplication, reordering and delay with jitter of the media;
-//!   signalling is only delayed (it has its own retransmissions);
+//!   signalling is only delayed (it has its own retransmissions), unless the plan impairs
+//!   every datagram ([`Plan::impairing_everything`]: the network of the message tests);
 //! - [`Tamper`]: one byte of a seeded share of the media datagrams flipped, both ways;
 //! - recording: every datagram received from either side kept as it arrived, with its
 //!   direction and time ([`Relay::captured`]).
@@ -60,7 +61,8 @@ pub fn is_media(datagram: &[u8]) -> bool {
 /// What the relay does to each media datagram, in both directions, with a seeded random
 /// generator: the statistics of `netem loss P duplicate P reorder P delay D J` (uniform
 /// jitter). Signalling is delayed by `delay` alone, never lost (it has its own
-/// retransmissions, tested elsewhere).
+/// retransmissions, tested elsewhere), unless the plan impairs everything
+/// ([`Plan::impairing_everything`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Netem {
     /// Probability that a media datagram is dropped.
@@ -113,6 +115,9 @@ pub struct Plan {
     pub tamper: Option<Tamper>,
     /// Whether every datagram is kept for [`Relay::captured`].
     pub record: bool,
+    /// Whether `netem` applies to every datagram, signalling and handshakes included, not
+    /// only to media. Tampering still touches media only.
+    pub impair_all: bool,
 }
 
 impl Plan {
@@ -122,6 +127,7 @@ impl Plan {
             netem: Netem::clean(),
             tamper: None,
             record: false,
+            impair_all: false,
         }
     }
 
@@ -144,6 +150,16 @@ impl Plan {
     /// The same plan, impairing media as `netem` says.
     pub fn impaired(self, netem: Netem) -> Plan {
         Plan { netem, ..self }
+    }
+
+    /// The same plan, with its `netem` loss, duplication, reordering and jitter applied to
+    /// every datagram, not only to media: handshakes, signalling and message lines are
+    /// impaired as well.
+    pub fn impairing_everything(self) -> Plan {
+        Plan {
+            impair_all: true,
+            ..self
+        }
     }
 }
 
@@ -174,11 +190,12 @@ pub struct Traffic {
     pub datagrams: usize,
     /// Media datagrams among them.
     pub media: usize,
-    /// Media datagrams dropped.
+    /// Datagrams dropped (media only, unless the plan impairs everything).
     pub lost: usize,
-    /// Media datagrams sent twice.
+    /// Datagrams sent twice (media only, unless the plan impairs everything).
     pub duplicated: usize,
-    /// Media datagrams held back behind the next one.
+    /// Datagrams held back behind the next one (media only, unless the plan impairs
+    /// everything).
     pub reordered: usize,
     /// Media datagrams sent on with one byte flipped (a duplicate counts once).
     pub tampered: usize,
@@ -396,6 +413,8 @@ impl Direction {
 /// What both directions share: the netem draws and the departure queue.
 struct Link {
     netem: Netem,
+    /// Whether `netem` applies to signalling too.
+    impair_all: bool,
     rng: Rng,
     queue: BinaryHeap<Pending>,
     order: u64,
@@ -418,12 +437,16 @@ impl Link {
         let now = Instant::now();
         let toward = direction.toward;
         direction.stats.datagrams += 1;
-        if !is_media(datagram) {
+        let media = is_media(datagram);
+        if !media {
             direction.stats.signalling += 1;
-            self.send(toward, datagram.to_vec(), now + self.netem.delay);
-            return;
+            if !self.impair_all {
+                self.send(toward, datagram.to_vec(), now + self.netem.delay);
+                return;
+            }
+        } else {
+            direction.stats.media += 1;
         }
-        direction.stats.media += 1;
         // Every draw is made for every datagram, so one impairment's rate does not shift
         // the others' sequences.
         let (lose, dup, hold, spread) = (
@@ -432,18 +455,22 @@ impl Link {
             self.rng.unit(),
             self.rng.unit(),
         );
-        let flip = direction.tamper.as_mut().and_then(|(rate, rng)| {
-            let (hit, at, value) = (rng.unit(), rng.unit(), rng.unit());
-            (hit < *rate).then_some((at, value))
-        });
+        let flip = direction
+            .tamper
+            .as_mut()
+            .filter(|_| media)
+            .and_then(|(rate, rng)| {
+                let (hit, at, value) = (rng.unit(), rng.unit(), rng.unit());
+                (hit < *rate).then_some((at, value))
+            });
         if lose < self.netem.loss {
             direction.stats.lost += 1;
             return;
         }
         let mut bytes = datagram.to_vec();
         if let Some((at, value)) = flip {
-            // Media is never empty (its first byte classified it). Both draws are below 1,
-            // so the index is below the length and the mask is 1 to 255.
+            // Media is never empty (its first byte or length classified it). Both draws
+            // are below 1, so the index is below the length and the mask is 1 to 255.
             let index = ((at * bytes.len() as f64) as usize).min(bytes.len() - 1);
             bytes[index] ^= 1 + (value * 255.0) as u8;
             direction.stats.tampered += 1;
@@ -481,6 +508,7 @@ fn run(
     let started = Instant::now();
     let mut link = Link {
         netem: plan.netem,
+        impair_all: plan.impair_all,
         rng: Rng::new(plan.netem.seed),
         queue: BinaryHeap::new(),
         order: 0,
@@ -775,6 +803,66 @@ mod tests {
         let report = relay.finish();
         assert_eq!(report.forward.datagrams, 1);
         assert_eq!(report.backward.datagrams, 0);
+    }
+
+    /// Sends `count` signalling lines one way through `plan` and counts what arrives,
+    /// with the relay's report.
+    fn signalling_through(plan: Plan, count: usize) -> (usize, RelayReport) {
+        let (caller, relay, callee) = relay(plan);
+        // The callee reads as the lines come, so that its socket buffer never fills.
+        let reader = std::thread::spawn(move || {
+            callee
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeouts can be set");
+            let mut arrived = 0;
+            while receive(&callee).is_some() {
+                arrived += 1;
+            }
+            arrived
+        });
+        for i in 0..count {
+            let line = format!("ACK {i:016x}");
+            caller.send_to(line.as_bytes(), relay.addr).expect("sent");
+            // Paced, so that no socket buffer on the way overflows.
+            if i % 20 == 19 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let arrived = reader.join().expect("the reader counts");
+        (arrived, relay.finish())
+    }
+
+    #[test]
+    fn signalling_is_impaired_only_when_the_plan_impairs_everything() {
+        const COUNT: usize = 400;
+        let netem = Netem {
+            loss: 0.2,
+            duplicate: 0.1,
+            reorder: 0.1,
+            delay: Duration::from_millis(2),
+            jitter: Duration::from_millis(1),
+            seed: 3,
+        };
+        // By default, signalling crosses whole.
+        let (arrived, report) = signalling_through(Plan::transparent().impaired(netem), COUNT);
+        assert_eq!(arrived, COUNT);
+        assert_eq!(report.forward.signalling, COUNT);
+        assert_eq!(
+            (report.forward.lost, report.forward.duplicated),
+            (0, 0),
+            "{report:?}"
+        );
+        // Impairing everything: signalling is lost, duplicated and reordered too.
+        let plan = Plan::transparent().impaired(netem).impairing_everything();
+        let (arrived, report) = signalling_through(plan, COUNT);
+        let f = report.forward;
+        assert_eq!(f.signalling, COUNT);
+        assert_eq!(f.media, 0);
+        // 80 lost and 32 duplicated expected; three standard deviations are 24 and 17.
+        assert!((56..=104).contains(&f.lost), "{f:?}");
+        assert!((15..=49).contains(&f.duplicated), "{f:?}");
+        assert!(f.reordered > 0, "{f:?}");
+        assert_eq!(arrived, COUNT - f.lost + f.duplicated, "{f:?}");
     }
 
     #[test]
