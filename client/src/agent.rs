@@ -478,6 +478,16 @@ impl<R: CallIds> Agent<R> {
                 None => log::debug!("message line for {to} waits for its session: {line}"),
             },
             messages::Action::Notify(note) => {
+                // A session that carried nothing through is not used again: the next
+                // message to that phone asks for one afresh (it may have restarted).
+                if let messages::Note::Undelivered {
+                    to,
+                    reason: messages::Reason::Unreachable,
+                    ..
+                } = &note
+                {
+                    self.mail.forget_route(to);
+                }
                 let event = message_event(note);
                 self.print(event, answer.take());
             }

@@ -23,6 +23,9 @@ use parlo_fsm::{Instant, Name, PublicKey};
 pub const HELLO_RETRY_MS: u64 = 500;
 /// Longest wait between two `HELLO`s, in ms.
 pub const HELLO_RETRY_CAP_MS: u64 = 4_000;
+/// How long an unanswered `HELLO` is sent again, in ms: as long as the message machine
+/// waits for a session (its messages are unreachable then).
+pub const HELLO_GIVE_UP_MS: u64 = 10_000;
 /// Sessions opened to us that are remembered (their senders' names).
 pub const SENDERS: usize = 64;
 /// Lines held per sender while the directory is asked about its name.
@@ -37,6 +40,8 @@ pub struct Route {
     pub key: PublicKey,
     /// Whether the session is up (the peer answered, or it is the call's).
     pub up: bool,
+    /// When the session was asked for.
+    pub opened: Instant,
     /// When the `HELLO` goes again, while not up.
     pub retry_at: Instant,
     /// The wait after that.
@@ -78,6 +83,7 @@ impl Mail {
                 addr,
                 key,
                 up,
+                opened: now,
                 retry_at: now.after(HELLO_RETRY_MS),
                 retry_wait: HELLO_RETRY_MS,
             },
@@ -103,8 +109,11 @@ impl Mail {
     }
 
     /// The routes whose `HELLO` is due at `now`: each is rescheduled, and given back to
-    /// be sent again.
+    /// be sent again. A route unanswered for [`HELLO_GIVE_UP_MS`] is forgotten (a later
+    /// message asks for a session afresh).
     pub fn due_hellos(&mut self, now: Instant) -> Vec<(SocketAddr, PublicKey)> {
+        self.routes
+            .retain(|_, r| r.up || now < r.opened.after(HELLO_GIVE_UP_MS));
         let mut due = Vec::new();
         for route in self.routes.values_mut().filter(|r| !r.up) {
             if route.retry_at <= now {
@@ -217,6 +226,16 @@ mod tests {
         assert_eq!(mail.answered(bob, key), Some(name("bob")));
         assert!(mail.route(&name("bob")).is_some_and(|r| r.up));
         assert_eq!(mail.poll_timeout(), None);
+        // One never answered is given up after 10 s.
+        let carol = addr("127.0.0.3:5001");
+        mail.open(&name("carol"), carol, key, false, Instant(1000));
+        let mut sent = 0;
+        while let Some(due) = mail.poll_timeout() {
+            sent += mail.due_hellos(due).len();
+        }
+        assert_eq!(sent, 4, "at 0.5, 1.5, 3.5 and 7.5 s");
+        assert!(mail.route(&name("carol")).is_none());
+        assert!(mail.route(&name("bob")).is_some());
         // Lines from that session are bob's, verified by the key we chose.
         let sender = mail.sender(bob, key).expect("known");
         assert_eq!(
