@@ -726,7 +726,20 @@ impl<R: CallIds> Agent<R> {
             if let Some(peer) = self.machine.peer().cloned() {
                 let verification = match self.machine.verification() {
                     Some(fsm::Verification::Key) => messages::Verification::Key,
-                    _ => messages::Verification::Unbound,
+                    Some(_) => messages::Verification::Unbound,
+                    None => {
+                        // The call is not announced yet (its caller being verified): the
+                        // line waits for the directory's word on the caller's name.
+                        self.mail.remember(from, key, &peer, None, now);
+                        if let Some(sender) = self.mail.sender(from, key) {
+                            sender.held.push(line);
+                        }
+                        self.ready.push_back(Output::Query {
+                            query: Query::Lookup(peer.clone()),
+                            purpose: Purpose::VerifySender(Box::new((peer, from, key))),
+                        });
+                        return;
+                    }
                 };
                 let event = messages::Event::Peer {
                     from: peer,
@@ -1894,6 +1907,46 @@ mod tests {
         let out = outputs(&mut a);
         assert!(printed(&out).is_empty());
         assert_eq!(out, [line_to(BOB, BOB_KEY, ack, false)]);
+    }
+
+    #[test]
+    fn a_message_over_a_call_not_yet_announced_waits_for_the_caller_s_verification() {
+        let mut a = idle();
+        a.handle_peer(
+            Instant(0),
+            addr(BOB),
+            start_from_bob(),
+            fsm::Sender::Key(BOB_KEY),
+        );
+        let _ = outputs(&mut a);
+        let id = messages::MessageId::new(9, 1);
+        a.handle_session_line(
+            Instant(5),
+            addr(BOB),
+            BOB_KEY,
+            msg_line(id, "I am at the door"),
+            false,
+        );
+        let out = outputs(&mut a);
+        let verify = Purpose::VerifySender(Box::new((name("bob"), addr(BOB), BOB_KEY)));
+        assert_eq!(
+            out,
+            [Output::Query {
+                query: Query::Lookup(name("bob")),
+                purpose: verify.clone()
+            }]
+        );
+        answer(&mut a, 10, verify, found_with_key(BOB, BOB_KEY));
+        let out = outputs(&mut a);
+        assert_eq!(
+            printed(&out),
+            [(
+                format!("message bob id={id} verified=new text=I am at the door"),
+                None
+            )]
+        );
+        let ack = SessionLine::Message(messages::Line::Ack { id });
+        assert!(out.contains(&line_to(BOB, BOB_KEY, ack, false)));
     }
 
     #[test]
