@@ -296,6 +296,8 @@ pub struct Agent<R> {
     mail: Mail,
     /// A name whose messages wait for the session of the call being set up with it.
     waiting_call: Option<fsm::Name>,
+    /// The session of the line the message machine is handling: where its answer goes.
+    reply_to: Option<(SocketAddr, PublicKey)>,
 }
 
 /// Sessions remembered for their short codes: more than one phone has calls going at once.
@@ -381,6 +383,7 @@ impl<R: CallIds> Agent<R> {
             messenger: Messenger::new(settings.messages, settings.run, now),
             mail: Mail::default(),
             waiting_call: None,
+            reply_to: None,
         }
     }
 
@@ -461,10 +464,18 @@ impl<R: CallIds> Agent<R> {
         }
     }
 
+    /// Feeds the message machine a line that came out of the session with `from` and
+    /// `key`: its answer goes back there.
+    fn handle_line_from(&mut self, from: SocketAddr, key: PublicKey, event: &messages::Event<'_>) {
+        self.reply_to = Some((from, key));
+        self.message(event, None);
+        self.reply_to = None;
+    }
+
     fn carry_out_message(&mut self, action: messages::Action, answer: &mut Option<Origin>) {
         match action {
             messages::Action::Connect(to) => self.connect(to),
-            messages::Action::Send { to, line } => match self.session_to(&to) {
+            messages::Action::Send { to, line } => match self.session_for(&to, &line) {
                 Some((addr, key)) => {
                     let output = Output::SendLine {
                         to: addr,
@@ -494,9 +505,21 @@ impl<R: CallIds> Agent<R> {
         }
     }
 
-    /// The session a message line to `to` goes over: the one opened to send it messages,
-    /// else the one it sent us lines over (answers go back there), else the call's.
-    fn session_to(&self, to: &fsm::Name) -> Option<(SocketAddr, PublicKey)> {
+    /// The session `line` to `to` goes over: an answer (`ACK`, `NAK`) back over the
+    /// session the line it answers came from; a message over the one opened to send `to`
+    /// messages, else the one it sent us lines over, else the call's.
+    fn session_for(
+        &self,
+        to: &fsm::Name,
+        line: &messages::Line,
+    ) -> Option<(SocketAddr, PublicKey)> {
+        let answer = matches!(
+            line,
+            messages::Line::Ack { .. } | messages::Line::Nak { .. }
+        );
+        if let (true, Some(session)) = (answer, self.reply_to) {
+            return Some(session);
+        }
         if let Some(route) = self.mail.route(to).filter(|r| r.up) {
             return Some((route.addr, route.key));
         }
@@ -693,7 +716,7 @@ impl<R: CallIds> Agent<R> {
                     verification,
                     line,
                 };
-                self.message(&event, None);
+                self.handle_line_from(addr, key, &event);
             }
         }
     }
@@ -719,7 +742,7 @@ impl<R: CallIds> Agent<R> {
                 verification,
                 line,
             };
-            return self.message(&event, None);
+            return self.handle_line_from(from, key, &event);
         }
         let call = (self.machine.peer_addr(), self.machine.peer_key());
         if call == (Some(from), Some(key)) {
@@ -746,7 +769,7 @@ impl<R: CallIds> Agent<R> {
                     verification,
                     line,
                 };
-                return self.message(&event, None);
+                return self.handle_line_from(from, key, &event);
             }
         }
         log::debug!("a message line from {from} with no known sender: ignored");
@@ -1907,6 +1930,52 @@ mod tests {
         let out = outputs(&mut a);
         assert!(printed(&out).is_empty());
         assert_eq!(out, [line_to(BOB, BOB_KEY, ack, false)]);
+    }
+
+    #[test]
+    fn a_refusal_goes_back_to_the_forger_not_to_the_phone_whose_name_it_gave() {
+        // Alice's phone has a session up with the real bob.
+        let mut a = idle();
+        let _ = line(&mut a, 0, "msg bob hi", ctl(1));
+        answer(
+            &mut a,
+            5,
+            Purpose::Message(name("bob")),
+            found_with_key(BOB, BOB_KEY),
+        );
+        a.handle_session_line(
+            Instant(6),
+            addr(BOB),
+            BOB_KEY,
+            SessionLine::Hello(name("bob")),
+            true,
+        );
+        let _ = outputs(&mut a);
+        // Someone else says it is bob.
+        const FORGER: &str = "127.0.0.66:5001";
+        a.handle_session_line(
+            Instant(10),
+            addr(FORGER),
+            MALLORY_KEY,
+            SessionLine::Hello(name("bob")),
+            false,
+        );
+        let _ = outputs(&mut a);
+        let id = messages::MessageId::new(9, 1);
+        a.handle_session_line(
+            Instant(11),
+            addr(FORGER),
+            MALLORY_KEY,
+            msg_line(id, "open up"),
+            false,
+        );
+        let verify = Purpose::VerifySender(Box::new((name("bob"), addr(FORGER), MALLORY_KEY)));
+        answer(&mut a, 12, verify, found_with_key(BOB, BOB_KEY));
+        let nak = SessionLine::Message(messages::Line::Nak {
+            id,
+            reason: messages::Reason::Refused,
+        });
+        assert_eq!(outputs(&mut a), [line_to(FORGER, MALLORY_KEY, nak, false)]);
     }
 
     #[test]
