@@ -937,51 +937,10 @@ mod tests {
             ]
         }
 
+        use crate::peer::strategies::messages;
+
         fn names() -> impl Strategy<Value = Name> {
             "\\PC{1,32}".prop_filter_map("not a name", |text| Name::new(&text).ok())
-        }
-
-        fn call_ids() -> impl Strategy<Value = parlo_fsm::CallId> {
-            any::<u32>().prop_map(parlo_fsm::CallId::new)
-        }
-
-        /// Every call signalling message, in both dialects.
-        fn messages() -> impl Strategy<Value = Message> {
-            use parlo_fsm::{Codec, CodecSet};
-            let call = || proptest::option::of(call_ids());
-            let codec = || proptest::sample::select(vec![Codec::L16, Codec::Pcmu]);
-            let codecs = (any::<bool>(), any::<bool>()).prop_map(|(l16, pcmu)| {
-                let mut set = CodecSet::EMPTY;
-                if l16 {
-                    set.insert(Codec::L16);
-                }
-                if pcmu {
-                    set.insert(Codec::Pcmu);
-                }
-                set
-            });
-            prop_oneof![
-                (
-                    names(),
-                    call(),
-                    proptest::option::of(2u8..),
-                    proptest::option::of(codecs)
-                )
-                    .prop_map(|(caller, call, version, codecs)| Message::Start {
-                        caller,
-                        call,
-                        version,
-                        codecs,
-                    }),
-                call_ids().prop_map(|call| Message::Ringing { call }),
-                (call(), proptest::option::of(codec()))
-                    .prop_map(|(call, codec)| Message::Accept { call, codec }),
-                call().prop_map(|call| Message::Reject { call }),
-                call().prop_map(|call| Message::Busy { call }),
-                call().prop_map(|call| Message::Close { call }),
-                call_ids().prop_map(|call| Message::Closed { call }),
-                call_ids().prop_map(|call| Message::Ack { call }),
-            ]
         }
 
         proptest! {

@@ -542,6 +542,66 @@ impl fmt::Write for LenCounter {
     }
 }
 
+/// Strategies for property tests of the signalling messages, shared with the codecs
+/// that must tell their lines apart from these.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn names() -> impl Strategy<Value = Name> {
+        "[a-zA-Z0-9._'éß中\u{1F600}-]{1,32}"
+            .prop_filter_map("too long", |text| Name::new(&text).ok())
+    }
+
+    pub(crate) fn call_ids() -> impl Strategy<Value = CallId> {
+        any::<u32>().prop_map(CallId::new)
+    }
+
+    pub(crate) fn codec_sets() -> impl Strategy<Value = CodecSet> {
+        (any::<bool>(), any::<bool>()).prop_map(|(l16, pcmu)| {
+            let mut set = CodecSet::EMPTY;
+            if l16 {
+                set.insert(Codec::L16);
+            }
+            if pcmu {
+                set.insert(Codec::Pcmu);
+            }
+            set
+        })
+    }
+
+    pub(crate) fn codecs() -> impl Strategy<Value = Codec> {
+        prop_oneof![Just(Codec::L16), Just(Codec::Pcmu)]
+    }
+
+    pub(crate) fn messages() -> impl Strategy<Value = Message> {
+        let call = || proptest::option::of(call_ids());
+        prop_oneof![
+            (
+                names(),
+                call(),
+                proptest::option::of(2u8..),
+                proptest::option::of(codec_sets())
+            )
+                .prop_map(|(caller, call, version, codecs)| Message::Start {
+                    caller,
+                    call,
+                    version,
+                    codecs
+                }),
+            call_ids().prop_map(|call| Message::Ringing { call }),
+            (call(), proptest::option::of(codecs()))
+                .prop_map(|(call, codec)| Message::Accept { call, codec }),
+            call().prop_map(|call| Message::Reject { call }),
+            call().prop_map(|call| Message::Busy { call }),
+            call().prop_map(|call| Message::Close { call }),
+            call_ids().prop_map(|call| Message::Closed { call }),
+            call_ids().prop_map(|call| Message::Ack { call }),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1037,57 +1097,7 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        fn names() -> impl Strategy<Value = Name> {
-            "[a-zA-Z0-9._'éß中\u{1F600}-]{1,32}"
-                .prop_filter_map("too long", |text| Name::new(&text).ok())
-        }
-
-        fn call_ids() -> impl Strategy<Value = CallId> {
-            any::<u32>().prop_map(CallId::new)
-        }
-
-        fn codec_sets() -> impl Strategy<Value = CodecSet> {
-            (any::<bool>(), any::<bool>()).prop_map(|(l16, pcmu)| {
-                let mut set = CodecSet::EMPTY;
-                if l16 {
-                    set.insert(Codec::L16);
-                }
-                if pcmu {
-                    set.insert(Codec::Pcmu);
-                }
-                set
-            })
-        }
-
-        fn codecs() -> impl Strategy<Value = Codec> {
-            prop_oneof![Just(Codec::L16), Just(Codec::Pcmu)]
-        }
-
-        fn messages() -> impl Strategy<Value = Message> {
-            let call = || proptest::option::of(call_ids());
-            prop_oneof![
-                (
-                    names(),
-                    call(),
-                    proptest::option::of(2u8..),
-                    proptest::option::of(codec_sets())
-                )
-                    .prop_map(|(caller, call, version, codecs)| Message::Start {
-                        caller,
-                        call,
-                        version,
-                        codecs
-                    }),
-                call_ids().prop_map(|call| Message::Ringing { call }),
-                (call(), proptest::option::of(codecs()))
-                    .prop_map(|(call, codec)| Message::Accept { call, codec }),
-                call().prop_map(|call| Message::Reject { call }),
-                call().prop_map(|call| Message::Busy { call }),
-                call().prop_map(|call| Message::Close { call }),
-                call_ids().prop_map(|call| Message::Closed { call }),
-                call_ids().prop_map(|call| Message::Ack { call }),
-            ]
-        }
+        use crate::peer::strategies::messages;
 
         proptest! {
             #[test]
