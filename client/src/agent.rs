@@ -498,6 +498,9 @@ impl<R: CallIds> Agent<R> {
                 } = &note
                 {
                     self.mail.forget_route(to);
+                    if self.waiting_call.as_ref() == Some(to) {
+                        self.waiting_call = None;
+                    }
                 }
                 let event = message_event(note);
                 self.print(event, answer.take());
