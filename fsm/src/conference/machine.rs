@@ -41,21 +41,17 @@ struct Member {
     key: Option<PublicKey>,
     leg: Leg,
     verification: Option<Verification>,
-    /// This phone brought it in (started the conference or invited it): it sends it the
-    /// roster when the leg connects.
-    introduce: bool,
-    /// The connected legs it last reported.
-    links: Option<u8>,
+    /// The connected legs it last reported, and that report's number.
+    links: Option<(u32, u8)>,
 }
 
 impl Member {
-    fn new(name: Name, leg: Leg, introduce: bool) -> Member {
+    fn new(name: Name, leg: Leg) -> Member {
         Member {
             name,
             key: None,
             leg,
             verification: None,
-            introduce,
             links: None,
         }
     }
@@ -71,6 +67,11 @@ pub struct Conference {
     members: heapless::Vec<Member, { MAX_MEMBERS - 1 }>,
     /// The last conference event given, so that it is given again only when it changes.
     last: Option<Note>,
+    /// Members whose leg ended: a roster still listing them does not bring them back
+    /// (only an `invite` does).
+    gone: heapless::Deque<Name, MAX_MEMBERS>,
+    /// The number of the last LINKS this phone sent.
+    links_seq: u32,
 }
 
 fn push(actions: &mut Actions, action: Action) {
@@ -88,6 +89,8 @@ impl Conference {
             phase: Phase::Idle,
             members: heapless::Vec::new(),
             last: None,
+            gone: heapless::Deque::new(),
+            links_seq: 0,
         }
     }
 
@@ -165,11 +168,13 @@ impl Conference {
                 Event::Links {
                     from,
                     id: of,
+                    seq,
                     peers,
                 },
             ) if id == *of => {
                 if let Some(i) = self.find(from) {
-                    if self.members[i].leg == Leg::Connected {
+                    let fresh = self.members[i].links.is_none_or(|(last, _)| *seq > last);
+                    if self.members[i].leg == Leg::Connected && fresh {
                         let mut distinct: heapless::Vec<&Name, MAX_MEMBERS> = heapless::Vec::new();
                         for p in peers.iter() {
                             if !distinct.contains(&p) && distinct.push(p).is_err() {
@@ -177,7 +182,7 @@ impl Conference {
                             }
                         }
                         // At most MAX_MEMBERS.
-                        self.members[i].links = Some(distinct.len() as u8);
+                        self.members[i].links = Some((*seq, distinct.len() as u8));
                         self.note_conference(&mut out);
                     }
                 }
@@ -192,13 +197,14 @@ impl Conference {
     fn start(&mut self, id: ConfId, others: &[Name], out: &mut Actions) {
         self.members.clear();
         self.last = None;
+        self.gone.clear();
         for name in others {
             if *name == self.me || self.find(name).is_some() {
                 continue;
             }
             if self
                 .members
-                .push(Member::new(name.clone(), Leg::Dialling, true))
+                .push(Member::new(name.clone(), Leg::Dialling))
                 .is_err()
             {
                 break;
@@ -222,9 +228,10 @@ impl Conference {
         if *name == self.me || self.find(name).is_some() {
             return;
         }
+        self.forget_gone(name);
         if self
             .members
-            .push(Member::new(name.clone(), Leg::Dialling, true))
+            .push(Member::new(name.clone(), Leg::Dialling))
             .is_err()
         {
             push(out, Action::Notify(Note::Full(name.clone())));
@@ -248,9 +255,8 @@ impl Conference {
             (Phase::Idle, Some(id)) => {
                 self.members.clear();
                 self.last = None;
-                let _ = self
-                    .members
-                    .push(Member::new(from.clone(), Leg::Incoming, false));
+                self.gone.clear();
+                let _ = self.members.push(Member::new(from.clone(), Leg::Incoming));
                 self.phase = Phase::Invited(id);
                 push(out, Action::Ring(from.clone()));
             }
@@ -259,7 +265,7 @@ impl Conference {
                 None => {
                     if self
                         .members
-                        .push(Member::new(from.clone(), Leg::Incoming, false))
+                        .push(Member::new(from.clone(), Leg::Incoming))
                         .is_ok()
                     {
                         push(out, Action::Hold(from.clone()));
@@ -278,10 +284,12 @@ impl Conference {
                 None => {
                     if self
                         .members
-                        .push(Member::new(from.clone(), Leg::Incoming, false))
+                        .push(Member::new(from.clone(), Leg::Incoming))
                         .is_ok()
                     {
+                        self.forget_gone(from);
                         push(out, Action::Accept(from.clone()));
+                        self.send_rosters(out);
                         self.note_conference(out);
                     } else {
                         push(out, Action::Busy(from.clone()));
@@ -319,17 +327,8 @@ impl Conference {
         member.key = Some(key);
         member.verification = Some(verification);
         push(out, Action::Notify(Note::Joined(peer.clone())));
-        if member.introduce {
-            if let Some(roster) = self.roster() {
-                push(
-                    out,
-                    Action::SendRoster {
-                        to: peer.clone(),
-                        roster,
-                    },
-                );
-            }
-        }
+        // Every member learns that `peer` is in (its key), the peer the roster.
+        self.send_rosters(out);
         self.send_links(out);
         self.note_conference(out);
     }
@@ -338,6 +337,10 @@ impl Conference {
         let Some(i) = self.find(peer) else { return };
         let was_connected = self.members[i].leg == Leg::Connected;
         self.members.remove(i);
+        if self.gone.is_full() {
+            self.gone.pop_front();
+        }
+        let _ = self.gone.push_back(peer.clone());
         match self.phase {
             Phase::Idle => {}
             Phase::Invited(_) => {
@@ -367,27 +370,31 @@ impl Conference {
             Some(i) if self.members[i].leg == Leg::Connected => {}
             _ => return,
         }
+        let mut grew = false;
         for entry in &roster.members {
-            if entry.name == self.me {
+            if entry.name == self.me || self.gone.iter().any(|g| *g == entry.name) {
                 continue;
             }
             match self.find(&entry.name) {
                 Some(i) => {
-                    if self.members[i].key.is_none() {
+                    if self.members[i].key.is_none() && entry.key.is_some() {
                         self.members[i].key = entry.key;
+                        grew = true;
                     }
                 }
                 None => {
-                    let mut member = Member::new(entry.name.clone(), Leg::Awaiting, false);
+                    let mut member = Member::new(entry.name.clone(), Leg::Awaiting);
                     member.key = entry.key;
                     if self.members.push(member).is_err() {
                         break;
                     }
+                    grew = true;
                 }
             }
         }
         for m in &mut self.members {
-            if m.leg == Leg::Awaiting && m.name.as_str().as_bytes() > self.me.as_str().as_bytes() {
+            let after_me = m.name.as_str().as_bytes() > self.me.as_str().as_bytes();
+            if m.leg == Leg::Awaiting && m.key.is_some() && after_me {
                 m.leg = Leg::Dialling;
                 push(
                     out,
@@ -398,7 +405,18 @@ impl Conference {
                 );
             }
         }
+        if grew {
+            self.send_rosters(out);
+        }
         self.note_conference(out);
+    }
+
+    fn forget_gone(&mut self, name: &Name) {
+        let mut kept = heapless::Deque::new();
+        for g in self.gone.iter().filter(|g| *g != name) {
+            let _ = kept.push_back(g.clone());
+        }
+        self.gone = kept;
     }
 
     fn leave(&mut self, id: ConfId, out: &mut Actions) {
@@ -421,10 +439,12 @@ impl Conference {
         }
     }
 
-    fn send_links(&self, out: &mut Actions) {
+    fn send_links(&mut self, out: &mut Actions) {
         let Phase::Member(id) = self.phase else {
             return;
         };
+        self.links_seq = self.links_seq.wrapping_add(1);
+        let seq = self.links_seq;
         let mut peers = heapless::Vec::new();
         for name in self.connected() {
             let _ = peers.push(name.clone());
@@ -435,6 +455,7 @@ impl Conference {
                 Action::SendLinks {
                     to: name.clone(),
                     id,
+                    seq,
                     peers: peers.clone(),
                 },
             );
@@ -453,7 +474,7 @@ impl Conference {
             let _ = members.push(Status {
                 name: m.name.clone(),
                 verification: m.verification.filter(|_| connected),
-                legs: m.links.unwrap_or(u8::from(connected)),
+                legs: m.links.map_or(u8::from(connected), |(_, legs)| legs),
                 of,
             });
         }

@@ -32,15 +32,26 @@
 //! # Members and legs
 //! - `conf NAME ...` ([`Event::Start`], up to [`MAX_MEMBERS`]` - 1` others, duplicates
 //!   and this phone's own name dropped) starts a conference with a fresh [`ConfId`]: this
-//!   phone dials every named phone ([`Action::Dial`], carrying the id), and when a leg
-//!   connects sends that member the roster ([`Action::SendRoster`]).
+//!   phone dials every named phone ([`Action::Dial`], carrying the id), and sends the
+//!   roster ([`Action::SendRoster`]) over every leg that connects.
 //! - An incoming START with a conference id while this phone is in no conference is an
 //!   invitation: it rings ([`Action::Ring`]); further STARTs with the same id are held
 //!   ([`Action::Hold`]) until the user answers the first, then accepted
 //!   ([`Action::Accept`]). The first leg that connects makes this phone a member.
-//! - A member that receives a roster dials every member on it it has no leg with **whose
-//!   name sorts after its own** (byte order); the others dial it. With the starter (or
-//!   inviter) dialling everyone it introduces, each pair of members gets exactly one leg.
+//! - Rosters merge: a member adds the members a roster names that it did not know (but
+//!   not those whose leg with it ended: only an `invite` brings them back) and the keys
+//!   it did not have, so that every member learns of every other, whoever introduced
+//!   whom and in whatever order. What a member knows only grows (up to
+//!   [`MAX_MEMBERS`] names and keys), so the rosters going round come to an end.
+//! - A member dials every member it has no leg with **whose name sorts after its own**
+//!   (byte order), once that member is in: once some roster gives its key, which a
+//!   member lists only when its own leg to it is up. The others dial it. The starter
+//!   (or inviter) dials everyone it introduces, and nobody else dials a phone before
+//!   its introducer's leg to it is up, so each pair of members gets exactly one leg:
+//!   without the wait, a phone reached first by another member's dial would itself
+//!   dial its introducer, whose own dial to it is still on its way.
+//! - Whenever a leg connects, or a roster teaches this phone a member or a key, it
+//!   sends its roster to every member it is connected to.
 //! - A START carrying this conference's id is accepted at once (a member, or one just
 //!   invited whose roster has not reached this phone yet: only members know the id,
 //!   which travels only inside encrypted legs). Any other START while in a conference or
@@ -68,7 +79,10 @@
 //! sender has not yet heard it:
 //! ```text
 //! ROSTER <conf-id> <name>=<key> ...      every member, the sender included
-//! LINKS <conf-id> <name> ...             the members the sender holds a connected leg with
+//! LINKS <conf-id> <seq> <name> ...       the members the sender holds a connected leg
+//!                                        with; seq: decimal, one more on each LINKS the
+//!                                        sender sends, so that a reordered older one is
+//!                                        ignored
 //! ```
 //! and the START of a leg carries `conf=<conf-id>`. A roster of more than
 //! [`MAX_MEMBERS`] members, or a name twice, is malformed.
@@ -215,6 +229,9 @@ pub enum Event<'a> {
         from: Name,
         /// The conference it speaks of.
         id: ConfId,
+        /// Its sequence number: a LINKS numbered no higher than one already heard from
+        /// `from` is stale.
+        seq: u32,
         /// The members `from` holds a connected leg with.
         peers: &'a [Name],
     },
@@ -315,6 +332,8 @@ pub enum Action {
         to: Name,
         /// The conference.
         id: ConfId,
+        /// This phone's LINKS number, one more than the last.
+        seq: u32,
         /// The members this phone holds a connected leg with.
         peers: heapless::Vec<Name, MAX_MEMBERS>,
     },
@@ -323,3 +342,6 @@ pub enum Action {
     /// Tell the user.
     Notify(Note),
 }
+
+#[cfg(test)]
+mod tests;
