@@ -207,7 +207,8 @@ impl Conference {
                 .push(Member::new(name.clone(), Leg::Dialling))
                 .is_err()
             {
-                break;
+                push(out, Action::Notify(Note::Full(name.clone())));
+                continue;
             }
             push(
                 out,

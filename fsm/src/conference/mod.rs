@@ -31,7 +31,7 @@
 //!
 //! # Members and legs
 //! - `conf NAME ...` ([`Event::Start`], up to [`MAX_MEMBERS`]` - 1` others, duplicates
-//!   and this phone's own name dropped) starts a conference with a fresh [`ConfId`]: this
+//!   and this phone's own name dropped, each one beyond the limit told `full NAME`) starts a conference with a fresh [`ConfId`]: this
 //!   phone dials every named phone ([`Action::Dial`], carrying the id), and sends the
 //!   roster ([`Action::SendRoster`]) over every leg that connects.
 //! - An incoming START with a conference id while this phone is in no conference is an
