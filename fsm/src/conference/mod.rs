@@ -73,6 +73,16 @@
 //! `legs=2/3` rather than being silently half heard. The event is given whenever that
 //! list changes.
 //!
+//! # Limits
+//! - Legs are named by their peer: the shell keeps at most one leg per member, and
+//!   reports [`Event::Ended`] only for the leg the layer holds (not for a START it
+//!   answered BUSY).
+//! - Two members inviting the same phone at the same moment both dial it, and both legs
+//!   are accepted; the sort rule has no say there. Nothing yet breaks that tie.
+//! - A member whose leg with this phone ended is not brought back by a roster, only by
+//!   an `invite`; and a departure is not announced to the others: each learns of it by
+//!   its own leg ending, or by the member's LINKS.
+//!
 //! # Wire form (for `parlo-net`)
 //! Two lines, each travelling over a leg's encrypted session like the message lines, one
 //! per datagram; a conference id is 16 hex digits, a key 64 hex digits or `-` when the
