@@ -31,6 +31,11 @@
 //! and `NAK` lines). It shares nothing with the call machine but [`Name`] and
 //! [`Instant`]: the shell routes each event to one or the other by kind.
 //!
+//! # Conferences
+//! A conference of 3 to 8 phones is a full mesh of ordinary calls; the pure layer above
+//! the legs, [`conference::Conference`], decides which legs to dial, accept and refuse,
+//! and tells the user who is in and how well connected.
+//!
 //! # Security
 //! Calls between Parlo phones are encrypted (Noise, in the shell): a call has the peer's
 //! static key, or none for a plaintext call. The machine never sees ciphertext; it is
@@ -123,6 +128,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod conference;
 mod machine;
 pub mod messages;
 mod rows;

@@ -1,0 +1,364 @@
+//! The conference layer among simulated phones: every phone a [`Conference`], every
+//! action delivered to its peer in a random order, every call answered.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::string::String;
+use std::vec::Vec;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::types::Verification;
+use crate::vocab::{Name, PublicKey};
+
+fn name(text: &str) -> Name {
+    Name::new(text).expect("a valid name")
+}
+
+fn key_of(name: &Name) -> PublicKey {
+    let mut bytes = [0u8; PublicKey::LEN];
+    for (b, c) in bytes.iter_mut().zip(name.as_str().bytes()) {
+        *b = c;
+    }
+    PublicKey(bytes)
+}
+
+/// What travels between phones, queued until delivered.
+#[derive(Debug, Clone)]
+enum Wire {
+    /// A START from `from` to `to`.
+    Start { from: Name, to: Name, id: ConfId },
+    /// The leg between `a` (the caller) and `b` was answered.
+    Answered { a: Name, b: Name },
+    /// BUSY from `to` for the START of `from`.
+    Busy { from: Name, to: Name },
+    /// A roster to `to`.
+    Roster {
+        from: Name,
+        to: Name,
+        roster: std::boxed::Box<Roster>,
+    },
+    /// Links to `to`.
+    Links {
+        from: Name,
+        to: Name,
+        id: ConfId,
+        seq: u32,
+        peers: Vec<Name>,
+    },
+    /// The user of `at` invites `whom`.
+    Invite { at: Name, whom: Name },
+}
+
+struct Mesh {
+    phones: BTreeMap<Name, Conference>,
+    queue: VecDeque<Wire>,
+    /// Legs answered, by (caller, callee).
+    legs: Vec<(Name, Name)>,
+    busy: Vec<(Name, Name)>,
+    notes: BTreeMap<Name, Vec<String>>,
+}
+
+impl Mesh {
+    fn new(names: &[Name]) -> Mesh {
+        Mesh {
+            phones: names
+                .iter()
+                .map(|n| (n.clone(), Conference::new(n.clone(), key_of(n))))
+                .collect(),
+            queue: VecDeque::new(),
+            legs: Vec::new(),
+            busy: Vec::new(),
+            notes: BTreeMap::new(),
+        }
+    }
+
+    fn apply(&mut self, at: &Name, event: &Event<'_>) {
+        let actions = self.phones.get_mut(at).expect("a phone").handle(event);
+        for action in actions {
+            match action {
+                Action::Dial { to, id } => self.queue.push_back(Wire::Start {
+                    from: at.clone(),
+                    to,
+                    id,
+                }),
+                // The user answers at once; a held leg waits for its Accept.
+                Action::Accept(from) | Action::Ring(from) => {
+                    self.queue.push_back(Wire::Answered {
+                        a: from,
+                        b: at.clone(),
+                    });
+                }
+                Action::Hold(_) | Action::Hangup(_) => {}
+                Action::Busy(from) => self.queue.push_back(Wire::Busy {
+                    from,
+                    to: at.clone(),
+                }),
+                Action::SendRoster { to, roster } => self.queue.push_back(Wire::Roster {
+                    from: at.clone(),
+                    to,
+                    roster: std::boxed::Box::new(roster),
+                }),
+                Action::SendLinks { to, id, seq, peers } => self.queue.push_back(Wire::Links {
+                    from: at.clone(),
+                    to,
+                    id,
+                    seq,
+                    peers: peers.into_iter().collect(),
+                }),
+                Action::Notify(note) => self
+                    .notes
+                    .entry(at.clone())
+                    .or_default()
+                    .push(std::format!("{note}")),
+            }
+        }
+    }
+
+    fn deliver(&mut self, wire: Wire) {
+        match wire {
+            Wire::Start { from, to, id } => {
+                self.apply(&to, &Event::Incoming { from, id: Some(id) })
+            }
+            Wire::Answered { a, b } => {
+                self.legs.push((a.clone(), b.clone()));
+                self.apply(
+                    &a,
+                    &Event::Connected {
+                        peer: b.clone(),
+                        key: key_of(&b),
+                        verification: Verification::Key,
+                    },
+                );
+                self.apply(
+                    &b,
+                    &Event::Connected {
+                        peer: a.clone(),
+                        key: key_of(&a),
+                        verification: Verification::Key,
+                    },
+                );
+            }
+            Wire::Busy { from, to } => {
+                self.busy.push((from.clone(), to.clone()));
+                self.apply(
+                    &from,
+                    &Event::Ended {
+                        peer: to,
+                        reason: LegEnd::Busy,
+                    },
+                );
+            }
+            Wire::Roster { from, to, roster } => {
+                self.apply(
+                    &to,
+                    &Event::Roster {
+                        from,
+                        roster: &roster,
+                    },
+                );
+            }
+            Wire::Links {
+                from,
+                to,
+                id,
+                seq,
+                peers,
+            } => {
+                self.apply(
+                    &to,
+                    &Event::Links {
+                        from,
+                        id,
+                        seq,
+                        peers: &peers,
+                    },
+                );
+            }
+            Wire::Invite { at, whom } => self.apply(&at, &Event::Invite(whom)),
+        }
+    }
+
+    /// Delivers everything queued, picking the next at random (`seed`).
+    fn run(&mut self, mut seed: u64) {
+        let mut steps = 0;
+        while !self.queue.is_empty() {
+            steps += 1;
+            assert!(steps < 10_000, "the conference never settles");
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let i = usize::try_from(seed >> 33).unwrap_or(0) % self.queue.len();
+            let wire = self.queue.remove(i).expect("in range");
+            self.deliver(wire);
+        }
+    }
+
+    /// Checks that every pair of `members` has exactly one leg, and nobody was busy.
+    fn check_full_mesh(&self, members: &[Name]) {
+        assert!(self.busy.is_empty(), "busy legs: {:?}", self.busy);
+        let mut pairs: BTreeMap<(Name, Name), usize> = BTreeMap::new();
+        for (a, b) in &self.legs {
+            let pair = if a < b {
+                (a.clone(), b.clone())
+            } else {
+                (b.clone(), a.clone())
+            };
+            *pairs.entry(pair).or_default() += 1;
+        }
+        for (i, a) in members.iter().enumerate() {
+            for b in &members[i + 1..] {
+                let pair = if a < b {
+                    (a.clone(), b.clone())
+                } else {
+                    (b.clone(), a.clone())
+                };
+                assert_eq!(
+                    pairs.get(&pair),
+                    Some(&1),
+                    "legs between {a} and {b}: {pairs:?}"
+                );
+            }
+        }
+        assert_eq!(pairs.len(), members.len() * (members.len() - 1) / 2);
+        for m in members {
+            let phone = &self.phones[m];
+            let others: BTreeSet<&Name> = phone.connected().collect();
+            assert_eq!(
+                others.len(),
+                members.len() - 1,
+                "{m} is connected to {others:?}"
+            );
+            let last = self.notes[m]
+                .iter()
+                .rev()
+                .find(|n| n.starts_with("conference"))
+                .expect("a conference event");
+            let want = std::format!("legs={}/{}", members.len() - 1, members.len() - 1);
+            assert_eq!(
+                last.matches(&want).count(),
+                members.len() - 1,
+                "{m}: {last}"
+            );
+        }
+    }
+}
+
+fn names_strategy() -> impl Strategy<Value = Vec<Name>> {
+    proptest::collection::btree_set("[a-z][a-z0-9]{0,5}", 3..=MAX_MEMBERS)
+        .prop_map(|set| set.iter().map(|s| name(s)).collect::<Vec<_>>())
+        .prop_shuffle()
+}
+
+proptest! {
+    /// A conference started with some phones, the rest invited by random members at
+    /// random moments, every message delivered in a random order: each pair of members
+    /// ends with exactly one leg, and every member sees every other fully connected.
+    #[test]
+    fn each_pair_of_members_gets_exactly_one_leg(
+        names in names_strategy(),
+        started in 2usize..=MAX_MEMBERS,
+        inviters in proptest::collection::vec(any::<usize>(), MAX_MEMBERS),
+        seed in any::<u64>(),
+    ) {
+        let started = started.min(names.len());
+        let mut mesh = Mesh::new(&names);
+        let starter = names[0].clone();
+        mesh.apply(&starter, &Event::Start { id: ConfId(0xc0f), others: &names[1..started] });
+        for (k, whom) in names[started..].iter().enumerate() {
+            // Invited by someone already in (or being brought in), maybe mid-setup.
+            let at = names[inviters[k] % (started + k)].clone();
+            mesh.queue.push_back(Wire::Invite { at, whom: whom.clone() });
+        }
+        mesh.run(seed);
+        // An invite that reached a phone not yet a member did nothing: invite again
+        // from the starter until everyone is in.
+        for whom in &names[started..] {
+            if mesh.phones[whom].phase() == Phase::Idle {
+                mesh.apply(&starter, &Event::Invite(whom.clone()));
+                mesh.run(seed);
+            }
+        }
+        mesh.check_full_mesh(&names);
+    }
+}
+
+#[test]
+fn a_conference_of_four_is_a_full_mesh() {
+    let names = [name("alice"), name("bob"), name("carol"), name("dave")];
+    let mut mesh = Mesh::new(&names);
+    mesh.apply(
+        &names[2],
+        &Event::Start {
+            id: ConfId(1),
+            others: &[names[0].clone(), names[1].clone(), names[3].clone()],
+        },
+    );
+    mesh.run(7);
+    mesh.check_full_mesh(&names);
+}
+
+#[test]
+fn at_most_eight_members() {
+    let names: Vec<Name> = (0..10).map(|i| name(&std::format!("p{i}"))).collect();
+    let mut conf = Conference::new(names[0].clone(), key_of(&names[0]));
+    let actions = conf.handle(&Event::Start {
+        id: ConfId(9),
+        others: &names[1..],
+    });
+    let dialled: Vec<&Name> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dial { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dialled.len(), MAX_MEMBERS - 1);
+    assert_eq!(conf.members().count(), MAX_MEMBERS - 1);
+    let actions = conf.handle(&Event::Invite(names[9].clone()));
+    assert_eq!(
+        actions.as_slice(),
+        &[Action::Notify(Note::Full(names[9].clone()))]
+    );
+    // A ninth phone dialling in with the id is busy.
+    let actions = conf.handle(&Event::Incoming {
+        from: names[8].clone(),
+        id: Some(ConfId(9)),
+    });
+    assert_eq!(actions.as_slice(), &[Action::Busy(names[8].clone())]);
+}
+
+#[test]
+fn busy_only_for_starts_outside_the_conference() {
+    let me = name("bob");
+    let mut conf = Conference::new(me, key_of(&name("bob")));
+    let invite = conf.handle(&Event::Incoming {
+        from: name("alice"),
+        id: Some(ConfId(5)),
+    });
+    assert_eq!(invite.as_slice(), &[Action::Ring(name("alice"))]);
+    let plain = conf.handle(&Event::Incoming {
+        from: name("eve"),
+        id: None,
+    });
+    assert_eq!(plain.as_slice(), &[Action::Busy(name("eve"))]);
+    let other = conf.handle(&Event::Incoming {
+        from: name("eve"),
+        id: Some(ConfId(6)),
+    });
+    assert_eq!(other.as_slice(), &[Action::Busy(name("eve"))]);
+    let same = conf.handle(&Event::Incoming {
+        from: name("carol"),
+        id: Some(ConfId(5)),
+    });
+    assert_eq!(same.as_slice(), &[Action::Hold(name("carol"))]);
+    // Outside any conference, an ordinary call is the call machine's business.
+    let mut idle = Conference::new(name("zed"), key_of(&name("zed")));
+    assert!(
+        idle.handle(&Event::Incoming {
+            from: name("eve"),
+            id: None
+        })
+        .is_empty()
+    );
+}
