@@ -536,6 +536,18 @@ impl<R: CallIds> Agent<R> {
         }
     }
 
+    /// Pins `key` for `name`: first contact, confirmed by the directory.
+    fn pin(&mut self, name: fsm::Name, key: PublicKey) {
+        log::info!(
+            "pinned {name}'s key {key} (fingerprint {}): first contact, confirmed by the \
+             directory",
+            fingerprint(&key)
+        );
+        self.pins.insert(name.clone(), key);
+        self.changed.remove(&name);
+        self.ready.push_back(Output::Pin { name, key });
+    }
+
     /// The message machine asks for a session with `to`: the call's when the call is with
     /// `to` and encrypted, one already open for messages, or a new one (the directory is
     /// asked where `to` is and with which key).
@@ -688,30 +700,25 @@ impl<R: CallIds> Agent<R> {
         key: PublicKey,
         result: Result<Answer, String>,
     ) {
-        let verification = match result {
-            Ok(Answer::Found(contact)) if contact.key == Some(key) => {
-                log::info!(
-                    "pinned {name}'s key {key} (fingerprint {}): first contact, confirmed by \
-                     the directory",
-                    fingerprint(&key)
-                );
-                self.pins.insert(name.clone(), key);
-                self.ready.push_back(Output::Pin {
-                    name: name.clone(),
-                    key,
-                });
-                messages::Verification::New
+        let binding = match result {
+            Ok(Answer::Found(contact)) => {
+                contact.key.map_or(fsm::Binding::NoKey, fsm::Binding::Key)
             }
-            Ok(Answer::Found(contact)) if contact.key.is_none() => messages::Verification::Unbound,
-            Ok(Answer::Found(_)) | Ok(Answer::NotFound) => messages::Verification::Changed,
+            Ok(Answer::NotFound) => fsm::Binding::NotRegistered,
             other => {
                 log::info!(
                     "cannot verify the message sender {name}: {}",
                     failure(other)
                 );
-                messages::Verification::Unbound
+                fsm::Binding::NoAnswer
             }
         };
+        // No pin for the name: a pin decided at once (`opened_to_us`).
+        let (call, new) = fsm::verify_key(key, None, binding);
+        if new {
+            self.pin(name, key);
+        }
+        let verification = messages::Verification::of_call(call, new);
         if let Some((from, held)) = self.mail.verified(addr, key, verification) {
             for line in held {
                 let event = messages::Event::Peer {
@@ -751,8 +758,7 @@ impl<R: CallIds> Agent<R> {
         if call == (Some(from), Some(key)) {
             if let Some(peer) = self.machine.peer().cloned() {
                 let verification = match self.machine.verification() {
-                    Some(fsm::Verification::Key) => messages::Verification::Key,
-                    Some(_) => messages::Verification::Unbound,
+                    Some(call) => messages::Verification::of_call(call, false),
                     None => {
                         // The call is not announced yet (its caller being verified): the
                         // line waits for the directory's word on the caller's name.
@@ -1173,16 +1179,7 @@ impl<R: CallIds> Agent<R> {
                 purpose: Purpose::Verify { peer: name },
             },
             Action::Send { to, message, key } => Output::Send { to, message, key },
-            Action::Pin { name, key } => {
-                log::info!(
-                    "pinned {name}'s key {key} (fingerprint {}): first contact, confirmed by \
-                     the directory",
-                    fingerprint(&key)
-                );
-                self.pins.insert(name.clone(), key);
-                self.changed.remove(&name);
-                Output::Pin { name, key }
-            }
+            Action::Pin { name, key } => return self.pin(name, key),
             Action::ArmTimer { .. } | Action::CancelTimer(_) => return,
             Action::StartMedia {
                 peer,

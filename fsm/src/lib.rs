@@ -139,8 +139,8 @@ mod vocab;
 pub use machine::{Actions, Config, Counters, MAX_ACTIONS, MAX_ANSWER_FROM, Machine};
 pub use table::{EventKind, Guard, State, TABLE};
 pub use types::{
-    Action, CallIds, EndReason, Event, Instant, Note, Refusal, Security, Sender, SplitMix64, Timer,
-    Verification, address_name,
+    Action, Binding, CallIds, EndReason, Event, Instant, Note, Refusal, Security, Sender,
+    SplitMix64, Timer, Verification, address_name, verify_key,
 };
 pub use vocab::{
     CallId, Codec, CodecSet, Dialect, Escaped, FRAME_MS, FRAME_SAMPLES, Frame, KeyError,

@@ -3,7 +3,10 @@
 use core::net::SocketAddr;
 
 use crate::table::{Entry, EventKind, Guard, Next, Outcome, Say, State, Step, TABLE, Tell};
-use crate::types::{Action, CallIds, Event, Instant, Note, Security, Sender, Timer, Verification};
+use crate::types::{
+    Action, Binding, CallIds, Event, Instant, Note, Security, Sender, Timer, Verification,
+    verify_key,
+};
 use crate::vocab::{CallId, Codec, Dialect, Message, Name, Preference, PublicKey};
 
 /// Most names [`Config::answer_from`] holds.
@@ -567,18 +570,14 @@ impl<R: CallIds> Machine<R> {
             };
             return (Verification::Plaintext, false, address);
         };
-        let pinned = c.pinned == Some(k);
-        let verification = match event {
-            Some(Event::Resolved { key: Some(d), .. }) if *d == k => {
-                return (Verification::Key, c.pinned.is_none(), None);
-            }
-            Some(Event::Resolved { key: Some(_), .. }) => Verification::No,
-            _ if pinned => Verification::Key,
-            Some(Event::Resolved { key: None, .. }) => Verification::Unbound,
-            Some(Event::Unknown { .. }) => Verification::No,
-            _ => Verification::Unknown,
+        let binding = match event {
+            Some(Event::Resolved { key: Some(d), .. }) => Binding::Key(*d),
+            Some(Event::Resolved { key: None, .. }) => Binding::NoKey,
+            Some(Event::Unknown { .. }) => Binding::NotRegistered,
+            _ => Binding::NoAnswer,
         };
-        (verification, false, None)
+        let (verification, new) = verify_key(k, c.pinned, binding);
+        (verification, new, None)
     }
 
     /// Whether this phone answers the incoming call `c` by itself (an intercom): only a

@@ -212,6 +212,48 @@ impl Verification {
     }
 }
 
+/// What the directory said about a name whose holder is being verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// The name is bound to this key.
+    Key(PublicKey),
+    /// The name is registered, with no key bound to it.
+    NoKey,
+    /// The name is not registered.
+    NotRegistered,
+    /// The directory could not be asked, or did not answer in time.
+    NoAnswer,
+}
+
+/// How a peer that proved `key` and gives a name is verified, from this phone's pin for
+/// that name (`pinned`: a different pin is refused as a changed key before this) and the
+/// directory's word on it: the verification, and whether the key is new (first contact,
+/// the directory confirms it: to be pinned). The one rule of calls and messages alike:
+///
+/// | the directory | the key is pinned for the name | no pin |
+/// | --- | --- | --- |
+/// | binds the name to `key` | `Key` | `Key`, new |
+/// | binds it to another key | `No` | `No` |
+/// | binds no key to it | `Key` | `Unbound` |
+/// | does not know the name | `Key` | `No` |
+/// | cannot say | `Key` | `Unknown` |
+pub fn verify_key(
+    key: PublicKey,
+    pinned: Option<PublicKey>,
+    binding: Binding,
+) -> (Verification, bool) {
+    let is_pinned = pinned == Some(key);
+    let verification = match binding {
+        Binding::Key(bound) if bound == key => return (Verification::Key, pinned.is_none()),
+        Binding::Key(_) => Verification::No,
+        _ if is_pinned => Verification::Key,
+        Binding::NoKey => Verification::Unbound,
+        Binding::NotRegistered => Verification::No,
+        Binding::NoAnswer => Verification::Unknown,
+    };
+    (verification, false)
+}
+
 /// The timers of a call; each is either off or armed with one deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Timer {
@@ -489,6 +531,47 @@ impl fmt::Display for Note {
             }
             Note::Ended { peer, reason } => write!(f, "ended {peer}: {}", reason.name()),
             Note::Refused(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages;
+
+    #[test]
+    fn a_key_is_verified_by_the_pin_or_the_directory_as_the_table_says() {
+        let (k, other) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let cases = [
+            (Binding::Key(k), Some(k), (Verification::Key, false)),
+            (Binding::Key(k), None, (Verification::Key, true)),
+            (Binding::Key(other), Some(k), (Verification::No, false)),
+            (Binding::Key(other), None, (Verification::No, false)),
+            (Binding::NoKey, Some(k), (Verification::Key, false)),
+            (Binding::NoKey, None, (Verification::Unbound, false)),
+            (Binding::NotRegistered, Some(k), (Verification::Key, false)),
+            (Binding::NotRegistered, None, (Verification::No, false)),
+            (Binding::NoAnswer, Some(k), (Verification::Key, false)),
+            (Binding::NoAnswer, None, (Verification::Unknown, false)),
+        ];
+        for (binding, pinned, expected) in cases {
+            assert_eq!(
+                verify_key(k, pinned, binding),
+                expected,
+                "{binding:?} {pinned:?}"
+            );
+        }
+        // A message sender is key-verified exactly when a caller would be.
+        for call in Verification::ALL {
+            for new in [false, true] {
+                let sender = messages::Verification::of_call(call, new);
+                assert_eq!(
+                    sender.is_key_verified(),
+                    call == Verification::Key,
+                    "{call:?}"
+                );
+            }
         }
     }
 }

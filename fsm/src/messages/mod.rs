@@ -282,6 +282,20 @@ pub enum Verification {
 }
 
 impl Verification {
+    /// A sender verified as a caller is (`call`, and `new`: its key pinned just now):
+    /// `key` and `new` for a key-verified one, `key-changed` for a key not the name's,
+    /// `unbound` for the rest (no key bound, the directory silent, in the clear).
+    pub const fn of_call(call: crate::Verification, new: bool) -> Verification {
+        match call {
+            crate::Verification::Key if new => Verification::New,
+            crate::Verification::Key => Verification::Key,
+            crate::Verification::No => Verification::Changed,
+            crate::Verification::Unbound
+            | crate::Verification::Unknown
+            | crate::Verification::Plaintext => Verification::Unbound,
+        }
+    }
+
     /// Whether the sender is key-verified (`key` or `new`).
     pub const fn is_key_verified(self) -> bool {
         matches!(self, Verification::Key | Verification::New)
