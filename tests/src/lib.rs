@@ -4,6 +4,7 @@
 pub mod attacker;
 pub mod call_audio;
 pub mod capture;
+pub mod conference;
 pub mod conference_spec;
 pub mod forge;
 pub mod message_spec;
