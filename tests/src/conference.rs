@@ -102,9 +102,8 @@ impl ConferenceState {
         let n = others.len() as u32;
         self.members.len() == others.len()
             && others.iter().all(|name| {
-                self.member(name).is_some_and(|m| {
-                    m.verification == "key" && m.legs_up == n && m.legs_due == n
-                })
+                self.member(name)
+                    .is_some_and(|m| m.verification == "key" && m.legs_up == n && m.legs_due == n)
             })
     }
 }
@@ -191,6 +190,53 @@ pub fn wait_left(phone: &Phone, name: &str, reason: &str, patience: Duration) ->
     event
 }
 
+/// Waits for every one of `phones` to print `left NAME reason=REASON` for `name`, polling
+/// them in turn every 20 ms; returns, for each phone, when the poll first saw it (within
+/// 20 ms of its printing, whatever the order the phones print in). Fails the test with the
+/// transcript of a phone that printed nothing of the kind within `patience`, or gave
+/// another reason.
+pub fn wait_left_all(
+    phones: &[&Phone],
+    name: &str,
+    reason: &str,
+    patience: Duration,
+) -> Vec<Instant> {
+    let deadline = Instant::now() + patience;
+    let mut seen: Vec<Option<Instant>> = vec![None; phones.len()];
+    while seen.iter().any(Option::is_none) {
+        for (phone, seen) in phones.iter().zip(&mut seen) {
+            if seen.is_some() {
+                continue;
+            }
+            let events = phone.events();
+            let Some(left) = events
+                .iter()
+                .find(|e| e.kind == "left" && e.peer() == Some(name))
+            else {
+                continue;
+            };
+            assert_eq!(
+                left.reason().as_deref(),
+                Some(reason),
+                "{}: {name} left for another reason: {left}\n{}",
+                phone.name,
+                phone.transcript()
+            );
+            *seen = Some(Instant::now());
+        }
+        if let Some(late) = phones.iter().zip(&seen).find(|(_, s)| s.is_none()) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: no `left {name}` within {patience:?}\n{}",
+                late.0.name,
+                late.0.transcript()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    seen.into_iter().flatten().collect()
+}
+
 /// A member of a test conference: a phone whose microphone is a tone of its own.
 #[derive(Debug)]
 pub struct Member {
@@ -220,11 +266,8 @@ impl Member {
         let mic = dir.join(format!("{name}-mic.wav"));
         let speaker = dir.join(format!("{name}-speaker.wav"));
         write_wav(&mic, &tone(tone_hz, TONE_DBFS, seconds));
-        let builder = Phone::builder(name).audio(format!(
-            "file:{},{}",
-            mic.display(),
-            speaker.display()
-        ));
+        let builder =
+            Phone::builder(name).audio(format!("file:{},{}", mic.display(), speaker.display()));
         Member {
             phone: Phone::start_registered(configure(builder)),
             tone: tone_hz,
@@ -408,10 +451,7 @@ mod tests {
     }
 
     fn mix(tones: &[f64], seconds: f64) -> Vec<i16> {
-        let voices: Vec<Vec<i16>> = tones
-            .iter()
-            .map(|&f| tone(f, TONE_DBFS, seconds))
-            .collect();
+        let voices: Vec<Vec<i16>> = tones.iter().map(|&f| tone(f, TONE_DBFS, seconds)).collect();
         (0..voices[0].len())
             .map(|n| voices.iter().map(|v| i32::from(v[n])).sum::<i32>() as i16)
             .collect()
