@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use parlo_tests::call_audio::{
-    find_impulses, impulses, media_start, mouth_to_ear_ms, process_usage,
+    find_impulses, impulses, mouth_to_ear_ms, parse_rfc3339, process_usage,
 };
 use parlo_tests::capture::tone;
 use parlo_tests::conference::{TONE_DBFS, wait_complete};
@@ -108,28 +108,44 @@ fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The media packets a phone's `status` says it sent and received, over every leg: the
-/// sum of every `sent=` and `received=` count of its legs, or the call's own when it
-/// lists no leg.
+/// The media packets a phone's `status` says it sent and received: the sum of its
+/// legs' `leg.NAME.sent=` and `leg.NAME.received=` counts, or the call's own `sent=` and
+/// `received=` when it lists no leg.
 fn media_packets(status: &Event) -> (u64, u64) {
-    let words: Vec<&str> = status.line.split([' ', ',', ':', ';']).collect();
-    let sum = |key: &str| -> u64 {
-        words
-            .iter()
-            .filter_map(|w| w.strip_prefix(key))
-            .filter_map(|v| v.parse::<u64>().ok())
-            .sum()
-    };
-    let legs = status.line.contains(" leg");
+    let (mut sent, mut received, mut legs) = (0u64, 0u64, false);
+    for word in status.line.split(' ') {
+        let Some((key, value)) = word.split_once('=') else {
+            continue;
+        };
+        let Some((_, counter)) = key.strip_prefix("leg.").and_then(|k| k.rsplit_once('.')) else {
+            continue;
+        };
+        let count = value.parse::<u64>().unwrap_or(0);
+        match counter {
+            "sent" => sent += count,
+            "received" => received += count,
+            _ => continue,
+        }
+        legs = true;
+    }
     if legs {
-        // The leg entries carry the counters; the call's own fields are not repeated.
-        (sum("sent="), sum("received="))
+        (sent, received)
     } else {
         (
             status.number("sent").unwrap_or(0),
             status.number("received").unwrap_or(0),
         )
     }
+}
+
+/// When a phone's audio device started: its first `media with ...` log line (each leg
+/// logs one as it starts; the first leg starts the device).
+fn device_start(stderr: &[String]) -> Option<f64> {
+    stderr
+        .iter()
+        .find(|l| l.contains("] media with "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(parse_rfc3339)
 }
 
 /// The size of one media datagram (UDP payload) of a frame: RTP (12 bytes of header) and
@@ -331,7 +347,7 @@ fn latency(seconds: u64, security: &str) {
     for phone in &mut phones {
         phone.wait();
     }
-    let Some(talker_start) = media_start(&phones[TALKER].stderr_lines()) else {
+    let Some(talker_start) = device_start(&phones[TALKER].stderr_lines()) else {
         println!("  {} logged no media start: no latency", NAMES[TALKER]);
         return;
     };
@@ -344,7 +360,7 @@ fn latency(seconds: u64, security: &str) {
         if i == TALKER {
             continue;
         }
-        let Some(start) = media_start(&phone.stderr_lines()) else {
+        let Some(start) = device_start(&phone.stderr_lines()) else {
             println!("  {}: logged no media start", phone.name);
             continue;
         };
