@@ -72,8 +72,6 @@ pub struct Phone {
     crypto: Crypto,
     /// Other phones' pinned keys, as written to `known_peers`.
     known_peers: KnownPeers,
-    /// The peer's key while media runs in an encrypted call.
-    media_key: Option<fsm::PublicKey>,
     /// Where media is sealed: allocated once.
     sealed: Box<[u8; secure::MAX_DATAGRAM]>,
 }
@@ -194,7 +192,6 @@ impl Phone {
             garbage: 0,
             crypto,
             known_peers,
-            media_key: None,
             sealed: Box::new([0; secure::MAX_DATAGRAM]),
         })
     }
@@ -320,7 +317,6 @@ impl Phone {
                 codec,
                 key,
             } => {
-                self.media_key = key;
                 let waker = Arc::clone(&self.waker);
                 let wake: parlo_audio::Wake = Arc::new(move || {
                     let _ = waker.wake();
@@ -600,19 +596,13 @@ impl Phone {
 
     fn handle_wake(&mut self) {
         let now = self.ms().0;
-        let failed = match self.media_key {
-            Some(key) => {
-                let mut link = SealedLink {
-                    udp: &self.udp,
-                    crypto: &mut self.crypto,
-                    key,
-                    now,
-                    buf: &mut self.sealed,
-                };
-                self.media.handle_wake(&mut link)
-            }
-            None => self.media.handle_wake(&mut &self.udp),
+        let mut link = SealedLink {
+            udp: &self.udp,
+            crypto: &mut self.crypto,
+            now,
+            buf: &mut self.sealed,
         };
+        let failed = self.media.handle_wake(&mut link);
         if failed {
             // Stopped here, so that its error says what went wrong.
             let stopped = self.media.stop().err().map(|e| e.to_string());

@@ -198,10 +198,9 @@ impl Side {
         captured(tick, &mut self.frame);
         assert!(self.device.push_captured(&self.frame), "capture queue full");
         let failed = match &mut self.crypto {
-            Some((crypto, key)) => self.media.handle_wake(&mut SealedLink {
+            Some((crypto, _)) => self.media.handle_wake(&mut SealedLink {
                 udp: &self.udp,
                 crypto,
-                key: *key,
                 now: u64::from(tick) * 64,
                 buf: &mut self.sealed,
             }),
