@@ -1425,4 +1425,281 @@ mod tests {
         assert_eq!(media.stats().received, 2);
         media.stop().expect("stops cleanly");
     }
+
+    /// Media with a leg to each of `peers` (on `ip`, port 5004, each with `keys[i]` if
+    /// given, L16), on queues whose device end the test plays itself; the legs after the
+    /// first join through [`Media::start_on`] with spare queues, which are stopped.
+    fn conference(
+        local_ip: &str,
+        peers: &[&str],
+        keys: &[Option<PublicKey>],
+    ) -> (Media, UdpSocket, DeviceEnd, Vec<SocketAddr>) {
+        let udp = UdpSocket::bind(format!("{local_ip}:0").parse().expect("address")).expect("bind");
+        let (wake, _) = wake_counter();
+        let (device, end) = parlo_audio::frame_queues(Arc::clone(&wake));
+        let mut media = Media::new(DeviceSpec::Null);
+        let mut end = Some(end);
+        let mut addrs = Vec::new();
+        for (i, ip) in peers.iter().enumerate() {
+            let peer: SocketAddr = format!("{ip}:5004").parse().expect("address");
+            let end = end
+                .take()
+                .unwrap_or_else(|| parlo_audio::frame_queues(Arc::clone(&wake)).1);
+            let key = keys.get(i).copied().flatten();
+            media.start_on(
+                Audio::from_queues(end),
+                peer,
+                Dialect::Parlo,
+                Codec::L16,
+                key,
+                i as u64,
+            );
+            addrs.push(peer);
+        }
+        assert_eq!(media.legs().count(), peers.len());
+        (media, udp, device, addrs)
+    }
+
+    fn flat(v: i16) -> Frame {
+        [v; parlo_audio::FRAME_SAMPLES]
+    }
+
+    #[test]
+    fn three_legs_are_heard_mixed_and_the_slowest_is_waited_for_until_the_deadline() {
+        let (mut media, udp, mut device, legs) = conference(
+            "127.0.0.230",
+            &["127.0.0.231", "127.0.0.232", "127.0.0.233"],
+            &[],
+        );
+        let [a, b, c] = [legs[0], legs[1], legs[2]];
+        let mut played = SILENCE;
+        assert!(!device.pop_playback(&mut played));
+        assert!(!media.handle_wake(&mut &udp));
+
+        // The first frame to come plays at once, alone: the other legs have not begun,
+        // and hold nothing back. Theirs wait in their jitter buffers.
+        receive(&mut media, a, 0, &flat(100));
+        receive(&mut media, b, 0, &flat(20));
+        receive(&mut media, c, 0, &flat(3));
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, flat(100));
+
+        // Once every leg has its frame, the three are heard at once: the sum.
+        assert!(!media.handle_wake(&mut &udp));
+        receive(&mut media, a, 1, &flat(100));
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, flat(123));
+
+        // A leg that has begun and whose frame is missing holds the others back...
+        receive(&mut media, a, 2, &flat(100));
+        receive(&mut media, b, 1, &flat(20));
+        assert!(!media.handle_wake(&mut &udp));
+        assert!(
+            !device.pop_playback(&mut played),
+            "nothing before the deadline"
+        );
+        // ... until its frame comes,
+        receive(&mut media, c, 1, &flat(3));
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, flat(123));
+        // or the deadline: the others play, the missing one is concealed (a fade of its
+        // last frame, at most its level).
+        receive(&mut media, a, 3, &flat(100));
+        receive(&mut media, b, 2, &flat(20));
+        assert!(!media.handle_wake(&mut &udp));
+        let due = media.playout_deadline().expect("armed");
+        media.handle_playout(due);
+        assert!(device.pop_playback(&mut played));
+        assert!(
+            played.iter().all(|&s| (120..=123).contains(&s)),
+            "{:?}",
+            &played[..4]
+        );
+
+        let stats = media.stats();
+        assert_eq!(stats.received, 9, "{stats:?}");
+        let per_leg: Vec<(u64, u64)> = media
+            .legs()
+            .map(|(_, s)| (s.received, s.concealed))
+            .collect();
+        assert_eq!(per_leg, [(4, 0), (3, 0), (2, 1)], "{per_leg:?}");
+        assert_eq!(stats.concealed, 1, "{stats:?}");
+        media.stop().expect("nothing to stop");
+        assert_eq!(media.stats().received, 9, "kept for status");
+        assert_eq!(media.legs().count(), 0);
+    }
+
+    #[test]
+    fn a_leg_removed_stops_contributing_and_the_last_one_stops_the_device() {
+        let (mut media, udp, mut device, legs) = conference(
+            "127.0.0.234",
+            &["127.0.0.235", "127.0.0.236", "127.0.0.237"],
+            &[],
+        );
+        let [a, b, c] = [legs[0], legs[1], legs[2]];
+        let mut played = SILENCE;
+        assert!(!device.pop_playback(&mut played));
+        assert!(!media.handle_wake(&mut &udp));
+        for seq in 0..2 {
+            receive(&mut media, c, seq, &flat(3));
+            receive(&mut media, b, seq, &flat(20));
+            receive(&mut media, a, seq, &flat(100));
+            assert!(device.pop_playback(&mut played));
+            assert!(!media.handle_wake(&mut &udp));
+        }
+        assert_eq!(played, flat(123));
+
+        media.stop_leg(c).expect("the device runs on");
+        assert!(media.is_active());
+        assert_eq!(media.legs().count(), 2);
+        // C's media is no longer the media's to take: the machine judges it.
+        receive(&mut media, c, 2, &flat(3));
+        receive(&mut media, b, 2, &flat(20));
+        receive(&mut media, a, 2, &flat(100));
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, flat(120), "C is gone from the mix");
+        // Its counters stay in the total.
+        assert_eq!(media.stats().received, 2 + 3 + 3);
+
+        media.stop_leg(a).expect("the device runs on");
+        assert!(!media.handle_wake(&mut &udp));
+        receive(&mut media, b, 3, &flat(20));
+        assert!(device.pop_playback(&mut played));
+        assert_eq!(played, flat(20));
+        media.stop_leg(c).expect("no such leg: nothing to do");
+        media.stop_leg(b).expect("the last leg stops the device");
+        assert!(!media.is_active());
+        assert_eq!(media.stats().received, 2 + 3 + 4, "kept for status");
+    }
+
+    #[test]
+    fn media_of_the_wrong_key_or_ssrc_is_foreign_for_its_leg_only() {
+        let (ka, kb) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let (mut media, udp, mut device, legs) = conference(
+            "127.0.0.238",
+            &["127.0.0.239", "127.0.0.240"],
+            &[Some(ka), Some(kb)],
+        );
+        let [a, b] = [legs[0], legs[1]];
+        let mut played = SILENCE;
+        assert!(!device.pop_playback(&mut played));
+        assert!(!media.handle_wake(&mut &udp));
+        let give = |media: &mut Media, from, seq, ssrc, key| {
+            let header = header(PayloadType::L16, seq, ssrc);
+            let mut packet = [0u8; MAX_RTP_LEN];
+            let len = header.emit_l16(&flat(5), &mut packet).expect("emit");
+            let repr = RtpRepr::parse(&packet[..len]).expect("parse");
+            media.handle_rtp(from, &repr, header.timestamp, key)
+        };
+        // From A's address: B's key, or none, is not A's media; A's key is, and locks
+        // A's stream to SSRC 9.
+        assert!(!give(&mut media, a, 0, 9, Some(kb)));
+        assert!(!give(&mut media, a, 0, 9, None));
+        assert!(give(&mut media, a, 0, 9, Some(ka)));
+        // Another SSRC from A: foreign for A. The same SSRC from B, with B's key, is B's
+        // own first stream: A's lock is not B's.
+        assert!(!give(&mut media, a, 1, 5, Some(ka)));
+        assert!(give(&mut media, b, 0, 5, Some(kb)));
+        assert!(give(&mut media, b, 1, 5, Some(kb)));
+        assert!(!give(&mut media, b, 2, 9, Some(kb)));
+        let foreign: Vec<(SocketAddr, u64, u64)> = media
+            .legs()
+            .map(|(addr, s)| (addr, s.foreign_media, s.received))
+            .collect();
+        assert_eq!(foreign, [(a, 3, 1), (b, 1, 2)]);
+        assert_eq!(media.stats().foreign_media, 4);
+        media.stop().expect("nothing to stop");
+    }
+
+    #[test]
+    fn every_captured_frame_goes_to_every_leg_in_its_own_stream() {
+        let udp = UdpSocket::bind("127.0.0.241:0".parse().expect("address")).expect("bind");
+        let peers = [
+            peer_socket("127.0.0.242:0"),
+            peer_socket("127.0.0.243:0"),
+            peer_socket("127.0.0.244:0"),
+        ];
+        let addrs: Vec<SocketAddr> = peers
+            .iter()
+            .map(|p| p.local_addr().expect("address"))
+            .collect();
+        let (wake, _) = wake_counter();
+        let (mut device, end) = parlo_audio::frame_queues(Arc::clone(&wake));
+        let mut media = Media::new(DeviceSpec::Null);
+        let mut end = Some(end);
+        for (i, (addr, dialect, codec)) in [
+            (addrs[0], Dialect::Parlo, Codec::L16),
+            (addrs[1], Dialect::Parlo, Codec::Pcmu),
+            (addrs[2], Dialect::Original, Codec::Pcmu),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let end = end
+                .take()
+                .unwrap_or_else(|| parlo_audio::frame_queues(Arc::clone(&wake)).1);
+            let random = 0x1111_0000_0000_0000 * (i as u64 + 1) + 100 * i as u64;
+            media.start_on(Audio::from_queues(end), addr, dialect, codec, None, random);
+        }
+        for k in 0..3i16 {
+            assert!(device.push_captured(&flat(1000 * (k + 1))));
+        }
+        assert!(!media.handle_wake(&mut &udp));
+
+        let mut buf = [0u8; 2048];
+        let mut ssrcs = Vec::new();
+        for (n, peer) in peers.iter().enumerate() {
+            let mut headers = Vec::new();
+            for k in 0..3i16 {
+                let (len, from) = peer.recv_from(&mut buf).expect("a packet");
+                assert_eq!(from, udp.local_addr().expect("address"));
+                let mut frame = SILENCE;
+                if n == 2 {
+                    let raw = RawPcm::parse(&buf[..len]).expect("raw PCM");
+                    raw.read_frame(&mut frame);
+                    assert_eq!(frame, flat(1000 * (k + 1)), "raw PCM, to {n}");
+                    continue;
+                }
+                let packet = RtpRepr::parse(&buf[..len]).expect("RTP");
+                match packet.header.payload_type {
+                    PayloadType::L16 => packet.read_l16(&mut frame).expect("L16"),
+                    PayloadType::Pcmu => {
+                        let bytes =
+                            <&[u8; pcmu::FRAME_BYTES]>::try_from(packet.payload).expect("a frame");
+                        pcmu::decode_frame(bytes, &mut frame);
+                    }
+                }
+                let expected = 1000 * (k + 1);
+                assert!(
+                    frame.iter().all(|&s| (s - expected).abs() <= expected / 16),
+                    "frame {k} to {n}: {}",
+                    frame[0]
+                );
+                headers.push(packet.header);
+            }
+            if n < 2 {
+                assert_eq!(headers[1], headers[0].next_frame());
+                assert_eq!(headers[2], headers[1].next_frame());
+                ssrcs.push(headers[0].ssrc);
+            }
+        }
+        assert_ne!(ssrcs[0], ssrcs[1], "each leg its own stream");
+        let sent: Vec<u64> = media.legs().map(|(_, s)| s.sent).collect();
+        assert_eq!(sent, [3, 3, 3]);
+        assert_eq!(media.stats().sent, 9);
+        media.stop().expect("nothing to stop");
+    }
+
+    #[test]
+    fn media_to_be_sealed_is_not_sent_in_the_clear_by_the_bare_socket() {
+        let udp = UdpSocket::bind("127.0.0.245:0".parse().expect("address")).expect("bind");
+        let peer = peer_socket("127.0.0.246:0");
+        let to = peer.local_addr().expect("address");
+        let mut link = &udp;
+        assert!(Link::send(&mut link, b"x", to, Some(PublicKey([3; 32]))).is_err());
+        Link::send(&mut link, b"y", to, None).expect("in the clear");
+        let mut buf = [0u8; 16];
+        let (len, _) = peer.recv_from(&mut buf).expect("a datagram");
+        assert_eq!(&buf[..len], b"y", "only the packet in the clear went out");
+    }
 }
