@@ -159,6 +159,15 @@ impl Conference {
                     verification,
                 },
             ) => self.leg_connected(peer, *key, *verification, &mut out),
+            (
+                Phase::Idle,
+                Event::Adopt {
+                    peer,
+                    key,
+                    verification,
+                    id,
+                },
+            ) => self.adopt(*id, peer, *key, *verification, &mut out),
             (_, Event::Ended { peer, reason }) => self.ended(peer, *reason, &mut out),
             (Phase::Member(id), Event::Roster { from, roster }) => {
                 self.roster_from(id, from, roster, &mut out);
@@ -187,8 +196,9 @@ impl Conference {
                     }
                 }
             }
-            // `conf` while in a conference, `invite` outside one, a roster or links
-            // outside one or about another: nothing to do.
+            // `conf` while in a conference, `invite` outside one, a call adopted while
+            // invited or in one, a roster or links outside one or about another: nothing
+            // to do.
             _ => {}
         }
         out
@@ -329,6 +339,33 @@ impl Conference {
         member.verification = Some(verification);
         push(out, Action::Notify(Note::Joined(peer.clone())));
         // Every member learns that `peer` is in (its key), the peer the roster.
+        self.send_rosters(out);
+        self.send_links(out);
+        self.note_conference(out);
+    }
+
+    /// The ordinary call with `peer` becomes the first leg of conference `id`.
+    fn adopt(
+        &mut self,
+        id: ConfId,
+        peer: &Name,
+        key: PublicKey,
+        verification: Verification,
+        out: &mut Actions,
+    ) {
+        if *peer == self.me {
+            return;
+        }
+        self.members.clear();
+        self.last = None;
+        self.gone.clear();
+        let mut member = Member::new(peer.clone(), Leg::Connected);
+        member.key = Some(key);
+        member.verification = Some(verification);
+        // The first member of an empty list: there is room.
+        let _ = self.members.push(member);
+        self.phase = Phase::Member(id);
+        // As for a leg that just connected, but no `joined`: the user talks to it already.
         self.send_rosters(out);
         self.send_links(out);
         self.note_conference(out);

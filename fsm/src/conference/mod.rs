@@ -59,6 +59,15 @@
 //! - `invite NAME` ([`Event::Invite`]) dials NAME, sends it the roster when its leg
 //!   connects, and sends the new roster to every member now; the sort rule then decides
 //!   who dials whom. An invitation beyond [`MAX_MEMBERS`] is refused (`notify full`).
+//! - `invite NAME` during an ordinary two-party call turns that call into a conference
+//!   without dropping it: the shell gives [`Event::Adopt`] (a fresh id, the call's peer,
+//!   its key and verification) and then [`Event::Invite`]. The call becomes a connected
+//!   leg as if it had just connected (its peer is sent the roster and the links, the
+//!   conference event is given) but without `joined NAME`: the user already talks to
+//!   that phone. At the other end, a ROSTER arriving over an ordinary call while in no
+//!   conference makes the shell give [`Event::Adopt`] with the roster's id, then
+//!   [`Event::Roster`]; from there the rules above bring the invited phone in. Adopting
+//!   is heeded only in no conference.
 //! - `hangup` ([`Event::Hangup`]) hangs up every leg of this phone; the others carry on.
 //! - A leg that ends ([`Event::Ended`]: peer lost, rejected, busy, no answer, hung up)
 //!   drops its member: `left NAME reason=...`; the others carry on. When no member is
@@ -103,7 +112,7 @@ pub use machine::{Actions, Conference, MAX_ACTIONS, Phase};
 
 use core::fmt;
 
-use crate::types::Verification;
+use crate::types::{EndReason, Verification};
 use crate::vocab::{Name, PublicKey};
 
 /// Most members of a conference, this phone included.
@@ -163,17 +172,27 @@ pub enum LegEnd {
     NoAnswer,
     /// The member could not be found.
     Unreachable,
+    /// The member is a phone of the original project, which cannot be in a conference
+    /// (it has no encryption and knows nothing of `conf=`).
+    Original,
+    /// The member's key is not the one pinned for its name.
+    KeyChanged,
+    /// The security policy refuses the leg (a plaintext call).
+    Insecure,
 }
 
 impl LegEnd {
     /// Every reason.
-    pub const ALL: [LegEnd; 6] = [
+    pub const ALL: [LegEnd; 9] = [
         LegEnd::HungUp,
         LegEnd::PeerLost,
         LegEnd::Rejected,
         LegEnd::Busy,
         LegEnd::NoAnswer,
         LegEnd::Unreachable,
+        LegEnd::Original,
+        LegEnd::KeyChanged,
+        LegEnd::Insecure,
     ];
 
     /// Its name in events and specs.
@@ -185,7 +204,30 @@ impl LegEnd {
             LegEnd::Busy => "busy",
             LegEnd::NoAnswer => "no-answer",
             LegEnd::Unreachable => "unreachable",
+            LegEnd::Original => "original-phone",
+            LegEnd::KeyChanged => "key-changed",
+            LegEnd::Insecure => "insecure",
         }
+    }
+
+    /// Why a member left, from why its leg's call ended ([`EndReason`]).
+    pub const fn of(reason: EndReason) -> LegEnd {
+        match reason {
+            EndReason::Hangup | EndReason::RemoteHangup | EndReason::Cancelled => LegEnd::HungUp,
+            EndReason::Rejected => LegEnd::Rejected,
+            EndReason::Busy => LegEnd::Busy,
+            EndReason::NoAnswer => LegEnd::NoAnswer,
+            EndReason::UnknownUser | EndReason::LookupFailed => LegEnd::Unreachable,
+            EndReason::PeerLost => LegEnd::PeerLost,
+            EndReason::KeyChanged => LegEnd::KeyChanged,
+            EndReason::Insecure => LegEnd::Insecure,
+        }
+    }
+}
+
+impl From<EndReason> for LegEnd {
+    fn from(reason: EndReason) -> LegEnd {
+        LegEnd::of(reason)
     }
 }
 
@@ -218,6 +260,21 @@ pub enum Event<'a> {
         key: PublicKey,
         /// How the call machine verified it.
         verification: Verification,
+    },
+    /// This phone's ordinary two-party call with `peer` (connected, encrypted) becomes a
+    /// leg of conference `id`, without being dropped. Heeded only in no conference
+    /// ([`Phase::Idle`]): the inviter gives it, with a fresh id, just before
+    /// [`Event::Invite`]; the other end of that call gives it, with the roster's id, when
+    /// a ROSTER arrives over the call, just before [`Event::Roster`].
+    Adopt {
+        /// The other end of the call.
+        peer: Name,
+        /// Its static key, as the call's session has it.
+        key: PublicKey,
+        /// How the call machine verified it.
+        verification: Verification,
+        /// The conference the call now belongs to.
+        id: ConfId,
     },
     /// The leg with `peer` ended (or was never set up).
     Ended {
