@@ -129,9 +129,9 @@ impl fmt::Display for ConfId {
 }
 
 impl ConfId {
-    /// Reads 16 hexadecimal digits.
+    /// Reads exactly 16 hexadecimal digits, in either case (no sign, no prefix).
     pub fn parse(text: &str) -> Option<ConfId> {
-        if text.len() != 16 {
+        if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         u64::from_str_radix(text, 16).ok().map(ConfId)

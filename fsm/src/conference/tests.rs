@@ -564,3 +564,24 @@ fn leg_ends_follow_the_calls_end() {
         );
     }
 }
+
+#[test]
+fn conference_ids_are_exactly_16_hex_digits() {
+    assert_eq!(
+        ConfId::parse("0123456789ABCDEF"),
+        Some(ConfId(0x0123_4567_89ab_cdef))
+    );
+    assert_eq!(ConfId(0xc0).to_string(), "00000000000000c0");
+    for bad in [
+        "",
+        "0123456789abcde",
+        "0123456789abcdef0",
+        "+123456789abcdef",
+        "-123456789abcdef",
+        "0x23456789abcdef",
+        "0123456789abcdeg",
+        " 123456789abcdef",
+    ] {
+        assert_eq!(ConfId::parse(bad), None, "{bad:?}");
+    }
+}
