@@ -139,7 +139,7 @@ impl ConfId {
 }
 
 /// One member as a roster lists it: its name and, when the sender has heard it, its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// The member's name.
     pub name: Name,
@@ -149,7 +149,7 @@ pub struct Entry {
 }
 
 /// The members of a conference, as one member sends them to another.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Roster {
     /// The conference.
     pub id: ConfId,
