@@ -103,8 +103,11 @@
 //!                                        sender sends, so that a reordered older one is
 //!                                        ignored
 //! ```
-//! and the START of a leg carries `conf=<conf-id>`. A roster of more than
-//! [`MAX_MEMBERS`] members, or a name twice, is malformed.
+//! and the START of a leg carries `conf=<conf-id>` ([`crate::Message::Start`]'s `conf`,
+//! which [`crate::Config::conference`] makes a call machine send). A roster of no member
+//! or more than [`MAX_MEMBERS`], or a name twice, is malformed; so is a LINKS naming more
+//! than [`MAX_MEMBERS`] or a name twice. `parlo-net`'s `message` module reads and writes
+//! both lines, and `docs/protocol.md` (section 3.11) gives their exact grammar.
 
 mod machine;
 
