@@ -62,12 +62,15 @@
 //! - `invite NAME` during an ordinary two-party call turns that call into a conference
 //!   without dropping it: the shell gives [`Event::Adopt`] (a fresh id, the call's peer,
 //!   its key and verification) and then [`Event::Invite`]. The call becomes a connected
-//!   leg as if it had just connected (its peer is sent the roster and the links, the
-//!   conference event is given) but without `joined NAME`: the user already talks to
-//!   that phone. At the other end, a ROSTER arriving over an ordinary call while in no
-//!   conference makes the shell give [`Event::Adopt`] with the roster's id, then
-//!   [`Event::Roster`]; from there the rules above bring the invited phone in. Adopting
-//!   is heeded only in no conference.
+//!   leg as if it had just connected (its peer is sent the roster, the conference event
+//!   is given) but without `joined NAME`: the user already talks to that phone. At the
+//!   other end, a ROSTER arriving over an ordinary call while in no conference makes the
+//!   shell give [`Event::Adopt`] with the roster's id, then [`Event::Roster`]; from
+//!   there the rules above bring the invited phone in. Adopting is heeded only in no
+//!   conference. LINKS go over an adopted leg only once a ROSTER came back over it
+//!   (this phone's links at that moment, and from then on as over any leg): sent
+//!   earlier, they could reach a phone still in no conference, which ignores them, and
+//!   its conference event would show this phone's links wrong until they next change.
 //! - `hangup` ([`Event::Hangup`]) hangs up every leg of this phone; the others carry on.
 //! - A leg that ends ([`Event::Ended`]: peer lost, rejected, busy, no answer, hung up)
 //!   drops its member: `left NAME reason=...`; the others carry on. When no member is
@@ -88,6 +91,11 @@
 //!   answered BUSY).
 //! - Two members inviting the same phone at the same moment both dial it, and both legs
 //!   are accepted; the sort rule has no say there. Nothing yet breaks that tie.
+//! - An adopted call's peer learns of the conference from the inviter's ROSTER over the
+//!   call. Should that roster be lost and an invited phone dial the peer first, the peer
+//!   takes that START as an invitation (it rings), and the roster that then comes over
+//!   the call is not adopted (this phone is no longer idle): the call stays outside the
+//!   mesh. Adopting a call into the conference one is already in would close that gap.
 //! - A member whose leg with this phone ended is not brought back by a roster, only by
 //!   an `invite`; and a departure is not announced to the others: each learns of it by
 //!   its own leg ending, or by the member's LINKS.
