@@ -660,6 +660,9 @@ impl<R: CallIds> Agent<R> {
             }
             SessionLine::Hello(name) => self.opened_to_us(from, key, name),
             SessionLine::Message(line) => self.message_line(from, key, line),
+            SessionLine::Roster(_) | SessionLine::Links { .. } => {
+                log::debug!("a conference line from {from}: this phone is in no conference");
+            }
         }
     }
 

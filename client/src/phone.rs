@@ -392,11 +392,7 @@ impl Phone {
     /// that opens the session).
     fn send_line(&mut self, to: SocketAddr, key: fsm::PublicKey, line: &SessionLine, open: bool) {
         let mut text = [0u8; message::MAX_LINE];
-        let written = match line {
-            SessionLine::Hello(name) => message::emit_hello(name, &mut text),
-            SessionLine::Message(line) => message::emit_line(line, &mut text),
-        };
-        let len = match written {
+        let len = match message::emit_session_line(line, &mut text) {
             Ok(len) => len,
             Err(e) => return log::error!("cannot encode a message line: {e}"),
         };
