@@ -150,7 +150,7 @@ impl Phone {
         );
         let call_ids = OsRandom::new().map_err(Error::Random)?;
         let mut random = OsRandom::new().map_err(Error::Random)?;
-        let mut settings = Settings::of(&config, known_peers.pins());
+        let mut settings = Settings::of(&config, known_peers.pins(), keys.identity.public());
         // Truncation intended: 32 random bits.
         settings.run = random.next_u64() as u32;
         let agent = Agent::new(settings, call_ids, fsm::Instant(0));
@@ -327,7 +327,13 @@ impl Phone {
                     self.agent.handle_media_failed(self.ms(), failure);
                 }
             }
-            Output::StopMedia => self.stop_media(),
+            Output::StopMedia { peer: None } => self.stop_media(),
+            Output::StopMedia { peer: Some(peer) } => {
+                if let Err(e) = self.media.stop_leg(peer) {
+                    let failure = MediaFailure::Stop(e.to_string());
+                    self.agent.handle_media_failed(self.ms(), failure);
+                }
+            }
             Output::Disconnect => {
                 self.directory
                     .disconnect(self.poll.registry(), Instant::now(), &mut self.outcomes);
@@ -450,6 +456,7 @@ impl Phone {
                 .peer_addr()
                 .and_then(|addr| self.crypto.session(addr))
                 .map_or(0, |session| session.rekeys),
+            legs: self.media.legs().collect(),
         }
     }
 
