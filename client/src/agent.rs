@@ -43,9 +43,12 @@
 //! the rest of the transition: the error is printed there, and the hang-up or lookup
 //! failure it leads to is fed to the machine once the transition is carried out.
 
+mod conf;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
+use parlo_fsm::conference::Conference;
 use parlo_fsm::messages::{self, Messenger};
 use parlo_fsm::{self as fsm, Action, CallIds, Instant, Machine, Note, PublicKey, State};
 use parlo_net::directory::client::{Answer, Query};
@@ -91,11 +94,17 @@ pub struct Settings {
     pub messages: messages::Config,
     /// This run's number in message ids (random: ids are never reused across runs).
     pub run: u32,
+    /// This phone's static public key (what conference rosters give for it).
+    pub key: PublicKey,
 }
 
 impl Settings {
     /// The settings of the phone `config` describes, with the pins `pins`.
-    pub fn of(config: &PhoneConfig, pins: BTreeMap<fsm::Name, PublicKey>) -> Settings {
+    pub fn of(
+        config: &PhoneConfig,
+        pins: BTreeMap<fsm::Name, PublicKey>,
+        key: PublicKey,
+    ) -> Settings {
         let mut machine = fsm::Config::new(config.name.clone());
         machine.answer_timeout = config.answer_timeout_ms;
         machine.codecs = config.codecs.clone();
@@ -115,6 +124,7 @@ impl Settings {
             pins,
             messages,
             run: 0,
+            key,
         }
     }
 }
@@ -180,8 +190,12 @@ pub enum Output {
         /// only media out of its session is played.
         key: Option<PublicKey>,
     },
-    /// Stop the call's media; report a failure with [`MediaFailure::Stop`].
-    StopMedia,
+    /// Stop media; report a failure with [`MediaFailure::Stop`].
+    StopMedia {
+        /// The conference leg whose media stops (its peer's address); `None`: all media,
+        /// the device too.
+        peer: Option<SocketAddr>,
+    },
     /// Unregister from the directory (DISCONNECT) and stop reconnecting.
     Disconnect,
     /// Print the status ([`Agent::status`], with the loop's [`Snapshot`]) and answer
@@ -240,13 +254,24 @@ pub struct Snapshot {
     pub secure: parlo_net::secure::Counters,
     /// Key changes so far in the session with the peer of the current call.
     pub rekeys: u64,
+    /// The media counters of each conference leg, by its peer's address.
+    pub legs: Vec<(SocketAddr, MediaStats)>,
+}
+
+/// Which call machine an event or an action belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    /// The phone's own call (an ordinary two-party call).
+    Main,
+    /// The conference leg with this member.
+    Leg(fsm::Name),
 }
 
 /// Work queued behind the transition being carried out.
 #[derive(Debug)]
 enum Pending {
-    /// An event for the machine, and the origin of the command it comes from.
-    Event(fsm::Event, Option<Origin>),
+    /// An event for a machine, and the origin of the command it comes from.
+    Event(Call, fsm::Event, Option<Origin>),
     /// An output that must follow the events queued before it.
     Output(Output),
 }
@@ -261,6 +286,12 @@ struct Quit {
 #[derive(Debug)]
 pub struct Agent<R> {
     machine: Machine<R>,
+    /// Where the legs' machines take their call ids from (and conference ids).
+    ids: R,
+    /// The conference layer.
+    conference: Conference,
+    /// The conference legs, one call machine each.
+    legs: Vec<conf::Leg<R>>,
     server: String,
     device: String,
     control: bool,
@@ -268,8 +299,8 @@ pub struct Agent<R> {
     now: Instant,
     /// Outputs ready for the loop, first in line.
     ready: VecDeque<Output>,
-    /// The rest of the transition being carried out.
-    actions: VecDeque<Action>,
+    /// The rest of the transition being carried out, with the machine it comes from.
+    actions: VecDeque<(Call, Action)>,
     /// The origin of the command whose transition is being carried out, until its first
     /// printed event.
     answer: Option<Origin>,
@@ -360,11 +391,15 @@ fn message_event(note: messages::Note) -> Out {
     }
 }
 
-impl<R: CallIds> Agent<R> {
-    /// An idle phone; `ids` gives the machine its call ids.
+impl<R: CallIds + Clone> Agent<R> {
+    /// An idle phone; `ids` gives the machines their call ids.
     pub fn new(settings: Settings, ids: R, now: Instant) -> Agent<R> {
+        let conference = Conference::new(settings.machine.name.clone(), settings.key);
         Agent {
-            machine: Machine::new(settings.machine, ids, now),
+            machine: Machine::new(settings.machine, ids.clone(), now),
+            ids,
+            conference,
+            legs: Vec::new(),
             server: settings.server,
             device: settings.device,
             control: settings.control,
@@ -406,7 +441,38 @@ impl<R: CallIds> Agent<R> {
     }
 
     fn feed(&mut self, event: fsm::Event, origin: Option<Origin>) {
-        self.pending.push_back(Pending::Event(event, origin));
+        self.pending
+            .push_back(Pending::Event(Call::Main, event, origin));
+    }
+
+    /// The machine of `call`, if it is still there.
+    fn machine_of(&mut self, call: &Call) -> Option<&mut Machine<R>> {
+        match call {
+            Call::Main => Some(&mut self.machine),
+            Call::Leg(name) => self.leg_mut(name).map(|l| &mut l.machine),
+        }
+    }
+
+    /// The machine of the call with the peer at `addr`: a leg's, else the phone's own.
+    fn call_at(&self, addr: SocketAddr) -> Call {
+        match self.leg_at(addr) {
+            Some(leg) => Call::Leg(leg.peer.clone()),
+            None => Call::Main,
+        }
+    }
+
+    /// The encrypted session of a call with `to` that is up: the phone's own call or a
+    /// conference leg.
+    fn call_session(&self, to: &fsm::Name) -> Option<(SocketAddr, PublicKey)> {
+        let machines = std::iter::once(&self.machine).chain(self.legs.iter().map(|l| &l.machine));
+        for machine in machines {
+            if machine.peer() == Some(to) {
+                if let (Some(addr), Some(key)) = (machine.peer_addr(), machine.peer_key()) {
+                    return Some((addr, key));
+                }
+            }
+        }
+        None
     }
 
     // ---- inputs ----
@@ -432,10 +498,19 @@ impl<R: CallIds> Agent<R> {
             return self.print(Out::Error { reason }, answer);
         }
         match command {
+            Command::Call(_) if self.in_conference() => {
+                let reason = "in a conference: invite NAME adds a member".into();
+                self.print(Out::Error { reason }, answer);
+            }
             Command::Call(name) => self.feed(fsm::Event::Dial(name), answer),
+            Command::Accept if self.answer_invitation(true, origin) => {}
+            Command::Reject if self.answer_invitation(false, origin) => {}
             Command::Accept => self.feed(fsm::Event::Accept, answer),
             Command::Reject => self.feed(fsm::Event::Reject, answer),
+            Command::Hangup if self.in_conference() => self.leave_conference(answer),
             Command::Hangup => self.feed(fsm::Event::Hangup, answer),
+            Command::Conf(names) => self.start_conference(&names, origin),
+            Command::Invite(name) => self.invite(name, origin),
             Command::List => self.ready.push_back(Output::Query {
                 query: Query::List,
                 purpose: Purpose::List { origin },
@@ -529,11 +604,7 @@ impl<R: CallIds> Agent<R> {
         if let Some(session) = self.mail.sender_named(to) {
             return Some(session);
         }
-        let call = (self.machine.peer_addr(), self.machine.peer_key());
-        match call {
-            (Some(addr), Some(key)) if self.machine.peer() == Some(to) => Some((addr, key)),
-            _ => None,
-        }
+        self.call_session(to)
     }
 
     /// Pins `key` for `name`: first contact, confirmed by the directory.
@@ -553,6 +624,14 @@ impl<R: CallIds> Agent<R> {
     /// asked where `to` is and with which key).
     fn connect(&mut self, to: fsm::Name) {
         if self.mail.route(&to).is_some_and(|r| r.up) {
+            return self.message(&messages::Event::Route { to }, None);
+        }
+        let leg = self
+            .leg(&to)
+            .filter(|l| l.machine.state() == State::InCall)
+            .and_then(|l| l.machine.peer_addr().zip(l.machine.peer_key()));
+        if let Some((addr, key)) = leg {
+            self.mail.open(&to, addr, key, true, self.now);
             return self.message(&messages::Event::Route { to }, None);
         }
         let in_call = self.machine.peer() == Some(&to);
@@ -660,6 +739,9 @@ impl<R: CallIds> Agent<R> {
             }
             SessionLine::Hello(name) => self.opened_to_us(from, key, name),
             SessionLine::Message(line) => self.message_line(from, key, line),
+            line @ (SessionLine::Roster(_) | SessionLine::Links { .. }) => {
+                self.conference_line(from, key, line);
+            }
         }
     }
 
@@ -754,10 +836,17 @@ impl<R: CallIds> Agent<R> {
             };
             return self.handle_line_from(from, key, &event);
         }
-        let call = (self.machine.peer_addr(), self.machine.peer_key());
+        let machine = match self.call_at(from) {
+            Call::Main => &self.machine,
+            Call::Leg(name) => match self.leg(&name) {
+                Some(leg) => &leg.machine,
+                None => &self.machine,
+            },
+        };
+        let call = (machine.peer_addr(), machine.peer_key());
         if call == (Some(from), Some(key)) {
-            if let Some(peer) = self.machine.peer().cloned() {
-                let verification = match self.machine.verification() {
+            if let Some(peer) = machine.peer().cloned() {
+                let verification = match machine.verification() {
                     Some(call) => messages::Verification::of_call(call, false),
                     None => {
                         // The call is not announced yet (its caller being verified): the
@@ -858,13 +947,21 @@ impl<R: CallIds> Agent<R> {
             }
             _ => None,
         };
+        let call = self.call_at(from);
+        let message = match call {
+            Call::Main => match self.conference_start(from, message, sender, pinned) {
+                Some(message) => message,
+                None => return,
+            },
+            Call::Leg(_) => message,
+        };
         let event = fsm::Event::Peer {
             from,
             message,
             sender,
             pinned,
         };
-        self.feed(event, None);
+        self.pending.push_back(Pending::Event(call, event, None));
     }
 
     /// `name` comes with `key` where `pinned` is pinned: remembered for `trust`, and
@@ -886,7 +983,9 @@ impl<R: CallIds> Agent<R> {
     /// `sender`'s key.
     pub fn handle_media(&mut self, now: Instant, from: SocketAddr, sender: fsm::Sender) {
         self.advance(now);
-        self.feed(fsm::Event::Media { from, sender }, None);
+        let call = self.call_at(from);
+        let event = fsm::Event::Media { from, sender };
+        self.pending.push_back(Pending::Event(call, event, None));
     }
 
     /// The loop completed a session with `addr`, whose key is `key`: its short code is
@@ -946,6 +1045,15 @@ impl<R: CallIds> Agent<R> {
     }
 
     fn handle_answer(&mut self, purpose: Purpose, result: Result<Answer, String>) {
+        let leg = match &purpose {
+            Purpose::Dial(name) | Purpose::Verify { peer: name } if self.leg(name).is_some() => {
+                Some(name.clone())
+            }
+            _ => None,
+        };
+        if let Some(name) = leg {
+            return self.handle_leg_lookup(name, result, matches!(purpose, Purpose::Dial(_)));
+        }
         match purpose {
             Purpose::Dial(name) => self.handle_lookup(name, result, true),
             Purpose::Verify { peer } => self.handle_lookup(peer, result, false),
@@ -1016,13 +1124,51 @@ impl<R: CallIds> Agent<R> {
         self.feed(event, None);
     }
 
+    /// The directory's answer about the member of a conference leg: as for a call, but an
+    /// original phone is refused, and a failure is the leg's alone.
+    fn handle_leg_lookup(
+        &mut self,
+        name: fsm::Name,
+        result: Result<Answer, String>,
+        dialling: bool,
+    ) {
+        let event = match result {
+            Ok(Answer::Found(contact)) => {
+                if dialling && self.refuse_original(&name, contact.dialect) {
+                    return;
+                }
+                let pinned = self.pins.get(&name).copied();
+                if let (true, Some(key), Some(pin)) = (dialling, contact.key, pinned) {
+                    if key != pin {
+                        self.key_changed(&name, pin, key, "is given by the directory");
+                    }
+                }
+                fsm::Event::Resolved {
+                    name: name.clone(),
+                    addr: SocketAddr::new(contact.ip.to_canonical(), contact.port),
+                    dialect: contact.dialect,
+                    key: contact.key,
+                    pinned,
+                }
+            }
+            Ok(Answer::NotFound) => fsm::Event::Unknown { name: name.clone() },
+            other => {
+                log::info!("cannot look the member {name} up: {}", failure(other));
+                fsm::Event::LookupFailed { name: name.clone() }
+            }
+        };
+        self.pending
+            .push_back(Pending::Event(Call::Leg(name), event, None));
+    }
+
     /// Whether the dial of `name` is still unannounced, its `calling` waiting in the rest
     /// of the transition being carried out; if so, that `calling` is dropped and the
     /// call's end will be too.
     fn withdraw_unannounced_dial(&mut self, name: &fsm::Name) -> bool {
-        let calling = self.actions.iter().position(
-            |action| matches!(action, Action::Notify(Note::Calling { peer }) if peer == name),
-        );
+        let calling = self.actions.iter().position(|(call, action)| {
+            *call == Call::Main
+                && matches!(action, Action::Notify(Note::Calling { peer }) if peer == name)
+        });
         let Some(calling) = calling else {
             return false;
         };
@@ -1055,6 +1201,9 @@ impl<R: CallIds> Agent<R> {
         };
         let answer = self.answer.take();
         self.print(Out::Error { reason }, answer);
+        if self.in_conference() {
+            self.leave_conference(None);
+        }
         self.feed(fsm::Event::Hangup, None);
     }
 
@@ -1089,6 +1238,21 @@ impl<R: CallIds> Agent<R> {
         ) {
             self.feed(fsm::Event::Hangup, None);
         }
+        if self.in_conference() {
+            self.leave_conference(None);
+        }
+        // Legs the layer no longer counts (an invitation held, a leg being refused).
+        let busy = |state| matches!(state, State::Dialing | State::Ringing | State::InCall);
+        let open: Vec<fsm::Name> = self
+            .legs
+            .iter()
+            .filter(|l| busy(l.machine.state()))
+            .map(|l| l.peer.clone())
+            .collect();
+        for name in open {
+            self.pending
+                .push_back(Pending::Event(Call::Leg(name), fsm::Event::Hangup, None));
+        }
         self.pending.push_back(Pending::Output(Output::Disconnect));
     }
 
@@ -1096,6 +1260,7 @@ impl<R: CallIds> Agent<R> {
     /// quit limit (then [`Agent::is_done`] says so).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let quit = self.quit.as_ref().map(|q| q.deadline);
+        let legs = self.legs.iter().filter_map(|l| l.machine.poll_timeout());
         [
             self.machine.poll_timeout(),
             quit,
@@ -1104,6 +1269,7 @@ impl<R: CallIds> Agent<R> {
         ]
         .into_iter()
         .flatten()
+        .chain(legs)
         .min()
     }
 
@@ -1136,8 +1302,11 @@ impl<R: CallIds> Agent<R> {
             if let Some(output) = self.ready.pop_front() {
                 return Some(output);
             }
-            if let Some(action) = self.actions.pop_front() {
-                self.carry_out(action);
+            if let Some((call, action)) = self.actions.pop_front() {
+                match call {
+                    Call::Main => self.carry_out(action),
+                    Call::Leg(peer) => self.carry_out_leg(peer, action),
+                }
                 continue;
             }
             // The transition is carried out: its command has had its answer, if any.
@@ -1147,24 +1316,48 @@ impl<R: CallIds> Agent<R> {
                 self.withdrawn = None;
             }
             match self.pending.pop_front() {
-                Some(Pending::Event(event, origin)) => {
+                Some(Pending::Event(call, event, origin)) => {
                     self.answer = origin;
-                    let actions = self.machine.handle(self.now, &event);
-                    self.actions.extend(actions);
+                    let now = self.now;
+                    if let Some(machine) = self.machine_of(&call) {
+                        let actions = machine.handle(now, &event);
+                        let tagged = actions.into_iter().map(|a| (call.clone(), a));
+                        self.actions.extend(tagged);
+                    }
                 }
                 Some(Pending::Output(output)) => return Some(output),
-                None => match self.machine.poll_timeout() {
-                    Some(due) if self.timers_due && due <= self.now => {
-                        let actions = self.machine.handle_timeout(self.now);
-                        self.actions.extend(actions);
+                None => match self.due_timer() {
+                    Some(call) => {
+                        let now = self.now;
+                        if let Some(machine) = self.machine_of(&call) {
+                            let actions = machine.handle_timeout(now);
+                            let tagged = actions.into_iter().map(|a| (call.clone(), a));
+                            self.actions.extend(tagged);
+                        }
                     }
-                    _ => {
+                    None => {
                         self.timers_due = false;
+                        self.drop_finished_legs();
                         return None;
                     }
                 },
             }
         }
+    }
+
+    /// A machine whose timer is due, when timers are to fire.
+    fn due_timer(&self) -> Option<Call> {
+        if !self.timers_due {
+            return None;
+        }
+        let due = |machine: &Machine<R>| machine.poll_timeout().is_some_and(|d| d <= self.now);
+        if due(&self.machine) {
+            return Some(Call::Main);
+        }
+        self.legs
+            .iter()
+            .find(|l| due(&l.machine))
+            .map(|l| Call::Leg(l.peer.clone()))
     }
 
     fn carry_out(&mut self, action: Action) {
@@ -1191,7 +1384,7 @@ impl<R: CallIds> Agent<R> {
                 codec,
                 key: self.machine.peer_key(),
             },
-            Action::StopMedia => Output::StopMedia,
+            Action::StopMedia => Output::StopMedia { peer: None },
             // An incoming call's announcement answers no command: it comes first when a
             // command finds the call not yet announced, and the command's own event
             // (`connected`, a refusal) is its answer.
@@ -1231,6 +1424,7 @@ impl<R: CallIds> Agent<R> {
                 verified,
                 new,
                 address,
+                conf: None,
             },
             Note::Connected {
                 peer,
@@ -1264,14 +1458,22 @@ impl<R: CallIds> Agent<R> {
     /// The media format to expect from `from` (the machine's
     /// [`Machine::media_dialect`]).
     pub fn media_dialect(&self, now: Instant, from: SocketAddr) -> Option<fsm::Dialect> {
-        self.machine.media_dialect(now, from)
+        match self.leg_at(from) {
+            Some(leg) => leg.machine.media_dialect(now, from),
+            None => self.machine.media_dialect(now, from),
+        }
     }
 
     /// The `status` answer, with what the loop knows.
     pub fn status(&self, snapshot: &Snapshot) -> Status {
         let counters = self.machine.counters();
+        let (conference, legs) = self.leg_statuses(&snapshot.legs);
+        let state = match (self.machine.state(), &conference) {
+            (State::Idle, Some(_)) => "conference",
+            (state, _) => state_name(state),
+        };
         Status {
-            state: state_name(self.machine.state()),
+            state,
             peer: self.machine.peer().map(ToString::to_string),
             peer_addr: self.machine.peer_addr(),
             dialect: self.machine.dialect().map(fsm::Dialect::name),
@@ -1285,6 +1487,8 @@ impl<R: CallIds> Agent<R> {
             foreign: counters.foreign,
             garbage: snapshot.garbage,
             retransmissions: counters.retransmissions,
+            conference,
+            legs,
         }
     }
 
@@ -1295,11 +1499,12 @@ impl<R: CallIds> Agent<R> {
         let Some(quit) = &self.quit else {
             return false;
         };
-        let call_done = match self.machine.state() {
+        let done = |machine: &Machine<R>| match machine.state() {
             State::Idle => true,
-            State::Closing => self.machine.deadline(fsm::Timer::Retransmit).is_none(),
+            State::Closing => machine.deadline(fsm::Timer::Retransmit).is_none(),
             _ => false,
         };
+        let call_done = done(&self.machine) && self.legs.iter().all(|l| done(&l.machine));
         let drained = self.ready.is_empty() && self.actions.is_empty() && self.pending.is_empty();
         now.max(self.now) >= quit.deadline || (call_done && drained && !directory_busy)
     }
@@ -1360,6 +1565,7 @@ mod tests {
             pins: BTreeMap::new(),
             messages: messages::Config::default(),
             run: 0x0102_0304,
+            key: PublicKey([0xa1; 32]),
         }
     }
 
@@ -2274,6 +2480,7 @@ mod tests {
                 ..Default::default()
             },
             rekeys: 4,
+            legs: Vec::new(),
         };
         let status = a.status(&snapshot);
         assert_eq!(
@@ -2391,7 +2598,7 @@ mod tests {
             message: Message::Close { call: Some(call) },
             key: None
         }));
-        assert!(out.contains(&Output::StopMedia));
+        assert!(out.contains(&Output::StopMedia { peer: None }));
         assert_eq!(out.last(), Some(&Output::Disconnect), "after the hang-up");
         // The call's end is no answer: `quit`'s is `bye`.
         assert_eq!(printed(&out), [("ended bob reason=hangup".into(), None)]);

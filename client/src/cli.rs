@@ -102,13 +102,15 @@ COMMANDS (one per line, on stdin and on the control socket; each gets one answer
     call NAME    accept    reject    hangup    list    status    quit    help
     msg NAME TEXT      send TEXT (the rest of the line, up to 1,000 bytes) to NAME
     trust NAME [KEY]   pin KEY for NAME, or the new key NAME was refused with
+    conf NAME...       start a conference with up to 7 other phones (see CONFERENCES)
+    invite NAME        add NAME to the conference, or turn the call into one with NAME
     On the control socket only: watch [text|json] (every event from then on) and
     format text|json (that connection's lines); see `ctl --help`.
 
 EVENTS (stdout, one per line; with --json the same as objects with an \"event\" field):
     registered NAME server=ADDR          unregistered reason=TEXT
     calling PEER    ringing PEER
-    incoming PEER from=ADDR verified=V [new=yes] [address=yes|no|unknown]
+    incoming PEER from=ADDR verified=V [new=yes] [address=yes|no|unknown] [conf=ID]
     connected PEER dialect=parlo|original codec=L16|PCMU verified=V [new=yes] [code=NNNN-NNNN]
       V: key, unbound, no or unknown (encrypted), or plaintext (address: plaintext only);
       new=yes: the peer's key was pinned just now (on incoming for a caller, on connected
@@ -118,6 +120,8 @@ EVENTS (stdout, one per line; with --json the same as objects with an \"event\" 
     sending ID to=PEER    delivered ID to=PEER    undelivered ID to=PEER reason=R
       R: unknown-user, unreachable, refused, too-long, rate-limited or queue-full
     message PEER id=ID verified=key|new text=TEXT
+    conference ID members=PEER:V:legs=K/N,...    joined PEER    left PEER reason=R
+    full PEER    conference-ended ID       (see CONFERENCES)
     users NAME...    status state=... (see STATUS)    help ...    bye    error reason=TEXT
 
 SECURITY:
@@ -141,8 +145,26 @@ MESSAGES:
     and 5 a second from each. Messages print in the order they arrive; the ids of one
     sender grow in the order it sent them. Phones of the original project have none.
 
+CONFERENCES:
+    `conf bob carol dave` calls each of them into a conference (3 to 8 phones). Every
+    member calls every other one: each pair holds its own encrypted call, each member
+    sends its microphone to all and plays the others' sound mixed (never its own). An
+    invitation rings as `incoming PEER ... conf=ID`; once it is accepted, the calls of
+    the other members are answered by themselves (when verified by key). `invite NAME`
+    adds a member, from any member; during a two-party call it makes the call a
+    conference without dropping it. `hangup` leaves it; the others carry on.
+    `conference ID members=...` is given whenever the members change: for each,
+    V is how this phone's call with it is verified (- while it is not connected), and
+    legs=K/N the calls it holds of those it should: less than N means some members do
+    not hear it. `left PEER reason=R` (R: hung-up, peer-lost, rejected, busy,
+    no-answer, unreachable, key-changed, insecure or original-phone) when a member's
+    call ends; `full PEER` when inviting PEER would exceed 8 members. A phone in a
+    conference answers other calls BUSY. Conferences need encryption (not with
+    --security off) and Parlo phones: an original phone cannot be a member (refused
+    as original-phone); call it on its own.
+
 STATUS (the answer to `status`, one line; with --json the same fields in an object):
-    state             idle, dialing, ringing, in-call or closing
+    state             idle, dialing, ringing, in-call, closing, or conference
     peer, peer_addr   the phone of the current or last call, and its UDP address
     dialect, codec    parlo or original; L16 or PCMU (the codec this phone sends)
     verified, code    how the peer of the current call is verified; its short code
@@ -177,6 +199,10 @@ STATUS (the answer to `status`, one line; with --json the same fields in an obje
     rate_limited      call handshakes dropped for coming too fast
     handshakes        encrypted sessions set up
     rekeys            key changes of the current call's session, both ways (--rekey-after)
+    In a conference, sent and received sum up every member's call, and
+    conference=ID is followed by each call's own: leg.PEER.state, leg.PEER.verified and
+    leg.PEER.sent, received, played, lost, late, duplicate, concealed, foreign_media,
+    depth and jitter_ms (with --json: a \"legs\" array).
     Only lost, late, concealed, underruns and the overruns mean the sound suffered; a
     few after a call starts or on a busy LAN are normal.
 

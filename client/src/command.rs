@@ -104,7 +104,15 @@ pub enum Command {
     Trust(Name, Option<PublicKey>),
     /// `msg NAME TEXT`: sends TEXT (the rest of the line, spaces kept) to NAME.
     Msg(Name, String),
+    /// `conf NAME ...`: starts a conference with these phones (up to 7).
+    Conf(Vec<Name>),
+    /// `invite NAME`: adds NAME to the conference in progress, or turns the two-party call
+    /// in progress into a conference with NAME.
+    Invite(Name),
 }
+
+/// Most names `conf` takes: the others of a conference of eight.
+pub const MAX_CONF_NAMES: usize = parlo_fsm::conference::MAX_MEMBERS - 1;
 
 /// Parses one line. `Ok(None)` for a blank line (nothing to answer); `Err` says what is
 /// wrong, for an `error` event.
@@ -157,6 +165,34 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             }
             return Ok(Some(Command::Msg(name, text.to_owned())));
         }
+        "conf" | "conference" => {
+            let mut names = Vec::new();
+            for word in words.by_ref() {
+                let name = Name::new(word).map_err(|e| format!("conf: {e}"))?;
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            if names.is_empty() {
+                return Err("conf needs the names to call: conf NAME1 NAME2 ...".into());
+            }
+            if names.len() > MAX_CONF_NAMES {
+                return Err(format!(
+                    "conf takes at most {MAX_CONF_NAMES} names (a conference is at most {} \
+                     phones), got {}",
+                    MAX_CONF_NAMES + 1,
+                    names.len()
+                ));
+            }
+            Command::Conf(names)
+        }
+        "invite" => {
+            let Some(name) = words.next() else {
+                return Err("invite needs a name: invite NAME".into());
+            };
+            let name = Name::new(name).map_err(|e| format!("invite: {e}"))?;
+            Command::Invite(name)
+        }
         "trust" => {
             let Some(name) = words.next() else {
                 return Err("trust needs a name: trust NAME [KEY]".into());
@@ -178,7 +214,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             let shown: String = word.chars().take(32).collect();
             return Err(format!(
                 "unknown command \"{shown}\": expected call NAME, accept, reject, hangup, \
-                 list, status, msg, trust, quit, help, watch or format"
+                 conf, invite, list, status, msg, trust, quit, help, watch or format"
             ));
         }
     };
@@ -287,8 +323,44 @@ mod tests {
                 "parcel at  the door ".into()
             )))
         );
+        let names = |list: &[&str]| -> Vec<Name> {
+            list.iter().map(|n| Name::new(n).expect("name")).collect()
+        };
+        assert_eq!(
+            parse("conf bob carol  dave bob"),
+            Ok(Some(Command::Conf(names(&["bob", "carol", "dave"]))))
+        );
+        assert_eq!(
+            parse("invite erin"),
+            Ok(Some(Command::Invite(Name::new("erin").expect("name"))))
+        );
         assert_eq!(parse("   "), Ok(None));
         assert_eq!(parse(""), Ok(None));
+    }
+
+    #[test]
+    fn conference_mistakes_are_explained() {
+        assert!(
+            parse("conf")
+                .expect_err("refused")
+                .contains("needs the names")
+        );
+        assert!(
+            parse("conf a b c d e f g h")
+                .expect_err("refused")
+                .contains("at most 7 names")
+        );
+        assert!(parse("conf a b c d e f g").is_ok());
+        assert!(
+            parse("invite")
+                .expect_err("refused")
+                .contains("needs a name")
+        );
+        assert!(
+            parse("invite bob carol")
+                .expect_err("refused")
+                .contains("unexpected")
+        );
     }
 
     #[test]

@@ -122,15 +122,14 @@ fn ephemeral(random: &mut OsRandom) -> [u8; 32] {
     bytes
 }
 
-/// Media of an encrypted call: each packet sealed for the peer's key, then sent.
+/// Where the phone's media goes: each packet sealed for the peer's key through its
+/// session, or sent in the clear when the leg has no key (a plaintext call).
 #[derive(Debug)]
 pub struct SealedLink<'a> {
     /// The phone's socket.
     pub udp: &'a UdpSocket,
     /// The sessions.
     pub crypto: &'a mut Crypto,
-    /// The peer's key.
-    pub key: PublicKey,
     /// The phone's clock, in ms (for the rekey schedule).
     pub now: u64,
     /// The sealed packet.
@@ -138,10 +137,13 @@ pub struct SealedLink<'a> {
 }
 
 impl Link for SealedLink<'_> {
-    fn send(&mut self, packet: &[u8], to: SocketAddr) -> io::Result<()> {
+    fn send(&mut self, packet: &[u8], to: SocketAddr, key: Option<PublicKey>) -> io::Result<()> {
+        let Some(key) = key else {
+            return self.udp.send_to(packet, to).map(|_| ());
+        };
         let len = self
             .crypto
-            .seal(self.now, to, &self.key, packet, false, &mut self.buf[..])
+            .seal(self.now, to, &key, packet, false, &mut self.buf[..])
             .map_err(|e| io::Error::other(e.to_string()))?;
         self.udp.send_to(&self.buf[..len], to).map(|_| ())
     }

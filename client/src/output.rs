@@ -56,11 +56,13 @@ use crate::media::MediaStats;
 use parlo_fsm::{Escaped, Verification};
 
 /// The commands, as `help` lists them.
-pub const COMMANDS: [&str; 12] = [
+pub const COMMANDS: [&str; 14] = [
     "call NAME",
     "accept",
     "reject",
     "hangup",
+    "conf NAME...",
+    "invite NAME",
     "list",
     "status",
     "msg NAME TEXT",
@@ -173,6 +175,10 @@ pub struct Status {
     pub garbage: u64,
     /// Signalling messages resent.
     pub retransmissions: u64,
+    /// The conference this phone is in, if any.
+    pub conference: Option<String>,
+    /// Its legs, one per member.
+    pub legs: Vec<LegStatus>,
 }
 
 impl Status {
@@ -263,6 +269,8 @@ pub enum Event {
         /// For a plaintext call: whether the directory's address for that name is the
         /// caller's (None: unknown).
         address: Option<bool>,
+        /// The conference this call invites the phone into, if it does.
+        conf: Option<String>,
     },
     /// The call is connected.
     Connected {
@@ -347,6 +355,80 @@ pub enum Event {
         /// What and why.
         reason: String,
     },
+    /// The conference and its members, whenever that changes.
+    Conference {
+        /// The conference id.
+        id: String,
+        /// Every member but this phone.
+        members: Vec<Member>,
+    },
+    /// A member's leg with this phone connected.
+    Joined {
+        /// The member.
+        peer: String,
+    },
+    /// A member left the conference (its leg with this phone ended).
+    Left {
+        /// The member.
+        peer: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Inviting this phone would make the conference larger than its limit.
+    Full {
+        /// The phone not invited.
+        peer: String,
+    },
+    /// This phone is in the conference no more.
+    ConferenceEnded {
+        /// The conference id.
+        id: String,
+    },
+}
+
+/// One member in a `conference` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its name.
+    pub name: String,
+    /// How this phone's leg to it is verified; `None` while that leg is not up.
+    pub verified: Option<Verification>,
+    /// The connected legs it reported.
+    pub legs: u8,
+    /// The legs it should hold.
+    pub of: u8,
+}
+
+/// One conference leg in `status`: its member and its media counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegStatus {
+    /// The member.
+    pub peer: String,
+    /// Its state (`dialing`, `ringing`, `in-call`, `closing`).
+    pub state: &'static str,
+    /// How it is verified, once known.
+    pub verified: Option<Verification>,
+    /// Its media counters.
+    pub media: MediaStats,
+}
+
+impl LegStatus {
+    /// The numeric fields of a leg, in the order `status` prints them.
+    fn counters(&self) -> [(&'static str, Counter); 10] {
+        let media = &self.media;
+        [
+            ("sent", Counter::Count(media.sent)),
+            ("received", Counter::Count(media.received)),
+            ("played", Counter::Count(media.played)),
+            ("lost", Counter::Count(media.lost)),
+            ("late", Counter::Count(media.late)),
+            ("duplicate", Counter::Count(media.duplicate)),
+            ("concealed", Counter::Count(media.concealed)),
+            ("foreign_media", Counter::Count(media.foreign_media)),
+            ("depth", Counter::Count(media.depth as u64)),
+            ("jitter_ms", Counter::Micros(media.jitter_us)),
+        ]
+    }
 }
 
 /// How a peer is verified, and for a plaintext caller (`address` is `Some`) the address
@@ -423,6 +505,11 @@ impl Event {
             Event::Help => "help",
             Event::Bye => "bye",
             Event::Error { .. } => "error",
+            Event::Conference { .. } => "conference",
+            Event::Joined { .. } => "joined",
+            Event::Left { .. } => "left",
+            Event::Full { .. } => "full",
+            Event::ConferenceEnded { .. } => "conference-ended",
         }
     }
 
@@ -444,10 +531,15 @@ impl Event {
                 verified,
                 new,
                 address,
+                conf,
             } => {
                 let _ = write!(out, " {} from={from}", text(peer));
                 let address = shown_address(*verified, *address);
-                verification_text(&mut out, *verified, *new, address)
+                let _ = verification_text(&mut out, *verified, *new, address);
+                match conf {
+                    Some(conf) => write!(out, " conf={conf}"),
+                    None => Ok(()),
+                }
             }
             Event::Connected {
                 peer,
@@ -486,7 +578,22 @@ impl Event {
                 text(peer),
                 text(words)
             ),
-            Event::Ended { peer, reason } => write!(out, " {} reason={reason}", text(peer)),
+            Event::Ended { peer, reason } | Event::Left { peer, reason } => {
+                write!(out, " {} reason={reason}", text(peer))
+            }
+            Event::Joined { peer } | Event::Full { peer } => write!(out, " {}", text(peer)),
+            Event::ConferenceEnded { id } => write!(out, " {id}"),
+            Event::Conference { id, members } => {
+                let _ = write!(out, " {id} members=");
+                for (i, m) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let verified = m.verified.map_or("-", Verification::name);
+                    let _ = write!(out, "{}:{verified}:legs={}/{}", text(&m.name), m.legs, m.of);
+                }
+                Ok(())
+            }
             Event::Users { names } => {
                 for name in names {
                     let _ = write!(out, " {}", text(name));
@@ -526,6 +633,19 @@ impl Event {
                 for (key, value) in s.counters() {
                     let _ = write!(out, " {key}={value}");
                 }
+                if let Some(id) = &s.conference {
+                    let _ = write!(out, " conference={id}");
+                }
+                for leg in &s.legs {
+                    let peer = text(&leg.peer);
+                    let _ = write!(out, " leg.{peer}.state={}", leg.state);
+                    if let Some(verified) = leg.verified {
+                        let _ = write!(out, " leg.{peer}.verified={}", verified.name());
+                    }
+                    for (key, value) in leg.counters() {
+                        let _ = write!(out, " leg.{peer}.{key}={value}");
+                    }
+                }
                 // Free text: last.
                 if let Some(reason) = s.registration.reason() {
                     let _ = write!(out, " reason={}", text(reason));
@@ -563,11 +683,15 @@ impl Event {
                 verified,
                 new,
                 address,
+                conf,
             } => {
                 field(&mut out, "peer", peer);
                 field(&mut out, "from", &from.to_string());
                 let address = shown_address(*verified, *address);
                 verification_json(&mut out, *verified, *new, address);
+                if let Some(conf) = conf {
+                    field(&mut out, "conf", conf);
+                }
             }
             Event::Connected {
                 peer,
@@ -614,9 +738,29 @@ impl Event {
                 field(&mut out, "verified", verified);
                 field(&mut out, "text", text);
             }
-            Event::Ended { peer, reason } => {
+            Event::Ended { peer, reason } | Event::Left { peer, reason } => {
                 field(&mut out, "peer", peer);
                 field(&mut out, "reason", reason);
+            }
+            Event::Joined { peer } | Event::Full { peer } => field(&mut out, "peer", peer),
+            Event::ConferenceEnded { id } => field(&mut out, "id", id),
+            Event::Conference { id, members } => {
+                field(&mut out, "id", id);
+                out.push_str(",\"members\":[");
+                for (i, m) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str("{\"name\":");
+                    json_string(&mut out, &m.name);
+                    out.push_str(",\"verified\":");
+                    match m.verified {
+                        Some(v) => json_string(&mut out, v.name()),
+                        None => out.push_str("null"),
+                    }
+                    let _ = write!(out, ",\"legs\":{},\"of\":{}}}", m.legs, m.of);
+                }
+                out.push(']');
             }
             Event::Users { names } => {
                 out.push_str(",\"users\":[");
@@ -657,6 +801,28 @@ impl Event {
                 }
                 for (key, value) in s.counters() {
                     let _ = write!(out, ",\"{key}\":{value}");
+                }
+                if let Some(id) = &s.conference {
+                    field(&mut out, "conference", id);
+                }
+                if !s.legs.is_empty() {
+                    out.push_str(",\"legs\":[");
+                    for (i, leg) in s.legs.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str("{\"peer\":");
+                        json_string(&mut out, &leg.peer);
+                        let _ = write!(out, ",\"state\":\"{}\"", leg.state);
+                        if let Some(verified) = leg.verified {
+                            let _ = write!(out, ",\"verified\":\"{}\"", verified.name());
+                        }
+                        for (key, value) in leg.counters() {
+                            let _ = write!(out, ",\"{key}\":{value}");
+                        }
+                        out.push('}');
+                    }
+                    out.push(']');
                 }
             }
             Event::Help => {
@@ -785,6 +951,7 @@ mod tests {
                     verified: Verification::Plaintext,
                     new: false,
                     address: Some(true),
+                    conf: None,
                 },
                 "incoming bob from=127.0.0.2:5001 verified=plaintext address=yes",
             ),
@@ -795,6 +962,7 @@ mod tests {
                     verified: Verification::Plaintext,
                     new: false,
                     address: None,
+                    conf: None,
                 },
                 "incoming bob from=127.0.0.2:5001 verified=plaintext address=unknown",
             ),
@@ -805,6 +973,7 @@ mod tests {
                     verified: Verification::Key,
                     new: true,
                     address: None,
+                    conf: None,
                 },
                 "incoming bob from=127.0.0.2:5001 verified=key new=yes",
             ),
@@ -816,6 +985,7 @@ mod tests {
                     new: false,
                     // Meaningless for an encrypted call: not shown.
                     address: Some(false),
+                    conf: None,
                 },
                 "incoming bob from=127.0.0.2:5001 verified=unbound",
             ),
@@ -882,7 +1052,7 @@ mod tests {
             (Event::Users { names: vec![] }, "users"),
             (
                 Event::Help,
-                "help call NAME|accept|reject|hangup|list|status|msg NAME TEXT|trust NAME [KEY]|quit|help|watch [text|json]|\
+                "help call NAME|accept|reject|hangup|conf NAME...|invite NAME|list|status|msg NAME TEXT|trust NAME [KEY]|quit|help|watch [text|json]|\
                  format text|json",
             ),
             (Event::Bye, "bye"),
@@ -900,6 +1070,65 @@ mod tests {
     }
 
     #[test]
+    fn conference_events_in_both_forms() {
+        let members = vec![
+            Member {
+                name: "bob".into(),
+                verified: Some(Verification::Key),
+                legs: 2,
+                of: 3,
+            },
+            Member {
+                name: "carol".into(),
+                verified: None,
+                legs: 0,
+                of: 3,
+            },
+        ];
+        let event = Event::Conference {
+            id: "00112233aabbccdd".into(),
+            members,
+        };
+        assert_eq!(
+            event.text(),
+            "conference 00112233aabbccdd members=bob:key:legs=2/3,carol:-:legs=0/3"
+        );
+        assert_eq!(
+            event.json(),
+            r#"{"event":"conference","id":"00112233aabbccdd","members":[{"name":"bob","verified":"key","legs":2,"of":3},{"name":"carol","verified":null,"legs":0,"of":3}]}"#
+        );
+        let left = Event::Left {
+            peer: "bob".into(),
+            reason: "peer-lost",
+        };
+        assert_eq!(left.text(), "left bob reason=peer-lost");
+        assert_eq!(
+            left.json(),
+            r#"{"event":"left","peer":"bob","reason":"peer-lost"}"#
+        );
+        assert_eq!(Event::Joined { peer: "bob".into() }.text(), "joined bob");
+        assert_eq!(
+            Event::ConferenceEnded {
+                id: "00112233aabbccdd".into()
+            }
+            .text(),
+            "conference-ended 00112233aabbccdd"
+        );
+        let invited = Event::Incoming {
+            peer: "alice".into(),
+            from: addr(),
+            verified: Verification::Key,
+            new: false,
+            address: None,
+            conf: Some("00112233aabbccdd".into()),
+        };
+        assert_eq!(
+            invited.text(),
+            "incoming alice from=127.0.0.2:5001 verified=key conf=00112233aabbccdd"
+        );
+    }
+
+    #[test]
     fn json_forms() {
         assert_eq!(
             Event::Incoming {
@@ -908,6 +1137,7 @@ mod tests {
                 verified: Verification::Plaintext,
                 new: false,
                 address: Some(false),
+                conf: None,
             }
             .json(),
             r#"{"event":"incoming","peer":"b\"ob","from":"127.0.0.2:5001","verified":"plaintext","new":false,"address":false}"#
@@ -919,6 +1149,7 @@ mod tests {
                 verified: Verification::Plaintext,
                 new: false,
                 address: None,
+                conf: None,
             }
             .json(),
             r#"{"event":"incoming","peer":"bob","from":"127.0.0.2:5001","verified":"plaintext","new":false,"address":null}"#
@@ -930,6 +1161,7 @@ mod tests {
                 verified: Verification::Key,
                 new: true,
                 address: None,
+                conf: None,
             }
             .json(),
             r#"{"event":"incoming","peer":"bob","from":"127.0.0.2:5001","verified":"key","new":true}"#
@@ -1076,6 +1308,7 @@ mod tests {
                 verified: Verification::Plaintext,
                 new: false,
                 address: None,
+                conf: None,
             },
             Event::Users {
                 names: vec!["bob".into(), hostile.into()],

@@ -72,8 +72,6 @@ pub struct Phone {
     crypto: Crypto,
     /// Other phones' pinned keys, as written to `known_peers`.
     known_peers: KnownPeers,
-    /// The peer's key while media runs in an encrypted call.
-    media_key: Option<fsm::PublicKey>,
     /// Where media is sealed: allocated once.
     sealed: Box<[u8; secure::MAX_DATAGRAM]>,
 }
@@ -152,7 +150,7 @@ impl Phone {
         );
         let call_ids = OsRandom::new().map_err(Error::Random)?;
         let mut random = OsRandom::new().map_err(Error::Random)?;
-        let mut settings = Settings::of(&config, known_peers.pins());
+        let mut settings = Settings::of(&config, known_peers.pins(), keys.identity.public());
         // Truncation intended: 32 random bits.
         settings.run = random.next_u64() as u32;
         let agent = Agent::new(settings, call_ids, fsm::Instant(0));
@@ -194,7 +192,6 @@ impl Phone {
             garbage: 0,
             crypto,
             known_peers,
-            media_key: None,
             sealed: Box::new([0; secure::MAX_DATAGRAM]),
         })
     }
@@ -320,7 +317,6 @@ impl Phone {
                 codec,
                 key,
             } => {
-                self.media_key = key;
                 let waker = Arc::clone(&self.waker);
                 let wake: parlo_audio::Wake = Arc::new(move || {
                     let _ = waker.wake();
@@ -331,7 +327,13 @@ impl Phone {
                     self.agent.handle_media_failed(self.ms(), failure);
                 }
             }
-            Output::StopMedia => self.stop_media(),
+            Output::StopMedia { peer: None } => self.stop_media(),
+            Output::StopMedia { peer: Some(peer) } => {
+                if let Err(e) = self.media.stop_leg(peer) {
+                    let failure = MediaFailure::Stop(e.to_string());
+                    self.agent.handle_media_failed(self.ms(), failure);
+                }
+            }
             Output::Disconnect => {
                 self.directory
                     .disconnect(self.poll.registry(), Instant::now(), &mut self.outcomes);
@@ -396,11 +398,7 @@ impl Phone {
     /// that opens the session).
     fn send_line(&mut self, to: SocketAddr, key: fsm::PublicKey, line: &SessionLine, open: bool) {
         let mut text = [0u8; message::MAX_LINE];
-        let written = match line {
-            SessionLine::Hello(name) => message::emit_hello(name, &mut text),
-            SessionLine::Message(line) => message::emit_line(line, &mut text),
-        };
-        let len = match written {
+        let len = match message::emit_session_line(line, &mut text) {
             Ok(len) => len,
             Err(e) => return log::error!("cannot encode a message line: {e}"),
         };
@@ -458,6 +456,7 @@ impl Phone {
                 .peer_addr()
                 .and_then(|addr| self.crypto.session(addr))
                 .map_or(0, |session| session.rekeys),
+            legs: self.media.legs().collect(),
         }
     }
 
@@ -600,19 +599,13 @@ impl Phone {
 
     fn handle_wake(&mut self) {
         let now = self.ms().0;
-        let failed = match self.media_key {
-            Some(key) => {
-                let mut link = SealedLink {
-                    udp: &self.udp,
-                    crypto: &mut self.crypto,
-                    key,
-                    now,
-                    buf: &mut self.sealed,
-                };
-                self.media.handle_wake(&mut link)
-            }
-            None => self.media.handle_wake(&mut &self.udp),
+        let mut link = SealedLink {
+            udp: &self.udp,
+            crypto: &mut self.crypto,
+            now,
+            buf: &mut self.sealed,
         };
+        let failed = self.media.handle_wake(&mut link);
         if failed {
             // Stopped here, so that its error says what went wrong.
             let stopped = self.media.stop().err().map(|e| e.to_string());

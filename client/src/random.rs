@@ -17,8 +17,9 @@
 use parlo_fsm::{CallId, CallIds, SplitMix64};
 
 /// The operating system's random source, with a fallback seeded from it (see the module
-/// documentation).
-#[derive(Debug)]
+/// documentation). A clone reads the same source (conference legs each take one); only
+/// the fallback, if it is ever used, would repeat in the clones.
+#[derive(Debug, Clone)]
 pub struct OsRandom {
     fallback: SplitMix64,
     failed: bool,

@@ -14,6 +14,12 @@
 //! encrypted call (each packet sealed and opened by the phone's sessions, duplicates
 //! caught by their replay window, both sending keys changed every 20 frames).
 //!
+//! A conference too: four members in a full mesh, each with an encrypted leg to each of
+//! the three others (L16 or PCMU by pair) through a lossy relay of its own, each sending
+//! every captured frame to all three and playing the mix of what it receives. There the
+//! call machine is left out (it holds one call): the media path and the sessions are
+//! counted.
+//!
 //! One test function: the counter is process-wide, so nothing else may run beside it.
 
 use std::io;
@@ -24,6 +30,7 @@ use parlo_audio::{Audio, DeviceEnd, Frame, SILENCE, frame_queues};
 use parlo_client::alloc_count::{self, Counting};
 use parlo_client::crypto::{Closed, Crypto, SealedLink};
 use parlo_client::media::Media;
+use parlo_client::media::MediaStats;
 use parlo_client::random::OsRandom;
 use parlo_fsm::{self as fsm, Machine, PublicKey, SplitMix64};
 use parlo_net::media::Datagram;
@@ -198,10 +205,9 @@ impl Side {
         captured(tick, &mut self.frame);
         assert!(self.device.push_captured(&self.frame), "capture queue full");
         let failed = match &mut self.crypto {
-            Some((crypto, key)) => self.media.handle_wake(&mut SealedLink {
+            Some((crypto, _)) => self.media.handle_wake(&mut SealedLink {
                 udp: &self.udp,
                 crypto,
-                key: *key,
                 now: u64::from(tick) * 64,
                 buf: &mut self.sealed,
             }),
@@ -282,6 +288,19 @@ fn handshake(a: &mut Side, b: &mut Side) {
     let (Some((a_crypto, b_key)), Some((b_crypto, a_key))) = (&mut a.crypto, &mut b.crypto) else {
         panic!("both sides encrypt");
     };
+    handshake_keys(a_crypto, a_peer, b_key, b_crypto, b_peer, a_key);
+}
+
+/// The session between `a_crypto` (which knows the other as `a_peer`, with key `b_key`)
+/// and `b_crypto` (which knows the first as `b_peer`, with key `a_key`), `a` calling.
+fn handshake_keys(
+    a_crypto: &mut Crypto,
+    a_peer: SocketAddr,
+    b_key: &PublicKey,
+    b_crypto: &mut Crypto,
+    b_peer: SocketAddr,
+    a_key: &PublicKey,
+) {
     let mut datagram = [0u8; secure::MAX_DATAGRAM];
     let mut inner = [0u8; secure::MAX_INNER];
     let start = b"START caller call=00000007 v=2 codecs=L16,PCMU";
@@ -498,6 +517,267 @@ fn call(net: u8, dialect: Dialect, codec: Codec, encrypted: bool) -> Report {
     }
 }
 
+/// Members of the conference: a full mesh of encrypted legs.
+const MEMBERS: usize = 4;
+
+/// The codec of the legs between members `i` and `j` (both ways): L16 or PCMU by pair,
+/// so that a member sends both at once.
+fn pair_codec(i: usize, j: usize) -> Codec {
+    if (i + j) % 2 == 0 {
+        Codec::L16
+    } else {
+        Codec::Pcmu
+    }
+}
+
+/// A member of the conference: its media with a leg to each other member, its socket,
+/// the device end the test plays, and its sessions.
+struct Member {
+    media: Media,
+    udp: UdpSocket,
+    device: DeviceEnd,
+    crypto: Crypto,
+    frame: Frame,
+    played: Frame,
+    buf: [u8; 2048],
+    nonsilent: u64,
+    sealed: Box<[u8; secure::MAX_DATAGRAM]>,
+    inner: [u8; secure::MAX_INNER],
+}
+
+impl Member {
+    /// Member `n` on `addr`, with a leg to each of `peers` (the address it knows another
+    /// member by, that member's number).
+    fn new(n: usize, addr: &str, peers: &[(SocketAddr, usize)]) -> Member {
+        let config = secure::Config {
+            // 20 frames.
+            rekey_after: 1_280,
+            ..secure::Config::default()
+        };
+        let random = OsRandom::new().expect("the system's random source");
+        let crypto = Crypto::new(identity(n as u8 + 1), config, true, random);
+        let udp = UdpSocket::bind(addr.parse().expect("address")).expect("bind");
+        let (device, end) = frame_queues(std::sync::Arc::new(|| {}));
+        let mut media = Media::new(parlo_audio::DeviceSpec::Null);
+        let mut end = Some(end);
+        for &(peer, m) in peers {
+            // The device is the first leg's; the others join it.
+            let end = end
+                .take()
+                .unwrap_or_else(|| frame_queues(std::sync::Arc::new(|| {})).1);
+            media.start_on(
+                Audio::from_queues(end),
+                peer,
+                Dialect::Parlo,
+                pair_codec(n, m),
+                Some(identity(m as u8 + 1).public()),
+                0x1234_5678 + m as u64,
+            );
+        }
+        assert_eq!(media.legs().count(), peers.len());
+        Member {
+            media,
+            udp,
+            device,
+            crypto,
+            frame: SILENCE,
+            played: SILENCE,
+            buf: [0; 2048],
+            nonsilent: 0,
+            sealed: Box::new([0; secure::MAX_DATAGRAM]),
+            inner: [0; secure::MAX_INNER],
+        }
+    }
+
+    /// As [`Side::tick`]: play, capture, send to every leg, hand over the mix.
+    fn tick(&mut self, tick: u32) {
+        self.play(tick);
+        captured(tick, &mut self.frame);
+        assert!(self.device.push_captured(&self.frame), "capture queue full");
+        let failed = self.media.handle_wake(&mut SealedLink {
+            udp: &self.udp,
+            crypto: &mut self.crypto,
+            now: u64::from(tick) * 64,
+            buf: &mut self.sealed,
+        });
+        assert!(!failed, "the device failed");
+        let due = self
+            .media
+            .playout_deadline()
+            .expect("the device has ticked");
+        self.media.handle_playout(due);
+    }
+
+    fn play(&mut self, tick: u32) {
+        let played = self.device.pop_playback(&mut self.played);
+        assert!(played || tick == 0, "nothing played at tick {tick}");
+        if self.played != SILENCE {
+            self.nonsilent += 1;
+        }
+    }
+
+    /// Everything that arrived, opened and given to the media.
+    fn receive(&mut self, now_ms: u64, arrival: u32) {
+        loop {
+            let (len, from) = match self.udp.recv_from(&mut self.buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("receive: {e}"),
+            };
+            let opened = match self
+                .crypto
+                .open(now_ms, from, &self.buf[..len], &mut self.inner)
+            {
+                Ok(opened) => opened,
+                Err(Closed::Dropped(Dropped::Replay)) => continue,
+                Err(e) => panic!("cannot open a packet: {e:?}"),
+            };
+            match Datagram::parse(&self.inner[..opened.len], Some(Dialect::Parlo)) {
+                Ok(Datagram::Rtp(packet)) => {
+                    assert!(
+                        self.media
+                            .handle_rtp(from, &packet, arrival, Some(opened.key)),
+                        "a leg's own media"
+                    );
+                }
+                other => panic!("unexpected datagram: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Runs a conference of [`MEMBERS`] for `WARM_UP + MEASURED` ticks; returns the
+/// allocations counted after the warm-up. `net` as for [`call`].
+fn conference(net: u8) -> Report {
+    // view[i][j]: the relay's socket member i knows member j by. What i sends there
+    // leaves from view[j][i], the address j knows i by.
+    let view: Vec<Vec<StdUdp>> = (0..MEMBERS)
+        .map(|i| {
+            (0..MEMBERS)
+                .map(|j| relay_socket(&format!("127.0.{net}.{}:0", 10 + 10 * i + j)))
+                .collect()
+        })
+        .collect();
+    let addr = |i: usize, j: usize| view[i][j].local_addr().expect("address");
+    let mut members: Vec<Member> = (0..MEMBERS)
+        .map(|i| {
+            let peers: Vec<(SocketAddr, usize)> = (0..MEMBERS)
+                .filter(|&j| j != i)
+                .map(|j| (addr(i, j), j))
+                .collect();
+            Member::new(i, &format!("127.0.{net}.{}:0", i + 1), &peers)
+        })
+        .collect();
+    // Each pair's session, the lower-numbered member calling.
+    for i in 0..MEMBERS {
+        for j in i + 1..MEMBERS {
+            let (low, high) = members.split_at_mut(j);
+            let (a, b) = (&mut low[i], &mut high[0]);
+            let (a_key, b_key) = (
+                identity(i as u8 + 1).public(),
+                identity(j as u8 + 1).public(),
+            );
+            handshake_keys(
+                &mut a.crypto,
+                addr(i, j),
+                &b_key,
+                &mut b.crypto,
+                addr(j, i),
+                &a_key,
+            );
+        }
+    }
+    let member_addr: Vec<SocketAddr> = members
+        .iter()
+        .map(|m| m.udp.local_addr().expect("address"))
+        .collect();
+    // lanes[i * MEMBERS + j]: from i to j.
+    let mut lanes: Vec<Lane> = (0..MEMBERS * MEMBERS).map(|_| Lane::new()).collect();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(net));
+
+    let mut before = 0;
+    for tick in 0..WARM_UP + MEASURED {
+        if tick == WARM_UP {
+            before = alloc_count::allocations();
+        }
+        for member in &mut members {
+            member.tick(tick);
+        }
+        for i in 0..MEMBERS {
+            for j in (0..MEMBERS).filter(|&j| j != i) {
+                lanes[i * MEMBERS + j].pump(
+                    &view[i][j],
+                    &view[j][i],
+                    member_addr[j],
+                    &mut rng,
+                    true,
+                );
+            }
+        }
+        let now_ms = u64::from(tick) * 64;
+        let arrival = tick * 512 + rng.below(240) as u32;
+        for member in &mut members {
+            member.receive(now_ms, arrival);
+        }
+    }
+    let allocations = alloc_count::allocations() - before;
+
+    let ticks = u64::from(WARM_UP + MEASURED);
+    for (i, member) in members.iter_mut().enumerate() {
+        member.play(WARM_UP + MEASURED);
+        let stats = member.media.stats();
+        assert_eq!(
+            stats.sent,
+            ticks * (MEMBERS as u64 - 1),
+            "member {i}: {stats:?}"
+        );
+        assert!(
+            member.nonsilent >= ticks * 9 / 10,
+            "member {i}: only {} of {ticks} frames played sound: {stats:?}",
+            member.nonsilent
+        );
+        let legs: Vec<(SocketAddr, MediaStats)> = member.media.legs().collect();
+        for (peer, leg) in &legs {
+            assert_eq!(leg.sent, ticks, "member {i} to {peer}: {leg:?}");
+            assert!(
+                leg.played >= ticks * 9 / 10,
+                "member {i} from {peer}: {leg:?}"
+            );
+            assert_eq!(leg.foreign_media, 0, "member {i} from {peer}: {leg:?}");
+            let session = member.crypto.session(*peer).expect("a session");
+            assert!(session.rekeys >= 100, "member {i} with {peer}: {session:?}");
+        }
+        assert!(
+            stats.lost > 0,
+            "member {i}: the relay lost nothing? {stats:?}"
+        );
+        eprintln!(
+            "conference: member {i} sent {} received {} played {} lost {} late {} \
+             duplicate {} concealed {} over {} legs",
+            stats.sent,
+            stats.received,
+            stats.played,
+            stats.lost,
+            stats.late,
+            stats.duplicate,
+            stats.concealed,
+            legs.len()
+        );
+    }
+    let dropped: u64 = lanes.iter().map(|l| l.dropped).sum();
+    let duplicated: u64 = lanes.iter().map(|l| l.duplicated).sum();
+    let reordered: u64 = lanes.iter().map(|l| l.reordered).sum();
+    assert!(dropped > 0 && duplicated > 0 && reordered > 0);
+    eprintln!("conference: relay dropped {dropped} duplicated {duplicated} reordered {reordered}");
+    for member in &mut members {
+        member.media.stop().expect("stops");
+    }
+    Report {
+        allocations,
+        ticks: MEASURED,
+    }
+}
+
 #[test]
 fn media_allocates_nothing_per_frame_on_either_side() {
     for (net, dialect, codec, encrypted) in [
@@ -518,4 +798,17 @@ fn media_allocates_nothing_per_frame_on_either_side() {
             "{dialect:?}/{codec} {how}: the media path allocated"
         );
     }
+    let report = conference(226);
+    eprintln!(
+        "conference of {MEMBERS}, encrypted: {} allocations over {} frames to and from each \
+         of {} legs per member ({} per frame)",
+        report.allocations,
+        report.ticks,
+        MEMBERS - 1,
+        report.allocations as f64 / f64::from(report.ticks)
+    );
+    assert_eq!(
+        report.allocations, 0,
+        "conference: the media path allocated"
+    );
 }

@@ -2,12 +2,13 @@
 
 use core::net::SocketAddr;
 
+use crate::conference::ConfId;
 use crate::table::{Entry, EventKind, Guard, Next, Outcome, Say, State, Step, TABLE, Tell};
 use crate::types::{
     Action, Binding, CallIds, Event, Instant, Note, Security, Sender, Timer, Verification,
     verify_key,
 };
-use crate::vocab::{CallId, Codec, Dialect, Message, Name, Preference, PublicKey};
+use crate::vocab::{CallId, Codec, Dialect, Message, Name, Preference, PublicKey, VERSION};
 
 /// Most names [`Config::answer_from`] holds.
 pub const MAX_ANSWER_FROM: usize = 16;
@@ -71,6 +72,10 @@ pub struct Config {
     /// The codecs this phone accepts, most preferred first: offered in START (as a set),
     /// and chosen from by preference when answering one.
     pub codecs: Preference,
+    /// The conference the calls of this machine are legs of, if any: every Parlo START
+    /// it sends carries it (`conf=`). Default: none (ordinary calls). A START to an
+    /// original phone never carries it.
+    pub conference: Option<ConfId>,
 }
 
 impl Config {
@@ -94,6 +99,7 @@ impl Config {
             security: Security::default(),
             original_phones: true,
             codecs: Preference::default(),
+            conference: None,
         }
     }
 }
@@ -1045,9 +1051,13 @@ impl<R: CallIds> Machine<R> {
         };
         let message = match (c.dialect, c.id) {
             (Dialect::Parlo, Some(call)) => match say {
-                Say::Start => {
-                    Message::start(self.config.name.clone(), call, self.config.codecs.set())
-                }
+                Say::Start => Message::Start {
+                    caller: self.config.name.clone(),
+                    call: Some(call),
+                    version: Some(VERSION),
+                    codecs: Some(self.config.codecs.set()),
+                    conf: self.config.conference,
+                },
                 Say::Ringing => Message::Ringing { call },
                 Say::Accept => Message::Accept {
                     call: Some(call),
@@ -1305,6 +1315,7 @@ mod tests {
             call,
             version: call.map(|_| crate::vocab::VERSION),
             codecs,
+            conf: None,
         })
     }
 
@@ -1391,6 +1402,41 @@ mod tests {
             dialect: Dialect::Parlo,
             codec: Codec::Pcmu
         }));
+    }
+
+    #[test]
+    fn a_leg_of_a_conference_says_so_in_its_start() {
+        let conference = Some(crate::conference::ConfId(0x0123_4567_89ab_cdef));
+        let mut config = plain_config("alice");
+        config.conference = conference;
+        let mut m = Machine::new(config.clone(), SplitMix64(7), Instant(0));
+        let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
+        let actions = m.handle(Instant(0), &resolved("bob", BOB, None));
+        let start = Message::Start {
+            caller: name("alice"),
+            call: m.call_id(),
+            version: Some(crate::vocab::VERSION),
+            codecs: Some(Preference::default().set()),
+            conf: conference,
+        };
+        assert!(actions.contains(&send(BOB, start)), "{actions:?}");
+        // The retransmissions carry it too.
+        let actions = m.handle_timeout(Instant(500));
+        assert!(
+            actions.iter().any(|a| matches!(
+                a,
+                Action::Send { message: Message::Start { conf, .. }, .. } if *conf == conference
+            )),
+            "{actions:?}"
+        );
+        // An original phone cannot be in a conference: its START stays the original's.
+        let mut m = Machine::new(config, SplitMix64(7), Instant(0));
+        let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
+        let actions = m.handle(Instant(0), &resolved("bob", BOB, Some(Dialect::Original)));
+        assert!(
+            actions.contains(&send(BOB, Message::start_original(name("alice")))),
+            "{actions:?}"
+        );
     }
 
     #[test]
@@ -1525,6 +1571,7 @@ mod tests {
                 call: id,
                 version: id.map(|_| crate::vocab::VERSION),
                 codecs: None,
+                conf: None,
             },
             sender: Sender::of(key),
             pinned,

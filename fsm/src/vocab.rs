@@ -4,6 +4,8 @@
 
 use core::fmt;
 
+use crate::conference::ConfId;
+
 /// Audio sample rate, in samples per second (mono, 16-bit).
 pub const SAMPLE_RATE: u32 = 8000;
 
@@ -681,6 +683,10 @@ pub enum Message {
         version: Option<u8>,
         /// The codecs the caller offers; `None` when it does not say (L16).
         codecs: Option<CodecSet>,
+        /// The conference this call is a leg of (`conf=`); `None` for an ordinary call.
+        /// Only Parlo STARTs carry it: a phone of the original project cannot be in a
+        /// conference.
+        conf: Option<ConfId>,
     },
     /// The callee is alerting its user; the caller stops retransmitting `START`.
     Ringing {
@@ -722,13 +728,15 @@ pub enum Message {
 }
 
 impl Message {
-    /// A Parlo call request: `START <caller> call=<id> v=2 codecs=<offer>`.
+    /// A Parlo call request: `START <caller> call=<id> v=2 codecs=<offer>`, for an
+    /// ordinary call (no conference).
     pub fn start(caller: Name, call: CallId, offer: CodecSet) -> Message {
         Message::Start {
             caller,
             call: Some(call),
             version: Some(VERSION),
             codecs: Some(offer),
+            conf: None,
         }
     }
 
@@ -739,6 +747,7 @@ impl Message {
             call: None,
             version: None,
             codecs: None,
+            conf: None,
         }
     }
 

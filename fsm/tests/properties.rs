@@ -99,7 +99,8 @@ fn message() -> impl Strategy<Value = Message> {
             caller: name(i),
             call,
             version: call.map(|_| parlo_fsm::VERSION),
-            codecs
+            codecs,
+            conf: None,
         }),
         id().prop_map(|call| Message::Ringing { call }),
         (call(), prop::option::of(codec()))
@@ -180,6 +181,7 @@ fn prefix(state: State, security: Security) -> Vec<Input> {
             call: Some(CallId(4)),
             version: Some(parlo_fsm::VERSION),
             codecs: None,
+            conf: None,
         })],
         State::InCall => vec![dial(), resolved(), accept()],
         State::Closing => vec![dial(), resolved(), accept(), Input::Event(Event::Hangup)],

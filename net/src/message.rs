@@ -1,5 +1,6 @@
-//! Message sessions on the wire: the lines of [`parlo_fsm::messages`] and the line that
-//! opens a session made only for messages.
+//! Message sessions on the wire: the lines of [`parlo_fsm::messages`], the line that
+//! opens a session made only for messages, and the two lines members of a conference
+//! ([`parlo_fsm::conference`]) send each other over their legs.
 //!
 //! # Grammar
 //!
@@ -11,6 +12,8 @@
 //! MSG <id> <text>          a message
 //! ACK <id>                 the message arrived
 //! NAK <id> <reason>        the message was refused; reason: too-long | refused | rate-limited
+//! ROSTER <conf-id> <name>=<key> ...   the members of a conference, as the sender knows them
+//! LINKS <conf-id> <seq> <name> ...    the members the sender holds a connected leg with
 //! ```
 //!
 //! - `<id>` is a [`MessageId`]: exactly 16 hexadecimal digits, read in either case,
@@ -24,11 +27,19 @@
 //! - `<name>` follows the one naming rule ([`Name`]).
 //! - `<reason>` is one of the three a receiver gives; the other [`Reason`]s are the
 //!   sender's own and never travel.
+//! - `<conf-id>` is a [`ConfId`]: exactly 16 hexadecimal digits, read in either case,
+//!   written in lower case.
+//! - A `ROSTER` lists 1 to [`MAX_MEMBERS`] members, no name twice, each `<name>=<key>`:
+//!   the key is 64 hexadecimal digits (the 32 bytes of a [`PublicKey`], read in either
+//!   case, written in lower case), or `-` when the sender has not heard it yet.
+//! - A `LINKS` gives `<seq>`, a decimal number up to 4294967295 without leading zeros
+//!   (one more on each `LINKS` the sender sends), then 0 to [`MAX_MEMBERS`] names, no name
+//!   twice.
 //!
 //! Keywords are upper case, fields separated by single spaces. Apart from a `MSG`'s text,
 //! nothing is tolerated: no terminator, no trailing space, no unknown field. These lines
 //! are Parlo's alone (no phone of the original project sends them), and a phone writes them
-//! only as [`emit_line`] and [`emit_hello`] do.
+//! only as [`emit_session_line`] does.
 //!
 //! # Sessions made only for messages
 //!
@@ -43,8 +54,8 @@
 //! An opened inner packet is RTP (first byte `0x80`–`0xBF`), a call signalling line
 //! ([`crate::peer`]) or a line of this module. [`is_session_line`] sorts exactly: a packet
 //! is a message-session line when its first word (up to the first space, or the whole
-//! packet) is `MSG`, `NAK` or `HELLO`, or when it is `ACK` followed by a space and a word
-//! without `=`. The call's `ACK call=0000002a` and the messenger's `ACK 0123456789abcdef`
+//! packet) is `MSG`, `NAK`, `HELLO`, `ROSTER` or `LINKS`, or when it is `ACK` followed by a
+//! space and a word without `=`. The call's `ACK call=0000002a` and the messenger's `ACK 0123456789abcdef`
 //! share a keyword; every field of a signalling line is written `key=value`, so the first
 //! word after `ACK` tells them apart, and a malformed messenger `ACK` (a short id, say)
 //! still reaches [`parse`], whose error names what is wrong with it.
@@ -53,15 +64,34 @@
 
 use core::fmt;
 
-use parlo_fsm::Name;
-pub use parlo_fsm::NameError;
+use parlo_fsm::conference::{ConfId, Entry, MAX_MEMBERS, Roster};
 use parlo_fsm::messages::{Line, MAX_TEXT, MessageId, Reason, Text};
+pub use parlo_fsm::{MAX_NAME_LEN, NameError};
+use parlo_fsm::{Name, PublicKey};
 
 pub use crate::peer::Excerpt;
 
-/// Longest line [`emit_line`] or [`emit_hello`] writes: a buffer of this size always
-/// suffices. `MSG `, 16 digits, a space and [`MAX_TEXT`] bytes of text.
+/// Longest line [`emit_session_line`] (and [`emit_line`], [`emit_hello`]) writes: a
+/// buffer of this size always suffices. `MSG `, 16 digits, a space and [`MAX_TEXT`] bytes
+/// of text; every other line is shorter (the longest roster is [`MAX_ROSTER_LEN`]).
 pub const MAX_LINE: usize = PREFIX_LEN + MAX_TEXT;
+
+/// Longest `ROSTER` line: `ROSTER `, 16 digits, and [`MAX_MEMBERS`] entries of a space,
+/// a name of [`MAX_NAME_LEN`] bytes, `=` and a 64-digit key. Below [`MAX_LINE`].
+pub const MAX_ROSTER_LEN: usize = 7 + CONF_ID_LEN + MAX_MEMBERS * (1 + MAX_NAME_LEN + 1 + KEY_LEN);
+
+/// Longest `LINKS` line: `LINKS `, 16 digits, a space, a 10-digit number and
+/// [`MAX_MEMBERS`] names of [`MAX_NAME_LEN`] bytes, each after a space.
+pub const MAX_LINKS_LEN: usize = 6 + CONF_ID_LEN + 1 + 10 + MAX_MEMBERS * (1 + MAX_NAME_LEN);
+
+// Every conference line fits the buffer every emitter is given.
+const _: () = assert!(MAX_ROSTER_LEN <= MAX_LINE && MAX_LINKS_LEN <= MAX_LINE);
+
+/// Digits of a written [`ConfId`].
+const CONF_ID_LEN: usize = 16;
+
+/// Digits of a written [`PublicKey`].
+const KEY_LEN: usize = 2 * PublicKey::LEN;
 
 /// `MSG ` + 16 digits + a space: the bytes of a `MSG` line before its text.
 const PREFIX_LEN: usize = 4 + ID_LEN + 1;
@@ -82,6 +112,21 @@ pub enum SessionLine {
     Hello(Name),
     /// `MSG`, `ACK` or `NAK`: a line for the messenger.
     Message(Line),
+    /// `ROSTER <conf-id> <name>=<key|-> ...`: the members of a conference, as the
+    /// sending member knows them (itself included).
+    Roster(Roster),
+    /// `LINKS <conf-id> <seq> <name> ...`: the members the sender holds a connected leg
+    /// with.
+    Links {
+        /// The conference.
+        id: ConfId,
+        /// The sender's LINKS number: one more on each it sends, so that an older one
+        /// arriving late is known as such.
+        seq: u32,
+        /// The members the sender holds a connected leg with (none or up to
+        /// [`MAX_MEMBERS`], no name twice).
+        peers: heapless::Vec<Name, MAX_MEMBERS>,
+    },
 }
 
 /// What went wrong while reading or writing a message-session line.
@@ -89,7 +134,7 @@ pub enum SessionLine {
 pub enum Error {
     /// The packet is empty.
     Empty,
-    /// The first word is not `MSG`, `ACK`, `NAK` or `HELLO`.
+    /// The first word is not `MSG`, `ACK`, `NAK`, `HELLO`, `ROSTER` or `LINKS`.
     UnknownKeyword(Excerpt),
     /// `MSG`, `ACK` or `NAK` without an id.
     MissingId {
@@ -124,6 +169,60 @@ pub enum Error {
     MissingName,
     /// The name of a `HELLO` breaks the naming rule.
     Name(NameError),
+    /// `ROSTER` or `LINKS` without a conference id.
+    MissingConfId {
+        /// The line's keyword.
+        keyword: &'static str,
+    },
+    /// The conference id is not exactly 16 hexadecimal digits.
+    InvalidConfId {
+        /// The line's keyword.
+        keyword: &'static str,
+        /// The word where the id was expected.
+        found: Excerpt,
+    },
+    /// A `ROSTER` or `LINKS` has an empty word: two spaces in a row, or a space at the end.
+    ExtraSpace {
+        /// The line's keyword.
+        keyword: &'static str,
+        /// Offset in the packet of the extra space.
+        offset: usize,
+    },
+    /// A `ROSTER` lists no member (it names the sender at least).
+    NoMembers,
+    /// A `ROSTER` entry is not written `<name>=<key>`.
+    NotAnEntry(Excerpt),
+    /// A name in a `ROSTER` or `LINKS` breaks the naming rule.
+    MemberName {
+        /// The line's keyword.
+        keyword: &'static str,
+        /// What is wrong with it.
+        error: NameError,
+    },
+    /// A `ROSTER` key is neither 64 hexadecimal digits nor `-`.
+    InvalidKey {
+        /// The member whose key it is.
+        name: Name,
+        /// The key as written.
+        found: Excerpt,
+    },
+    /// A `ROSTER` or `LINKS` names more than [`MAX_MEMBERS`] members.
+    TooManyMembers {
+        /// The line's keyword.
+        keyword: &'static str,
+    },
+    /// A `ROSTER` or `LINKS` names a member twice.
+    DuplicateMember {
+        /// The line's keyword.
+        keyword: &'static str,
+        /// The name given twice.
+        name: Name,
+    },
+    /// `LINKS <conf-id>` without its number.
+    MissingSeq,
+    /// The number of a `LINKS` is not a decimal number up to 4294967295 without leading
+    /// zeros.
+    InvalidSeq(Excerpt),
     /// More bytes after a complete `ACK`, `NAK` or `HELLO` line.
     Trailing {
         /// The line's keyword.
@@ -155,11 +254,11 @@ impl fmt::Display for Error {
         match self {
             Error::Empty => write!(
                 f,
-                "empty message-session packet: expected a line starting with MSG, ACK, NAK or HELLO"
+                "empty message-session packet: expected a line starting with MSG, ACK, NAK, HELLO, ROSTER or LINKS"
             ),
             Error::UnknownKeyword(word) => write!(
                 f,
-                "unknown message-session keyword \"{word}\": expected MSG, ACK, NAK or HELLO"
+                "unknown message-session keyword \"{word}\": expected MSG, ACK, NAK, HELLO, ROSTER or LINKS"
             ),
             Error::MissingId { keyword } => write!(
                 f,
@@ -187,6 +286,48 @@ impl fmt::Display for Error {
             ),
             Error::MissingName => write!(f, "HELLO without a name: expected \"HELLO <name>\""),
             Error::Name(error) => write!(f, "invalid name in HELLO: {error}"),
+            Error::MissingConfId { keyword } => write!(
+                f,
+                "{keyword} without a conference id: expected \"{keyword} <16 hexadecimal digits> ...\""
+            ),
+            Error::InvalidConfId { keyword, found } => write!(
+                f,
+                "invalid conference id \"{found}\" in {keyword}: expected exactly 16 hexadecimal digits"
+            ),
+            Error::ExtraSpace { keyword, offset } => write!(
+                f,
+                "{keyword} line has an extra space at byte {offset}: words are separated by single spaces, with none at the end"
+            ),
+            Error::NoMembers => write!(
+                f,
+                "ROSTER lists no member: expected at least the sender's \"<name>=<key>\""
+            ),
+            Error::NotAnEntry(word) => write!(
+                f,
+                "unexpected \"{word}\" in ROSTER: expected a member written <name>=<key> or <name>=-"
+            ),
+            Error::MemberName { keyword, error } => {
+                write!(f, "invalid member name in {keyword}: {error}")
+            }
+            Error::InvalidKey { name, found } => write!(
+                f,
+                "invalid key \"{found}\" for {name} in ROSTER: expected 64 hexadecimal digits or -"
+            ),
+            Error::TooManyMembers { keyword } => write!(
+                f,
+                "{keyword} names more than {MAX_MEMBERS} members: a conference has at most {MAX_MEMBERS}"
+            ),
+            Error::DuplicateMember { keyword, name } => {
+                write!(f, "{keyword} names {name} twice: expected each member once")
+            }
+            Error::MissingSeq => write!(
+                f,
+                "LINKS without its number: expected \"LINKS <conference id> <number> <name> ...\""
+            ),
+            Error::InvalidSeq(word) => write!(
+                f,
+                "invalid LINKS number \"{word}\": expected a decimal number from 0 to 4294967295 without leading zeros"
+            ),
             Error::Trailing {
                 keyword,
                 offset,
@@ -216,14 +357,14 @@ impl core::error::Error for Error {}
 
 /// Whether the inner packet `inner` of a secure session is a message-session line (to be
 /// read with [`parse`]) rather than a call signalling line or RTP: its first word is
-/// `MSG`, `NAK` or `HELLO`, or it is `ACK` followed by a space and a word without `=`
-/// (see the module docs). It says no to every valid call signalling line, yes to every
-/// line [`emit_line`] and [`emit_hello`] write, and looks at no more than the first two
-/// words.
+/// `MSG`, `NAK`, `HELLO`, `ROSTER` or `LINKS`, or it is `ACK` followed by a space and a
+/// word without `=` (see the module docs). It says no to every valid call signalling
+/// line, yes to every line [`emit_session_line`] writes, and looks at no more than the
+/// first two words.
 pub fn is_session_line(inner: &[u8]) -> bool {
     let (keyword, rest) = split_word(inner);
     match keyword {
-        b"MSG" | b"NAK" | b"HELLO" => true,
+        b"MSG" | b"NAK" | b"HELLO" | b"ROSTER" | b"LINKS" => true,
         b"ACK" => rest.is_some_and(|rest| {
             let (word, _) = split_word(rest);
             !word.is_empty() && !word.contains(&b'=')
@@ -295,9 +436,27 @@ pub fn parse(inner: &[u8]) -> Result<SessionLine, Error> {
             end("HELLO", at + word.len(), after)?;
             return Ok(SessionLine::Hello(name));
         }
+        b"ROSTER" => return parse_roster(at, rest).map(SessionLine::Roster),
+        b"LINKS" => return parse_links(at, rest),
         other => return Err(Error::UnknownKeyword(excerpt(other))),
     };
     Ok(SessionLine::Message(line))
+}
+
+/// Writes any session line into `out`, without a line terminator, and returns its
+/// length: the one emitter of this module, which the others serve.
+///
+/// A buffer of [`MAX_LINE`] bytes always suffices. What cannot travel is refused, and
+/// nothing is written: a [`Line::Oversize`] (its text was not kept), a `NAK` with a
+/// reason that never travels, a roster with no member or a name twice, links with a
+/// name twice.
+pub fn emit_session_line(line: &SessionLine, out: &mut [u8]) -> Result<usize, Error> {
+    match line {
+        SessionLine::Hello(name) => emit_hello(name, out),
+        SessionLine::Message(line) => emit_line(line, out),
+        SessionLine::Roster(roster) => emit_roster(roster, out),
+        SessionLine::Links { id, seq, peers } => emit_links(*id, *seq, peers, out),
+    }
 }
 
 /// Writes `line` into `out`, without a line terminator, and returns its length.
@@ -345,6 +504,219 @@ pub fn emit_hello(name: &Name, out: &mut [u8]) -> Result<usize, Error> {
     writer.put(b"HELLO ");
     writer.put(name);
     Ok(writer.len)
+}
+
+fn emit_roster(roster: &Roster, out: &mut [u8]) -> Result<usize, Error> {
+    if roster.members.is_empty() {
+        return Err(Error::NoMembers);
+    }
+    if let Some(name) = twice(roster.members.iter().map(|entry| &entry.name)) {
+        return Err(Error::DuplicateMember {
+            keyword: "ROSTER",
+            name: name.clone(),
+        });
+    }
+    let entries: usize = roster
+        .members
+        .iter()
+        .map(|entry| 1 + entry.name.as_str().len() + 1 + entry.key.map_or(1, |_| KEY_LEN))
+        .sum();
+    let mut writer = Writer::new(out);
+    writer.need(7 + CONF_ID_LEN + entries)?;
+    writer.put(b"ROSTER ");
+    writer.put_hex(roster.id.0.to_be_bytes());
+    for entry in &roster.members {
+        writer.put(b" ");
+        writer.put(entry.name.as_str().as_bytes());
+        writer.put(b"=");
+        match entry.key {
+            Some(key) => writer.put_hex(key.0),
+            None => writer.put(b"-"),
+        }
+    }
+    Ok(writer.len)
+}
+
+fn emit_links(id: ConfId, seq: u32, peers: &[Name], out: &mut [u8]) -> Result<usize, Error> {
+    if let Some(name) = twice(peers.iter()) {
+        return Err(Error::DuplicateMember {
+            keyword: "LINKS",
+            name: name.clone(),
+        });
+    }
+    let mut digits = [0u8; 10];
+    let seq = decimal(seq, &mut digits);
+    let names: usize = peers.iter().map(|name| 1 + name.as_str().len()).sum();
+    let mut writer = Writer::new(out);
+    writer.need(6 + CONF_ID_LEN + 1 + seq.len() + names)?;
+    writer.put(b"LINKS ");
+    writer.put_hex(id.0.to_be_bytes());
+    writer.put(b" ");
+    writer.put(seq);
+    for name in peers {
+        writer.put(b" ");
+        writer.put(name.as_str().as_bytes());
+    }
+    Ok(writer.len)
+}
+
+/// The first name met a second time, if any.
+fn twice<'a>(names: impl Iterator<Item = &'a Name> + Clone) -> Option<&'a Name> {
+    names
+        .clone()
+        .enumerate()
+        .find(|(i, name)| names.clone().take(*i).any(|earlier| earlier == *name))
+        .map(|(_, name)| name)
+}
+
+/// `value` in decimal, written into the end of `digits`.
+fn decimal(mut value: u32, digits: &mut [u8; 10]) -> &[u8] {
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // Truncation intended: a remainder of 10 is below 256.
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    &digits[start..]
+}
+
+/// The words of a `ROSTER` or `LINKS` after its keyword (`at`: the offset of `rest` in
+/// the packet). An empty word (two spaces in a row, a space at
+/// the end) is an error at the extra space: the second of two, or the last byte.
+fn words<'a>(
+    keyword: &'static str,
+    at: usize,
+    rest: &'a [u8],
+) -> impl Iterator<Item = Result<&'a [u8], Error>> + 'a {
+    let end = at + rest.len();
+    let mut offset = at;
+    rest.split(|&byte| byte == b' ').map(move |word| {
+        let start = offset;
+        offset += word.len() + 1;
+        if word.is_empty() {
+            Err(Error::ExtraSpace {
+                keyword,
+                offset: if start < end { start } else { end - 1 },
+            })
+        } else {
+            Ok(word)
+        }
+    })
+}
+
+/// Reads the conference id that starts a `ROSTER` or `LINKS`.
+fn conf_id(keyword: &'static str, word: Option<Result<&[u8], Error>>) -> Result<ConfId, Error> {
+    let word = word.ok_or(Error::MissingConfId { keyword })??;
+    core::str::from_utf8(word)
+        .ok()
+        .and_then(ConfId::parse)
+        .ok_or_else(|| Error::InvalidConfId {
+            keyword,
+            found: excerpt(word),
+        })
+}
+
+fn member_name(keyword: &'static str, word: &[u8]) -> Result<Name, Error> {
+    Name::from_bytes(word).map_err(|error| Error::MemberName { keyword, error })
+}
+
+/// `ROSTER <conf-id> <name>=<key|-> ...`; `rest` follows the keyword's space at `at`.
+fn parse_roster(at: usize, rest: Option<&[u8]>) -> Result<Roster, Error> {
+    const KEYWORD: &str = "ROSTER";
+    let rest = rest
+        .filter(|rest| !rest.is_empty())
+        .ok_or(Error::MissingConfId { keyword: KEYWORD })?;
+    let mut words = words(KEYWORD, at, rest);
+    let id = conf_id(KEYWORD, words.next())?;
+    let mut members: heapless::Vec<Entry, MAX_MEMBERS> = heapless::Vec::new();
+    for word in words {
+        let word = word?;
+        let Some(equals) = word.iter().position(|&byte| byte == b'=') else {
+            return Err(Error::NotAnEntry(excerpt(word)));
+        };
+        let (name, key) = (&word[..equals], &word[equals + 1..]);
+        if name.is_empty() {
+            return Err(Error::NotAnEntry(excerpt(word)));
+        }
+        let name = member_name(KEYWORD, name)?;
+        let key = match key {
+            b"-" => None,
+            digits => Some(parse_key(digits).ok_or_else(|| Error::InvalidKey {
+                name: name.clone(),
+                found: excerpt(digits),
+            })?),
+        };
+        if members.iter().any(|entry| entry.name == name) {
+            return Err(Error::DuplicateMember {
+                keyword: KEYWORD,
+                name,
+            });
+        }
+        members
+            .push(Entry { name, key })
+            .map_err(|_| Error::TooManyMembers { keyword: KEYWORD })?;
+    }
+    if members.is_empty() {
+        return Err(Error::NoMembers);
+    }
+    Ok(Roster { id, members })
+}
+
+/// `LINKS <conf-id> <seq> <name> ...`; `rest` follows the keyword's space at `at`.
+fn parse_links(at: usize, rest: Option<&[u8]>) -> Result<SessionLine, Error> {
+    const KEYWORD: &str = "LINKS";
+    let rest = rest
+        .filter(|rest| !rest.is_empty())
+        .ok_or(Error::MissingConfId { keyword: KEYWORD })?;
+    let mut words = words(KEYWORD, at, rest);
+    let id = conf_id(KEYWORD, words.next())?;
+    let seq = words.next().ok_or(Error::MissingSeq)??;
+    let seq = parse_seq(seq).ok_or_else(|| Error::InvalidSeq(excerpt(seq)))?;
+    let mut peers: heapless::Vec<Name, MAX_MEMBERS> = heapless::Vec::new();
+    for word in words {
+        let word = word?;
+        let name = member_name(KEYWORD, word)?;
+        if peers.contains(&name) {
+            return Err(Error::DuplicateMember {
+                keyword: KEYWORD,
+                name,
+            });
+        }
+        peers
+            .push(name)
+            .map_err(|_| Error::TooManyMembers { keyword: KEYWORD })?;
+    }
+    Ok(SessionLine::Links { id, seq, peers })
+}
+
+/// A decimal `u32` without sign or leading zeros.
+fn parse_seq(word: &[u8]) -> Option<u32> {
+    if word.is_empty() || word.len() > 10 || (word.len() > 1 && word[0] == b'0') {
+        return None;
+    }
+    word.iter().try_fold(0u32, |value, &byte| {
+        let digit = char::from(byte).to_digit(10)?;
+        value.checked_mul(10)?.checked_add(digit)
+    })
+}
+
+/// Exactly 64 hexadecimal digits, in either case: the 32 bytes of a key.
+fn parse_key(word: &[u8]) -> Option<PublicKey> {
+    if word.len() != KEY_LEN {
+        return None;
+    }
+    let mut key = [0u8; PublicKey::LEN];
+    for (byte, pair) in key.iter_mut().zip(word.chunks_exact(2)) {
+        let high = char::from(pair[0]).to_digit(16)?;
+        let low = char::from(pair[1]).to_digit(16)?;
+        // Truncation intended: two hexadecimal digits make a byte.
+        *byte = (high << 4 | low) as u8;
+    }
+    Some(PublicKey(key))
 }
 
 /// Splits off the first word: the bytes before the first space, and those after it
@@ -447,6 +819,17 @@ impl<'a> Writer<'a> {
         self.len = end;
     }
 
+    /// Appends `bytes` as hexadecimal digits, two a byte, in lower case.
+    fn put_hex<const N: usize>(&mut self, bytes: [u8; N]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for byte in bytes {
+            self.put(&[
+                DIGITS[usize::from(byte >> 4)],
+                DIGITS[usize::from(byte & 0xf)],
+            ]);
+        }
+    }
+
     fn put_id(&mut self, id: MessageId) {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut digits = [0u8; ID_LEN];
@@ -486,7 +869,7 @@ mod tests {
     fn message(line: &[u8]) -> Result<Line, Error> {
         match parse(line)? {
             SessionLine::Message(line) => Ok(line),
-            SessionLine::Hello(name) => panic!("expected a message line, got HELLO {name}"),
+            other => panic!("expected a message line, got {other:?}"),
         }
     }
 
@@ -612,7 +995,9 @@ mod tests {
     fn an_empty_packet_is_refused() {
         let (error, shown) = refused(b"");
         assert_eq!(error, Error::Empty);
-        assert!(shown.contains("expected a line starting with MSG, ACK, NAK or HELLO"));
+        assert!(
+            shown.contains("expected a line starting with MSG, ACK, NAK, HELLO, ROSTER or LINKS")
+        );
     }
 
     #[test]
@@ -621,7 +1006,7 @@ mod tests {
         assert!(matches!(&error, Error::UnknownKeyword(word) if word.as_str() == "msg"));
         assert_eq!(
             shown,
-            "unknown message-session keyword \"msg\": expected MSG, ACK, NAK or HELLO"
+            "unknown message-session keyword \"msg\": expected MSG, ACK, NAK, HELLO, ROSTER or LINKS"
         );
         let (_, shown) = refused(b"\xffHELLO");
         assert!(shown.contains("\"\u{FFFD}HELLO\""), "{shown}");
@@ -856,6 +1241,382 @@ mod tests {
         assert_eq!(emit_line(&line, &mut exact), Ok(23));
     }
 
+    // --- conference lines ---------------------------------------------------------------
+
+    const CONF: ConfId = ConfId(0x0123_4567_89ab_cdef);
+
+    /// The key whose 32 bytes are all `byte`.
+    fn key(byte: u8) -> PublicKey {
+        PublicKey([byte; PublicKey::LEN])
+    }
+
+    fn roster(entries: &[(&str, Option<PublicKey>)]) -> SessionLine {
+        let mut members = heapless::Vec::new();
+        for (n, key) in entries {
+            members
+                .push(Entry {
+                    name: name(n),
+                    key: *key,
+                })
+                .expect("at most MAX_MEMBERS in a test");
+        }
+        SessionLine::Roster(Roster { id: CONF, members })
+    }
+
+    fn links(seq: u32, peers: &[&str]) -> SessionLine {
+        let mut names = heapless::Vec::new();
+        for n in peers {
+            names.push(name(n)).expect("at most MAX_MEMBERS in a test");
+        }
+        SessionLine::Links {
+            id: CONF,
+            seq,
+            peers: names,
+        }
+    }
+
+    fn emitted_session(line: &SessionLine) -> Vec<u8> {
+        let mut buf = [0u8; MAX_LINE];
+        let len = emit_session_line(line, &mut buf).expect("MAX_LINE suffices");
+        buf[..len].to_vec()
+    }
+
+    #[test]
+    fn conference_lines_have_fixed_bytes() {
+        let ab = "ab".repeat(32);
+        let cases = [
+            (
+                format!("ROSTER 0123456789abcdef alice={ab} bob=-"),
+                roster(&[("alice", Some(key(0xab))), ("bob", None)]),
+            ),
+            (
+                "ROSTER 0123456789abcdef carol=-".to_string(),
+                roster(&[("carol", None)]),
+            ),
+            (
+                "LINKS 0123456789abcdef 3 bob carol".to_string(),
+                links(3, &["bob", "carol"]),
+            ),
+            ("LINKS 0123456789abcdef 0".to_string(), links(0, &[])),
+            (
+                "LINKS 0123456789abcdef 4294967295 zoë".to_string(),
+                links(u32::MAX, &["zoë"]),
+            ),
+        ];
+        for (bytes, line) in cases {
+            assert_eq!(parse(bytes.as_bytes()), Ok(line.clone()), "{bytes}");
+            assert_eq!(emitted_session(&line), bytes.as_bytes(), "{bytes}");
+            assert!(is_session_line(bytes.as_bytes()), "{bytes}");
+            assert!(Message::parse(bytes.as_bytes()).is_err(), "{bytes}");
+        }
+        // Ids and keys are read in either case, written in lower case.
+        let upper = format!("ROSTER 0123456789ABCDEF alice={}", "AB".repeat(32));
+        let line = parse(upper.as_bytes()).expect("valid");
+        assert_eq!(line, roster(&[("alice", Some(key(0xab)))]));
+        let lower = format!("ROSTER 0123456789abcdef alice={}", "ab".repeat(32));
+        assert_eq!(emitted_session(&line), lower.as_bytes());
+    }
+
+    #[test]
+    fn the_one_emitter_writes_every_line() {
+        let cases = [
+            (SessionLine::Hello(name("alice")), &b"HELLO alice"[..]),
+            (
+                SessionLine::Message(Line::Ack { id: ID }),
+                b"ACK 0123456789abcdef",
+            ),
+            (links(1, &["bob"]), b"LINKS 0123456789abcdef 1 bob"),
+        ];
+        for (line, bytes) in cases {
+            assert_eq!(emitted_session(&line), bytes);
+            assert_eq!(parse(bytes), Ok(line));
+        }
+        let mut buf = [0u8; MAX_LINE];
+        assert_eq!(
+            emit_session_line(&SessionLine::Message(Line::Oversize { id: ID }), &mut buf),
+            Err(Error::Oversize { id: ID })
+        );
+    }
+
+    #[test]
+    fn the_longest_conference_lines_fit_max_line() {
+        let long: Vec<std::string::String> = (0..MAX_MEMBERS)
+            .map(|i| format!("{i}{}", "é".repeat((MAX_NAME_LEN - 1) / 2)))
+            .map(|n| {
+                let mut n = n;
+                while n.len() < MAX_NAME_LEN {
+                    n.push('x');
+                }
+                n
+            })
+            .collect();
+        let entries: Vec<(&str, Option<PublicKey>)> =
+            long.iter().map(|n| (n.as_str(), Some(key(0xff)))).collect();
+        let longest = roster(&entries);
+        let bytes = emitted_session(&longest);
+        assert_eq!(bytes.len(), MAX_ROSTER_LEN);
+        assert_eq!(MAX_ROSTER_LEN, 807);
+        const { assert!(MAX_ROSTER_LEN <= MAX_LINE) };
+        assert_eq!(parse(&bytes), Ok(longest));
+        let names: Vec<&str> = long.iter().map(std::string::String::as_str).collect();
+        let longest = links(u32::MAX, &names);
+        let bytes = emitted_session(&longest);
+        assert_eq!(bytes.len(), MAX_LINKS_LEN);
+        const { assert!(MAX_LINKS_LEN <= MAX_LINE) };
+        assert_eq!(parse(&bytes), Ok(longest));
+        // A short buffer is reported and left alone.
+        let mut short = [0u8; MAX_ROSTER_LEN - 1];
+        assert_eq!(
+            emit_session_line(&roster(&entries), &mut short),
+            Err(Error::BufferTooSmall {
+                needed: MAX_ROSTER_LEN,
+                available: MAX_ROSTER_LEN - 1
+            })
+        );
+        assert!(short.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_roster_needs_a_conference_id() {
+        for line in [&b"ROSTER"[..], b"ROSTER "] {
+            let (error, shown) = refused(line);
+            assert_eq!(
+                error,
+                Error::MissingConfId { keyword: "ROSTER" },
+                "{line:?}"
+            );
+            assert_eq!(
+                shown,
+                "ROSTER without a conference id: expected \"ROSTER <16 hexadecimal digits> ...\""
+            );
+        }
+        assert_eq!(
+            refused(b"LINKS").0,
+            Error::MissingConfId { keyword: "LINKS" }
+        );
+        for (line, found) in [
+            (&b"ROSTER 0123 a=-"[..], "0123"),
+            (b"ROSTER 0123456789abcdef0 a=-", "0123456789abcdef0"),
+            (b"ROSTER +123456789abcdef a=-", "+123456789abcdef"),
+            (b"ROSTER 0123456789abcdeg a=-", "0123456789abcdeg"),
+            (b"ROSTER \xff a=-", "\u{fffd}"),
+        ] {
+            let (error, _) = refused(line);
+            let Error::InvalidConfId {
+                keyword: "ROSTER",
+                found: got,
+            } = &error
+            else {
+                panic!("{line:?}: expected InvalidConfId, got {error:?}");
+            };
+            assert_eq!(got.as_str(), found, "{line:?}");
+        }
+        let (_, shown) = refused(b"LINKS 12 1");
+        assert_eq!(
+            shown,
+            "invalid conference id \"12\" in LINKS: expected exactly 16 hexadecimal digits"
+        );
+    }
+
+    #[test]
+    fn a_roster_lists_one_to_eight_members() {
+        let (error, shown) = refused(b"ROSTER 0123456789abcdef");
+        assert_eq!(error, Error::NoMembers);
+        assert_eq!(
+            shown,
+            "ROSTER lists no member: expected at least the sender's \"<name>=<key>\""
+        );
+        let mut nine = b"ROSTER 0123456789abcdef".to_vec();
+        for i in 0..=MAX_MEMBERS {
+            nine.extend_from_slice(format!(" p{i}=-").as_bytes());
+        }
+        let (error, shown) = refused(&nine);
+        assert_eq!(error, Error::TooManyMembers { keyword: "ROSTER" });
+        assert_eq!(
+            shown,
+            "ROSTER names more than 8 members: a conference has at most 8"
+        );
+        // Eight is the most.
+        let eight = &nine[..nine.len() - " p8=-".len()];
+        assert!(
+            matches!(parse(eight), Ok(SessionLine::Roster(r)) if r.members.len() == MAX_MEMBERS)
+        );
+        // The emitter refuses a roster the parser would.
+        let mut buf = [0u8; MAX_LINE];
+        assert_eq!(
+            emit_session_line(&roster(&[]), &mut buf),
+            Err(Error::NoMembers)
+        );
+    }
+
+    #[test]
+    fn a_roster_names_each_member_once() {
+        let (error, shown) = refused(b"ROSTER 0123456789abcdef bob=- alice=- bob=-");
+        assert_eq!(
+            error,
+            Error::DuplicateMember {
+                keyword: "ROSTER",
+                name: name("bob")
+            }
+        );
+        assert_eq!(shown, "ROSTER names bob twice: expected each member once");
+        // Another key does not make another member.
+        let line = format!("ROSTER 0123456789abcdef bob=- bob={}", "00".repeat(32));
+        assert!(matches!(
+            refused(line.as_bytes()).0,
+            Error::DuplicateMember { .. }
+        ));
+        let mut buf = [0u8; MAX_LINE];
+        assert_eq!(
+            emit_session_line(&roster(&[("bob", None), ("bob", Some(key(1)))]), &mut buf),
+            Err(Error::DuplicateMember {
+                keyword: "ROSTER",
+                name: name("bob")
+            })
+        );
+    }
+
+    #[test]
+    fn a_roster_entry_is_a_name_and_a_key() {
+        for (line, found) in [
+            (&b"ROSTER 0123456789abcdef alice"[..], "alice"),
+            (b"ROSTER 0123456789abcdef =-", "=-"),
+        ] {
+            let (error, _) = refused(line);
+            assert_eq!(
+                error,
+                Error::NotAnEntry(excerpt(found.as_bytes())),
+                "{line:?}"
+            );
+        }
+        let (_, shown) = refused(b"ROSTER 0123456789abcdef alice");
+        assert_eq!(
+            shown,
+            "unexpected \"alice\" in ROSTER: expected a member written <name>=<key> or <name>=-"
+        );
+        let (error, shown) = refused(b"ROSTER 0123456789abcdef al\x1bice=-");
+        assert!(
+            matches!(
+                error,
+                Error::MemberName {
+                    keyword: "ROSTER",
+                    error: NameError::Invisible { .. }
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            shown.starts_with("invalid member name in ROSTER: "),
+            "{shown}"
+        );
+        let too_long = format!("ROSTER 0123456789abcdef {}=-", "n".repeat(33));
+        assert_eq!(
+            refused(too_long.as_bytes()).0,
+            Error::MemberName {
+                keyword: "ROSTER",
+                error: NameError::TooLong { len: 33 }
+            }
+        );
+        for key in [
+            "",
+            "--",
+            "ab",
+            &"ab".repeat(33),
+            &format!("{}g", "a".repeat(63)),
+            &format!("+{}", "a".repeat(63)),
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ] {
+            let line = format!("ROSTER 0123456789abcdef alice={key}");
+            let (error, _) = refused(line.as_bytes());
+            let Error::InvalidKey { name: who, found } = &error else {
+                panic!("{key:?}: expected InvalidKey, got {error:?}");
+            };
+            assert_eq!(who, &name("alice"));
+            assert_eq!(found, &excerpt(key.as_bytes()), "{key:?}");
+        }
+        let (_, shown) = refused(b"ROSTER 0123456789abcdef alice=ab");
+        assert_eq!(
+            shown,
+            "invalid key \"ab\" for alice in ROSTER: expected 64 hexadecimal digits or -"
+        );
+    }
+
+    #[test]
+    fn links_carry_a_decimal_number_and_distinct_names() {
+        let (error, shown) = refused(b"LINKS 0123456789abcdef");
+        assert_eq!(error, Error::MissingSeq);
+        assert_eq!(
+            shown,
+            "LINKS without its number: expected \"LINKS <conference id> <number> <name> ...\""
+        );
+        for seq in ["", "-1", "+1", "01", "4294967296", "99999999999", "1a", "x"] {
+            let line = format!("LINKS 0123456789abcdef {seq} bob");
+            let (error, _) = refused(line.as_bytes());
+            if seq.is_empty() {
+                assert!(matches!(error, Error::ExtraSpace { .. }), "{error:?}");
+                continue;
+            }
+            assert_eq!(error, Error::InvalidSeq(excerpt(seq.as_bytes())), "{seq:?}");
+        }
+        let (_, shown) = refused(b"LINKS 0123456789abcdef 01");
+        assert_eq!(
+            shown,
+            "invalid LINKS number \"01\": expected a decimal number from 0 to 4294967295 without leading zeros"
+        );
+        let (error, _) = refused(b"LINKS 0123456789abcdef 1 bob carol bob");
+        assert_eq!(
+            error,
+            Error::DuplicateMember {
+                keyword: "LINKS",
+                name: name("bob")
+            }
+        );
+        let mut nine = b"LINKS 0123456789abcdef 1".to_vec();
+        for i in 0..=MAX_MEMBERS {
+            nine.extend_from_slice(format!(" p{i}").as_bytes());
+        }
+        assert_eq!(refused(&nine).0, Error::TooManyMembers { keyword: "LINKS" });
+        assert_eq!(
+            refused(b"LINKS 0123456789abcdef 1 a=b").0,
+            Error::MemberName {
+                keyword: "LINKS",
+                error: NameError::Equals
+            }
+        );
+        let mut buf = [0u8; MAX_LINE];
+        assert_eq!(
+            emit_session_line(&links(2, &["bob", "bob"]), &mut buf),
+            Err(Error::DuplicateMember {
+                keyword: "LINKS",
+                name: name("bob")
+            })
+        );
+    }
+
+    #[test]
+    fn conference_lines_have_single_spaces_and_none_at_the_end() {
+        for (line, keyword, offset) in [
+            (&b"ROSTER  0123456789abcdef a=-"[..], "ROSTER", 7),
+            (b"ROSTER 0123456789abcdef  a=-", "ROSTER", 24),
+            (b"ROSTER 0123456789abcdef a=- ", "ROSTER", 27),
+            (b"LINKS 0123456789abcdef 1 ", "LINKS", 24),
+            (b"LINKS 0123456789abcdef 1 bob  carol", "LINKS", 29),
+            (b"LINKS 0123456789abcdef ", "LINKS", 22),
+        ] {
+            let (error, _) = refused(line);
+            assert_eq!(error, Error::ExtraSpace { keyword, offset }, "{line:?}");
+            assert_eq!(line[offset], b' ', "{line:?}");
+        }
+        let (_, shown) = refused(b"LINKS 0123456789abcdef 1 ");
+        assert_eq!(
+            shown,
+            "LINKS line has an extra space at byte 24: words are separated by single spaces, with none at the end"
+        );
+        // No line terminator either: the lines carry none.
+        assert!(parse(b"LINKS 0123456789abcdef 1\n").is_err());
+        assert!(parse(b"ROSTER 0123456789abcdef a=-\r\n").is_err());
+    }
+
     // --- sorting ------------------------------------------------------------------------
 
     #[test]
@@ -876,11 +1637,23 @@ mod tests {
             b"CLOSE",
             b"MSGS 0123456789abcdef",
             b"HELLOS alice",
+            b"ROSTERS x",
+            b"LINK 0123456789abcdef 1",
             b"\x80\x60\x00\x01",
         ] {
             assert!(!is_session_line(line), "{line:?}");
         }
-        for line in [&b"MSG"[..], b"NAK", b"HELLO", b"MSG x", b"HELLO alice"] {
+        for line in [
+            &b"MSG"[..],
+            b"NAK",
+            b"HELLO",
+            b"MSG x",
+            b"HELLO alice",
+            b"ROSTER",
+            b"LINKS",
+            b"ROSTER 0123456789abcdef alice=-",
+            b"LINKS 0123456789abcdef 1 bob",
+        ] {
             assert!(is_session_line(line), "{line:?}");
         }
     }
@@ -894,6 +1667,8 @@ mod tests {
             b"ACK 0123456789abcdef",
             b"NAK 0123456789abcdef refused",
             b"HELLO alice",
+            b"ROSTER 0123456789abcdef alice=-",
+            b"LINKS 0123456789abcdef 1 bob",
         ] {
             assert!(Message::parse(line).is_err(), "{line:?}");
         }
@@ -943,6 +1718,45 @@ mod tests {
             "\\PC{1,32}".prop_filter_map("not a name", |text| Name::new(&text).ok())
         }
 
+        fn conf_ids() -> impl Strategy<Value = ConfId> {
+            any::<u64>().prop_map(ConfId)
+        }
+
+        /// Up to MAX_MEMBERS distinct names.
+        fn distinct_names(least: usize) -> impl Strategy<Value = heapless::Vec<Name, MAX_MEMBERS>> {
+            proptest::collection::vec(names(), least..=MAX_MEMBERS).prop_map(|names| {
+                let mut distinct = heapless::Vec::new();
+                for name in names {
+                    if !distinct.contains(&name) {
+                        let _ = distinct.push(name);
+                    }
+                }
+                distinct
+            })
+        }
+
+        fn conference_lines() -> impl Strategy<Value = SessionLine> {
+            prop_oneof![
+                (
+                    conf_ids(),
+                    distinct_names(1),
+                    proptest::collection::vec(proptest::option::of(any::<[u8; 32]>()), MAX_MEMBERS),
+                )
+                    .prop_map(|(id, names, keys)| {
+                        let mut members = heapless::Vec::new();
+                        for (name, key) in names.into_iter().zip(keys) {
+                            let _ = members.push(Entry {
+                                name,
+                                key: key.map(PublicKey),
+                            });
+                        }
+                        SessionLine::Roster(Roster { id, members })
+                    }),
+                (conf_ids(), any::<u32>(), distinct_names(0))
+                    .prop_map(|(id, seq, peers)| SessionLine::Links { id, seq, peers }),
+            ]
+        }
+
         proptest! {
             #[test]
             fn emit_then_parse_gives_the_line_back(line in lines()) {
@@ -958,6 +1772,15 @@ mod tests {
                 let len = emit_hello(&name, &mut buf).expect("MAX_LINE suffices");
                 prop_assert!(is_session_line(&buf[..len]));
                 prop_assert_eq!(parse(&buf[..len]), Ok(SessionLine::Hello(name)));
+            }
+
+            #[test]
+            fn emit_then_parse_gives_the_conference_line_back(line in conference_lines()) {
+                let mut buf = [0u8; MAX_LINE];
+                let len = emit_session_line(&line, &mut buf).expect("MAX_LINE suffices");
+                prop_assert!(is_session_line(&buf[..len]));
+                prop_assert!(Message::parse(&buf[..len]).is_err());
+                prop_assert_eq!(parse(&buf[..len]), Ok(line));
             }
 
             #[test]
@@ -978,7 +1801,12 @@ mod tests {
                 bytes in prop_oneof![
                     proptest::collection::vec(any::<u8>(), 0..64),
                     (
-                        proptest::sample::select(vec!["MSG ", "ACK ", "NAK ", "HELLO ", "MSG 0123456789abcdef ", "NAK 0123456789abcdef "]),
+                        proptest::sample::select(vec![
+                            "MSG ", "ACK ", "NAK ", "HELLO ", "MSG 0123456789abcdef ",
+                            "NAK 0123456789abcdef ", "ROSTER ", "ROSTER 0123456789abcdef ",
+                            "ROSTER 0123456789abcdef alice=", "LINKS ", "LINKS 0123456789abcdef ",
+                            "LINKS 0123456789abcdef 7 ",
+                        ]),
                         proptest::collection::vec(any::<u8>(), 0..64),
                     )
                         .prop_map(|(head, tail)| {
@@ -1005,6 +1833,12 @@ mod tests {
                     Ok(SessionLine::Hello(name)) => {
                         let len = emit_hello(&name, &mut buf).expect("MAX_LINE suffices");
                         prop_assert_eq!(&buf[..len], &bytes[..]);
+                    }
+                    Ok(line @ (SessionLine::Roster(_) | SessionLine::Links { .. })) => {
+                        let len = emit_session_line(&line, &mut buf).expect("MAX_LINE suffices");
+                        // The same bytes, but the case of ids and keys.
+                        prop_assert!(buf[..len].eq_ignore_ascii_case(&bytes));
+                        prop_assert_eq!(parse(&buf[..len]), Ok(line));
                     }
                 }
             }

@@ -6,7 +6,7 @@
 //! spaces.
 //!
 //! ```text
-//! START <caller> [call=<id>] [v=<n>] [codecs=<codec>,<codec>...]
+//! START <caller> [call=<id>] [v=<n>] [codecs=<codec>,<codec>...] [conf=<conf-id>]
 //! RINGING call=<id>
 //! ACCEPT [call=<id>] [codec=<codec>]
 //! REJECT [call=<id>]
@@ -24,6 +24,10 @@
 //! - `v=<n>` is the protocol version, a decimal number from 2 to 255. Parlo sends `v=2`.
 //!   The original project sends no version (there is no `v=1` on the wire).
 //! - `<codec>` is `L16` or `PCMU` ([`Codec`]), matched without regard to case.
+//! - `conf=<conf-id>` names the conference the call is a leg of ([`ConfId`]): exactly 16
+//!   hexadecimal digits (emitted in lower case, parsed in either case). Parlo sends it only
+//!   on the STARTs of conference legs, never to a phone of the original project; a
+//!   START without it is an ordinary call.
 //!
 //! # Dialects
 //!
@@ -50,6 +54,7 @@
 
 use core::fmt;
 
+pub use parlo_fsm::conference::ConfId;
 use parlo_fsm::is_name_char;
 pub use parlo_fsm::{
     CallId, Codec, CodecSet, Dialect, MAX_NAME_LEN, Message, Name, NameError, VERSION,
@@ -64,8 +69,9 @@ pub const MAX_LINE_LEN: usize = 512;
 
 /// Longest message [`Message::emit`] writes: a buffer of this size always suffices.
 ///
-/// `START` + a 32-byte name + `call=` + `v=255` + `codecs=L16,PCMU`, with separators.
-pub const MAX_MESSAGE_LEN: usize = 74;
+/// `START` + a 32-byte name + `call=` + `v=255` + `codecs=L16,PCMU` + `conf=` with
+/// 16 digits, with separators.
+pub const MAX_MESSAGE_LEN: usize = 96;
 
 /// What went wrong while parsing or emitting a signalling message, or validating a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +124,8 @@ pub enum Error {
     UnknownCodec(Excerpt),
     /// `codecs=` has an empty item (`L16,,PCMU`, a trailing comma).
     InvalidCodecList(Excerpt),
+    /// `conf=` does not hold exactly 16 hexadecimal digits.
+    InvalidConfId(Excerpt),
     /// The caller's name in `START` breaks the naming rule.
     Name(NameError),
     /// The output buffer is too small for the message.
@@ -186,6 +194,10 @@ impl fmt::Display for Error {
             Error::InvalidCodecList(value) => write!(
                 f,
                 "invalid codec list \"{value}\": expected codec names separated by single commas"
+            ),
+            Error::InvalidConfId(value) => write!(
+                f,
+                "invalid conference id \"{value}\": expected exactly 16 hexadecimal digits"
             ),
             Error::Name(error) => write!(f, "invalid caller name in START: {error}"),
             Error::BufferTooSmall { needed, available } => write!(
@@ -261,6 +273,7 @@ enum Key {
     Version,
     Codecs,
     Codec,
+    Conf,
 }
 
 impl Key {
@@ -270,6 +283,7 @@ impl Key {
             Key::Version => "v",
             Key::Codecs => "codecs",
             Key::Codec => "codec",
+            Key::Conf => "conf",
         }
     }
 }
@@ -281,6 +295,7 @@ struct Fields {
     version: Option<u8>,
     codecs: Option<CodecSet>,
     codec: Option<Codec>,
+    conf: Option<ConfId>,
 }
 
 impl Fields {
@@ -310,6 +325,11 @@ impl Fields {
                     let codec = Codec::from_name(value)
                         .ok_or_else(|| Error::UnknownCodec(Excerpt::of(value)))?;
                     fields.codec.replace(codec).is_some()
+                }
+                Key::Conf => {
+                    let conf = ConfId::parse(value)
+                        .ok_or_else(|| Error::InvalidConfId(Excerpt::of(value)))?;
+                    fields.conf.replace(conf).is_some()
                 }
             };
             if duplicate {
@@ -420,12 +440,14 @@ impl Wire for Message {
             "START" => {
                 let caller = tokens.next().ok_or(Error::MissingCaller)?;
                 let caller = Name::new(caller).map_err(Error::Name)?;
-                let fields = Fields::parse(tokens, &[Key::Call, Key::Version, Key::Codecs])?;
+                let fields =
+                    Fields::parse(tokens, &[Key::Call, Key::Version, Key::Codecs, Key::Conf])?;
                 Message::Start {
                     caller,
                     call: fields.call,
                     version: fields.version,
                     codecs: fields.codecs,
+                    conf: fields.conf,
                 }
             }
             "RINGING" => Message::Ringing {
@@ -498,13 +520,19 @@ impl fmt::Display for Line<'_> {
         }
         match message {
             Message::Start {
-                version, codecs, ..
+                version,
+                codecs,
+                conf,
+                ..
             } => {
                 if let Some(version) = version {
                     write!(f, " v={version}")?;
                 }
                 if let Some(codecs) = codecs {
                     write!(f, " codecs={codecs}")?;
+                }
+                if let Some(conf) = conf {
+                    write!(f, " conf={conf}")?;
                 }
             }
             Message::Accept {
@@ -571,6 +599,10 @@ pub(crate) mod strategies {
         })
     }
 
+    pub(crate) fn conf_ids() -> impl Strategy<Value = ConfId> {
+        any::<u64>().prop_map(ConfId)
+    }
+
     pub(crate) fn codecs() -> impl Strategy<Value = Codec> {
         prop_oneof![Just(Codec::L16), Just(Codec::Pcmu)]
     }
@@ -582,13 +614,16 @@ pub(crate) mod strategies {
                 names(),
                 call(),
                 proptest::option::of(2u8..),
-                proptest::option::of(codec_sets())
+                proptest::option::of(codec_sets()),
+                proptest::option::of(conf_ids()),
             )
-                .prop_map(|(caller, call, version, codecs)| Message::Start {
+                .prop_map(|(caller, call, version, codecs, conf)| Message::Start {
                     caller,
                     call,
                     version,
-                    codecs
+                    codecs,
+                    // Only Parlo STARTs carry it.
+                    conf: conf.filter(|_| call.is_some()),
                 }),
             call_ids().prop_map(|call| Message::Ringing { call }),
             (call(), proptest::option::of(codecs()))
@@ -623,6 +658,8 @@ mod tests {
 
     const CALL: CallId = CallId::new(0x0bad_cafe);
 
+    const CONF: ConfId = ConfId(0x0123_4567_89ab_cdef);
+
     // --- the original dialect: exact bytes both ways -------------------------------------
 
     #[test]
@@ -635,6 +672,7 @@ mod tests {
                     call: None,
                     version: None,
                     codecs: None,
+                    conf: None,
                 },
             ),
             (
@@ -664,6 +702,7 @@ mod tests {
             call: None,
             version: None,
             codecs: None,
+            conf: None,
         });
         for line in [
             "START alice\n",
@@ -695,6 +734,17 @@ mod tests {
                     call: Some(CALL),
                     version: Some(VERSION),
                     codecs: Some(CodecSet::ALL),
+                    conf: None,
+                },
+            ),
+            (
+                "START alice call=0badcafe v=2 codecs=L16,PCMU conf=0123456789abcdef",
+                Message::Start {
+                    caller: name("alice"),
+                    call: Some(CALL),
+                    version: Some(VERSION),
+                    codecs: Some(CodecSet::ALL),
+                    conf: Some(CONF),
                 },
             ),
             ("RINGING call=0badcafe", Message::Ringing { call: CALL }),
@@ -753,6 +803,43 @@ mod tests {
         let original = Message::start_original(name("bob"));
         assert_eq!(emitted(&original), b"START bob");
         assert!(original.is_original());
+    }
+
+    #[test]
+    fn a_conference_leg_says_its_conference_in_start() {
+        let message = parse("START bob call=0badcafe v=2 conf=0123456789ABCDEF").expect("valid");
+        assert!(matches!(
+            message,
+            Message::Start {
+                conf: Some(CONF),
+                ..
+            }
+        ));
+        assert_eq!(
+            emitted(&message),
+            b"START bob call=0badcafe v=2 conf=0123456789abcdef"
+        );
+        // The fields come in any order.
+        assert_eq!(
+            parse("START bob conf=0123456789abcdef v=2 call=0badcafe"),
+            Ok(message)
+        );
+        // A START without it is an ordinary call, its bytes as they always were.
+        let ordinary = Message::start(name("bob"), CALL, CodecSet::ALL);
+        assert_eq!(
+            emitted(&ordinary),
+            b"START bob call=0badcafe v=2 codecs=L16,PCMU"
+        );
+        // Other messages do not know the field: skipped, whatever its value.
+        assert_eq!(
+            parse("CLOSE call=0badcafe conf=nonsense"),
+            Ok(Message::Close { call: Some(CALL) })
+        );
+        let error = parse("START bob call=0badcafe conf=12").expect_err("a short id");
+        assert_eq!(
+            error.to_string(),
+            "invalid conference id \"12\": expected exactly 16 hexadecimal digits"
+        );
     }
 
     #[test]
@@ -818,7 +905,8 @@ mod tests {
                 caller: name("bob"),
                 call: None,
                 version: Some(2),
-                codecs: None
+                codecs: None,
+                conf: None,
             })
         );
         // A field known to another message is unknown to this one.
@@ -861,6 +949,7 @@ mod tests {
             call: Some(CallId::new(u32::MAX)),
             version: Some(u8::MAX),
             codecs: Some(CodecSet::ALL),
+            conf: Some(ConfId(u64::MAX)),
         };
         assert_eq!(longest.buffer_len(), MAX_MESSAGE_LEN);
         assert_eq!(parse(&longest.wire().to_string()), Ok(longest));
@@ -1012,6 +1101,30 @@ mod tests {
                 b"START a codecs=L16,",
                 Error::InvalidCodecList(Excerpt::of("L16,")),
             ),
+            (
+                b"START a call=00000001 conf=0123456789abcde",
+                Error::InvalidConfId(Excerpt::of("0123456789abcde")),
+            ),
+            (
+                b"START a call=00000001 conf=0123456789abcdef0",
+                Error::InvalidConfId(Excerpt::of("0123456789abcdef0")),
+            ),
+            (
+                b"START a call=00000001 conf=+123456789abcdef",
+                Error::InvalidConfId(Excerpt::of("+123456789abcdef")),
+            ),
+            (
+                b"START a call=00000001 conf=0123456789abcdeg",
+                Error::InvalidConfId(Excerpt::of("0123456789abcdeg")),
+            ),
+            (
+                b"START a call=00000001 conf=",
+                Error::InvalidConfId(Excerpt::of("")),
+            ),
+            (
+                b"START a conf=0123456789abcdef conf=0123456789abcdef",
+                Error::DuplicateField { field: "conf" },
+            ),
         ];
         for (line, error) in cases {
             assert_eq!(
@@ -1030,6 +1143,7 @@ mod tests {
             call: None,
             version: None,
             codecs: None,
+            conf: None,
         };
         let mut buf = [0u8; 5];
         assert_eq!(

@@ -12,10 +12,12 @@
 //!
 //! Events: `conf ID NAME...` (the `conf` command with the id the shell drew), `invite
 //! NAME`, `hangup`, `start NAME` or `start NAME conf=ID` (an incoming START), `connected
-//! NAME VERIFICATION` (a leg is up), `ended NAME REASON` (a leg ended: `hung-up`,
-//! `peer-lost`, `rejected`, `busy`, `no-answer`, `unreachable`), `from NAME: ROSTER ID
-//! NAME=KEY ...` and `from NAME: LINKS ID SEQ NAME ...` (a line over the leg with NAME,
-//! in the wire form of the conference module docs).
+//! NAME VERIFICATION` (a leg is up), `adopt NAME VERIFICATION conf=ID` (the ordinary call
+//! with NAME becomes a leg of conference ID), `ended NAME REASON` (a leg ended:
+//! `hung-up`, `peer-lost`, `rejected`, `busy`, `no-answer`, `unreachable`,
+//! `original-phone`, `key-changed`, `insecure`), `from NAME: ROSTER ID NAME=KEY ...` and
+//! `from NAME: LINKS ID SEQ NAME ...` (a line over the leg with NAME, in the wire form of
+//! the conference module docs).
 //!
 //! Keys: every phone's key is derived from its name (the name's bytes, zero-padded to
 //! 32); a spec writes `K` for "the key of that name", `-` for none, and the replayer
@@ -23,11 +25,14 @@
 //!
 //! Actions: `dial NAME conf=ID`, `accept NAME`, `ring NAME`, `hold NAME`, `busy NAME`,
 //! `hangup NAME`, `send NAME: ROSTER ...`, `send NAME: LINKS ...`, `notify NOTE` (the
-//! user event as the phone prints it); `nothing` when the event does none.
+//! user event as the phone prints it); `nothing` when the event does none. Every line
+//! the layer sends also goes through `parlo_net::message` (emitted, parsed back, the
+//! same line), so that what the specs show is what travels.
 
 use parlo_fsm::Verification;
 use parlo_fsm::conference::{Action, ConfId, Conference, Entry, Event, LegEnd, Phase, Roster};
 use parlo_fsm::{Name, PublicKey};
+use parlo_net::message::{self, SessionLine};
 
 use crate::spec::Failure;
 
@@ -189,14 +194,24 @@ fn apply(conf: &mut Conference, step: &Step) -> Result<Vec<String>, Failure> {
         }
         "connected" => {
             let peer = name(line, word(0))?;
-            let Some(verification) = Verification::ALL.into_iter().find(|v| v.name() == word(1))
-            else {
-                return fail(line, format!("no such verification: {:?}", word(1)));
-            };
+            let verification = verification(line, word(1))?;
             conf.handle(&Event::Connected {
                 key: key_of(&peer),
                 peer,
                 verification,
+            })
+        }
+        "adopt" => {
+            let peer = name(line, word(0))?;
+            let verification = verification(line, word(1))?;
+            let Some(id) = word(2).strip_prefix("conf=") else {
+                return fail(line, format!("expected conf=ID, found {:?}", word(2)));
+            };
+            conf.handle(&Event::Adopt {
+                key: key_of(&peer),
+                peer,
+                verification,
+                id: conf_id(line, id)?,
             })
         }
         "ended" => {
@@ -226,7 +241,43 @@ fn apply(conf: &mut Conference, step: &Step) -> Result<Vec<String>, Failure> {
         }
         other => return fail(line, format!("no such event: {other:?}")),
     };
+    for action in &actions {
+        travels(line, action)?;
+    }
     Ok(actions.iter().map(render).collect())
+}
+
+fn verification(line: usize, text: &str) -> Result<Verification, Failure> {
+    match Verification::ALL.into_iter().find(|v| v.name() == text) {
+        Some(verification) => Ok(verification),
+        None => fail(line, format!("no such verification: {text:?}")),
+    }
+}
+
+/// Checks that a line the layer sends goes on the wire and comes back the same.
+fn travels(line: usize, action: &Action) -> Result<(), Failure> {
+    let sent = match action {
+        Action::SendRoster { roster, .. } => SessionLine::Roster(roster.clone()),
+        Action::SendLinks { id, seq, peers, .. } => SessionLine::Links {
+            id: *id,
+            seq: *seq,
+            peers: peers.clone(),
+        },
+        _ => return Ok(()),
+    };
+    let mut buf = [0u8; message::MAX_LINE];
+    let len = message::emit_session_line(&sent, &mut buf)
+        .or_else(|e| fail(line, format!("`{}` cannot be sent: {e}", render(action))))?;
+    match message::parse(&buf[..len]) {
+        Ok(read) if read == sent => Ok(()),
+        other => fail(
+            line,
+            format!(
+                "`{}` does not come back from the wire: {other:?}",
+                render(action)
+            ),
+        ),
+    }
 }
 
 fn phase_name(phase: Phase) -> &'static str {

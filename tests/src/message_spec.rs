@@ -87,7 +87,7 @@ fn message_line(line: usize, written: &str) -> Result<Line, Failure> {
     };
     match message::parse(wire.as_bytes()) {
         Ok(SessionLine::Message(read)) => Ok(read),
-        Ok(SessionLine::Hello(_)) => fail(line, format!("not a message line: {written}")),
+        Ok(_) => fail(line, format!("not a message line: {written}")),
         Err(error) => fail(line, format!("not a message line: {written}: {error}")),
     }
 }

@@ -43,6 +43,10 @@ struct Member {
     verification: Option<Verification>,
     /// The connected legs it last reported, and that report's number.
     links: Option<(u32, u8)>,
+    /// Its leg is an ordinary call this phone adopted, and no ROSTER from it has yet
+    /// shown that it took the call as a leg too: LINKS wait for that ROSTER (sent
+    /// before, they could reach a phone in no conference, which ignores them).
+    adopted: bool,
 }
 
 impl Member {
@@ -53,6 +57,7 @@ impl Member {
             leg,
             verification: None,
             links: None,
+            adopted: false,
         }
     }
 }
@@ -159,6 +164,15 @@ impl Conference {
                     verification,
                 },
             ) => self.leg_connected(peer, *key, *verification, &mut out),
+            (
+                Phase::Idle,
+                Event::Adopt {
+                    peer,
+                    key,
+                    verification,
+                    id,
+                },
+            ) => self.adopt(*id, peer, *key, *verification, &mut out),
             (_, Event::Ended { peer, reason }) => self.ended(peer, *reason, &mut out),
             (Phase::Member(id), Event::Roster { from, roster }) => {
                 self.roster_from(id, from, roster, &mut out);
@@ -187,8 +201,9 @@ impl Conference {
                     }
                 }
             }
-            // `conf` while in a conference, `invite` outside one, a roster or links
-            // outside one or about another: nothing to do.
+            // `conf` while in a conference, `invite` outside one, a call adopted while
+            // invited or in one, a roster or links outside one or about another: nothing
+            // to do.
             _ => {}
         }
         out
@@ -334,6 +349,35 @@ impl Conference {
         self.note_conference(out);
     }
 
+    /// The ordinary call with `peer` becomes the first leg of conference `id`.
+    fn adopt(
+        &mut self,
+        id: ConfId,
+        peer: &Name,
+        key: PublicKey,
+        verification: Verification,
+        out: &mut Actions,
+    ) {
+        if *peer == self.me {
+            return;
+        }
+        self.members.clear();
+        self.last = None;
+        self.gone.clear();
+        let mut member = Member::new(peer.clone(), Leg::Connected);
+        member.key = Some(key);
+        member.verification = Some(verification);
+        member.adopted = true;
+        // The first member of an empty list: there is room.
+        let _ = self.members.push(member);
+        self.phase = Phase::Member(id);
+        // As for a leg that just connected, but no `joined` (the user talks to it
+        // already), and the links wait for the peer's roster.
+        self.send_rosters(out);
+        self.send_links(out);
+        self.note_conference(out);
+    }
+
     fn ended(&mut self, peer: &Name, reason: LegEnd, out: &mut Actions) {
         let Some(i) = self.find(peer) else { return };
         let was_connected = self.members[i].leg == Leg::Connected;
@@ -409,6 +453,19 @@ impl Conference {
         if grew {
             self.send_rosters(out);
         }
+        if let Some(i) = self.find(from).filter(|&i| self.members[i].adopted) {
+            // Its roster shows it in the conference: the links it has waited for.
+            self.members[i].adopted = false;
+            push(
+                out,
+                Action::SendLinks {
+                    to: from.clone(),
+                    id,
+                    seq: self.links_seq,
+                    peers: self.links(),
+                },
+            );
+        }
         self.note_conference(out);
     }
 
@@ -446,11 +503,12 @@ impl Conference {
         };
         self.links_seq = self.links_seq.wrapping_add(1);
         let seq = self.links_seq;
-        let mut peers = heapless::Vec::new();
-        for name in self.connected() {
-            let _ = peers.push(name.clone());
-        }
-        for name in self.connected() {
+        let peers = self.links();
+        let ready = self
+            .members
+            .iter()
+            .filter(|m| m.leg == Leg::Connected && !m.adopted);
+        for name in ready.map(|m| &m.name) {
             push(
                 out,
                 Action::SendLinks {
@@ -461,6 +519,16 @@ impl Conference {
                 },
             );
         }
+    }
+
+    /// The members this phone holds a connected leg with, as LINKS lists them.
+    fn links(&self) -> heapless::Vec<Name, MAX_MEMBERS> {
+        let mut peers = heapless::Vec::new();
+        for name in self.connected() {
+            // At most MAX_MEMBERS - 1 others.
+            let _ = peers.push(name.clone());
+        }
+        peers
     }
 
     fn note_conference(&mut self, out: &mut Actions) {

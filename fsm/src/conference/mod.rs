@@ -59,6 +59,18 @@
 //! - `invite NAME` ([`Event::Invite`]) dials NAME, sends it the roster when its leg
 //!   connects, and sends the new roster to every member now; the sort rule then decides
 //!   who dials whom. An invitation beyond [`MAX_MEMBERS`] is refused (`notify full`).
+//! - `invite NAME` during an ordinary two-party call turns that call into a conference
+//!   without dropping it: the shell gives [`Event::Adopt`] (a fresh id, the call's peer,
+//!   its key and verification) and then [`Event::Invite`]. The call becomes a connected
+//!   leg as if it had just connected (its peer is sent the roster, the conference event
+//!   is given) but without `joined NAME`: the user already talks to that phone. At the
+//!   other end, a ROSTER arriving over an ordinary call while in no conference makes the
+//!   shell give [`Event::Adopt`] with the roster's id, then [`Event::Roster`]; from
+//!   there the rules above bring the invited phone in. Adopting is heeded only in no
+//!   conference. LINKS go over an adopted leg only once a ROSTER came back over it
+//!   (this phone's links at that moment, and from then on as over any leg): sent
+//!   earlier, they could reach a phone still in no conference, which ignores them, and
+//!   its conference event would show this phone's links wrong until they next change.
 //! - `hangup` ([`Event::Hangup`]) hangs up every leg of this phone; the others carry on.
 //! - A leg that ends ([`Event::Ended`]: peer lost, rejected, busy, no answer, hung up)
 //!   drops its member: `left NAME reason=...`; the others carry on. When no member is
@@ -79,6 +91,11 @@
 //!   answered BUSY).
 //! - Two members inviting the same phone at the same moment both dial it, and both legs
 //!   are accepted; the sort rule has no say there. Nothing yet breaks that tie.
+//! - An adopted call's peer learns of the conference from the inviter's ROSTER over the
+//!   call. Should that roster be lost and an invited phone dial the peer first, the peer
+//!   takes that START as an invitation (it rings), and the roster that then comes over
+//!   the call is not adopted (this phone is no longer idle): the call stays outside the
+//!   mesh. Adopting a call into the conference one is already in would close that gap.
 //! - A member whose leg with this phone ended is not brought back by a roster, only by
 //!   an `invite`; and a departure is not announced to the others: each learns of it by
 //!   its own leg ending, or by the member's LINKS.
@@ -94,8 +111,11 @@
 //!                                        sender sends, so that a reordered older one is
 //!                                        ignored
 //! ```
-//! and the START of a leg carries `conf=<conf-id>`. A roster of more than
-//! [`MAX_MEMBERS`] members, or a name twice, is malformed.
+//! and the START of a leg carries `conf=<conf-id>` ([`crate::Message::Start`]'s `conf`,
+//! which [`crate::Config::conference`] makes a call machine send). A roster of no member
+//! or more than [`MAX_MEMBERS`], or a name twice, is malformed; so is a LINKS naming more
+//! than [`MAX_MEMBERS`] or a name twice. `parlo-net`'s `message` module reads and writes
+//! both lines, and `docs/protocol.md` (section 3.11) gives their exact grammar.
 
 mod machine;
 
@@ -103,7 +123,7 @@ pub use machine::{Actions, Conference, MAX_ACTIONS, Phase};
 
 use core::fmt;
 
-use crate::types::Verification;
+use crate::types::{EndReason, Verification};
 use crate::vocab::{Name, PublicKey};
 
 /// Most members of a conference, this phone included.
@@ -120,9 +140,9 @@ impl fmt::Display for ConfId {
 }
 
 impl ConfId {
-    /// Reads 16 hexadecimal digits.
+    /// Reads exactly 16 hexadecimal digits, in either case (no sign, no prefix).
     pub fn parse(text: &str) -> Option<ConfId> {
-        if text.len() != 16 {
+        if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         u64::from_str_radix(text, 16).ok().map(ConfId)
@@ -130,7 +150,7 @@ impl ConfId {
 }
 
 /// One member as a roster lists it: its name and, when the sender has heard it, its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// The member's name.
     pub name: Name,
@@ -140,7 +160,7 @@ pub struct Entry {
 }
 
 /// The members of a conference, as one member sends them to another.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Roster {
     /// The conference.
     pub id: ConfId,
@@ -163,17 +183,27 @@ pub enum LegEnd {
     NoAnswer,
     /// The member could not be found.
     Unreachable,
+    /// The member is a phone of the original project, which cannot be in a conference
+    /// (it has no encryption and knows nothing of `conf=`).
+    Original,
+    /// The member's key is not the one pinned for its name.
+    KeyChanged,
+    /// The security policy refuses the leg (a plaintext call).
+    Insecure,
 }
 
 impl LegEnd {
     /// Every reason.
-    pub const ALL: [LegEnd; 6] = [
+    pub const ALL: [LegEnd; 9] = [
         LegEnd::HungUp,
         LegEnd::PeerLost,
         LegEnd::Rejected,
         LegEnd::Busy,
         LegEnd::NoAnswer,
         LegEnd::Unreachable,
+        LegEnd::Original,
+        LegEnd::KeyChanged,
+        LegEnd::Insecure,
     ];
 
     /// Its name in events and specs.
@@ -185,7 +215,30 @@ impl LegEnd {
             LegEnd::Busy => "busy",
             LegEnd::NoAnswer => "no-answer",
             LegEnd::Unreachable => "unreachable",
+            LegEnd::Original => "original-phone",
+            LegEnd::KeyChanged => "key-changed",
+            LegEnd::Insecure => "insecure",
         }
+    }
+
+    /// Why a member left, from why its leg's call ended ([`EndReason`]).
+    pub const fn of(reason: EndReason) -> LegEnd {
+        match reason {
+            EndReason::Hangup | EndReason::RemoteHangup | EndReason::Cancelled => LegEnd::HungUp,
+            EndReason::Rejected => LegEnd::Rejected,
+            EndReason::Busy => LegEnd::Busy,
+            EndReason::NoAnswer => LegEnd::NoAnswer,
+            EndReason::UnknownUser | EndReason::LookupFailed => LegEnd::Unreachable,
+            EndReason::PeerLost => LegEnd::PeerLost,
+            EndReason::KeyChanged => LegEnd::KeyChanged,
+            EndReason::Insecure => LegEnd::Insecure,
+        }
+    }
+}
+
+impl From<EndReason> for LegEnd {
+    fn from(reason: EndReason) -> LegEnd {
+        LegEnd::of(reason)
     }
 }
 
@@ -218,6 +271,21 @@ pub enum Event<'a> {
         key: PublicKey,
         /// How the call machine verified it.
         verification: Verification,
+    },
+    /// This phone's ordinary two-party call with `peer` (connected, encrypted) becomes a
+    /// leg of conference `id`, without being dropped. Heeded only in no conference
+    /// ([`Phase::Idle`]): the inviter gives it, with a fresh id, just before
+    /// [`Event::Invite`]; the other end of that call gives it, with the roster's id, when
+    /// a ROSTER arrives over the call, just before [`Event::Roster`].
+    Adopt {
+        /// The other end of the call.
+        peer: Name,
+        /// Its static key, as the call's session has it.
+        key: PublicKey,
+        /// How the call machine verified it.
+        verification: Verification,
+        /// The conference the call now belongs to.
+        id: ConfId,
     },
     /// The leg with `peer` ended (or was never set up).
     Ended {

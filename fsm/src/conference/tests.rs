@@ -2,7 +2,7 @@
 //! action delivered to its peer in a random order, every call answered.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::string::String;
+use std::string::{String, ToString};
 use std::vec::Vec;
 
 use proptest::prelude::*;
@@ -57,6 +57,9 @@ struct Mesh {
     legs: Vec<(Name, Name)>,
     busy: Vec<(Name, Name)>,
     notes: BTreeMap<Name, Vec<String>>,
+    /// Whether a roster reaching a phone in no conference is over an ordinary call that
+    /// the phone adopts first, as the shell does.
+    adopting: bool,
 }
 
 impl Mesh {
@@ -70,6 +73,7 @@ impl Mesh {
             legs: Vec::new(),
             busy: Vec::new(),
             notes: BTreeMap::new(),
+            adopting: false,
         }
     }
 
@@ -150,6 +154,17 @@ impl Mesh {
                 );
             }
             Wire::Roster { from, to, roster } => {
+                if self.adopting && self.phones[&to].phase() == Phase::Idle {
+                    self.apply(
+                        &to,
+                        &Event::Adopt {
+                            key: key_of(&from),
+                            peer: from.clone(),
+                            verification: Verification::Key,
+                            id: roster.id,
+                        },
+                    );
+                }
                 self.apply(
                     &to,
                     &Event::Roster {
@@ -361,4 +376,281 @@ fn busy_only_for_starts_outside_the_conference() {
         })
         .is_empty()
     );
+}
+
+// ---- adopting an ordinary call ----
+
+/// Alice's layer, her ordinary call with bob adopted into conference 7.
+fn adopted() -> (Conference, Actions) {
+    let mut conf = Conference::new(name("alice"), key_of(&name("alice")));
+    let actions = conf.handle(&Event::Adopt {
+        peer: name("bob"),
+        key: key_of(&name("bob")),
+        verification: Verification::Key,
+        id: ConfId(7),
+    });
+    (conf, actions)
+}
+
+#[test]
+fn an_adopted_call_is_a_connected_leg_without_joined() {
+    let (mut conf, actions) = adopted();
+    assert_eq!(conf.phase(), Phase::Member(ConfId(7)));
+    assert_eq!(conf.connected().collect::<Vec<_>>(), [&name("bob")]);
+    let roster = conf.roster().expect("a member");
+    assert_eq!(
+        roster
+            .members
+            .iter()
+            .map(|e| (&e.name, e.key))
+            .collect::<Vec<_>>(),
+        [
+            (&name("alice"), Some(key_of(&name("alice")))),
+            (&name("bob"), Some(key_of(&name("bob")))),
+        ]
+    );
+    let mut members = heapless::Vec::new();
+    let _ = members.push(Status {
+        name: name("bob"),
+        verification: Some(Verification::Key),
+        legs: 1,
+        of: 1,
+    });
+    assert_eq!(
+        actions.as_slice(),
+        &[
+            Action::SendRoster {
+                to: name("bob"),
+                roster: roster.clone(),
+            },
+            Action::Notify(Note::Conference {
+                id: ConfId(7),
+                members,
+            }),
+        ],
+    );
+    // Bob's roster shows him in the conference: now the links go to him, and from
+    // then on as over any leg.
+    let mut bobs = roster.clone();
+    bobs.members.reverse();
+    let actions = conf.handle(&Event::Roster {
+        from: name("bob"),
+        roster: &bobs,
+    });
+    let mut peers = heapless::Vec::new();
+    let _ = peers.push(name("bob"));
+    let links = Action::SendLinks {
+        to: name("bob"),
+        id: ConfId(7),
+        seq: 1,
+        peers,
+    };
+    assert_eq!(actions.as_slice(), &[links]);
+    let again = conf.handle(&Event::Roster {
+        from: name("bob"),
+        roster: &bobs,
+    });
+    assert!(again.is_empty(), "{again:?}");
+    let _ = conf.handle(&Event::Invite(name("carol")));
+    let joined = conf.handle(&Event::Connected {
+        peer: name("carol"),
+        key: key_of(&name("carol")),
+        verification: Verification::Key,
+    });
+    let links_to: Vec<&Name> = joined
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendLinks { to, seq: 2, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(links_to, [&name("bob"), &name("carol")]);
+}
+
+#[test]
+fn links_wait_for_the_roster_of_an_adopted_call() {
+    let (mut conf, _) = adopted();
+    let _ = conf.handle(&Event::Invite(name("carol")));
+    // Carol's leg comes up before bob has taken the call as a leg: the links go to her
+    // alone.
+    let joined = conf.handle(&Event::Connected {
+        peer: name("carol"),
+        key: key_of(&name("carol")),
+        verification: Verification::Key,
+    });
+    let links_to: Vec<&Name> = joined
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendLinks { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(links_to, [&name("carol")]);
+    let roster = conf.roster().expect("a member");
+    let actions = conf.handle(&Event::Roster {
+        from: name("bob"),
+        roster: &roster,
+    });
+    let mut peers = heapless::Vec::new();
+    let _ = peers.push(name("bob"));
+    let _ = peers.push(name("carol"));
+    assert!(
+        actions.contains(&Action::SendLinks {
+            to: name("bob"),
+            id: ConfId(7),
+            seq: 2,
+            peers,
+        }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn adopting_is_heeded_only_in_no_conference() {
+    let (mut conf, _) = adopted();
+    let again = conf.handle(&Event::Adopt {
+        peer: name("carol"),
+        key: key_of(&name("carol")),
+        verification: Verification::Key,
+        id: ConfId(8),
+    });
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(conf.phase(), Phase::Member(ConfId(7)));
+    assert_eq!(conf.members().collect::<Vec<_>>(), [&name("bob")]);
+
+    let mut invited = Conference::new(name("bob"), key_of(&name("bob")));
+    let _ = invited.handle(&Event::Incoming {
+        from: name("alice"),
+        id: Some(ConfId(5)),
+    });
+    let ignored = invited.handle(&Event::Adopt {
+        peer: name("carol"),
+        key: key_of(&name("carol")),
+        verification: Verification::Key,
+        id: ConfId(8),
+    });
+    assert!(ignored.is_empty(), "{ignored:?}");
+    assert_eq!(invited.phase(), Phase::Invited(ConfId(5)));
+
+    // A call with oneself is no call.
+    let mut me = Conference::new(name("alice"), key_of(&name("alice")));
+    let nothing = me.handle(&Event::Adopt {
+        peer: name("alice"),
+        key: key_of(&name("alice")),
+        verification: Verification::Key,
+        id: ConfId(8),
+    });
+    assert!(nothing.is_empty());
+    assert_eq!(me.phase(), Phase::Idle);
+}
+
+#[test]
+fn the_end_of_an_adopted_call_ends_a_conference_of_two() {
+    let (mut conf, _) = adopted();
+    let actions = conf.handle(&Event::Ended {
+        peer: name("bob"),
+        reason: LegEnd::HungUp,
+    });
+    assert_eq!(
+        actions.as_slice(),
+        &[
+            Action::Notify(Note::Left(name("bob"), LegEnd::HungUp)),
+            Action::Notify(Note::Ended(ConfId(7))),
+        ]
+    );
+    assert_eq!(conf.phase(), Phase::Idle);
+}
+
+proptest! {
+    /// Two phones in an ordinary call, one of them inviting the others one by one (the
+    /// first invite turning the call into a conference), every message delivered in a
+    /// random order: a full mesh, the ordinary call its first leg.
+    #[test]
+    fn an_invite_during_a_call_grows_it_into_a_full_mesh(
+        names in names_strategy(),
+        seed in any::<u64>(),
+    ) {
+        let mut mesh = Mesh::new(&names);
+        mesh.adopting = true;
+        let (a, b) = (names[0].clone(), names[1].clone());
+        // The ordinary call between a and b, as the call machines set it up.
+        mesh.legs.push((a.clone(), b.clone()));
+        mesh.apply(&a, &Event::Adopt {
+            peer: b.clone(),
+            key: key_of(&b),
+            verification: Verification::Key,
+            id: ConfId(0xad0),
+        });
+        // The roster over the call reaches b (which adopts it) before anyone invited can
+        // dial b: an invitee answers first, and learns of b from a only then. (Were it
+        // the other way round, b would take the invitee's START as an invitation: see
+        // the limits in the module docs.)
+        mesh.run(seed);
+        for whom in &names[2..] {
+            mesh.queue.push_back(Wire::Invite { at: a.clone(), whom: whom.clone() });
+        }
+        mesh.run(seed);
+        mesh.check_full_mesh(&names);
+        // Nobody was told that the other end of the call joined: it was there already.
+        for (at, other) in [(&a, &b), (&b, &a)] {
+            let joined = std::format!("joined {other}");
+            prop_assert!(!mesh.notes[at].contains(&joined), "{}: {:?}", at, mesh.notes[at]);
+        }
+    }
+}
+
+#[test]
+fn leg_ends_follow_the_calls_end() {
+    use crate::types::EndReason;
+    let cases = [
+        (EndReason::Hangup, LegEnd::HungUp),
+        (EndReason::RemoteHangup, LegEnd::HungUp),
+        (EndReason::Cancelled, LegEnd::HungUp),
+        (EndReason::Rejected, LegEnd::Rejected),
+        (EndReason::Busy, LegEnd::Busy),
+        (EndReason::NoAnswer, LegEnd::NoAnswer),
+        (EndReason::UnknownUser, LegEnd::Unreachable),
+        (EndReason::LookupFailed, LegEnd::Unreachable),
+        (EndReason::PeerLost, LegEnd::PeerLost),
+        (EndReason::KeyChanged, LegEnd::KeyChanged),
+        (EndReason::Insecure, LegEnd::Insecure),
+    ];
+    for (reason, leg) in cases {
+        assert_eq!(LegEnd::of(reason), leg, "{reason:?}");
+        assert_eq!(LegEnd::from(reason), leg, "{reason:?}");
+    }
+    let names: BTreeSet<&str> = LegEnd::ALL.iter().map(|r| r.name()).collect();
+    assert_eq!(names.len(), LegEnd::ALL.len(), "every name once");
+    for (leg, shown) in [
+        (LegEnd::Original, "original-phone"),
+        (LegEnd::KeyChanged, "key-changed"),
+        (LegEnd::Insecure, "insecure"),
+    ] {
+        assert_eq!(leg.name(), shown);
+        assert_eq!(
+            Note::Left(name("bob"), leg).to_string(),
+            std::format!("left bob reason={shown}")
+        );
+    }
+}
+
+#[test]
+fn conference_ids_are_exactly_16_hex_digits() {
+    assert_eq!(
+        ConfId::parse("0123456789ABCDEF"),
+        Some(ConfId(0x0123_4567_89ab_cdef))
+    );
+    assert_eq!(ConfId(0xc0).to_string(), "00000000000000c0");
+    for bad in [
+        "",
+        "0123456789abcde",
+        "0123456789abcdef0",
+        "+123456789abcdef",
+        "-123456789abcdef",
+        "0x23456789abcdef",
+        "0123456789abcdeg",
+        " 123456789abcdef",
+    ] {
+        assert_eq!(ConfId::parse(bad), None, "{bad:?}");
+    }
 }

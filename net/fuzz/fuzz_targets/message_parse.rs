@@ -1,6 +1,6 @@
 //! Message sessions: `message::parse` on any bytes never panics; whatever it accepts is a
 //! session line by `is_session_line`, is emitted within `MAX_LINE` bytes and parses back to
-//! the same line, byte for byte but the case of an id; and no
+//! the same line, byte for byte but the case of an id (or a ROSTER's key); and no
 //! bytes are both a valid call signalling line and a session line.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -41,6 +41,13 @@ fuzz_target!(|data: &[u8]| {
                 "only a text over {MAX_TEXT} bytes is oversize"
             );
             return;
+        }
+        SessionLine::Roster(_) | SessionLine::Links { .. } => {
+            let len = message::emit_session_line(&line, &mut buf).expect("MAX_LINE holds any line");
+            // Ids and keys may differ in case; names, which may hold any letters, may not.
+            assert_eq!(data.len(), len);
+            assert!(data.eq_ignore_ascii_case(&buf[..len]));
+            len
         }
         SessionLine::Message(inner) => {
             let len = message::emit_line(inner, &mut buf).expect("MAX_LINE holds any line");
