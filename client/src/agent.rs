@@ -1241,17 +1241,10 @@ impl<R: CallIds + Clone> Agent<R> {
         if self.in_conference() {
             self.leave_conference(None);
         }
-        // Legs the layer no longer counts (an invitation held, a leg being refused).
-        let busy = |state| matches!(state, State::Dialing | State::Ringing | State::InCall);
-        let open: Vec<fsm::Name> = self
-            .legs
-            .iter()
-            .filter(|l| busy(l.machine.state()))
-            .map(|l| l.peer.clone())
-            .collect();
-        for name in open {
-            self.pending
-                .push_back(Pending::Event(Call::Leg(name), fsm::Event::Hangup, None));
+        // And the legs the layer no longer counts (a leg being refused).
+        let legs: Vec<fsm::Name> = self.legs.iter().map(|l| l.peer.clone()).collect();
+        for name in legs {
+            self.hang_up_leg(name);
         }
         self.pending.push_back(Pending::Output(Output::Disconnect));
     }
@@ -3162,5 +3155,38 @@ mod tests {
             !a.is_done(Instant(32), false),
             "bob's CLOSE is not acknowledged yet"
         );
+    }
+
+    #[test]
+    fn quit_in_a_conference_hangs_every_leg_up_once() {
+        let (mut a, _, call) = conferring();
+        a.handle_peer(
+            Instant(20),
+            addr(BOB),
+            Message::Accept {
+                call: Some(call),
+                codec: None,
+            },
+            fsm::Sender::Key(BOB_KEY),
+        );
+        let _ = outputs(&mut a);
+        let out = line(&mut a, 30, "quit", ctl(1));
+        let closes: Vec<SocketAddr> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    message: Message::Close { .. },
+                    ..
+                } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closes, [addr(BOB), addr(CAROL)], "{out:?}");
+        assert!(
+            printed(&out).iter().all(|(l, _)| !l.starts_with("error")),
+            "{out:?}"
+        );
+        assert!(out.contains(&Output::Disconnect));
     }
 }
