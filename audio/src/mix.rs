@@ -119,6 +119,9 @@ mod tests {
     }
 
     proptest! {
+        // Each case is up to 7 frames of 512 samples: 64 cases try 100,000 sums or so.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
         /// One to seven other members, any samples (the extremes often): every output
         /// sample is the true sum, in 32 bits, clamped to 16 bits, so the mix never wraps.
         #[test]

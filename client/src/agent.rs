@@ -1241,17 +1241,10 @@ impl<R: CallIds + Clone> Agent<R> {
         if self.in_conference() {
             self.leave_conference(None);
         }
-        // Legs the layer no longer counts (an invitation held, a leg being refused).
-        let busy = |state| matches!(state, State::Dialing | State::Ringing | State::InCall);
-        let open: Vec<fsm::Name> = self
-            .legs
-            .iter()
-            .filter(|l| busy(l.machine.state()))
-            .map(|l| l.peer.clone())
-            .collect();
-        for name in open {
-            self.pending
-                .push_back(Pending::Event(Call::Leg(name), fsm::Event::Hangup, None));
+        // And the legs the layer no longer counts (a leg being refused).
+        let legs: Vec<fsm::Name> = self.legs.iter().map(|l| l.peer.clone()).collect();
+        for name in legs {
+            self.hang_up_leg(name);
         }
         self.pending.push_back(Pending::Output(Output::Disconnect));
     }
@@ -2784,5 +2777,416 @@ mod tests {
             printed(&outputs(&mut a)),
             [("ended bob reason=peer-lost".into(), None)]
         );
+    }
+
+    // ---- conferences ----
+
+    const CAROL: &str = "127.0.0.3:5001";
+    const CAROL_KEY: PublicKey = PublicKey([0xc0; 32]);
+
+    fn encrypted() -> TestAgent {
+        let mut settings = settings();
+        settings.machine.security = fsm::Security::Required;
+        agent_with(settings)
+    }
+
+    /// The START sent to `to` among `out`.
+    fn start_to(out: &[Output], to: &str) -> Option<Message> {
+        out.iter().find_map(|o| match o {
+            Output::Send {
+                to: t,
+                message: m @ Message::Start { .. },
+                ..
+            } if *t == addr(to) => Some(m.clone()),
+            _ => None,
+        })
+    }
+
+    /// The session lines sent among `out`, by destination.
+    fn lines_to(out: &[Output], to: &str) -> Vec<SessionLine> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::SendLine { to: t, line, .. } if *t == addr(to) => Some((**line).clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Alice started a conference with Bob and Carol from control connection 1; both
+    /// were found, with their keys, and STARTs carrying the conference went out.
+    fn conferring() -> (TestAgent, fsm::conference::ConfId, CallId) {
+        let mut a = encrypted();
+        let out = line(&mut a, 0, "conf bob carol", ctl(1));
+        let shown = printed(&out);
+        assert_eq!(shown.len(), 1, "{out:?}");
+        assert!(
+            shown[0]
+                .0
+                .ends_with("members=bob:-:legs=0/2,carol:-:legs=0/2"),
+            "{shown:?}"
+        );
+        assert_eq!(
+            shown[0].1,
+            Some(ctl(1)),
+            "the conference event answers conf"
+        );
+        let id = a.conference.roster().expect("a member").id;
+        answer(
+            &mut a,
+            5,
+            Purpose::Dial(name("bob")),
+            found_with_key(BOB, BOB_KEY),
+        );
+        answer(
+            &mut a,
+            5,
+            Purpose::Dial(name("carol")),
+            found_with_key(CAROL, CAROL_KEY),
+        );
+        let out = outputs(&mut a);
+        let Some(Message::Start { conf, call, .. }) = start_to(&out, BOB) else {
+            panic!("no START to bob: {out:?}");
+        };
+        assert_eq!(conf, Some(id), "the leg's START carries the conference");
+        assert!(matches!(
+            start_to(&out, CAROL),
+            Some(Message::Start { conf: Some(c), .. }) if c == id
+        ));
+        assert!(out.iter().all(|o| match o {
+            Output::Send { key, .. } => key.is_some(),
+            _ => true,
+        }));
+        assert!(
+            printed(&out).is_empty(),
+            "the legs' call events are not told: {out:?}"
+        );
+        (a, id, call.expect("a Parlo call"))
+    }
+
+    #[test]
+    fn conf_dials_every_member_and_a_connected_leg_joins_and_gets_the_roster() {
+        let (mut a, id, call) = conferring();
+        a.handle_session(addr(BOB), BOB_KEY, "1111-2222".into());
+        a.handle_peer(
+            Instant(20),
+            addr(BOB),
+            Message::Accept {
+                call: Some(call),
+                codec: None,
+            },
+            fsm::Sender::Key(BOB_KEY),
+        );
+        let out = outputs(&mut a);
+        assert!(out.contains(&Output::StartMedia {
+            peer: addr(BOB),
+            dialect: Dialect::Parlo,
+            codec: Codec::L16,
+            key: Some(BOB_KEY)
+        }));
+        let shown: Vec<String> = printed(&out).into_iter().map(|(l, _)| l).collect();
+        assert_eq!(
+            shown,
+            [
+                "joined bob".to_owned(),
+                format!("conference {id} members=bob:key:legs=1/2,carol:-:legs=0/2"),
+            ]
+        );
+        let lines = lines_to(&out, BOB);
+        let Some(SessionLine::Roster(roster)) = lines.first() else {
+            panic!("no roster for bob: {out:?}");
+        };
+        assert_eq!(roster.id, id);
+        let names: Vec<&str> = roster.members.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+        assert!(
+            matches!(lines.get(1), Some(SessionLine::Links { .. })),
+            "{lines:?}"
+        );
+        assert!(lines_to(&out, CAROL).is_empty(), "carol's leg is not up");
+        // Status shows the leg and its counters.
+        let snapshot = Snapshot {
+            legs: vec![(
+                addr(BOB),
+                MediaStats {
+                    received: 7,
+                    ..MediaStats::default()
+                },
+            )],
+            ..Snapshot::default()
+        };
+        let status = Out::Status(Box::new(a.status(&snapshot))).text();
+        assert!(status.contains("state=conference"), "{status}");
+        assert!(status.contains(&format!("conference={id}")), "{status}");
+        assert!(
+            status.contains("leg.bob.state=in-call leg.bob.verified=key"),
+            "{status}"
+        );
+        assert!(status.contains("leg.bob.received=7"), "{status}");
+        assert!(status.contains("leg.carol.state=dialing"), "{status}");
+        // Bob's leg ends: he left, the conference goes on with Carol.
+        a.handle_peer(
+            Instant(30),
+            addr(BOB),
+            Message::Close { call: Some(call) },
+            fsm::Sender::Key(BOB_KEY),
+        );
+        let out = outputs(&mut a);
+        assert!(out.contains(&Output::StopMedia {
+            peer: Some(addr(BOB))
+        }));
+        let shown: Vec<String> = printed(&out).into_iter().map(|(l, _)| l).collect();
+        assert_eq!(shown[0], "left bob reason=hung-up", "{shown:?}");
+        assert!(a.in_conference());
+    }
+
+    #[test]
+    fn an_invitation_rings_with_its_conference_and_other_starts_get_busy() {
+        let mut a = encrypted();
+        let id = fsm::conference::ConfId(0x0123_4567_89ab_cdef);
+        let mut start = start_from_bob();
+        if let Message::Start { conf, .. } = &mut start {
+            *conf = Some(id);
+        }
+        a.handle_peer(Instant(0), addr(BOB), start, fsm::Sender::Key(BOB_KEY));
+        let _ = outputs(&mut a);
+        answer(&mut a, 5, verify_bob(), found_with_key(BOB, BOB_KEY));
+        let out = outputs(&mut a);
+        assert_eq!(
+            printed(&out),
+            [(
+                format!("incoming bob from={BOB} verified=key new=yes conf={id}"),
+                None
+            )]
+        );
+        // Carol, a member too, calls in before the invitation is answered: held.
+        let mut carol = Message::start(name("carol"), CallId(2), Preference::default().set());
+        if let Message::Start { conf, .. } = &mut carol {
+            *conf = Some(id);
+        }
+        a.handle_peer(Instant(6), addr(CAROL), carol, fsm::Sender::Key(CAROL_KEY));
+        let _ = outputs(&mut a);
+        answer(
+            &mut a,
+            7,
+            Purpose::Verify {
+                peer: name("carol"),
+            },
+            found_with_key(CAROL, CAROL_KEY),
+        );
+        let out = outputs(&mut a);
+        assert!(printed(&out).is_empty(), "a held leg is not told: {out:?}");
+        // Dave, with no conference, gets BUSY.
+        let dave = Message::start(name("dave"), CallId(3), Preference::default().set());
+        let dave_at = addr("127.0.0.4:5001");
+        a.handle_peer(Instant(8), dave_at, dave, fsm::Sender::Key(MALLORY_KEY));
+        let out = outputs(&mut a);
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Send { to, message: Message::Busy { .. }, .. } if *to == dave_at)),
+            "{out:?}"
+        );
+        // The user accepts: Bob's leg, then Carol's held one, are answered.
+        let out = line(&mut a, 10, "accept", ctl(1));
+        let accepted: Vec<SocketAddr> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    message: Message::Accept { .. },
+                    ..
+                } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(accepted, [addr(BOB), addr(CAROL)], "{out:?}");
+        let shown = printed(&out);
+        assert_eq!(shown[0], ("joined bob".into(), Some(ctl(1))), "{shown:?}");
+    }
+
+    #[test]
+    fn a_roster_over_an_ordinary_call_makes_it_a_conference() {
+        let mut a = encrypted();
+        a.handle_peer(
+            Instant(0),
+            addr(BOB),
+            start_from_bob(),
+            fsm::Sender::Key(BOB_KEY),
+        );
+        let _ = outputs(&mut a);
+        answer(&mut a, 5, verify_bob(), found_with_key(BOB, BOB_KEY));
+        let _ = outputs(&mut a);
+        let _ = line(&mut a, 6, "accept", ctl(1));
+        a.handle_peer(
+            Instant(8),
+            addr(BOB),
+            Message::Ack { call: CallId(1) },
+            fsm::Sender::Key(BOB_KEY),
+        );
+        let _ = outputs(&mut a);
+        assert_eq!(a.state(), State::InCall);
+        let id = fsm::conference::ConfId(42);
+        let mut members = heapless::Vec::new();
+        for (n, k) in [
+            ("bob", BOB_KEY),
+            ("alice", PublicKey([0xa1; 32])),
+            ("carol", CAROL_KEY),
+        ] {
+            let _ = members.push(fsm::conference::Entry {
+                name: name(n),
+                key: Some(k),
+            });
+        }
+        let roster = fsm::conference::Roster { id, members };
+        a.handle_session_line(
+            Instant(9),
+            addr(BOB),
+            BOB_KEY,
+            SessionLine::Roster(roster.clone()),
+            false,
+        );
+        let out = outputs(&mut a);
+        assert!(a.in_conference());
+        assert_eq!(a.state(), State::Idle, "the call went on as a leg");
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::StopMedia { .. })),
+            "{out:?}"
+        );
+        // Carol sorts after Alice: Alice dials her, into the same conference.
+        assert!(
+            out.contains(&Output::Query {
+                query: Query::Lookup(name("carol")),
+                purpose: Purpose::Dial(name("carol"))
+            }),
+            "{out:?}"
+        );
+        // The same roster from a phone that is no member is ignored.
+        let mut m = encrypted();
+        m.handle_session_line(
+            Instant(9),
+            addr(BOB),
+            BOB_KEY,
+            SessionLine::Roster(roster),
+            false,
+        );
+        assert!(outputs(&mut m).is_empty());
+        assert!(!m.in_conference());
+    }
+
+    #[test]
+    fn conferences_are_refused_without_encryption_and_calls_during_one() {
+        let mut off = settings();
+        off.machine.security = fsm::Security::Off;
+        let mut a = agent_with(off);
+        let out = line(&mut a, 0, "conf bob carol", ctl(1));
+        assert!(
+            printed(&out)[0]
+                .0
+                .contains("a conference needs encrypted calls"),
+            "{out:?}"
+        );
+        let out = line(&mut a, 0, "invite bob", ctl(1));
+        assert!(printed(&out)[0].0.starts_with("error"), "{out:?}");
+        let (mut a, _, _) = conferring();
+        let out = line(&mut a, 10, "call dave", ctl(2));
+        assert_eq!(
+            printed(&out),
+            [(
+                "error reason=in a conference: invite NAME adds a member".into(),
+                Some(ctl(2))
+            )]
+        );
+        let out = line(&mut a, 10, "conf dave", ctl(2));
+        assert!(
+            printed(&out)[0].0.contains("already in a conference"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn an_original_phone_is_refused_as_a_member() {
+        let mut a = encrypted();
+        let _ = line(&mut a, 0, "conf bob carol", ctl(1));
+        let original = Ok(Answer::Found(Contact {
+            ip: addr(BOB).ip(),
+            port: addr(BOB).port(),
+            dialect: Some(Dialect::Original),
+            key: None,
+        }));
+        answer(&mut a, 5, Purpose::Dial(name("bob")), original);
+        let out = outputs(&mut a);
+        assert!(
+            start_to(&out, BOB).is_none(),
+            "nothing sent to an original phone"
+        );
+        let shown: Vec<String> = printed(&out).into_iter().map(|(l, _)| l).collect();
+        assert!(
+            shown[0].contains("phone of the original protocol"),
+            "{shown:?}"
+        );
+        assert_eq!(shown[1], "left bob reason=original-phone", "{shown:?}");
+    }
+
+    #[test]
+    fn hangup_leaves_the_conference_and_quit_waits_for_the_legs() {
+        let (mut a, id, call) = conferring();
+        a.handle_peer(
+            Instant(20),
+            addr(BOB),
+            Message::Accept {
+                call: Some(call),
+                codec: None,
+            },
+            fsm::Sender::Key(BOB_KEY),
+        );
+        let _ = outputs(&mut a);
+        let out = line(&mut a, 30, "hangup", ctl(1));
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Send { to, message: Message::Close { .. }, .. } if *to == addr(BOB))),
+            "{out:?}"
+        );
+        assert!(out.contains(&Output::StopMedia {
+            peer: Some(addr(BOB))
+        }));
+        let shown = printed(&out);
+        assert_eq!(shown[0], (format!("conference-ended {id}"), Some(ctl(1))));
+        assert!(!a.in_conference());
+        a.handle_stop(Instant(31));
+        let _ = outputs(&mut a);
+        assert!(
+            !a.is_done(Instant(32), false),
+            "bob's CLOSE is not acknowledged yet"
+        );
+    }
+
+    #[test]
+    fn quit_in_a_conference_hangs_every_leg_up_once() {
+        let (mut a, _, call) = conferring();
+        a.handle_peer(
+            Instant(20),
+            addr(BOB),
+            Message::Accept {
+                call: Some(call),
+                codec: None,
+            },
+            fsm::Sender::Key(BOB_KEY),
+        );
+        let _ = outputs(&mut a);
+        let out = line(&mut a, 30, "quit", ctl(1));
+        let closes: Vec<SocketAddr> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    message: Message::Close { .. },
+                    ..
+                } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closes, [addr(BOB), addr(CAROL)], "{out:?}");
+        assert!(
+            printed(&out).iter().all(|(l, _)| !l.starts_with("error")),
+            "{out:?}"
+        );
+        assert!(out.contains(&Output::Disconnect));
     }
 }

@@ -395,18 +395,31 @@ impl<R: CallIds + Clone> Agent<R> {
             conf::Action::SendLinks { to, id, seq, peers } => {
                 self.send_over_leg(&to, SessionLine::Links { id, seq, peers });
             }
-            conf::Action::Hangup(name) => {
-                if self.leg(&name).is_some() {
-                    let call = Call::Leg(name);
-                    self.pending
-                        .push_back(Pending::Event(call, fsm::Event::Hangup, None));
-                }
-            }
+            conf::Action::Hangup(name) => self.hang_up_leg(name),
             conf::Action::Notify(note) => {
                 let event = conference_event(note);
                 let answer = self.answer.take();
                 self.print(event, answer);
             }
+        }
+    }
+
+    /// Hangs up the leg with `name`, unless it is over or being hung up already.
+    pub(super) fn hang_up_leg(&mut self, name: fsm::Name) {
+        let open = self.leg(&name).is_some_and(|l| {
+            matches!(
+                l.machine.state(),
+                State::Dialing | State::Ringing | State::InCall
+            )
+        });
+        let call = Call::Leg(name);
+        let queued = self
+            .pending
+            .iter()
+            .any(|p| matches!(p, Pending::Event(c, fsm::Event::Hangup, _) if *c == call));
+        if open && !queued {
+            self.pending
+                .push_back(Pending::Event(call, fsm::Event::Hangup, None));
         }
     }
 
@@ -569,11 +582,17 @@ impl<R: CallIds + Clone> Agent<R> {
                 let actions = self.conference.handle(&event);
                 self.carry_out_conference(actions);
             }
-            Note::Refused(why) => {
-                let reason = why.to_string();
-                let answer = self.answer.take();
-                self.print(Out::Error { reason }, answer);
-            }
+            // The user's `accept` or `reject` of an invitation is answered; what the layer
+            // asked a leg that could no longer do it is not the user's business.
+            Note::Refused(why) => match self.answer.take() {
+                Some(answer) => self.print(
+                    Out::Error {
+                        reason: why.to_string(),
+                    },
+                    Some(answer),
+                ),
+                None => log::debug!("the leg with {peer}: {why}"),
+            },
         }
     }
 

@@ -50,6 +50,14 @@ struct Member {
 }
 
 impl Member {
+    /// Whether the conference event lists it: every member but one known only by name
+    /// from a roster, which no member has reached yet (no key, no leg with this phone).
+    /// A member whose introducer fails to reach it (an original phone refused, no
+    /// answer) thus never shows on the other phones, and is not counted in `legs=K/N`.
+    fn is_shown(&self) -> bool {
+        !(self.leg == Leg::Awaiting && self.key.is_none())
+    }
+
     fn new(name: Name, leg: Leg) -> Member {
         Member {
             name,
@@ -241,17 +249,25 @@ impl Conference {
     }
 
     fn invite(&mut self, id: ConfId, name: &Name, out: &mut Actions) {
-        if *name == self.me || self.find(name).is_some() {
+        if *name == self.me {
             return;
         }
-        self.forget_gone(name);
-        if self
-            .members
-            .push(Member::new(name.clone(), Leg::Dialling))
-            .is_err()
-        {
-            push(out, Action::Notify(Note::Full(name.clone())));
-            return;
+        match self.find(name) {
+            // Only named by a roster, not reached by anyone yet (its introducer's dial
+            // may have failed): this phone dials it itself.
+            Some(i) if !self.members[i].is_shown() => self.members[i].leg = Leg::Dialling,
+            Some(_) => return,
+            None => {
+                self.forget_gone(name);
+                if self
+                    .members
+                    .push(Member::new(name.clone(), Leg::Dialling))
+                    .is_err()
+                {
+                    push(out, Action::Notify(Note::Full(name.clone())));
+                    return;
+                }
+            }
         }
         push(
             out,
@@ -536,9 +552,9 @@ impl Conference {
             return;
         };
         // At most MAX_MEMBERS - 1 others: a u8.
-        let of = self.members.len() as u8;
+        let of = self.members.iter().filter(|m| m.is_shown()).count() as u8;
         let mut members = heapless::Vec::new();
-        for m in &self.members {
+        for m in self.members.iter().filter(|m| m.is_shown()) {
             let connected = m.leg == Leg::Connected;
             let _ = members.push(Status {
                 name: m.name.clone(),

@@ -81,9 +81,12 @@
 //! leg with ([`Action::SendLinks`], whenever that set changes). From these, the
 //! conference event ([`Note::Conference`]) lists each member with its verification (of
 //! this phone's leg to it) and `legs=k/n`: the connected legs it reported, out of the
-//! `n` it should hold. A member this phone hears but some others do not shows
-//! `legs=2/3` rather than being silently half heard. The event is given whenever that
-//! list changes.
+//! `n` it should hold. A member this phone hears but some others do not shows `legs=2/3`
+//! rather than being silently half heard. A member known only by name from a roster,
+//! whose key no roster has given (no member has reached it yet), is neither listed nor
+//! counted: when its introducer cannot reach it (an original phone refused, no answer),
+//! the others never show it; an `invite` of it dials it. The event is given whenever
+//! that list changes.
 //!
 //! # Limits
 //! - Legs are named by their peer: the shell keeps at most one leg per member, and
