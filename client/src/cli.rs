@@ -252,9 +252,10 @@ USAGE:
     (exit 1; reason=unknown-user, unreachable, refused, rate-limited, ...), within 16 s.
 
     watch prints the phone's status, then each event as the phone prints it on stdout
-    (calling, ringing, incoming, connected, ended, registered, unregistered, error, bye),
-    one per line, for as long as the phone runs. The answers to other clients' status,
-    list and help, and the refusals of their commands, are not events.
+    (calling, ringing, incoming, connected, ended, message, conference, joined, left,
+    registered, unregistered, error, bye, ...), one per line, for as long as the phone
+    runs. The answers to other clients' status, list and help, and the refusals of their
+    commands, are not events.
 
 OPTIONS:
     --control PATH    The daemon's --control socket.    env: PARLO_CONTROL
