@@ -19,6 +19,7 @@ use parlo_tests::call_audio::{
     jackd_installed, media_start, mouth_to_ear_ms, process_usage, read_raw, segmental_snr,
     write_raw,
 };
+use parlo_tests::measure::{mb, percentile, status_kb};
 use parlo_tests::phone_harness::{
     FRAME_SAMPLES, Phone, SAMPLE_RATE, read_wav, speechlike, write_wav,
 };
@@ -141,19 +142,6 @@ struct Outcome {
     directions: Vec<Direction>,
     usage: Vec<Usage>,
     link: Option<String>,
-}
-
-/// A `kB` field of `/proc/PID/status` (`VmHWM`, `RssAnon`, ...), 0 if absent.
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn run(call: &Call, security: &str) -> Outcome {
@@ -295,13 +283,6 @@ fn run(call: &Call, security: &str) -> Outcome {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn report_latency(d: &Direction) {
     let (_, marks) = impulses(d.said.len(), SAMPLE_RATE as usize);
     let found = find_impulses(&d.heard, &marks);
@@ -349,10 +330,6 @@ fn report_quality(d: &Direction) {
         ms(offsets.iter().copied().min().unwrap_or(0)),
         ms(offsets.iter().copied().max().unwrap_or(0)),
     );
-}
-
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
 }
 
 fn report_usage(outcome: &Outcome, seconds: u64) {

@@ -21,6 +21,7 @@ use parlo_tests::call_audio::{
 };
 use parlo_tests::capture::tone;
 use parlo_tests::conference::{TONE_DBFS, wait_complete};
+use parlo_tests::measure::{mb, percentile, status_kb};
 use parlo_tests::phone_harness::{Event, Phone, SAMPLE_RATE, read_wav, write_wav};
 use parlo_tests::server_harness::{Server, TempDir};
 
@@ -93,19 +94,6 @@ fn settings() -> Result<Settings, lexopt::Error> {
         }
     }
     Ok(s)
-}
-
-/// A `kB` field of `/proc/PID/status` (`VmHWM`, ...), 0 if absent.
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The media packets a phone's `status` says it sent and received: the sum of its
@@ -277,10 +265,6 @@ fn usage(size: usize, seconds: u64, security: &str) -> Vec<Usage> {
     figures
 }
 
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
 fn report_usage(name: &str, figures: &[Usage], seconds: u64) {
     println!("{name}: {} phones, {seconds} s measured", figures.len());
     println!(
@@ -310,13 +294,6 @@ fn report_usage(name: &str, figures: &[Usage], seconds: u64) {
     for u in figures {
         println!("    {}: {}", u.who, u.status);
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Five members; bob speaks an impulse a second, the others silence. Each other

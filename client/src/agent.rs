@@ -2863,10 +2863,8 @@ mod tests {
         (a, id, call.expect("a Parlo call"))
     }
 
-    #[test]
-    fn conf_dials_every_member_and_a_connected_leg_joins_and_gets_the_roster() {
-        let (mut a, id, call) = conferring();
-        a.handle_session(addr(BOB), BOB_KEY, "1111-2222".into());
+    /// Bob answers the leg of `call` at 20.
+    fn bob_answers(a: &mut TestAgent, call: CallId) -> Vec<Output> {
         a.handle_peer(
             Instant(20),
             addr(BOB),
@@ -2876,7 +2874,14 @@ mod tests {
             },
             fsm::Sender::Key(BOB_KEY),
         );
-        let out = outputs(&mut a);
+        outputs(a)
+    }
+
+    #[test]
+    fn conf_dials_every_member_and_a_connected_leg_joins_and_gets_the_roster() {
+        let (mut a, id, call) = conferring();
+        a.handle_session(addr(BOB), BOB_KEY, "1111-2222".into());
+        let out = bob_answers(&mut a, call);
         assert!(out.contains(&Output::StartMedia {
             peer: addr(BOB),
             dialect: Dialect::Parlo,
@@ -3128,16 +3133,7 @@ mod tests {
     #[test]
     fn hangup_leaves_the_conference_and_quit_waits_for_the_legs() {
         let (mut a, id, call) = conferring();
-        a.handle_peer(
-            Instant(20),
-            addr(BOB),
-            Message::Accept {
-                call: Some(call),
-                codec: None,
-            },
-            fsm::Sender::Key(BOB_KEY),
-        );
-        let _ = outputs(&mut a);
+        let _ = bob_answers(&mut a, call);
         let out = line(&mut a, 30, "hangup", ctl(1));
         assert!(
             out.iter().any(|o| matches!(o, Output::Send { to, message: Message::Close { .. }, .. } if *to == addr(BOB))),
@@ -3160,16 +3156,7 @@ mod tests {
     #[test]
     fn quit_in_a_conference_hangs_every_leg_up_once() {
         let (mut a, _, call) = conferring();
-        a.handle_peer(
-            Instant(20),
-            addr(BOB),
-            Message::Accept {
-                call: Some(call),
-                codec: None,
-            },
-            fsm::Sender::Key(BOB_KEY),
-        );
-        let _ = outputs(&mut a);
+        let _ = bob_answers(&mut a, call);
         let out = line(&mut a, 30, "quit", ctl(1));
         let closes: Vec<SocketAddr> = out
             .iter()

@@ -7,6 +7,7 @@ pub mod capture;
 pub mod conference;
 pub mod conference_spec;
 pub mod forge;
+pub mod measure;
 pub mod message_spec;
 pub mod phone_harness;
 pub mod picture;
