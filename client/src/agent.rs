@@ -3008,6 +3008,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rejected_invitation_is_answered_with_the_call_s_end() {
+        let mut a = encrypted();
+        let mut start = start_from_bob();
+        if let Message::Start { conf, .. } = &mut start {
+            *conf = Some(fsm::conference::ConfId(9));
+        }
+        a.handle_peer(Instant(0), addr(BOB), start, fsm::Sender::Key(BOB_KEY));
+        let _ = outputs(&mut a);
+        answer(&mut a, 5, verify_bob(), found_with_key(BOB, BOB_KEY));
+        let _ = outputs(&mut a);
+        let out = line(&mut a, 10, "reject", ctl(1));
+        assert!(
+            out.iter().any(|o| matches!(
+                o,
+                Output::Send {
+                    message: Message::Reject { .. },
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+        assert_eq!(
+            printed(&out),
+            [("ended bob reason=rejected".into(), Some(ctl(1)))]
+        );
+        assert!(!a.in_conference());
+    }
+
+    #[test]
     fn a_roster_over_an_ordinary_call_makes_it_a_conference() {
         let mut a = encrypted();
         a.handle_peer(

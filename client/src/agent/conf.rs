@@ -571,9 +571,23 @@ impl<R: CallIds + Clone> Agent<R> {
                 self.carry_out_conference(actions);
             }
             Note::Ended { reason, .. } => {
-                if let Some(leg) = self.leg_mut(&peer) {
+                // An invitation the user was told of, ended before this phone was in
+                // (rejected, or cancelled by the caller): told as a call's end, since
+                // there is no conference to leave.
+                let told = self.leg_mut(&peer).is_some_and(|leg| {
+                    let told = leg.ringing && leg.incoming.is_none();
                     leg.ringing = false;
                     leg.incoming = None;
+                    told
+                });
+                let invited = matches!(self.conference.phase(), conf::Phase::Invited(_));
+                if told && invited {
+                    let event = Out::Ended {
+                        peer: peer.to_string(),
+                        reason: reason.name(),
+                    };
+                    let answer = self.answer.take();
+                    self.print(event, answer);
                 }
                 let event = conf::Event::Ended {
                     peer,
