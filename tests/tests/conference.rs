@@ -334,6 +334,8 @@ fn a_conference_with_an_impaired_leg_forms_and_everyone_hears_everyone() {
     );
 }
 
+/// `invite` turns a two-party call into a conference without dropping it, and the
+/// members can message each other meanwhile, over their legs.
 #[test]
 fn invite_during_a_call_makes_it_a_conference_without_dropping_it() {
     let server = Server::start(&[]);
@@ -358,6 +360,24 @@ fn invite_during_a_call_makes_it_a_conference_without_dropping_it() {
         assert!(
             dropped.is_empty(),
             "{}: {dropped:?}\n{}",
+            m.phone.name,
+            m.phone.transcript()
+        );
+    }
+    // A message between members goes over their leg's session, which stays up.
+    members[2].phone.send("msg alice over the conference");
+    let delivered = members[2].phone.expect_event("delivered");
+    assert_eq!(
+        delivered.field("to").as_deref(),
+        Some("alice"),
+        "{delivered}"
+    );
+    let message = members[0].phone.expect_event("message");
+    assert_eq!(message.peer(), Some("carol"), "{message}");
+    for m in &members {
+        assert!(
+            m.phone.events().iter().all(|e| e.kind != "left"),
+            "{}: a member left\n{}",
             m.phone.name,
             m.phone.transcript()
         );
