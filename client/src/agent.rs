@@ -1090,21 +1090,7 @@ impl<R: CallIds + Clone> Agent<R> {
     /// machine gives on its way back to idle is told.
     fn handle_lookup(&mut self, name: fsm::Name, result: Result<Answer, String>, dialling: bool) {
         let event = match result {
-            Ok(Answer::Found(contact)) => {
-                let pinned = self.pins.get(&name).copied();
-                if let (true, Some(key), Some(pin)) = (dialling, contact.key, pinned) {
-                    if key != pin {
-                        self.key_changed(&name, pin, key, "is given by the directory");
-                    }
-                }
-                fsm::Event::Resolved {
-                    name,
-                    addr: SocketAddr::new(contact.ip.to_canonical(), contact.port),
-                    dialect: contact.dialect,
-                    key: contact.key,
-                    pinned,
-                }
-            }
+            Ok(Answer::Found(contact)) => self.resolved(name, &contact, dialling),
             Ok(Answer::NotFound) => fsm::Event::Unknown { name },
             other => {
                 let why = failure(other);
@@ -1124,6 +1110,29 @@ impl<R: CallIds + Clone> Agent<R> {
         self.feed(event, None);
     }
 
+    /// The machine's event for the directory's `contact` of `name`, with its pin; a
+    /// callee given with another key than its pinned one is remembered for `trust`.
+    fn resolved(
+        &mut self,
+        name: fsm::Name,
+        contact: &parlo_net::directory::Contact,
+        dialling: bool,
+    ) -> fsm::Event {
+        let pinned = self.pins.get(&name).copied();
+        if let (true, Some(key), Some(pin)) = (dialling, contact.key, pinned) {
+            if key != pin {
+                self.key_changed(&name, pin, key, "is given by the directory");
+            }
+        }
+        fsm::Event::Resolved {
+            name,
+            addr: SocketAddr::new(contact.ip.to_canonical(), contact.port),
+            dialect: contact.dialect,
+            key: contact.key,
+            pinned,
+        }
+    }
+
     /// The directory's answer about the member of a conference leg: as for a call, but an
     /// original phone is refused, and a failure is the leg's alone.
     fn handle_leg_lookup(
@@ -1137,19 +1146,7 @@ impl<R: CallIds + Clone> Agent<R> {
                 if dialling && self.refuse_original(&name, contact.dialect) {
                     return;
                 }
-                let pinned = self.pins.get(&name).copied();
-                if let (true, Some(key), Some(pin)) = (dialling, contact.key, pinned) {
-                    if key != pin {
-                        self.key_changed(&name, pin, key, "is given by the directory");
-                    }
-                }
-                fsm::Event::Resolved {
-                    name: name.clone(),
-                    addr: SocketAddr::new(contact.ip.to_canonical(), contact.port),
-                    dialect: contact.dialect,
-                    key: contact.key,
-                    pinned,
-                }
+                self.resolved(name.clone(), &contact, dialling)
             }
             Ok(Answer::NotFound) => fsm::Event::Unknown { name: name.clone() },
             other => {
