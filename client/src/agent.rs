@@ -2799,6 +2799,16 @@ mod tests {
         })
     }
 
+    /// Where the signalling messages with `keyword` among `out` went, in order.
+    fn sent(out: &[Output], keyword: &str) -> Vec<SocketAddr> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { to, message, .. } if message.keyword() == keyword => Some(*to),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The session lines sent among `out`, by destination.
     fn lines_to(out: &[Output], to: &str) -> Vec<SessionLine> {
         out.iter()
@@ -2982,23 +2992,10 @@ mod tests {
         let dave_at = addr("127.0.0.4:5001");
         a.handle_peer(Instant(8), dave_at, dave, fsm::Sender::Key(MALLORY_KEY));
         let out = outputs(&mut a);
-        assert!(
-            out.iter().any(|o| matches!(o, Output::Send { to, message: Message::Busy { .. }, .. } if *to == dave_at)),
-            "{out:?}"
-        );
+        assert_eq!(sent(&out, "BUSY"), [dave_at], "{out:?}");
         // The user accepts: Bob's leg, then Carol's held one, are answered.
         let out = line(&mut a, 10, "accept", ctl(1));
-        let accepted: Vec<SocketAddr> = out
-            .iter()
-            .filter_map(|o| match o {
-                Output::Send {
-                    to,
-                    message: Message::Accept { .. },
-                    ..
-                } => Some(*to),
-                _ => None,
-            })
-            .collect();
+        let accepted = sent(&out, "ACCEPT");
         assert_eq!(accepted, [addr(BOB), addr(CAROL)], "{out:?}");
         let shown = printed(&out);
         assert_eq!(shown[0], ("joined bob".into(), Some(ctl(1))), "{shown:?}");
@@ -3184,17 +3181,7 @@ mod tests {
         let (mut a, _, call) = conferring();
         let _ = bob_answers(&mut a, call);
         let out = line(&mut a, 30, "quit", ctl(1));
-        let closes: Vec<SocketAddr> = out
-            .iter()
-            .filter_map(|o| match o {
-                Output::Send {
-                    to,
-                    message: Message::Close { .. },
-                    ..
-                } => Some(*to),
-                _ => None,
-            })
-            .collect();
+        let closes = sent(&out, "CLOSE");
         assert_eq!(closes, [addr(BOB), addr(CAROL)], "{out:?}");
         assert!(
             printed(&out).iter().all(|(l, _)| !l.starts_with("error")),
