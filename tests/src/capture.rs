@@ -186,17 +186,32 @@ pub fn shared_runs(captured: &[Vec<u8>], sent: &[u8], run: usize) -> usize {
     found.len()
 }
 
-/// Which of `names` appear, as their UTF-8 bytes, in any of the datagrams; in the order
-/// of `names`.
+/// The bytes that set a word off in Parlo's text lines (signalling, directory JSON,
+/// message lines): where a name read on the wire starts and ends.
+const DELIMITERS: &[u8] = b" \t\r\n=:,;\"'/";
+
+/// Which of `names` appear in any of the datagrams, in the order of `names`. A name of 8
+/// bytes or more counts anywhere, as its UTF-8 bytes; a shorter one only as a word, set
+/// off on each side by a delimiter (a space, `=`, `:`, a quote, ...) or the datagram's
+/// edge, as a line of Parlo's text protocols writes it and as someone grepping a capture
+/// would find it. Bare bytes would not do for short names: a three-letter one stands by
+/// chance somewhere in a few hundred kilobytes of ciphertext once in about fifty
+/// captures; set off by delimiters, once in tens of thousands.
 pub fn names_in_capture(datagrams: &[Vec<u8>], names: &[&str]) -> Vec<String> {
+    let is_edge = |byte: Option<&u8>| byte.is_none_or(|b| DELIMITERS.contains(b));
     names
         .iter()
         .filter(|name| {
             let needle = name.as_bytes();
             !needle.is_empty()
-                && datagrams
-                    .iter()
-                    .any(|d| d.windows(needle.len()).any(|w| w == needle))
+                && datagrams.iter().any(|d| {
+                    d.windows(needle.len()).enumerate().any(|(at, w)| {
+                        w == needle
+                            && (needle.len() >= 8
+                                || is_edge(at.checked_sub(1).and_then(|i| d.get(i)))
+                                    && is_edge(d.get(at + needle.len())))
+                    })
+                })
         })
         .map(|name| (*name).to_owned())
         .collect()
@@ -231,6 +246,23 @@ mod tests {
     fn noise(rng: &mut Rng, rms: f64, n: usize) -> Vec<f64> {
         let width = rms * 12f64.sqrt();
         (0..n).map(|_| (rng.unit() - 0.5) * width).collect()
+    }
+
+    #[test]
+    fn names_are_found_as_words_of_a_line_not_as_bytes_inside_others() {
+        let lines =
+            |l: &[&str]| -> Vec<Vec<u8>> { l.iter().map(|s| s.as_bytes().to_vec()).collect() };
+        let start = lines(&["START alice call=0000002a v=2 codecs=L16"]);
+        assert_eq!(names_in_capture(&start, &["alice", "bob"]), ["alice"]);
+        let json = lines(&["{\"name\":\"bob\",\"port\":5001}", "MSG 01 bob"]);
+        assert_eq!(names_in_capture(&json, &["bob", "MSG"]), ["bob", "MSG"]);
+        // Inside other bytes, as ciphertext would hold them by chance: not a name read.
+        let inside = vec![
+            b"\x93bob\x07".to_vec(),
+            b"xalicex".to_vec(),
+            b"bobby".to_vec(),
+        ];
+        assert!(names_in_capture(&inside, &["alice", "bob"]).is_empty());
     }
 
     fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {

@@ -454,7 +454,7 @@ fn a_passive_listener_reads_no_text_and_no_name_of_twenty_messages() {
     let datagrams: Vec<Vec<u8>> = captured.iter().map(|c| c.bytes.clone()).collect();
     let texts: Vec<String> = (0..COUNT).map(text).collect();
     let mut needles: Vec<&str> = texts.iter().map(String::as_str).collect();
-    needles.extend(["zebra", "quartz", "parcel", "alice", "bob", "MSG", "HELLO"]);
+    needles.extend(["parcel", "alice", "bob", "MSG", "HELLO"]);
     let found = names_in_capture(&datagrams, &needles);
     assert!(found.is_empty(), "read in the clear: {found:?}");
     // The control: a datagram carrying a message in the clear is found.
@@ -462,13 +462,7 @@ fn a_passive_listener_reads_no_text_and_no_name_of_twenty_messages() {
     planted.push(format!("MSG {} {}", ids[7], text(7)).into_bytes());
     assert_eq!(
         names_in_capture(&planted, &needles),
-        vec![
-            text(7),
-            "zebra".into(),
-            "quartz".into(),
-            "parcel".into(),
-            "MSG".into()
-        ]
+        vec![text(7), "parcel".into(), "MSG".into()]
     );
     // The capture holds the messages: a secure transport datagram for each MSG one way,
     // for each ACK the other.
