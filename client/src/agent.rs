@@ -947,7 +947,16 @@ impl<R: CallIds + Clone> Agent<R> {
             }
             _ => None,
         };
-        let call = self.call_at(from);
+        let call = match (&message, self.call_at(from)) {
+            // A START goes to a leg only as a copy of the leg's own: another call from a
+            // leg's address (one whose leg lingers, closing) is the layer's to judge.
+            (fsm::Message::Start { call: id, .. }, Call::Leg(name))
+                if self.leg(&name).and_then(|l| l.machine.call_id()) != *id =>
+            {
+                Call::Main
+            }
+            (_, call) => call,
+        };
         let message = match call {
             Call::Main => match self.conference_start(from, message, sender, pinned) {
                 Some(message) => message,

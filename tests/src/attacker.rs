@@ -260,8 +260,20 @@ impl Attacker {
         call_id: CallId,
         wall: SystemTime,
     ) -> Vec<u8> {
-        let wall = timestamp(wall);
         let line = start_line(claimed_name, call_id);
+        self.send_init(to, callee_key, &line, wall)
+    }
+
+    /// Sends `line` (a START of the attacker's making) sealed as an Init for
+    /// `callee_key`, timestamped `wall`. Returns the datagram sent.
+    pub fn send_init(
+        &mut self,
+        to: SocketAddr,
+        callee_key: &PublicKey,
+        line: &str,
+        wall: SystemTime,
+    ) -> Vec<u8> {
+        let wall = timestamp(wall);
         let mut out = [0u8; secure::MAX_DATAGRAM];
         let now = self.now();
         let len = self
