@@ -12,7 +12,9 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use parlo_fsm::PublicKey;
+use parlo_tests::attacker::Attacker;
 use parlo_tests::call_audio::Netem;
+use parlo_tests::capture::{find_tone, l16_bytes, names_in_capture, tone};
 use parlo_tests::conference::{
     Member, Recording, assert_tones, latest_conference, others_tones, tone_level, wait_complete,
     wait_for, wait_left_all,
@@ -300,7 +302,7 @@ fn a_conference_with_an_impaired_leg_forms_and_everyone_hears_everyone() {
         socket(),
         socket(),
         members[1].phone.addr,
-        Plan::transparent().impaired(netem),
+        Plan::transparent().impaired(netem).recording(),
     );
     for m in &members[1..] {
         let key = PublicKey::parse(&m.phone.public_key()).expect("a phone's key");
@@ -312,11 +314,46 @@ fn a_conference_with_an_impaired_leg_forms_and_everyone_hears_everyone() {
         fake.claim(&m.phone.name, at, &key);
     }
     members[0].phone.send("conf bob carol dave");
-    wait_complete(&phones(&members), FORMING);
+    let id = wait_complete(&phones(&members), FORMING);
     let complete = Instant::now();
     std::thread::sleep(TALK + Duration::from_secs(2) + MARGIN);
     let recordings = quit_all(&mut members);
+    let captured: Vec<Vec<u8>> = link.captured().into_iter().map(|c| c.bytes).collect();
     let report = link.finish();
+    // A listener on that leg hears no member, reads no name, no roster and not the
+    // conference's id: what would let it into the conference.
+    assert!(
+        captured.len() > 100,
+        "{} datagrams captured",
+        captured.len()
+    );
+    let needles = [
+        id.as_str(),
+        "alice",
+        "bob",
+        "carol",
+        "dave",
+        "ROSTER",
+        "LINKS",
+    ];
+    assert!(
+        names_in_capture(&captured, &needles).is_empty(),
+        "read on the wire: {:?}",
+        names_in_capture(&captured, &needles)
+    );
+    for (name, hz) in MEMBERS {
+        assert!(
+            find_tone(&captured, hz).is_none(),
+            "{name}'s {hz} Hz tone heard on the wire"
+        );
+    }
+    // The control: the same searches find a plaintext START of the conference and a
+    // frame of alice's tone among those datagrams.
+    let mut planted = captured.clone();
+    planted.push(format!("START alice call=0000002a v=2 codecs=L16 conf={id}").into_bytes());
+    planted.push(l16_bytes(&tone(tone_of("alice"), -6.0, 0.064)));
+    assert_eq!(names_in_capture(&planted, &needles), [id.as_str(), "alice"]);
+    assert!(find_tone(&planted, tone_of("alice")).is_some());
     println!("alice ↔ bob link: {report:?}");
     // The control: the link did impair that leg's media, both ways.
     assert!(
@@ -452,5 +489,69 @@ fn a_phone_of_the_original_project_cannot_be_invited() {
         }
     }
     assert_eq!(audio, 0, "raw PCM datagrams reached the original phone");
+    let _ = quit_all(&mut members);
+}
+
+/// A stranger who does not know the conference's id is busy to its members, whatever id
+/// it makes up: its START is answered BUSY, and no member's user hears of it. The
+/// control: the same START, to the same phone before the conference, rings its user.
+#[test]
+fn a_start_with_a_made_up_conference_id_gets_busy() {
+    let server = Server::start(&[]);
+    let dir = TempDir::new("conf-stranger");
+    let mut members = start(&server, &dir, &["alice", "bob", "carol"], true);
+    let bob_key = PublicKey::parse(&members[1].phone.public_key()).expect("bob's key");
+    let bob_at = members[1].phone.addr;
+    let mut mallory = Attacker::new();
+    let start = |call: u32, id: &str| {
+        format!("START mallory call={call:08x} v=2 codecs=L16,PCMU conf={id}")
+    };
+    // The control: bob, in no conference, is invited by mallory's START; it rings (mallory
+    // is not verified by key, so bob's user decides).
+    let made_up = "00000000deadbeef";
+    mallory.send_init(
+        bob_at,
+        &bob_key,
+        &start(1, made_up),
+        std::time::SystemTime::now(),
+    );
+    let incoming = members[1].phone.expect_event("incoming");
+    assert_eq!(incoming.peer(), Some("mallory"), "{incoming}");
+    assert_eq!(
+        incoming.field("conf").as_deref(),
+        Some(made_up),
+        "{incoming}"
+    );
+    members[1].phone.send("reject");
+    members[1].phone.expect_event("ended");
+    let _ = mallory.receive_for(Duration::from_millis(300));
+
+    members[0].phone.send("conf bob carol");
+    wait_complete(&phones(&members), FORMING);
+    // Made-up ids, and none at all: each START is answered BUSY.
+    let plain = format!("START mallory call={:08x} v=2 codecs=L16,PCMU", 4);
+    let starts = [
+        (2, start(2, made_up)),
+        (3, start(3, "0123456789abcdef")),
+        (4, plain),
+    ];
+    for (call, line) in starts {
+        mallory.send_init(bob_at, &bob_key, &line, std::time::SystemTime::now());
+        let answer = |r: &parlo_tests::attacker::Received| {
+            r.line().filter(|l| l.contains(&format!("call={call:08x}")))
+        };
+        let received = mallory.receive_until(Duration::from_secs(5), |r| answer(r).is_some());
+        let line = received.iter().find_map(answer).expect("an answer");
+        assert!(line.starts_with("BUSY"), "bob answered {line:?} to {call}");
+    }
+    // Bob's user heard of mallory once, before the conference; the conference is whole.
+    let rung = members[1]
+        .phone
+        .events()
+        .iter()
+        .filter(|e| e.kind == "incoming" && e.peer() == Some("mallory"))
+        .count();
+    assert_eq!(rung, 1, "{}", members[1].phone.transcript());
+    wait_complete(&phones(&members), FORMING);
     let _ = quit_all(&mut members);
 }
