@@ -79,6 +79,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether this phone, as an intercom, answers a call from `peer`, verified as
+    /// `verification`, by itself (see [`Config::auto_answer`]): the same rule for a call
+    /// and for an invitation into a conference.
+    pub fn answers_by_itself(&self, peer: &Name, verification: Verification) -> bool {
+        self.auto_answer
+            && (verification == Verification::Key || self.security == Security::Off)
+            && (self.answer_from.is_empty() || self.answer_from.contains(peer))
+    }
+
     /// The defaults for a phone named `name`.
     pub fn new(name: Name) -> Config {
         Config {
@@ -592,9 +601,7 @@ impl<R: CallIds> Machine<R> {
     /// the list).
     fn answers_itself(&self, c: &Call, event: Option<&Event>) -> bool {
         let verification = c.verification.unwrap_or_else(|| Self::verify(c, event).0);
-        self.config.auto_answer
-            && (verification == Verification::Key || self.config.security == Security::Off)
-            && (self.config.answer_from.is_empty() || self.config.answer_from.contains(&c.peer))
+        self.config.answers_by_itself(&c.peer, verification)
     }
 
     fn guard_holds(&self, guard: Guard, event: Option<&Event>) -> bool {

@@ -437,18 +437,16 @@ impl<R: CallIds + Clone> Agent<R> {
 
     /// Carries out the layer's answer for the ringing leg with `name`.
     fn answer_leg(&mut self, name: &fsm::Name) {
-        // An intercom (--auto-answer) takes the invitations it would take as calls.
-        let config = self.machine.config();
-        let intercom = config.auto_answer
-            && (config.answer_from.is_empty() || config.answer_from.contains(name));
-        let Some(leg) = self.leg_mut(name) else {
+        let Some(leg) = self.legs.iter_mut().find(|l| l.peer == *name) else {
             return;
         };
-        let verified = leg.machine.verification() == Some(fsm::Verification::Key);
-        let accept = match leg.answer {
-            Some(Answer::Accept) => verified,
-            Some(Answer::Ring) => verified && intercom,
-            Some(Answer::Hold) | None => return,
+        let verification = leg.machine.verification();
+        let accept = match (leg.answer, verification) {
+            (Some(Answer::Accept), v) => v == Some(fsm::Verification::Key),
+            // An intercom (--auto-answer) takes the invitations it would take as calls.
+            (Some(Answer::Ring), Some(v)) => self.machine.config().answers_by_itself(name, v),
+            (Some(Answer::Ring), None) => false,
+            (Some(Answer::Hold) | None, _) => return,
         };
         if accept {
             leg.incoming = None;
@@ -636,19 +634,11 @@ impl<R: CallIds + Clone> Agent<R> {
         true
     }
 
-    /// Forgets the legs whose call is over.
+    /// Forgets the legs whose call is over (called once every event is handled: none is
+    /// pending for them).
     pub(super) fn drop_finished_legs(&mut self) {
-        let pending: Vec<fsm::Name> = self
-            .pending
-            .iter()
-            .filter_map(|p| match p {
-                Pending::Event(Call::Leg(name), ..) => Some(name.clone()),
-                _ => None,
-            })
-            .collect();
-        self.legs.retain(|l| {
-            l.machine.state() != State::Idle || l.media.is_some() || pending.contains(&l.peer)
-        });
+        self.legs
+            .retain(|l| l.machine.state() != State::Idle || l.media.is_some());
     }
 
     /// The conference's part of `status`: its id and each leg with its media counters
