@@ -1054,15 +1054,6 @@ impl<R: CallIds + Clone> Agent<R> {
     }
 
     fn handle_answer(&mut self, purpose: Purpose, result: Result<Answer, String>) {
-        let leg = match &purpose {
-            Purpose::Dial(name) | Purpose::Verify { peer: name } if self.leg(name).is_some() => {
-                Some(name.clone())
-            }
-            _ => None,
-        };
-        if let Some(name) = leg {
-            return self.handle_leg_lookup(name, result, matches!(purpose, Purpose::Dial(_)));
-        }
         match purpose {
             Purpose::Dial(name) => self.handle_lookup(name, result, true),
             Purpose::Verify { peer } => self.handle_lookup(peer, result, false),
@@ -1097,13 +1088,22 @@ impl<R: CallIds + Clone> Agent<R> {
     /// request's place, before the dial's `calling` is printed) never begins for the user:
     /// the command's one answer is the error, and neither `calling` nor the `ended` the
     /// machine gives on its way back to idle is told.
+    ///
+    /// The answer about a conference member goes to that member's leg; its failure is
+    /// the leg's alone, and only logged (the leg ends, and the conference tells why).
     fn handle_lookup(&mut self, name: fsm::Name, result: Result<Answer, String>, dialling: bool) {
+        let call = match self.leg(&name) {
+            Some(_) => Call::Leg(name.clone()),
+            None => Call::Main,
+        };
         let event = match result {
             Ok(Answer::Found(contact)) => self.resolved(name, &contact, dialling),
             Ok(Answer::NotFound) => fsm::Event::Unknown { name },
             other => {
                 let why = failure(other);
-                if dialling && self.withdraw_unannounced_dial(&name) {
+                if call != Call::Main {
+                    log::info!("cannot look the conference member {name} up: {why}");
+                } else if dialling && self.withdraw_unannounced_dial(&name) {
                     let reason = format!("cannot call {name}: {why}");
                     let answer = self.answer.take();
                     self.print(Out::Error { reason }, answer);
@@ -1116,7 +1116,7 @@ impl<R: CallIds + Clone> Agent<R> {
                 fsm::Event::LookupFailed { name }
             }
         };
-        self.feed(event, None);
+        self.pending.push_back(Pending::Event(call, event, None));
     }
 
     /// The machine's event for the directory's `contact` of `name`, with its pin; a
@@ -1140,31 +1140,6 @@ impl<R: CallIds + Clone> Agent<R> {
             key: contact.key,
             pinned,
         }
-    }
-
-    /// The directory's answer about the member of a conference leg: as for a call, but an
-    /// original phone is refused, and a failure is the leg's alone.
-    fn handle_leg_lookup(
-        &mut self,
-        name: fsm::Name,
-        result: Result<Answer, String>,
-        dialling: bool,
-    ) {
-        let event = match result {
-            Ok(Answer::Found(contact)) => {
-                if dialling && self.refuse_original(&name, contact.dialect) {
-                    return;
-                }
-                self.resolved(name.clone(), &contact, dialling)
-            }
-            Ok(Answer::NotFound) => fsm::Event::Unknown { name: name.clone() },
-            other => {
-                log::info!("cannot look the member {name} up: {}", failure(other));
-                fsm::Event::LookupFailed { name: name.clone() }
-            }
-        };
-        self.pending
-            .push_back(Pending::Event(Call::Leg(name), event, None));
     }
 
     /// Whether the dial of `name` is still unannounced, its `calling` waiting in the rest
@@ -3154,12 +3129,14 @@ mod tests {
             start_to(&out, BOB).is_none(),
             "nothing sent to an original phone"
         );
-        let shown: Vec<String> = printed(&out).into_iter().map(|(l, _)| l).collect();
         assert!(
-            shown[0].contains("phone of the original protocol"),
-            "{shown:?}"
+            !out.iter()
+                .any(|o| matches!(o, Output::Send { to, .. } if *to == addr(BOB))),
+            "nothing at all sent to an original phone: {out:?}"
         );
-        assert_eq!(shown[1], "left bob reason=original-phone", "{shown:?}");
+        let shown: Vec<String> = printed(&out).into_iter().map(|(l, _)| l).collect();
+        assert_eq!(shown[0], "left bob reason=original-phone", "{shown:?}");
+        assert!(a.in_conference(), "the conference goes on with carol");
     }
 
     #[test]

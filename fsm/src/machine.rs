@@ -560,7 +560,10 @@ impl<R: CallIds> Machine<R> {
         } else {
             security == Security::Required && pinned.or(*key).is_none()
         };
-        if security != Security::Off && matches!((pinned, key), (Some(p), Some(k)) if p != k) {
+        if original && self.config.conference.is_some() {
+            Guard::OriginalInConference
+        } else if security != Security::Off && matches!((pinned, key), (Some(p), Some(k)) if p != k)
+        {
             Guard::CalleeKeyChanged
         } else if plaintext_refused {
             Guard::CalleeRefused
@@ -642,7 +645,8 @@ impl<R: CallIds> Machine<R> {
             Guard::OriginalCallee
             | Guard::ParloCallee
             | Guard::CalleeKeyChanged
-            | Guard::CalleeRefused => self.dial_verdict(event) == guard,
+            | Guard::CalleeRefused
+            | Guard::OriginalInConference => self.dial_verdict(event) == guard,
             Guard::Welcome | Guard::PlaintextRefused | Guard::KeyChanged => {
                 self.start_verdict(event) == guard
             }
@@ -1436,14 +1440,19 @@ mod tests {
             )),
             "{actions:?}"
         );
-        // An original phone cannot be in a conference: its START stays the original's.
+        // An original phone cannot be in a conference: it is not called at all.
         let mut m = Machine::new(config, SplitMix64(7), Instant(0));
         let _ = m.handle(Instant(0), &Event::Dial(name("bob")));
         let actions = m.handle(Instant(0), &resolved("bob", BOB, Some(Dialect::Original)));
-        assert!(
-            actions.contains(&send(BOB, Message::start_original(name("alice")))),
-            "{actions:?}"
+        assert!(sends(&actions).is_empty(), "{actions:?}");
+        assert_eq!(
+            notes(&actions),
+            [&Note::Ended {
+                peer: name("bob"),
+                reason: EndReason::OriginalPhone
+            }]
         );
+        assert_eq!(m.state(), State::Idle);
     }
 
     #[test]

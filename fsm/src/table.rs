@@ -270,6 +270,8 @@ pub enum Guard {
     /// without key under [`crate::Security::Required`], an original callee without
     /// [`crate::Config::original_phones`].
     CalleeRefused,
+    /// The callee is an original phone and the call a conference's leg.
+    OriginalInConference,
 }
 
 impl Guard {
@@ -286,6 +288,7 @@ impl Guard {
             Guard::Awaiting => "awaiting ack",
             Guard::NotAwaiting => "nothing awaited",
             Guard::OriginalCallee => "callee original",
+            Guard::OriginalInConference => "callee original, conference",
             Guard::ParloCallee => "callee parlo or unknown",
             Guard::Welcome => "welcome",
             Guard::PlaintextRefused | Guard::CalleeRefused => "plaintext refused",
@@ -308,11 +311,13 @@ impl Guard {
             Guard::OriginalCallee
             | Guard::ParloCallee
             | Guard::CalleeKeyChanged
-            | Guard::CalleeRefused => &[
+            | Guard::CalleeRefused
+            | Guard::OriginalInConference => &[
                 Guard::OriginalCallee,
                 Guard::ParloCallee,
                 Guard::CalleeKeyChanged,
                 Guard::CalleeRefused,
+                Guard::OriginalInConference,
             ],
             Guard::Welcome | Guard::PlaintextRefused | Guard::KeyChanged => {
                 &[Guard::Welcome, Guard::PlaintextRefused, Guard::KeyChanged]
@@ -499,6 +504,7 @@ pub static TABLE: &[Entry] = &[
     row(Dialing, E::Resolved, OriginalCallee, Stay, &[LearnAddress, LearnDialect, LearnKey, Send(Say::Start), Arm(Timer::StartAgain)]),
     row(Dialing, E::Resolved, CalleeKeyChanged, To(Idle), &[Tell(Tell::Ended(EndReason::KeyChanged))]),
     row(Dialing, E::Resolved, CalleeRefused, To(Idle), &[Tell(Tell::Ended(EndReason::Insecure))]),
+    row(Dialing, E::Resolved, OriginalInConference, To(Idle), &[Tell(Tell::Ended(EndReason::OriginalPhone))]),
     row(Dialing, E::Unknown, Always, To(Idle), &[Tell(Tell::Ended(EndReason::UnknownUser))]),
     row(Dialing, E::LookupFailed, Always, To(Idle), &[Tell(Tell::Ended(EndReason::LookupFailed))]),
     row(Dialing, E::Start, Always, Stay, &[ReplyBusy]),

@@ -326,6 +326,10 @@ pub enum EndReason {
     /// The security policy refuses the call: a plaintext call with a Parlo phone under
     /// [`Security::Required`], or one with an original phone when they are not allowed.
     Insecure,
+    /// The callee is a phone of the original project, and the call would be a
+    /// conference's leg ([`crate::Config::conference`]): an original phone has no
+    /// conferences, and nothing is sent to it.
+    OriginalPhone,
 }
 
 impl EndReason {
@@ -343,6 +347,7 @@ impl EndReason {
             EndReason::LookupFailed => "lookup-failed",
             EndReason::KeyChanged => "key-changed",
             EndReason::Insecure => "insecure",
+            EndReason::OriginalPhone => "original-phone",
         }
     }
 }

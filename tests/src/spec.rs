@@ -9,7 +9,8 @@
 //! config answer-timeout=7000              optional overrides: timings (milliseconds),
 //!                                         codecs=PCMU,L16 (the phone's preference),
 //!                                         auto-answer=yes, security=required|preferred|off,
-//!                                         original-phones=yes|no, answer-from=bob,carol
+//!                                         original-phones=yes|no, answer-from=bob,carol,
+//!                                         conference=ID (16 hex digits: a leg's machine)
 //! config security preferred               (one setting may also be written `NAME VALUE`;
 //!                                         `config` lines add up)
 //! key bob 2                               a test key, named: bob's is [2; 32]
@@ -61,6 +62,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use parlo_fsm::conference::ConfId;
 use parlo_fsm::{
     Action, CallId, CallIds, Codec, Config, Dialect, Event, Instant, Machine, Message, Name,
     Preference, PublicKey, Security, Sender, State,
@@ -400,6 +402,12 @@ fn setting(line: usize, config: &mut Config, key: &str, value: &str) -> Result<(
     match key {
         "auto-answer" => config.auto_answer = yes_no(line, key, value)?,
         "original-phones" => config.original_phones = yes_no(line, key, value)?,
+        "conference" => {
+            config.conference = Some(
+                ConfId::parse(value)
+                    .map_or_else(|| fail(line, "conference is 16 hexadecimal digits"), Ok)?,
+            );
+        }
         "security" => {
             config.security = Security::from_name(value)
                 .map_or_else(|| fail(line, "security is required, preferred or off"), Ok)?;

@@ -16,9 +16,10 @@
 //! - A conference needs encrypted legs (the roster travels inside them): `conf` and
 //!   `invite` are refused under `--security off`, and a leg that connects in the clear is
 //!   hung up.
-//! - Original-protocol phones cannot be members: dialling one into a conference ends
-//!   that leg before anything is sent (`left NAME reason=original-phone`), and their
-//!   STARTs, which carry no conference id, get BUSY during a conference.
+//!
+//! Original-protocol phones cannot be members: a leg's machine (its conference set) does
+//! not call one at all (`left NAME reason=original-phone`), and their STARTs, which carry
+//! no conference id, get BUSY during a conference.
 
 use std::net::SocketAddr;
 
@@ -569,6 +570,12 @@ impl<R: CallIds + Clone> Agent<R> {
                 self.carry_out_conference(actions);
             }
             Note::Ended { reason, .. } => {
+                if reason == fsm::EndReason::OriginalPhone {
+                    log::warn!(
+                        "{peer} is a phone of the original protocol, which has no \
+                         conferences: not called into this one (call it on its own)"
+                    );
+                }
                 // An invitation the user was told of, ended before this phone was in
                 // (rejected, or cancelled by the caller): told as a call's end, since
                 // there is no conference to leave.
@@ -606,32 +613,6 @@ impl<R: CallIds + Clone> Agent<R> {
                 None => log::debug!("the leg with {peer}: {why}"),
             },
         }
-    }
-
-    /// The directory found `contact` for the leg with `name`: an original phone cannot be
-    /// a member. Returns whether the leg was refused.
-    pub(super) fn refuse_original(
-        &mut self,
-        name: &fsm::Name,
-        dialect: Option<fsm::Dialect>,
-    ) -> bool {
-        if dialect != Some(fsm::Dialect::Original) || self.leg(name).is_none() {
-            return false;
-        }
-        let reason = format!(
-            "cannot add {name} to the conference: it is a phone of the original protocol, \
-             which has no conferences (call it on its own)"
-        );
-        log::warn!("{reason}");
-        self.print(Out::Error { reason }, None);
-        self.legs.retain(|l| l.peer != *name);
-        let event = conf::Event::Ended {
-            peer: name.clone(),
-            reason: LegEnd::Original,
-        };
-        let actions = self.conference.handle(&event);
-        self.carry_out_conference(actions);
-        true
     }
 
     /// Forgets the legs whose call is over (called once every event is handled: none is

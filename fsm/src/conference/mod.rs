@@ -235,6 +235,7 @@ impl LegEnd {
             EndReason::PeerLost => LegEnd::PeerLost,
             EndReason::KeyChanged => LegEnd::KeyChanged,
             EndReason::Insecure => LegEnd::Insecure,
+            EndReason::OriginalPhone => LegEnd::Original,
         }
     }
 }

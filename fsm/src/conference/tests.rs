@@ -614,6 +614,7 @@ fn leg_ends_follow_the_calls_end() {
         (EndReason::PeerLost, LegEnd::PeerLost),
         (EndReason::KeyChanged, LegEnd::KeyChanged),
         (EndReason::Insecure, LegEnd::Insecure),
+        (EndReason::OriginalPhone, LegEnd::Original),
     ];
     for (reason, leg) in cases {
         assert_eq!(LegEnd::of(reason), leg, "{reason:?}");
