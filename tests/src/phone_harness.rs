@@ -384,12 +384,12 @@ impl PhoneBuilder {
         let mut child = command.spawn().expect("parlo-client starts");
         let stdin = child.stdin.take();
         let (stdout, stdout_reader) = Lines::collect(child.stdout.take().expect("stdout is piped"));
-        let (stderr, _) = Lines::collect(child.stderr.take().expect("stderr is piped"));
+        let (stderr, stderr_reader) = Lines::collect(child.stderr.take().expect("stderr is piped"));
         Phone {
             child,
             stdin,
             stdout,
-            stdout_reader: Some(stdout_reader),
+            readers: vec![stdout_reader, stderr_reader],
             stderr,
             read: 0,
             name: self.name,
@@ -443,7 +443,9 @@ pub struct Phone {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Arc<Lines>,
-    stdout_reader: Option<JoinHandle<()>>,
+    /// The threads reading stdout and stderr: joined once the process exits, so that
+    /// every line it wrote is there.
+    readers: Vec<JoinHandle<()>>,
     stderr: Arc<Lines>,
     /// Stdout lines already consumed by `expect_*`.
     read: usize,
@@ -758,7 +760,7 @@ impl Phone {
                 self.transcript()
             )
         });
-        if let Some(reader) = self.stdout_reader.take() {
+        for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
         status
